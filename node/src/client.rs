@@ -1,0 +1,195 @@
+//! Connected clients: the shared, observable part of each connection
+//! (`CLIENT LIST`, `CLIENT KILL`, `INFO clients`) in one registry.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// What other connections may see or change of a connection.
+pub struct ClientHandle {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub created: Instant,
+    pub name: Mutex<Option<Bytes>>,
+    pub lib_name: Mutex<Option<Bytes>>,
+    pub lib_ver: Mutex<Option<Bytes>>,
+    /// Milliseconds since `created` of the last command.
+    pub last_interaction_ms: AtomicU64,
+    pub last_cmd: Mutex<&'static str>,
+    pub proto: AtomicU8,
+    pub subscriptions: AtomicUsize,
+    pub psubscriptions: AtomicUsize,
+    pub ssubscriptions: AtomicUsize,
+    /// -1 outside MULTI, else the number of queued commands.
+    pub multi: std::sync::atomic::AtomicI64,
+    pub blocked: AtomicBool,
+    pub no_evict: AtomicBool,
+    pub no_touch: AtomicBool,
+    pub killed: AtomicBool,
+    pub kill: Notify,
+    /// Bytes waiting in the input buffer (for CLIENT LIST qbuf).
+    pub qbuf: AtomicUsize,
+    /// Total bytes received and sent.
+    pub net_in: AtomicU64,
+    pub net_out: AtomicU64,
+}
+
+impl ClientHandle {
+    pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr) -> Self {
+        ClientHandle {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            name: Mutex::new(None),
+            lib_name: Mutex::new(None),
+            lib_ver: Mutex::new(None),
+            last_interaction_ms: AtomicU64::new(0),
+            last_cmd: Mutex::new("NULL"),
+            proto: AtomicU8::new(2),
+            subscriptions: AtomicUsize::new(0),
+            psubscriptions: AtomicUsize::new(0),
+            ssubscriptions: AtomicUsize::new(0),
+            multi: (-1).into(),
+            blocked: AtomicBool::new(false),
+            no_evict: AtomicBool::new(false),
+            no_touch: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+            qbuf: AtomicUsize::new(0),
+            net_in: AtomicU64::new(0),
+            net_out: AtomicU64::new(0),
+        }
+    }
+
+    /// Ask the connection to close (CLIENT KILL, pub/sub overflow, shutdown).
+    pub fn request_kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        self.kill.notify_one();
+    }
+
+    pub fn touch(&self) {
+        self.last_interaction_ms
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn idle_secs(&self) -> u64 {
+        let now = self.created.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_interaction_ms.load(Ordering::Relaxed)) / 1000
+    }
+
+    /// One `CLIENT LIST` / `CLIENT INFO` line, with Redis 7.0's fields.
+    pub fn info_line(&self) -> String {
+        let name = self
+            .name
+            .lock()
+            .as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        let subs = self.subscriptions.load(Ordering::Relaxed);
+        let psubs = self.psubscriptions.load(Ordering::Relaxed);
+        let ssubs = self.ssubscriptions.load(Ordering::Relaxed);
+        let multi = self.multi.load(Ordering::Relaxed);
+        let mut flags = String::new();
+        if subs + psubs + ssubs > 0 {
+            flags.push('P');
+        }
+        if multi >= 0 {
+            flags.push('x');
+        }
+        if self.blocked.load(Ordering::Relaxed) {
+            flags.push('b');
+        }
+        if self.no_evict.load(Ordering::Relaxed) {
+            flags.push('e');
+        }
+        if self.no_touch.load(Ordering::Relaxed) {
+            flags.push('T');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        let lib_name = self
+            .lib_name
+            .lock()
+            .as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        let lib_ver = self
+            .lib_ver
+            .lock()
+            .as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.id + 7,
+            name,
+            self.created.elapsed().as_secs(),
+            self.idle_secs(),
+            flags,
+            subs,
+            psubs,
+            ssubs,
+            multi,
+            self.qbuf.load(Ordering::Relaxed),
+            self.last_cmd.lock(),
+            self.proto.load(Ordering::Relaxed),
+            lib_name,
+            lib_ver,
+        )
+    }
+}
+
+#[derive(Default)]
+pub struct Clients {
+    next_id: AtomicU64,
+    map: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+}
+
+impl Clients {
+    pub fn register(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientHandle> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let h = Arc::new(ClientHandle::new(id, addr, laddr));
+        self.map.lock().insert(id, h.clone());
+        h
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.map.lock().remove(&id);
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
+        self.map.lock().get(&id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<ClientHandle>> {
+        self.map.lock().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn blocked_count(&self) -> usize {
+        self.map
+            .lock()
+            .values()
+            .filter(|c| c.blocked.load(Ordering::Relaxed))
+            .count()
+    }
+}

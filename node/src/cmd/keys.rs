@@ -1,0 +1,5 @@
+//! Commands of the `keys` family.
+
+use super::CommandSpec;
+
+pub static COMMANDS: &[CommandSpec] = &[];

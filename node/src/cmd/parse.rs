@@ -1,0 +1,179 @@
+//! Argument parsing shared by command handlers, with Redis' exact rules and
+//! error messages (an integer is what `string2ll` accepts, a float what
+//! `strtold` accepts minus NaN, and so on).
+
+use bytes::Bytes;
+
+use crate::resp::Reply;
+
+pub const ERR_NOT_INT: &str = "ERR value is not an integer or out of range";
+pub const ERR_NOT_FLOAT: &str = "ERR value is not a valid float";
+pub const ERR_SYNTAX: &str = "ERR syntax error";
+pub const ERR_OVERFLOW: &str = "ERR increment or decrement would overflow";
+pub const ERR_NO_SUCH_KEY: &str = "ERR no such key";
+pub const ERR_INDEX: &str = "ERR index out of range";
+pub const ERR_TIMEOUT: &str = "ERR timeout is not a float or out of range";
+pub const ERR_TIMEOUT_NEG: &str = "ERR timeout is negative";
+
+/// Redis' `string2ll`: optional '-', no '+', no leading zeros, no spaces.
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    if b == b"0" {
+        return Some(0);
+    }
+    let (neg, digits) = if b[0] == b'-' {
+        (true, &b[1..])
+    } else {
+        (false, b)
+    };
+    if digits.is_empty() || digits[0] == b'0' {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+    }
+    if neg {
+        if v > i64::MAX as u64 + 1 {
+            return None;
+        }
+        Some((v as i128).wrapping_neg() as i64)
+    } else {
+        i64::try_from(v).ok()
+    }
+}
+
+/// Parse an integer argument or fail with Redis' message.
+pub fn int(b: &[u8]) -> Result<i64, Reply> {
+    parse_i64(b).ok_or(Reply::err(ERR_NOT_INT))
+}
+
+/// A non-negative integer argument.
+pub fn uint(b: &[u8]) -> Result<u64, Reply> {
+    match parse_i64(b) {
+        Some(v) if v >= 0 => Ok(v as u64),
+        _ => Err(Reply::err(ERR_NOT_INT)),
+    }
+}
+
+/// An integer argument with a custom "out of range" message for negatives.
+pub fn positive(b: &[u8], msg: &'static str) -> Result<i64, Reply> {
+    match parse_i64(b) {
+        Some(v) if v > 0 => Ok(v),
+        Some(_) => Err(Reply::err(msg)),
+        None => Err(Reply::err(ERR_NOT_INT)),
+    }
+}
+
+/// Redis' `string2d`/`strtold` as used for float arguments: accepts `inf`,
+/// `-inf`, `+inf`, exponents; rejects NaN, spaces and empty strings.
+pub fn parse_f64(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let lower = s.to_ascii_lowercase();
+    let v = match lower.as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ => {
+            if lower.contains("inf") || lower.contains("nan") {
+                return None;
+            }
+            lower.parse::<f64>().ok()?
+        }
+    };
+    if v.is_nan() { None } else { Some(v) }
+}
+
+pub fn float(b: &[u8]) -> Result<f64, Reply> {
+    parse_f64(b).ok_or(Reply::err(ERR_NOT_FLOAT))
+}
+
+/// Blocking-command timeout in seconds (float), Redis 7 rules. `None` = forever.
+pub fn timeout(b: &[u8]) -> Result<Option<std::time::Duration>, Reply> {
+    let v = parse_f64(b).ok_or(Reply::err(ERR_TIMEOUT))?;
+    if v < 0.0 {
+        return Err(Reply::err(ERR_TIMEOUT_NEG));
+    }
+    if !v.is_finite() || v > 1e12 {
+        return Err(Reply::err(ERR_TIMEOUT));
+    }
+    if v == 0.0 {
+        Ok(None)
+    } else {
+        Ok(Some(std::time::Duration::from_secs_f64(v)))
+    }
+}
+
+/// Case-insensitive comparison of an argument with an ASCII keyword.
+pub fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+pub fn syntax() -> Reply {
+    Reply::err(ERR_SYNTAX)
+}
+
+/// Format an integer as bytes.
+pub fn i64_bytes(v: i64) -> Bytes {
+    Bytes::copy_from_slice(itoa::Buffer::new().format(v).as_bytes())
+}
+
+/// Format a float as Redis does for INCRBYFLOAT / HINCRBYFLOAT results
+/// (`%.17Lg` of a long double, trailing zeros removed): we print the
+/// shortest representation that round-trips, which is what those produce for
+/// values that are exactly representable as f64.
+pub fn f64_human(v: f64) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if v == v.trunc() && v.abs() < 1e17 {
+        return format!("{}", v as i64);
+    }
+    let s = format!("{v}");
+    if s.contains('e') {
+        crate::resp::reply::format_g(v, 17)
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string2ll() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-1"), Some(-1));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b"01"), None);
+        assert_eq!(parse_i64(b"+1"), None);
+        assert_eq!(parse_i64(b" 1"), None);
+        assert_eq!(parse_i64(b"-0"), None);
+        assert_eq!(parse_i64(b""), None);
+        assert_eq!(parse_i64(b"1a"), None);
+    }
+
+    #[test]
+    fn floats() {
+        assert_eq!(parse_f64(b"1.5"), Some(1.5));
+        assert_eq!(parse_f64(b"-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_f64(b"+inf"), Some(f64::INFINITY));
+        assert_eq!(parse_f64(b"1e3"), Some(1000.0));
+        assert_eq!(parse_f64(b"nan"), None);
+        assert_eq!(parse_f64(b" 1"), None);
+        assert_eq!(parse_f64(b""), None);
+        assert_eq!(f64_human(10.5), "10.5");
+        assert_eq!(f64_human(3.0), "3");
+        assert_eq!(f64_human(5.0e3), "5000");
+    }
+}

@@ -1,0 +1,450 @@
+//! Configuration: command-line flags (clap), an optional Redis-style config
+//! file (`directive value` per line), and the runtime parameters that
+//! `CONFIG GET/SET` read and change.
+//!
+//! Parameters that the hot path reads are atomics, so `CONFIG SET` takes
+//! effect immediately without any lock on the command path.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::db::evict::{EvictionConfig, Policy};
+use crate::notify;
+
+/// Flags of `ferrokv-node serve` (also accepted without the subcommand).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Redis-style config file (`port 6379`, `maxmemory 1gb`, ...); flags given
+    /// on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Addresses to listen on (repeat or space-separate for several).
+    #[arg(long, value_delimiter = ' ', num_args = 1..)]
+    pub bind: Option<Vec<String>>,
+    /// Client port (0 picks a free port and prints it).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Admin HTTP port for /metrics, /healthz and /readyz (off when absent).
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    /// Password clients must send with AUTH (or HELLO ... AUTH).
+    #[arg(long, env = "FERROKV_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// Memory limit for the dataset (e.g. 100mb, 2gb; 0 = no limit).
+    #[arg(long)]
+    pub maxmemory: Option<String>,
+    /// What to do at the memory limit: noeviction, allkeys-lru, allkeys-lfu,
+    /// allkeys-random, volatile-lru, volatile-lfu, volatile-ttl, volatile-random.
+    #[arg(long)]
+    pub maxmemory_policy: Option<String>,
+    /// Keys sampled per eviction.
+    #[arg(long)]
+    pub maxmemory_samples: Option<u8>,
+    /// Maximum simultaneous client connections.
+    #[arg(long)]
+    pub maxclients: Option<usize>,
+    /// Close connections idle for this many seconds (0 = never).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Keyspace notification classes, as Redis' notify-keyspace-events (e.g. KEA).
+    #[arg(long)]
+    pub notify_keyspace_events: Option<String>,
+    /// Largest bulk string a client may send, in bytes (e.g. 512mb).
+    #[arg(long)]
+    pub proto_max_bulk_len: Option<String>,
+    /// Commands slower than this many microseconds go to the SLOWLOG (-1 = off).
+    #[arg(long)]
+    pub slowlog_log_slower_than: Option<i64>,
+    /// Entries kept in the SLOWLOG.
+    #[arg(long)]
+    pub slowlog_max_len: Option<usize>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+/// A parse error for a configuration value, worded as Redis words them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("argument couldn't be parsed into an integer")]
+    Integer,
+    #[error("argument must be a memory value")]
+    Memory,
+    #[error("invalid argument '{0}'")]
+    Invalid(String),
+    #[error("unknown option or number of arguments for CONFIG SET - '{0}'")]
+    Unknown(String),
+    #[error("failed to read config file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} line {line}: {msg}")]
+    FileLine {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+}
+
+/// Parse a memory amount as Redis does (`1gb`, `100mb`, `10k`, plain bytes).
+pub fn parse_memory(s: &str) -> Result<u64, ConfigError> {
+    let l = s.trim().to_ascii_lowercase();
+    let (num, mul) = [
+        ("gb", 1u64 << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
+        ("g", 1_000_000_000),
+        ("m", 1_000_000),
+        ("k", 1000),
+        ("b", 1),
+    ]
+    .iter()
+    .find(|(suf, _)| l.ends_with(suf))
+    .map(|(suf, m)| (&l[..l.len() - suf.len()], *m))
+    .unwrap_or((&l[..], 1));
+    let n: u64 = num.parse().map_err(|_| ConfigError::Memory)?;
+    n.checked_mul(mul).ok_or(ConfigError::Memory)
+}
+
+/// Runtime configuration shared by all connections.
+pub struct Config {
+    pub bind: Vec<String>,
+    pub port: u16,
+    pub admin_port: Option<u16>,
+    pub threads: Option<usize>,
+    pub requirepass: RwLock<Option<Bytes>>,
+    pub maxmemory: AtomicU64,
+    pub maxclients: AtomicUsize,
+    pub timeout: AtomicU64,
+    pub notify_flags: AtomicU32,
+    pub proto_max_bulk_len: AtomicI64,
+    pub slowlog_log_slower_than: AtomicI64,
+    pub slowlog_max_len: AtomicUsize,
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: vec!["127.0.0.1".into()],
+            port: 6379,
+            admin_port: None,
+            threads: None,
+            requirepass: RwLock::new(None),
+            maxmemory: AtomicU64::new(0),
+            maxclients: AtomicUsize::new(10000),
+            timeout: AtomicU64::new(0),
+            notify_flags: AtomicU32::new(0),
+            proto_max_bulk_len: AtomicI64::new(512 * 1024 * 1024),
+            slowlog_log_slower_than: AtomicI64::new(10000),
+            slowlog_max_len: AtomicUsize::new(128),
+            config_file: None,
+        }
+    }
+}
+
+type Getter = fn(&Config, &EvictionConfig) -> String;
+type Setter = fn(&Config, &EvictionConfig, &str) -> Result<(), ConfigError>;
+
+/// One `CONFIG GET/SET` parameter.
+pub struct Param {
+    pub name: &'static str,
+    pub get: Getter,
+    /// `None` for parameters that can only be set at startup.
+    pub set: Option<Setter>,
+}
+
+fn int<T: std::str::FromStr>(v: &str) -> Result<T, ConfigError> {
+    v.parse().map_err(|_| ConfigError::Integer)
+}
+
+/// Every parameter this server knows, in the order `CONFIG GET *` lists them.
+pub static PARAMS: &[Param] = &[
+    Param {
+        name: "bind",
+        get: |c, _| c.bind.join(" "),
+        set: None,
+    },
+    Param {
+        name: "port",
+        get: |c, _| c.port.to_string(),
+        set: None,
+    },
+    Param {
+        name: "requirepass",
+        get: |c, _| {
+            c.requirepass
+                .read()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        },
+        set: Some(|c, _, v| {
+            *c.requirepass.write() = if v.is_empty() {
+                None
+            } else {
+                Some(Bytes::copy_from_slice(v.as_bytes()))
+            };
+            Ok(())
+        }),
+    },
+    Param {
+        name: "maxmemory",
+        get: |c, _| c.maxmemory.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.maxmemory.store(parse_memory(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "maxmemory-policy",
+        get: |_, e| e.policy().name().to_string(),
+        set: Some(|_, e, v| {
+            e.set_policy(Policy::parse(v).ok_or_else(|| ConfigError::Invalid(v.to_string()))?);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "maxmemory-samples",
+        get: |_, e| e.samples.load(Ordering::Relaxed).to_string(),
+        set: Some(|_, e, v| {
+            let n: u8 = int(v)?;
+            if n == 0 || n > 64 {
+                return Err(ConfigError::Invalid(v.to_string()));
+            }
+            e.samples.store(n, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "maxclients",
+        get: |c, _| c.maxclients.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.maxclients.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "timeout",
+        get: |c, _| c.timeout.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.timeout.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "notify-keyspace-events",
+        get: |c, _| notify::flags_to_string(c.notify_flags.load(Ordering::Relaxed)),
+        set: Some(|c, _, v| {
+            let f = notify::parse_flags(v).ok_or_else(|| ConfigError::Invalid(v.to_string()))?;
+            c.notify_flags.store(f, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "proto-max-bulk-len",
+        get: |c, _| c.proto_max_bulk_len.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            let n = parse_memory(v)?;
+            if n < 1024 * 1024 {
+                return Err(ConfigError::Invalid(v.to_string()));
+            }
+            c.proto_max_bulk_len
+                .store(n.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "slowlog-log-slower-than",
+        get: |c, _| {
+            c.slowlog_log_slower_than
+                .load(Ordering::Relaxed)
+                .to_string()
+        },
+        set: Some(|c, _, v| {
+            c.slowlog_log_slower_than.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "slowlog-max-len",
+        get: |c, _| c.slowlog_max_len.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.slowlog_max_len.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    // No persistence in this node yet: report what is true (nothing is saved).
+    Param {
+        name: "save",
+        get: |_, _| String::new(),
+        set: None,
+    },
+    Param {
+        name: "appendonly",
+        get: |_, _| "no".into(),
+        set: None,
+    },
+    Param {
+        name: "databases",
+        get: |_, _| "1".into(),
+        set: None,
+    },
+    Param {
+        name: "cluster-enabled",
+        get: |_, _| "no".into(),
+        set: None,
+    },
+];
+
+pub fn find_param(name: &str) -> Option<&'static Param> {
+    PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+impl Config {
+    /// Build the runtime config from flags (and the config file they name).
+    pub fn from_args(args: &ServeArgs, eviction: &EvictionConfig) -> Result<Config, ConfigError> {
+        let mut cfg = Config {
+            config_file: args.config.clone(),
+            ..Config::default()
+        };
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                path: path.clone(),
+                source,
+            })?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (k, v) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+                let v = v.trim().trim_matches('"');
+                let err = |msg: String| ConfigError::FileLine {
+                    path: path.clone(),
+                    line: i + 1,
+                    msg,
+                };
+                match k.to_ascii_lowercase().as_str() {
+                    "bind" => cfg.bind = v.split_whitespace().map(String::from).collect(),
+                    "port" => {
+                        cfg.port = v.parse().map_err(|_| err(format!("invalid port '{v}'")))?
+                    }
+                    "admin-port" => {
+                        cfg.admin_port = Some(
+                            v.parse()
+                                .map_err(|_| err(format!("invalid admin-port '{v}'")))?,
+                        )
+                    }
+                    "threads" => {
+                        cfg.threads = Some(
+                            v.parse()
+                                .map_err(|_| err(format!("invalid threads '{v}'")))?,
+                        )
+                    }
+                    name => match find_param(name).and_then(|p| p.set) {
+                        Some(set) => set(&cfg, eviction, v).map_err(|e| err(e.to_string()))?,
+                        None => return Err(err(format!("unknown directive '{k}'"))),
+                    },
+                }
+            }
+        }
+        if let Some(b) = &args.bind {
+            cfg.bind = b.clone();
+        }
+        if let Some(p) = args.port {
+            cfg.port = p;
+        }
+        if args.admin_port.is_some() {
+            cfg.admin_port = args.admin_port;
+        }
+        if args.threads.is_some() {
+            cfg.threads = args.threads;
+        }
+        let set = |name: &str, v: Option<String>| -> Result<(), ConfigError> {
+            if let (Some(v), Some(p)) = (v, find_param(name))
+                && let Some(set) = p.set
+            {
+                set(&cfg, eviction, &v)?;
+            }
+            Ok(())
+        };
+        set("requirepass", args.requirepass.clone())?;
+        set("maxmemory", args.maxmemory.clone())?;
+        set("maxmemory-policy", args.maxmemory_policy.clone())?;
+        set(
+            "maxmemory-samples",
+            args.maxmemory_samples.map(|v| v.to_string()),
+        )?;
+        set("maxclients", args.maxclients.map(|v| v.to_string()))?;
+        set("timeout", args.timeout.map(|v| v.to_string()))?;
+        set(
+            "notify-keyspace-events",
+            args.notify_keyspace_events.clone(),
+        )?;
+        set("proto-max-bulk-len", args.proto_max_bulk_len.clone())?;
+        set(
+            "slowlog-log-slower-than",
+            args.slowlog_log_slower_than.map(|v| v.to_string()),
+        )?;
+        set(
+            "slowlog-max-len",
+            args.slowlog_max_len.map(|v| v.to_string()),
+        )?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("100").unwrap(), 100);
+        assert_eq!(parse_memory("1kb").unwrap(), 1024);
+        assert_eq!(parse_memory("1k").unwrap(), 1000);
+        assert_eq!(parse_memory("2GB").unwrap(), 2 << 30);
+        assert!(parse_memory("lots").is_err());
+    }
+
+    #[test]
+    fn config_file_and_flags() {
+        let dir = std::env::temp_dir().join(format!("ferrokv-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.conf");
+        std::fs::write(
+            &path,
+            "# comment\nport 7000\nmaxmemory 1mb\nmaxmemory-policy allkeys-lru\n",
+        )
+        .unwrap();
+        let ev = EvictionConfig::default();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            port: Some(7001),
+            ..Default::default()
+        };
+        let cfg = Config::from_args(&args, &ev).unwrap();
+        assert_eq!(cfg.port, 7001);
+        assert_eq!(cfg.maxmemory.load(Ordering::Relaxed), 1 << 20);
+        assert_eq!(ev.policy(), Policy::AllKeysLru);
+        std::fs::write(&path, "bogus 1\n").unwrap();
+        let err = Config::from_args(
+            &ServeArgs {
+                config: Some(path),
+                ..Default::default()
+            },
+            &ev,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+}

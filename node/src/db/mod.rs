@@ -1,0 +1,790 @@
+//! The keyspace.
+//!
+//! 16384 slot tables are spread over [`PARTITIONS`] partitions (slot `s` lives
+//! in partition `s % PARTITIONS`), each behind its own mutex. A command locks
+//! only the partitions of the keys it names, in ascending order (so two
+//! multi-key commands can never deadlock), runs, and releases them: commands on
+//! different partitions run in parallel on different cores, and there is no
+//! global lock on the hot path. Commands that need the whole keyspace (KEYS,
+//! SCAN, FLUSHALL, DBSIZE) take every partition in the same order.
+//!
+//! One hash table per slot makes counting and iterating a slot's keys cheap,
+//! which slot migration and per-slot digests rely on, and gives SCAN a cursor
+//! that survives table resizes (slot, then hash order within the slot).
+//!
+//! Every read goes through [`Keys`], which applies lazy expiry and updates the
+//! access clock; every mutable access is remembered so that, when the command
+//! ends, empty collections are deleted and memory accounting is corrected.
+
+pub mod entry;
+pub mod evict;
+pub mod expire;
+pub mod hash;
+pub mod list;
+pub mod set;
+pub mod stream;
+pub mod value;
+pub mod zset;
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bytes::Bytes;
+use hashbrown::HashTable;
+use parking_lot::{Mutex, MutexGuard};
+use smallvec::SmallVec;
+
+use crate::slot::{SLOTS, key_slot};
+pub use entry::{Entry, ValRef};
+pub use value::{Kind, Value};
+
+/// Number of independently locked partitions. A power of two well above the
+/// core count keeps collisions between concurrent commands rare while keeping
+/// whole-keyspace commands (which lock all partitions) cheap.
+pub const PARTITIONS: usize = 64;
+const SLOTS_PER_PARTITION: usize = SLOTS / PARTITIONS;
+
+/// Keys of one slot.
+#[derive(Default)]
+pub struct SlotTable {
+    pub table: HashTable<Entry>,
+    /// Keys in this slot with an expiry (lets active expiry skip slots).
+    pub volatile: usize,
+}
+
+/// A group of slots sharing a lock.
+pub struct Partition {
+    slots: Vec<SlotTable>,
+    pub keys: usize,
+    pub volatile: usize,
+    /// Accounted bytes of the keys in this partition.
+    pub mem: usize,
+    /// Where active expiry resumes (index into `slots`).
+    pub expire_cursor: usize,
+}
+
+impl Partition {
+    fn new() -> Self {
+        Partition {
+            slots: (0..SLOTS_PER_PARTITION)
+                .map(|_| SlotTable::default())
+                .collect(),
+            keys: 0,
+            volatile: 0,
+            mem: 0,
+            expire_cursor: 0,
+        }
+    }
+
+    pub fn slot(&self, slot: u16) -> &SlotTable {
+        &self.slots[slot as usize / PARTITIONS]
+    }
+
+    pub fn slot_mut(&mut self, slot: u16) -> &mut SlotTable {
+        &mut self.slots[slot as usize / PARTITIONS]
+    }
+
+    pub fn slot_tables(&mut self) -> &mut [SlotTable] {
+        &mut self.slots
+    }
+}
+
+#[repr(align(128))]
+struct Padded(Mutex<Partition>);
+
+/// Hasher shared by all tables; seeded randomly per process so that a client
+/// cannot choose keys that collide.
+pub type KeyHasher = foldhash::fast::FixedState;
+
+pub struct Db {
+    parts: Box<[Padded]>,
+    hasher: KeyHasher,
+    /// Sum of partitions' `mem`, kept as an atomic so maxmemory checks do not
+    /// need to lock anything.
+    mem_total: AtomicI64,
+    pub expired_keys: std::sync::atomic::AtomicU64,
+    pub evicted_keys: std::sync::atomic::AtomicU64,
+    /// Eviction policy, shared with the config so access tracking knows
+    /// whether to keep LRU clocks or LFU counters.
+    pub eviction: evict::EvictionConfig,
+}
+
+impl Default for Db {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What an expiry argument does to a key's TTL on write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Remove any TTL (plain SET).
+    Clear,
+    /// Keep the existing TTL (SET KEEPTTL, and in-place modifications).
+    Keep,
+    /// Absolute unix time in milliseconds.
+    At(u64),
+}
+
+/// Millisecond unix time.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    pub fn new() -> Self {
+        Db {
+            parts: (0..PARTITIONS)
+                .map(|_| Padded(Mutex::new(Partition::new())))
+                .collect(),
+            hasher: KeyHasher::with_seed(rand::random()),
+            mem_total: AtomicI64::new(0),
+            expired_keys: 0.into(),
+            evicted_keys: 0.into(),
+            eviction: evict::EvictionConfig::default(),
+        }
+    }
+
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    pub fn partition_of(slot: u16) -> usize {
+        slot as usize % PARTITIONS
+    }
+
+    /// Lock the partitions holding `keys` (in ascending order) for one command.
+    pub fn lock_keys<'a, K: AsRef<[u8]>>(
+        &'a self,
+        keys: impl IntoIterator<Item = K>,
+        now: u64,
+    ) -> Keys<'a> {
+        let mut parts: SmallVec<[usize; 4]> = keys
+            .into_iter()
+            .map(|k| Self::partition_of(key_slot(k.as_ref())))
+            .collect();
+        parts.sort_unstable();
+        parts.dedup();
+        self.lock_parts(parts, now)
+    }
+
+    /// Lock every partition (whole-keyspace commands, MULTI/EXEC).
+    pub fn lock_all(&self, now: u64) -> Keys<'_> {
+        self.lock_parts((0..PARTITIONS).collect(), now)
+    }
+
+    /// Lock the partition of one slot.
+    pub fn lock_slot(&self, slot: u16, now: u64) -> Keys<'_> {
+        self.lock_parts(smallvec::smallvec![Self::partition_of(slot)], now)
+    }
+
+    fn lock_parts(&self, parts: SmallVec<[usize; 4]>, now: u64) -> Keys<'_> {
+        let guards = parts
+            .into_iter()
+            .map(|p| (p, self.parts[p].0.lock()))
+            .collect();
+        Keys {
+            db: self,
+            guards,
+            now,
+            touched: SmallVec::new(),
+            expired: Vec::new(),
+            lru_clock: evict::lru_clock(now),
+            lfu: self.eviction.lfu.load(Ordering::Relaxed),
+            no_touch: false,
+        }
+    }
+
+    /// Lock one partition by index (background jobs: expiry, eviction, stats).
+    pub fn lock_partition(&self, p: usize, now: u64) -> Keys<'_> {
+        self.lock_parts(smallvec::smallvec![p], now)
+    }
+
+    /// Accounted bytes of all keys.
+    pub fn used_memory(&self) -> usize {
+        self.mem_total.load(Ordering::Relaxed).max(0) as usize
+    }
+
+    /// Number of keys and keys with a TTL, reading each partition in turn.
+    pub fn key_counts(&self) -> (usize, usize) {
+        let mut keys = 0;
+        let mut volatile = 0;
+        for p in self.parts.iter() {
+            let g = p.0.lock();
+            keys += g.keys;
+            volatile += g.volatile;
+        }
+        (keys, volatile)
+    }
+
+    fn adjust_mem(&self, delta: i64) {
+        if delta != 0 {
+            self.mem_total.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The partitions one command holds, and everything it may do to keys.
+pub struct Keys<'a> {
+    db: &'a Db,
+    guards: SmallVec<[(usize, MutexGuard<'a, Partition>); 4]>,
+    /// The command's clock: one value for the whole command, as Redis caches
+    /// `mstime()` per command, so a key cannot expire halfway through.
+    pub now: u64,
+    lru_clock: u32,
+    lfu: bool,
+    /// `CLIENT NO-TOUCH`: reads do not update access clocks.
+    pub no_touch: bool,
+    /// Keys handed out mutably; fixed up (empty → deleted, memory) on drop.
+    touched: SmallVec<[(Bytes, u64, usize); 2]>,
+    /// Keys deleted by lazy expiry during this command (for notifications and
+    /// replication, in the order they happened).
+    pub expired: Vec<Bytes>,
+}
+
+/// Answer for a key of the wrong type.
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+impl<'a> Keys<'a> {
+    pub fn db(&self) -> &'a Db {
+        self.db
+    }
+
+    fn part_index(&self, p: usize) -> usize {
+        match self.guards.iter().position(|(i, _)| *i == p) {
+            Some(i) => i,
+            None => {
+                // A command's key spec missed a key: a bug in this server, never
+                // the client's doing. Debug builds (and so every test) stop here;
+                // a release build takes the lock late rather than fail the
+                // command, accepting the out-of-order lock this one time.
+                debug_assert!(false, "partition {p} not locked for this command");
+                usize::MAX
+            }
+        }
+    }
+
+    fn part_mut(&mut self, slot: u16) -> &mut Partition {
+        let p = Db::partition_of(slot);
+        let i = self.part_index(p);
+        if i == usize::MAX {
+            let g = self.db.parts[p].0.lock();
+            self.guards.push((p, g));
+            let last = self.guards.len() - 1;
+            return &mut self.guards[last].1;
+        }
+        &mut self.guards[i].1
+    }
+
+    /// Partitions held, for whole-keyspace iteration.
+    pub fn partitions_mut(&mut self) -> impl Iterator<Item = &mut Partition> {
+        self.guards.iter_mut().map(|(_, g)| &mut **g)
+    }
+
+    pub fn lru_clock(&self) -> u32 {
+        self.lru_clock
+    }
+
+    /// Find a live entry, deleting it first if it has expired.
+    fn find(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        let hash = self.db.hash(key);
+        let slot = key_slot(key);
+        let now = self.now;
+        let hasher = &self.db.hasher;
+        let part = self.part_mut(slot);
+        let expired = {
+            let table = &mut part.slot_mut(slot).table;
+            let e = table.find(hash, |e| e.key() == key)?;
+            e.is_expired(now)
+        };
+        if expired {
+            let _ = hasher;
+            self.delete_hashed(key, hash, slot);
+            self.db.expired_keys.fetch_add(1, Ordering::Relaxed);
+            self.expired.push(Bytes::copy_from_slice(key));
+            return None;
+        }
+        let part = self.part_mut(slot);
+        part.slot_mut(slot).table.find_mut(hash, |e| e.key() == key)
+    }
+
+    fn delete_hashed(&mut self, key: &[u8], hash: u64, slot: u16) -> Option<Entry> {
+        let part = self.part_mut(slot);
+        let st = part.slot_mut(slot);
+        let Ok(occ) = st.table.find_entry(hash, |e| e.key() == key) else {
+            return None;
+        };
+        let (e, _) = occ.remove();
+        let volatile = e.expire_at().is_some();
+        if volatile {
+            st.volatile -= 1;
+        }
+        let mem = e.mem_usage();
+        part.keys -= 1;
+        if volatile {
+            part.volatile -= 1;
+        }
+        part.mem -= mem;
+        self.db.adjust_mem(-(mem as i64));
+        Some(e)
+    }
+
+    /// Look a key up for reading: lazy expiry plus access-clock update.
+    pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
+        let (clock, lfu, now, no_touch) = (self.lru_clock, self.lfu, self.now, self.no_touch);
+        let e = self.find(key)?;
+        if !no_touch {
+            evict::touch(e, clock, lfu, now);
+        }
+        Some(e)
+    }
+
+    /// Look a key up without touching its access clock (OBJECT, TYPE-free peeks).
+    pub fn peek(&mut self, key: &[u8]) -> Option<&Entry> {
+        self.find(key).map(|e| &*e)
+    }
+
+    pub fn exists(&mut self, key: &[u8]) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// A string value, or WRONGTYPE.
+    pub fn get_str(&mut self, key: &[u8]) -> Result<Option<&[u8]>, &'static str> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(e) => e.str_value().map(Some).ok_or(WRONGTYPE),
+        }
+    }
+
+    /// A typed collection for reading, or WRONGTYPE.
+    pub fn get_obj<T: Kind>(&mut self, key: &[u8]) -> Result<Option<&T>, &'static str> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(e) => match e.obj().and_then(T::from_value) {
+                Some(v) => Ok(Some(v)),
+                None => Err(WRONGTYPE),
+            },
+        }
+    }
+
+    fn remember_touched(&mut self, key: &[u8], hash: u64, mem_before: usize) {
+        if !self.touched.iter().any(|(k, _, _)| k.as_ref() == key) {
+            self.touched
+                .push((Bytes::copy_from_slice(key), hash, mem_before));
+        }
+    }
+
+    /// A typed collection for writing, or WRONGTYPE. The caller must report a
+    /// real change with `Ctx::changed`; emptiness and memory are fixed up when
+    /// the command ends.
+    pub fn get_obj_mut<T: Kind>(&mut self, key: &[u8]) -> Result<Option<&mut T>, &'static str> {
+        let hash = self.db.hash(key);
+        let (clock, lfu, now) = (self.lru_clock, self.lfu, self.now);
+        let Some(e) = self.find(key) else {
+            return Ok(None);
+        };
+        evict::touch(e, clock, lfu, now);
+        if e.obj().and_then(T::from_value).is_none() {
+            return Err(WRONGTYPE);
+        }
+        let mem = e.mem_usage();
+        self.remember_touched(key, hash, mem);
+        let slot = key_slot(key);
+        let e = self
+            .part_mut(slot)
+            .slot_mut(slot)
+            .table
+            .find_mut(hash, |e| e.key() == key);
+        Ok(e.and_then(|e| e.obj_mut()).and_then(T::from_value_mut))
+    }
+
+    /// Like [`Keys::get_obj_mut`], creating an empty collection when absent.
+    pub fn get_obj_mut_or_create<T: Kind>(&mut self, key: &[u8]) -> Result<&mut T, &'static str> {
+        if self.get_obj_mut::<T>(key)?.is_none() {
+            self.insert(key, T::new_value(), None);
+            let hash = self.db.hash(key);
+            let slot = key_slot(key);
+            let mem = self
+                .part_mut(slot)
+                .slot(slot)
+                .table
+                .find(hash, |e| e.key() == key)
+                .map_or(0, Entry::mem_usage);
+            self.remember_touched(key, hash, mem);
+        }
+        let slot = key_slot(key);
+        let hash = self.db.hash(key);
+        self.part_mut(slot)
+            .slot_mut(slot)
+            .table
+            .find_mut(hash, |e| e.key() == key)
+            .and_then(|e| e.obj_mut())
+            .and_then(T::from_value_mut)
+            .ok_or(WRONGTYPE)
+    }
+
+    /// Raw mutable access to an entry (expiry changes, string edits). Memory is
+    /// fixed up at the end of the command.
+    pub fn entry_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        let hash = self.db.hash(key);
+        let mem = self.find(key)?.mem_usage();
+        self.remember_touched(key, hash, mem);
+        let slot = key_slot(key);
+        self.part_mut(slot)
+            .slot_mut(slot)
+            .table
+            .find_mut(hash, |e| e.key() == key)
+    }
+
+    /// Insert or overwrite a key. `expire` is an absolute ms time or none.
+    pub fn insert(&mut self, key: &[u8], value: Value, expire: Option<u64>) {
+        let entry = Entry::new(key, value, expire, evict::new_lru(self.lru_clock, self.db));
+        self.insert_entry(key, entry);
+    }
+
+    /// Set a string, with `Expiry` deciding the TTL.
+    pub fn set_str(&mut self, key: &[u8], val: &[u8], expiry: Expiry) {
+        let expire = match expiry {
+            Expiry::Clear => None,
+            Expiry::At(t) => Some(t),
+            Expiry::Keep => self.find(key).and_then(|e| e.expire_at()),
+        };
+        let entry = Entry::new_str(key, val, expire, evict::new_lru(self.lru_clock, self.db));
+        self.insert_entry(key, entry);
+    }
+
+    /// Insert a ready-made entry, replacing any existing one.
+    pub fn insert_entry(&mut self, key: &[u8], entry: Entry) {
+        let hash = self.db.hash(key);
+        let slot = key_slot(key);
+        self.delete_hashed(key, hash, slot);
+        let mem = entry.mem_usage();
+        let volatile = entry.expire_at().is_some();
+        let hasher = &self.db.hasher;
+        let part = self.part_mut(slot);
+        let st = part.slot_mut(slot);
+        st.table
+            .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
+        if volatile {
+            st.volatile += 1;
+            part.volatile += 1;
+        }
+        part.keys += 1;
+        part.mem += mem;
+        self.db.adjust_mem(mem as i64);
+        // A key replaced within the command no longer needs a fix-up.
+        if let Some(t) = self.touched.iter_mut().find(|(k, _, _)| k.as_ref() == key) {
+            t.2 = mem;
+        }
+    }
+
+    /// Delete a key; returns its value.
+    pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
+        self.remove_entry(key).map(Entry::into_value)
+    }
+
+    /// Delete a key; returns its entry (with TTL and access clock).
+    pub fn remove_entry(&mut self, key: &[u8]) -> Option<Entry> {
+        // Expired keys count as absent, but are still reported as expired.
+        self.find(key)?;
+        let hash = self.db.hash(key);
+        let e = self.delete_hashed(key, hash, key_slot(key));
+        self.touched.retain(|(k, _, _)| k.as_ref() != key);
+        e
+    }
+
+    /// Set or clear a key's TTL. Returns false when the key does not exist.
+    pub fn set_expire(&mut self, key: &[u8], expire: Option<u64>) -> bool {
+        let hash = self.db.hash(key);
+        let slot = key_slot(key);
+        let Some(e) = self.find(key) else {
+            return false;
+        };
+        let was = e.expire_at().is_some();
+        let before = e.mem_usage();
+        e.set_expire(expire);
+        let after = e.mem_usage();
+        let now_volatile = expire.is_some();
+        let _ = hash;
+        let part = self.part_mut(slot);
+        if was != now_volatile {
+            let st = part.slot_mut(slot);
+            if now_volatile {
+                st.volatile += 1;
+                part.volatile += 1;
+            } else {
+                st.volatile -= 1;
+                part.volatile -= 1;
+            }
+        }
+        part.mem = part.mem + after - before;
+        self.db.adjust_mem(after as i64 - before as i64);
+        true
+    }
+
+    /// Keys in one slot (no expiry check).
+    pub fn count_in_slot(&mut self, slot: u16) -> usize {
+        self.part_mut(slot).slot(slot).table.len()
+    }
+
+    /// Visit every live key of the held partitions.
+    pub fn for_each_key(&mut self, mut f: impl FnMut(&Entry)) {
+        let now = self.now;
+        for (_, g) in self.guards.iter_mut() {
+            for st in g.slots.iter() {
+                for e in st.table.iter() {
+                    if !e.is_expired(now) {
+                        f(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keys of one slot, in table order, up to `count`.
+    pub fn keys_in_slot(&mut self, slot: u16, count: usize) -> Vec<Bytes> {
+        let now = self.now;
+        self.part_mut(slot)
+            .slot(slot)
+            .table
+            .iter()
+            .filter(|e| !e.is_expired(now))
+            .take(count)
+            .map(|e| Bytes::copy_from_slice(e.key()))
+            .collect()
+    }
+
+    /// One step of SCAN over the held partitions (all of them for SCAN).
+    ///
+    /// The cursor is `slot << 50 | t`: keys of a slot are returned in the order
+    /// of the top 50 bits of their hash, resuming at `t`. This order does not
+    /// change when a table grows or shrinks, so every key present for the whole
+    /// scan is returned at least once (and, unlike Redis, exactly once).
+    pub fn scan(
+        &mut self,
+        cursor: u64,
+        count: usize,
+        mut filter: impl FnMut(&Entry) -> bool,
+    ) -> (u64, Vec<Bytes>) {
+        let mut slot = (cursor >> 50) as usize;
+        let mut from = cursor & ((1 << 50) - 1);
+        let mut out = Vec::new();
+        let count = count.max(1);
+        let now = self.now;
+        let mut visited_empty = 0usize;
+        while slot < SLOTS {
+            let hasher = self.db.hasher.clone();
+            let st = self.part_mut(slot as u16).slot(slot as u16);
+            if st.table.is_empty() {
+                slot += 1;
+                from = 0;
+                visited_empty += 1;
+                if visited_empty >= count * 10 && !out.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            let mut cand: Vec<(u64, &Entry)> = st
+                .table
+                .iter()
+                .map(|e| (hasher.hash_one(e.key()) >> 14, e))
+                .filter(|(h, _)| *h >= from)
+                .collect();
+            cand.sort_unstable_by_key(|(h, _)| *h);
+            let want = count.saturating_sub(out.len()).max(1);
+            let mut taken = 0;
+            let mut last_h = None;
+            for (h, e) in cand.iter() {
+                if taken >= want && last_h != Some(*h) {
+                    break;
+                }
+                taken += 1;
+                last_h = Some(*h);
+                if !e.is_expired(now) && filter(e) {
+                    out.push(Bytes::copy_from_slice(e.key()));
+                }
+            }
+            if taken < cand.len() {
+                let next = last_h.map_or(from, |h| h + 1);
+                return (((slot as u64) << 50) | next, out);
+            }
+            slot += 1;
+            from = 0;
+            if out.len() >= count {
+                break;
+            }
+        }
+        if slot >= SLOTS {
+            (0, out)
+        } else {
+            ((slot as u64) << 50, out)
+        }
+    }
+
+    /// Remove every key in the held partitions.
+    pub fn clear(&mut self) -> usize {
+        let mut removed = 0;
+        let mut mem = 0i64;
+        for (_, g) in self.guards.iter_mut() {
+            removed += g.keys;
+            mem += g.mem as i64;
+            for st in g.slots.iter_mut() {
+                *st = SlotTable::default();
+            }
+            g.keys = 0;
+            g.volatile = 0;
+            g.mem = 0;
+        }
+        self.touched.clear();
+        self.db.adjust_mem(-mem);
+        removed
+    }
+
+    /// Delete the expired keys of one slot table (active expiry), up to `limit`
+    /// checks. Returns (checked, expired keys).
+    pub fn expire_slot(&mut self, slot: u16, limit: usize) -> (usize, Vec<Bytes>) {
+        let now = self.now;
+        let st = self.part_mut(slot).slot(slot);
+        let mut checked = 0;
+        let mut dead = Vec::new();
+        for e in st.table.iter() {
+            if checked >= limit {
+                break;
+            }
+            if e.expire_at().is_some() {
+                checked += 1;
+                if e.is_expired(now) {
+                    dead.push(Bytes::copy_from_slice(e.key()));
+                }
+            }
+        }
+        for k in &dead {
+            let hash = self.db.hash(k);
+            self.delete_hashed(k, hash, slot);
+            self.db.expired_keys.fetch_add(1, Ordering::Relaxed);
+        }
+        (checked, dead)
+    }
+
+    /// Fix up keys handed out mutably: delete emptied collections, account memory.
+    fn finish(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
+        for (key, hash, before) in touched {
+            let slot = key_slot(&key);
+            let part = self.part_mut(slot);
+            let st = part.slot_mut(slot);
+            let Some(e) = st.table.find(hash, |e| e.key() == key.as_ref()) else {
+                continue;
+            };
+            if e.obj().is_some_and(Value::is_empty_collection) {
+                // The entry's accounted memory is `before` plus any growth.
+                let cur = e.mem_usage();
+                part.mem = part.mem + cur - before;
+                self.db.adjust_mem(cur as i64 - before as i64);
+                self.delete_hashed(&key, hash, slot);
+                continue;
+            }
+            let after = e.mem_usage();
+            part.mem = (part.mem + after).saturating_sub(before);
+            self.db.adjust_mem(after as i64 - before as i64);
+        }
+    }
+}
+
+impl Drop for Keys<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_get_remove_and_accounting() {
+        let db = Db::new();
+        {
+            let mut ks = db.lock_keys([b"a", b"b"], 1000);
+            ks.set_str(b"a", b"1", Expiry::Clear);
+            ks.set_str(b"b", b"2", Expiry::At(2000));
+            assert_eq!(ks.get_str(b"a"), Ok(Some(&b"1"[..])));
+            assert!(ks.exists(b"b"));
+        }
+        assert_eq!(db.key_counts(), (2, 1));
+        assert!(db.used_memory() > 0);
+        {
+            // At t=2000 the key has expired.
+            let mut ks = db.lock_keys([b"b"], 2000);
+            assert!(!ks.exists(b"b"));
+            assert_eq!(ks.expired, vec![Bytes::from_static(b"b")]);
+        }
+        {
+            let mut ks = db.lock_keys([b"a"], 2000);
+            assert!(ks.remove(b"a").is_some());
+        }
+        assert_eq!(db.key_counts(), (0, 0));
+        assert_eq!(db.used_memory(), 0);
+    }
+
+    #[test]
+    fn empty_collections_are_deleted_and_memory_balances() {
+        let db = Db::new();
+        {
+            let mut ks = db.lock_keys([b"l"], 0);
+            let l = ks.get_obj_mut_or_create::<list::List>(b"l").unwrap();
+            l.push_back(Bytes::from_static(b"x"));
+            l.push_back(Bytes::from_static(b"y"));
+        }
+        assert_eq!(db.key_counts().0, 1);
+        assert!(db.used_memory() > 0);
+        {
+            let mut ks = db.lock_keys([b"l"], 0);
+            let l = ks.get_obj_mut::<list::List>(b"l").unwrap().unwrap();
+            l.pop_front();
+            l.pop_front();
+        }
+        assert_eq!(db.key_counts().0, 0);
+        assert_eq!(db.used_memory(), 0);
+        let mut ks = db.lock_keys([b"s"], 0);
+        ks.set_str(b"s", b"v", Expiry::Clear);
+        assert_eq!(ks.get_obj_mut::<list::List>(b"s").err(), Some(WRONGTYPE));
+    }
+
+    #[test]
+    fn scan_returns_every_key_once_across_resizes() {
+        let db = Db::new();
+        let n = 5000;
+        {
+            let mut ks = db.lock_all(0);
+            for i in 0..n {
+                ks.set_str(format!("k{i}").as_bytes(), b"v", Expiry::Clear);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        let mut round = 0;
+        loop {
+            let mut ks = db.lock_all(0);
+            let (next, keys) = ks.scan(cursor, 10, |_| true);
+            for k in keys {
+                assert!(seen.insert(k), "duplicate");
+            }
+            // Grow the keyspace while scanning: tables resize under the cursor.
+            if round < 100 {
+                ks.set_str(format!("extra{round}").as_bytes(), b"v", Expiry::Clear);
+            }
+            round += 1;
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        for i in 0..n {
+            assert!(seen.contains(format!("k{i}").as_bytes()), "missing k{i}");
+        }
+    }
+}

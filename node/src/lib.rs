@@ -1,0 +1,57 @@
+//! ferrokv node: a Redis-protocol key-value server.
+//!
+//! # Layout
+//!
+//! ```text
+//!  TCP ──► server::conn ──► resp::parse ──► cmd::execute ──► cmd/<family>.rs handler
+//!            ▲    │                            │                    │
+//!            │    └── pub/sub queue ◄──────────┼── pubsub           ▼
+//!            └──────── resp::reply ◄───────────┘            db::Keys (locked partitions)
+//! ```
+//!
+//! - [`server`]: listeners, the accept loop (connection cap), one task per
+//!   connection ([`server::conn`]), active expiry, the admin HTTP port
+//!   ([`server::admin`]: `/metrics`, `/healthz`, `/readyz`), graceful shutdown.
+//! - [`resp`]: two-phase request parsing (RESP multibulk and inline) and
+//!   reply encoding for RESP2 and RESP3.
+//! - [`cmd`]: the command table. One file per command family; each spec names
+//!   its arity, flags and key positions, and a handler that parses and applies
+//!   the command through a [`cmd::Ctx`].
+//! - [`db`]: the keyspace. 16384 slot tables in 64 independently locked
+//!   partitions, compact entries, lazy and active expiry, eviction.
+//! - [`state`]: what all connections share (keyspace, config, clients,
+//!   pub/sub, blocked clients, WATCH registry, statistics, metrics).
+//! - [`session`]: per-connection state (protocol, auth, MULTI, subscriptions).
+//!
+//! # Concurrency
+//!
+//! Connections run on a multi-threaded tokio runtime, so both cores parse,
+//! execute and write at once. There is no global lock on the command path: a
+//! command locks only the partitions (`slot % 64`) that hold its keys, in
+//! ascending order, for the duration of the handler; statistics are relaxed
+//! atomics. Commands on the same partition serialize, which is what gives
+//! each command Redis' atomicity; MULTI/EXEC and whole-keyspace commands take
+//! all partitions. Side effects that do not need the keyspace — keyspace
+//! notifications, pub/sub delivery, serving clients blocked on keys — run
+//! after the locks are released.
+//!
+//! # Write path
+//!
+//! Every change a command makes is reported through [`cmd::Ctx::changed`]
+//! (WATCH invalidation, blocked-client wakeup, keyspace events, dirty count),
+//! the one place a write log will hook in.
+
+pub mod blocking;
+pub mod client;
+pub mod cmd;
+pub mod config;
+pub mod db;
+pub mod glob;
+pub mod metrics;
+pub mod notify;
+pub mod pubsub;
+pub mod resp;
+pub mod server;
+pub mod session;
+pub mod slot;
+pub mod state;

@@ -1,0 +1,415 @@
+//! Request parsing: RESP multibulk arrays and telnet-style inline commands.
+//!
+//! Parsing is two-phase (after mini-redis `frame.rs`): [`check`] walks the buffer
+//! and records where each argument lies without copying or allocating per
+//! argument; only when a whole request is present does [`take`] split the bytes
+//! off the connection buffer and freeze them into zero-copy [`Bytes`] arguments.
+//! A request that is not all there yet is [`Check::Incomplete`], not an error.
+//!
+//! Every length a client sends is checked against limits before it is trusted,
+//! so a hostile `*2147483647` or `$9999999999` costs nothing but an error reply.
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+
+/// Largest inline request and largest `*`/`$` header line (Redis' PROTO_INLINE_MAX_SIZE).
+pub const INLINE_MAX: usize = 64 * 1024;
+/// Largest multibulk element count accepted (Redis accepts up to INT_MAX; we cap
+/// far lower because each element costs a slot in the argument vector).
+pub const MULTIBULK_MAX: i64 = 1024 * 1024;
+
+/// Limits that a server configuration may change (`proto-max-bulk-len`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bulk_len: i64,
+    /// Before AUTH, Redis refuses multibulk counts above 10 and bulks above 16 KiB
+    /// so that an unauthenticated peer cannot make the server buffer much.
+    pub unauthenticated: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            unauthenticated: false,
+        }
+    }
+}
+
+/// A protocol violation. The message is what Redis sends after `-ERR `, and the
+/// connection is closed after replying, as Redis does.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("Protocol error: invalid multibulk length")]
+    MultibulkLength,
+    #[error("Protocol error: invalid bulk length")]
+    BulkLength,
+    #[error("Protocol error: expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    #[error("Protocol error: too big inline request")]
+    InlineTooBig,
+    #[error("Protocol error: too big mbulk count string")]
+    MbulkCountTooBig,
+    #[error("Protocol error: too big bulk count string")]
+    BulkCountTooBig,
+    #[error("Protocol error: unbalanced quotes in request")]
+    UnbalancedQuotes,
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulk,
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulk,
+}
+
+/// Result of the first phase.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// A whole request of `len` bytes is at the front of the buffer.
+    Complete(Request),
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// Where the arguments of one complete request lie in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Total bytes the request occupies.
+    pub len: usize,
+    /// Argument byte ranges, or owned arguments for inline requests (quotes and
+    /// escapes make inline arguments differ from the raw bytes).
+    pub args: Args,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Args {
+    Ranges(Vec<(usize, usize)>),
+    Owned(Vec<Vec<u8>>),
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    memchr_nl(&buf[from..]).map(|i| from + i)
+}
+
+fn memchr_nl(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n')
+}
+
+/// Parse a decimal integer as Redis' `string2ll` does for protocol headers.
+fn parse_len(digits: &[u8]) -> Option<i64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match digits[0] {
+        b'-' => (true, &digits[1..]),
+        _ => (false, digits),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// Phase one: is there a whole request at the front of `buf`?
+pub fn check(buf: &[u8], limits: &Limits) -> Result<Check, ProtocolError> {
+    if buf.is_empty() {
+        return Ok(Check::Incomplete);
+    }
+    if buf[0] != b'*' {
+        return check_inline(buf);
+    }
+    let Some(nl) = find_crlf(buf, 0) else {
+        if buf.len() > INLINE_MAX {
+            return Err(ProtocolError::MbulkCountTooBig);
+        }
+        return Ok(Check::Incomplete);
+    };
+    if nl == 0 || buf[nl - 1] != b'\r' {
+        return Err(ProtocolError::MultibulkLength);
+    }
+    let count = parse_len(&buf[1..nl - 1]).ok_or(ProtocolError::MultibulkLength)?;
+    if count > MULTIBULK_MAX {
+        return Err(ProtocolError::MultibulkLength);
+    }
+    if limits.unauthenticated && count > 10 {
+        return Err(ProtocolError::UnauthenticatedMultibulk);
+    }
+    let mut pos = nl + 1;
+    if count <= 0 {
+        // Redis ignores empty and null multibulks.
+        return Ok(Check::Complete(Request {
+            len: pos,
+            args: Args::Ranges(Vec::new()),
+        }));
+    }
+    let mut ranges = Vec::with_capacity((count as usize).min(1024));
+    for _ in 0..count {
+        if pos >= buf.len() {
+            return Ok(Check::Incomplete);
+        }
+        if buf[pos] != b'$' {
+            return Err(ProtocolError::ExpectedBulk(buf[pos] as char));
+        }
+        let Some(nl) = find_crlf(buf, pos) else {
+            if buf.len() - pos > INLINE_MAX {
+                return Err(ProtocolError::BulkCountTooBig);
+            }
+            return Ok(Check::Incomplete);
+        };
+        if nl == pos || buf[nl - 1] != b'\r' {
+            return Err(ProtocolError::BulkLength);
+        }
+        let len = parse_len(&buf[pos + 1..nl - 1]).ok_or(ProtocolError::BulkLength)?;
+        if len < 0 || len > limits.max_bulk_len {
+            return Err(ProtocolError::BulkLength);
+        }
+        if limits.unauthenticated && len > 16384 {
+            return Err(ProtocolError::UnauthenticatedBulk);
+        }
+        let start = nl + 1;
+        let end = start + len as usize;
+        if buf.len() < end + 2 {
+            return Ok(Check::Incomplete);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ProtocolError::BulkLength);
+        }
+        ranges.push((start, end));
+        pos = end + 2;
+    }
+    Ok(Check::Complete(Request {
+        len: pos,
+        args: Args::Ranges(ranges),
+    }))
+}
+
+fn check_inline(buf: &[u8]) -> Result<Check, ProtocolError> {
+    let Some(nl) = memchr_nl(buf) else {
+        if buf.len() > INLINE_MAX {
+            return Err(ProtocolError::InlineTooBig);
+        }
+        return Ok(Check::Incomplete);
+    };
+    let line = if nl > 0 && buf[nl - 1] == b'\r' {
+        &buf[..nl - 1]
+    } else {
+        &buf[..nl]
+    };
+    let args = split_args(line).ok_or(ProtocolError::UnbalancedQuotes)?;
+    Ok(Check::Complete(Request {
+        len: nl + 1,
+        args: Args::Owned(args),
+    }))
+}
+
+/// Phase two: split the request off `buf` as zero-copy arguments.
+pub fn take(buf: &mut BytesMut, req: Request) -> Vec<Bytes> {
+    let frame = buf.split_to(req.len).freeze();
+    match req.args {
+        Args::Ranges(ranges) => ranges.into_iter().map(|(s, e)| frame.slice(s..e)).collect(),
+        Args::Owned(args) => args.into_iter().map(Bytes::from).collect(),
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Split an inline command line into arguments, with the quoting rules of
+/// Redis' `sdssplitargs` (double quotes with escapes, single quotes literal).
+/// Returns `None` on unbalanced quotes.
+pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    let n = line.len();
+    loop {
+        while i < n && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= n {
+            return Some(args);
+        }
+        let mut cur = Vec::new();
+        let mut inq = false;
+        let mut insq = false;
+        loop {
+            if inq {
+                if i >= n {
+                    return None;
+                }
+                if line[i] == b'\\'
+                    && i + 3 < n
+                    && line[i + 1] == b'x'
+                    && let (Some(h), Some(l)) = (hex_val(line[i + 2]), hex_val(line[i + 3]))
+                {
+                    cur.push(h * 16 + l);
+                    i += 3;
+                } else if line[i] == b'\\' && i + 1 < n {
+                    i += 1;
+                    cur.push(match line[i] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        c => c,
+                    });
+                } else if line[i] == b'"' {
+                    // A closing quote must be followed by a space or the end.
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    cur.push(line[i]);
+                }
+            } else if insq {
+                if i >= n {
+                    return None;
+                }
+                if line[i] == b'\\' && i + 1 < n && line[i + 1] == b'\'' {
+                    i += 1;
+                    cur.push(b'\'');
+                } else if line[i] == b'\'' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    cur.push(line[i]);
+                }
+            } else {
+                if i >= n {
+                    break;
+                }
+                match line[i] {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => {
+                        i += 1;
+                        break;
+                    }
+                    b'"' => inq = true,
+                    b'\'' => insq = true,
+                    c => cur.push(c),
+                }
+            }
+            i += 1;
+        }
+        args.push(cur);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Check::Complete(req) = check(&buf, &Limits::default())? {
+            out.push(
+                take(&mut buf, req)
+                    .into_iter()
+                    .map(|b| b.to_vec())
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn multibulk_and_pipelining() {
+        let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n").unwrap();
+        assert_eq!(
+            got,
+            vec![vec![b"GET".to_vec(), b"k".to_vec()], vec![b"PING".to_vec()]]
+        );
+    }
+
+    #[test]
+    fn incomplete_is_not_an_error() {
+        let full = b"*2\r\n$3\r\nSET\r\n$5\r\nhello\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(
+                check(&full[..cut], &Limits::default()),
+                Ok(Check::Incomplete),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn binary_safe() {
+        let got = parse_all(b"*1\r\n$4\r\n\r\n\0\xff\r\n").unwrap();
+        assert_eq!(got, vec![vec![b"\r\n\0\xff".to_vec()]]);
+    }
+
+    #[test]
+    fn bad_lengths() {
+        let l = Limits::default();
+        assert_eq!(check(b"*abc\r\n", &l), Err(ProtocolError::MultibulkLength));
+        assert_eq!(
+            check(b"*99999999999\r\n", &l),
+            Err(ProtocolError::MultibulkLength)
+        );
+        assert_eq!(check(b"*1\r\n$-1\r\n", &l), Err(ProtocolError::BulkLength));
+        assert_eq!(
+            check(b"*1\r\n$99999999999\r\n", &l),
+            Err(ProtocolError::BulkLength)
+        );
+        assert_eq!(
+            check(b"*1\r\n:1\r\n", &l),
+            Err(ProtocolError::ExpectedBulk(':'))
+        );
+        assert_eq!(
+            check(b"*1\r\n$1\r\nab\r\n", &l),
+            Err(ProtocolError::BulkLength)
+        );
+        let l2 = Limits {
+            unauthenticated: true,
+            ..l
+        };
+        assert_eq!(
+            check(b"*11\r\n", &l2),
+            Err(ProtocolError::UnauthenticatedMultibulk)
+        );
+    }
+
+    #[test]
+    fn empty_and_null_multibulk_are_skipped() {
+        assert_eq!(
+            parse_all(b"*0\r\n*-1\r\n").unwrap(),
+            vec![Vec::<Vec<u8>>::new(), vec![]]
+        );
+    }
+
+    #[test]
+    fn inline() {
+        let got = parse_all(b"SET k \"a b\\n\" 'c d'\r\nPING\n").unwrap();
+        assert_eq!(
+            got[0],
+            vec![
+                b"SET".to_vec(),
+                b"k".to_vec(),
+                b"a b\n".to_vec(),
+                b"c d".to_vec()
+            ]
+        );
+        assert_eq!(got[1], vec![b"PING".to_vec()]);
+        assert_eq!(
+            check(b"SET \"abc\r\n", &Limits::default()),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
+        assert!(matches!(
+            check(&[b'a'; INLINE_MAX + 1], &Limits::default()),
+            Err(ProtocolError::InlineTooBig)
+        ));
+        assert_eq!(split_args(b"\"\\x41\\x4a\"").unwrap(), vec![b"AJ".to_vec()]);
+    }
+}

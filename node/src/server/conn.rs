@@ -1,0 +1,292 @@
+//! One client connection: read requests, execute them, write replies.
+//!
+//! Requests are parsed as they arrive and executed in order; replies to a
+//! pipelined batch accumulate in one buffer and go out in a single write once
+//! no complete request is left in the input, so `-P 16` costs one syscall
+//! per batch rather than per command. Pub/sub messages arrive on a bounded
+//! queue and are written between requests.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::shutdown::Shutdown;
+use crate::client::ClientHandle;
+use crate::cmd::{self, BlockSpec, Outcome};
+use crate::pubsub::{Message, QUEUE_LEN};
+use crate::resp::Reply;
+use crate::resp::parse::{self, Check, Limits};
+use crate::session::Session;
+use crate::state::State;
+
+/// Flush replies early when a huge pipeline has built up this much output.
+const OUT_FLUSH: usize = 256 * 1024;
+/// Redis' default `client-query-buffer-limit`.
+const QUERY_BUFFER_LIMIT: usize = 1 << 30;
+
+fn push_reply(msg: Message) -> Reply {
+    match msg {
+        Message::Message { channel, payload } => Reply::Push(vec![
+            Reply::bulk_static("message"),
+            Reply::Bulk(channel),
+            Reply::Bulk(payload),
+        ]),
+        Message::PMessage {
+            pattern,
+            channel,
+            payload,
+        } => Reply::Push(vec![
+            Reply::bulk_static("pmessage"),
+            Reply::Bulk(pattern),
+            Reply::Bulk(channel),
+            Reply::Bulk(payload),
+        ]),
+        Message::SMessage { channel, payload } => Reply::Push(vec![
+            Reply::bulk_static("smessage"),
+            Reply::Bulk(channel),
+            Reply::Bulk(payload),
+        ]),
+    }
+}
+
+struct Conn {
+    state: Arc<State>,
+    stream: TcpStream,
+    inbuf: BytesMut,
+    out: BytesMut,
+    session: Session,
+    push_rx: mpsc::Receiver<Message>,
+    handle: Arc<ClientHandle>,
+}
+
+enum Step {
+    Continue,
+    Close,
+}
+
+/// Serve one connection until it closes, is killed, or the server shuts down.
+pub async fn serve(
+    state: Arc<State>,
+    stream: TcpStream,
+    handle: Arc<ClientHandle>,
+    mut shutdown: Shutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let (push_tx, push_rx) = mpsc::channel(QUEUE_LEN);
+    let authenticated = state.config.requirepass.read().is_none();
+    let session = Session::new(handle.clone(), push_tx, authenticated);
+    let mut conn = Conn {
+        state: state.clone(),
+        stream,
+        inbuf: BytesMut::with_capacity(16 * 1024),
+        out: BytesMut::with_capacity(16 * 1024),
+        session,
+        push_rx,
+        handle: handle.clone(),
+    };
+    let _ = conn.run(&mut shutdown).await;
+    // Leave no trace: subscriptions, watches, registry entry.
+    state.pubsub.remove_client(handle.id);
+    state
+        .watches
+        .unwatch(&conn.session.watched, &conn.session.watch_dirty);
+    state.clients.unregister(handle.id);
+}
+
+impl Conn {
+    async fn run(&mut self, shutdown: &mut Shutdown) -> std::io::Result<()> {
+        loop {
+            if let Step::Close = self.process_input(shutdown).await? {
+                self.flush().await?;
+                return Ok(());
+            }
+            self.flush().await?;
+            if self.handle.killed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let idle = self.state.config.timeout.load(Ordering::Relaxed);
+            let idle_limit = if idle > 0 && self.session.subscription_count() == 0 {
+                Duration::from_secs(idle)
+            } else {
+                Duration::from_secs(u64::MAX / 4)
+            };
+            if self.inbuf.capacity() - self.inbuf.len() < 4096 {
+                self.inbuf.reserve(16 * 1024);
+            }
+            tokio::select! {
+                r = self.stream.read_buf(&mut self.inbuf) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.on_read(n);
+                    if self.inbuf.len() > QUERY_BUFFER_LIMIT {
+                        tracing::warn!(client = self.handle.id, "closing client that reached max query buffer length");
+                        return Ok(());
+                    }
+                }
+                Some(msg) = self.push_rx.recv() => {
+                    self.write_push(msg);
+                    while let Ok(msg) = self.push_rx.try_recv() {
+                        self.write_push(msg);
+                        if self.out.len() > OUT_FLUSH {
+                            break;
+                        }
+                    }
+                }
+                _ = self.handle.kill.notified() => return Ok(()),
+                _ = shutdown.recv() => return Ok(()),
+                _ = tokio::time::sleep(idle_limit) => return Ok(()),
+            }
+        }
+    }
+
+    fn on_read(&mut self, n: usize) {
+        self.state
+            .stats
+            .net_input_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.handle.net_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.handle.qbuf.store(self.inbuf.len(), Ordering::Relaxed);
+    }
+
+    fn write_push(&mut self, msg: Message) {
+        push_reply(msg).encode(&mut self.out, self.session.proto);
+    }
+
+    /// Write a reply unless `CLIENT REPLY OFF`, or `SKIP` for this command.
+    fn write_reply(&mut self, reply: Reply, skip: bool) {
+        if skip || self.session.reply_off {
+            return;
+        }
+        reply.encode(&mut self.out, self.session.proto);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let n = self.out.len() as u64;
+        self.stream.write_all(&self.out).await?;
+        self.out.clear();
+        self.state
+            .stats
+            .net_output_bytes
+            .fetch_add(n, Ordering::Relaxed);
+        self.handle.net_out.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Execute every complete request in the input buffer.
+    async fn process_input(&mut self, shutdown: &mut Shutdown) -> std::io::Result<Step> {
+        loop {
+            let limits = Limits {
+                max_bulk_len: self.state.config.proto_max_bulk_len.load(Ordering::Relaxed),
+                unauthenticated: !self.session.authenticated,
+            };
+            let req = match parse::check(&self.inbuf, &limits) {
+                Ok(Check::Complete(req)) => req,
+                Ok(Check::Incomplete) => return Ok(Step::Continue),
+                Err(e) => {
+                    // As Redis: reply with the protocol error, then close.
+                    tracing::debug!(client = self.handle.id, error = %e, "protocol error");
+                    Reply::err(format!("ERR {e}")).encode(&mut self.out, self.session.proto);
+                    return Ok(Step::Close);
+                }
+            };
+            let args = parse::take(&mut self.inbuf, req);
+            if args.is_empty() {
+                continue;
+            }
+            self.handle.touch();
+            // `CLIENT REPLY SKIP` sets the flag for the command after it.
+            let skip = std::mem::take(&mut self.session.reply_skip);
+            match cmd::execute(&self.state, &mut self.session, args) {
+                Outcome::Reply(r) => self.write_reply(r, skip),
+                Outcome::Block { spec, args } => {
+                    self.flush().await?;
+                    match self.block(spec, args, shutdown).await? {
+                        Some(r) => self.write_reply(r, skip),
+                        None => return Ok(Step::Close),
+                    }
+                }
+            }
+            if self.session.close {
+                return Ok(Step::Close);
+            }
+            if self.out.len() > OUT_FLUSH {
+                self.flush().await?;
+            }
+        }
+    }
+
+    /// Wait for a blocked command to be served or time out. `None` when the
+    /// connection must close (client gone, killed, shutdown).
+    async fn block(
+        &mut self,
+        spec: BlockSpec,
+        args: Vec<Bytes>,
+        shutdown: &mut Shutdown,
+    ) -> std::io::Result<Option<Reply>> {
+        let state = self.state.clone();
+        let (waiter, mut rx) = state
+            .blocking
+            .register(self.handle.id, args, spec.keys.clone());
+        self.handle.blocked.store(true, Ordering::Relaxed);
+        // A write between our failed attempt and registration signalled nobody;
+        // serve our own keys once now that we are registered.
+        cmd::serve_blocked(&state, spec.keys.clone());
+        let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+        let give_up = |state: &State| -> bool {
+            let mut slot = waiter.slot.lock();
+            let was_waiting = slot.take().is_some();
+            drop(slot);
+            state.blocking.unregister(&waiter);
+            was_waiting
+        };
+        let result = loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut rx => break r.ok(),
+                _ = sleep => {
+                    if give_up(&state) {
+                        break Some(spec.on_timeout.clone());
+                    }
+                    // Served concurrently: the reply is on its way.
+                    break (&mut rx).await.ok();
+                }
+                r = self.stream.read_buf(&mut self.inbuf) => {
+                    match r {
+                        Ok(n) if n > 0 && self.inbuf.len() <= QUERY_BUFFER_LIMIT => self.on_read(n),
+                        _ => {
+                            if !give_up(&state) {
+                                let _ = (&mut rx).await;
+                            }
+                            break None;
+                        }
+                    }
+                }
+                _ = self.handle.kill.notified() => {
+                    give_up(&state);
+                    break None;
+                }
+                _ = shutdown.recv() => {
+                    give_up(&state);
+                    break None;
+                }
+            }
+        };
+        self.handle.blocked.store(false, Ordering::Relaxed);
+        Ok(result)
+    }
+}

@@ -1,0 +1,200 @@
+//! The network side: listeners, the accept loop, background jobs, shutdown.
+
+pub mod admin;
+pub mod conn;
+pub mod shutdown;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::config::{Config, ServeArgs};
+use crate::db::Db;
+use crate::state::State;
+use shutdown::Shutdown;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A started server: where it listens and how to stop it.
+pub struct Running {
+    pub state: Arc<State>,
+    pub addrs: Vec<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    notify_shutdown: broadcast::Sender<()>,
+    done_rx: mpsc::Receiver<()>,
+    done_tx: Option<mpsc::Sender<()>>,
+}
+
+impl Running {
+    /// The first client address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Stop accepting, close every connection, and wait for all tasks to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.notify_shutdown.send(());
+        drop(self.done_tx.take());
+        let _ = self.done_rx.recv().await;
+    }
+}
+
+/// Bind the listeners and start serving in the background.
+pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
+    let db = Db::new();
+    let config = Config::from_args(args, &db.eviction)?;
+    let state = State::new(db, config);
+    let (notify_shutdown, _) = broadcast::channel(1);
+    let (done_tx, done_rx) = mpsc::channel(1);
+
+    let mut addrs = Vec::new();
+    let mut port = state.config.port;
+    for host in &state.config.bind {
+        // With port 0 the first listener picks a port and the others reuse it.
+        let host = host.trim_start_matches('-');
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        port = local.port();
+        addrs.push(local);
+        let shutdown = Shutdown::new(notify_shutdown.subscribe(), done_tx.clone());
+        tokio::spawn(accept_loop(
+            state.clone(),
+            listener,
+            shutdown,
+            notify_shutdown.clone(),
+            done_tx.clone(),
+        ));
+    }
+    state.port.store(port as u64, Ordering::Relaxed);
+
+    let admin_addr = match state.config.admin_port {
+        Some(p) => {
+            let host = state
+                .config
+                .bind
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into());
+            let host = host.trim_start_matches('-').to_string();
+            let addr = if host.contains(':') {
+                format!("[{host}]:{p}")
+            } else {
+                format!("{host}:{p}")
+            };
+            let listener = TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let shutdown = Shutdown::new(notify_shutdown.subscribe(), done_tx.clone());
+            tokio::spawn(admin::serve(state.clone(), listener, shutdown));
+            Some(local)
+        }
+        None => None,
+    };
+
+    tokio::spawn(expiry_job(
+        state.clone(),
+        Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
+    ));
+    state.ready.store(true, Ordering::Relaxed);
+    Ok(Running {
+        state,
+        addrs,
+        admin_addr,
+        notify_shutdown,
+        done_rx,
+        done_tx: Some(done_tx),
+    })
+}
+
+async fn accept_loop(
+    state: Arc<State>,
+    listener: TcpListener,
+    mut shutdown: Shutdown,
+    notify: broadcast::Sender<()>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.recv() => return,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        state
+            .stats
+            .total_connections_received
+            .fetch_add(1, Ordering::Relaxed);
+        if state.clients.len() >= state.config.maxclients.load(Ordering::Relaxed) {
+            state
+                .stats
+                .rejected_connections
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            });
+            continue;
+        }
+        let local = stream.local_addr().unwrap_or(peer);
+        let handle = state.clients.register(peer, local);
+        let conn_shutdown = Shutdown::new(notify.subscribe(), done.clone());
+        tokio::spawn(conn::serve(state.clone(), stream, handle, conn_shutdown));
+    }
+}
+
+/// Active expiry, ten times a second with a 25 ms budget (Redis' hz 10 and
+/// 25% slow-cycle budget).
+async fn expiry_job(state: Arc<State>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.recv() => return,
+        }
+        let expired = crate::db::expire::active_expire_cycle(&state.db, Duration::from_millis(25));
+        if !expired.is_empty() {
+            crate::cmd::after_command(&state, expired, Vec::new(), Default::default());
+        }
+    }
+}

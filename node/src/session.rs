@@ -1,0 +1,76 @@
+//! Connection-local state: protocol version, authentication, the MULTI
+//! queue, WATCHed keys and subscriptions. Only the connection's own task
+//! touches it, so none of it needs a lock.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::client::ClientHandle;
+use crate::pubsub::Message;
+
+pub struct Multi {
+    pub queue: Vec<(&'static crate::cmd::CommandSpec, Vec<Bytes>)>,
+    /// A command failed to queue (unknown, wrong arity...): EXEC answers EXECABORT.
+    pub aborted: bool,
+}
+
+pub struct Session {
+    pub handle: Arc<ClientHandle>,
+    pub proto: u8,
+    pub authenticated: bool,
+    pub multi: Option<Multi>,
+    pub watched: Vec<Bytes>,
+    pub watch_dirty: Arc<AtomicBool>,
+    pub channels: HashSet<Bytes>,
+    pub patterns: HashSet<Bytes>,
+    pub shard_channels: HashSet<Bytes>,
+    /// Sender half of this connection's pub/sub queue.
+    pub push_tx: mpsc::Sender<Message>,
+    /// Close the connection after the current reply (QUIT).
+    pub close: bool,
+    /// CLIENT REPLY OFF/SKIP.
+    pub reply_off: bool,
+    pub reply_skip: bool,
+}
+
+impl Session {
+    pub fn new(
+        handle: Arc<ClientHandle>,
+        push_tx: mpsc::Sender<Message>,
+        authenticated: bool,
+    ) -> Self {
+        Session {
+            handle,
+            proto: 2,
+            authenticated,
+            multi: None,
+            watched: Vec::new(),
+            watch_dirty: Arc::new(AtomicBool::new(false)),
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            shard_channels: HashSet::new(),
+            push_tx,
+            close: false,
+            reply_off: false,
+            reply_skip: false,
+        }
+    }
+
+    /// Subscriptions of any kind.
+    pub fn subscription_count(&self) -> usize {
+        self.channels.len() + self.patterns.len() + self.shard_channels.len()
+    }
+
+    /// RESP2 clients with subscriptions may only run a few commands.
+    pub fn in_pubsub_context(&self) -> bool {
+        self.proto < 3 && self.subscription_count() > 0
+    }
+
+    pub fn id(&self) -> u64 {
+        self.handle.id
+    }
+}

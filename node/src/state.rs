@@ -1,0 +1,207 @@
+//! Server-wide shared state: the keyspace, configuration, clients, pub/sub,
+//! blocked clients, WATCHed keys and statistics. One `Arc<State>` is shared
+//! by every connection task and background job.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::blocking::Blocking;
+use crate::client::Clients;
+use crate::config::Config;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::pubsub::PubSub;
+
+/// Per-command counters (`INFO commandstats`).
+#[derive(Default)]
+pub struct CmdStat {
+    pub calls: AtomicU64,
+    pub usec: AtomicU64,
+    pub rejected_calls: AtomicU64,
+    pub failed_calls: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub total_connections_received: AtomicU64,
+    pub total_commands_processed: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub keyspace_hits: AtomicU64,
+    pub keyspace_misses: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+    pub total_error_replies: AtomicU64,
+    pub pubsub_overflow_disconnects: AtomicU64,
+    /// Indexed by `CommandSpec::id`.
+    pub commands: Vec<CmdStat>,
+    /// Error replies by prefix (`INFO errorstats`).
+    pub errors: Mutex<HashMap<String, u64>>,
+}
+
+/// One SLOWLOG entry.
+#[derive(Clone)]
+pub struct SlowEntry {
+    pub id: u64,
+    pub time: u64,
+    pub micros: u64,
+    pub args: Vec<Bytes>,
+    pub addr: String,
+    pub name: String,
+}
+
+#[derive(Default)]
+pub struct SlowLog {
+    pub next_id: AtomicU64,
+    pub entries: Mutex<VecDeque<SlowEntry>>,
+}
+
+/// Keys watched by clients in a MULTI (WATCH). A write to a watched key sets
+/// the watchers' dirty flags; EXEC then aborts.
+#[derive(Default)]
+pub struct Watches {
+    count: AtomicUsize,
+    map: Mutex<HashMap<Bytes, Vec<Arc<AtomicBool>>>>,
+}
+
+impl Watches {
+    pub fn watch(&self, key: Bytes, flag: &Arc<AtomicBool>) {
+        let mut m = self.map.lock();
+        let v = m.entry(key).or_default();
+        if !v.iter().any(|f| Arc::ptr_eq(f, flag)) {
+            v.push(flag.clone());
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn unwatch(&self, keys: &[Bytes], flag: &Arc<AtomicBool>) {
+        let mut m = self.map.lock();
+        for k in keys {
+            if let Some(v) = m.get_mut(k) {
+                let before = v.len();
+                v.retain(|f| !Arc::ptr_eq(f, flag));
+                self.count.fetch_sub(before - v.len(), Ordering::Relaxed);
+                if v.is_empty() {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+
+    /// A key was modified.
+    pub fn touch(&self, key: &[u8]) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if let Some(v) = self.map.lock().get(key) {
+            for f in v {
+                f.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Every watched key is considered modified (FLUSHALL/FLUSHDB).
+    pub fn touch_all(&self) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        for v in self.map.lock().values() {
+            for f in v {
+                f.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    pub fn watched_keys(&self) -> usize {
+        self.map.lock().len()
+    }
+}
+
+pub struct State {
+    pub db: Db,
+    pub config: Config,
+    pub clients: Clients,
+    pub pubsub: PubSub,
+    pub blocking: Blocking,
+    pub watches: Watches,
+    pub stats: Stats,
+    pub slowlog: SlowLog,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// 40 hex characters, new every start, as Redis' run_id.
+    pub run_id: String,
+    /// Actual bound client port (differs from config when it was 0).
+    pub port: AtomicU64,
+    pub ready: AtomicBool,
+}
+
+impl State {
+    pub fn new(db: Db, config: Config) -> Arc<State> {
+        let n = crate::cmd::table().len();
+        let run_id: String = (0..40)
+            .map(|_| format!("{:x}", rand::random::<u8>() & 15))
+            .collect();
+        Arc::new(State {
+            db,
+            port: AtomicU64::new(config.port as u64),
+            config,
+            clients: Clients::default(),
+            pubsub: PubSub::default(),
+            blocking: Blocking::default(),
+            watches: Watches::default(),
+            stats: Stats {
+                commands: (0..n).map(|_| CmdStat::default()).collect(),
+                ..Stats::default()
+            },
+            slowlog: SlowLog::default(),
+            metrics: Metrics::new(),
+            started: Instant::now(),
+            run_id,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Publish to a channel, disconnecting subscribers that cannot keep up.
+    pub fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
+        let (n, overflowed) = self.pubsub.publish(channel, payload);
+        self.kill_overflowed(overflowed);
+        n
+    }
+
+    pub fn kill_overflowed(&self, ids: Vec<u64>) {
+        for id in ids {
+            if let Some(c) = self.clients.get(id) {
+                tracing::warn!(
+                    client = id,
+                    "pub/sub queue full, disconnecting slow subscriber"
+                );
+                self.stats
+                    .pubsub_overflow_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
+                c.request_kill();
+            }
+        }
+    }
+
+    /// Emit a keyspace notification if its class is enabled.
+    pub fn notify(&self, class: u32, event: &str, key: &[u8]) {
+        let flags = self.config.notify_flags.load(Ordering::Relaxed);
+        if flags & class == 0 {
+            return;
+        }
+        if flags & crate::notify::KEYSPACE != 0 {
+            let mut ch = Vec::with_capacity(15 + key.len());
+            ch.extend_from_slice(b"__keyspace@0__:");
+            ch.extend_from_slice(key);
+            self.publish(&Bytes::from(ch), &Bytes::copy_from_slice(event.as_bytes()));
+        }
+        if flags & crate::notify::KEYEVENT != 0 {
+            let ch = format!("__keyevent@0__:{event}");
+            self.publish(&Bytes::from(ch), &Bytes::copy_from_slice(key));
+        }
+    }
+}
