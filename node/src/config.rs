@@ -81,16 +81,9 @@ pub enum ConfigError {
     #[error("unknown option or number of arguments for CONFIG SET - '{0}'")]
     Unknown(String),
     #[error("failed to read config file {path}: {source}")]
-    File {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    File { path: PathBuf, source: std::io::Error },
     #[error("config file {path} line {line}: {msg}")]
-    FileLine {
-        path: PathBuf,
-        line: usize,
-        msg: String,
-    },
+    FileLine { path: PathBuf, line: usize, msg: String },
 }
 
 /// Parse a memory amount as Redis does (`1gb`, `100mb`, `10k`, plain bytes).
@@ -263,11 +256,7 @@ pub static PARAMS: &[Param] = &[
     },
     Param {
         name: "slowlog-log-slower-than",
-        get: |c, _| {
-            c.slowlog_log_slower_than
-                .load(Ordering::Relaxed)
-                .to_string()
-        },
+        get: |c, _| c.slowlog_log_slower_than.load(Ordering::Relaxed).to_string(),
         set: Some(|c, _, v| {
             c.slowlog_log_slower_than.store(int(v)?, Ordering::Relaxed);
             Ok(())
@@ -334,21 +323,11 @@ impl Config {
                 };
                 match k.to_ascii_lowercase().as_str() {
                     "bind" => cfg.bind = v.split_whitespace().map(String::from).collect(),
-                    "port" => {
-                        cfg.port = v.parse().map_err(|_| err(format!("invalid port '{v}'")))?
-                    }
+                    "port" => cfg.port = v.parse().map_err(|_| err(format!("invalid port '{v}'")))?,
                     "admin-port" => {
-                        cfg.admin_port = Some(
-                            v.parse()
-                                .map_err(|_| err(format!("invalid admin-port '{v}'")))?,
-                        )
+                        cfg.admin_port = Some(v.parse().map_err(|_| err(format!("invalid admin-port '{v}'")))?)
                     }
-                    "threads" => {
-                        cfg.threads = Some(
-                            v.parse()
-                                .map_err(|_| err(format!("invalid threads '{v}'")))?,
-                        )
-                    }
+                    "threads" => cfg.threads = Some(v.parse().map_err(|_| err(format!("invalid threads '{v}'")))?),
                     name => match find_param(name).and_then(|p| p.set) {
                         Some(set) => set(&cfg, eviction, v).map_err(|e| err(e.to_string()))?,
                         None => return Err(err(format!("unknown directive '{k}'"))),
@@ -379,25 +358,16 @@ impl Config {
         set("requirepass", args.requirepass.clone())?;
         set("maxmemory", args.maxmemory.clone())?;
         set("maxmemory-policy", args.maxmemory_policy.clone())?;
-        set(
-            "maxmemory-samples",
-            args.maxmemory_samples.map(|v| v.to_string()),
-        )?;
+        set("maxmemory-samples", args.maxmemory_samples.map(|v| v.to_string()))?;
         set("maxclients", args.maxclients.map(|v| v.to_string()))?;
         set("timeout", args.timeout.map(|v| v.to_string()))?;
-        set(
-            "notify-keyspace-events",
-            args.notify_keyspace_events.clone(),
-        )?;
+        set("notify-keyspace-events", args.notify_keyspace_events.clone())?;
         set("proto-max-bulk-len", args.proto_max_bulk_len.clone())?;
         set(
             "slowlog-log-slower-than",
             args.slowlog_log_slower_than.map(|v| v.to_string()),
         )?;
-        set(
-            "slowlog-max-len",
-            args.slowlog_max_len.map(|v| v.to_string()),
-        )?;
+        set("slowlog-max-len", args.slowlog_max_len.map(|v| v.to_string()))?;
         Ok(cfg)
     }
 }

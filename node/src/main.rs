@@ -8,12 +8,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// ferrokv node: a Redis-protocol key-value server.
 #[derive(Parser, Debug)]
-#[command(
-    name = "ferrokv-node",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "ferrokv-node", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -28,8 +23,7 @@ enum Command {
 }
 
 fn init_logging(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

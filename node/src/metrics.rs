@@ -32,13 +32,8 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let command_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "ferrokv_command_duration_seconds",
-                "Command execution time by command.",
-            )
-            .buckets(vec![
-                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005,
-                0.01, 0.1, 1.0,
+            HistogramOpts::new("ferrokv_command_duration_seconds", "Command execution time by command.").buckets(vec![
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.1, 1.0,
             ]),
             &["command"],
         )
@@ -71,18 +66,10 @@ impl Metrics {
         let s = &state.stats;
         let (keys, volatile) = state.db.key_counts();
         let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
         metric("ferrokv_keys", "gauge", "Keys in the dataset.", keys as f64);
-        metric(
-            "ferrokv_keys_with_expiry",
-            "gauge",
-            "Keys with a TTL.",
-            volatile as f64,
-        );
+        metric("ferrokv_keys_with_expiry", "gauge", "Keys with a TTL.", volatile as f64);
         metric(
             "ferrokv_memory_used_bytes",
             "gauge",
@@ -185,17 +172,11 @@ impl Metrics {
             let failed = s.commands[i].failed_calls.load(Ordering::Relaxed)
                 + s.commands[i].rejected_calls.load(Ordering::Relaxed);
             if failed > 0 {
-                let _ = writeln!(
-                    out,
-                    "ferrokv_command_errors_total{{command=\"{name}\"}} {failed}"
-                );
+                let _ = writeln!(out, "ferrokv_command_errors_total{{command=\"{name}\"}} {failed}");
             }
         }
         let mut buf = Vec::new();
-        if TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .is_ok()
-        {
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_ok() {
             out.push_str(&String::from_utf8_lossy(&buf));
         }
         out

@@ -60,11 +60,7 @@ fn deliver(sub: &Subscriber, msg: Message, overflowed: &mut Vec<u64>) -> bool {
 impl PubSub {
     /// Subscribe; returns false if already subscribed.
     pub fn subscribe(&self, channel: Bytes, sub: Subscriber, shard: bool) -> bool {
-        let map = if shard {
-            &self.shard_channels
-        } else {
-            &self.channels
-        };
+        let map = if shard { &self.shard_channels } else { &self.channels };
         let mut m = map.write();
         let subs = m.entry(channel).or_default();
         if subs.iter().any(|s| s.client_id == sub.client_id) {
@@ -75,11 +71,7 @@ impl PubSub {
     }
 
     pub fn unsubscribe(&self, channel: &[u8], client_id: u64, shard: bool) -> bool {
-        let map = if shard {
-            &self.shard_channels
-        } else {
-            &self.channels
-        };
+        let map = if shard { &self.shard_channels } else { &self.channels };
         let mut m = map.write();
         let Some(subs) = m.get_mut(channel) else {
             return false;
@@ -95,9 +87,7 @@ impl PubSub {
 
     pub fn psubscribe(&self, pattern: Bytes, sub: Subscriber) -> bool {
         let mut p = self.patterns.write();
-        if p.iter()
-            .any(|(pat, s)| *pat == pattern && s.client_id == sub.client_id)
-        {
+        if p.iter().any(|(pat, s)| *pat == pattern && s.client_id == sub.client_id) {
             return false;
         }
         p.push((pattern, sub));
@@ -162,11 +152,7 @@ impl PubSub {
 
     /// Active channels matching an optional pattern (PUBSUB CHANNELS).
     pub fn channels(&self, pattern: Option<&[u8]>, shard: bool) -> Vec<Bytes> {
-        let map = if shard {
-            &self.shard_channels
-        } else {
-            &self.channels
-        };
+        let map = if shard { &self.shard_channels } else { &self.channels };
         map.read()
             .keys()
             .filter(|c| pattern.is_none_or(|p| glob_match(p, c, false)))
@@ -175,11 +161,7 @@ impl PubSub {
     }
 
     pub fn numsub(&self, channel: &[u8], shard: bool) -> usize {
-        let map = if shard {
-            &self.shard_channels
-        } else {
-            &self.channels
-        };
+        let map = if shard { &self.shard_channels } else { &self.channels };
         map.read().get(channel).map_or(0, Vec::len)
     }
 
@@ -201,8 +183,6 @@ impl PubSub {
                 !subs.is_empty()
             });
         }
-        self.patterns
-            .write()
-            .retain(|(_, s)| s.client_id != client_id);
+        self.patterns.write().retain(|(_, s)| s.client_id != client_id);
     }
 }

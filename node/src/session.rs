@@ -38,11 +38,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
-        handle: Arc<ClientHandle>,
-        push_tx: mpsc::Sender<Message>,
-        authenticated: bool,
-    ) -> Self {
+    pub fn new(handle: Arc<ClientHandle>, push_tx: mpsc::Sender<Message>, authenticated: bool) -> Self {
         Session {
             handle,
             proto: 2,

@@ -142,9 +142,7 @@ pub struct State {
 impl State {
     pub fn new(db: Db, config: Config) -> Arc<State> {
         let n = crate::cmd::table().len();
-        let run_id: String = (0..40)
-            .map(|_| format!("{:x}", rand::random::<u8>() & 15))
-            .collect();
+        let run_id: String = (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect();
         Arc::new(State {
             db,
             port: AtomicU64::new(config.port as u64),
@@ -175,13 +173,8 @@ impl State {
     pub fn kill_overflowed(&self, ids: Vec<u64>) {
         for id in ids {
             if let Some(c) = self.clients.get(id) {
-                tracing::warn!(
-                    client = id,
-                    "pub/sub queue full, disconnecting slow subscriber"
-                );
-                self.stats
-                    .pubsub_overflow_disconnects
-                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(client = id, "pub/sub queue full, disconnecting slow subscriber");
+                self.stats.pubsub_overflow_disconnects.fetch_add(1, Ordering::Relaxed);
                 c.request_kill();
             }
         }

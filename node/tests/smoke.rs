@@ -70,33 +70,19 @@ fn pubsub_roundtrip_resp2_and_resp3() {
     let mut pubc = RawClient::connect(s.addr);
     assert_eq!(
         sub.cmd(&["SUBSCRIBE", "ch"]),
-        Frame::Array(vec![
-            Frame::bulk("subscribe"),
-            Frame::bulk("ch"),
-            Frame::Int(1)
-        ])
+        Frame::Array(vec![Frame::bulk("subscribe"), Frame::bulk("ch"), Frame::Int(1)])
     );
     assert_eq!(pubc.cmd(&["PUBLISH", "ch", "hello"]), Frame::Int(1));
     assert_eq!(
         sub.read(),
-        Frame::Array(vec![
-            Frame::bulk("message"),
-            Frame::bulk("ch"),
-            Frame::bulk("hello")
-        ])
+        Frame::Array(vec![Frame::bulk("message"), Frame::bulk("ch"), Frame::bulk("hello")])
     );
-    assert!(
-        matches!(sub.cmd(&["ECHO", "x"]), Frame::Error(e) if e.contains("only (P|S)SUBSCRIBE"))
-    );
+    assert!(matches!(sub.cmd(&["ECHO", "x"]), Frame::Error(e) if e.contains("only (P|S)SUBSCRIBE")));
     let mut sub3 = RawClient::connect(s.addr);
     sub3.cmd(&["HELLO", "3"]);
     assert_eq!(
         sub3.cmd(&["PSUBSCRIBE", "c*"]),
-        Frame::Push(vec![
-            Frame::bulk("psubscribe"),
-            Frame::bulk("c*"),
-            Frame::Int(1)
-        ])
+        Frame::Push(vec![Frame::bulk("psubscribe"), Frame::bulk("c*"), Frame::Int(1)])
     );
     assert_eq!(pubc.cmd(&["PUBLISH", "ch", "x"]), Frame::Int(2));
     assert_eq!(
@@ -116,10 +102,7 @@ fn pubsub_roundtrip_resp2_and_resp3() {
 fn multi_exec_discard_and_errors() {
     let s = server();
     let mut c = RawClient::connect(s.addr);
-    assert_eq!(
-        c.cmd(&["EXEC"]),
-        Frame::Error("ERR EXEC without MULTI".into())
-    );
+    assert_eq!(c.cmd(&["EXEC"]), Frame::Error("ERR EXEC without MULTI".into()));
     assert_eq!(c.cmd(&["MULTI"]), Frame::Simple("OK".into()));
     assert_eq!(
         c.cmd(&["MULTI"]),

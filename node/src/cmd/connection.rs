@@ -80,16 +80,11 @@ pub static COMMANDS: &[CommandSpec] = &[
 
 fn ping(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     if args.len() > 2 {
-        return Err(Reply::err(
-            "ERR wrong number of arguments for 'ping' command",
-        ));
+        return Err(Reply::err("ERR wrong number of arguments for 'ping' command"));
     }
     if ctx.session.in_pubsub_context() {
         let msg = args.get(1).cloned().unwrap_or_default();
-        return Ok(Reply::Array(vec![
-            Reply::bulk_static("pong"),
-            Reply::Bulk(msg),
-        ]));
+        return Ok(Reply::Array(vec![Reply::bulk_static("pong"), Reply::Bulk(msg)]));
     }
     Ok(match args.get(1) {
         Some(m) => Reply::Bulk(m.clone()),
@@ -148,9 +143,7 @@ fn hello(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             Some(v @ 2..=3) => v as u8,
             Some(_) => return Err(Reply::err("NOPROTO unsupported protocol version")),
             None => {
-                return Err(Reply::err(
-                    "ERR Protocol version is not an integer or out of range",
-                ));
+                return Err(Reply::err("ERR Protocol version is not an integer or out of range"));
             }
         };
         i = 2;
@@ -184,15 +177,9 @@ fn hello(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ctx.session.handle.proto.store(proto, Ordering::Relaxed);
     Ok(Reply::Map(vec![
         (Reply::bulk_static("server"), Reply::bulk_static("redis")),
-        (
-            Reply::bulk_static("version"),
-            Reply::bulk_static(REDIS_COMPAT_VERSION),
-        ),
+        (Reply::bulk_static("version"), Reply::bulk_static(REDIS_COMPAT_VERSION)),
         (Reply::bulk_static("proto"), Reply::Int(proto as i64)),
-        (
-            Reply::bulk_static("id"),
-            Reply::Int(ctx.session.id() as i64),
-        ),
+        (Reply::bulk_static("id"), Reply::Int(ctx.session.id() as i64)),
         (Reply::bulk_static("mode"), Reply::bulk_static("standalone")),
         (Reply::bulk_static("role"), Reply::bulk_static("master")),
         (Reply::bulk_static("modules"), Reply::Array(vec![])),

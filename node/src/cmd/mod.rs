@@ -167,10 +167,7 @@ impl Table {
         &self.all[self.id(spec)].1
     }
     pub fn top_level(&self) -> impl Iterator<Item = &'static CommandSpec> + '_ {
-        self.all
-            .iter()
-            .filter(|(_, n)| !n.contains('|'))
-            .map(|(s, _)| *s)
+        self.all.iter().filter(|(_, n)| !n.contains('|')).map(|(s, _)| *s)
     }
     pub fn get(&self, name: &str) -> Option<&'static CommandSpec> {
         self.by_name.get(name).map(|&i| self.all[i].0)
@@ -326,12 +323,7 @@ impl<'a> Ctx<'a> {
     /// Count a keyspace hit or miss (INFO stats).
     pub fn hit(&self, found: bool) {
         let s = &self.state.stats;
-        if found {
-            &s.keyspace_hits
-        } else {
-            &s.keyspace_misses
-        }
-        .fetch_add(1, Ordering::Relaxed);
+        if found { &s.keyspace_hits } else { &s.keyspace_misses }.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn proto(&self) -> u8 {
@@ -436,17 +428,13 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
     };
     let id = table().id(spec);
     if !session.authenticated && spec.flags & flags::NO_AUTH == 0 {
-        state.stats.commands[id]
-            .rejected_calls
-            .fetch_add(1, Ordering::Relaxed);
+        state.stats.commands[id].rejected_calls.fetch_add(1, Ordering::Relaxed);
         let e = Reply::err("NOAUTH Authentication required.");
         count_error(state, &e);
         return Outcome::Reply(e);
     }
     if session.in_pubsub_context() && spec.flags & flags::PUBSUB_CONTEXT == 0 {
-        state.stats.commands[id]
-            .rejected_calls
-            .fetch_add(1, Ordering::Relaxed);
+        state.stats.commands[id].rejected_calls.fetch_add(1, Ordering::Relaxed);
         let e = Reply::err(format!(
             "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
             table().full_name(spec)
@@ -462,16 +450,11 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
             return Outcome::Reply(Reply::err("ERR Command not allowed inside a transaction"));
         }
         m.queue.push((spec, args));
-        session
-            .handle
-            .multi
-            .store(m.queue.len() as i64, Ordering::Relaxed);
+        session.handle.multi.store(m.queue.len() as i64, Ordering::Relaxed);
         return Outcome::Reply(Reply::status("QUEUED"));
     }
     if spec.flags & flags::DENYOOM != 0 && enforce_maxmemory(state) {
-        state.stats.commands[id]
-            .rejected_calls
-            .fetch_add(1, Ordering::Relaxed);
+        state.stats.commands[id].rejected_calls.fetch_add(1, Ordering::Relaxed);
         let e = Reply::err("OOM command not allowed when used memory > 'maxmemory'.");
         count_error(state, &e);
         return Outcome::Reply(e);
@@ -481,23 +464,14 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
 
 fn count_error(state: &State, reply: &Reply) {
     if let Reply::Error(msg) = reply {
-        state
-            .stats
-            .total_error_replies
-            .fetch_add(1, Ordering::Relaxed);
+        state.stats.total_error_replies.fetch_add(1, Ordering::Relaxed);
         let prefix = msg.split(' ').next().unwrap_or("ERR").to_string();
         *state.stats.errors.lock().entry(prefix).or_insert(0) += 1;
     }
 }
 
 /// Lock the command's keys and run it; publish and unblock afterwards.
-pub fn run(
-    state: &State,
-    session: &mut Session,
-    spec: &'static CommandSpec,
-    args: Vec<Bytes>,
-    retry: bool,
-) -> Outcome {
+pub fn run(state: &State, session: &mut Session, spec: &'static CommandSpec, args: Vec<Bytes>, retry: bool) -> Outcome {
     let start = Instant::now();
     let now = now_ms();
     let mut ks = match spec.keys {
@@ -539,15 +513,7 @@ pub fn run(
         Ok(r) | Err(r) => r,
     };
     let elapsed = start.elapsed();
-    record(
-        state,
-        session,
-        spec,
-        &args,
-        elapsed,
-        &reply,
-        block.is_some() && !retry,
-    );
+    record(state, session, spec, &args, elapsed, &reply, block.is_some() && !retry);
     match block {
         Some(spec) => Outcome::Block {
             args: spec.args.clone().unwrap_or(args),
@@ -559,12 +525,7 @@ pub fn run(
 
 /// Publish notifications (expired first, as they happened before the
 /// command's own changes) and serve clients blocked on keys made ready.
-pub fn after_command(
-    state: &State,
-    expired: Vec<Bytes>,
-    events: Vec<Event>,
-    ready: SmallVec<[Bytes; 2]>,
-) {
+pub fn after_command(state: &State, expired: Vec<Bytes>, events: Vec<Event>, ready: SmallVec<[Bytes; 2]>) {
     for key in &expired {
         state.watches.touch(key);
         state.notify(crate::notify::EXPIRED, "expired", key);
@@ -589,8 +550,7 @@ pub fn serve_blocked(state: &State, ready: Vec<Bytes>) {
         for w in state.blocking.waiters(&key) {
             let mut slot = w.slot.lock();
             let Some(_) = slot.as_ref() else { continue };
-            let Some(spec) = lookup(&w.args[0]).and_then(|s| resolve(&w.args).ok().or(Some(s)))
-            else {
+            let Some(spec) = lookup(&w.args[0]).and_then(|s| resolve(&w.args).ok().or(Some(s))) else {
                 continue;
             };
             let Some(handle) = state.clients.get(w.client_id) else {
@@ -678,10 +638,7 @@ fn record(
     let _ = blocked;
     st.calls.fetch_add(1, Ordering::Relaxed);
     st.usec.fetch_add(micros, Ordering::Relaxed);
-    state
-        .stats
-        .total_commands_processed
-        .fetch_add(1, Ordering::Relaxed);
+    state.stats.total_commands_processed.fetch_add(1, Ordering::Relaxed);
     if reply.is_error() {
         st.failed_calls.fetch_add(1, Ordering::Relaxed);
         count_error(state, reply);

@@ -23,11 +23,7 @@ pub fn parse_i64(b: &[u8]) -> Option<i64> {
     if b == b"0" {
         return Some(0);
     }
-    let (neg, digits) = if b[0] == b'-' {
-        (true, &b[1..])
-    } else {
-        (false, b)
-    };
+    let (neg, digits) = if b[0] == b'-' { (true, &b[1..]) } else { (false, b) };
     if digits.is_empty() || digits[0] == b'0' {
         return None;
     }

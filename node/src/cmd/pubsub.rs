@@ -173,10 +173,8 @@ fn confirm(kind: &'static str, name: Option<Bytes>, count: usize) -> Reply {
 
 fn update_counts(ctx: &mut Ctx) {
     let h = &ctx.session.handle;
-    h.subscriptions
-        .store(ctx.session.channels.len(), Ordering::Relaxed);
-    h.psubscriptions
-        .store(ctx.session.patterns.len(), Ordering::Relaxed);
+    h.subscriptions.store(ctx.session.channels.len(), Ordering::Relaxed);
+    h.psubscriptions.store(ctx.session.patterns.len(), Ordering::Relaxed);
     h.ssubscriptions
         .store(ctx.session.shard_channels.len(), Ordering::Relaxed);
 }
@@ -201,14 +199,8 @@ fn do_subscribe(ctx: &mut Ctx, names: &[Bytes], kind: Kind) -> CmdResult {
             };
         }
         let (label, count) = match kind {
-            Kind::Channel => (
-                "subscribe",
-                ctx.session.channels.len() + ctx.session.patterns.len(),
-            ),
-            Kind::Pattern => (
-                "psubscribe",
-                ctx.session.channels.len() + ctx.session.patterns.len(),
-            ),
+            Kind::Channel => ("subscribe", ctx.session.channels.len() + ctx.session.patterns.len()),
+            Kind::Pattern => ("psubscribe", ctx.session.channels.len() + ctx.session.patterns.len()),
             Kind::Shard => ("ssubscribe", ctx.session.shard_channels.len()),
         };
         out.push(confirm(label, Some(name.clone()), count));
@@ -309,10 +301,7 @@ fn channels(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             "ERR wrong number of arguments for 'pubsub|channels' command",
         ));
     }
-    let list = ctx
-        .state
-        .pubsub
-        .channels(args.get(2).map(|b| b.as_ref()), false);
+    let list = ctx.state.pubsub.channels(args.get(2).map(|b| b.as_ref()), false);
     Ok(Reply::bulks(list))
 }
 
@@ -322,10 +311,7 @@ fn shardchannels(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             "ERR wrong number of arguments for 'pubsub|shardchannels' command",
         ));
     }
-    let list = ctx
-        .state
-        .pubsub
-        .channels(args.get(2).map(|b| b.as_ref()), true);
+    let list = ctx.state.pubsub.channels(args.get(2).map(|b| b.as_ref()), true);
     Ok(Reply::bulks(list))
 }
 
@@ -363,9 +349,7 @@ fn numpat(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
 
 fn help(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     if args.len() == 1 {
-        return Err(Reply::err(
-            "ERR wrong number of arguments for 'pubsub' command",
-        ));
+        return Err(Reply::err("ERR wrong number of arguments for 'pubsub' command"));
     }
     Ok(Reply::Array(
         [

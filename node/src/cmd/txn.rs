@@ -134,8 +134,7 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
         };
         let st = &ctx.state.stats.commands[super::table().id(spec)];
         st.calls.fetch_add(1, Ordering::Relaxed);
-        st.usec
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        st.usec.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
         if r.is_error() {
             st.failed_calls.fetch_add(1, Ordering::Relaxed);
         }

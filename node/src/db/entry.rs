@@ -65,8 +65,7 @@ fn get_varint(buf: &[u8]) -> (usize, usize) {
 }
 
 fn encode_str(key: &[u8], val: &[u8], expire: Option<u64>) -> Box<[u8]> {
-    let mut buf =
-        Vec::with_capacity(expire.map_or(0, |_| 8) + varint_len(key.len()) + key.len() + val.len());
+    let mut buf = Vec::with_capacity(expire.map_or(0, |_| 8) + varint_len(key.len()) + key.len() + val.len());
     if let Some(e) = expire {
         buf.extend_from_slice(&e.to_le_bytes());
     }
@@ -211,18 +210,14 @@ impl Entry {
     pub fn into_value(self) -> Value {
         match self.body {
             Body::Obj(o) => o.value,
-            Body::Str(_) => Value::Str(bytes::Bytes::copy_from_slice(
-                self.str_value().unwrap_or_default(),
-            )),
+            Body::Str(_) => Value::Str(bytes::Bytes::copy_from_slice(self.str_value().unwrap_or_default())),
         }
     }
 
     pub fn clone_value(&self) -> Value {
         match &self.body {
             Body::Obj(o) => o.value.clone(),
-            Body::Str(_) => Value::Str(bytes::Bytes::copy_from_slice(
-                self.str_value().unwrap_or_default(),
-            )),
+            Body::Str(_) => Value::Str(bytes::Bytes::copy_from_slice(self.str_value().unwrap_or_default())),
         }
     }
 
@@ -239,9 +234,7 @@ impl Entry {
         match &self.body {
             Body::Str(buf) => SLOT + round_alloc(buf.len()),
             Body::Obj(o) => {
-                SLOT + round_alloc(std::mem::size_of::<ObjEntry>())
-                    + round_alloc(o.key.len())
-                    + o.value.mem_usage()
+                SLOT + round_alloc(std::mem::size_of::<ObjEntry>()) + round_alloc(o.key.len()) + o.value.mem_usage()
             }
         }
     }
@@ -266,11 +259,7 @@ mod tests {
 
     #[test]
     fn entry_is_compact() {
-        assert!(
-            std::mem::size_of::<Entry>() <= 24,
-            "{}",
-            std::mem::size_of::<Entry>()
-        );
+        assert!(std::mem::size_of::<Entry>() <= 24, "{}", std::mem::size_of::<Entry>());
     }
 
     #[test]

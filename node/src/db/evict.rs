@@ -59,9 +59,7 @@ impl Policy {
     }
 
     pub fn parse(s: &str) -> Option<Policy> {
-        Policy::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(s))
+        Policy::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(s))
     }
 
     pub fn is_lfu(self) -> bool {
@@ -71,10 +69,7 @@ impl Policy {
     fn volatile_only(self) -> bool {
         matches!(
             self,
-            Policy::VolatileLru
-                | Policy::VolatileLfu
-                | Policy::VolatileTtl
-                | Policy::VolatileRandom
+            Policy::VolatileLru | Policy::VolatileLfu | Policy::VolatileTtl | Policy::VolatileRandom
         )
     }
 }
@@ -129,11 +124,7 @@ pub fn lfu_counter(lru: u32, now_ms: u64) -> u32 {
     let ldt = lru >> 8;
     let counter = lru & 255;
     let now = lfu_minutes(now_ms);
-    let elapsed = if now >= ldt {
-        now - ldt
-    } else {
-        65535 - ldt + now
-    };
+    let elapsed = if now >= ldt { now - ldt } else { 65535 - ldt + now };
     let periods = elapsed as u64 / LFU_DECAY_MINUTES;
     counter.saturating_sub(periods.min(255) as u32)
 }
@@ -212,9 +203,7 @@ pub fn evict(db: &Db, now: u64, mut over: impl FnMut(&Db) -> bool) -> Vec<Bytes>
                     if let Some(e) = cand {
                         let score = match policy {
                             Policy::AllKeysLru | Policy::VolatileLru => idle_seconds(e, clock),
-                            Policy::AllKeysLfu | Policy::VolatileLfu => {
-                                255 - lfu_counter(e.lru, now) as u64
-                            }
+                            Policy::AllKeysLfu | Policy::VolatileLfu => 255 - lfu_counter(e.lru, now) as u64,
                             Policy::VolatileTtl => u64::MAX - e.expire_at().unwrap_or(u64::MAX),
                             _ => rng.random::<u64>(),
                         };

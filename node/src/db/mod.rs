@@ -66,9 +66,7 @@ pub struct Partition {
 impl Partition {
     fn new() -> Self {
         Partition {
-            slots: (0..SLOTS_PER_PARTITION)
-                .map(|_| SlotTable::default())
-                .collect(),
+            slots: (0..SLOTS_PER_PARTITION).map(|_| SlotTable::default()).collect(),
             keys: 0,
             volatile: 0,
             mem: 0,
@@ -137,9 +135,7 @@ pub fn now_ms() -> u64 {
 impl Db {
     pub fn new() -> Self {
         Db {
-            parts: (0..PARTITIONS)
-                .map(|_| Padded(Mutex::new(Partition::new())))
-                .collect(),
+            parts: (0..PARTITIONS).map(|_| Padded(Mutex::new(Partition::new()))).collect(),
             hasher: KeyHasher::with_seed(rand::random()),
             mem_total: AtomicI64::new(0),
             expired_keys: 0.into(),
@@ -157,11 +153,7 @@ impl Db {
     }
 
     /// Lock the partitions holding `keys` (in ascending order) for one command.
-    pub fn lock_keys<'a, K: AsRef<[u8]>>(
-        &'a self,
-        keys: impl IntoIterator<Item = K>,
-        now: u64,
-    ) -> Keys<'a> {
+    pub fn lock_keys<'a, K: AsRef<[u8]>>(&'a self, keys: impl IntoIterator<Item = K>, now: u64) -> Keys<'a> {
         let mut parts: SmallVec<[usize; 4]> = keys
             .into_iter()
             .map(|k| Self::partition_of(key_slot(k.as_ref())))
@@ -182,10 +174,7 @@ impl Db {
     }
 
     fn lock_parts(&self, parts: SmallVec<[usize; 4]>, now: u64) -> Keys<'_> {
-        let guards = parts
-            .into_iter()
-            .map(|p| (p, self.parts[p].0.lock()))
-            .collect();
+        let guards = parts.into_iter().map(|p| (p, self.parts[p].0.lock())).collect();
         Keys {
             db: self,
             guards,
@@ -372,8 +361,7 @@ impl<'a> Keys<'a> {
 
     fn remember_touched(&mut self, key: &[u8], hash: u64, mem_before: usize) {
         if !self.touched.iter().any(|(k, _, _)| k.as_ref() == key) {
-            self.touched
-                .push((Bytes::copy_from_slice(key), hash, mem_before));
+            self.touched.push((Bytes::copy_from_slice(key), hash, mem_before));
         }
     }
 
@@ -466,8 +454,7 @@ impl<'a> Keys<'a> {
         let hasher = &self.db.hasher;
         let part = self.part_mut(slot);
         let st = part.slot_mut(slot);
-        st.table
-            .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
+        st.table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
         if volatile {
             st.volatile += 1;
             part.volatile += 1;
@@ -563,12 +550,7 @@ impl<'a> Keys<'a> {
     /// of the top 50 bits of their hash, resuming at `t`. This order does not
     /// change when a table grows or shrinks, so every key present for the whole
     /// scan is returned at least once (and, unlike Redis, exactly once).
-    pub fn scan(
-        &mut self,
-        cursor: u64,
-        count: usize,
-        mut filter: impl FnMut(&Entry) -> bool,
-    ) -> (u64, Vec<Bytes>) {
+    pub fn scan(&mut self, cursor: u64, count: usize, mut filter: impl FnMut(&Entry) -> bool) -> (u64, Vec<Bytes>) {
         let mut slot = (cursor >> 50) as usize;
         let mut from = cursor & ((1 << 50) - 1);
         let mut out = Vec::new();

@@ -313,12 +313,7 @@ mod tests {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
         while let Check::Complete(req) = check(&buf, &Limits::default())? {
-            out.push(
-                take(&mut buf, req)
-                    .into_iter()
-                    .map(|b| b.to_vec())
-                    .collect(),
-            );
+            out.push(take(&mut buf, req).into_iter().map(|b| b.to_vec()).collect());
         }
         Ok(out)
     }
@@ -326,10 +321,7 @@ mod tests {
     #[test]
     fn multibulk_and_pipelining() {
         let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n").unwrap();
-        assert_eq!(
-            got,
-            vec![vec![b"GET".to_vec(), b"k".to_vec()], vec![b"PING".to_vec()]]
-        );
+        assert_eq!(got, vec![vec![b"GET".to_vec(), b"k".to_vec()], vec![b"PING".to_vec()]]);
     }
 
     #[test]
@@ -354,31 +346,16 @@ mod tests {
     fn bad_lengths() {
         let l = Limits::default();
         assert_eq!(check(b"*abc\r\n", &l), Err(ProtocolError::MultibulkLength));
-        assert_eq!(
-            check(b"*99999999999\r\n", &l),
-            Err(ProtocolError::MultibulkLength)
-        );
+        assert_eq!(check(b"*99999999999\r\n", &l), Err(ProtocolError::MultibulkLength));
         assert_eq!(check(b"*1\r\n$-1\r\n", &l), Err(ProtocolError::BulkLength));
-        assert_eq!(
-            check(b"*1\r\n$99999999999\r\n", &l),
-            Err(ProtocolError::BulkLength)
-        );
-        assert_eq!(
-            check(b"*1\r\n:1\r\n", &l),
-            Err(ProtocolError::ExpectedBulk(':'))
-        );
-        assert_eq!(
-            check(b"*1\r\n$1\r\nab\r\n", &l),
-            Err(ProtocolError::BulkLength)
-        );
+        assert_eq!(check(b"*1\r\n$99999999999\r\n", &l), Err(ProtocolError::BulkLength));
+        assert_eq!(check(b"*1\r\n:1\r\n", &l), Err(ProtocolError::ExpectedBulk(':')));
+        assert_eq!(check(b"*1\r\n$1\r\nab\r\n", &l), Err(ProtocolError::BulkLength));
         let l2 = Limits {
             unauthenticated: true,
             ..l
         };
-        assert_eq!(
-            check(b"*11\r\n", &l2),
-            Err(ProtocolError::UnauthenticatedMultibulk)
-        );
+        assert_eq!(check(b"*11\r\n", &l2), Err(ProtocolError::UnauthenticatedMultibulk));
     }
 
     #[test]
@@ -394,12 +371,7 @@ mod tests {
         let got = parse_all(b"SET k \"a b\\n\" 'c d'\r\nPING\n").unwrap();
         assert_eq!(
             got[0],
-            vec![
-                b"SET".to_vec(),
-                b"k".to_vec(),
-                b"a b\n".to_vec(),
-                b"c d".to_vec()
-            ]
+            vec![b"SET".to_vec(), b"k".to_vec(), b"a b\n".to_vec(), b"c d".to_vec()]
         );
         assert_eq!(got[1], vec![b"PING".to_vec()]);
         assert_eq!(

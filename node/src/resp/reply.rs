@@ -186,11 +186,7 @@ pub fn format_double(d: f64) -> String {
 /// C's `%.{prec}g`.
 pub fn format_g(d: f64, prec: usize) -> String {
     if d == 0.0 {
-        return if d.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
+        return if d.is_sign_negative() { "-0".into() } else { "0".into() };
     }
     let prec = prec.max(1);
     // Scientific form with prec significant digits tells us the exponent after rounding.
@@ -244,10 +240,7 @@ mod tests {
         assert_eq!(format_double(1.0), "1");
         assert_eq!(format_double(-2.5), "-2.5");
         assert_eq!(format_double(1e20), "1e+20");
-        assert_eq!(
-            format_double(123456789012345678.0),
-            "1.2345678901234568e+17"
-        );
+        assert_eq!(format_double(123456789012345678.0), "1.2345678901234568e+17");
         assert_eq!(format_double(0.0001), "0.0001");
         assert_eq!(format_double(0.00001), "1.0000000000000001e-05");
         assert_eq!(format_double(f64::INFINITY), "inf");

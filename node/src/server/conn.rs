@@ -70,12 +70,7 @@ enum Step {
 }
 
 /// Serve one connection until it closes, is killed, or the server shuts down.
-pub async fn serve(
-    state: Arc<State>,
-    stream: TcpStream,
-    handle: Arc<ClientHandle>,
-    mut shutdown: Shutdown,
-) {
+pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandle>, mut shutdown: Shutdown) {
     let _ = stream.set_nodelay(true);
     let (push_tx, push_rx) = mpsc::channel(QUEUE_LEN);
     let authenticated = state.config.requirepass.read().is_none();
@@ -92,9 +87,7 @@ pub async fn serve(
     let _ = conn.run(&mut shutdown).await;
     // Leave no trace: subscriptions, watches, registry entry.
     state.pubsub.remove_client(handle.id);
-    state
-        .watches
-        .unwatch(&conn.session.watched, &conn.session.watch_dirty);
+    state.watches.unwatch(&conn.session.watched, &conn.session.watch_dirty);
     state.clients.unregister(handle.id);
 }
 
@@ -147,10 +140,7 @@ impl Conn {
     }
 
     fn on_read(&mut self, n: usize) {
-        self.state
-            .stats
-            .net_input_bytes
-            .fetch_add(n as u64, Ordering::Relaxed);
+        self.state.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
         self.handle.net_in.fetch_add(n as u64, Ordering::Relaxed);
         self.handle.qbuf.store(self.inbuf.len(), Ordering::Relaxed);
     }
@@ -174,10 +164,7 @@ impl Conn {
         let n = self.out.len() as u64;
         self.stream.write_all(&self.out).await?;
         self.out.clear();
-        self.state
-            .stats
-            .net_output_bytes
-            .fetch_add(n, Ordering::Relaxed);
+        self.state.stats.net_output_bytes.fetch_add(n, Ordering::Relaxed);
         self.handle.net_out.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
@@ -234,9 +221,7 @@ impl Conn {
         shutdown: &mut Shutdown,
     ) -> std::io::Result<Option<Reply>> {
         let state = self.state.clone();
-        let (waiter, mut rx) = state
-            .blocking
-            .register(self.handle.id, args, spec.keys.clone());
+        let (waiter, mut rx) = state.blocking.register(self.handle.id, args, spec.keys.clone());
         self.handle.blocked.store(true, Ordering::Relaxed);
         // A write between our failed attempt and registration signalled nobody;
         // serve our own keys once now that we are registered.

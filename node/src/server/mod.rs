@@ -23,10 +23,7 @@ pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("failed to listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
 }
 
 /// A started server: where it listens and how to stop it.
@@ -71,12 +68,10 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         } else {
             format!("{host}:{port}")
         };
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: addr.clone(),
-                source,
-            })?;
+        let listener = TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
@@ -95,24 +90,17 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
 
     let admin_addr = match state.config.admin_port {
         Some(p) => {
-            let host = state
-                .config
-                .bind
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into());
+            let host = state.config.bind.first().cloned().unwrap_or_else(|| "127.0.0.1".into());
             let host = host.trim_start_matches('-').to_string();
             let addr = if host.contains(':') {
                 format!("[{host}]:{p}")
             } else {
                 format!("{host}:{p}")
             };
-            let listener = TcpListener::bind(&addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: addr.clone(),
-                    source,
-                })?;
+            let listener = TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
             let local = listener
                 .local_addr()
                 .map_err(|source| ServerError::Bind { addr, source })?;
@@ -159,19 +147,11 @@ async fn accept_loop(
                 continue;
             }
         };
-        state
-            .stats
-            .total_connections_received
-            .fetch_add(1, Ordering::Relaxed);
+        state.stats.total_connections_received.fetch_add(1, Ordering::Relaxed);
         if state.clients.len() >= state.config.maxclients.load(Ordering::Relaxed) {
-            state
-                .stats
-                .rejected_connections
-                .fetch_add(1, Ordering::Relaxed);
+            state.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
+                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
             });
             continue;
         }

@@ -56,12 +56,8 @@ pub fn server_with(mut args: ServeArgs) -> Server {
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let running = ferrokv_node::server::start(&args)
-                .await
-                .expect("server starts");
-            addr_tx
-                .send((running.addr(), running.admin_addr))
-                .expect("send addr");
+            let running = ferrokv_node::server::start(&args).await.expect("server starts");
+            addr_tx.send((running.addr(), running.admin_addr)).expect("send addr");
             // Wait for the stop signal without blocking the runtime.
             let _ = tokio::task::spawn_blocking(move || {
                 let _ = stop_rx.recv();
@@ -70,9 +66,7 @@ pub fn server_with(mut args: ServeArgs) -> Server {
             running.shutdown().await;
         });
     });
-    let (addr, admin) = addr_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server address");
+    let (addr, admin) = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server address");
     Server {
         addr,
         admin,
@@ -108,11 +102,7 @@ pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "ferrokv-test-{tag}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        let p = std::env::temp_dir().join(format!("ferrokv-test-{tag}-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
     }
@@ -161,11 +151,7 @@ pub fn redis_server(extra: &[&str]) -> RedisServer {
         while Instant::now() < deadline {
             if let Ok(mut c) = RawClient::try_connect(addr) {
                 if c.cmd(&["PING"]) == Frame::Simple("PONG".into()) {
-                    return RedisServer {
-                        addr,
-                        child,
-                        _dir: dir,
-                    };
+                    return RedisServer { addr, child, _dir: dir };
                 }
             }
             if let Ok(Some(_)) = child.try_wait() {
@@ -215,8 +201,7 @@ impl Frame {
                 Frame::Array(v)
             }
             Frame::Map(v) => {
-                let mut v: Vec<(Frame, Frame)> =
-                    v.iter().map(|(a, b)| (a.sorted(), b.sorted())).collect();
+                let mut v: Vec<(Frame, Frame)> = v.iter().map(|(a, b)| (a.sorted(), b.sorted())).collect();
                 v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
                 Frame::Map(v)
             }
@@ -357,9 +342,7 @@ fn read_frame(r: &mut impl BufRead) -> std::io::Result<Frame> {
             Frame::Map(v)
         }
         _ => {
-            return Err(std::io::Error::other(format!(
-                "unknown frame type in {line:?}"
-            )));
+            return Err(std::io::Error::other(format!("unknown frame type in {line:?}")));
         }
     })
 }
@@ -407,10 +390,7 @@ impl Diff {
     #[track_caller]
     pub fn check(&mut self, args: &[&str]) -> Frame {
         let (a, b) = self.both(args);
-        assert_eq!(
-            a, b,
-            "reply to {args:?} differs (left: ferrokv, right: redis)"
-        );
+        assert_eq!(a, b, "reply to {args:?} differs (left: ferrokv, right: redis)");
         a
     }
 
