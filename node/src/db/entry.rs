@@ -13,6 +13,10 @@ pub const FLAG_EXPIRE: u8 = 1;
 /// The string was modified in place (APPEND/SETRANGE/SETBIT...), so `OBJECT
 /// ENCODING` reports `raw` as Redis does for unshared strings.
 pub const FLAG_RAW: u8 = 2;
+/// The string was stored without Redis' integer encoding attempt (INCRBYFLOAT
+/// results), so `OBJECT ENCODING` reports `embstr` (or `raw` past 44 bytes)
+/// even when it looks like an integer.
+pub const FLAG_EMBSTR: u8 = 4;
 
 pub struct Entry {
     /// LRU clock (seconds, 24 bits) or, under an LFU policy, 16 bits of
