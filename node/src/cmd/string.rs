@@ -22,7 +22,7 @@ use bytes::Bytes;
 use super::flags::*;
 use super::parse::{self, ERR_NOT_FLOAT, ERR_NOT_INT, ERR_OVERFLOW, is, parse_i64};
 use super::{CmdResult, CommandSpec, Ctx, KeySpec, one_key};
-use crate::db::entry::{Entry, FLAG_EMBSTR, FLAG_RAW};
+use crate::db::entry::{Entry, FLAG_EMBSTR, FLAG_RAW, FLAG_UNSHARED};
 use crate::db::{Expiry, WRONGTYPE};
 use crate::notify::{GENERIC, STRING};
 use crate::resp::Reply;
@@ -374,7 +374,7 @@ fn write_lookup(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, Reply> {
 fn overwrite(ctx: &mut Ctx, key: &[u8], val: &[u8], flags: u8) {
     if let Some(e) = ctx.ks.entry_mut(key) {
         e.set_str_value(val);
-        e.flags = (e.flags & !(FLAG_RAW | FLAG_EMBSTR)) | flags;
+        e.flags = (e.flags & !(FLAG_RAW | FLAG_EMBSTR | FLAG_UNSHARED)) | flags;
     }
 }
 

@@ -17,6 +17,9 @@ pub const FLAG_RAW: u8 = 2;
 /// results), so `OBJECT ENCODING` reports `embstr` (or `raw` past 44 bytes)
 /// even when it looks like an integer.
 pub const FLAG_EMBSTR: u8 = 4;
+/// An int-encoded string that is its own object rather than one of Redis'
+/// shared small integers (a COPY duplicates it), for `OBJECT REFCOUNT`.
+pub const FLAG_UNSHARED: u8 = 8;
 
 pub struct Entry {
     /// LRU clock (seconds, 24 bits) or, under an LFU policy, 16 bits of
