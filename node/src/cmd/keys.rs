@@ -23,6 +23,8 @@ const ERR_NO_SUCH_KEY: &str = "ERR no such key";
 const ERR_SAME_OBJECT: &str = "ERR source and destination objects are the same";
 const ERR_DB_RANGE: &str = "ERR DB index is out of range";
 const ERR_COPY_DB: &str = "ERR Copying to another database is not allowed in cluster mode";
+/// Redis' `getIntFromObjectOrReply` for a valid integer outside 32 bits.
+const ERR_INT_RANGE: &str = "ERR value is out of range, value must between -2147483648 and 2147483647";
 const ERR_INVALID_CURSOR: &str = "ERR invalid cursor";
 const ERR_EXPIRE_NX: &str = "ERR NX and XX, GT or LT options at the same time are not compatible";
 const ERR_EXPIRE_GT_LT: &str = "ERR GT and LT options at the same time are not compatible";
@@ -544,7 +546,7 @@ fn copy(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         } else if is(&args[j], "db") && j + 1 < args.len() {
             db = parse::int(&args[j + 1])?;
             if i32::try_from(db).is_err() {
-                return Err(Reply::err(parse::ERR_NOT_INT));
+                return Err(Reply::err(ERR_INT_RANGE));
             }
             if !(0..DATABASES).contains(&db) {
                 return Err(Reply::err(ERR_DB_RANGE));
