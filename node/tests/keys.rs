@@ -198,12 +198,30 @@ fn copy_with_replace_and_db() {
 fn keys_with_glob_patterns() {
     let mut d = Diff::new();
     d.check(&[
-        "MSET", "hello", "1", "hallo", "2", "hxllo", "3", "hllo", "4", "heeeello", "5", "a*b", "6", "a?b", "7",
-        "a[b", "8", "Hello", "9", "h\\llo", "10",
+        "MSET", "hello", "1", "hallo", "2", "hxllo", "3", "hllo", "4", "heeeello", "5", "a*b", "6", "a?b", "7", "a[b",
+        "8", "Hello", "9", "h\\llo", "10",
     ]);
     for p in [
-        "*", "h?llo", "h*llo", "h[ae]llo", "h[^e]llo", "h[a-b]llo", "h[b-a]llo", "a\\*b", "a\\?b", "a[[]b", "a*",
-        "*llo", "H*", "[h]*", "nomatch*", "h\\\\llo", "", "h[", "h[a-", "[^a-z]*",
+        "*",
+        "h?llo",
+        "h*llo",
+        "h[ae]llo",
+        "h[^e]llo",
+        "h[a-b]llo",
+        "h[b-a]llo",
+        "a\\*b",
+        "a\\?b",
+        "a[[]b",
+        "a*",
+        "*llo",
+        "H*",
+        "[h]*",
+        "nomatch*",
+        "h\\\\llo",
+        "",
+        "h[",
+        "h[a-",
+        "[^a-z]*",
     ] {
         d.check_unordered(&["KEYS", p]);
     }
@@ -221,10 +239,16 @@ fn scan_all(c: &mut RawClient, extra: &[&str]) -> BTreeSet<Vec<u8>> {
     loop {
         let mut args = vec!["SCAN", cursor.as_str()];
         args.extend_from_slice(extra);
-        let Frame::Array(v) = c.cmd(&args) else { panic!("SCAN must answer an array") };
-        let (Frame::Bulk(next), Frame::Array(keys)) = (&v[0], &v[1]) else { panic!("bad SCAN reply {v:?}") };
+        let Frame::Array(v) = c.cmd(&args) else {
+            panic!("SCAN must answer an array")
+        };
+        let (Frame::Bulk(next), Frame::Array(keys)) = (&v[0], &v[1]) else {
+            panic!("bad SCAN reply {v:?}")
+        };
         for k in keys {
-            let Frame::Bulk(k) = k else { panic!("key must be a bulk") };
+            let Frame::Bulk(k) = k else {
+                panic!("key must be a bulk")
+            };
             assert!(seen.insert(k.clone()), "SCAN returned {k:?} twice");
         }
         cursor = String::from_utf8(next.clone()).expect("cursor is decimal");
@@ -440,7 +464,9 @@ fn ttls_count_down_and_keys_expire() {
     }
     c.cmd(&["SET", "keep", "x"]);
     wait_for("volatile keys to be reclaimed", Duration::from_secs(10), || {
-        let Frame::Array(keys) = c.cmd(&["KEYS", "*"]) else { return None };
+        let Frame::Array(keys) = c.cmd(&["KEYS", "*"]) else {
+            return None;
+        };
         (keys == vec![Frame::bulk("keep")]).then_some(())
     });
     // RENAME carries the TTL, PERSIST removes it.
@@ -464,7 +490,9 @@ fn keyspace_events(addr: std::net::SocketAddr, cmds: &[Vec<&str>]) -> Vec<(Strin
     c.cmd(&["SET", "__end", "1"]);
     let mut out = Vec::new();
     loop {
-        let Frame::Array(v) = sub.read() else { panic!("unexpected frame") };
+        let Frame::Array(v) = sub.read() else {
+            panic!("unexpected frame")
+        };
         let s = |f: &Frame| match f {
             Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
             other => format!("{other:?}"),

@@ -221,8 +221,30 @@ fn counters_and_their_errors() {
 fn incrbyfloat_matches_long_double_results() {
     let mut d = Diff::new();
     let values = [
-        "0", "1", "-1", "10.5", "0.1", "0.2", "3.0e3", "1e17", "12345.5", "-0.0", "1e-20", "5.0e3", "1.1", "2.2",
-        "100", "-99.99", "0x10", "1e308", "1e-300", "123456789.123", "0.0000001", "+1.5", "1.", ".5",
+        "0",
+        "1",
+        "-1",
+        "10.5",
+        "0.1",
+        "0.2",
+        "3.0e3",
+        "1e17",
+        "12345.5",
+        "-0.0",
+        "1e-20",
+        "5.0e3",
+        "1.1",
+        "2.2",
+        "100",
+        "-99.99",
+        "0x10",
+        "1e308",
+        "1e-300",
+        "123456789.123",
+        "0.0000001",
+        "+1.5",
+        "1.",
+        ".5",
     ];
     for a in values {
         for b in ["0.1", "1", "-1.5", "2.5e-3", "1e10", "3", "-0.1"] {
@@ -466,7 +488,11 @@ fn bitcount_bitpos_randomized() {
     for round in 0..60 {
         let len = rng.random_range(0..6);
         let bytes: Vec<u8> = (0..len)
-            .map(|_| *[0x00u8, 0xff, 0x0f, 0xf0, 0x01, 0x80, 0x55][..].get(rng.random_range(0..7)).unwrap_or(&0))
+            .map(|_| {
+                *[0x00u8, 0xff, 0x0f, 0xf0, 0x01, 0x80, 0x55][..]
+                    .get(rng.random_range(0..7))
+                    .unwrap_or(&0)
+            })
             .collect();
         let key = format!("r{round}");
         let k = key.as_bytes();
@@ -544,8 +570,8 @@ fn object_encoding_of_strings() {
         ],
     );
     for k in [
-        "i", "e", "r", "z", "m", "o", "mi", "me", "nx", "ex", "gs", "ap", "ap2", "inc", "rfl", "sr", "sb", "ci",
-        "cap", "none",
+        "i", "e", "r", "z", "m", "o", "mi", "me", "nx", "ex", "gs", "ap", "ap2", "inc", "rfl", "sr", "sb", "ci", "cap",
+        "none",
     ] {
         d.check(&["OBJECT", "ENCODING", k]);
         d.check(&["OBJECT", "REFCOUNT", k]);
@@ -606,7 +632,9 @@ fn keyspace_events(addr: std::net::SocketAddr, cmds: &[Vec<&str>]) -> Vec<(Strin
     c.cmd(&["SET", "__end", "1"]);
     let mut out = Vec::new();
     loop {
-        let Frame::Array(v) = sub.read() else { panic!("unexpected frame") };
+        let Frame::Array(v) = sub.read() else {
+            panic!("unexpected frame")
+        };
         let s = |f: &Frame| match f {
             Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
             other => format!("{other:?}"),

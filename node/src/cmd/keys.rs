@@ -564,7 +564,10 @@ fn copy(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     if src == dst {
         return Err(Reply::err(ERR_SAME_OBJECT));
     }
-    let found = ctx.ks.get(src).map(|e| (e.clone_value(), e.expire_at(), e.flags & ENCODING_FLAGS));
+    let found = ctx
+        .ks
+        .get(src)
+        .map(|e| (e.clone_value(), e.expire_at(), e.flags & ENCODING_FLAGS));
     ctx.hit(found.is_some());
     let Some((value, expire, flags)) = found else {
         return Ok(Reply::Int(0));
@@ -710,14 +713,17 @@ fn lru_or_lfu_policy(ctx: &Ctx) -> bool {
 fn object_refcount(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     // Redis shares the objects of small integers unless an LRU/LFU policy
     // with a memory limit needs a per-key access clock.
-    let shared_ok = ctx.state.config.maxmemory.load(std::sync::atomic::Ordering::Relaxed) == 0 || !lru_or_lfu_policy(ctx);
+    let shared_ok =
+        ctx.state.config.maxmemory.load(std::sync::atomic::Ordering::Relaxed) == 0 || !lru_or_lfu_policy(ctx);
     Ok(match ctx.ks.peek(&args[2]) {
         None => Reply::Null,
         Some(e) => {
             let small_int = e.obj().is_none()
                 && e.flags & FLAG_UNSHARED == 0
                 && super::string::string_encoding(e) == "int"
-                && e.str_value().and_then(parse::parse_i64).is_some_and(|v| (0..SHARED_INTEGERS).contains(&v));
+                && e.str_value()
+                    .and_then(parse::parse_i64)
+                    .is_some_and(|v| (0..SHARED_INTEGERS).contains(&v));
             Reply::Int(if small_int && shared_ok { SHARED_REFCOUNT } else { 1 })
         }
     })

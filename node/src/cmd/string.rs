@@ -66,7 +66,16 @@ const PAIRS_FROM_1: KeySpec = KeySpec::Range {
 };
 
 pub static COMMANDS: &[CommandSpec] = &[
-    spec!("get", 2, READONLY | FAST, one_key(), get, "1.0.0", "O(1)", "Returns the string value of a key."),
+    spec!(
+        "get",
+        2,
+        READONLY | FAST,
+        one_key(),
+        get,
+        "1.0.0",
+        "O(1)",
+        "Returns the string value of a key."
+    ),
     spec!(
         "set",
         -3,
@@ -350,23 +359,52 @@ fn check_len(ctx: &Ctx, size: u64, append: u64) -> Result<(), Reply> {
     }
 }
 
-/// Read a string for a read command: counts the hit or miss, WRONGTYPE for
+/// Look a string up for a read command and apply `f` to its bytes in place
+/// (no copy of a possibly huge value): counts the hit or miss, WRONGTYPE for
 /// other types.
-fn read_str(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, Reply> {
+fn with_str<R>(ctx: &mut Ctx, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Reply> {
     let r = match ctx.ks.get(key) {
         None => Ok(None),
-        Some(e) => e.str_value().map(|v| Some(Bytes::copy_from_slice(v))).ok_or(Reply::err(WRONGTYPE)),
+        Some(e) => e.str_value().map(|v| Some(f(v))).ok_or(Reply::err(WRONGTYPE)),
     };
     ctx.hit(!matches!(r, Ok(None)));
     r
+}
+
+/// Read a whole string for a read command (see [`with_str`]).
+fn read_str(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, Reply> {
+    with_str(ctx, key, Bytes::copy_from_slice)
 }
 
 /// Read a string for a write command (Redis' `lookupKeyWrite`: no statistics).
 fn write_lookup(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, Reply> {
     match ctx.ks.get(key) {
         None => Ok(None),
-        Some(e) => e.str_value().map(|v| Some(Bytes::copy_from_slice(v))).ok_or(Reply::err(WRONGTYPE)),
+        Some(e) => e
+            .str_value()
+            .map(|v| Some(Bytes::copy_from_slice(v)))
+            .ok_or(Reply::err(WRONGTYPE)),
     }
+}
+
+/// The length of a string about to be edited in place, or WRONGTYPE.
+fn write_len(ctx: &mut Ctx, key: &[u8]) -> Result<Option<usize>, Reply> {
+    match ctx.ks.get(key) {
+        None => Ok(None),
+        Some(e) => e.str_value().map(|v| Some(v.len())).ok_or(Reply::err(WRONGTYPE)),
+    }
+}
+
+/// The bytes of an existing string, grown (zero-filled) to at least
+/// `min_len`, for an in-place edit. Like Redis' `dbUnshareStringValue`, this
+/// makes the value `raw` even if the caller ends up changing nothing.
+fn edit_str<'c>(ctx: &'c mut Ctx<'_>, key: &[u8], min_len: usize) -> Option<&'c mut [u8]> {
+    let e = ctx.ks.entry_mut(key)?;
+    if e.str_value()?.len() < min_len {
+        e.resize_str(min_len);
+    }
+    e.flags = (e.flags & !(FLAG_EMBSTR | FLAG_UNSHARED)) | FLAG_RAW;
+    e.str_value_mut()
 }
 
 /// Replace the value of an existing string key in place (TTL and access
@@ -441,10 +479,15 @@ fn parse_ext(args: &[Bytes], from: usize, is_set: bool) -> Result<ExtOpts<'_>, R
             o.keepttl = true;
         } else if is(opt, "persist") && !is_set && o.expire.is_none() && !o.keepttl {
             o.persist = true;
-        } else if let Some(u) = [("ex", Unit::Ex), ("px", Unit::Px), ("exat", Unit::ExAt), ("pxat", Unit::PxAt)]
-            .iter()
-            .find(|(w, _)| is(opt, w))
-            .map(|(_, u)| *u)
+        } else if let Some(u) = [
+            ("ex", Unit::Ex),
+            ("px", Unit::Px),
+            ("exat", Unit::ExAt),
+            ("pxat", Unit::PxAt),
+        ]
+        .iter()
+        .find(|(w, _)| is(opt, w))
+        .map(|(_, u)| *u)
             && !timed(&o, u)
             && let Some(next) = next
         {
@@ -578,11 +621,9 @@ fn getex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             ctx.ks.set_expire(key, Some(ms));
             ctx.changed(key, GENERIC, "expire");
         }
-        None if o.persist => {
-            if ctx.ks.peek(key).and_then(Entry::expire_at).is_some() {
-                ctx.ks.set_expire(key, None);
-                ctx.changed(key, GENERIC, "persist");
-            }
+        None if o.persist && ctx.ks.peek(key).and_then(Entry::expire_at).is_some() => {
+            ctx.ks.set_expire(key, None);
+            ctx.changed(key, GENERIC, "persist");
         }
         None => {}
     }
@@ -600,7 +641,7 @@ fn mget(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 }
 
 fn mset_arity(args: &[Bytes]) -> Result<(), Reply> {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(Reply::err(format!(
             "ERR wrong number of arguments for '{}' command",
             String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
@@ -690,18 +731,18 @@ fn incrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 
 fn append(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let (key, tail) = (&args[1], &args[2]);
-    let len = match write_lookup(ctx, key)? {
+    let len = match write_len(ctx, key)? {
         None => {
             create(ctx, key, tail, 0);
             tail.len()
         }
-        Some(cur) => {
-            check_len(ctx, cur.len() as u64, tail.len() as u64)?;
-            let mut v = Vec::with_capacity(cur.len() + tail.len());
-            v.extend_from_slice(&cur);
-            v.extend_from_slice(tail);
-            overwrite(ctx, key, &v, FLAG_RAW);
-            v.len()
+        Some(len) => {
+            check_len(ctx, len as u64, tail.len() as u64)?;
+            let total = len + tail.len();
+            if let Some(v) = edit_str(ctx, key, total) {
+                v[len..total].copy_from_slice(tail);
+            }
+            total
         }
     };
     ctx.changed(key, STRING, "append");
@@ -709,26 +750,26 @@ fn append(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 }
 
 fn strlen(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let len = read_str(ctx, &args[1])?.map_or(0, |v| v.len());
+    let len = with_str(ctx, &args[1], <[u8]>::len)?.unwrap_or(0);
     Ok(Reply::Int(len as i64))
 }
 
 fn getrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let start = parse::int(&args[2])?;
     let end = parse::int(&args[3])?;
-    let Some(v) = read_str(ctx, &args[1])? else {
-        return Ok(Reply::bulk(b""));
+    let range = |v: &[u8]| {
+        if start < 0 && end < 0 && start > end {
+            return Bytes::new();
+        }
+        let len = v.len() as i64;
+        let start = if start < 0 { (len + start).max(0) } else { start };
+        let end = if end < 0 { (len + end).max(0) } else { end }.min(len - 1);
+        if start > end || len == 0 {
+            return Bytes::new();
+        }
+        Bytes::copy_from_slice(&v[start as usize..=end as usize])
     };
-    if start < 0 && end < 0 && start > end {
-        return Ok(Reply::bulk(b""));
-    }
-    let len = v.len() as i64;
-    let start = if start < 0 { (len + start).max(0) } else { start };
-    let end = if end < 0 { (len + end).max(0) } else { end }.min(len - 1);
-    if start > end || len == 0 {
-        return Ok(Reply::bulk(b""));
-    }
-    Ok(Reply::Bulk(v.slice(start as usize..=end as usize)))
+    Ok(Reply::Bulk(with_str(ctx, &args[1], range)?.unwrap_or_default()))
 }
 
 fn setrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
@@ -738,8 +779,7 @@ fn setrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Err(Reply::err(ERR_OFFSET));
     }
     let offset = offset as u64;
-    let cur = write_lookup(ctx, key)?;
-    let Some(cur) = cur else {
+    let Some(len) = write_len(ctx, key)? else {
         if val.is_empty() {
             return Ok(Reply::Int(0));
         }
@@ -751,18 +791,15 @@ fn setrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Ok(Reply::Int(v.len() as i64));
     };
     if val.is_empty() {
-        return Ok(Reply::Int(cur.len() as i64));
+        return Ok(Reply::Int(len as i64));
     }
     check_len(ctx, offset, val.len() as u64)?;
     let end = offset as usize + val.len();
-    let mut v = cur.to_vec();
-    if v.len() < end {
-        v.resize(end, 0);
+    if let Some(v) = edit_str(ctx, key, end) {
+        v[offset as usize..end].copy_from_slice(val);
     }
-    v[offset as usize..end].copy_from_slice(val);
-    overwrite(ctx, key, &v, FLAG_RAW);
     ctx.changed(key, STRING, "setrange");
-    Ok(Reply::Int(v.len() as i64))
+    Ok(Reply::Int(len.max(end) as i64))
 }
 
 /// Redis' `getBitOffsetFromArgument`: a bit offset inside the largest
@@ -784,7 +821,7 @@ fn setbit(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     };
     let byte = (offset >> 3) as usize;
     let mask = 1u8 << (7 - (offset & 7));
-    let (old, dirty) = match write_lookup(ctx, key)? {
+    let (old, dirty) = match write_len(ctx, key)? {
         None => {
             let mut v = vec![0u8; byte + 1];
             if on {
@@ -793,23 +830,16 @@ fn setbit(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             create(ctx, key, &v, FLAG_RAW);
             (false, true)
         }
-        Some(cur) => {
-            let grows = cur.len() < byte + 1;
-            let old = cur.get(byte).is_some_and(|b| b & mask != 0);
-            if grows || old != on {
-                let mut v = cur.to_vec();
-                if grows {
-                    v.resize(byte + 1, 0);
-                }
-                if on {
-                    v[byte] |= mask;
-                } else {
-                    v[byte] &= !mask;
-                }
-                overwrite(ctx, key, &v, FLAG_RAW);
-            } else if let Some(e) = ctx.ks.entry_mut(key) {
-                // Redis unshares the value even when the bit does not change.
-                e.flags |= FLAG_RAW;
+        Some(len) => {
+            let grows = len < byte + 1;
+            let Some(v) = edit_str(ctx, key, byte + 1) else {
+                return Ok(Reply::Int(0));
+            };
+            let old = v[byte] & mask != 0;
+            if on {
+                v[byte] |= mask;
+            } else {
+                v[byte] &= !mask;
             }
             (old, grows || old != on)
         }
@@ -822,11 +852,11 @@ fn setbit(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 
 fn getbit(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let offset = bit_offset(ctx, &args[2])?;
-    let Some(v) = read_str(ctx, &args[1])? else {
-        return Ok(Reply::Int(0));
-    };
-    let bit = v.get((offset >> 3) as usize).is_some_and(|b| b & (1 << (7 - (offset & 7))) != 0);
-    Ok(Reply::Int(bit as i64))
+    let bit = with_str(ctx, &args[1], |v| {
+        v.get((offset >> 3) as usize)
+            .is_some_and(|b| b & (1 << (7 - (offset & 7))) != 0)
+    })?;
+    Ok(Reply::Int(bit.unwrap_or(false) as i64))
 }
 
 /// Parse a `BYTE|BIT` unit argument.
@@ -867,10 +897,12 @@ fn popcount(b: &[u8]) -> i64 {
 }
 
 fn bitcount(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    // Redis 7.0 looks the key up before parsing the range.
-    let Some(v) = read_str(ctx, &args[1])? else {
-        return Ok(Reply::Int(0));
-    };
+    // Redis 7.0 looks the key up before parsing the range: a missing key
+    // answers 0 even to a malformed range.
+    with_str(ctx, &args[1], |v| bitcount_of(v, args))?.unwrap_or(Ok(Reply::Int(0)))
+}
+
+fn bitcount_of(v: &[u8], args: &[Bytes]) -> CmdResult {
     let strlen = v.len() as i64;
     let (start, end, first_mask, last_mask) = match args.len() {
         4 | 5 => {
@@ -918,9 +950,11 @@ fn bitpos(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Err(Reply::err(ERR_BITPOS_BIT));
     }
     let bit = bit == 1;
-    let Some(p) = read_str(ctx, &args[1])? else {
-        return Ok(Reply::Int(if bit { -1 } else { 0 }));
-    };
+    // A missing key is an infinite run of zeros.
+    with_str(ctx, &args[1], |p| bitpos_of(p, bit, args))?.unwrap_or(Ok(Reply::Int(if bit { -1 } else { 0 })))
+}
+
+fn bitpos_of(p: &[u8], bit: bool, args: &[Bytes]) -> CmdResult {
     let strlen = p.len() as i64;
     let mut end_given = false;
     let (mut start, end, first_mask, last_mask) = match args.len() {
