@@ -540,6 +540,172 @@ fn bitop_all_operations() {
 }
 
 #[test]
+fn bitfield_and_bitfield_ro() {
+    let mut d = Diff::new();
+    check_all(
+        &mut d,
+        &[
+            &["BITFIELD", "none", "GET", "u8", "0"],
+            &["EXISTS", "none"],
+            &["BITFIELD", "none"],
+            &[
+                "BITFIELD", "bf", "SET", "i8", "0", "100", "GET", "i8", "0", "INCRBY", "i8", "0", "100",
+            ],
+            &[
+                "BITFIELD", "bf", "OVERFLOW", "SAT", "INCRBY", "i8", "0", "100", "INCRBY", "i8", "0", "-1000",
+            ],
+            &[
+                "BITFIELD", "bf", "OVERFLOW", "FAIL", "INCRBY", "u2", "100", "1", "INCRBY", "u2", "100", "5",
+            ],
+            &[
+                "BITFIELD", "bf", "overflow", "wrap", "incrby", "u2", "100", "5", "get", "u2", "100",
+            ],
+            &[
+                "BITFIELD", "bf", "SET", "u8", "#3", "255", "GET", "u8", "#3", "GET", "i8", "#3",
+            ],
+            &[
+                "BITFIELD",
+                "bf",
+                "SET",
+                "i64",
+                "0",
+                "-9223372036854775808",
+                "INCRBY",
+                "i64",
+                "0",
+                "-1",
+            ],
+            &[
+                "BITFIELD",
+                "bf",
+                "OVERFLOW",
+                "SAT",
+                "INCRBY",
+                "i64",
+                "0",
+                "-1",
+                "INCRBY",
+                "i64",
+                "0",
+                "9223372036854775807",
+            ],
+            &["BITFIELD", "bf", "SET", "u63", "1", "-1", "GET", "u63", "1"],
+            &[
+                "BITFIELD", "bf", "OVERFLOW", "SAT", "SET", "u4", "0", "-1", "SET", "i4", "0", "100", "GET", "i4", "0",
+            ],
+            &[
+                "BITFIELD", "bf", "OVERFLOW", "FAIL", "SET", "u4", "0", "16", "GET", "u4", "0",
+            ],
+            &["GET", "bf"],
+            &["BITFIELD", "bf", "GET", "u64", "0"],
+            &["BITFIELD", "bf", "GET", "i65", "0"],
+            &["BITFIELD", "bf", "GET", "x8", "0"],
+            &["BITFIELD", "bf", "GET", "I8", "0"],
+            &["BITFIELD", "bf", "GET", "u8", "-1"],
+            &["BITFIELD", "bf", "GET", "u8", "#-1"],
+            &["BITFIELD", "bf", "GET", "u8", "4294967296"],
+            &["BITFIELD", "bf", "GET", "u8"],
+            &["BITFIELD", "bf", "SET", "u8", "0"],
+            &["BITFIELD", "bf", "SET", "u8", "0", "x"],
+            &["BITFIELD", "bf", "OVERFLOW", "NOPE", "GET", "u8", "0"],
+            &["BITFIELD", "bf", "FOO"],
+            &["BITFIELD", "bf", "GET", "u8", "1000"],
+            &["BITFIELD_RO", "bf", "GET", "u8", "0", "GET", "i16", "3"],
+            &["BITFIELD_RO", "bf", "SET", "u8", "0", "1"],
+            &["BITFIELD_RO", "bf", "INCRBY", "u8", "0", "1"],
+            &["BITFIELD_RO", "none", "GET", "u8", "0"],
+            &["BITFIELD_RO"],
+            &["BITFIELD", "fresh", "OVERFLOW", "FAIL", "INCRBY", "u2", "20", "10"],
+            &["GET", "fresh"],
+            &["OBJECT", "ENCODING", "bf"],
+        ],
+    );
+}
+
+/// Random BITFIELD operations over random widths, offsets and overflow modes.
+#[test]
+fn bitfield_randomized() {
+    use rand::Rng;
+    let mut d = Diff::new();
+    let mut rng = rand::rng();
+    let values = [
+        "0",
+        "1",
+        "-1",
+        "127",
+        "-128",
+        "255",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1000",
+    ];
+    for _ in 0..400 {
+        let signed = rng.random_bool(0.5);
+        let bits = if signed {
+            rng.random_range(1..=64)
+        } else {
+            rng.random_range(1..=63)
+        };
+        let ty = format!("{}{bits}", if signed { "i" } else { "u" });
+        let off = rng.random_range(0..80).to_string();
+        let op = ["GET", "SET", "INCRBY"][rng.random_range(0..3)];
+        let ow = ["WRAP", "SAT", "FAIL"][rng.random_range(0..3)];
+        let v = values[rng.random_range(0..values.len())];
+        if op == "GET" {
+            d.check(&["BITFIELD", "r", "GET", &ty, &off]);
+        } else {
+            d.check(&["BITFIELD", "r", "OVERFLOW", ow, op, &ty, &off, v]);
+        }
+    }
+    d.check(&["GET", "r"]);
+}
+
+#[test]
+fn lcs_options_and_errors() {
+    let mut d = Diff::new();
+    check_all(
+        &mut d,
+        &[
+            &["MSET", "a", "ohmytext", "b", "mynewtext"],
+            &["LCS", "a", "b"],
+            &["LCS", "a", "b", "LEN"],
+            &["LCS", "a", "b", "IDX"],
+            &["LCS", "a", "b", "IDX", "MINMATCHLEN", "4"],
+            &["LCS", "a", "b", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"],
+            &["LCS", "a", "b", "IDX", "WITHMATCHLEN"],
+            &["LCS", "a", "b", "IDX", "MINMATCHLEN", "-5"],
+            &["LCS", "a", "b", "IDX", "LEN"],
+            &["LCS", "a", "b", "MINMATCHLEN"],
+            &["LCS", "a", "b", "MINMATCHLEN", "x"],
+            &["LCS", "a", "b", "FOO"],
+            &["LCS", "a", "none"],
+            &["LCS", "none", "none2", "IDX"],
+            &["LCS", "a"],
+            &["MSET", "x", "abcabcabc", "y", "cbacbacba"],
+            &["LCS", "x", "y", "IDX", "WITHMATCHLEN"],
+            &["LCS", "y", "x"],
+        ],
+    );
+    // Random short strings over a small alphabet exercise every range case.
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..100 {
+        let mut word = || -> String {
+            (0..rng.random_range(0..12))
+                .map(|_| ['a', 'b', 'c'][rng.random_range(0..3)])
+                .collect()
+        };
+        let (x, y) = (word(), word());
+        d.check(&["MSET", "x", &x, "y", &y]);
+        d.check(&["LCS", "x", "y"]);
+        d.check(&["LCS", "x", "y", "IDX", "WITHMATCHLEN"]);
+        d.check(&["LCS", "x", "y", "IDX", "MINMATCHLEN", "2"]);
+    }
+    let _ = d.both(&["HELLO", "3"]);
+    d.check(&["LCS", "a", "b", "IDX", "WITHMATCHLEN"]);
+}
+
+#[test]
 fn object_encoding_of_strings() {
     let mut d = Diff::new();
     let long = "x".repeat(45);

@@ -328,6 +328,40 @@ pub static COMMANDS: &[CommandSpec] = &[
         "O(N)",
         "Performs bitwise operations on multiple strings, and stores the result."
     ),
+    spec!(
+        "bitfield",
+        -2,
+        WRITE | DENYOOM,
+        one_key(),
+        bitfield,
+        "3.2.0",
+        "O(1) for each subcommand specified",
+        "Performs arbitrary bitfield integer operations on strings."
+    ),
+    spec!(
+        "bitfield_ro",
+        -2,
+        READONLY | FAST,
+        one_key(),
+        bitfield_ro,
+        "6.0.0",
+        "O(1) for each subcommand specified",
+        "Performs arbitrary read-only bitfield integer operations on strings."
+    ),
+    spec!(
+        "lcs",
+        -3,
+        READONLY,
+        KeySpec::Range {
+            first: 1,
+            last: 2,
+            step: 1
+        },
+        lcs,
+        "7.0.0",
+        "O(N*M) where N and M are the lengths of s1 and s2, respectively",
+        "Finds the longest common substring."
+    ),
 ];
 
 /// `OBJECT ENCODING` of a string entry, following Redis' `tryObjectEncoding`
@@ -1054,6 +1088,404 @@ fn bitop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     create(ctx, dest, &res, FLAG_RAW);
     ctx.changed(dest, STRING, "set");
     Ok(Reply::Int(maxlen as i64))
+}
+
+const ERR_BITFIELD_TYPE: &str =
+    "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.";
+const ERR_BITFIELD_OVERFLOW: &str = "ERR Invalid OVERFLOW type specified";
+const ERR_BITFIELD_RO: &str = "ERR BITFIELD_RO only supports the GET subcommand";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    Wrap,
+    Sat,
+    Fail,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldOp {
+    Get,
+    Set(i64),
+    IncrBy(i64),
+}
+
+/// One BITFIELD operation: an integer of `bits` bits at bit `offset`.
+#[derive(Clone, Copy)]
+struct Field {
+    op: FieldOp,
+    signed: bool,
+    bits: u32,
+    offset: u64,
+    overflow: Overflow,
+}
+
+/// `i<1..64>` or `u<1..63>` (Redis' `getBitfieldTypeFromArgument`).
+fn bitfield_type(arg: &[u8]) -> Result<(bool, u32), Reply> {
+    let err = || Reply::err(ERR_BITFIELD_TYPE);
+    let signed = match arg.first() {
+        Some(b'i') => true,
+        Some(b'u') => false,
+        _ => return Err(err()),
+    };
+    match parse_i64(&arg[1..]) {
+        Some(b) if b >= 1 && ((signed && b <= 64) || (!signed && b <= 63)) => Ok((signed, b as u32)),
+        _ => Err(err()),
+    }
+}
+
+/// A bitfield offset: a bit number, or `#n` meaning `n * bits`.
+fn bitfield_offset(ctx: &Ctx, arg: &[u8], bits: u32) -> Result<u64, Reply> {
+    let err = || Reply::err(ERR_BIT_OFFSET);
+    let (hash, num) = match arg.first() {
+        Some(b'#') => (true, &arg[1..]),
+        _ => (false, arg),
+    };
+    let mut v = parse_i64(num).ok_or_else(err)?;
+    if hash {
+        v = v.checked_mul(bits as i64).ok_or_else(err)?;
+    }
+    if v < 0 || ((v as u64) >> 3) >= max_len(ctx) {
+        return Err(err());
+    }
+    Ok(v as u64)
+}
+
+/// Read `bits` bits at `offset`, most significant first; bytes past the end
+/// of the string read as zero.
+fn get_field(p: &[u8], offset: u64, bits: u32) -> u64 {
+    let mut v = 0u64;
+    for i in 0..bits as u64 {
+        let o = offset + i;
+        let bit = p.get((o >> 3) as usize).map_or(0, |b| (b >> (7 - (o & 7))) & 1);
+        v = (v << 1) | bit as u64;
+    }
+    v
+}
+
+fn set_field(p: &mut [u8], offset: u64, bits: u32, value: u64) {
+    for i in 0..bits as u64 {
+        let o = offset + i;
+        let bit = (value >> (bits as u64 - 1 - i)) & 1;
+        if let Some(b) = p.get_mut((o >> 3) as usize) {
+            let mask = 1u8 << (7 - (o & 7));
+            if bit == 1 {
+                *b |= mask;
+            } else {
+                *b &= !mask;
+            }
+        }
+    }
+}
+
+fn sign_extend(v: u64, bits: u32) -> i64 {
+    if bits < 64 && v & (1 << (bits - 1)) != 0 {
+        (v | (u64::MAX << bits)) as i64
+    } else {
+        v as i64
+    }
+}
+
+/// Redis' `checkUnsignedBitfieldOverflow`: `Some(result)` when `value + incr`
+/// leaves the range (the wrapped or saturated value, `None` inside it).
+fn unsigned_overflow(value: u64, incr: i64, bits: u32, ow: Overflow) -> Option<u64> {
+    let max = (1u64 << bits) - 1;
+    let maxincr = max.wrapping_sub(value) as i64;
+    let minincr = value.wrapping_neg() as i64;
+    let wrap = || value.wrapping_add(incr as u64) & max;
+    if value > max || (incr > 0 && incr > maxincr) {
+        Some(if ow == Overflow::Wrap { wrap() } else { max })
+    } else if incr < 0 && incr < minincr {
+        Some(if ow == Overflow::Wrap { wrap() } else { 0 })
+    } else {
+        None
+    }
+}
+
+/// Redis' `checkSignedBitfieldOverflow`, its 64-bit special cases included.
+fn signed_overflow(value: i64, incr: i64, bits: u32, ow: Overflow) -> Option<i64> {
+    let max: i64 = if bits == 64 { i64::MAX } else { (1i64 << (bits - 1)) - 1 };
+    let min = -max - 1;
+    let maxincr = (max as u64).wrapping_sub(value as u64) as i64;
+    let minincr = min.wrapping_sub(value);
+    let wrap = || {
+        let c = (value as u64).wrapping_add(incr as u64);
+        sign_extend(if bits < 64 { c & ((1u64 << bits) - 1) } else { c }, bits)
+    };
+    if value > max || (bits != 64 && incr > maxincr) || (value >= 0 && incr > 0 && incr > maxincr) {
+        Some(if ow == Overflow::Wrap { wrap() } else { max })
+    } else if value < min || (bits != 64 && incr < minincr) || (value < 0 && incr < 0 && incr < minincr) {
+        Some(if ow == Overflow::Wrap { wrap() } else { min })
+    } else {
+        None
+    }
+}
+
+fn parse_bitfield(ctx: &Ctx, args: &[Bytes]) -> Result<Vec<Field>, Reply> {
+    let mut fields = Vec::new();
+    let mut overflow = Overflow::Wrap;
+    let mut j = 2;
+    while j < args.len() {
+        let rem = args.len() - j - 1;
+        let sub = &args[j];
+        let op_arity = if is(sub, "get") && rem >= 2 {
+            2
+        } else if (is(sub, "set") || is(sub, "incrby")) && rem >= 3 {
+            3
+        } else if is(sub, "overflow") && rem >= 1 {
+            let t = &args[j + 1];
+            overflow = if is(t, "wrap") {
+                Overflow::Wrap
+            } else if is(t, "sat") {
+                Overflow::Sat
+            } else if is(t, "fail") {
+                Overflow::Fail
+            } else {
+                return Err(Reply::err(ERR_BITFIELD_OVERFLOW));
+            };
+            j += 2;
+            continue;
+        } else {
+            return Err(parse::syntax());
+        };
+        let (signed, bits) = bitfield_type(&args[j + 1])?;
+        let offset = bitfield_offset(ctx, &args[j + 2], bits)?;
+        let op = if op_arity == 2 {
+            FieldOp::Get
+        } else {
+            let v = parse::int(&args[j + 3])?;
+            if is(sub, "set") {
+                FieldOp::Set(v)
+            } else {
+                FieldOp::IncrBy(v)
+            }
+        };
+        fields.push(Field {
+            op,
+            signed,
+            bits,
+            offset,
+            overflow,
+        });
+        j += 1 + op_arity;
+    }
+    Ok(fields)
+}
+
+fn bitfield(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+    bitfield_generic(ctx, args, false)
+}
+
+fn bitfield_ro(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+    bitfield_generic(ctx, args, true)
+}
+
+/// Apply one SET/INCRBY to the bytes: the reply and whether the bits changed.
+fn apply_field(p: &mut [u8], f: &Field) -> (Reply, bool) {
+    let raw_old = get_field(p, f.offset, f.bits);
+    let (new, ret, failed) = if f.signed {
+        let old = sign_extend(raw_old, f.bits);
+        let (new, ret, ov) = match f.op {
+            FieldOp::IncrBy(incr) => {
+                let ov = signed_overflow(old, incr, f.bits, f.overflow);
+                let new = ov.unwrap_or(old.wrapping_add(incr));
+                (new, new, ov.is_some())
+            }
+            FieldOp::Set(v) => {
+                let ov = signed_overflow(v, 0, f.bits, f.overflow);
+                (ov.unwrap_or(v), old, ov.is_some())
+            }
+            FieldOp::Get => (old, old, false),
+        };
+        (new as u64, ret, ov && f.overflow == Overflow::Fail)
+    } else {
+        let (new, ret, ov) = match f.op {
+            FieldOp::IncrBy(incr) => {
+                let ov = unsigned_overflow(raw_old, incr, f.bits, f.overflow);
+                let new = ov.unwrap_or(raw_old.wrapping_add(incr as u64));
+                (new, new, ov.is_some())
+            }
+            FieldOp::Set(v) => {
+                let ov = unsigned_overflow(v as u64, 0, f.bits, f.overflow);
+                (ov.unwrap_or(v as u64), raw_old, ov.is_some())
+            }
+            FieldOp::Get => (raw_old, raw_old, false),
+        };
+        (new, ret as i64, ov && f.overflow == Overflow::Fail)
+    };
+    if failed {
+        return (Reply::Null, false);
+    }
+    let mask = if f.bits == 64 { u64::MAX } else { (1u64 << f.bits) - 1 };
+    set_field(p, f.offset, f.bits, new & mask);
+    (Reply::Int(ret), raw_old != new & mask)
+}
+
+fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], readonly_cmd: bool) -> CmdResult {
+    let key = &args[1];
+    let fields = parse_bitfield(ctx, args)?;
+    let read = |p: &[u8], f: &Field| {
+        let v = get_field(p, f.offset, f.bits);
+        Reply::Int(if f.signed { sign_extend(v, f.bits) } else { v as i64 })
+    };
+    let highest = fields
+        .iter()
+        .filter(|f| f.op != FieldOp::Get)
+        .map(|f| f.offset + f.bits as u64 - 1)
+        .max();
+    let Some(highest) = highest else {
+        let replies = with_str(ctx, key, |p| fields.iter().map(|f| read(p, f)).collect::<Vec<_>>())?;
+        return Ok(Reply::Array(
+            replies.unwrap_or_else(|| fields.iter().map(|f| read(&[], f)).collect()),
+        ));
+    };
+    if readonly_cmd {
+        return Err(Reply::err(ERR_BITFIELD_RO));
+    }
+    // Like SETBIT: create or grow the string to the farthest bit written.
+    let need = (highest >> 3) as usize + 1;
+    let dirty = match write_len(ctx, key)? {
+        None => {
+            create(ctx, key, &vec![0u8; need], FLAG_RAW);
+            true
+        }
+        Some(len) => len < need,
+    };
+    let Some(p) = edit_str(ctx, key, need) else {
+        return Ok(Reply::Array(Vec::new()));
+    };
+    let mut changes = false;
+    let replies = fields
+        .iter()
+        .map(|f| {
+            if f.op == FieldOp::Get {
+                return read(p, f);
+            }
+            let (reply, changed) = apply_field(p, f);
+            changes |= changed || (dirty && !matches!(reply, Reply::Null));
+            reply
+        })
+        .collect();
+    if changes {
+        ctx.changed(key, STRING, "setbit");
+    }
+    Ok(Reply::Array(replies))
+}
+
+const ERR_LCS_TYPE: &str = "ERR The specified keys must contain string values";
+const ERR_LCS_IDX_LEN: &str = "ERR If you want both the length and indexes, please just use IDX.";
+const ERR_LCS_MEMORY: &str = "ERR Insufficient memory, failed allocating transient memory for LCS";
+/// Largest dynamic-programming table LCS may build (cells of 4 bytes):
+/// bounds the transient memory one client can make the server allocate.
+const LCS_MAX_CELLS: u64 = 64 * 1024 * 1024;
+
+fn lcs(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+    let lookup = |ctx: &mut Ctx, key: &[u8]| match ctx.ks.get(key) {
+        None => Ok(Bytes::new()),
+        Some(e) => e
+            .str_value()
+            .map(Bytes::copy_from_slice)
+            .ok_or(Reply::err(ERR_LCS_TYPE)),
+    };
+    let a = lookup(ctx, &args[1]);
+    let b = lookup(ctx, &args[2]);
+    let (a, b) = (a?, b?);
+    let (mut idx, mut len, mut withmatchlen, mut minmatchlen) = (false, false, false, 0i64);
+    let mut j = 3;
+    while j < args.len() {
+        let more = j + 1 < args.len();
+        if is(&args[j], "idx") {
+            idx = true;
+        } else if is(&args[j], "len") {
+            len = true;
+        } else if is(&args[j], "withmatchlen") {
+            withmatchlen = true;
+        } else if is(&args[j], "minmatchlen") && more {
+            minmatchlen = parse::int(&args[j + 1])?.max(0);
+            j += 1;
+        } else {
+            return Err(parse::syntax());
+        }
+        j += 1;
+    }
+    if idx && len {
+        return Err(Reply::err(ERR_LCS_IDX_LEN));
+    }
+    let (alen, blen) = (a.len(), b.len());
+    if (alen as u64 + 1) * (blen as u64 + 1) > LCS_MAX_CELLS {
+        return Err(Reply::err(ERR_LCS_MEMORY));
+    }
+    let w = blen + 1;
+    let mut dp = vec![0u32; (alen + 1) * w];
+    for i in 1..=alen {
+        for jj in 1..=blen {
+            dp[i * w + jj] = if a[i - 1] == b[jj - 1] {
+                dp[(i - 1) * w + jj - 1] + 1
+            } else {
+                dp[(i - 1) * w + jj].max(dp[i * w + jj - 1])
+            };
+        }
+    }
+    let total = dp[alen * w + blen];
+    if len {
+        return Ok(Reply::Int(total as i64));
+    }
+    // Walk back from the end, as Redis does, collecting the string and the
+    // matching ranges (from the last to the first).
+    let mut result = vec![0u8; total as usize];
+    let mut k = total as usize;
+    let mut matches = Vec::new();
+    let (mut i, mut jj) = (alen, blen);
+    let (mut a_start, mut a_end, mut b_start, mut b_end) = (alen, 0usize, 0usize, 0usize);
+    while i > 0 && jj > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[jj - 1] {
+            result[k - 1] = a[i - 1];
+            if a_start == alen {
+                (a_start, a_end, b_start, b_end) = (i - 1, i - 1, jj - 1, jj - 1);
+            } else if a_start == i && b_start == jj {
+                a_start -= 1;
+                b_start -= 1;
+            } else {
+                emit = true;
+            }
+            if a_start == 0 || b_start == 0 {
+                emit = true;
+            }
+            k -= 1;
+            i -= 1;
+            jj -= 1;
+        } else {
+            if dp[(i - 1) * w + jj] > dp[i * w + jj - 1] {
+                i -= 1;
+            } else {
+                jj -= 1;
+            }
+            if a_start != alen {
+                emit = true;
+            }
+        }
+        if emit {
+            let match_len = (a_end + 1).wrapping_sub(a_start) as i64;
+            if minmatchlen == 0 || match_len >= minmatchlen {
+                let mut m = vec![
+                    Reply::Array(vec![Reply::Int(a_start as i64), Reply::Int(a_end as i64)]),
+                    Reply::Array(vec![Reply::Int(b_start as i64), Reply::Int(b_end as i64)]),
+                ];
+                if withmatchlen {
+                    m.push(Reply::Int(match_len));
+                }
+                matches.push(Reply::Array(m));
+            }
+            a_start = alen;
+        }
+    }
+    if idx {
+        return Ok(Reply::Map(vec![
+            (Reply::bulk_static("matches"), Reply::Array(matches)),
+            (Reply::bulk_static("len"), Reply::Int(total as i64)),
+        ]));
+    }
+    Ok(Reply::Bulk(Bytes::from(result)))
 }
 
 #[cfg(test)]
