@@ -279,6 +279,53 @@ fn incrbyfloat_matches_long_double_results() {
     }
 }
 
+/// Random decimal operands (long mantissas, exponents, signs, hex): the
+/// emulated long double sum must print exactly as Redis prints it.
+#[test]
+fn incrbyfloat_randomized() {
+    use rand::Rng;
+    let mut d = Diff::new();
+    let mut rng = rand::rng();
+    let mut number = |rng: &mut rand::rngs::ThreadRng| -> String {
+        let digits: String = (0..rng.random_range(1..26))
+            .map(|_| char::from(b'0' + rng.random_range(0..10)))
+            .collect();
+        let point = rng.random_range(0..=digits.len());
+        let mut s = String::new();
+        if rng.random_bool(0.4) {
+            s.push('-');
+        }
+        s.push_str(&digits[..point]);
+        if point < digits.len() || rng.random_bool(0.2) {
+            s.push('.');
+            s.push_str(&digits[point..]);
+        }
+        if s.trim_start_matches('-').is_empty() || s.trim_start_matches('-') == "." {
+            s.push('7');
+        }
+        match rng.random_range(0..4) {
+            0 => s.push_str(&format!("e{}", rng.random_range(-40..40))),
+            1 => s.push_str(&format!("E+{}", rng.random_range(0..400))),
+            _ => {}
+        }
+        s
+    };
+    for _ in 0..400 {
+        let (a, b) = (number(&mut rng), number(&mut rng));
+        d.check(&["SET", "f", &a]);
+        d.check(&["INCRBYFLOAT", "f", &b]);
+    }
+    for (a, b) in [
+        ("0x1p-16400", "0"),
+        ("1e-4940", "1e-4940"),
+        ("0x1.8p1", "0X10"),
+        ("1e4930", "-1e4930"),
+    ] {
+        d.check(&["SET", "f", a]);
+        d.check(&["INCRBYFLOAT", "f", b]);
+    }
+}
+
 #[test]
 fn append_strlen_getrange_setrange() {
     let mut d = Diff::new();
@@ -851,6 +898,12 @@ fn keyspace_notifications_for_string_commands() {
         vec!["INCR", "bad"],
         vec!["SET", "str", "x"],
         vec!["INCR", "str"],
+        vec!["BITFIELD", "bf", "SET", "u8", "0", "1"],
+        vec!["BITFIELD", "bf", "SET", "u8", "0", "1"],
+        vec!["BITFIELD", "bf", "GET", "u8", "0"],
+        vec!["BITFIELD", "bf2", "OVERFLOW", "FAIL", "INCRBY", "u2", "0", "9"],
+        vec!["BITFIELD", "bf", "OVERFLOW", "FAIL", "INCRBY", "u2", "100", "9"],
+        vec!["LCS", "bf", "str"],
     ];
     let s = server_with(ServeArgs {
         notify_keyspace_events: Some("KEA".into()),
