@@ -366,7 +366,9 @@ fn type_(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 fn touch(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let mut n = 0;
     for key in &args[1..] {
-        n += ctx.ks.get(key).is_some() as i64;
+        let found = ctx.ks.get(key).is_some();
+        ctx.hit(found);
+        n += found as i64;
     }
     Ok(Reply::Int(n))
 }
@@ -463,7 +465,9 @@ fn pexpireat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 /// seconds are rounded to the nearest, as Redis does.
 fn ttl_generic(ctx: &mut Ctx, key: &[u8], ms: bool, absolute: bool) -> CmdResult {
     let now = ctx.ks.now;
-    let Some(expire) = ctx.ks.peek(key).map(Entry::expire_at) else {
+    let found = ctx.ks.peek(key).map(Entry::expire_at);
+    ctx.hit(found.is_some());
+    let Some(expire) = found else {
         return Ok(Reply::Int(-2));
     };
     let Some(expire) = expire else {
