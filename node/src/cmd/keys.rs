@@ -783,6 +783,64 @@ fn object_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::{Outcome, execute};
+    use crate::session::Session;
+    use crate::state::State;
+
+    /// A server state with a list at `list`, and a session to run commands
+    /// (this branch has no list commands to create one over the wire).
+    fn state_with_list() -> (std::sync::Arc<State>, Session) {
+        let db = crate::db::Db::new();
+        let args = crate::config::ServeArgs::default();
+        let config = crate::config::Config::from_args(&args, &db.eviction).expect("default config");
+        let state = State::new(db, config);
+        {
+            let mut ks = state.db.lock_all(crate::db::now_ms());
+            let l = ks
+                .get_obj_mut_or_create::<crate::db::list::List>(b"list")
+                .expect("new list");
+            l.push_back(Bytes::from_static(b"x"));
+        }
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let handle = std::sync::Arc::new(crate::client::ClientHandle::new(1, addr, addr));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        (state, Session::new(handle, tx, true))
+    }
+
+    fn run(state: &State, session: &mut Session, args: &[&str]) -> Reply {
+        let args = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+        match execute(state, session, args) {
+            Outcome::Reply(r) => r,
+            Outcome::Block { .. } => panic!("key commands never block"),
+        }
+    }
+
+    #[test]
+    fn key_commands_work_on_any_type() {
+        let (state, mut s) = state_with_list();
+        let encoding = run(&state, &mut s, &["OBJECT", "ENCODING", "list"]);
+        assert!(matches!(encoding, Reply::Bulk(_)), "{encoding:?}");
+        assert_eq!(run(&state, &mut s, &["OBJECT", "REFCOUNT", "list"]), Reply::Int(1));
+        assert_eq!(run(&state, &mut s, &["TYPE", "list"]), Reply::status("list"));
+        assert_eq!(run(&state, &mut s, &["PEXPIRE", "list", "100000"]), Reply::Int(1));
+        assert_eq!(run(&state, &mut s, &["RENAME", "list", "l2"]), Reply::Ok);
+        assert_eq!(run(&state, &mut s, &["TYPE", "l2"]), Reply::status("list"));
+        assert!(matches!(run(&state, &mut s, &["PTTL", "l2"]), Reply::Int(t) if t > 90_000));
+        assert_eq!(run(&state, &mut s, &["COPY", "l2", "l3"]), Reply::Int(1));
+        assert_eq!(run(&state, &mut s, &["TYPE", "l3"]), Reply::status("list"));
+        assert!(matches!(run(&state, &mut s, &["PTTL", "l3"]), Reply::Int(t) if t > 90_000));
+        let Reply::Array(scan) = run(&state, &mut s, &["SCAN", "0", "TYPE", "list", "COUNT", "1000"]) else {
+            panic!("SCAN answers an array")
+        };
+        let Reply::Array(mut keys) = scan[1].clone() else {
+            panic!("SCAN's second element is an array")
+        };
+        keys.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(keys, vec![Reply::bulk("l2"), Reply::bulk("l3")]);
+        assert_eq!(run(&state, &mut s, &["PERSIST", "l3"]), Reply::Int(1));
+        assert_eq!(run(&state, &mut s, &["DEL", "l2", "l3"]), Reply::Int(2));
+        assert_eq!(run(&state, &mut s, &["EXISTS", "l2", "l3"]), Reply::Int(0));
+    }
 
     #[test]
     fn cursor_is_parsed_like_strtoul() {

@@ -1491,6 +1491,77 @@ fn lcs(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::{Outcome, execute};
+    use crate::session::Session;
+    use crate::state::State;
+
+    /// A server state with a list at `list`, and a session to run commands
+    /// (this branch has no list commands to create one over the wire).
+    fn state_with_list() -> (std::sync::Arc<State>, Session) {
+        let db = crate::db::Db::new();
+        let args = crate::config::ServeArgs::default();
+        let config = crate::config::Config::from_args(&args, &db.eviction).expect("default config");
+        let state = State::new(db, config);
+        {
+            let mut ks = state.db.lock_all(crate::db::now_ms());
+            let l = ks
+                .get_obj_mut_or_create::<crate::db::list::List>(b"list")
+                .expect("new list");
+            l.push_back(Bytes::from_static(b"x"));
+        }
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let handle = std::sync::Arc::new(crate::client::ClientHandle::new(1, addr, addr));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        (state, Session::new(handle, tx, true))
+    }
+
+    fn run(state: &State, session: &mut Session, args: &[&str]) -> Reply {
+        let args = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+        match execute(state, session, args) {
+            Outcome::Reply(r) => r,
+            Outcome::Block { .. } => panic!("string commands never block"),
+        }
+    }
+
+    #[test]
+    fn string_commands_refuse_other_types() {
+        let (state, mut s) = state_with_list();
+        let wrongtype = Reply::err(WRONGTYPE);
+        for cmd in [
+            &["GET", "list"][..],
+            &["SET", "list", "v", "GET"],
+            &["GETSET", "list", "v"],
+            &["GETDEL", "list"],
+            &["GETEX", "list", "PERSIST"],
+            &["INCR", "list"],
+            &["DECRBY", "list", "2"],
+            &["INCRBYFLOAT", "list", "1"],
+            &["APPEND", "list", "x"],
+            &["STRLEN", "list"],
+            &["GETRANGE", "list", "0", "1"],
+            &["SETRANGE", "list", "0", "x"],
+            &["SETRANGE", "list", "0", ""],
+            &["SETBIT", "list", "0", "1"],
+            &["GETBIT", "list", "0"],
+            &["BITCOUNT", "list"],
+            &["BITPOS", "list", "1"],
+            &["BITOP", "AND", "dest", "list"],
+            &["BITFIELD", "list", "GET", "u8", "0"],
+            &["BITFIELD", "list", "SET", "u8", "0", "1"],
+            &["BITFIELD_RO", "list", "GET", "u8", "0"],
+        ] {
+            assert_eq!(run(&state, &mut s, cmd), wrongtype, "{cmd:?}");
+        }
+        assert_eq!(
+            run(&state, &mut s, &["LCS", "list", "x"]),
+            Reply::err("ERR The specified keys must contain string values")
+        );
+        // Non-string values read as nil in MGET; SET and MSET replace them.
+        assert_eq!(run(&state, &mut s, &["MGET", "list"]), Reply::Array(vec![Reply::Null]));
+        assert_eq!(run(&state, &mut s, &["MSETNX", "list", "v"]), Reply::Int(0));
+        assert_eq!(run(&state, &mut s, &["SET", "list", "v"]), Reply::Ok);
+        assert_eq!(run(&state, &mut s, &["GET", "list"]), Reply::bulk("v"));
+    }
 
     #[test]
     fn encodings_follow_try_object_encoding() {
