@@ -211,6 +211,10 @@ fn copy_with_replace_and_db() {
             &["COPY", "a"],
         ],
     );
+    assert_eq!(
+        d.ours.cmd(&["MOVE", "a", "1"]),
+        Frame::Error("ERR MOVE is not allowed in cluster mode".into())
+    );
     // Redis (not in cluster mode) has 16 databases; ferrokv has only db 0, as
     // Redis in cluster mode, and answers with cluster mode's error.
     assert_eq!(

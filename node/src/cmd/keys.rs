@@ -25,6 +25,7 @@ const ERR_DB_RANGE: &str = "ERR DB index is out of range";
 const ERR_COPY_DB: &str = "ERR Copying to another database is not allowed in cluster mode";
 /// Redis' `getIntFromObjectOrReply` for a valid integer outside 32 bits.
 const ERR_INT_RANGE: &str = "ERR value is out of range, value must between -2147483648 and 2147483647";
+const ERR_MOVE: &str = "ERR MOVE is not allowed in cluster mode";
 const ERR_INVALID_CURSOR: &str = "ERR invalid cursor";
 const ERR_EXPIRE_NX: &str = "ERR NX and XX, GT or LT options at the same time are not compatible";
 const ERR_EXPIRE_GT_LT: &str = "ERR GT and LT options at the same time are not compatible";
@@ -270,6 +271,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         "1.0.0",
         "O(1)",
         "Returns a random key name from the database."
+    ),
+    spec!(
+        "move",
+        3,
+        WRITE | FAST,
+        one_key(),
+        move_,
+        "1.0.0",
+        "O(1)",
+        "Moves a key to another database."
     ),
     CommandSpec {
         name: "object",
@@ -586,6 +597,11 @@ fn copy(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ctx.ks.insert_entry(dst, entry);
     ctx.changed(dst, GENERIC, "copy_to");
     Ok(Reply::Int(1))
+}
+
+/// There is only database 0, as in Redis' cluster mode, whose answer this is.
+fn move_(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+    Err(Reply::err(ERR_MOVE))
 }
 
 fn keys(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
