@@ -13,6 +13,13 @@ pub const FLAG_EXPIRE: u8 = 1;
 /// The string was modified in place (APPEND/SETRANGE/SETBIT...), so `OBJECT
 /// ENCODING` reports `raw` as Redis does for unshared strings.
 pub const FLAG_RAW: u8 = 2;
+/// The string was stored without Redis' integer encoding attempt (INCRBYFLOAT
+/// results), so `OBJECT ENCODING` reports `embstr` (or `raw` past 44 bytes)
+/// even when it looks like an integer.
+pub const FLAG_EMBSTR: u8 = 4;
+/// An int-encoded string that is its own object rather than one of Redis'
+/// shared small integers (a COPY duplicates it), for `OBJECT REFCOUNT`.
+pub const FLAG_UNSHARED: u8 = 8;
 
 pub struct Entry {
     /// LRU clock (seconds, 24 bits) or, under an LFU policy, 16 bits of
@@ -206,6 +213,34 @@ impl Entry {
         self.body = Body::Str(buf);
     }
 
+    /// The bytes of a string value, for in-place edits (SETBIT, SETRANGE)
+    /// that must not copy a value of up to 512MB per command.
+    pub fn str_value_mut(&mut self) -> Option<&mut [u8]> {
+        let has_expire = self.flags & FLAG_EXPIRE != 0;
+        match &mut self.body {
+            Body::Str(buf) => {
+                let (_, e) = Self::str_parts(buf, has_expire);
+                Some(&mut buf[e..])
+            }
+            Body::Obj(_) => None,
+        }
+    }
+
+    /// Grow (zero-filled) or shrink a string value to `len` bytes in one
+    /// reallocation, which the allocator can often do in place (APPEND,
+    /// SETRANGE and SETBIT past the end).
+    pub fn resize_str(&mut self, len: usize) {
+        let has_expire = self.flags & FLAG_EXPIRE != 0;
+        if let Body::Str(buf) = &mut self.body {
+            let (_, e) = Self::str_parts(buf, has_expire);
+            let mut v = Vec::from(std::mem::take(buf));
+            let total = e + len;
+            v.reserve_exact(total.saturating_sub(v.len()));
+            v.resize(total, 0);
+            *buf = v.into_boxed_slice();
+        }
+    }
+
     /// Take the value out as an owned [`Value`] (strings are copied out).
     pub fn into_value(self) -> Value {
         match self.body {
@@ -277,6 +312,14 @@ mod tests {
         assert_eq!(e.str_value(), Some(&b"other"[..]));
         e.set_expire(None);
         assert_eq!(e.expire_at(), None);
+        e.resize_str(7);
+        assert_eq!(e.str_value(), Some(&b"other\0\0"[..]));
+        if let Some(v) = e.str_value_mut() {
+            v[5] = b'!';
+        }
+        e.resize_str(6);
+        assert_eq!(e.str_value(), Some(&b"other!"[..]));
+        assert_eq!(e.key(), b"key");
         let long_key = vec![b'k'; 300];
         let e = Entry::new_str(&long_key, b"", Some(1), 0);
         assert_eq!(e.key(), &long_key[..]);
