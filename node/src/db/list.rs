@@ -1,14 +1,38 @@
 //! The list type: a deque of elements with a running byte count.
+//!
+//! Redis keeps lists in a quicklist (a linked list of listpacks); a ring
+//! buffer gives the same costs where they matter — O(1) pushes and pops at
+//! both ends, O(1) indexing from either end — with one allocation for the
+//! spine. Middle edits (LINSERT, LREM, LSET by far index) are O(N) as in
+//! Redis. The byte count is kept up to date on every change, so
+//! [`List::mem_usage`] stays O(1) for memory accounting and eviction, and the
+//! spine is shrunk when a list loses most of its elements so a drained list
+//! does not keep its peak footprint.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
 
 use super::entry::round_alloc;
 
+/// Below this many slots a spine is never shrunk (not worth the copy).
+const MIN_SHRINK_CAPACITY: usize = 64;
+
 #[derive(Clone, Default)]
 pub struct List {
     items: VecDeque<Bytes>,
+    /// Sum of `round_alloc(len)` of the elements.
     bytes: usize,
+}
+
+/// Which end of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Left,
+    Right,
+}
+
+fn cost(v: &Bytes) -> usize {
+    round_alloc(v.len())
 }
 
 impl List {
@@ -25,22 +49,37 @@ impl List {
         // Redis 7.0 always reports quicklist for lists.
         "quicklist"
     }
+
+    pub fn push(&mut self, end: End, v: Bytes) {
+        match end {
+            End::Left => self.push_front(v),
+            End::Right => self.push_back(v),
+        }
+    }
+    pub fn pop(&mut self, end: End) -> Option<Bytes> {
+        match end {
+            End::Left => self.pop_front(),
+            End::Right => self.pop_back(),
+        }
+    }
     pub fn push_back(&mut self, v: Bytes) {
-        self.bytes += round_alloc(v.len());
+        self.bytes += cost(&v);
         self.items.push_back(v);
     }
     pub fn push_front(&mut self, v: Bytes) {
-        self.bytes += round_alloc(v.len());
+        self.bytes += cost(&v);
         self.items.push_front(v);
     }
     pub fn pop_front(&mut self) -> Option<Bytes> {
         let v = self.items.pop_front()?;
-        self.bytes -= round_alloc(v.len());
+        self.bytes -= cost(&v);
+        self.maybe_shrink();
         Some(v)
     }
     pub fn pop_back(&mut self) -> Option<Bytes> {
         let v = self.items.pop_back()?;
-        self.bytes -= round_alloc(v.len());
+        self.bytes -= cost(&v);
+        self.maybe_shrink();
         Some(v)
     }
     pub fn get(&self, i: usize) -> Option<&Bytes> {
@@ -48,5 +87,185 @@ impl List {
     }
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Bytes> + ExactSizeIterator {
         self.items.iter()
+    }
+    /// Elements `start..=end` (already clamped by the caller).
+    pub fn range(&self, start: usize, end: usize) -> impl DoubleEndedIterator<Item = &Bytes> + ExactSizeIterator {
+        self.items.range(start..=end)
+    }
+
+    /// Resolve a Redis index (negative counts from the tail) to a position.
+    pub fn index(&self, i: i64) -> Option<usize> {
+        let len = self.items.len() as i64;
+        let i = if i < 0 { len.checked_add(i)? } else { i };
+        (0..len).contains(&i).then_some(i as usize)
+    }
+
+    /// Replace the element at `i`; false when out of range.
+    pub fn set(&mut self, i: usize, v: Bytes) -> bool {
+        let Some(slot) = self.items.get_mut(i) else {
+            return false;
+        };
+        self.bytes = self.bytes - cost(slot) + cost(&v);
+        *slot = v;
+        true
+    }
+
+    /// Insert `v` before position `i` (`i == len` appends).
+    pub fn insert(&mut self, i: usize, v: Bytes) {
+        self.bytes += cost(&v);
+        self.items.insert(i, v);
+    }
+
+    /// Position of the first element equal to `v`, from the head.
+    pub fn position(&self, v: &[u8]) -> Option<usize> {
+        self.items.iter().position(|x| x.as_ref() == v)
+    }
+
+    /// Remove up to `limit` elements equal to `v` (0 = all), scanning from
+    /// the head or from the tail. Returns how many were removed.
+    pub fn remove_matching(&mut self, v: &[u8], limit: u64, from: End) -> u64 {
+        let mut removed = 0u64;
+        let mut freed = 0usize;
+        let mut keep = |x: &Bytes| {
+            if x.as_ref() == v && (limit == 0 || removed < limit) {
+                removed += 1;
+                freed += cost(x);
+                false
+            } else {
+                true
+            }
+        };
+        match from {
+            End::Left => self.items.retain(|x| keep(x)),
+            End::Right => {
+                // `retain` walks head to tail; walk the reversed order instead.
+                let mut kept: VecDeque<Bytes> = VecDeque::with_capacity(self.items.len());
+                while let Some(x) = self.items.pop_back() {
+                    if keep(&x) {
+                        kept.push_front(x);
+                    }
+                }
+                self.items = kept;
+            }
+        }
+        self.bytes -= freed;
+        self.maybe_shrink();
+        removed
+    }
+
+    /// Drop `front` elements from the head and `back` from the tail.
+    pub fn trim(&mut self, front: usize, back: usize) {
+        let front = front.min(self.items.len());
+        for v in self.items.drain(..front) {
+            self.bytes -= cost(&v);
+        }
+        let back = back.min(self.items.len());
+        let keep = self.items.len() - back;
+        for v in self.items.drain(keep..) {
+            self.bytes -= cost(&v);
+        }
+        self.maybe_shrink();
+    }
+
+    /// Pop up to `n` elements from one end, in pop order.
+    pub fn pop_many(&mut self, end: End, n: usize) -> Vec<Bytes> {
+        let n = n.min(self.items.len());
+        let out: Vec<Bytes> = match end {
+            End::Left => self.items.drain(..n).collect(),
+            End::Right => {
+                let at = self.items.len() - n;
+                self.items.drain(at..).rev().collect()
+            }
+        };
+        for v in &out {
+            self.bytes -= cost(v);
+        }
+        self.maybe_shrink();
+        out
+    }
+
+    fn maybe_shrink(&mut self) {
+        let cap = self.items.capacity();
+        if cap > MIN_SHRINK_CAPACITY && self.items.len() * 4 < cap {
+            self.items.shrink_to((self.items.len() * 2).max(MIN_SHRINK_CAPACITY));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[&str]) -> List {
+        let mut l = List::default();
+        for i in items {
+            l.push_back(Bytes::copy_from_slice(i.as_bytes()));
+        }
+        l
+    }
+
+    fn items(l: &List) -> Vec<String> {
+        l.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
+    }
+
+    /// The running byte count equals a full recount.
+    fn check_bytes(l: &List) {
+        assert_eq!(l.bytes, l.iter().map(cost).sum::<usize>());
+    }
+
+    #[test]
+    fn index_resolution() {
+        let l = list(&["a", "b", "c"]);
+        assert_eq!(l.index(0), Some(0));
+        assert_eq!(l.index(-1), Some(2));
+        assert_eq!(l.index(-3), Some(0));
+        assert_eq!(l.index(-4), None);
+        assert_eq!(l.index(3), None);
+        assert_eq!(l.index(i64::MIN), None);
+        assert_eq!(l.index(i64::MAX), None);
+    }
+
+    #[test]
+    fn remove_matching_from_both_ends() {
+        let mut l = list(&["x", "a", "x", "b", "x"]);
+        assert_eq!(l.remove_matching(b"x", 2, End::Right), 2);
+        assert_eq!(items(&l), ["x", "a", "b"]);
+        check_bytes(&l);
+        let mut l = list(&["x", "a", "x", "b", "x"]);
+        assert_eq!(l.remove_matching(b"x", 2, End::Left), 2);
+        assert_eq!(items(&l), ["a", "b", "x"]);
+        assert_eq!(l.remove_matching(b"x", 0, End::Left), 1);
+        assert_eq!(items(&l), ["a", "b"]);
+        check_bytes(&l);
+    }
+
+    #[test]
+    fn trim_pop_many_and_set_keep_bytes_exact() {
+        let mut l = list(&["a", "bb", "ccc", "dddd", "eeeee"]);
+        l.trim(1, 1);
+        assert_eq!(items(&l), ["bb", "ccc", "dddd"]);
+        check_bytes(&l);
+        assert!(l.set(1, Bytes::from_static(b"a-much-longer-element-than-before")));
+        assert!(!l.set(3, Bytes::from_static(b"x")));
+        check_bytes(&l);
+        assert_eq!(l.pop_many(End::Right, 2).len(), 2);
+        assert_eq!(items(&l), ["bb"]);
+        l.trim(5, 5);
+        assert!(l.is_empty());
+        assert_eq!(l.bytes, 0);
+    }
+
+    #[test]
+    fn drained_list_releases_its_spine() {
+        let mut l = List::default();
+        for i in 0..10_000 {
+            l.push_back(Bytes::from(format!("{i}")));
+        }
+        let peak = l.mem_usage();
+        while l.len() > 10 {
+            l.pop_front();
+        }
+        check_bytes(&l);
+        assert!(l.mem_usage() < peak / 100, "{} vs {}", l.mem_usage(), peak);
     }
 }
