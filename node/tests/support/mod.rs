@@ -15,6 +15,9 @@ use ferrokv_node::config::ServeArgs;
 pub struct Server {
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
+    /// The server's shared state, for tests that must observe what no
+    /// command shows (e.g. that a client is blocked before the next step).
+    pub state: std::sync::Arc<ferrokv_node::state::State>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -57,7 +60,9 @@ pub fn server_with(mut args: ServeArgs) -> Server {
             .expect("runtime");
         rt.block_on(async move {
             let running = ferrokv_node::server::start(&args).await.expect("server starts");
-            addr_tx.send((running.addr(), running.admin_addr)).expect("send addr");
+            addr_tx
+                .send((running.addr(), running.admin_addr, running.state.clone()))
+                .expect("send addr");
             // Wait for the stop signal without blocking the runtime.
             let _ = tokio::task::spawn_blocking(move || {
                 let _ = stop_rx.recv();
@@ -66,10 +71,11 @@ pub fn server_with(mut args: ServeArgs) -> Server {
             running.shutdown().await;
         });
     });
-    let (addr, admin) = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server address");
+    let (addr, admin, state) = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server address");
     Server {
         addr,
         admin,
+        state,
         stop: Some(stop_tx),
         thread: Some(thread),
     }
