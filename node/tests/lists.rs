@@ -612,6 +612,26 @@ fn multi_key_waiter_gets_the_key_that_was_pushed() {
 }
 
 #[test]
+fn a_waiter_is_served_from_the_key_that_became_ready_first() {
+    let replies = on_both(|t| {
+        let mut a = t.block(&["BLPOP", "k1", "k2", "0"], 0);
+        let mut b = t.block(&["BLMPOP", "0", "2", "k1", "k2", "LEFT", "COUNT", "9"], 1);
+        let mut w = t.client();
+        let mut out = vec![w.cmd(&["MULTI"])];
+        // k2 is filled first: both waiters are served from k2, not from k1
+        // although k1 comes first in their key lists.
+        out.push(w.cmd(&["RPUSH", "k2", "a", "b", "c"]));
+        out.push(w.cmd(&["RPUSH", "k1", "x"]));
+        out.push(w.cmd(&["EXEC"]));
+        out.push(a.read());
+        out.push(b.read());
+        out.push(w.cmd(&["LRANGE", "k1", "0", "-1"]));
+        out
+    });
+    assert_eq!(replies[4], arr(&["k2", "a"]));
+}
+
+#[test]
 fn blmove_target_feeds_another_blocked_client() {
     let replies = on_both(|t| {
         let mut mover = t.block(&["BLMOVE", "src", "mid", "LEFT", "RIGHT", "0"], 0);

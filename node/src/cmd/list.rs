@@ -13,7 +13,8 @@
 //! is empty they hand a [`BlockSpec`] to the connection, which re-runs the
 //! same command for the client (`ctx.retry`) each time one of its keys is
 //! written. A re-run behaves as Redis 7.0's `serveClientsBlockedOnListKey`:
-//! a key that is not a list cannot serve a list waiter, so it is skipped
+//! it pops only from the key that woke the client (`ctx.woken_by`), and a
+//! key that is not a list cannot serve a list waiter, so it is skipped
 //! instead of failing the waiter with WRONGTYPE. Inside MULTI/EXEC (and
 //! scripts) blocking is denied and the command answers as if it timed out.
 
@@ -357,6 +358,16 @@ fn poppable<'k>(ctx: &'k mut Ctx, key: &[u8]) -> Result<Option<&'k mut List>, Re
         Ok(_) => Ok(None),
         Err(_) if retry => Ok(None),
         Err(e) => Err(wrongtype(e)),
+    }
+}
+
+/// The keys a pop may take from: all of them, except on a re-run for a
+/// blocked client, which is served from the key that woke it (Redis 7.0's
+/// `serveClientsBlockedOnListKey`).
+fn candidates<'a>(ctx: &Ctx, keys: &'a [Bytes]) -> &'a [Bytes] {
+    match ctx.woken_by.as_ref().and_then(|w| keys.iter().position(|k| k == w)) {
+        Some(i) if ctx.retry => &keys[i..=i],
+        _ => keys,
     }
 }
 
@@ -775,7 +786,7 @@ fn brpoplpush(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 fn blocking_pop(ctx: &mut Ctx, args: &[Bytes], end: End) -> CmdResult {
     let timeout = parse::timeout(&args[args.len() - 1])?;
     let keys = &args[1..args.len() - 1];
-    for key in keys {
+    for key in candidates(ctx, keys) {
         let Some(list) = poppable(ctx, key)? else {
             continue;
         };
@@ -832,7 +843,7 @@ fn parse_mpop(args: &[Bytes], numkeys_idx: usize) -> Result<Mpop<'_>, Reply> {
 
 /// Pop from the first non-empty key: `[key, [elements...]]`, or `None`.
 fn mpop_first(ctx: &mut Ctx, m: &Mpop) -> Result<Option<Reply>, Reply> {
-    for key in m.keys {
+    for key in candidates(ctx, m.keys) {
         let Some(list) = poppable(ctx, key)? else {
             continue;
         };
