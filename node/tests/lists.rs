@@ -99,7 +99,16 @@ fn range_index_set_trim_match_redis() {
     d.check(&["LRANGE", "nokey", "0", "-1"]);
     d.check_error(&["LRANGE", "l", "a", "1"]);
     d.check_error(&["LRANGE", "nokey", "0", "1.5"]);
-    for i in ["0", "5", "-1", "-6", "6", "-7", "9223372036854775807", "-9223372036854775808"] {
+    for i in [
+        "0",
+        "5",
+        "-1",
+        "-6",
+        "6",
+        "-7",
+        "9223372036854775807",
+        "-9223372036854775808",
+    ] {
         d.check(&["LINDEX", "l", i]);
     }
     // LINDEX looks the key up before parsing the index.
@@ -218,7 +227,12 @@ fn lpos_matches_redis() {
 fn lmove_and_rpoplpush_match_redis() {
     let mut d = Diff::new();
     d.check(&["RPUSH", "src", "a", "b", "c", "d"]);
-    for (from, to) in [("LEFT", "LEFT"), ("LEFT", "RIGHT"), ("right", "left"), ("Right", "Right")] {
+    for (from, to) in [
+        ("LEFT", "LEFT"),
+        ("LEFT", "RIGHT"),
+        ("right", "left"),
+        ("Right", "Right"),
+    ] {
         d.check(&["LMOVE", "src", "dst", from, to]);
         d.check(&["LRANGE", "dst", "0", "-1"]);
     }
@@ -531,9 +545,13 @@ impl Target<'_> {
             Target::Redis(r) => {
                 let mut c = RawClient::connect(r.addr);
                 let want = format!("blocked_clients:{n}\r\n");
-                wait_for(&format!("{n} blocked clients in redis"), WAIT, || match c.cmd(&["INFO", "clients"]) {
-                    Frame::Bulk(b) | Frame::Verbatim(b) => String::from_utf8_lossy(&b).contains(&want).then_some(()),
-                    _ => None,
+                wait_for(&format!("{n} blocked clients in redis"), WAIT, || {
+                    match c.cmd(&["INFO", "clients"]) {
+                        Frame::Bulk(b) | Frame::Verbatim(b) => {
+                            String::from_utf8_lossy(&b).contains(&want).then_some(())
+                        }
+                        _ => None,
+                    }
                 })
             }
         }
@@ -550,8 +568,13 @@ impl Target<'_> {
 
 /// Run `scenario` on ferrokv and on Redis; the replies it returns must match.
 fn on_both(scenario: fn(&Target) -> Vec<Frame>) -> Vec<Frame> {
-    let ours = server();
-    let theirs = redis_server(&[]);
+    on_both_with(ServeArgs::default(), &[], scenario)
+}
+
+/// [`on_both`] with server settings (ours as `ServeArgs`, Redis' as flags).
+fn on_both_with(args: ServeArgs, redis_args: &[&str], scenario: fn(&Target) -> Vec<Frame>) -> Vec<Frame> {
+    let ours = server_with(args);
+    let theirs = redis_server(redis_args);
     let a = scenario(&Target::Ours(&ours));
     let b = scenario(&Target::Redis(&theirs));
     assert_eq!(a, b, "left: ferrokv, right: redis");
@@ -605,10 +628,7 @@ fn multi_key_waiter_gets_the_key_that_was_pushed() {
         ]
     });
     assert_eq!(replies[1], arr(&["k3", "x"]));
-    assert_eq!(
-        replies[2],
-        Frame::Array(vec![Frame::bulk("k3"), arr(&["z", "y"])])
-    );
+    assert_eq!(replies[2], Frame::Array(vec![Frame::bulk("k3"), arr(&["z", "y"])]));
 }
 
 #[test]
@@ -720,13 +740,85 @@ fn a_key_of_another_type_keeps_list_waiters_blocked() {
 }
 
 #[test]
+fn serving_a_waiter_publishes_the_same_events_as_redis() {
+    let args = ServeArgs {
+        notify_keyspace_events: Some("KEA".into()),
+        ..ServeArgs::default()
+    };
+    on_both_with(args, &["--notify-keyspace-events", "KEA"], |t| {
+        let mut sub = subscribe_events(t.addr());
+        let mut a = t.block(&["BLPOP", "k", "0"], 0);
+        let mut b = t.block(&["BLMOVE", "s", "d", "LEFT", "RIGHT", "0"], 1);
+        let mut c = t.block(&["BLMPOP", "0", "1", "m", "RIGHT", "COUNT", "2"], 2);
+        let mut w = t.client();
+        let mut out = vec![w.cmd(&["RPUSH", "k", "v"]), a.read()];
+        out.push(w.cmd(&["RPUSH", "s", "v", "v2"]));
+        out.push(b.read());
+        out.push(w.cmd(&["LPUSH", "m", "1", "2", "3"]));
+        out.push(c.read());
+        let events = collect_events(&mut sub, &mut w);
+        assert!(events.len() >= 16, "{events:?}");
+        out.extend(events.iter().map(|e| Frame::bulk(e)));
+        out
+    });
+}
+
+#[test]
+fn emptied_lists_are_deleted_and_memory_is_returned() {
+    let s = server();
+    let mut c = RawClient::connect(s.addr);
+    let base = s.state.db.used_memory();
+    let many: Vec<String> = (0..1000).map(|i| format!("element-{i}")).collect();
+    let mut push = vec!["RPUSH".to_string(), "l".to_string()];
+    push.extend(many.iter().cloned());
+    assert_eq!(c.cmd(&push), Frame::Int(1000));
+    c.cmd(&["RPUSH", "m", "x"]);
+    assert_eq!(s.state.db.key_counts().0, 2);
+    assert!(s.state.db.used_memory() > base + 1000 * 8);
+    c.cmd(&["LTRIM", "l", "0", "9"]);
+    c.cmd(&["LMOVE", "m", "l", "LEFT", "LEFT"]);
+    assert_eq!(s.state.db.key_counts().0, 1);
+    for cmd in [
+        &["LREM", "l", "-3", "element-1"][..],
+        &["LPOP", "l", "3"],
+        &["RPOP", "l"],
+        &["LMPOP", "1", "l", "LEFT", "COUNT", "2"],
+        &["BLPOP", "l", "0"],
+    ] {
+        assert!(!c.cmd(cmd).is_error(), "{cmd:?}");
+    }
+    assert_eq!(c.cmd(&["LLEN", "l"]), Frame::Int(3));
+    assert_eq!(
+        c.cmd(&["LRANGE", "l", "0", "-1"]),
+        arr(&["element-6", "element-7", "element-8"])
+    );
+    c.cmd(&["LTRIM", "l", "1", "0"]);
+    assert_eq!(s.state.db.key_counts().0, 0);
+    assert_eq!(s.state.db.used_memory(), base);
+}
+
+#[test]
+fn object_encoding_is_quicklist() {
+    let mut d = Diff::new();
+    d.check(&["RPUSH", "l", "a"]);
+    let (ours, _) = d.both(&["OBJECT", "ENCODING", "l"]);
+    if matches!(&ours, Frame::Error(e) if e.starts_with("ERR unknown command")) {
+        eprintln!("OBJECT is not available in this build: encoding check skipped");
+        return;
+    }
+    assert_eq!(d.check(&["OBJECT", "ENCODING", "l"]), Frame::bulk("quicklist"));
+}
+
+#[test]
 fn blocked_pop_served_through_the_redis_crate() {
     use redis::Commands;
     let s = server();
     let client = redis::Client::open(s.url()).expect("client");
     let mut waiter = client.get_connection().expect("connect");
     let handle = std::thread::spawn(move || -> redis::RedisResult<Option<[String; 2]>> { waiter.blpop("jobs", 0.0) });
-    wait_for("waiter to block", WAIT, || (s.state.clients.blocked_count() == 1).then_some(()));
+    wait_for("waiter to block", WAIT, || {
+        (s.state.clients.blocked_count() == 1).then_some(())
+    });
     let mut con = client.get_connection().expect("connect");
     let len: usize = con.rpush("jobs", &["job-1", "job-2"]).expect("rpush");
     assert_eq!(len, 2);

@@ -67,8 +67,7 @@ const MOVE_KEYS: KeySpec = KeySpec::Range {
 };
 const PUSH_COMPLEXITY: &str =
     "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments.";
-const MPOP_COMPLEXITY: &str =
-    "O(N+M) where N is the number of provided keys and M is the number of elements returned.";
+const MPOP_COMPLEXITY: &str = "O(N+M) where N is the number of provided keys and M is the number of elements returned.";
 
 pub static COMMANDS: &[CommandSpec] = &[
     spec!(
@@ -609,7 +608,11 @@ fn lpos(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         rank = rank.wrapping_neg();
     }
     read_list(ctx, &args[1], |l| match l {
-        None => Ok(if count.is_some() { Reply::Array(Vec::new()) } else { Reply::Null }),
+        None => Ok(if count.is_some() {
+            Reply::Array(Vec::new())
+        } else {
+            Reply::Null
+        }),
         Some(list) => Ok(positions(list, &args[2], rank, from_tail, count, maxlen)),
     })
 }
@@ -903,7 +906,7 @@ mod tests {
     #[test]
     fn mpop_parsing() {
         let a = args(&["lmpop", "2", "a", "b", "RIGHT", "count", "5"]);
-        let m = parse_mpop(&a, 1).unwrap();
+        let m = parse_mpop(&a, 1).expect("valid LMPOP");
         assert_eq!(m.keys.len(), 2);
         assert_eq!(m.end, End::Right);
         assert_eq!(m.count, 5);

@@ -103,7 +103,7 @@ pub fn timeout(b: &[u8]) -> Result<Option<std::time::Duration>, Reply> {
     let v = parse_f64(b).ok_or(Reply::err(ERR_TIMEOUT))?;
     let ms = (v * 1000.0).ceil();
     // 2^63: the first value a `long long` cannot hold.
-    if ms < 0.0 || ms >= 9_223_372_036_854_775_808.0 {
+    if !(0.0..9_223_372_036_854_775_808.0).contains(&ms) {
         return Err(Reply::err(ERR_TIMEOUT_NEG));
     }
     if ms == 0.0 || ms > MAX_TIMEOUT_MS as f64 {
@@ -185,13 +185,19 @@ mod tests {
     #[test]
     fn timeouts_as_redis_7_0() {
         use std::time::Duration;
-        assert_eq!(timeout(b"0").unwrap(), None);
-        assert_eq!(timeout(b"1.5").unwrap(), Some(Duration::from_millis(1500)));
+        assert_eq!(timeout(b"0").expect("valid timeout"), None);
+        assert_eq!(
+            timeout(b"1.5").expect("valid timeout"),
+            Some(Duration::from_millis(1500))
+        );
         // ceil: a sub-millisecond timeout waits one millisecond...
-        assert_eq!(timeout(b"0.0001").unwrap(), Some(Duration::from_millis(1)));
+        assert_eq!(
+            timeout(b"0.0001").expect("valid timeout"),
+            Some(Duration::from_millis(1))
+        );
         // ...and a tiny negative one rounds to 0, which is "forever".
-        assert_eq!(timeout(b"-0.0001").unwrap(), None);
-        assert_eq!(timeout(b"1e12").unwrap(), None);
+        assert_eq!(timeout(b"-0.0001").expect("valid timeout"), None);
+        assert_eq!(timeout(b"1e12").expect("valid timeout"), None);
         for neg in ["-1", "inf", "-inf", "1e20", "9223372036854776"] {
             assert_eq!(timeout(neg.as_bytes()), Err(Reply::err(ERR_TIMEOUT_NEG)), "{neg}");
         }

@@ -124,30 +124,39 @@ impl List {
     /// Remove up to `limit` elements equal to `v` (0 = all), scanning from
     /// the head or from the tail. Returns how many were removed.
     pub fn remove_matching(&mut self, v: &[u8], limit: u64, from: End) -> u64 {
+        // Only matches at or after `first` go: from the tail, that is the
+        // earliest of the last `limit` matches, found without reallocating.
+        let first = match from {
+            End::Left => 0,
+            End::Right => {
+                let mut seen = 0u64;
+                let mut cut = self.items.len();
+                for (i, x) in self.items.iter().enumerate().rev() {
+                    if limit != 0 && seen == limit {
+                        break;
+                    }
+                    if x.as_ref() == v {
+                        seen += 1;
+                        cut = i;
+                    }
+                }
+                cut
+            }
+        };
         let mut removed = 0u64;
         let mut freed = 0usize;
-        let mut keep = |x: &Bytes| {
-            if x.as_ref() == v && (limit == 0 || removed < limit) {
+        let mut i = 0usize;
+        self.items.retain(|x| {
+            let at = i;
+            i += 1;
+            if at >= first && x.as_ref() == v && (limit == 0 || removed < limit) {
                 removed += 1;
                 freed += cost(x);
                 false
             } else {
                 true
             }
-        };
-        match from {
-            End::Left => self.items.retain(|x| keep(x)),
-            End::Right => {
-                // `retain` walks head to tail; walk the reversed order instead.
-                let mut kept: VecDeque<Bytes> = VecDeque::with_capacity(self.items.len());
-                while let Some(x) = self.items.pop_back() {
-                    if keep(&x) {
-                        kept.push_front(x);
-                    }
-                }
-                self.items = kept;
-            }
-        }
+        });
         self.bytes -= freed;
         self.maybe_shrink();
         removed
@@ -236,6 +245,14 @@ mod tests {
         assert_eq!(items(&l), ["a", "b", "x"]);
         assert_eq!(l.remove_matching(b"x", 0, End::Left), 1);
         assert_eq!(items(&l), ["a", "b"]);
+        check_bytes(&l);
+        let mut l = list(&["x", "a", "x", "b", "x"]);
+        assert_eq!(l.remove_matching(b"x", 0, End::Right), 3);
+        assert_eq!(items(&l), ["a", "b"]);
+        let mut l = list(&["x", "a", "x"]);
+        assert_eq!(l.remove_matching(b"x", 5, End::Right), 2);
+        assert_eq!(l.remove_matching(b"zz", 1, End::Right), 0);
+        assert_eq!(items(&l), ["a"]);
         check_bytes(&l);
     }
 

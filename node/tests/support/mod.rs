@@ -156,7 +156,13 @@ pub fn redis_server(extra: &[&str]) -> RedisServer {
         let mut child = child;
         while Instant::now() < deadline {
             if let Ok(mut c) = RawClient::try_connect(addr) {
-                if c.cmd(&["PING"]) == Frame::Simple("PONG".into()) {
+                // The port may have been taken by another test's server in
+                // the meantime (then our child fails to bind): make sure it
+                // is our redis-server that answers.
+                let ours = format!("process_id:{}\r\n", child.id());
+                if c.cmd(&["PING"]) == Frame::Simple("PONG".into())
+                    && matches!(c.cmd(&["INFO", "server"]), Frame::Bulk(b) if String::from_utf8_lossy(&b).contains(&ours))
+                {
                     return RedisServer { addr, child, _dir: dir };
                 }
             }
