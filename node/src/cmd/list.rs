@@ -8,6 +8,10 @@
 //! publishes the generic `del` event, as Redis' `listElementsRemoved` does;
 //! the empty key itself is deleted by `Keys` when the command ends.
 //!
+//! Replies copy the elements they show rather than sharing them: sharing a
+//! `Bytes` would give the stored element a reference-counted header that
+//! memory accounting does not see (popped elements are moved, not copied).
+//!
 //! Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP) first try
 //! to serve themselves exactly like their non-blocking twin. When every key
 //! is empty they hand a [`BlockSpec`] to the connection, which re-runs the
@@ -557,7 +561,7 @@ fn lrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         let Some((l, (s, e))) = l.and_then(|l| Some((l, clamp_range(start, end, l.len())?))) else {
             return Ok(Reply::Array(Vec::new()));
         };
-        Ok(Reply::Array(l.range(s, e).map(|v| Reply::Bulk(v.clone())).collect()))
+        Ok(Reply::Array(l.range(s, e).map(Reply::bulk).collect()))
     })
 }
 
@@ -568,9 +572,7 @@ fn lindex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         };
         // The index is checked only once the key is known to be a list.
         let index = parse::int(&args[2])?;
-        Ok(l.index(index)
-            .and_then(|i| l.get(i))
-            .map_or(Reply::Null, |v| Reply::Bulk(v.clone())))
+        Ok(l.index(index).and_then(|i| l.get(i)).map_or(Reply::Null, Reply::bulk))
     })
 }
 
@@ -744,14 +746,15 @@ fn do_move(ctx: &mut Ctx, src: &Bytes, dst: &Bytes, from: End, to: End) -> Resul
         return Ok(None);
     };
     let emptied = list.is_empty() && src != dst;
+    let reply = Reply::bulk(&v);
     ctx.ks
         .get_obj_mut_or_create::<List>(dst)
         .map_err(wrongtype)?
-        .push(to, v.clone());
+        .push(to, v);
     // Redis' order: the push on the destination, then the pop on the source.
     ctx.changed(dst, notify::LIST, push_event(to));
     popped(ctx, src, from, emptied);
-    Ok(Some(Reply::Bulk(v)))
+    Ok(Some(reply))
 }
 
 fn lmove(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {

@@ -285,4 +285,91 @@ mod tests {
         check_bytes(&l);
         assert!(l.mem_usage() < peak / 100, "{} vs {}", l.mem_usage(), peak);
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(bool, u8),
+        Pop(bool),
+        PopMany(bool, usize),
+        Set(i64, u8),
+        Insert(usize, u8),
+        Remove(u8, u64, bool),
+        Trim(usize, usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<bool>(), 0u8..4).prop_map(|(l, v)| Op::Push(l, v)),
+            any::<bool>().prop_map(Op::Pop),
+            (any::<bool>(), 0usize..5).prop_map(|(l, n)| Op::PopMany(l, n)),
+            (-6i64..6, 0u8..4).prop_map(|(i, v)| Op::Set(i, v)),
+            (0usize..8, 0u8..4).prop_map(|(i, v)| Op::Insert(i, v)),
+            (0u8..4, 0u64..3, any::<bool>()).prop_map(|(v, n, l)| Op::Remove(v, n, l)),
+            (0usize..3, 0usize..3).prop_map(|(f, b)| Op::Trim(f, b)),
+        ]
+    }
+
+    /// Elements of varied sizes, so byte accounting errors show.
+    fn elem(v: u8) -> Bytes {
+        Bytes::from(vec![b'a' + v; 1 + v as usize * 9])
+    }
+
+    proptest::proptest! {
+        /// The list behaves as a plain `Vec` model and its byte count stays exact.
+        #[test]
+        fn behaves_like_a_vec(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut l = List::default();
+            let mut model: Vec<Bytes> = Vec::new();
+            let end = |left: bool| if left { End::Left } else { End::Right };
+            for op in ops {
+                match op {
+                    Op::Push(left, v) => {
+                        l.push(end(left), elem(v));
+                        if left { model.insert(0, elem(v)) } else { model.push(elem(v)) }
+                    }
+                    Op::Pop(left) => {
+                        let want = if model.is_empty() { None }
+                            else if left { Some(model.remove(0)) } else { model.pop() };
+                        proptest::prop_assert_eq!(l.pop(end(left)), want);
+                    }
+                    Op::PopMany(left, n) => {
+                        let n = n.min(model.len());
+                        let want: Vec<Bytes> = if left { model.drain(..n).collect() }
+                            else { model.drain(model.len() - n..).rev().collect() };
+                        proptest::prop_assert_eq!(l.pop_many(end(left), n), want);
+                    }
+                    Op::Set(i, v) => {
+                        if let Some(at) = l.index(i) {
+                            proptest::prop_assert!(l.set(at, elem(v)));
+                            model[at] = elem(v);
+                        }
+                    }
+                    Op::Insert(i, v) => {
+                        let i = i.min(model.len());
+                        l.insert(i, elem(v));
+                        model.insert(i, elem(v));
+                    }
+                    Op::Remove(v, limit, left) => {
+                        let target = elem(v);
+                        let mut hits: Vec<usize> = (0..model.len()).filter(|&i| model[i] == target).collect();
+                        if !left { hits.reverse(); }
+                        if limit != 0 { hits.truncate(limit as usize); }
+                        hits.sort_unstable();
+                        for &i in hits.iter().rev() { model.remove(i); }
+                        proptest::prop_assert_eq!(l.remove_matching(&target, limit, end(left)), hits.len() as u64);
+                    }
+                    Op::Trim(f, b) => {
+                        l.trim(f, b);
+                        let f = f.min(model.len());
+                        model.drain(..f);
+                        let b = b.min(model.len());
+                        model.truncate(model.len() - b);
+                    }
+                }
+                proptest::prop_assert_eq!(l.iter().cloned().collect::<Vec<_>>(), model.clone());
+                proptest::prop_assert_eq!(l.bytes, model.iter().map(cost).sum::<usize>());
+            }
+        }
+    }
 }
