@@ -851,4 +851,15 @@ fn large_counts_and_indexes_do_not_hurt_the_server() {
         err("ERR timeout is negative")
     );
     assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    // Far-future deadlines (the largest finite one and "forever" by size).
+    let mut far = RawClient::connect(s.addr);
+    far.send(&["BLPOP", "far", "99999999999"]);
+    let mut farther = RawClient::connect(s.addr);
+    farther.send(&["BRPOP", "far", "9000000000000000"]);
+    wait_for("two blocked clients", WAIT, || {
+        (s.state.clients.blocked_count() == 2).then_some(())
+    });
+    assert_eq!(c.cmd(&["RPUSH", "far", "1", "2"]), Frame::Int(2));
+    assert_eq!(far.read(), arr(&["far", "1"]));
+    assert_eq!(farther.read(), arr(&["far", "2"]));
 }
