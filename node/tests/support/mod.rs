@@ -155,16 +155,8 @@ pub fn redis_server(extra: &[&str]) -> RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut child = child;
         while Instant::now() < deadline {
-            if let Ok(mut c) = RawClient::try_connect(addr) {
-                // The port may have been taken by another test's server in
-                // the meantime (then our child fails to bind): make sure it
-                // is our redis-server that answers.
-                let ours = format!("process_id:{}\r\n", child.id());
-                if c.cmd(&["PING"]) == Frame::Simple("PONG".into())
-                    && matches!(c.cmd(&["INFO", "server"]), Frame::Bulk(b) if String::from_utf8_lossy(&b).contains(&ours))
-                {
-                    return RedisServer { addr, child, _dir: dir };
-                }
+            if is_redis_child(addr, child.id()) {
+                return RedisServer { addr, child, _dir: dir };
             }
             if let Ok(Some(_)) = child.try_wait() {
                 break;
@@ -175,6 +167,22 @@ pub fn redis_server(extra: &[&str]) -> RedisServer {
         let _ = child.wait();
     }
     panic!("redis-server did not start");
+}
+
+/// Does our redis-server child answer on `addr`? The port may have been
+/// taken by another test's server in the meantime (then the child fails to
+/// bind), and a probe may hit a server that is going away: never panic here.
+fn is_redis_child(addr: SocketAddr, pid: u32) -> bool {
+    let Ok(mut c) = RawClient::try_connect(addr) else {
+        return false;
+    };
+    let mut ask = |args: &[&str]| -> Option<Frame> {
+        c.writer.write_all(&RawClient::encode(args)).ok()?;
+        c.try_read().ok()
+    };
+    let ours = format!("process_id:{pid}\r\n");
+    ask(&["PING"]) == Some(Frame::Simple("PONG".into()))
+        && matches!(ask(&["INFO", "server"]), Some(Frame::Bulk(b)) if String::from_utf8_lossy(&b).contains(&ours))
 }
 
 /// A parsed RESP2/RESP3 frame, for comparing replies of two servers.
