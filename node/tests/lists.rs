@@ -389,6 +389,35 @@ fn blocking_commands_inside_multi_do_not_block() {
 }
 
 #[test]
+fn a_list_emptied_inside_multi_counts_as_absent() {
+    let mut d = Diff::new();
+    d.check(&["MULTI"]);
+    for cmd in [
+        &["RPUSH", "k", "a"][..],
+        &["LPOP", "k"],
+        &["LPOP", "k"],
+        &["RPOP", "k", "1"],
+        &["LSET", "k", "0", "x"],
+        &["LPUSHX", "k", "y"],
+        &["LINSERT", "k", "BEFORE", "a", "b"],
+        &["LREM", "k", "0", "a"],
+        &["LTRIM", "k", "0", "1"],
+        &["LINDEX", "k", "abc"],
+        &["LPOS", "k", "a"],
+        &["LMOVE", "k", "k2", "LEFT", "LEFT"],
+        &["LMPOP", "1", "k", "LEFT"],
+        &["BLPOP", "k", "0"],
+        &["LLEN", "k"],
+        &["RPUSH", "k", "again"],
+        &["LRANGE", "k", "0", "-1"],
+    ] {
+        d.check(cmd);
+    }
+    d.check(&["EXEC"]);
+    d.check(&["LRANGE", "k", "0", "-1"]);
+}
+
+#[test]
 fn wrong_type_errors_match_redis() {
     let mut d = Diff::new();
     d.check(&["RPUSH", "l", "a"]);

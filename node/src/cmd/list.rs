@@ -352,6 +352,17 @@ fn popped(ctx: &mut Ctx, key: &[u8], end: End, emptied: bool) {
     }
 }
 
+/// The list at `key`, for changing it. A list emptied earlier in the same
+/// MULTI/EXEC is only deleted when the transaction ends; until then it counts
+/// as absent, as it would be in Redis.
+fn list_mut<'k>(ctx: &'k mut Ctx, key: &[u8]) -> Result<Option<&'k mut List>, Reply> {
+    Ok(ctx
+        .ks
+        .get_obj_mut::<List>(key)
+        .map_err(wrongtype)?
+        .filter(|l| !l.is_empty()))
+}
+
 /// The list at `key` for a pop, if it has elements. A re-run for a blocked
 /// client treats a non-list as empty (see the module doc).
 fn poppable<'k>(ctx: &'k mut Ctx, key: &[u8]) -> Result<Option<&'k mut List>, Reply> {
@@ -463,7 +474,7 @@ fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
 fn push(ctx: &mut Ctx, args: &[Bytes], end: End, only_existing: bool) -> CmdResult {
     let key = &args[1];
     let list = if only_existing {
-        match ctx.ks.get_obj_mut::<List>(key).map_err(wrongtype)? {
+        match list_mut(ctx, key)? {
             Some(l) => l,
             None => return Ok(Reply::Int(0)),
         }
@@ -512,7 +523,7 @@ fn pop(ctx: &mut Ctx, args: &[Bytes], end: End) -> CmdResult {
         None => None,
     };
     let key = &args[1];
-    let Some(list) = ctx.ks.get_obj_mut::<List>(key).map_err(wrongtype)? else {
+    let Some(list) = list_mut(ctx, key)? else {
         return Ok(if count.is_some() { Reply::NullArray } else { Reply::Null });
     };
     let reply = match count {
@@ -543,7 +554,11 @@ fn rpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 /// keyspace hit or miss as Redis' `lookupKeyRead` does.
 fn read_list(ctx: &mut Ctx, key: &[u8], f: impl FnOnce(Option<&List>) -> CmdResult) -> CmdResult {
     let (found, out) = match ctx.ks.get_obj::<List>(key) {
-        Ok(l) => (l.is_some(), f(l)),
+        Ok(l) => {
+            // An emptied list counts as absent (see `list_mut`).
+            let l = l.filter(|l| !l.is_empty());
+            (l.is_some(), f(l))
+        }
         Err(e) => (true, Err(wrongtype(e))),
     };
     ctx.hit(found);
@@ -653,7 +668,7 @@ fn positions(list: &List, ele: &[u8], rank: i64, from_tail: bool, count: Option<
 
 fn lset(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let key = &args[1];
-    let Some(list) = ctx.ks.get_obj_mut::<List>(key).map_err(wrongtype)? else {
+    let Some(list) = list_mut(ctx, key)? else {
         return Err(Reply::err(ERR_NO_SUCH_KEY));
     };
     let index = parse::int(&args[2])?;
@@ -668,7 +683,7 @@ fn lset(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 fn lrem(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let count = parse::int(&args[2])?;
     let key = &args[1];
-    let Some(list) = ctx.ks.get_obj_mut::<List>(key).map_err(wrongtype)? else {
+    let Some(list) = list_mut(ctx, key)? else {
         return Ok(Reply::Int(0));
     };
     let from = if count < 0 { End::Right } else { End::Left };
@@ -687,7 +702,7 @@ fn ltrim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let start = parse::int(&args[2])?;
     let end = parse::int(&args[3])?;
     let key = &args[1];
-    let Some(list) = ctx.ks.get_obj_mut::<List>(key).map_err(wrongtype)? else {
+    let Some(list) = list_mut(ctx, key)? else {
         return Ok(Reply::Ok);
     };
     let len = list.len();
@@ -714,7 +729,7 @@ fn linsert(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Err(parse::syntax());
     };
     let key = &args[1];
-    let Some(list) = ctx.ks.get_obj_mut::<List>(key).map_err(wrongtype)? else {
+    let Some(list) = list_mut(ctx, key)? else {
         return Ok(Reply::Int(0));
     };
     let Some(pos) = list.position(&args[3]) else {
