@@ -839,6 +839,84 @@ fn object_encoding_is_quicklist() {
 }
 
 #[test]
+fn concurrent_producers_and_blocked_consumers_lose_and_duplicate_nothing() {
+    const PRODUCERS: usize = 3;
+    const PER_PRODUCER: usize = 300;
+    const CONSUMERS: usize = 4;
+    let s = server();
+    let addr = s.addr;
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(addr);
+                let mut got = Vec::new();
+                loop {
+                    // Alternate the blocking pops; `stop` ends a consumer.
+                    let reply = match i % 3 {
+                        0 => c.cmd(&["BLPOP", "q", "q2", "0"]),
+                        1 => c.cmd(&["BRPOP", "q2", "q", "30"]),
+                        _ => c.cmd(&["BLMPOP", "0", "2", "q", "q2", "LEFT", "COUNT", "3"]),
+                    };
+                    let items = match reply {
+                        Frame::Array(v) if v.len() == 2 => match &v[1] {
+                            Frame::Array(items) => items.clone(),
+                            one => vec![one.clone()],
+                        },
+                        other => panic!("consumer {i}: unexpected {other:?}"),
+                    };
+                    for item in items {
+                        match item {
+                            Frame::Bulk(b) if b == b"stop" => return got,
+                            Frame::Bulk(b) => got.push(String::from_utf8(b).expect("utf8")),
+                            other => panic!("consumer {i}: unexpected item {other:?}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(addr);
+                for n in 0..PER_PRODUCER {
+                    let key = if n % 2 == 0 { "q" } else { "q2" };
+                    let cmd = if n % 3 == 0 { "LPUSH" } else { "RPUSH" };
+                    let item = format!("{p}-{n}");
+                    assert!(matches!(c.cmd(&[cmd, key, &item]), Frame::Int(_)));
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().expect("producer");
+    }
+    // Wait until everything produced has been consumed, then stop everyone.
+    let mut c = RawClient::connect(addr);
+    wait_for("queues to drain", WAIT, || {
+        (c.cmd(&["LLEN", "q"]) == Frame::Int(0) && c.cmd(&["LLEN", "q2"]) == Frame::Int(0)).then_some(())
+    });
+    // One `stop` at a time, so that a BLMPOP ... COUNT 3 never takes two.
+    for _ in 0..CONSUMERS {
+        c.cmd(&["RPUSH", "q", "stop"]);
+        wait_for("stop to be taken", WAIT, || {
+            (c.cmd(&["LLEN", "q"]) == Frame::Int(0)).then_some(())
+        });
+    }
+    let mut all: Vec<String> = consumers
+        .into_iter()
+        .flat_map(|h| h.join().expect("consumer"))
+        .collect();
+    all.sort();
+    let mut want: Vec<String> = (0..PRODUCERS)
+        .flat_map(|p| (0..PER_PRODUCER).map(move |n| format!("{p}-{n}")))
+        .collect();
+    want.sort();
+    assert_eq!(all.len(), want.len());
+    assert_eq!(all, want);
+}
+
+#[test]
 fn blocked_pop_served_through_the_redis_crate() {
     use redis::Commands;
     let s = server();
