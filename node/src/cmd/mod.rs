@@ -287,6 +287,11 @@ pub struct Ctx<'a> {
     pub dirty: u64,
     /// This is a re-run for a blocked client: never block again.
     pub retry: bool,
+    /// On a re-run, the ready key that woke the client. As in Redis 7.0, a
+    /// client blocked on several keys is served from this one (not from the
+    /// first of its keys that has data), so one transaction that fills two
+    /// keys serves each key's waiters from that key.
+    pub woken_by: Option<Bytes>,
     /// Running inside EXEC: blocking commands behave as non-blocking.
     pub in_exec: bool,
 }
@@ -493,6 +498,7 @@ pub fn run(state: &State, session: &mut Session, spec: &'static CommandSpec, arg
             ready: SmallVec::new(),
             dirty: 0,
             retry,
+            woken_by: None,
             in_exec: false,
         };
         let result = (spec.handler)(&mut ctx, &args);
@@ -559,7 +565,7 @@ pub fn serve_blocked(state: &State, ready: Vec<Bytes>) {
             let (tx, _rx) = tokio::sync::mpsc::channel(1);
             let mut session = Session::new(handle.clone(), tx, true);
             session.proto = handle.proto.load(Ordering::Relaxed);
-            let (reply, more) = run_for_waiter(state, &mut session, spec, w.args.clone());
+            let (reply, more) = run_for_waiter(state, &mut session, spec, w.args.clone(), key.clone());
             match reply {
                 Some(reply) => {
                     if let Some(tx) = slot.take() {
@@ -567,7 +573,13 @@ pub fn serve_blocked(state: &State, ready: Vec<Bytes>) {
                     }
                     drop(slot);
                     state.blocking.unregister(&w);
-                    queue.extend(more);
+                    // A key already queued will be looked at anyway; queueing
+                    // it once per served waiter would only spend `rounds`.
+                    for k in more {
+                        if !queue.contains(&k) {
+                            queue.push_back(k);
+                        }
+                    }
                 }
                 // The key is not (or no longer) able to serve this waiter, so
                 // it cannot serve later waiters either: FIFO order is kept.
@@ -583,6 +595,7 @@ fn run_for_waiter(
     session: &mut Session,
     spec: &'static CommandSpec,
     args: Vec<Bytes>,
+    woken_by: Bytes,
 ) -> (Option<Reply>, Vec<Bytes>) {
     let now = now_ms();
     let pos = key_positions(spec, &args);
@@ -596,6 +609,7 @@ fn run_for_waiter(
         ready: SmallVec::new(),
         dirty: 0,
         retry: true,
+        woken_by: Some(woken_by),
         in_exec: false,
     };
     let result = (spec.handler)(&mut ctx, &args);
@@ -607,12 +621,9 @@ fn run_for_waiter(
         ..
     } = ctx;
     let expired = std::mem::take(&mut { ks }.expired);
-    for key in &expired {
-        state.notify(crate::notify::EXPIRED, "expired", key);
-    }
-    for e in &events {
-        state.notify(e.class, e.event, &e.key);
-    }
+    // Same side effects as any command (expired keys also invalidate
+    // WATCH); the keys made ready go back to the caller's queue instead.
+    after_command(state, expired, events, SmallVec::new());
     if block.is_some() {
         return (None, Vec::new());
     }

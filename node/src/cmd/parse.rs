@@ -91,21 +91,30 @@ pub fn float(b: &[u8]) -> Result<f64, Reply> {
     parse_f64(b).ok_or(Reply::err(ERR_NOT_FLOAT))
 }
 
-/// Blocking-command timeout in seconds (float), Redis 7 rules. `None` = forever.
+/// Blocking-command timeout in seconds (float), Redis 7.0 rules. `None` = forever.
+///
+/// Redis 7.0 computes `(long long) ceill(seconds * 1000)`: a timeout that
+/// rounds up to 0 ms (`-0.0001`) means "forever", and a value too large for
+/// a `long long` (`inf`, `1e20`) converts to `LLONG_MIN` on x86 and is
+/// reported as negative. Deadlines beyond [`MAX_TIMEOUT_MS`] are treated as
+/// forever: no client can tell the difference, and it keeps clock
+/// arithmetic far from overflow.
 pub fn timeout(b: &[u8]) -> Result<Option<std::time::Duration>, Reply> {
     let v = parse_f64(b).ok_or(Reply::err(ERR_TIMEOUT))?;
-    if v < 0.0 {
+    let ms = (v * 1000.0).ceil();
+    // 2^63: the first value a `long long` cannot hold.
+    if !(0.0..9_223_372_036_854_775_808.0).contains(&ms) {
         return Err(Reply::err(ERR_TIMEOUT_NEG));
     }
-    if !v.is_finite() || v > 1e12 {
-        return Err(Reply::err(ERR_TIMEOUT));
-    }
-    if v == 0.0 {
+    if ms == 0.0 || ms > MAX_TIMEOUT_MS as f64 {
         Ok(None)
     } else {
-        Ok(Some(std::time::Duration::from_secs_f64(v)))
+        Ok(Some(std::time::Duration::from_millis(ms as u64)))
     }
 }
+
+/// About 3000 years: longer timeouts block forever.
+pub const MAX_TIMEOUT_MS: u64 = 100_000_000_000_000;
 
 /// Case-insensitive comparison of an argument with an ASCII keyword.
 pub fn is(arg: &[u8], word: &str) -> bool {
@@ -171,5 +180,27 @@ mod tests {
         assert_eq!(f64_human(10.5), "10.5");
         assert_eq!(f64_human(3.0), "3");
         assert_eq!(f64_human(5.0e3), "5000");
+    }
+
+    #[test]
+    fn timeouts_as_redis_7_0() {
+        use std::time::Duration;
+        assert_eq!(timeout(b"0").expect("valid timeout"), None);
+        assert_eq!(
+            timeout(b"1.5").expect("valid timeout"),
+            Some(Duration::from_millis(1500))
+        );
+        // ceil: a sub-millisecond timeout waits one millisecond...
+        assert_eq!(
+            timeout(b"0.0001").expect("valid timeout"),
+            Some(Duration::from_millis(1))
+        );
+        // ...and a tiny negative one rounds to 0, which is "forever".
+        assert_eq!(timeout(b"-0.0001").expect("valid timeout"), None);
+        assert_eq!(timeout(b"1e12").expect("valid timeout"), None);
+        for neg in ["-1", "inf", "-inf", "1e20", "9223372036854776"] {
+            assert_eq!(timeout(neg.as_bytes()), Err(Reply::err(ERR_TIMEOUT_NEG)), "{neg}");
+        }
+        assert_eq!(timeout(b"abc"), Err(Reply::err(ERR_TIMEOUT)));
     }
 }

@@ -1,14 +1,38 @@
 //! The list type: a deque of elements with a running byte count.
+//!
+//! Redis keeps lists in a quicklist (a linked list of listpacks); a ring
+//! buffer gives the same costs where they matter — O(1) pushes and pops at
+//! both ends, O(1) indexing from either end — with one allocation for the
+//! spine. Middle edits (LINSERT, LREM, LSET by far index) are O(N) as in
+//! Redis. The byte count is kept up to date on every change, so
+//! [`List::mem_usage`] stays O(1) for memory accounting and eviction, and the
+//! spine is shrunk when a list loses most of its elements so a drained list
+//! does not keep its peak footprint.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
 
 use super::entry::round_alloc;
 
+/// Below this many slots a spine is never shrunk (not worth the copy).
+const MIN_SHRINK_CAPACITY: usize = 64;
+
 #[derive(Clone, Default)]
 pub struct List {
     items: VecDeque<Bytes>,
+    /// Sum of `round_alloc(len)` of the elements.
     bytes: usize,
+}
+
+/// Which end of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Left,
+    Right,
+}
+
+fn cost(v: &Bytes) -> usize {
+    round_alloc(v.len())
 }
 
 impl List {
@@ -25,22 +49,37 @@ impl List {
         // Redis 7.0 always reports quicklist for lists.
         "quicklist"
     }
+
+    pub fn push(&mut self, end: End, v: Bytes) {
+        match end {
+            End::Left => self.push_front(v),
+            End::Right => self.push_back(v),
+        }
+    }
+    pub fn pop(&mut self, end: End) -> Option<Bytes> {
+        match end {
+            End::Left => self.pop_front(),
+            End::Right => self.pop_back(),
+        }
+    }
     pub fn push_back(&mut self, v: Bytes) {
-        self.bytes += round_alloc(v.len());
+        self.bytes += cost(&v);
         self.items.push_back(v);
     }
     pub fn push_front(&mut self, v: Bytes) {
-        self.bytes += round_alloc(v.len());
+        self.bytes += cost(&v);
         self.items.push_front(v);
     }
     pub fn pop_front(&mut self) -> Option<Bytes> {
         let v = self.items.pop_front()?;
-        self.bytes -= round_alloc(v.len());
+        self.bytes -= cost(&v);
+        self.maybe_shrink();
         Some(v)
     }
     pub fn pop_back(&mut self) -> Option<Bytes> {
         let v = self.items.pop_back()?;
-        self.bytes -= round_alloc(v.len());
+        self.bytes -= cost(&v);
+        self.maybe_shrink();
         Some(v)
     }
     pub fn get(&self, i: usize) -> Option<&Bytes> {
@@ -48,5 +87,289 @@ impl List {
     }
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Bytes> + ExactSizeIterator {
         self.items.iter()
+    }
+    /// Elements `start..=end` (already clamped by the caller).
+    pub fn range(&self, start: usize, end: usize) -> impl DoubleEndedIterator<Item = &Bytes> + ExactSizeIterator {
+        self.items.range(start..=end)
+    }
+
+    /// Resolve a Redis index (negative counts from the tail) to a position.
+    pub fn index(&self, i: i64) -> Option<usize> {
+        let len = self.items.len() as i64;
+        let i = if i < 0 { len.checked_add(i)? } else { i };
+        (0..len).contains(&i).then_some(i as usize)
+    }
+
+    /// Replace the element at `i`; false when out of range.
+    pub fn set(&mut self, i: usize, v: Bytes) -> bool {
+        let Some(slot) = self.items.get_mut(i) else {
+            return false;
+        };
+        self.bytes = self.bytes - cost(slot) + cost(&v);
+        *slot = v;
+        true
+    }
+
+    /// Insert `v` before position `i` (`i == len` appends).
+    pub fn insert(&mut self, i: usize, v: Bytes) {
+        self.bytes += cost(&v);
+        self.items.insert(i, v);
+    }
+
+    /// Position of the first element equal to `v`, from the head.
+    pub fn position(&self, v: &[u8]) -> Option<usize> {
+        self.items.iter().position(|x| x.as_ref() == v)
+    }
+
+    /// Remove up to `limit` elements equal to `v` (0 = all), scanning from
+    /// the head or from the tail. Returns how many were removed.
+    pub fn remove_matching(&mut self, v: &[u8], limit: u64, from: End) -> u64 {
+        // Only matches at or after `first` go: from the tail, that is the
+        // earliest of the last `limit` matches, found without reallocating.
+        let first = match from {
+            End::Left => 0,
+            End::Right => {
+                let mut seen = 0u64;
+                let mut cut = self.items.len();
+                for (i, x) in self.items.iter().enumerate().rev() {
+                    if limit != 0 && seen == limit {
+                        break;
+                    }
+                    if x.as_ref() == v {
+                        seen += 1;
+                        cut = i;
+                    }
+                }
+                cut
+            }
+        };
+        let mut removed = 0u64;
+        let mut freed = 0usize;
+        let mut i = 0usize;
+        self.items.retain(|x| {
+            let at = i;
+            i += 1;
+            if at >= first && x.as_ref() == v && (limit == 0 || removed < limit) {
+                removed += 1;
+                freed += cost(x);
+                false
+            } else {
+                true
+            }
+        });
+        self.bytes -= freed;
+        self.maybe_shrink();
+        removed
+    }
+
+    /// Drop `front` elements from the head and `back` from the tail.
+    pub fn trim(&mut self, front: usize, back: usize) {
+        let front = front.min(self.items.len());
+        for v in self.items.drain(..front) {
+            self.bytes -= cost(&v);
+        }
+        let back = back.min(self.items.len());
+        let keep = self.items.len() - back;
+        for v in self.items.drain(keep..) {
+            self.bytes -= cost(&v);
+        }
+        self.maybe_shrink();
+    }
+
+    /// Pop up to `n` elements from one end, in pop order.
+    pub fn pop_many(&mut self, end: End, n: usize) -> Vec<Bytes> {
+        let n = n.min(self.items.len());
+        let out: Vec<Bytes> = match end {
+            End::Left => self.items.drain(..n).collect(),
+            End::Right => {
+                let at = self.items.len() - n;
+                self.items.drain(at..).rev().collect()
+            }
+        };
+        for v in &out {
+            self.bytes -= cost(v);
+        }
+        self.maybe_shrink();
+        out
+    }
+
+    fn maybe_shrink(&mut self) {
+        let cap = self.items.capacity();
+        if cap > MIN_SHRINK_CAPACITY && self.items.len() * 4 < cap {
+            self.items.shrink_to((self.items.len() * 2).max(MIN_SHRINK_CAPACITY));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[&str]) -> List {
+        let mut l = List::default();
+        for i in items {
+            l.push_back(Bytes::copy_from_slice(i.as_bytes()));
+        }
+        l
+    }
+
+    fn items(l: &List) -> Vec<String> {
+        l.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
+    }
+
+    /// The running byte count equals a full recount.
+    fn check_bytes(l: &List) {
+        assert_eq!(l.bytes, l.iter().map(cost).sum::<usize>());
+    }
+
+    #[test]
+    fn index_resolution() {
+        let l = list(&["a", "b", "c"]);
+        assert_eq!(l.index(0), Some(0));
+        assert_eq!(l.index(-1), Some(2));
+        assert_eq!(l.index(-3), Some(0));
+        assert_eq!(l.index(-4), None);
+        assert_eq!(l.index(3), None);
+        assert_eq!(l.index(i64::MIN), None);
+        assert_eq!(l.index(i64::MAX), None);
+    }
+
+    #[test]
+    fn remove_matching_from_both_ends() {
+        let mut l = list(&["x", "a", "x", "b", "x"]);
+        assert_eq!(l.remove_matching(b"x", 2, End::Right), 2);
+        assert_eq!(items(&l), ["x", "a", "b"]);
+        check_bytes(&l);
+        let mut l = list(&["x", "a", "x", "b", "x"]);
+        assert_eq!(l.remove_matching(b"x", 2, End::Left), 2);
+        assert_eq!(items(&l), ["a", "b", "x"]);
+        assert_eq!(l.remove_matching(b"x", 0, End::Left), 1);
+        assert_eq!(items(&l), ["a", "b"]);
+        check_bytes(&l);
+        let mut l = list(&["x", "a", "x", "b", "x"]);
+        assert_eq!(l.remove_matching(b"x", 0, End::Right), 3);
+        assert_eq!(items(&l), ["a", "b"]);
+        let mut l = list(&["x", "a", "x"]);
+        assert_eq!(l.remove_matching(b"x", 5, End::Right), 2);
+        assert_eq!(l.remove_matching(b"zz", 1, End::Right), 0);
+        assert_eq!(items(&l), ["a"]);
+        check_bytes(&l);
+    }
+
+    #[test]
+    fn trim_pop_many_and_set_keep_bytes_exact() {
+        let mut l = list(&["a", "bb", "ccc", "dddd", "eeeee"]);
+        l.trim(1, 1);
+        assert_eq!(items(&l), ["bb", "ccc", "dddd"]);
+        check_bytes(&l);
+        assert!(l.set(1, Bytes::from_static(b"a-much-longer-element-than-before")));
+        assert!(!l.set(3, Bytes::from_static(b"x")));
+        check_bytes(&l);
+        assert_eq!(l.pop_many(End::Right, 2).len(), 2);
+        assert_eq!(items(&l), ["bb"]);
+        l.trim(5, 5);
+        assert!(l.is_empty());
+        assert_eq!(l.bytes, 0);
+    }
+
+    #[test]
+    fn drained_list_releases_its_spine() {
+        let mut l = List::default();
+        for i in 0..10_000 {
+            l.push_back(Bytes::from(format!("{i}")));
+        }
+        let peak = l.mem_usage();
+        while l.len() > 10 {
+            l.pop_front();
+        }
+        check_bytes(&l);
+        assert!(l.mem_usage() < peak / 100, "{} vs {}", l.mem_usage(), peak);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(bool, u8),
+        Pop(bool),
+        PopMany(bool, usize),
+        Set(i64, u8),
+        Insert(usize, u8),
+        Remove(u8, u64, bool),
+        Trim(usize, usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<bool>(), 0u8..4).prop_map(|(l, v)| Op::Push(l, v)),
+            any::<bool>().prop_map(Op::Pop),
+            (any::<bool>(), 0usize..5).prop_map(|(l, n)| Op::PopMany(l, n)),
+            (-6i64..6, 0u8..4).prop_map(|(i, v)| Op::Set(i, v)),
+            (0usize..8, 0u8..4).prop_map(|(i, v)| Op::Insert(i, v)),
+            (0u8..4, 0u64..3, any::<bool>()).prop_map(|(v, n, l)| Op::Remove(v, n, l)),
+            (0usize..3, 0usize..3).prop_map(|(f, b)| Op::Trim(f, b)),
+        ]
+    }
+
+    /// Elements of varied sizes, so byte accounting errors show.
+    fn elem(v: u8) -> Bytes {
+        Bytes::from(vec![b'a' + v; 1 + v as usize * 9])
+    }
+
+    proptest::proptest! {
+        /// The list behaves as a plain `Vec` model and its byte count stays exact.
+        #[test]
+        fn behaves_like_a_vec(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut l = List::default();
+            let mut model: Vec<Bytes> = Vec::new();
+            let end = |left: bool| if left { End::Left } else { End::Right };
+            for op in ops {
+                match op {
+                    Op::Push(left, v) => {
+                        l.push(end(left), elem(v));
+                        if left { model.insert(0, elem(v)) } else { model.push(elem(v)) }
+                    }
+                    Op::Pop(left) => {
+                        let want = if model.is_empty() { None }
+                            else if left { Some(model.remove(0)) } else { model.pop() };
+                        proptest::prop_assert_eq!(l.pop(end(left)), want);
+                    }
+                    Op::PopMany(left, n) => {
+                        let n = n.min(model.len());
+                        let want: Vec<Bytes> = if left { model.drain(..n).collect() }
+                            else { model.drain(model.len() - n..).rev().collect() };
+                        proptest::prop_assert_eq!(l.pop_many(end(left), n), want);
+                    }
+                    Op::Set(i, v) => {
+                        if let Some(at) = l.index(i) {
+                            proptest::prop_assert!(l.set(at, elem(v)));
+                            model[at] = elem(v);
+                        }
+                    }
+                    Op::Insert(i, v) => {
+                        let i = i.min(model.len());
+                        l.insert(i, elem(v));
+                        model.insert(i, elem(v));
+                    }
+                    Op::Remove(v, limit, left) => {
+                        let target = elem(v);
+                        let mut hits: Vec<usize> = (0..model.len()).filter(|&i| model[i] == target).collect();
+                        if !left { hits.reverse(); }
+                        if limit != 0 { hits.truncate(limit as usize); }
+                        hits.sort_unstable();
+                        for &i in hits.iter().rev() { model.remove(i); }
+                        proptest::prop_assert_eq!(l.remove_matching(&target, limit, end(left)), hits.len() as u64);
+                    }
+                    Op::Trim(f, b) => {
+                        l.trim(f, b);
+                        let f = f.min(model.len());
+                        model.drain(..f);
+                        let b = b.min(model.len());
+                        model.truncate(model.len() - b);
+                    }
+                }
+                proptest::prop_assert_eq!(l.iter().cloned().collect::<Vec<_>>(), model.clone());
+                proptest::prop_assert_eq!(l.bytes, model.iter().map(cost).sum::<usize>());
+            }
+        }
     }
 }

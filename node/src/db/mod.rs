@@ -301,8 +301,7 @@ impl<'a> Keys<'a> {
     }
 
     fn delete_hashed(&mut self, key: &[u8], hash: u64, slot: u16) -> Option<Entry> {
-        let part = self.part_mut(slot);
-        let st = part.slot_mut(slot);
+        let st = self.part_mut(slot).slot_mut(slot);
         let Ok(occ) = st.table.find_entry(hash, |e| e.key() == key) else {
             return None;
         };
@@ -311,7 +310,14 @@ impl<'a> Keys<'a> {
         if volatile {
             st.volatile -= 1;
         }
-        let mem = e.mem_usage();
+        // A key handed out mutably earlier in this command (or transaction)
+        // is still accounted at its size back then, not at its current size:
+        // take back what was accounted, and drop the pending fix-up.
+        let mem = match self.touched.iter().position(|(k, _, _)| k.as_ref() == key) {
+            Some(i) => self.touched.swap_remove(i).2,
+            None => e.mem_usage(),
+        };
+        let part = self.part_mut(slot);
         part.keys -= 1;
         if volatile {
             part.volatile -= 1;
@@ -734,6 +740,28 @@ mod tests {
         let mut ks = db.lock_keys([b"s"], 0);
         ks.set_str(b"s", b"v", Expiry::Clear);
         assert_eq!(ks.get_obj_mut::<list::List>(b"s").err(), Some(WRONGTYPE));
+    }
+
+    #[test]
+    fn deleting_or_replacing_a_key_changed_earlier_in_the_command_balances_memory() {
+        // As in MULTI; RPUSH k ...; DEL k / SET k v; EXEC: one `Keys` for all.
+        let db = Db::new();
+        {
+            let mut ks = db.lock_keys([b"l", b"m"], 0);
+            for key in [&b"l"[..], b"m"] {
+                let l = ks.get_obj_mut_or_create::<list::List>(key).expect("a list");
+                for i in 0..100 {
+                    l.push_back(Bytes::from(format!("element-{i}")));
+                }
+            }
+            assert!(ks.remove(b"l").is_some());
+            ks.set_str(b"m", b"v", Expiry::Clear);
+        }
+        assert_eq!(db.key_counts().0, 1);
+        let mut ks = db.lock_keys([b"m"], 0);
+        assert!(ks.remove(b"m").is_some());
+        drop(ks);
+        assert_eq!(db.used_memory(), 0);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use ferrokv_node::config::ServeArgs;
 pub struct Server {
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
+    /// The server's shared state, for tests that must observe what no
+    /// command shows (e.g. that a client is blocked before the next step).
+    pub state: std::sync::Arc<ferrokv_node::state::State>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -57,7 +60,9 @@ pub fn server_with(mut args: ServeArgs) -> Server {
             .expect("runtime");
         rt.block_on(async move {
             let running = ferrokv_node::server::start(&args).await.expect("server starts");
-            addr_tx.send((running.addr(), running.admin_addr)).expect("send addr");
+            addr_tx
+                .send((running.addr(), running.admin_addr, running.state.clone()))
+                .expect("send addr");
             // Wait for the stop signal without blocking the runtime.
             let _ = tokio::task::spawn_blocking(move || {
                 let _ = stop_rx.recv();
@@ -66,10 +71,11 @@ pub fn server_with(mut args: ServeArgs) -> Server {
             running.shutdown().await;
         });
     });
-    let (addr, admin) = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server address");
+    let (addr, admin, state) = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server address");
     Server {
         addr,
         admin,
+        state,
         stop: Some(stop_tx),
         thread: Some(thread),
     }
@@ -149,10 +155,8 @@ pub fn redis_server(extra: &[&str]) -> RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut child = child;
         while Instant::now() < deadline {
-            if let Ok(mut c) = RawClient::try_connect(addr) {
-                if c.cmd(&["PING"]) == Frame::Simple("PONG".into()) {
-                    return RedisServer { addr, child, _dir: dir };
-                }
+            if is_redis_child(addr, child.id()) {
+                return RedisServer { addr, child, _dir: dir };
             }
             if let Ok(Some(_)) = child.try_wait() {
                 break;
@@ -163,6 +167,22 @@ pub fn redis_server(extra: &[&str]) -> RedisServer {
         let _ = child.wait();
     }
     panic!("redis-server did not start");
+}
+
+/// Does our redis-server child answer on `addr`? The port may have been
+/// taken by another test's server in the meantime (then the child fails to
+/// bind), and a probe may hit a server that is going away: never panic here.
+fn is_redis_child(addr: SocketAddr, pid: u32) -> bool {
+    let Ok(mut c) = RawClient::try_connect(addr) else {
+        return false;
+    };
+    let mut ask = |args: &[&str]| -> Option<Frame> {
+        c.writer.write_all(&RawClient::encode(args)).ok()?;
+        c.try_read().ok()
+    };
+    let ours = format!("process_id:{pid}\r\n");
+    ask(&["PING"]) == Some(Frame::Simple("PONG".into()))
+        && matches!(ask(&["INFO", "server"]), Some(Frame::Bulk(b)) if String::from_utf8_lossy(&b).contains(&ours))
 }
 
 /// A parsed RESP2/RESP3 frame, for comparing replies of two servers.
