@@ -4,8 +4,9 @@
 //! keyspace, so a malformed command never creates or changes a key. Fields
 //! and values are copied out of the request buffer before they are stored
 //! (arguments are zero-copy slices of the connection's buffer, which a stored
-//! slice would keep alive). Also home of the HSCAN/SSCAN argument parsing,
-//! which the set family shares.
+//! slice would keep alive). HINCRBYFLOAT computes in emulated x87 long
+//! double ([`long_double`]) so its results match Redis digit for digit. Also
+//! home of the HSCAN/SSCAN argument parsing, which the set family shares.
 
 use std::sync::atomic::Ordering;
 
@@ -16,6 +17,9 @@ use super::flags::*;
 use super::parse::{self, ERR_NOT_FLOAT, ERR_OVERFLOW};
 use super::{CmdResult, CommandSpec, Ctx, one_key};
 use crate::db::hash::Hash;
+use long_double::LongDouble;
+
+pub mod long_double;
 use crate::notify;
 use crate::resp::Reply;
 use crate::state::State;
@@ -313,98 +317,23 @@ fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 }
 
 fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let incr = parse_long_double(&args[3]).ok_or(Reply::err(ERR_NOT_FLOAT))?;
+    let incr = LongDouble::parse(&args[3]).ok_or(Reply::err(ERR_NOT_FLOAT))?;
     if !incr.is_finite() {
         return Err(Reply::err(ERR_NAN_INCR));
     }
     let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
     let old = match h.get(&args[2]) {
-        Some(v) => parse_long_double(v).ok_or(Reply::err(ERR_HASH_NOT_FLOAT))?,
-        None => 0.0,
+        Some(v) => LongDouble::parse(v).ok_or(Reply::err(ERR_HASH_NOT_FLOAT))?,
+        None => LongDouble::Zero { neg: false },
     };
-    let new = old + incr;
+    let new = old.add(incr);
     if !new.is_finite() {
         return Err(Reply::err(ERR_NAN_RESULT));
     }
-    let text = Bytes::from(human_long_double(new));
+    let text = Bytes::from(new.to_human());
     h.insert(owned(&args[2]), text.clone());
     ctx.changed(&args[1], notify::HASH, "hincrbyfloat");
     Ok(Reply::Bulk(text))
-}
-
-/// Redis' `string2ld` (C `strtold`, whole string, no leading space, no NaN),
-/// computed in `f64`: decimal and hexadecimal (`0x1p3`) forms, `inf`.
-/// Values beyond the `f64` range become infinite (a long double would hold
-/// them), which the callers then refuse.
-pub(super) fn parse_long_double(b: &[u8]) -> Option<f64> {
-    let (neg, rest) = match b.first() {
-        Some(b'-') => (true, &b[1..]),
-        Some(b'+') => (false, &b[1..]),
-        _ => (false, b),
-    };
-    if rest.len() > 2 && rest[0] == b'0' && (rest[1] | 0x20) == b'x' {
-        let v = parse_hex_float(&rest[2..])?;
-        return Some(if neg { -v } else { v });
-    }
-    parse::parse_f64(b)
-}
-
-fn parse_hex_float(b: &[u8]) -> Option<f64> {
-    let (mant, exp) = match b.iter().position(|&c| c | 0x20 == b'p') {
-        Some(p) => (&b[..p], Some(&b[p + 1..])),
-        None => (b, None),
-    };
-    let mut v = 0f64;
-    let mut scale = 0i32;
-    let mut digits = 0;
-    let mut seen_dot = false;
-    for &c in mant {
-        if c == b'.' && !seen_dot {
-            seen_dot = true;
-            continue;
-        }
-        let d = (c as char).to_digit(16)?;
-        v = v * 16.0 + d as f64;
-        digits += 1;
-        if seen_dot {
-            scale -= 4;
-        }
-    }
-    if digits == 0 {
-        return None;
-    }
-    if let Some(e) = exp {
-        let (eneg, e) = match e.first() {
-            Some(b'-') => (true, &e[1..]),
-            Some(b'+') => (false, &e[1..]),
-            _ => (false, e),
-        };
-        if e.is_empty() || !e.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n: i32 = std::str::from_utf8(e).ok()?.parse().unwrap_or(100_000).min(100_000);
-        scale = scale.saturating_add(if eneg { -n } else { n });
-    }
-    Some(v * 2f64.powi(scale))
-}
-
-/// Redis' `ld2string(LD_STR_HUMAN)`: `%.17Lf` with trailing zeros (and a
-/// trailing dot) removed, `-0` printed as `0`. Computed from an `f64`, so the
-/// last digits can differ from Redis' 80-bit long double for results that
-/// are not exact in binary (0.1 + 0.2 prints 0.30000000000000004).
-pub(super) fn human_long_double(v: f64) -> String {
-    if v.is_infinite() {
-        return if v > 0.0 { "inf".into() } else { "-inf".into() };
-    }
-    let mut s = format!("{v:.17}");
-    if s.contains('.') {
-        let trimmed = s.trim_end_matches('0').trim_end_matches('.').len();
-        s.truncate(trimmed);
-    }
-    if s == "-0" {
-        s = "0".into();
-    }
-    s
 }
 
 /// Parsed `[MATCH pattern] [COUNT count]` of HSCAN/SSCAN.
@@ -587,30 +516,6 @@ fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_long_double_formats_like_redis() {
-        assert_eq!(human_long_double(10.5), "10.5");
-        assert_eq!(human_long_double(5000.0), "5000");
-        assert_eq!(human_long_double(1e20), "100000000000000000000");
-        assert_eq!(human_long_double(-0.0), "0");
-        assert_eq!(human_long_double(1.23456789012345678e-5), "0.00001234567890123");
-        assert_eq!(human_long_double(3e-320), "0");
-        assert_eq!(human_long_double(-2.5), "-2.5");
-    }
-
-    #[test]
-    fn long_double_parsing() {
-        assert_eq!(parse_long_double(b"0x10"), Some(16.0));
-        assert_eq!(parse_long_double(b"-0x1p3"), Some(-8.0));
-        assert_eq!(parse_long_double(b"0x1.8"), Some(1.5));
-        assert_eq!(parse_long_double(b"0x"), None);
-        assert_eq!(parse_long_double(b"0xg"), None);
-        assert_eq!(parse_long_double(b"+1"), Some(1.0));
-        assert_eq!(parse_long_double(b"1e3"), Some(1000.0));
-        assert_eq!(parse_long_double(b" 1"), None);
-        assert_eq!(parse_long_double(b"nan"), None);
-    }
 
     #[test]
     fn scan_cursor_is_strtoul() {

@@ -1,7 +1,7 @@
 //! The hash type: field → value.
 //!
 //! Storage is a [`Dict`] in both of Redis' encodings; what differs is
-//! behaviour Redis makes visible. While a hash is small (≤ 128 fields, every
+//! behaviour Redis makes visible. While a hash is small (≤ 512 fields, every
 //! field and value ≤ 64 bytes: Redis 7.0's `hash-max-listpack-*` defaults) it
 //! reports `listpack`, keeps insertion order on removal, and HSCAN returns it
 //! whole in one call, as Redis does with a listpack. Past either limit it
@@ -17,7 +17,7 @@ use super::dict::Dict;
 use super::entry::round_alloc;
 
 /// Redis 7.0's `hash-max-listpack-entries` default.
-pub const MAX_LISTPACK_ENTRIES: usize = 128;
+pub const MAX_LISTPACK_ENTRIES: usize = 512;
 /// Redis 7.0's `hash-max-listpack-value` default.
 pub const MAX_LISTPACK_VALUE: usize = 64;
 
