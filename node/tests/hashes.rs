@@ -179,6 +179,7 @@ fn hash_errors_match_redis() {
     // A huge positive count is fine: it means "the whole hash".
     d.check(&["HRANDFIELD", "h", "4611686018427387903", "WITHVALUES"]);
     d.check(&["HRANDFIELD", "h", "9223372036854775807"]);
+    d.check(&["HRANDFIELD", "nokey", "-9223372036854775807"]);
 }
 
 #[test]
@@ -196,7 +197,9 @@ fn hincrby_and_hincrbyfloat_match_redis() {
         &["HINCRBY", "h", "neg", "-9223372036854775808"],
         &["HINCRBY", "h", "neg", "-1"],
         &["HINCRBY", "h", "neg", "0"],
-        &["HSET", "h", "s", "str", "sp", " 1", "plus", "+1", "lead", "01", "e", "1e3", "hex", "0x10"],
+        &[
+            "HSET", "h", "s", "str", "sp", " 1", "plus", "+1", "lead", "01", "e", "1e3", "hex", "0x10",
+        ],
         &["HINCRBY", "h", "s", "1"],
         &["HINCRBY", "h", "sp", "1"],
         &["HINCRBY", "h", "plus", "1"],
@@ -411,7 +414,10 @@ fn hrandfield_properties() {
     // On a listpack, unique samples come in hash order (as Redis' listpack sampling).
     let order: Vec<Vec<u8>> = items(&c.cmd(&["HKEYS", "small"])).iter().map(bulk).collect();
     let r: Vec<Vec<u8>> = items(&c.cmd(&["HRANDFIELD", "small", "6"])).iter().map(bulk).collect();
-    let pos: Vec<usize> = r.iter().map(|f| order.iter().position(|o| o == f).expect("member")).collect();
+    let pos: Vec<usize> = r
+        .iter()
+        .map(|f| order.iter().position(|o| o == f).expect("member"))
+        .collect();
     assert!(pos.windows(2).all(|w| w[0] < w[1]), "{pos:?}");
     // RESP3: pairs with repetition are 2-element arrays.
     c.cmd(&["HELLO", "3"]);
@@ -451,7 +457,9 @@ fn events(sub: &mut RawClient, publisher: &mut RawClient) -> Vec<String> {
     sub.set_timeout(Duration::from_secs(5));
     let mut out = Vec::new();
     loop {
-        let Frame::Array(m) = sub.read() else { panic!("expected a pmessage") };
+        let Frame::Array(m) = sub.read() else {
+            panic!("expected a pmessage")
+        };
         let channel = String::from_utf8(bulk(&m[2])).expect("utf8");
         let event = channel.trim_start_matches("__keyevent@0__:").to_string();
         if event == "end" {
@@ -508,7 +516,12 @@ fn watch_sees_hash_changes_and_multi_runs_hash_commands() {
         a.cmd(&["EXEC"]),
         Frame::Array(vec![
             Frame::Int(1),
-            Frame::Array(vec![Frame::bulk("f"), Frame::bulk("2"), Frame::bulk("g"), Frame::bulk("2")])
+            Frame::Array(vec![
+                Frame::bulk("f"),
+                Frame::bulk("2"),
+                Frame::bulk("g"),
+                Frame::bulk("2")
+            ])
         ])
     );
 }
@@ -519,7 +532,9 @@ fn works_with_the_redis_crate() {
     let s = server();
     let client = redis::Client::open(s.url()).expect("client");
     let mut con = client.get_connection().expect("connect");
-    let () = con.hset_multiple("user:1", &[("name", "ada"), ("lang", "rust")]).expect("hmset");
+    let () = con
+        .hset_multiple("user:1", &[("name", "ada"), ("lang", "rust")])
+        .expect("hmset");
     let name: String = con.hget("user:1", "name").expect("hget");
     assert_eq!(name, "ada");
     let all: std::collections::HashMap<String, String> = con.hgetall("user:1").expect("hgetall");

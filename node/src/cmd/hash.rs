@@ -31,7 +31,7 @@ const ERR_NAN_RESULT: &str = "ERR increment would produce NaN or Infinity";
 const ERR_INVALID_CURSOR: &str = "ERR invalid cursor";
 pub(super) const ERR_RANGE_COUNT: &str =
     "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807";
-const ERR_OUT_OF_RANGE: &str = "ERR value is out of range";
+pub(super) const ERR_OUT_OF_RANGE: &str = "ERR value is out of range";
 /// Largest number of elements a random-with-repetition reply (negative
 /// count) may hold. Redis serves any count and runs out of memory on absurd
 /// ones; a client must never be able to do that to this server.
@@ -82,7 +82,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "O(1)",
         "Set the value of a hash field, only if the field does not exist"
     ),
-    spec!("hget", 3, READONLY | FAST, hget, "2.0.0", "O(1)", "Get the value of a hash field"),
+    spec!(
+        "hget",
+        3,
+        READONLY | FAST,
+        hget,
+        "2.0.0",
+        "O(1)",
+        "Get the value of a hash field"
+    ),
     spec!(
         "hmget",
         -3,
@@ -101,8 +109,24 @@ pub static COMMANDS: &[CommandSpec] = &[
         "O(N) where N is the number of fields to be removed.",
         "Delete one or more hash fields"
     ),
-    spec!("hexists", 3, READONLY | FAST, hexists, "2.0.0", "O(1)", "Determine if a hash field exists"),
-    spec!("hlen", 2, READONLY | FAST, hlen, "2.0.0", "O(1)", "Get the number of fields in a hash"),
+    spec!(
+        "hexists",
+        3,
+        READONLY | FAST,
+        hexists,
+        "2.0.0",
+        "O(1)",
+        "Determine if a hash field exists"
+    ),
+    spec!(
+        "hlen",
+        2,
+        READONLY | FAST,
+        hlen,
+        "2.0.0",
+        "O(1)",
+        "Get the number of fields in a hash"
+    ),
     spec!(
         "hstrlen",
         3,
@@ -202,7 +226,7 @@ fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Hash>, Reply> {
 }
 
 fn set_pairs(ctx: &mut Ctx, args: &[Bytes], name: &str) -> Result<i64, Reply> {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(wrong_args(name));
     }
     let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
@@ -282,14 +306,20 @@ fn hstrlen(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 fn hkeys(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let h = read(ctx, &args[1])?;
     Ok(Reply::Array(
-        h.into_iter().flat_map(Hash::iter).map(|(k, _)| Reply::Bulk(k.clone())).collect(),
+        h.into_iter()
+            .flat_map(Hash::iter)
+            .map(|(k, _)| Reply::Bulk(k.clone()))
+            .collect(),
     ))
 }
 
 fn hvals(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let h = read(ctx, &args[1])?;
     Ok(Reply::Array(
-        h.into_iter().flat_map(Hash::iter).map(|(_, v)| Reply::Bulk(v.clone())).collect(),
+        h.into_iter()
+            .flat_map(Hash::iter)
+            .map(|(_, v)| Reply::Bulk(v.clone()))
+            .collect(),
     ))
 }
 
@@ -326,7 +356,7 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         Some(v) => LongDouble::parse(v).ok_or(Reply::err(ERR_HASH_NOT_FLOAT))?,
         None => LongDouble::Zero { neg: false },
     };
-    let new = old.add(incr);
+    let new = old + incr;
     if !new.is_finite() {
         return Err(Reply::err(ERR_NAN_RESULT));
     }
@@ -357,7 +387,10 @@ pub(super) fn scan_cursor(b: &[u8]) -> Result<u64, Reply> {
     }
     let mut v: u64 = 0;
     for &d in digits {
-        v = v.checked_mul(10).and_then(|v| v.checked_add((d - b'0') as u64)).ok_or_else(bad)?;
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add((d - b'0') as u64))
+            .ok_or_else(bad)?;
     }
     Ok(if neg { v.wrapping_neg() } else { v })
 }
@@ -470,13 +503,13 @@ fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         }
         _ => return Err(parse::syntax()),
     };
-    if count < 0 && count.unsigned_abs() > MAX_RANDOM_REPLY {
-        return Err(Reply::err(ERR_OUT_OF_RANGE));
-    }
     let resp3 = ctx.proto() >= 3;
     let Some(h) = read(ctx, &args[1])? else {
         return Ok(Reply::Array(Vec::new()));
     };
+    if count < 0 && count.unsigned_abs() > MAX_RANDOM_REPLY {
+        return Err(Reply::err(ERR_OUT_OF_RANGE));
+    }
     let field = |i: usize, out: &mut Vec<Reply>| {
         let (k, v) = h.at(i);
         if !withvalues {

@@ -13,8 +13,8 @@ use rand::Rng;
 
 use super::flags::*;
 use super::hash::{
-    ERR_RANGE_COUNT, MAX_RANDOM_REPLY, distinct_positions, hit, owned, scan_cursor, scan_matches, scan_opts,
-    scan_reply,
+    ERR_OUT_OF_RANGE, ERR_RANGE_COUNT, MAX_RANDOM_REPLY, distinct_positions, hit, owned, scan_cursor, scan_matches,
+    scan_opts, scan_reply,
 };
 use super::{CmdResult, CommandSpec, Ctx, KeySpec, all_keys_from, one_key, parse};
 use crate::db::Value;
@@ -293,7 +293,11 @@ fn spop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     };
     let key = &args[1];
     let Some(s) = ctx.ks.get_obj_mut::<Set>(key).map_err(Reply::err)? else {
-        return Ok(if count.is_some() { Reply::Set(Vec::new()) } else { Reply::Null });
+        return Ok(if count.is_some() {
+            Reply::Set(Vec::new())
+        } else {
+            Reply::Null
+        });
     };
     let reply = match count {
         None => Reply::Bulk(s.remove_at(rand::rng().random_range(0..s.len()))),
@@ -329,9 +333,6 @@ fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             if n == i64::MIN {
                 return Err(Reply::err(ERR_RANGE_COUNT));
             }
-            if n < 0 && n.unsigned_abs() > MAX_RANDOM_REPLY {
-                return Err(Reply::err("ERR value is out of range"));
-            }
             Some(n)
         }
         _ => return Err(parse::syntax()),
@@ -346,6 +347,9 @@ fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(s) = s else {
         return Ok(Reply::Array(Vec::new()));
     };
+    if count < 0 && count.unsigned_abs() > MAX_RANDOM_REPLY {
+        return Err(Reply::err(ERR_OUT_OF_RANGE));
+    }
     let len = s.len();
     let out = if count < 0 {
         let mut rng = rand::rng();
@@ -617,4 +621,24 @@ fn sscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         budget -= 1;
     }
     Ok(scan_reply(cursor, bulks(collected.iter().filter(keep))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<Bytes> {
+        v.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+    }
+
+    #[test]
+    fn sintercard_key_positions() {
+        assert_eq!(sintercard_keys(&args(&["SINTERCARD", "2", "a", "b"])), vec![2, 3]);
+        assert_eq!(sintercard_keys(&args(&["SINTERCARD", "1", "a", "LIMIT", "3"])), vec![2]);
+        // Invalid numkeys: no keys, the handler answers with the error.
+        assert!(sintercard_keys(&args(&["SINTERCARD", "3", "a", "b"])).is_empty());
+        assert!(sintercard_keys(&args(&["SINTERCARD", "0", "a"])).is_empty());
+        assert!(sintercard_keys(&args(&["SINTERCARD", "x", "a"])).is_empty());
+        assert!(sintercard_keys(&args(&["SINTERCARD", "9223372036854775807", "a"])).is_empty());
+    }
 }

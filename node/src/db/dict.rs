@@ -298,12 +298,12 @@ mod tests {
         }
         check_consistent(&d);
         for i in (0..1000).step_by(3) {
-            let at = d.find(format!("m{i}").as_bytes()).unwrap();
+            let at = d.find(format!("m{i}").as_bytes()).expect("present");
             d.swap_remove(at);
         }
         check_consistent(&d);
         for i in (1..1000).step_by(3) {
-            let at = d.find(format!("m{i}").as_bytes()).unwrap();
+            let at = d.find(format!("m{i}").as_bytes()).expect("present");
             d.ordered_remove(at);
         }
         check_consistent(&d);

@@ -131,7 +131,14 @@ mod tests {
         let v: Vec<&[u8]> = s.iter().map(|m| m.as_ref()).collect();
         assert_eq!(
             v,
-            vec![&b"-9223372036854775808"[..], b"-3", b"0", b"7", b"10", b"9223372036854775807"]
+            vec![
+                &b"-9223372036854775808"[..],
+                b"-3",
+                b"0",
+                b"7",
+                b"10",
+                b"9223372036854775807"
+            ]
         );
         assert!(s.remove(b"0"));
         assert_eq!(s.encoding(), "intset");

@@ -22,10 +22,18 @@ const MAX_CHARS: usize = 5 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LongDouble {
-    Zero { neg: bool },
+    Zero {
+        neg: bool,
+    },
     /// `m × 2^e`, `m` normalized (top bit set).
-    Finite { neg: bool, m: u64, e: i64 },
-    Inf { neg: bool },
+    Finite {
+        neg: bool,
+        m: u64,
+        e: i64,
+    },
+    Inf {
+        neg: bool,
+    },
 }
 
 /// A little-endian big unsigned integer, for exact intermediates.
@@ -133,7 +141,10 @@ impl Big {
         v
     }
     fn cmp(&self, o: &Big) -> Ordering {
-        self.0.len().cmp(&o.0.len()).then_with(|| self.0.iter().rev().cmp(o.0.iter().rev()))
+        self.0
+            .len()
+            .cmp(&o.0.len())
+            .then_with(|| self.0.iter().rev().cmp(o.0.iter().rev()))
     }
     /// `self - o`, requires `self >= o`.
     fn sub(&self, o: &Big) -> Big {
@@ -294,7 +305,7 @@ impl LongDouble {
             Self::round(neg, &n, e10.saturating_sub(4 * frac), false)
         } else {
             let e10 = e10 - frac;
-            if e10 > 5000 || e10 < -5500 {
+            if !(-5500..=5000).contains(&e10) {
                 return None;
             }
             if e10 >= 0 {
@@ -318,7 +329,7 @@ impl LongDouble {
     }
 
     /// `self + o`, rounded to nearest-even.
-    pub fn add(self, o: LongDouble) -> LongDouble {
+    fn sum(self, o: LongDouble) -> LongDouble {
         match (self, o) {
             (LongDouble::Inf { neg: a }, LongDouble::Inf { neg: b }) if a != b => LongDouble::Inf { neg: a },
             (LongDouble::Inf { .. }, _) => self,
@@ -379,7 +390,11 @@ impl LongDouble {
                 let q = p >> k;
                 let rem = p & ((1u128 << k) - 1);
                 let half = 1u128 << (k - 1);
-                if rem > half || (rem == half && q & 1 == 1) { q + 1 } else { q }
+                if rem > half || (rem == half && q & 1 == 1) {
+                    q + 1
+                } else {
+                    q
+                }
             };
             let int = q / 100_000_000_000_000_000;
             let frac = q % 100_000_000_000_000_000;
@@ -395,6 +410,13 @@ impl LongDouble {
             s = "0".into();
         }
         s
+    }
+}
+
+impl std::ops::Add for LongDouble {
+    type Output = LongDouble;
+    fn add(self, o: LongDouble) -> LongDouble {
+        self.sum(o)
     }
 }
 
@@ -457,7 +479,7 @@ mod tests {
     fn incr(a: &str, b: &str) -> String {
         let a = LongDouble::parse(a.as_bytes()).expect("a parses");
         let b = LongDouble::parse(b.as_bytes()).expect("b parses");
-        a.add(b).to_human()
+        (a + b).to_human()
     }
 
     #[test]
@@ -478,7 +500,10 @@ mod tests {
             incr("0", "1e308"),
             "99999999999999999996685879655845645660560099847415567207797047994921734868838061872100126921888539320446747225054013223152134749593960583597420814430196418767959100019603190778663109604507106667939153395788938914560543563061268364901618630217086589253444881623791300855757318142424510452728255046343928578048"
         );
-        assert_eq!(incr("1", "1e70"), "10000000000000000000222479489586148259025995410601157579323600873193472");
+        assert_eq!(
+            incr("1", "1e70"),
+            "10000000000000000000222479489586148259025995410601157579323600873193472"
+        );
         assert_eq!(incr("0", "1e-4950"), "0");
         assert_eq!(incr("0", "0.0000000000000000049"), "0");
         assert_eq!(incr("0", "0.000000000000000005"), "0");
@@ -487,9 +512,12 @@ mod tests {
         assert_eq!(incr("0", "0e99999"), "0");
         assert_eq!(incr("0", "0x1.8p1"), "3");
         assert_eq!(incr("0", "123456789.123456789"), "123456789.12345678899873747");
-        assert_eq!(incr("123456789.12345678899873747", "0.000000001"), "123456789.12345678999554366");
+        assert_eq!(
+            incr("123456789.12345678899873747", "0.000000001"),
+            "123456789.12345678999554366"
+        );
         let max = "1.7976931348623157e308";
-        let twice = LongDouble::parse(max.as_bytes()).map(|v| v.add(v).to_human());
+        let twice = LongDouble::parse(max.as_bytes()).map(|v| (v + v).to_human());
         assert!(twice.is_some_and(|t| t.starts_with("3595386269724631399918420935482088680967")));
         assert!(LongDouble::parse(b"1e4932").is_some());
         assert!(LongDouble::parse(b"1e4933").is_none());
@@ -497,7 +525,9 @@ mod tests {
 
     #[test]
     fn parse_rejects_what_string2ld_rejects() {
-        for bad in ["", " 1", "1 ", "x", "1e", "nan", "0x", "1e99999", "1..2", "--1", "1e-5000", "1e4933"] {
+        for bad in [
+            "", " 1", "1 ", "x", "1e", "nan", "0x", "1e99999", "1..2", "--1", "1e-5000", "1e4933",
+        ] {
             assert!(LongDouble::parse(bad.as_bytes()).is_none(), "{bad:?}");
         }
         for good in ["0", "-0", "0.000", "0e10", ".5", "1.", "inf", "-Infinity", "1E3"] {
