@@ -367,3 +367,78 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod model {
+    //! The dictionary against a `BTreeSet` model under random operations.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(u16),
+        InsertFront(u16),
+        SwapRemove(u16),
+        OrderedRemove(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u16..300).prop_map(Op::Push),
+            1 => (0u16..300).prop_map(Op::InsertFront),
+            2 => (0u16..300).prop_map(Op::SwapRemove),
+            1 => (0u16..300).prop_map(Op::OrderedRemove),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_like_a_set(ops in proptest::collection::vec(op(), 1..400)) {
+            let mut d: Dict<Bytes> = Dict::default();
+            let mut model = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Push(k) | Op::InsertFront(k) => {
+                        let key = Bytes::from(k.to_string());
+                        if d.find(&key).is_none() {
+                            if matches!(op, Op::Push(_)) { d.push(key); } else { d.insert_at(0, key); }
+                            model.insert(k);
+                        }
+                    }
+                    Op::SwapRemove(k) | Op::OrderedRemove(k) => {
+                        if let Some(i) = d.find(k.to_string().as_bytes()) {
+                            let before: Vec<Bytes> = d.iter().cloned().collect();
+                            let removed = if matches!(op, Op::SwapRemove(_)) {
+                                d.swap_remove(i)
+                            } else {
+                                let r = d.ordered_remove(i);
+                                let mut expect = before.clone();
+                                expect.remove(i);
+                                prop_assert!(d.iter().eq(expect.iter()), "order kept");
+                                r
+                            };
+                            prop_assert_eq!(removed, Bytes::from(k.to_string()));
+                        }
+                        model.remove(&k);
+                    }
+                }
+                prop_assert_eq!(d.len(), model.len());
+            }
+            for k in 0u16..300 {
+                prop_assert_eq!(d.find(k.to_string().as_bytes()).is_some(), model.contains(&k));
+            }
+            // A full scan from 0 returns every item exactly once (no resize in between).
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                cursor = d.scan_bucket(cursor, |it| seen.push(it.clone()));
+                if cursor == 0 { break; }
+            }
+            seen.sort();
+            let mut all: Vec<Bytes> = d.iter().cloned().collect();
+            all.sort();
+            prop_assert_eq!(seen, all);
+        }
+    }
+}
