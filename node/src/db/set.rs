@@ -1,49 +1,178 @@
-//! The set type: unique members with a running byte count.
+//! The set type: unique members.
+//!
+//! Storage is a [`Dict`] in both of Redis 7.0's encodings; what differs is
+//! behaviour Redis makes visible. While every member is an integer (as
+//! Redis' `string2ll` accepts) and there are at most 512 of them
+//! (`set-max-intset-entries`), the set reports `intset` and keeps its members
+//! sorted by value, so SMEMBERS, SSCAN and the set-algebra commands list them
+//! in the order Redis' intset does, and SSCAN returns them in one call.
+//! After that it becomes `hashtable` for good (Redis never converts back).
+//!
+//! `bytes` tracks the members' allocations so that [`Set::mem_usage`] is O(1).
 
 use bytes::Bytes;
 
+use super::dict::Dict;
 use super::entry::round_alloc;
+use crate::cmd::parse::parse_i64;
+
+/// Redis 7.0's `set-max-intset-entries` default.
+pub const MAX_INTSET_ENTRIES: usize = 512;
 
 #[derive(Clone, Default)]
 pub struct Set {
-    members: hashbrown::HashSet<Bytes, foldhash::fast::RandomState>,
+    dict: Dict<Bytes>,
     bytes: usize,
+    hashtable: bool,
 }
 
 impl Set {
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.dict.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.dict.is_empty()
     }
     pub fn mem_usage(&self) -> usize {
-        self.bytes + self.members.capacity() * (std::mem::size_of::<Bytes>() + 1)
+        self.bytes + self.dict.table_bytes()
     }
     pub fn encoding(&self) -> &'static str {
-        "hashtable"
+        if self.hashtable { "hashtable" } else { "intset" }
+    }
+    /// Small encoding: sorted by value and scans return everything.
+    pub fn is_intset(&self) -> bool {
+        !self.hashtable
     }
     pub fn contains(&self, m: &[u8]) -> bool {
-        self.members.contains(m)
+        self.dict.find(m).is_some()
     }
+    /// Add a member; returns true when it is new. Callers pass owned copies,
+    /// not slices of a request buffer.
     pub fn insert(&mut self, m: Bytes) -> bool {
-        let n = round_alloc(m.len());
-        let new = self.members.insert(m);
-        if new {
-            self.bytes += n;
+        if self.dict.find(&m).is_some() {
+            return false;
         }
-        new
+        self.bytes += round_alloc(m.len());
+        if !self.hashtable {
+            match parse_i64(&m) {
+                Some(v) if self.dict.len() < MAX_INTSET_ENTRIES => {
+                    let pos = self.sorted_position(v);
+                    self.dict.insert_at(pos, m);
+                    return true;
+                }
+                _ => self.hashtable = true,
+            }
+        }
+        self.dict.push(m);
+        true
+    }
+    /// Where integer `v` goes in an intset's sorted order.
+    fn sorted_position(&self, v: i64) -> usize {
+        let (mut lo, mut hi) = (0, self.dict.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            // Every member of an intset parses; `MIN` only guards the impossible.
+            if parse_i64(self.dict.at(mid)).unwrap_or(i64::MIN) < v {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
     pub fn remove(&mut self, m: &[u8]) -> bool {
-        match self.members.take(m) {
-            Some(m) => {
-                self.bytes -= round_alloc(m.len());
+        match self.dict.find(m) {
+            Some(i) => {
+                self.remove_at(i);
                 true
             }
             None => false,
         }
     }
-    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
-        self.members.iter()
+    /// Remove the member at position `i` (`i < len`), for SPOP.
+    pub fn remove_at(&mut self, i: usize) -> Bytes {
+        let m = if self.hashtable {
+            self.dict.swap_remove(i)
+        } else {
+            self.dict.ordered_remove(i)
+        };
+        self.bytes -= round_alloc(m.len());
+        m
+    }
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Bytes> {
+        self.dict.iter()
+    }
+    /// The member at position `i` (`i < len`), for random picks.
+    pub fn at(&self, i: usize) -> &Bytes {
+        self.dict.at(i)
+    }
+    /// One SSCAN step over a `hashtable` set; see [`Dict::scan_bucket`].
+    pub fn scan_bucket(&self, cursor: u64, f: impl FnMut(&Bytes)) -> u64 {
+        self.dict.scan_bucket(cursor, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn intset_is_sorted_and_converts_on_a_string() {
+        let mut s = Set::default();
+        for m in ["10", "-3", "7", "0", "-9223372036854775808", "9223372036854775807"] {
+            assert!(s.insert(b(m)));
+        }
+        assert!(!s.insert(b("7")));
+        assert_eq!(s.encoding(), "intset");
+        let v: Vec<&[u8]> = s.iter().map(|m| m.as_ref()).collect();
+        assert_eq!(
+            v,
+            vec![
+                &b"-9223372036854775808"[..],
+                b"-3",
+                b"0",
+                b"7",
+                b"10",
+                b"9223372036854775807"
+            ]
+        );
+        assert!(s.remove(b"0"));
+        assert_eq!(s.encoding(), "intset");
+        s.insert(b("07"));
+        assert_eq!(s.encoding(), "hashtable", "07 is not a canonical integer");
+        assert!(s.remove(b"07"));
+        assert_eq!(s.encoding(), "hashtable");
+    }
+
+    #[test]
+    fn intset_converts_past_512_members() {
+        let mut s = Set::default();
+        for i in 0..MAX_INTSET_ENTRIES {
+            s.insert(Bytes::from(i.to_string()));
+        }
+        assert_eq!(s.encoding(), "intset");
+        s.insert(b("100000"));
+        assert_eq!(s.encoding(), "hashtable");
+        assert_eq!(s.len(), MAX_INTSET_ENTRIES + 1);
+        for i in 0..=MAX_INTSET_ENTRIES {
+            assert!(s.contains(i.to_string().as_bytes()) || i == MAX_INTSET_ENTRIES);
+        }
+    }
+
+    #[test]
+    fn memory_balances() {
+        let mut s = Set::default();
+        for i in 0..1000 {
+            s.insert(Bytes::from(format!("m{i}")));
+        }
+        assert!(s.mem_usage() > 0);
+        while !s.is_empty() {
+            s.remove_at(0);
+        }
+        assert_eq!(s.mem_usage(), 0);
     }
 }
