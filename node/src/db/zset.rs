@@ -174,7 +174,15 @@ impl ZSet {
     }
 
     /// Insert a member or change its score. Returns true when it is new.
-    pub fn insert(&mut self, member: &[u8], score: f64) -> bool {
+    pub fn insert(&mut self, member: &[u8], mut score: f64) -> bool {
+        let new = !self.map.contains_key(member);
+        if new && (self.map.len() + 1 > LISTPACK_MAX_ENTRIES || member.len() > LISTPACK_MAX_VALUE) {
+            self.skiplist = true;
+        }
+        if !self.skiplist && score == 0.0 {
+            // A listpack stores -0 as the integer 0: the sign is lost in Redis.
+            score = 0.0;
+        }
         if let Some(&i) = self.map.get(member) {
             let old = self.nodes[i as usize].score;
             // Redis compares with `==`: 0 and -0 are the same score.
@@ -191,9 +199,6 @@ impl ZSet {
         self.bytes += round_alloc(m.len()) + MEMBER_OVERHEAD;
         let n = self.list_insert(m.clone(), score);
         self.map.insert(m, n);
-        if self.map.len() > LISTPACK_MAX_ENTRIES || member.len() > LISTPACK_MAX_VALUE {
-            self.skiplist = true;
-        }
         true
     }
 
@@ -628,10 +633,16 @@ mod tests {
         assert!(!z.insert(b"a", 3.0));
         assert_eq!(z.rank(b"a"), Some(1));
         assert_eq!(z.rank(b"b"), Some(0));
-        // -0 and 0 compare equal: the score keeps the sign it was first given.
-        assert!(!z.insert(b"b", 0.0));
-        assert!(!z.insert(b"c", -0.0) || z.score(b"c").is_some_and(|s| s.is_sign_negative()));
-        assert!(!z.insert(b"c", 0.0));
-        assert!(z.score(b"c").is_some_and(|s| s.is_sign_negative()));
+        // -0 becomes 0 while the set is small (as in a listpack), and keeps its
+        // sign once it is large; 0 and -0 compare equal.
+        assert!(z.insert(b"c", -0.0));
+        assert!(z.score(b"c").is_some_and(|s| s.is_sign_positive()));
+        for i in 0..200 {
+            z.insert(format!("{i}").as_bytes(), 1.0);
+        }
+        assert!(z.insert(b"d", -0.0));
+        assert!(z.score(b"d").is_some_and(|s| s.is_sign_negative()));
+        assert!(!z.insert(b"d", 0.0));
+        assert!(z.score(b"d").is_some_and(|s| s.is_sign_negative()));
     }
 }
