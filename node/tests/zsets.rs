@@ -2,6 +2,7 @@
 //! Redis 7.0.15 for every command, option and error (RESP2 and RESP3), a
 //! randomized differential run, blocking pops, keyspace events, and a
 //! redis-rs client.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -33,7 +34,9 @@ fn zadd_options_and_errors() {
     d.check(&["ZADD", "z", "LT", "CH", "1", "a", "200", "b"]);
     d.check(&["ZADD", "z", "lt", "xx", "ch", "0", "a", "0", "zz"]);
     d.check(&["ZADD", "z", "GT", "XX", "CH", "50", "a"]);
-    d.check(&["ZADD", "z", "-inf", "ninf", "+inf", "pinf", "1e3", "exp", "0x10", "hex", "-0", "negzero"]);
+    d.check(&[
+        "ZADD", "z", "-inf", "ninf", "+inf", "pinf", "1e3", "exp", "0x10", "hex", "-0", "negzero",
+    ]);
     d.check(&["ZADD", "z", "1.5", "a", "1.5", "a", "2.5", "a"]);
     d.check(&["ZRANGE", "z", "0", "-1", "WITHSCORES"]);
     d.check(&["ZADD", "z", "INCR", "10", "a"]);
@@ -89,7 +92,18 @@ fn zincrby_zscore_zmscore_zcard() {
     d.check_error(&["ZMSCORE", "z"]);
     d.check(&["ZCARD", "z"]);
     d.check(&["ZCARD", "nokey"]);
-    d.check(&["ZADD", "f", "0.1", "x", "1e-300", "y", "123456789012345678", "w", "3.0000000000000004", "v"]);
+    d.check(&[
+        "ZADD",
+        "f",
+        "0.1",
+        "x",
+        "1e-300",
+        "y",
+        "123456789012345678",
+        "w",
+        "3.0000000000000004",
+        "v",
+    ]);
     d.check(&["ZRANGE", "f", "0", "-1", "WITHSCORES"]);
     hello3(&mut d);
     d.check(&["ZSCORE", "z", "a"]);
@@ -123,7 +137,14 @@ fn counts_ranks_and_range_parsing() {
         d.check(&["ZRANGEBYSCORE", "z", min, max, "WITHSCORES"]);
         d.check(&["ZREVRANGEBYSCORE", "z", max, min, "WITHSCORES"]);
     }
-    for (min, max) in [("a", "b"), ("nan", "1"), ("1", "(nan"), ("1x", "2"), ("[1", "2"), ("1", "2 ")] {
+    for (min, max) in [
+        ("a", "b"),
+        ("nan", "1"),
+        ("1", "(nan"),
+        ("1x", "2"),
+        ("[1", "2"),
+        ("1", "2 "),
+    ] {
         d.check_error(&["ZCOUNT", "z", min, max]);
         d.check_error(&["ZRANGEBYSCORE", "z", min, max]);
         d.check_error(&["ZREMRANGEBYSCORE", "z", min, max]);
@@ -197,7 +218,14 @@ fn zrange_variants_options_and_errors() {
         d.check(&["ZREVRANGE", "z", a, b, "WITHSCORES"]);
     }
     for (min, max) in [("-inf", "+inf"), ("1", "4"), ("(1", "(4"), ("2", "2"), ("5", "1")] {
-        for lim in [None, Some(("0", "3")), Some(("2", "2")), Some(("5", "-1")), Some(("-1", "5")), Some(("100", "1"))] {
+        for lim in [
+            None,
+            Some(("0", "3")),
+            Some(("2", "2")),
+            Some(("5", "-1")),
+            Some(("-1", "5")),
+            Some(("100", "1")),
+        ] {
             for rev in [false, true] {
                 let (lo, hi) = if rev { (max, min) } else { (min, max) };
                 let mut cmd = vec!["ZRANGE", "z", lo, hi, "BYSCORE"];
@@ -280,7 +308,17 @@ fn zrangestore_variants() {
     d.check(&["ZRANGESTORE", "{t}dst", "{t}src", "(1", "3", "BYSCORE", "REV"]);
     d.check(&["ZRANGESTORE", "{t}dst", "{t}src", "3", "(1", "BYSCORE", "REV"]);
     d.check(&["ZRANGE", "{t}dst", "0", "-1", "WITHSCORES"]);
-    d.check(&["ZRANGESTORE", "{t}dst", "{t}src", "-inf", "+inf", "BYSCORE", "LIMIT", "1", "2"]);
+    d.check(&[
+        "ZRANGESTORE",
+        "{t}dst",
+        "{t}src",
+        "-inf",
+        "+inf",
+        "BYSCORE",
+        "LIMIT",
+        "1",
+        "2",
+    ]);
     d.check(&["ZRANGE", "{t}dst", "0", "-1", "WITHSCORES"]);
     d.check(&["ZRANGESTORE", "{t}dst", "{t}src", "[b", "+", "BYLEX"]);
     d.check(&["ZRANGE", "{t}dst", "0", "-1", "WITHSCORES"]);
@@ -308,7 +346,14 @@ fn zrem_and_zremrange() {
     d.check(&["ZREM", "nokey", "a"]);
     d.check(&["ZREM", "z", "c", "d", "e", "f", "x"]);
     d.check(&["ZCARD", "z"]);
-    for (a, b) in [("0", "1"), ("-2", "-1"), ("3", "1"), ("10", "20"), ("-100", "1"), ("0", "-1")] {
+    for (a, b) in [
+        ("0", "1"),
+        ("-2", "-1"),
+        ("3", "1"),
+        ("10", "20"),
+        ("-100", "1"),
+        ("0", "-1"),
+    ] {
         fill(&mut d, "r");
         d.check(&["ZREMRANGEBYRANK", "r", a, b]);
         d.check(&["ZRANGE", "r", "0", "-1", "WITHSCORES"]);
@@ -583,10 +628,14 @@ fn zrandmember_shapes_and_errors() {
     for _ in 0..20 {
         let f = d.ours.cmd(&["ZRANDMEMBER", "z"]);
         assert!(members.contains(&f), "{f:?}");
-        let Frame::Array(v) = d.ours.cmd(&["ZRANDMEMBER", "z", "2"]) else { panic!() };
+        let Frame::Array(v) = d.ours.cmd(&["ZRANDMEMBER", "z", "2"]) else {
+            panic!()
+        };
         assert_eq!(v.len(), 2);
         assert_ne!(v[0], v[1], "positive count gives distinct members");
-        let Frame::Array(v) = d.ours.cmd(&["ZRANDMEMBER", "z", "-7", "WITHSCORES"]) else { panic!() };
+        let Frame::Array(v) = d.ours.cmd(&["ZRANDMEMBER", "z", "-7", "WITHSCORES"]) else {
+            panic!()
+        };
         assert_eq!(v.len(), 14);
         for p in v.chunks(2) {
             let Frame::Bulk(m) = &p[0] else { panic!() };
@@ -597,8 +646,13 @@ fn zrandmember_shapes_and_errors() {
     hello3(&mut d);
     d.check(&["ZRANDMEMBER", "z", "3", "WITHSCORES"]);
     d.check(&["ZRANDMEMBER", "nokey"]);
-    let Frame::Array(v) = d.ours.cmd(&["ZRANDMEMBER", "z", "-3", "WITHSCORES"]) else { panic!() };
-    assert!(v.iter().all(|p| matches!(p, Frame::Array(x) if x.len() == 2 && matches!(x[1], Frame::Double(_)))));
+    let Frame::Array(v) = d.ours.cmd(&["ZRANDMEMBER", "z", "-3", "WITHSCORES"]) else {
+        panic!()
+    };
+    assert!(
+        v.iter()
+            .all(|p| matches!(p, Frame::Array(x) if x.len() == 2 && matches!(x[1], Frame::Double(_))))
+    );
 }
 
 #[test]
@@ -631,11 +685,15 @@ fn zscan_small_and_large() {
     let mut cursor = "0".to_string();
     let mut calls = 0;
     loop {
-        let Frame::Array(r) = c.cmd(&["ZSCAN", "big", &cursor, "COUNT", "7"]) else { panic!() };
+        let Frame::Array(r) = c.cmd(&["ZSCAN", "big", &cursor, "COUNT", "7"]) else {
+            panic!()
+        };
         let Frame::Bulk(next) = &r[0] else { panic!() };
         let Frame::Array(items) = &r[1] else { panic!() };
         for p in items.chunks(2) {
-            let (Frame::Bulk(m), Frame::Bulk(s)) = (&p[0], &p[1]) else { panic!() };
+            let (Frame::Bulk(m), Frame::Bulk(s)) = (&p[0], &p[1]) else {
+                panic!()
+            };
             assert!(seen.insert(m.clone(), s.clone()).is_none(), "duplicate");
         }
         calls += 1;
@@ -647,7 +705,9 @@ fn zscan_small_and_large() {
     assert!(calls > 10, "a large set is scanned in steps");
     assert_eq!(seen.len(), 500);
     assert_eq!(seen.get(&b"m42"[..]), Some(&b"42".to_vec()));
-    let Frame::Array(r) = c.cmd(&["ZSCAN", "big", "0", "MATCH", "m4[9]", "COUNT", "1000"]) else { panic!() };
+    let Frame::Array(r) = c.cmd(&["ZSCAN", "big", "0", "MATCH", "m4[9]", "COUNT", "1000"]) else {
+        panic!()
+    };
     assert_eq!(r[1], Frame::Array(vec![Frame::bulk("m49"), Frame::bulk("49")]));
 }
 
@@ -663,7 +723,18 @@ fn encoding_switch_keeps_replies_identical() {
     d.check(&["ZADD", "long", "2", &"y".repeat(65)]);
     for k in ["z", "long"] {
         d.check(&["ZRANGE", k, "0", "-1", "WITHSCORES"]);
-        d.check(&["ZRANGE", k, "+inf", "-inf", "BYSCORE", "REV", "LIMIT", "3", "50", "WITHSCORES"]);
+        d.check(&[
+            "ZRANGE",
+            k,
+            "+inf",
+            "-inf",
+            "BYSCORE",
+            "REV",
+            "LIMIT",
+            "3",
+            "50",
+            "WITHSCORES",
+        ]);
         d.check(&["ZRANK", k, "m100"]);
         d.check(&["ZCOUNT", k, "(3", "10"]);
         d.check(&["ZRANDMEMBER", k, "1000", "WITHSCORES"]);
@@ -688,7 +759,7 @@ fn randomized_differential() {
         let s2 = format!("{}", (rng.next_u32() % 21) as i32 - 10);
         let n = format!("{}", rng.next_u32() % 5);
         let cmd: Vec<&str> = match (r / 3) % 14 {
-            0 | 1 | 2 => vec!["ZADD", key, &s, &m, &s2, "x"],
+            0..=2 => vec!["ZADD", key, &s, &m, &s2, "x"],
             3 => vec!["ZADD", key, "GT", "CH", &s, &m],
             4 => vec!["ZINCRBY", key, &s, &m],
             5 => vec!["ZREM", key, &m, "x"],
@@ -782,7 +853,11 @@ fn bzpopmin_two_waiters_fifo_and_timeout() {
     assert_eq!(w1.cmd(&["BZPOPMIN", "t", "0.2"]), Frame::NullArray);
     assert!(start.elapsed() >= Duration::from_millis(190), "waited for the timeout");
     w2.cmd(&["HELLO", "3"]);
-    assert_eq!(w2.cmd(&["BZPOPMIN", "t", "0.1"]), Frame::Null, "RESP3 timeout is a null");
+    assert_eq!(
+        w2.cmd(&["BZPOPMIN", "t", "0.1"]),
+        Frame::Null,
+        "RESP3 timeout is a null"
+    );
     // Two waiters on the same key: one element each, first come first served.
     w1.send(&["BZPOPMIN", "f", "5"]);
     let observable = wait_for("w1 blocked", Duration::from_secs(5), || blocked_count(&mut writer, 1));
@@ -888,7 +963,10 @@ fn keyspace_events() {
 #[test]
 fn redis_rs_client() {
     let s = server();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client = redis::Client::open(s.url()).unwrap();
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
@@ -913,14 +991,34 @@ fn redis_rs_client() {
             .await
             .unwrap();
         assert_eq!(range, vec![("a".into(), 1.5), ("b".into(), 2.0), ("c".into(), 3.0)]);
-        let score: Option<f64> = redis::cmd("ZSCORE").arg("rs").arg("b").query_async(&mut con).await.unwrap();
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg("rs")
+            .arg("b")
+            .query_async(&mut con)
+            .await
+            .unwrap();
         assert_eq!(score, Some(2.0));
-        let new: f64 = redis::cmd("ZINCRBY").arg("rs").arg(0.25).arg("a").query_async(&mut con).await.unwrap();
+        let new: f64 = redis::cmd("ZINCRBY")
+            .arg("rs")
+            .arg(0.25)
+            .arg("a")
+            .query_async(&mut con)
+            .await
+            .unwrap();
         assert_eq!(new, 1.75);
-        let rank: Option<i64> = redis::cmd("ZREVRANK").arg("rs").arg("a").query_async(&mut con).await.unwrap();
+        let rank: Option<i64> = redis::cmd("ZREVRANK")
+            .arg("rs")
+            .arg("a")
+            .query_async(&mut con)
+            .await
+            .unwrap();
         assert_eq!(rank, Some(2));
-        let popped: Vec<(String, f64)> =
-            redis::cmd("ZPOPMAX").arg("rs").arg(2).query_async(&mut con).await.unwrap();
+        let popped: Vec<(String, f64)> = redis::cmd("ZPOPMAX")
+            .arg("rs")
+            .arg(2)
+            .query_async(&mut con)
+            .await
+            .unwrap();
         assert_eq!(popped, vec![("c".into(), 3.0), ("b".into(), 2.0)]);
         let card: i64 = redis::cmd("ZCARD").arg("rs").query_async(&mut con).await.unwrap();
         assert_eq!(card, 1);

@@ -81,78 +81,356 @@ const ZRANGESTORE_KEYS: KeySpec = KeySpec::Range {
 };
 
 pub static COMMANDS: &[CommandSpec] = &[
-    spec!("zadd", -4, WRITE | DENYOOM | FAST, ONE, zadd, "1.2.0", LOG_N,
-        "Adds one or more members to a sorted set, or updates their scores. Creates the key if it doesn't exist."),
-    spec!("zincrby", 4, WRITE | DENYOOM | FAST, ONE, zincrby, "1.2.0", LOG_N,
-        "Increments the score of a member in a sorted set."),
-    spec!("zrem", -3, WRITE | FAST, ONE, zrem, "1.2.0", "O(M*log(N))",
-        "Removes one or more members from a sorted set. Deletes the sorted set if all members were removed."),
-    spec!("zscore", 3, READONLY | FAST, ONE, zscore, "1.2.0", "O(1)",
-        "Returns the score of a member in a sorted set."),
-    spec!("zmscore", -3, READONLY | FAST, ONE, zmscore, "6.2.0", "O(N)",
-        "Returns the score of one or more members in a sorted set."),
-    spec!("zcard", 2, READONLY | FAST, ONE, zcard, "1.2.0", "O(1)",
-        "Returns the number of members in a sorted set."),
-    spec!("zcount", 4, READONLY | FAST, ONE, zcount, "2.0.0", LOG_N,
-        "Returns the count of members in a sorted set that have scores within a range."),
-    spec!("zlexcount", 4, READONLY | FAST, ONE, zlexcount, "2.8.9", LOG_N,
-        "Returns the number of members in a sorted set within a lexicographical range."),
-    spec!("zrange", -4, READONLY, ONE, zrange, "1.2.0", RANGE_CX,
-        "Returns members in a sorted set within a range of indexes."),
-    spec!("zrangestore", -5, WRITE | DENYOOM, ZRANGESTORE_KEYS, zrangestore, "6.2.0", RANGE_CX,
-        "Stores a range of members from sorted set in a key."),
-    spec!("zrangebyscore", -4, READONLY, ONE, zrangebyscore, "1.0.5", RANGE_CX,
-        "Returns members in a sorted set within a range of scores."),
-    spec!("zrevrangebyscore", -4, READONLY, ONE, zrevrangebyscore, "2.2.0", RANGE_CX,
-        "Returns members in a sorted set within a range of scores in reverse order."),
-    spec!("zrangebylex", -4, READONLY, ONE, zrangebylex, "2.8.9", RANGE_CX,
-        "Returns members in a sorted set within a lexicographical range."),
-    spec!("zrevrangebylex", -4, READONLY, ONE, zrevrangebylex, "2.8.9", RANGE_CX,
-        "Returns members in a sorted set within a lexicographical range in reverse order."),
-    spec!("zrevrange", -4, READONLY, ONE, zrevrange, "1.2.0", RANGE_CX,
-        "Returns members in a sorted set within a range of indexes in reverse order."),
-    spec!("zrank", 3, READONLY | FAST, ONE, zrank, "2.0.0", LOG_N,
-        "Returns the index of a member in a sorted set ordered by ascending scores."),
-    spec!("zrevrank", 3, READONLY | FAST, ONE, zrevrank, "2.0.0", LOG_N,
-        "Returns the index of a member in a sorted set ordered by descending scores."),
-    spec!("zremrangebyrank", 4, WRITE, ONE, zremrangebyrank, "2.0.0", RANGE_CX,
-        "Removes members in a sorted set within a range of indexes. Deletes the sorted set if all members were removed."),
-    spec!("zremrangebyscore", 4, WRITE, ONE, zremrangebyscore, "1.2.0", RANGE_CX,
-        "Removes members in a sorted set within a range of scores. Deletes the sorted set if all members were removed."),
-    spec!("zremrangebylex", 4, WRITE, ONE, zremrangebylex, "2.8.9", RANGE_CX,
-        "Removes members in a sorted set within a lexicographical range. Deletes the sorted set if all members were removed."),
-    spec!("zpopmin", -2, WRITE | FAST, ONE, zpopmin, "5.0.0", LOG_N,
-        "Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped."),
-    spec!("zpopmax", -2, WRITE | FAST, ONE, zpopmax, "5.0.0", LOG_N,
-        "Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped."),
-    spec!("bzpopmin", -3, WRITE | NOSCRIPT | BLOCKING | FAST, ALL_BUT_LAST, bzpopmin, "5.0.0", LOG_N,
-        "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped."),
-    spec!("bzpopmax", -3, WRITE | NOSCRIPT | BLOCKING | FAST, ALL_BUT_LAST, bzpopmax, "5.0.0", LOG_N,
-        "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped."),
-    spec!("zmpop", -4, WRITE, KeySpec::Custom(numkeys_at_1), zmpop, "7.0.0", "O(K) + O(M*log(N))",
-        "Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped."),
-    spec!("bzmpop", -5, WRITE | BLOCKING, KeySpec::Custom(numkeys_at_2), bzmpop, "7.0.0", "O(K) + O(M*log(N))",
-        "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped."),
-    spec!("zunionstore", -4, WRITE | DENYOOM, KeySpec::Custom(store_keys), zunionstore, "2.0.0", SETOP_CX,
-        "Stores the union of multiple sorted sets in a key."),
-    spec!("zinterstore", -4, WRITE | DENYOOM, KeySpec::Custom(store_keys), zinterstore, "2.0.0", SETOP_CX,
-        "Stores the intersect of multiple sorted sets in a key."),
-    spec!("zdiffstore", -4, WRITE | DENYOOM, KeySpec::Custom(store_keys), zdiffstore, "6.2.0", SETOP_CX,
-        "Stores the difference of multiple sorted sets in a key."),
-    spec!("zunion", -3, READONLY, KeySpec::Custom(numkeys_at_1), zunion, "6.2.0", SETOP_CX,
-        "Returns the union of multiple sorted sets."),
-    spec!("zinter", -3, READONLY, KeySpec::Custom(numkeys_at_1), zinter, "6.2.0", SETOP_CX,
-        "Returns the intersect of multiple sorted sets."),
-    spec!("zdiff", -3, READONLY, KeySpec::Custom(numkeys_at_1), zdiff, "6.2.0", SETOP_CX,
-        "Returns the difference between multiple sorted sets."),
-    spec!("zintercard", -3, READONLY, KeySpec::Custom(numkeys_at_1), zintercard, "7.0.0",
+    spec!(
+        "zadd",
+        -4,
+        WRITE | DENYOOM | FAST,
+        ONE,
+        zadd,
+        "1.2.0",
+        LOG_N,
+        "Adds one or more members to a sorted set, or updates their scores. Creates the key if it doesn't exist."
+    ),
+    spec!(
+        "zincrby",
+        4,
+        WRITE | DENYOOM | FAST,
+        ONE,
+        zincrby,
+        "1.2.0",
+        LOG_N,
+        "Increments the score of a member in a sorted set."
+    ),
+    spec!(
+        "zrem",
+        -3,
+        WRITE | FAST,
+        ONE,
+        zrem,
+        "1.2.0",
+        "O(M*log(N))",
+        "Removes one or more members from a sorted set. Deletes the sorted set if all members were removed."
+    ),
+    spec!(
+        "zscore",
+        3,
+        READONLY | FAST,
+        ONE,
+        zscore,
+        "1.2.0",
+        "O(1)",
+        "Returns the score of a member in a sorted set."
+    ),
+    spec!(
+        "zmscore",
+        -3,
+        READONLY | FAST,
+        ONE,
+        zmscore,
+        "6.2.0",
+        "O(N)",
+        "Returns the score of one or more members in a sorted set."
+    ),
+    spec!(
+        "zcard",
+        2,
+        READONLY | FAST,
+        ONE,
+        zcard,
+        "1.2.0",
+        "O(1)",
+        "Returns the number of members in a sorted set."
+    ),
+    spec!(
+        "zcount",
+        4,
+        READONLY | FAST,
+        ONE,
+        zcount,
+        "2.0.0",
+        LOG_N,
+        "Returns the count of members in a sorted set that have scores within a range."
+    ),
+    spec!(
+        "zlexcount",
+        4,
+        READONLY | FAST,
+        ONE,
+        zlexcount,
+        "2.8.9",
+        LOG_N,
+        "Returns the number of members in a sorted set within a lexicographical range."
+    ),
+    spec!(
+        "zrange",
+        -4,
+        READONLY,
+        ONE,
+        zrange,
+        "1.2.0",
+        RANGE_CX,
+        "Returns members in a sorted set within a range of indexes."
+    ),
+    spec!(
+        "zrangestore",
+        -5,
+        WRITE | DENYOOM,
+        ZRANGESTORE_KEYS,
+        zrangestore,
+        "6.2.0",
+        RANGE_CX,
+        "Stores a range of members from sorted set in a key."
+    ),
+    spec!(
+        "zrangebyscore",
+        -4,
+        READONLY,
+        ONE,
+        zrangebyscore,
+        "1.0.5",
+        RANGE_CX,
+        "Returns members in a sorted set within a range of scores."
+    ),
+    spec!(
+        "zrevrangebyscore",
+        -4,
+        READONLY,
+        ONE,
+        zrevrangebyscore,
+        "2.2.0",
+        RANGE_CX,
+        "Returns members in a sorted set within a range of scores in reverse order."
+    ),
+    spec!(
+        "zrangebylex",
+        -4,
+        READONLY,
+        ONE,
+        zrangebylex,
+        "2.8.9",
+        RANGE_CX,
+        "Returns members in a sorted set within a lexicographical range."
+    ),
+    spec!(
+        "zrevrangebylex",
+        -4,
+        READONLY,
+        ONE,
+        zrevrangebylex,
+        "2.8.9",
+        RANGE_CX,
+        "Returns members in a sorted set within a lexicographical range in reverse order."
+    ),
+    spec!(
+        "zrevrange",
+        -4,
+        READONLY,
+        ONE,
+        zrevrange,
+        "1.2.0",
+        RANGE_CX,
+        "Returns members in a sorted set within a range of indexes in reverse order."
+    ),
+    spec!(
+        "zrank",
+        3,
+        READONLY | FAST,
+        ONE,
+        zrank,
+        "2.0.0",
+        LOG_N,
+        "Returns the index of a member in a sorted set ordered by ascending scores."
+    ),
+    spec!(
+        "zrevrank",
+        3,
+        READONLY | FAST,
+        ONE,
+        zrevrank,
+        "2.0.0",
+        LOG_N,
+        "Returns the index of a member in a sorted set ordered by descending scores."
+    ),
+    spec!(
+        "zremrangebyrank",
+        4,
+        WRITE,
+        ONE,
+        zremrangebyrank,
+        "2.0.0",
+        RANGE_CX,
+        "Removes members in a sorted set within a range of indexes. Deletes the sorted set if all members were removed."
+    ),
+    spec!(
+        "zremrangebyscore",
+        4,
+        WRITE,
+        ONE,
+        zremrangebyscore,
+        "1.2.0",
+        RANGE_CX,
+        "Removes members in a sorted set within a range of scores. Deletes the sorted set if all members were removed."
+    ),
+    spec!(
+        "zremrangebylex",
+        4,
+        WRITE,
+        ONE,
+        zremrangebylex,
+        "2.8.9",
+        RANGE_CX,
+        "Removes members in a sorted set within a lexicographical range. Deletes the sorted set if all members were removed."
+    ),
+    spec!(
+        "zpopmin",
+        -2,
+        WRITE | FAST,
+        ONE,
+        zpopmin,
+        "5.0.0",
+        LOG_N,
+        "Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped."
+    ),
+    spec!(
+        "zpopmax",
+        -2,
+        WRITE | FAST,
+        ONE,
+        zpopmax,
+        "5.0.0",
+        LOG_N,
+        "Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped."
+    ),
+    spec!(
+        "bzpopmin",
+        -3,
+        WRITE | NOSCRIPT | BLOCKING | FAST,
+        ALL_BUT_LAST,
+        bzpopmin,
+        "5.0.0",
+        LOG_N,
+        "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped."
+    ),
+    spec!(
+        "bzpopmax",
+        -3,
+        WRITE | NOSCRIPT | BLOCKING | FAST,
+        ALL_BUT_LAST,
+        bzpopmax,
+        "5.0.0",
+        LOG_N,
+        "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped."
+    ),
+    spec!(
+        "zmpop",
+        -4,
+        WRITE,
+        KeySpec::Custom(numkeys_at_1),
+        zmpop,
+        "7.0.0",
+        "O(K) + O(M*log(N))",
+        "Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped."
+    ),
+    spec!(
+        "bzmpop",
+        -5,
+        WRITE | BLOCKING,
+        KeySpec::Custom(numkeys_at_2),
+        bzmpop,
+        "7.0.0",
+        "O(K) + O(M*log(N))",
+        "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped."
+    ),
+    spec!(
+        "zunionstore",
+        -4,
+        WRITE | DENYOOM,
+        KeySpec::Custom(store_keys),
+        zunionstore,
+        "2.0.0",
+        SETOP_CX,
+        "Stores the union of multiple sorted sets in a key."
+    ),
+    spec!(
+        "zinterstore",
+        -4,
+        WRITE | DENYOOM,
+        KeySpec::Custom(store_keys),
+        zinterstore,
+        "2.0.0",
+        SETOP_CX,
+        "Stores the intersect of multiple sorted sets in a key."
+    ),
+    spec!(
+        "zdiffstore",
+        -4,
+        WRITE | DENYOOM,
+        KeySpec::Custom(store_keys),
+        zdiffstore,
+        "6.2.0",
+        SETOP_CX,
+        "Stores the difference of multiple sorted sets in a key."
+    ),
+    spec!(
+        "zunion",
+        -3,
+        READONLY,
+        KeySpec::Custom(numkeys_at_1),
+        zunion,
+        "6.2.0",
+        SETOP_CX,
+        "Returns the union of multiple sorted sets."
+    ),
+    spec!(
+        "zinter",
+        -3,
+        READONLY,
+        KeySpec::Custom(numkeys_at_1),
+        zinter,
+        "6.2.0",
+        SETOP_CX,
+        "Returns the intersect of multiple sorted sets."
+    ),
+    spec!(
+        "zdiff",
+        -3,
+        READONLY,
+        KeySpec::Custom(numkeys_at_1),
+        zdiff,
+        "6.2.0",
+        SETOP_CX,
+        "Returns the difference between multiple sorted sets."
+    ),
+    spec!(
+        "zintercard",
+        -3,
+        READONLY,
+        KeySpec::Custom(numkeys_at_1),
+        zintercard,
+        "7.0.0",
         "O(N*K) worst case with N being the smallest input sorted set, K being the number of input sorted sets.",
-        "Returns the number of members of the intersect of multiple sorted sets."),
-    spec!("zrandmember", -2, READONLY, ONE, zrandmember, "6.2.0", "O(N) where N is the number of members returned",
-        "Returns one or more random members from a sorted set."),
-    spec!("zscan", -3, READONLY, ONE, zscan, "2.8.0",
+        "Returns the number of members of the intersect of multiple sorted sets."
+    ),
+    spec!(
+        "zrandmember",
+        -2,
+        READONLY,
+        ONE,
+        zrandmember,
+        "6.2.0",
+        "O(N) where N is the number of members returned",
+        "Returns one or more random members from a sorted set."
+    ),
+    spec!(
+        "zscan",
+        -3,
+        READONLY,
+        ONE,
+        zscan,
+        "2.8.0",
         "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.",
-        "Iterates over members and scores of a sorted set."),
+        "Iterates over members and scores of a sorted set."
+    ),
 ];
 
 // --- key positions of numkeys-style commands ---------------------------------
@@ -360,7 +638,12 @@ fn lex_range(min: &Bytes, max: &Bytes) -> Result<LexRange, Reply> {
 fn read<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c ZSet>, Reply> {
     let stats = &ctx.state.stats;
     let z = ctx.ks.get_obj::<ZSet>(key).map_err(Reply::err)?;
-    if z.is_some() { &stats.keyspace_hits } else { &stats.keyspace_misses }.fetch_add(1, Ordering::Relaxed);
+    if z.is_some() {
+        &stats.keyspace_hits
+    } else {
+        &stats.keyspace_misses
+    }
+    .fetch_add(1, Ordering::Relaxed);
     Ok(z)
 }
 
@@ -449,14 +732,14 @@ fn zadd_generic(ctx: &mut Ctx, args: &[Bytes], zincrby: bool) -> CmdResult {
         }
     }
     let elements = args.len() - idx;
-    if elements % 2 != 0 || elements == 0 {
+    if !elements.is_multiple_of(2) || elements == 0 {
         return Err(parse::syntax());
     }
     let pairs = elements / 2;
     if xx && nx {
         return Err(Reply::err(ERR_XX_NX));
     }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
+    if (nx && (gt || lt)) || (gt && lt) {
         return Err(Reply::err(ERR_GT_LT_NX));
     }
     if incr && pairs > 1 {
@@ -515,7 +798,11 @@ fn zadd_generic(ctx: &mut Ctx, args: &[Bytes], zincrby: bool) -> CmdResult {
         return Err(Reply::err(ERR_NAN));
     }
     Ok(if incr {
-        if processed > 0 { Reply::Double(last) } else { Reply::Null }
+        if processed > 0 {
+            Reply::Double(last)
+        } else {
+            Reply::Null
+        }
     } else {
         Reply::Int(if ch { added + updated } else { added })
     })
@@ -725,7 +1012,11 @@ fn zrange_generic(
                 } else {
                     let skip = (offset as u64).min((hi - lo) as u64) as usize;
                     let count = hi - lo - skip;
-                    let take = if limit < 0 { count } else { count.min(limit as u64 as usize) };
+                    let take = if limit < 0 {
+                        count
+                    } else {
+                        count.min(limit as u64 as usize)
+                    };
                     if rev {
                         hi -= skip;
                         lo = hi - take;
@@ -793,6 +1084,9 @@ struct PopShape {
     nested: bool,
 }
 
+/// A key and the elements popped from it.
+type Popped = (Bytes, Vec<(Bytes, f64)>);
+
 /// Pop up to `count` elements from the first non-empty sorted set among
 /// `keys`. `Ok(None)` when all are empty or missing. In `skip_wrongtype`
 /// mode (a blocked client being served) keys of another type are passed over,
@@ -803,7 +1097,7 @@ fn pop_first(
     max: bool,
     count: usize,
     skip_wrongtype: bool,
-) -> Result<Option<(Bytes, Vec<(Bytes, f64)>)>, Reply> {
+) -> Result<Option<Popped>, Reply> {
     for key in keys {
         let z = match write(ctx, key) {
             Ok(Some(z)) if !z.is_empty() => z,
@@ -1037,7 +1331,12 @@ fn source_len(ctx: &mut Ctx, key: &[u8]) -> Result<usize, Reply> {
             _ => return Err(Reply::err(WRONGTYPE)),
         },
     };
-    if len.is_some() { &stats.keyspace_hits } else { &stats.keyspace_misses }.fetch_add(1, Ordering::Relaxed);
+    if len.is_some() {
+        &stats.keyspace_hits
+    } else {
+        &stats.keyspace_misses
+    }
+    .fetch_add(1, Ordering::Relaxed);
     Ok(len.unwrap_or(0))
 }
 
@@ -1213,7 +1512,12 @@ fn setop_generic(
                         continue;
                     }
                     let scores = source_scores(ctx, &s.key, &cand);
-                    cand = cand.into_iter().zip(scores).filter(|(_, v)| v.is_none()).map(|(c, _)| c).collect();
+                    cand = cand
+                        .into_iter()
+                        .zip(scores)
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(c, _)| c)
+                        .collect();
                     if cand.is_empty() {
                         break;
                     }
@@ -1386,7 +1690,11 @@ fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             let _ = rest;
             cand = keep;
         }
-        let next = if done { 0 } else { cand.last().map_or(0, |c| c.0.wrapping_add(1)) };
+        let next = if done {
+            0
+        } else {
+            cand.last().map_or(0, |c| c.0.wrapping_add(1))
+        };
         (next, cand.into_iter().map(|(_, m, s)| (m.clone(), s)).collect())
     };
     let mut out = Vec::with_capacity(items.len() * 2);
@@ -1397,7 +1705,10 @@ fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         out.push(Reply::Bulk(m));
         out.push(Reply::bulk(crate::resp::reply::format_double(s)));
     }
-    Ok(Reply::Array(vec![Reply::Bulk(Bytes::from(next.to_string())), Reply::Array(out)]))
+    Ok(Reply::Array(vec![
+        Reply::Bulk(Bytes::from(next.to_string())),
+        Reply::Array(out),
+    ]))
 }
 
 #[cfg(test)]
@@ -1445,9 +1756,15 @@ mod tests {
             .map(|s| Bytes::from(s.to_string()))
             .collect();
         assert_eq!(store_keys(&a), vec![1, 3, 4]);
-        let a: Vec<Bytes> = ["zunion", "99", "a"].iter().map(|s| Bytes::from(s.to_string())).collect();
+        let a: Vec<Bytes> = ["zunion", "99", "a"]
+            .iter()
+            .map(|s| Bytes::from(s.to_string()))
+            .collect();
         assert_eq!(numkeys_at_1(&a), vec![2]);
-        let a: Vec<Bytes> = ["zunion", "x", "a"].iter().map(|s| Bytes::from(s.to_string())).collect();
+        let a: Vec<Bytes> = ["zunion", "x", "a"]
+            .iter()
+            .map(|s| Bytes::from(s.to_string()))
+            .collect();
         assert!(numkeys_at_1(&a).is_empty());
     }
 }
