@@ -1672,30 +1672,14 @@ fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             return Err(parse::syntax());
         }
     }
-    let (next, items): (u64, Vec<(Bytes, f64)>) = if z.is_listpack() {
+    let (next, items) = if z.is_listpack() {
         (0, z.iter().map(|(m, s)| (m.clone(), s)).collect())
     } else {
-        let mut cand: Vec<(u64, &Bytes, f64)> = z
-            .members()
-            .map(|(m, s)| (z.member_hash(m), m, s))
-            .filter(|(h, _, _)| *h >= cursor)
-            .collect();
-        let done = cand.len() <= count;
-        if !done {
-            cand.select_nth_unstable_by_key(count - 1, |c| c.0);
-            let edge = cand[count - 1].0;
-            // Keep members sharing the last hash together, so the next cursor skips none.
-            let (mut keep, rest): (Vec<_>, Vec<_>) = cand.into_iter().partition(|c| c.0 <= edge);
-            keep.sort_by_key(|c| c.0);
-            let _ = rest;
-            cand = keep;
+        // Stepping may build the set's scan index, which changes its memory.
+        match write(ctx, &args[1])? {
+            Some(z) => z.scan(cursor, count),
+            None => (0, Vec::new()),
         }
-        let next = if done {
-            0
-        } else {
-            cand.last().map_or(0, |c| c.0.wrapping_add(1))
-        };
-        (next, cand.into_iter().map(|(_, m, s)| (m.clone(), s)).collect())
     };
     let mut out = Vec::with_capacity(items.len() * 2);
     for (m, s) in items {

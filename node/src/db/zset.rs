@@ -113,6 +113,11 @@ pub struct ZSet {
     /// Past Redis' listpack thresholds once (never converts back).
     skiplist: bool,
     rng: u64,
+    /// Members sorted by hash, built by the first ZSCAN step over a large set
+    /// so later steps cost O(log n + count). Adding a member drops it (a scan
+    /// must see members present throughout, so the next step rebuilds it);
+    /// removed members are skipped when it is read.
+    scan_index: Option<Vec<(u64, Bytes)>>,
 }
 
 impl Default for ZSet {
@@ -132,6 +137,7 @@ impl Default for ZSet {
             bytes: 0,
             skiplist: false,
             rng: rand::random::<u64>() | 1,
+            scan_index: None,
         }
     }
 }
@@ -155,6 +161,10 @@ impl ZSet {
         self.bytes
             + self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.map.capacity() * (std::mem::size_of::<(Bytes, u32)>() + 1)
+            + self
+                .scan_index
+                .as_ref()
+                .map_or(0, |v| v.capacity() * std::mem::size_of::<(u64, Bytes)>())
     }
     /// `OBJECT ENCODING`, with Redis 7.0's thresholds.
     pub fn encoding(&self) -> &'static str {
@@ -197,6 +207,7 @@ impl ZSet {
         }
         let m = Bytes::copy_from_slice(member);
         self.bytes += round_alloc(m.len()) + MEMBER_OVERHEAD;
+        self.scan_index = None;
         let n = self.list_insert(m.clone(), score);
         self.map.insert(m, n);
         true
@@ -214,6 +225,7 @@ impl ZSet {
             self.nodes.truncate(1);
             self.nodes.shrink_to(16);
             self.free.clear();
+            self.scan_index = None;
         }
         Some(score)
     }
@@ -280,15 +292,34 @@ impl ZSet {
         out
     }
 
-    /// Hash of a member under this set's map hasher (ZSCAN cursors).
-    pub fn member_hash(&self, member: &[u8]) -> u64 {
+    /// One ZSCAN step: members whose hash (under this set's own hasher) is
+    /// at least `cursor`, about `count` of them, and the next cursor (0 at the
+    /// end). The hash order does not move when members come and go, so a
+    /// member present for the whole scan is returned exactly once.
+    pub fn scan(&mut self, cursor: u64, count: usize) -> (u64, Vec<(Bytes, f64)>) {
         use std::hash::BuildHasher;
-        self.map.hasher().hash_one(member)
-    }
-
-    /// Members in map order (for ZSCAN on large sets and random picks).
-    pub fn members(&self) -> impl Iterator<Item = (&Bytes, f64)> {
-        self.map.iter().map(|(m, &i)| (m, self.nodes[i as usize].score))
+        if self.scan_index.is_none() {
+            let h = self.map.hasher();
+            let mut idx: Vec<(u64, Bytes)> = self.map.keys().map(|m| (h.hash_one(m), m.clone())).collect();
+            idx.sort_unstable_by_key(|e| e.0);
+            self.scan_index = Some(idx);
+        }
+        let Some(idx) = self.scan_index.as_ref() else {
+            return (0, Vec::new());
+        };
+        let mut i = idx.partition_point(|e| e.0 < cursor);
+        let mut out = Vec::new();
+        let mut visited = 0;
+        // Members sharing a hash are returned together, so no cursor splits them.
+        while i < idx.len() && (visited < count.max(1) || (i > 0 && idx[i].0 == idx[i - 1].0)) {
+            if let Some(&n) = self.map.get(&idx[i].1) {
+                out.push((idx[i].1.clone(), self.nodes[n as usize].score));
+            }
+            visited += 1;
+            i += 1;
+        }
+        let next = if i >= idx.len() { 0 } else { idx[i].0 };
+        (next, out)
     }
 
     // --- skiplist internals ------------------------------------------------
@@ -623,6 +654,34 @@ mod tests {
         z.remove(&[b'x'; 64]);
         assert!(z.is_empty());
         assert_eq!(z.bytes, 0);
+    }
+
+    #[test]
+    fn scan_returns_members_present_throughout_once() {
+        let mut z = ZSet::default();
+        for i in 0..1000 {
+            z.insert(format!("m{i}").as_bytes(), i as f64);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        let mut step = 0;
+        loop {
+            let (next, items) = z.scan(cursor, 10);
+            for (m, _) in items {
+                assert!(seen.insert(m), "returned twice");
+            }
+            // Churn while scanning: add new members, remove some late ones.
+            z.insert(format!("new{step}").as_bytes(), 0.5);
+            z.remove(format!("m{}", 999 - step).as_bytes());
+            step += 1;
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        for i in 0..1000 - step {
+            assert!(seen.contains(format!("m{i}").as_bytes()), "m{i} missed");
+        }
     }
 
     #[test]
