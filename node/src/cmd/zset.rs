@@ -1698,6 +1698,82 @@ fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::{Outcome, execute};
+    use crate::db::Db;
+    use crate::db::set::Set;
+    use crate::session::Session;
+    use crate::state::State;
+
+    /// Run commands in-process against keys of other types, which the
+    /// black-box tests cannot create until those families are merged.
+    fn run(state: &State, session: &mut Session, args: &[&str]) -> Reply {
+        let args = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+        match execute(state, session, args) {
+            Outcome::Reply(r) => r,
+            Outcome::Block { .. } => panic!("unexpected block"),
+        }
+    }
+
+    #[test]
+    fn plain_sets_as_inputs_and_wrongtype() {
+        let state = State::new(Db::new(), crate::config::Config::default());
+        let addr = "127.0.0.1:1".parse().expect("addr");
+        let handle = std::sync::Arc::new(crate::client::ClientHandle::new(1, addr, addr));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let mut session = Session::new(handle, tx, true);
+        {
+            let mut ks = state.db.lock_all(crate::db::now_ms());
+            let mut set = Set::default();
+            for m in ["x", "y", "q"] {
+                set.insert(Bytes::from_static(m.as_bytes()));
+            }
+            ks.insert(b"{s}set", Value::Set(set), None);
+            ks.set_str(b"{s}str", b"v", crate::db::Expiry::Clear);
+        }
+        let s = &state;
+        let sess = &mut session;
+        run(s, sess, &["ZADD", "{s}a", "1", "x", "2", "y", "3", "z"]);
+        let bulks = |v: &[&str]| Reply::Array(v.iter().map(Reply::bulk).collect());
+        // Set members score 1, times their weight.
+        let union = run(
+            s,
+            sess,
+            &["ZUNION", "2", "{s}a", "{s}set", "WEIGHTS", "2", "5", "WITHSCORES"],
+        );
+        let want = Reply::Array(
+            [("q", 5.0), ("z", 6.0), ("x", 7.0), ("y", 9.0)]
+                .iter()
+                .flat_map(|(m, s)| [Reply::bulk(m), Reply::Double(*s)])
+                .collect(),
+        );
+        assert_eq!(union, want);
+        assert_eq!(run(s, sess, &["ZINTER", "2", "{s}a", "{s}set"]), bulks(&["x", "y"]));
+        assert_eq!(run(s, sess, &["ZDIFF", "2", "{s}set", "{s}a"]), bulks(&["q"]));
+        assert_eq!(run(s, sess, &["ZINTERCARD", "2", "{s}a", "{s}set"]), Reply::Int(2));
+        assert_eq!(run(s, sess, &["ZUNIONSTORE", "{s}d", "1", "{s}set"]), Reply::Int(3));
+        assert_eq!(run(s, sess, &["ZSCORE", "{s}d", "q"]), Reply::Double(1.0));
+        let wrongtype = Reply::err(WRONGTYPE);
+        for cmd in [
+            &["ZADD", "{s}str", "1", "a"][..],
+            &["ZSCORE", "{s}set", "a"],
+            &["ZRANGE", "{s}str", "0", "-1"],
+            &["ZRANGESTORE", "{s}d", "{s}str", "0", "-1"],
+            &["ZPOPMIN", "{s}str", "0"],
+            &["ZMPOP", "2", "{s}none", "{s}str", "MIN"],
+            &["BZPOPMIN", "{s}str", "0"],
+            &["ZUNION", "2", "{s}a", "{s}str"],
+            &["ZRANDMEMBER", "{s}str", "2"],
+            &["ZSCAN", "{s}str", "0"],
+            &["ZREMRANGEBYSCORE", "{s}str", "-inf", "+inf"],
+        ] {
+            assert_eq!(run(s, sess, cmd), wrongtype, "{cmd:?}");
+        }
+        // Argument errors come before the type check.
+        assert_eq!(
+            run(s, sess, &["ZADD", "{s}str", "x", "a"]),
+            Reply::err(parse::ERR_NOT_FLOAT)
+        );
+    }
 
     #[test]
     fn strtod_like_glibc() {
