@@ -662,8 +662,13 @@ fn changed(ctx: &mut Ctx, key: &[u8], event: &'static str, now_empty: bool) {
 
 /// Store `items` at `dst` (replacing whatever is there), or delete `dst`
 /// when there is nothing to store. Returns the stored count.
-fn store(ctx: &mut Ctx, dst: &[u8], items: impl IntoIterator<Item = (Bytes, f64)>, event: &'static str) -> i64 {
-    let mut z = ZSet::default();
+fn store(ctx: &mut Ctx, dst: &[u8], items: Vec<(Bytes, f64)>, event: &'static str) -> i64 {
+    let max_member = items.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
+    let mut z = if ZSet::fits_listpack(items.len(), max_member) {
+        ZSet::default()
+    } else {
+        ZSet::new_skiplist()
+    };
     for (m, s) in items {
         z.insert(&m, s);
     }
@@ -1539,7 +1544,22 @@ fn setop_generic(
         return Ok(Reply::Int(store(ctx, dst, result, event)));
     }
     let mut result = result;
-    result.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    // Redis builds the result as a sorted set: a small one is a listpack,
+    // where -0 is stored as 0.
+    let max_member = result.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
+    if ZSet::fits_listpack(result.len(), max_member) {
+        for (_, s) in result.iter_mut() {
+            if *s == 0.0 {
+                *s = 0.0;
+            }
+        }
+    }
+    // As the skiplist orders them: -0 and 0 are the same score.
+    result.sort_by(|a, b| {
+        a.1.partial_cmp(&b.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.0.cmp(&b.0))
+    });
     Ok(scored(ctx.proto(), result, withscores))
 }
 

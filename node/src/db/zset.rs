@@ -151,6 +151,20 @@ fn cmp(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
 }
 
 impl ZSet {
+    /// An empty set that Redis would build as a skiplist from the start
+    /// (a large ZUNIONSTORE result), so its scores keep the sign of zero.
+    pub fn new_skiplist() -> ZSet {
+        ZSet {
+            skiplist: true,
+            ..ZSet::default()
+        }
+    }
+
+    /// Would a set of `len` members, the longest `max_member` bytes, be a listpack?
+    pub fn fits_listpack(len: usize, max_member: usize) -> bool {
+        len <= LISTPACK_MAX_ENTRIES && max_member <= LISTPACK_MAX_VALUE
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
