@@ -427,7 +427,7 @@ fn pops_resp2_and_resp3() {
         }
         // Non-blocking paths of the blocking commands.
         d.check(&["ZADD", "{m}2", "1", "a", "2", "b", "3", "c"]);
-        d.check(&["BZPOPMIN", "{m}1", "{m}2", "0"]);
+        d.check(&["BZPOPMIN", "{m}1", "{m}1", "{m}2", "0"]);
         d.check(&["BZPOPMAX", "{m}1", "{m}2", "0.01"]);
         d.check(&["BZMPOP", "0", "2", "{m}1", "{m}2", "MAX", "COUNT", "5"]);
         d.check(&["BZPOPMIN", "{m}1", "{m}2", "0.01"]);
@@ -739,6 +739,18 @@ fn encoding_switch_keeps_replies_identical() {
         d.check(&["ZCOUNT", k, "(3", "10"]);
         d.check(&["ZRANDMEMBER", k, "1000", "WITHSCORES"]);
     }
+    // -0 keeps its sign in a large set only; small set-operation results are
+    // listpacks again and lose it.
+    d.check(&["ZADD", "z", "-0", "negz"]);
+    d.check(&["ZSCORE", "z", "negz"]);
+    d.check(&["ZADD", "small", "-0", "negz", "5", "m001"]);
+    d.check(&["ZSCORE", "small", "negz"]);
+    d.check(&["ZINTER", "2", "z", "small", "WEIGHTS", "1", "0", "WITHSCORES"]);
+    d.check(&["ZINTER", "2", "z", "z", "WITHSCORES"]);
+    d.check(&["ZUNIONSTORE", "u", "2", "z", "small", "AGGREGATE", "MIN"]);
+    d.check(&["ZRANGE", "u", "0", "20", "WITHSCORES"]);
+    d.check(&["ZINTERSTORE", "i", "2", "z", "small", "WEIGHTS", "1", "0"]);
+    d.check(&["ZRANGE", "i", "0", "-1", "WITHSCORES"]);
     if ours_has(&mut d, "object") {
         d.check(&["OBJECT", "ENCODING", "z"]);
         d.check(&["OBJECT", "ENCODING", "long"]);
@@ -820,6 +832,16 @@ fn bzpopmin_served_by_a_later_zadd() {
     assert_eq!(
         waiter.cmd(&["BZPOPMAX", "q2", "0"]),
         Frame::Array(vec![Frame::bulk("q2"), Frame::bulk("y"), Frame::Double("7".into())])
+    );
+    // A key made ready by a store command (and by EXEC) serves the waiter too.
+    writer.cmd(&["ZADD", "src", "9", "s"]);
+    waiter.send(&["BZPOPMIN", "q4", "0"]);
+    writer.cmd(&["MULTI"]);
+    writer.cmd(&["ZUNIONSTORE", "q4", "1", "src"]);
+    assert_eq!(writer.cmd(&["EXEC"]), Frame::Array(vec![Frame::Int(1)]));
+    assert_eq!(
+        waiter.read(),
+        Frame::Array(vec![Frame::bulk("q4"), Frame::bulk("s"), Frame::Double("9".into())])
     );
     // BZMPOP served later, with COUNT.
     waiter.send(&["BZMPOP", "0", "1", "q3", "MAX", "COUNT", "2"]);

@@ -1214,8 +1214,15 @@ fn blocking_pop(
     if ctx.in_exec {
         return Ok(Reply::NullArray);
     }
+    // Each key once, as Redis' blockForKeys does.
+    let mut uniq: Vec<Bytes> = Vec::with_capacity(keys.len());
+    for k in keys {
+        if !uniq.contains(k) {
+            uniq.push(k.clone());
+        }
+    }
     ctx.block = Some(BlockSpec {
-        keys: keys.to_vec(),
+        keys: uniq,
         timeout,
         on_timeout: Reply::NullArray,
         args: None,
