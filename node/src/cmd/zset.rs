@@ -1602,7 +1602,7 @@ fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Ok(Reply::Array(Vec::new()));
     };
     let size = z.len();
-    if count == 0 {
+    if count == 0 || size == 0 {
         return Ok(Reply::Array(Vec::new()));
     }
     let mut rng = rand::rng();
