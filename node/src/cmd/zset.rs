@@ -1129,17 +1129,25 @@ fn pop_first(
     Ok(None)
 }
 
+/// `[key]` then the elements, either flat (`member, score, ...`) or as
+/// `[member, score]` pairs under the key (`[key, [[m, s], ...]]`).
 fn pop_reply(key: Bytes, items: Vec<(Bytes, f64)>, shape: PopShape) -> Reply {
-    let scored = scored(if shape.nested { 3 } else { 2 }, items, true);
-    match (shape.emit_key, shape.nested) {
-        (false, _) => scored,
-        (true, true) => Reply::Array(vec![Reply::Bulk(key), scored]),
-        (true, false) => {
-            let Reply::Array(mut v) = scored else { return scored };
-            v.insert(0, Reply::Bulk(key));
-            Reply::Array(v)
+    let mut out = Vec::with_capacity(items.len() * 2 + 1);
+    if shape.emit_key && !shape.nested {
+        out.push(Reply::Bulk(key.clone()));
+    }
+    for (m, s) in items {
+        if shape.nested {
+            out.push(Reply::Array(vec![Reply::Bulk(m), Reply::Double(s)]));
+        } else {
+            out.push(Reply::Bulk(m));
+            out.push(Reply::Double(s));
         }
     }
+    if shape.emit_key && shape.nested {
+        return Reply::Array(vec![Reply::Bulk(key), Reply::Array(out)]);
+    }
+    Reply::Array(out)
 }
 
 fn zpopmin(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
