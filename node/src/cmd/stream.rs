@@ -326,7 +326,11 @@ pub static COMMANDS: &[CommandSpec] = &[
 // ---- argument helpers ----
 
 fn strict_id(arg: &[u8]) -> Result<StreamId, Reply> {
-    parse_id(arg, true, 0, false).map(|p| p.id).ok_or(Reply::err(ERR_INVALID_ID))
+    strict_id_seq(arg, 0)
+}
+
+fn strict_id_seq(arg: &[u8], missing_seq: u64) -> Result<StreamId, Reply> {
+    parse_id(arg, true, missing_seq, false).map(|p| p.id).ok_or(Reply::err(ERR_INVALID_ID))
 }
 
 fn loose_id(arg: &[u8], missing_seq: u64) -> Result<StreamId, Reply> {
@@ -337,7 +341,7 @@ fn loose_id(arg: &[u8], missing_seq: u64) -> Result<StreamId, Reply> {
 /// `-`/`+` are not allowed).
 fn interval_id(arg: &[u8], missing_seq: u64) -> Result<(StreamId, bool), Reply> {
     if arg.len() > 1 && arg[0] == b'(' {
-        Ok((strict_id(&arg[1..])?, true))
+        Ok((strict_id_seq(&arg[1..], missing_seq)?, true))
     } else {
         Ok((loose_id(arg, missing_seq)?, false))
     }
@@ -562,9 +566,6 @@ fn xadd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 
 fn xtrim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let key = &args[1];
-    if ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)?.is_none() {
-        return Ok(Reply::Int(0));
-    }
     let a = parse_add_trim(args, false)?;
     let Some(trim) = a.trim else {
         return Err(parse::syntax());
@@ -667,7 +668,6 @@ enum ReadFrom {
 }
 
 fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
-    let name = if grouped { "XREADGROUP" } else { "XREAD" };
     let mut timeout: Option<i64> = None;
     let mut count: usize = 0;
     let mut streams_arg = 0;
@@ -691,7 +691,7 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
             streams_arg = i + 1;
             if (args.len() - streams_arg) % 2 != 0 {
                 return Err(Reply::err(format!(
-                    "ERR Unbalanced {name} list of streams: for each stream key an ID or '$' must be specified."
+                    "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified."
                 )));
             }
             break;
@@ -965,11 +965,6 @@ fn xsetid(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_NO_SUCH_KEY));
     };
-    if id < s.max_deleted_id {
-        return Err(Reply::err(
-            "ERR The ID specified in XSETID is smaller than current max_deleted_entry_id",
-        ));
-    }
     if !s.is_empty() {
         if id < s.last_valid_id() {
             return Err(Reply::err(
@@ -983,6 +978,11 @@ fn xsetid(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
                 "ERR The entries_added specified in XSETID is smaller than the target stream length",
             ));
         }
+    }
+    if id < s.max_deleted_id {
+        return Err(Reply::err(
+            "ERR The ID specified in XSETID is smaller than current max_deleted_entry_id",
+        ));
     }
     s.set_meta(id, entries_added, max_deleted.filter(|m| !m.is_zero()));
     ctx.changed(key, STREAM, "xsetid");
