@@ -951,3 +951,51 @@ fn redis_rs_client_session() {
     });
     assert_eq!(t.join().expect("reader").as_deref(), Some("ping"));
 }
+
+#[test]
+fn lag_and_entries_read_edge_cases() {
+    let mut d = Diff::new();
+    // All entries deleted.
+    fill(&mut d, "a", 1..=3, "v");
+    d.check(&["XGROUP", "CREATE", "a", "g", "0"]);
+    d.check(&["XGROUP", "CREATE", "a", "h", "2-1"]);
+    d.check(&["XDEL", "a", "1-1", "2-1", "3-1"]);
+    d.check(&["XINFO", "GROUPS", "a"]);
+    d.check(&["XINFO", "STREAM", "a"]);
+    d.check(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", ">"]);
+    d.check(&["XADD", "a", "4-1", "f", "v"]);
+    d.check(&["XINFO", "GROUPS", "a"]);
+    d.check(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", ">"]);
+    d.check(&["XREADGROUP", "GROUP", "h", "c", "STREAMS", "a", ">"]);
+    d.check(&["XINFO", "GROUPS", "a"]);
+    // A read counter set by hand, beyond what was added.
+    fill(&mut d, "b", 1..=4, "v");
+    d.check(&["XGROUP", "CREATE", "b", "g", "0", "ENTRIESREAD", "10"]);
+    d.check(&["XGROUP", "CREATE", "b", "h", "1-1", "ENTRIESREAD", "1"]);
+    d.check(&["XGROUP", "CREATE", "b", "i", "1-1"]);
+    d.check(&["XINFO", "GROUPS", "b"]);
+    d.check(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", "b", ">"]);
+    d.check(&["XREADGROUP", "GROUP", "i", "c", "COUNT", "1", "STREAMS", "b", ">"]);
+    d.check(&["XDEL", "b", "3-1"]);
+    d.check(&["XINFO", "GROUPS", "b"]);
+    d.check(&["XREADGROUP", "GROUP", "h", "c", "STREAMS", "b", ">"]);
+    d.check(&["XREADGROUP", "GROUP", "i", "c", "STREAMS", "b", ">"]);
+    d.check(&["XINFO", "GROUPS", "b"]);
+    d.check(&["XTRIM", "b", "MAXLEN", "1"]);
+    d.check(&["XGROUP", "SETID", "b", "g", "0"]);
+    d.check(&["XGROUP", "SETID", "b", "h", "0", "ENTRIESREAD", "0"]);
+    d.check(&["XINFO", "GROUPS", "b"]);
+    d.check(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "b", ">"]);
+    d.check(&["XINFO", "GROUPS", "b"]);
+    // `*` after XSETID to a future time continues the sequence.
+    d.check(&["XSETID", "b", "99999999999999-5"]);
+    d.check(&["XADD", "b", "*", "f", "v"]);
+    d.check(&["XADD", "b", "99999999999999-*", "f", "v"]);
+    d.check(&["XINFO", "STREAM", "b"]);
+    d.check(&["XINFO", "GROUPS", "b"]);
+    // Empty PEL summary in RESP3 (null start/end/consumers).
+    hello(&mut d, "3");
+    d.check(&["XGROUP", "CREATE", "b", "empty", "$"]);
+    d.check(&["XPENDING", "b", "empty"]);
+    d.check(&["XREADGROUP", "GROUP", "i", "c", "STREAMS", "b", "0"]);
+}

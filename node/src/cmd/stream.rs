@@ -786,12 +786,14 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
                     ReadFrom::After(_) => true,
                     ReadFrom::New => !s.is_empty() && s.last_valid_id() > group_last,
                 };
-                let created = s.touch_consumer(g, c, now);
-                if serve {
-                    let reply = group_read(s, g, c, *f, group_last, count, noack, now);
-                    out.push((key.clone(), reply));
-                    ctx.dirty += 1;
+                if !serve {
+                    continue;
                 }
+                // Redis makes (or refreshes) the consumer only when serving.
+                let created = s.touch_consumer(g, c, now);
+                let reply = group_read(s, g, c, *f, group_last, count, noack, now);
+                out.push((key.clone(), reply));
+                ctx.dirty += 1;
                 if created {
                     ctx.notify(STREAM, "xgroup-createconsumer", key);
                     ctx.dirty += 1;
