@@ -91,7 +91,10 @@ fn check_norm(d: &mut Diff, args: &[&str], norm: impl Fn(&mut Frame)) -> Frame {
 /// which legitimately differs).
 fn hello(d: &mut Diff, proto: &str) {
     let (a, b) = d.both(&["HELLO", proto]);
-    assert!(matches!((&a, &b), (Frame::Map(_), Frame::Map(_)) | (Frame::Array(_), Frame::Array(_))));
+    assert!(matches!(
+        (&a, &b),
+        (Frame::Map(_), Frame::Map(_)) | (Frame::Array(_), Frame::Array(_))
+    ));
 }
 
 const TIMES: &[&str] = &["idle", "seen-time"];
@@ -135,7 +138,19 @@ fn xadd_ids_and_errors() {
     d.check(&["XADD", "s", "04-02", "a", "1"]);
     d.check(&["XADD", "s", "+5-1", "a", "1"]);
     d.check(&["XADD", "s", "6--05", "a", "1"]);
-    for bad in ["abc", "1-x", "-", "+", "-1", "1-", "200-+", "1--5", "18446744073709551616-0", "", "7 "] {
+    for bad in [
+        "abc",
+        "1-x",
+        "-",
+        "+",
+        "-1",
+        "1-",
+        "200-+",
+        "1--5",
+        "18446744073709551616-0",
+        "",
+        "7 ",
+    ] {
         d.check_error(&["XADD", "s", bad, "a", "1"]);
     }
     d.check_error(&["XADD", "s", "9-1", "a"]);
@@ -197,10 +212,16 @@ fn xadd_and_xtrim_trimming() {
     d.check(&["XINFO", "STREAM", "m"]);
 
     // Node splits by size: large values fill a 4 KB listpack before 100 entries.
-    for (i, len) in [10usize, 500, 1000, 1500, 3000, 4000, 5000, 20, 64, 127, 128].iter().enumerate() {
+    for (i, len) in [10usize, 500, 1000, 1500, 3000, 4000, 5000, 20, 64, 127, 128]
+        .iter()
+        .enumerate()
+    {
         let v = "x".repeat(*len);
         run(&mut d, &s(&["XADD", "big", &format!("{}-0", i + 1), "field", &v]));
-        run(&mut d, &s(&["XADD", "big", &format!("{}-1", i + 1), "other", "12345", "n", "-7"]));
+        run(
+            &mut d,
+            &s(&["XADD", "big", &format!("{}-1", i + 1), "other", "12345", "n", "-7"]),
+        );
     }
     d.check(&["XINFO", "STREAM", "big"]);
     d.check(&["XTRIM", "big", "MAXLEN", "~", "3"]);
@@ -230,8 +251,18 @@ fn xadd_and_xtrim_trimming() {
 #[test]
 fn xrange_and_xrevrange() {
     let mut d = Diff::new();
-    for (ms, seq) in [(1, 0), (1, 1), (2, 0), (2, 5), (3, 0), (18446744073709551615u64, 18446744073709551615u64)] {
-        run(&mut d, &s(&["XADD", "s", &format!("{ms}-{seq}"), "k", &format!("v{ms}.{seq}")]));
+    for (ms, seq) in [
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 5),
+        (3, 0),
+        (18446744073709551615u64, 18446744073709551615u64),
+    ] {
+        run(
+            &mut d,
+            &s(&["XADD", "s", &format!("{ms}-{seq}"), "k", &format!("v{ms}.{seq}")]),
+        );
     }
     for (a, b) in [
         ("-", "+"),
@@ -325,7 +356,9 @@ fn xgroup_subcommands() {
     d.check_error(&["XGROUP", "CREATE", "s", "g3", "0", "ENTRIESREAD", "-2"]);
     d.check_error(&["XGROUP", "CREATE", "s", "g3", "0", "ENTRIESREAD", "x"]);
     d.check_error(&["XGROUP", "CREATE", "s", "g3", "0", "ENTRIESREAD"]);
-    d.check_error(&["XGROUP", "CREATE", "s", "g3", "0", "MKSTREAM", "MKSTREAM", "MKSTREAM", "MKSTREAM"]);
+    d.check_error(&[
+        "XGROUP", "CREATE", "s", "g3", "0", "MKSTREAM", "MKSTREAM", "MKSTREAM", "MKSTREAM",
+    ]);
     d.check_error(&["XGROUP", "CREATE", "s", "g3"]);
     d.check(&["XGROUP", "CREATE", "new", "g", "$", "MKSTREAM"]);
     d.check(&["XGROUP", "CREATE", "new2", "g", "5-0", "mkstream", "ENTRIESREAD", "-1"]);
@@ -341,7 +374,17 @@ fn xgroup_subcommands() {
     d.check_error(&["XGROUP", "SETID", "s", "g1", "x"]);
     d.check_error(&["XGROUP", "SETID", "s", "g1", "0", "ENTRIESREAD"]);
     d.check_error(&["XGROUP", "SETID", "s", "g1", "0", "FOO", "1"]);
-    d.check_error(&["XGROUP", "SETID", "s", "g1", "0", "ENTRIESREAD", "1", "ENTRIESREAD", "2"]);
+    d.check_error(&[
+        "XGROUP",
+        "SETID",
+        "s",
+        "g1",
+        "0",
+        "ENTRIESREAD",
+        "1",
+        "ENTRIESREAD",
+        "2",
+    ]);
     d.check(&["XINFO", "GROUPS", "s"]);
 
     d.check(&["XGROUP", "CREATECONSUMER", "s", "g1", "alice"]);
@@ -414,7 +457,18 @@ fn xreadgroup_xack_xpending() {
     d.check(&["XGROUP", "CREATE", "s", "g", "0"]);
     d.check(&["XREADGROUP", "GROUP", "g", "alice", "COUNT", "2", "STREAMS", "s", ">"]);
     d.check(&["XREADGROUP", "GROUP", "g", "bob", "COUNT", "1", "STREAMS", "s", ">"]);
-    d.check(&["XREADGROUP", "GROUP", "g", "carol", "NOACK", "COUNT", "1", "STREAMS", "s", ">"]);
+    d.check(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "carol",
+        "NOACK",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
     d.check(&["XINFO", "GROUPS", "s"]);
     // History: the consumer's own pending entries after the given ID.
     d.check(&["XREADGROUP", "GROUP", "g", "alice", "STREAMS", "s", "0"]);
@@ -427,7 +481,11 @@ fn xreadgroup_xack_xpending() {
     check_norm(&mut d, &["XPENDING", "s", "g", "-", "+", "10"], idle);
     check_norm(&mut d, &["XPENDING", "s", "g", "(1-1", "+", "10", "alice"], idle);
     check_norm(&mut d, &["XPENDING", "s", "g", "-", "+", "1"], idle);
-    check_norm(&mut d, &["XPENDING", "s", "g", "IDLE", "0", "-", "+", "10", "bob"], idle);
+    check_norm(
+        &mut d,
+        &["XPENDING", "s", "g", "IDLE", "0", "-", "+", "10", "bob"],
+        idle,
+    );
     d.check(&["XPENDING", "s", "g", "IDLE", "100000", "-", "+", "10"]);
     d.check(&["XPENDING", "s", "g", "-", "+", "10", "nobody"]);
     d.check(&["XPENDING", "s", "g", "-", "+", "-1"]);
@@ -488,10 +546,45 @@ fn xclaim_and_xautoclaim() {
     d.check(&["XCLAIM", "s", "g", "bob", "0", "1-1", "2-1", "9-9"]);
     d.check(&["XCLAIM", "s", "g", "bob", "3600000", "3-1"]);
     d.check(&["XCLAIM", "s", "g", "bob", "0", "3-1", "JUSTID"]);
-    d.check(&["XCLAIM", "s", "g", "carol", "0", "4-1", "RETRYCOUNT", "7", "TIME", "1000", "JUSTID"]);
-    d.check(&["XCLAIM", "s", "g", "carol", "0", "5-1", "IDLE", "5000000", "RETRYCOUNT", "-3"]);
+    d.check(&[
+        "XCLAIM",
+        "s",
+        "g",
+        "carol",
+        "0",
+        "4-1",
+        "RETRYCOUNT",
+        "7",
+        "TIME",
+        "1000",
+        "JUSTID",
+    ]);
+    d.check(&[
+        "XCLAIM",
+        "s",
+        "g",
+        "carol",
+        "0",
+        "5-1",
+        "IDLE",
+        "5000000",
+        "RETRYCOUNT",
+        "-3",
+    ]);
     d.check(&["XCLAIM", "s", "g", "dave", "3600000", "5-1", "JUSTID"]);
-    d.check(&["XCLAIM", "s", "g", "dave", "0", "5-1", "IDLE", "-1", "TIME", "99999999999999", "JUSTID"]);
+    d.check(&[
+        "XCLAIM",
+        "s",
+        "g",
+        "dave",
+        "0",
+        "5-1",
+        "IDLE",
+        "-1",
+        "TIME",
+        "99999999999999",
+        "JUSTID",
+    ]);
     d.check(&["XACK", "s", "g", "6-1"]);
     d.check(&["XCLAIM", "s", "g", "erin", "0", "6-1"]);
     d.check(&["XCLAIM", "s", "g", "erin", "0", "6-1", "FORCE"]);
@@ -735,7 +828,9 @@ fn xread_block_served_by_xadd() {
     w.send(&["XREAD", "BLOCK", "5000", "STREAMS", "s", "later", "2-1", "$"]);
     wait_for_blocked(&mut c, 1);
     c.cmd(&["XADD", "later", "5-5", "x", "y"]);
-    let Frame::Array(v) = w.read() else { panic!("array expected") };
+    let Frame::Array(v) = w.read() else {
+        panic!("array expected")
+    };
     assert_eq!(v.len(), 1);
     assert_eq!(
         v[0],
@@ -752,7 +847,9 @@ fn xread_block_served_by_xadd() {
     wait_for_blocked(&mut c, 1);
     c.cmd(&["XADD", "s", "3-1", "c", "3"]);
     c.cmd(&["XADD", "s", "10-1", "d", "4"]);
-    let Frame::Array(v) = w.read() else { panic!("array expected") };
+    let Frame::Array(v) = w.read() else {
+        panic!("array expected")
+    };
     assert_eq!(
         v[0],
         Frame::Array(vec![
@@ -768,7 +865,9 @@ fn xread_block_served_by_xadd() {
     w.send(&["XREAD", "BLOCK", "0", "COUNT", "1", "STREAMS", "s", "$"]);
     wait_for_blocked(&mut c, 1);
     c.cmd(&["XADD", "s", "11-1", "e", "5"]);
-    let Frame::Map(m) = w.read() else { panic!("map expected") };
+    let Frame::Map(m) = w.read() else {
+        panic!("map expected")
+    };
     assert_eq!(m[0].0, Frame::bulk("s"));
 }
 
@@ -830,12 +929,16 @@ fn xreadgroup_block_and_group_changes() {
     ])]);
     assert_eq!(w1.read(), expect);
     assert_eq!(w3.read(), expect);
-    let Frame::Array(p) = c.cmd(&["XPENDING", "s", "g"]) else { panic!() };
+    let Frame::Array(p) = c.cmd(&["XPENDING", "s", "g"]) else {
+        panic!()
+    };
     assert_eq!(p[0], Frame::Int(1));
     // The second consumer of g is still waiting, and gets the next entry.
     c.cmd(&["XADD", "s", "2-1", "b", "2"]);
     let r = w2.read();
-    let Frame::Array(v) = r else { panic!("array expected: {r:?}") };
+    let Frame::Array(v) = r else {
+        panic!("array expected: {r:?}")
+    };
     assert!(render(&Frame::Array(v)).contains("2-1"));
     // Destroying the group wakes its consumers with NOGROUP.
     w1.send(&["XREADGROUP", "GROUP", "g", "c1", "BLOCK", "0", "STREAMS", "s", ">"]);
@@ -860,18 +963,34 @@ fn xreadgroup_block_and_group_changes() {
         w1.cmd(&["XREADGROUP", "GROUP", "h", "c1", "BLOCK", "30", "STREAMS", "s", ">"]),
         Frame::NullArray
     );
-    w1.send(&["XREADGROUP", "GROUP", "h", "c9", "NOACK", "BLOCK", "0", "STREAMS", "s", ">"]);
+    w1.send(&[
+        "XREADGROUP",
+        "GROUP",
+        "h",
+        "c9",
+        "NOACK",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
     wait_for_blocked(&mut c, 1);
     c.cmd(&["XADD", "s", "3-1", "c", "3"]);
     assert!(render(&w1.read()).contains("3-1"));
-    let Frame::Array(v) = c.cmd(&["XPENDING", "s", "h", "-", "+", "10", "c9"]) else { panic!() };
+    let Frame::Array(v) = c.cmd(&["XPENDING", "s", "h", "-", "+", "10", "c9"]) else {
+        panic!()
+    };
     assert!(v.is_empty());
     // Deleting the key wakes XREADGROUP with an error (needs DEL).
     if has_command(&mut c, "del") {
         w1.send(&["XREADGROUP", "GROUP", "h", "c1", "BLOCK", "0", "STREAMS", "s", ">"]);
         wait_for_blocked(&mut c, 1);
         c.cmd(&["DEL", "s"]);
-        assert_eq!(w1.read(), Frame::Error("UNBLOCKED the stream key no longer exists".into()));
+        assert_eq!(
+            w1.read(),
+            Frame::Error("UNBLOCKED the stream key no longer exists".into())
+        );
     }
 }
 
@@ -900,6 +1019,32 @@ fn blocking_behaviour_matches_redis() {
         c.cmd(&["XADD", "s", "4-1", "d", "4"]);
         c.cmd(&["EXEC"]);
         got.push(w.read());
+        // A blocked XREADGROUP: consumers before and after it is served.
+        c.cmd(&["XGROUP", "CREATE", "s", "g2", "$"]);
+        w.send(&[
+            "XREADGROUP",
+            "GROUP",
+            "g2",
+            "late",
+            "COUNT",
+            "5",
+            "BLOCK",
+            "10000",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
+        wait_for_blocked(&mut c, 1);
+        let mut consumers = c.cmd(&["XINFO", "CONSUMERS", "s", "g2"]);
+        zero_fields(&mut consumers, TIMES);
+        got.push(consumers);
+        c.cmd(&["XADD", "s", "5-1", "e", "5"]);
+        got.push(w.read());
+        let mut consumers = c.cmd(&["XINFO", "CONSUMERS", "s", "g2"]);
+        zero_fields(&mut consumers, TIMES);
+        got.push(consumers);
+        got.push(c.cmd(&["XINFO", "GROUPS", "s"]));
+        got.push(c.cmd(&["XPENDING", "s", "g2"]));
         results.push(got);
     }
     assert_eq!(results[0], results[1], "left: ferrokv, right: redis");
@@ -913,7 +1058,9 @@ fn redis_rs_client_session() {
     let srv = server();
     let client = redis::Client::open(srv.url()).expect("client");
     let mut con = client.get_connection().expect("connect");
-    let id: String = con.xadd("events", "*", &[("kind", "login"), ("user", "ann")]).expect("xadd");
+    let id: String = con
+        .xadd("events", "*", &[("kind", "login"), ("user", "ann")])
+        .expect("xadd");
     assert!(id.ends_with("-0"), "{id}");
     let _: String = con
         .xadd_maxlen("events", StreamMaxlen::Equals(10), "*", &[("kind", "logout")])
@@ -937,7 +1084,9 @@ fn redis_rs_client_session() {
     let last = read.keys[0].ids[1].id.clone();
     let t = std::thread::spawn(move || {
         let opts = StreamReadOptions::default().block(10_000);
-        let r: StreamReadReply = con2.xread_options(&["events"], &[last.as_str()], &opts).expect("xread block");
+        let r: StreamReadReply = con2
+            .xread_options(&["events"], &[last.as_str()], &opts)
+            .expect("xread block");
         r.keys[0].ids[0].get::<String>("kind")
     });
     wait_for("the reader to block", Duration::from_secs(10), || {

@@ -18,9 +18,7 @@ use bytes::Bytes;
 use super::flags::*;
 use super::parse::{self, int, is};
 use super::{BlockSpec, CmdResult, CommandSpec, Ctx, KeySpec, one_key};
-use crate::db::stream::{
-    AddError, AddId, ClaimArgs, DEFAULT_APPROX_LIMIT, EntryRef, Stream, StreamId, Trim, parse_id,
-};
+use crate::db::stream::{AddError, AddId, ClaimArgs, DEFAULT_APPROX_LIMIT, EntryRef, Stream, StreamId, Trim, parse_id};
 use crate::notify::STREAM;
 use crate::resp::Reply;
 
@@ -28,8 +26,7 @@ const ERR_INVALID_ID: &str = "ERR Invalid stream ID specified as stream command 
 const ERR_ID_TOO_SMALL: &str = "ERR The ID specified in XADD is equal or smaller than the target stream top item";
 const ERR_ID_ZERO: &str = "ERR The ID specified in XADD must be greater than 0-0";
 const ERR_EXHAUSTED: &str = "ERR The stream has exhausted the last possible ID, unable to add more items";
-const ERR_MAXLEN_AND_MINID: &str =
-    "ERR syntax error, MAXLEN and MINID options at the same time are not compatible";
+const ERR_MAXLEN_AND_MINID: &str = "ERR syntax error, MAXLEN and MINID options at the same time are not compatible";
 const ERR_START_ID: &str = "ERR invalid start ID for the interval";
 const ERR_END_ID: &str = "ERR invalid end ID for the interval";
 const ERR_NO_SUCH_KEY: &str = "ERR no such key";
@@ -330,11 +327,15 @@ fn strict_id(arg: &[u8]) -> Result<StreamId, Reply> {
 }
 
 fn strict_id_seq(arg: &[u8], missing_seq: u64) -> Result<StreamId, Reply> {
-    parse_id(arg, true, missing_seq, false).map(|p| p.id).ok_or(Reply::err(ERR_INVALID_ID))
+    parse_id(arg, true, missing_seq, false)
+        .map(|p| p.id)
+        .ok_or(Reply::err(ERR_INVALID_ID))
 }
 
 fn loose_id(arg: &[u8], missing_seq: u64) -> Result<StreamId, Reply> {
-    parse_id(arg, false, missing_seq, false).map(|p| p.id).ok_or(Reply::err(ERR_INVALID_ID))
+    parse_id(arg, false, missing_seq, false)
+        .map(|p| p.id)
+        .ok_or(Reply::err(ERR_INVALID_ID))
 }
 
 /// An XRANGE/XPENDING/XAUTOCLAIM bound: `(` makes it exclusive (and then
@@ -349,12 +350,20 @@ fn interval_id(arg: &[u8], missing_seq: u64) -> Result<(StreamId, bool), Reply> 
 
 fn start_bound(arg: &[u8]) -> Result<StreamId, Reply> {
     let (id, ex) = interval_id(arg, 0)?;
-    if ex { id.incr().ok_or(Reply::err(ERR_START_ID)) } else { Ok(id) }
+    if ex {
+        id.incr().ok_or(Reply::err(ERR_START_ID))
+    } else {
+        Ok(id)
+    }
 }
 
 fn end_bound(arg: &[u8]) -> Result<StreamId, Reply> {
     let (id, ex) = interval_id(arg, u64::MAX)?;
-    if ex { id.decr().ok_or(Reply::err(ERR_END_ID)) } else { Ok(id) }
+    if ex {
+        id.decr().ok_or(Reply::err(ERR_END_ID))
+    } else {
+        Ok(id)
+    }
 }
 
 fn subcommand_syntax(args: &[Bytes]) -> Reply {
@@ -598,7 +607,11 @@ fn xrevrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 }
 
 fn range_generic(ctx: &mut Ctx, args: &[Bytes], rev: bool) -> CmdResult {
-    let (start_arg, end_arg) = if rev { (&args[3], &args[2]) } else { (&args[2], &args[3]) };
+    let (start_arg, end_arg) = if rev {
+        (&args[3], &args[2])
+    } else {
+        (&args[2], &args[3])
+    };
     let start = start_bound(start_arg)?;
     let end = end_bound(end_arg)?;
     let mut count: i64 = -1;
@@ -644,7 +657,7 @@ fn xread_keys(args: &[Bytes]) -> Vec<usize> {
         return Vec::new();
     };
     let num = args.len() - pos - 1;
-    if num == 0 || num % 2 != 0 {
+    if num == 0 || !num.is_multiple_of(2) {
         return Vec::new();
     }
     (pos + 1..pos + 1 + num / 2).collect()
@@ -689,10 +702,10 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
             count = int(&args[i])?.max(0) as usize;
         } else if is(o, "streams") && more > 0 {
             streams_arg = i + 1;
-            if (args.len() - streams_arg) % 2 != 0 {
-                return Err(Reply::err(format!(
-                    "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified."
-                )));
+            if !(args.len() - streams_arg).is_multiple_of(2) {
+                return Err(Reply::err(
+                    "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
+                ));
             }
             break;
         } else if is(o, "group") && more >= 2 {
@@ -1040,7 +1053,11 @@ fn xgroup_create(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     }
     let key = &args[2];
     let id = if args[4].as_ref() == b"$" {
-        ctx.ks.get_obj::<Stream>(key).ok().flatten().map_or(StreamId::ZERO, |s| s.last_id)
+        ctx.ks
+            .get_obj::<Stream>(key)
+            .ok()
+            .flatten()
+            .map_or(StreamId::ZERO, |s| s.last_id)
     } else {
         strict_id(&args[4])?
     };
@@ -1069,7 +1086,11 @@ fn xgroup_setid(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_XGROUP_NO_KEY));
     };
-    let id = if args[4].as_ref() == b"$" { s.last_id } else { loose_id(&args[4], 0)? };
+    let id = if args[4].as_ref() == b"$" {
+        s.last_id
+    } else {
+        loose_id(&args[4], 0)?
+    };
     s.set_group_id(&args[3], id, entries_read);
     ctx.dirty += 1;
     ctx.notify(STREAM, "xgroup-setid", key);
@@ -1204,7 +1225,12 @@ fn xpending(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     };
     let Some((start, end, mut count)) = range else {
         if g.pel.is_empty() {
-            return Ok(Reply::Array(vec![Reply::Int(0), Reply::Null, Reply::Null, Reply::NullArray]));
+            return Ok(Reply::Array(vec![
+                Reply::Int(0),
+                Reply::Null,
+                Reply::Null,
+                Reply::NullArray,
+            ]));
         }
         let first = g.pel.keys().next().copied().unwrap_or_default();
         let last = g.pel.keys().next_back().copied().unwrap_or_default();
@@ -1212,7 +1238,12 @@ fn xpending(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             .consumers
             .iter()
             .filter(|(_, c)| !c.pel.is_empty())
-            .map(|(name, c)| Reply::Array(vec![Reply::Bulk(name.clone()), Reply::Bulk(parse::i64_bytes(c.pel.len() as i64))]))
+            .map(|(name, c)| {
+                Reply::Array(vec![
+                    Reply::Bulk(name.clone()),
+                    Reply::Bulk(parse::i64_bytes(c.pel.len() as i64)),
+                ])
+            })
             .collect();
         return Ok(Reply::Array(vec![
             Reply::Int(g.pel.len() as i64),
@@ -1578,9 +1609,21 @@ mod tests {
     #[test]
     fn xread_key_positions() {
         assert_eq!(xread_keys(&b(&["xread", "streams", "a", "b", "0", "0"])), vec![2, 3]);
-        assert_eq!(xread_keys(&b(&["xread", "count", "1", "block", "0", "streams", "a", "0"])), vec![6]);
         assert_eq!(
-            xread_keys(&b(&["xreadgroup", "group", "g", "c", "noack", "streams", "streams", ">"])),
+            xread_keys(&b(&["xread", "count", "1", "block", "0", "streams", "a", "0"])),
+            vec![6]
+        );
+        assert_eq!(
+            xread_keys(&b(&[
+                "xreadgroup",
+                "group",
+                "g",
+                "c",
+                "noack",
+                "streams",
+                "streams",
+                ">"
+            ])),
             vec![6]
         );
         assert!(xread_keys(&b(&["xread", "streams", "a"])).is_empty());

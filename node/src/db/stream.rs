@@ -375,11 +375,10 @@ impl Stream {
         }
         let take = if count == 0 { usize::MAX } else { count };
         let it = self.entries.range(start..=end);
-        let clone = |(k, v): (&StreamId, &Box<[Bytes]>)| (*k, v.clone());
         if rev {
-            it.rev().take(take).map(clone).collect()
+            it.rev().take(take).map(|(k, v)| (*k, v.clone())).collect()
         } else {
-            it.take(take).map(clone).collect()
+            it.take(take).map(|(k, v)| (*k, v.clone())).collect()
         }
     }
 
@@ -460,7 +459,11 @@ impl Stream {
         node.live += 1;
         node.lp_bytes = node.lp_bytes - old_count + lp_int_size(node.live as i64);
         let same = fields.len() / 2 == node.master_fields.len()
-            && fields.iter().step_by(2).zip(node.master_fields.iter()).all(|(a, b)| a == b);
+            && fields
+                .iter()
+                .step_by(2)
+                .zip(node.master_fields.iter())
+                .all(|(a, b)| a == b);
         let mut lp = lp_int_size(if same { 2 } else { 0 });
         lp += lp_int_size(id.ms.wrapping_sub(master.ms) as i64);
         lp += lp_int_size(id.seq.wrapping_sub(master.seq) as i64);
@@ -940,6 +943,7 @@ impl Stream {
 
     /// XAUTOCLAIM from `start`, claiming at most `count` entries and looking
     /// at no more than `10 * count` PEL entries.
+    #[allow(clippy::too_many_arguments)] // XAUTOCLAIM's own argument list
     pub fn autoclaim(
         &mut self,
         group: &[u8],
@@ -963,7 +967,11 @@ impl Stream {
             if attempts == 0 || count == 0 {
                 // The loop stopped on a limit: the cursor is the next PEL entry.
                 res.next = cursor
-                    .and_then(|c| self.groups.get(group).and_then(|g| g.pel.range(c..).next().map(|(k, _)| *k)))
+                    .and_then(|c| {
+                        self.groups
+                            .get(group)
+                            .and_then(|g| g.pel.range(c..).next().map(|(k, _)| *k))
+                    })
                     .unwrap_or(StreamId::ZERO);
                 return res;
             }
@@ -971,11 +979,12 @@ impl Stream {
             let Some(c) = cursor else {
                 return res;
             };
-            let Some((id, time, dc)) = self
-                .groups
-                .get(group)
-                .and_then(|g| g.pel.range(c..).next().map(|(k, n)| (*k, n.delivery_time, n.delivery_count)))
-            else {
+            let Some((id, time, dc)) = self.groups.get(group).and_then(|g| {
+                g.pel
+                    .range(c..)
+                    .next()
+                    .map(|(k, n)| (*k, n.delivery_time, n.delivery_count))
+            }) else {
                 return res;
             };
             cursor = id.incr();
@@ -1068,14 +1077,20 @@ mod tests {
                 seq_given: false
             })
         );
-        assert_eq!(parse_id(b"3", false, u64::MAX, false).map(|p| p.id), Some(id(3, u64::MAX)));
+        assert_eq!(
+            parse_id(b"3", false, u64::MAX, false).map(|p| p.id),
+            Some(id(3, u64::MAX))
+        );
     }
 
     #[test]
     fn add_rejects_small_ids_and_generates_sequences() {
         let mut s = Stream::default();
         assert_eq!(s.add(AddId::Exact(id(1, 1)), &f(&["a", "1"]), 0), Ok(id(1, 1)));
-        assert_eq!(s.add(AddId::Exact(id(1, 1)), &f(&["a", "1"]), 0), Err(AddError::TooSmall));
+        assert_eq!(
+            s.add(AddId::Exact(id(1, 1)), &f(&["a", "1"]), 0),
+            Err(AddError::TooSmall)
+        );
         assert_eq!(s.add(AddId::AutoSeq(1), &f(&["a", "1"]), 0), Ok(id(1, 2)));
         assert_eq!(s.add(AddId::AutoSeq(0), &f(&["a", "1"]), 0), Err(AddError::TooSmall));
         assert_eq!(s.add(AddId::Auto, &f(&["a", "1"]), 0), Ok(id(1, 3)));
@@ -1090,7 +1105,7 @@ mod tests {
     fn nodes_split_at_100_entries_and_approx_trim_drops_whole_nodes() {
         let mut s = Stream::default();
         for i in 1..=250 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["f", "v"]), 0).unwrap();
+            s.add(AddId::Exact(id(i, 0)), &f(&["f", "v"]), 0).expect("test setup");
         }
         assert_eq!(s.radix_tree_keys(), 3);
         assert_eq!(s.trim(Trim::MaxLen(180), true, DEFAULT_APPROX_LIMIT), 0);
@@ -1108,7 +1123,7 @@ mod tests {
         let mut s = Stream::default();
         let big = "x".repeat(1000);
         for i in 1..=10 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["f", &big]), 0).unwrap();
+            s.add(AddId::Exact(id(i, 0)), &f(&["f", &big]), 0).expect("test setup");
         }
         // Four 1000-byte values fill a 4096-byte listpack.
         assert!(s.radix_tree_keys() >= 3, "{}", s.radix_tree_keys());
@@ -1118,7 +1133,7 @@ mod tests {
     fn delete_tracks_first_and_max_deleted() {
         let mut s = Stream::default();
         for i in 1..=3 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).unwrap();
+            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).expect("test setup");
         }
         assert_eq!(s.delete(&[id(1, 0), id(9, 9)]), 1);
         assert_eq!(s.first_id, id(2, 0));
@@ -1133,7 +1148,7 @@ mod tests {
     fn groups_deliver_ack_and_claim() {
         let mut s = Stream::default();
         for i in 1..=3 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).unwrap();
+            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).expect("test setup");
         }
         let g = Bytes::from_static(b"g");
         let c1 = Bytes::from_static(b"c1");
@@ -1143,10 +1158,10 @@ mod tests {
         assert!(s.touch_consumer(&g, &c1, 10));
         let got = s.read_group_new(&g, &c1, id(0, 1), 2, false, 10);
         assert_eq!(got.len(), 2);
-        let grp = s.group(&g).unwrap();
+        let grp = s.group(&g).expect("test setup");
         assert_eq!(grp.last_id, id(2, 0));
         assert_eq!(grp.entries_read, 2);
-        assert_eq!(s.lag(s.group(&g).unwrap()), Some(1));
+        assert_eq!(s.lag(s.group(&g).expect("test setup")), Some(1));
         let claimed = s.claim(
             &g,
             &[id(1, 0)],
@@ -1161,7 +1176,7 @@ mod tests {
             },
         );
         assert_eq!(claimed.len(), 1);
-        let grp = s.group(&g).unwrap();
+        let grp = s.group(&g).expect("test setup");
         assert_eq!(grp.pel[&id(1, 0)].consumer, c2);
         assert_eq!(grp.pel[&id(1, 0)].delivery_count, 2);
         assert!(grp.consumers[&c1].pel.len() == 1 && grp.consumers[&c2].pel.len() == 1);
@@ -1175,7 +1190,7 @@ mod tests {
     fn autoclaim_reports_deleted_and_cursor() {
         let mut s = Stream::default();
         for i in 1..=4 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).unwrap();
+            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).expect("test setup");
         }
         let g = Bytes::from_static(b"g");
         let c = Bytes::from_static(b"c");
