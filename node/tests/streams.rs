@@ -437,6 +437,8 @@ fn xread_sync_and_errors() {
     d.check_error(&["XREAD", "COUNT", "x", "STREAMS", "a", "0"]);
     d.check_error(&["XREAD", "BLOCK", "-1", "STREAMS", "a", "0"]);
     d.check_error(&["XREAD", "BLOCK", "1.5", "STREAMS", "a", "0"]);
+    d.check_error(&["XREAD", "BLOCK", "9223372036854775807", "STREAMS", "a", "0"]);
+    d.check_error(&["XREAD", "BLOCK", "9223372036854775808", "STREAMS", "a", "0"]);
     d.check_error(&["XREAD", "FOO", "STREAMS", "a", "0"]);
     d.check_error(&["XREAD", "COUNT", "1", "a", "0"]);
     d.check_error(&["XREAD", "STREAMS"]);
@@ -1147,4 +1149,56 @@ fn lag_and_entries_read_edge_cases() {
     d.check(&["XGROUP", "CREATE", "b", "empty", "$"]);
     d.check(&["XPENDING", "b", "empty"]);
     d.check(&["XREADGROUP", "GROUP", "i", "c", "STREAMS", "b", "0"]);
+}
+
+#[test]
+fn watch_invalidation_matches_redis() {
+    // Which stream commands abort a transaction WATCHing the key.
+    let ours = server();
+    let theirs = redis_server(&[]);
+    let cmds: &[&[&str]] = &[
+        &["XADD", "s", "*", "a", "1"],
+        &["XDEL", "s", "1-1"],
+        &["XDEL", "s", "99-1"],
+        &["XTRIM", "s", "MAXLEN", "1"],
+        &["XTRIM", "s", "MAXLEN", "1000"],
+        &["XSETID", "s", "99999999999999-0"],
+        &["XGROUP", "CREATE", "s", "g2", "0"],
+        &["XGROUP", "CREATE", "new", "g", "0", "MKSTREAM"],
+        &["XGROUP", "SETID", "s", "g", "0"],
+        &["XGROUP", "CREATECONSUMER", "s", "g", "cc"],
+        &["XGROUP", "DELCONSUMER", "s", "g", "c"],
+        &["XGROUP", "DESTROY", "s", "g"],
+        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"],
+        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", "0"],
+        &["XACK", "s", "g", "1-1"],
+        &["XCLAIM", "s", "g", "c2", "0", "1-1"],
+        &["XAUTOCLAIM", "s", "g", "c2", "0", "0"],
+        &["XREAD", "STREAMS", "s", "0"],
+    ];
+    let mut results = Vec::new();
+    for addr in [ours.addr, theirs.addr] {
+        let mut got = Vec::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let mut setup = RawClient::connect(addr);
+            let key = if cmd[1] == "CREATE" && cmd[2] == "new" { "new".to_string() } else { "s".to_string() };
+            // A fresh stream per case: 1-1, 2-1 and group g with 1-1 pending for c.
+            let fresh = format!("case{i}");
+            let rename = |a: &str| if a == "s" || a == "new" { format!("{fresh}{a}") } else { a.to_string() };
+            let cmd: Vec<String> = cmd.iter().map(|a| rename(a)).collect();
+            setup.cmd(&["XADD", &format!("{fresh}s"), "1-1", "f", "v"]);
+            setup.cmd(&["XADD", &format!("{fresh}s"), "2-1", "f", "v"]);
+            setup.cmd(&["XGROUP", "CREATE", &format!("{fresh}s"), "g", "0"]);
+            setup.cmd(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", &format!("{fresh}s"), ">"]);
+            let mut w = RawClient::connect(addr);
+            w.cmd(&["WATCH", &format!("{fresh}{key}")]);
+            let reply = setup.cmd(&cmd);
+            assert!(!reply.is_error(), "{cmd:?}: {reply:?}");
+            w.cmd(&["MULTI"]);
+            w.cmd(&["PING"]);
+            got.push((cmd.join(" "), w.cmd(&["EXEC"]) == Frame::NullArray));
+        }
+        results.push(got);
+    }
+    assert_eq!(results[0], results[1], "left: ferrokv, right: redis (true = EXEC aborted)");
 }

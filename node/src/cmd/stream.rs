@@ -4,9 +4,10 @@
 //! Each handler parses its arguments in the order Redis does (so that when
 //! several things are wrong the same error wins), then applies the command
 //! through [`crate::db::stream::Stream`]. Only changes Redis signals as key
-//! modifications (XADD, XDEL, XTRIM, XSETID, stream creation) go through
-//! `Ctx::changed`; consumer-group bookkeeping (deliveries, XACK, XCLAIM)
-//! counts as dirty and emits Redis' events without invalidating WATCH.
+//! modifications (XADD, XDEL, XTRIM, stream creation) go through
+//! `Ctx::changed`; XSETID and consumer-group bookkeeping (deliveries, XACK,
+//! XCLAIM) count as dirty and emit Redis' events without invalidating WATCH,
+//! as in Redis 7.0 (a differential test pins this down).
 //!
 //! Blocking XREAD/XREADGROUP register on their stream keys with `$` already
 //! resolved to the stream's last ID (Redis remembers the ID at block time);
@@ -696,6 +697,9 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
             if t < 0 {
                 return Err(Reply::err(parse::ERR_TIMEOUT_NEG));
             }
+            if t > 0 && t > i64::MAX - ctx.ks.now as i64 {
+                return Err(Reply::err("ERR timeout is out of range"));
+            }
             timeout = Some(t);
         } else if is(o, "count") && more > 0 {
             i += 1;
@@ -1000,7 +1004,9 @@ fn xsetid(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         ));
     }
     s.set_meta(id, entries_added, max_deleted.filter(|m| !m.is_zero()));
-    ctx.changed(key, STREAM, "xsetid");
+    // Redis 7.0 does not signal XSETID as a key modification (WATCH survives it).
+    ctx.dirty += 1;
+    ctx.notify(STREAM, "xsetid", key);
     Ok(Reply::Ok)
 }
 
