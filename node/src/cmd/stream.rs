@@ -697,9 +697,6 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
             if t < 0 {
                 return Err(Reply::err(parse::ERR_TIMEOUT_NEG));
             }
-            if t > 0 && t > i64::MAX - ctx.ks.now as i64 {
-                return Err(Reply::err("ERR timeout is out of range"));
-            }
             timeout = Some(t);
         } else if is(o, "count") && more > 0 {
             i += 1;
@@ -836,7 +833,8 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
     }
     ctx.block = Some(BlockSpec {
         keys: keys.to_vec(),
-        timeout: (ms > 0).then(|| std::time::Duration::from_millis(ms as u64)),
+        // Beyond decades a timeout is "forever"; capping keeps timer math sane.
+        timeout: (ms > 0 && ms < 1 << 40).then(|| std::time::Duration::from_millis(ms as u64)),
         on_timeout: Reply::NullArray,
         args: Some(rewritten),
     });
