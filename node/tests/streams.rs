@@ -1230,3 +1230,133 @@ fn watch_invalidation_matches_redis() {
         "left: ferrokv, right: redis (true = EXEC aborted)"
     );
 }
+
+/// A small deterministic generator for the randomized differential test.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn randomized_differential_session() {
+    let mut d = Diff::new();
+    let seed = std::env::var("STREAMS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let mut r = Lcg(seed);
+    let mut next_ms = 1u64;
+    let groups = ["g1", "g2"];
+    let consumers = ["c1", "c2", "c3"];
+    run(&mut d, &s(&["XADD", "s", "1-0", "f", "v"]));
+    for g in groups {
+        run(&mut d, &s(&["XGROUP", "CREATE", "s", g, "0"]));
+    }
+    let steps = std::env::var("STREAMS_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
+    for step in 0..steps {
+        let rid = |r: &mut Lcg, hi: u64| format!("{}-{}", r.below(hi + 2), r.below(3));
+        let cmd: Vec<String> = match r.below(20) {
+            0..=6 => {
+                next_ms += 1 + r.below(3);
+                let id = if r.below(4) == 0 { format!("{next_ms}-*") } else { format!("{next_ms}-{}", r.below(3)) };
+                let size = [1usize, 5, 40, 300, 1200][r.below(5) as usize];
+                let mut v = s(&["XADD", "s"]);
+                match r.below(8) {
+                    0 => v.extend(s(&["MAXLEN", "~", &r.below(400).to_string()])),
+                    1 => v.extend(s(&["MAXLEN", "=", &(200 + r.below(200)).to_string()])),
+                    2 => v.extend(s(&["MINID", "~", &rid(&mut r, next_ms / 3)])),
+                    3 => v.extend(s(&["MAXLEN", "~", &r.below(300).to_string(), "LIMIT", &r.below(250).to_string()])),
+                    _ => {}
+                }
+                v.push(id);
+                v.extend(s(&["f", &"x".repeat(size)]));
+                if r.below(3) == 0 {
+                    v.extend(s(&["n", &r.below(100000).to_string()]));
+                }
+                v
+            }
+            7 => {
+                let mut v = s(&["XDEL", "s"]);
+                for _ in 0..1 + r.below(3) {
+                    v.push(rid(&mut r, next_ms));
+                }
+                v
+            }
+            8 => match r.below(3) {
+                0 => s(&["XTRIM", "s", "MAXLEN", "~", &(r.below(500)).to_string()]),
+                1 => s(&["XTRIM", "s", "MINID", &rid(&mut r, next_ms / 2)]),
+                _ => s(&["XTRIM", "s", "MINID", "~", &rid(&mut r, next_ms), "LIMIT", &r.below(300).to_string()]),
+            },
+            9 => {
+                let a = rid(&mut r, next_ms);
+                let b = rid(&mut r, next_ms);
+                let cmd = if r.below(2) == 0 { "XRANGE" } else { "XREVRANGE" };
+                s(&[cmd, "s", &a, &b, "COUNT", &r.below(5).to_string()])
+            }
+            10..=12 => {
+                let g = groups[r.below(2) as usize];
+                let c = consumers[r.below(3) as usize];
+                let mut v = s(&["XREADGROUP", "GROUP", g, c, "COUNT", &(1 + r.below(5)).to_string()]);
+                if r.below(5) == 0 {
+                    v.push("NOACK".into());
+                }
+                v.extend(s(&["STREAMS", "s"]));
+                v.push(if r.below(4) == 0 { rid(&mut r, next_ms) } else { ">".into() });
+                v
+            }
+            13 => {
+                let mut v = s(&["XACK", "s", groups[r.below(2) as usize]]);
+                for _ in 0..1 + r.below(4) {
+                    v.push(rid(&mut r, next_ms));
+                }
+                v
+            }
+            14 => {
+                let mut v = s(&["XCLAIM", "s", groups[r.below(2) as usize], consumers[r.below(3) as usize], "0"]);
+                for _ in 0..1 + r.below(3) {
+                    v.push(rid(&mut r, next_ms));
+                }
+                if r.below(2) == 0 {
+                    v.push("JUSTID".into());
+                }
+                if r.below(4) == 0 {
+                    v.push("FORCE".into());
+                }
+                v
+            }
+            15 => s(&[
+                "XAUTOCLAIM",
+                "s",
+                groups[r.below(2) as usize],
+                consumers[r.below(3) as usize],
+                if r.below(3) == 0 { "3600000" } else { "0" },
+                &rid(&mut r, next_ms),
+                "COUNT",
+                &(1 + r.below(4)).to_string(),
+            ]),
+            16 => s(&["XINFO", "STREAM", "s"]),
+            17 => s(&["XINFO", "GROUPS", "s"]),
+            18 => s(&["XPENDING", "s", groups[r.below(2) as usize]]),
+            _ => match r.below(3) {
+                0 => s(&["XGROUP", "SETID", "s", groups[r.below(2) as usize], &rid(&mut r, next_ms)]),
+                1 => s(&["XGROUP", "DELCONSUMER", "s", groups[r.below(2) as usize], consumers[r.below(3) as usize]]),
+                _ => s(&["XREAD", "COUNT", "3", "STREAMS", "s", &rid(&mut r, next_ms)]),
+            },
+        };
+        let v: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let (a, b) = d.both(&v);
+        assert_eq!(a, b, "step {step}: reply to {v:?} differs (left: ferrokv, right: redis)");
+    }
+    for g in groups {
+        check_norm(&mut d, &["XPENDING", "s", g, "-", "+", "1000"], |f| zero_at(f, 1, 2));
+        check_norm(&mut d, &["XINFO", "CONSUMERS", "s", g], |f| zero_fields(f, TIMES));
+    }
+    check_norm(&mut d, &["XINFO", "STREAM", "s", "FULL", "COUNT", "0"], |f| {
+        zero_fields(f, TIMES);
+        norm_full_pel(f);
+    });
+}
