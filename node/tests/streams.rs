@@ -1026,6 +1026,19 @@ fn blocking_behaviour_matches_redis() {
         c.cmd(&["XADD", "s", "4-1", "d", "4"]);
         c.cmd(&["EXEC"]);
         got.push(w.read());
+        // Entries trimmed away by the XADD that wakes the reader, and
+        // deleted ones behind the ID waited for.
+        w.send(&["XREAD", "BLOCK", "10000", "STREAMS", "s", "$"]);
+        wait_for_blocked(&mut c, 1);
+        c.cmd(&["XADD", "s", "MAXLEN", "0", "4-2", "x", "y"]);
+        got.push(w.read());
+        c.cmd(&["XADD", "t", "1-1", "a", "1"]);
+        c.cmd(&["XADD", "t", "2-1", "a", "1"]);
+        c.cmd(&["XDEL", "t", "2-1"]);
+        w.send(&["XREAD", "BLOCK", "10000", "STREAMS", "t", "1-1"]);
+        wait_for_blocked(&mut c, 1);
+        c.cmd(&["XADD", "t", "3-1", "b", "2"]);
+        got.push(w.read());
         // A blocked XREADGROUP: consumers before and after it is served.
         c.cmd(&["XGROUP", "CREATE", "s", "g2", "$"]);
         w.send(&[
@@ -1046,6 +1059,7 @@ fn blocking_behaviour_matches_redis() {
         zero_fields(&mut consumers, TIMES);
         got.push(consumers);
         c.cmd(&["XADD", "s", "5-1", "e", "5"]);
+        c.cmd(&["XADD", "s", "5-2", "e", "6"]);
         got.push(w.read());
         let mut consumers = c.cmd(&["XINFO", "CONSUMERS", "s", "g2"]);
         zero_fields(&mut consumers, TIMES);
@@ -1236,7 +1250,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -1247,7 +1264,10 @@ impl Lcg {
 #[test]
 fn randomized_differential_session() {
     let mut d = Diff::new();
-    let seed = std::env::var("STREAMS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let seed = std::env::var("STREAMS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
     let mut r = Lcg(seed);
     let mut next_ms = 1u64;
     let groups = ["g1", "g2"];
@@ -1256,20 +1276,33 @@ fn randomized_differential_session() {
     for g in groups {
         run(&mut d, &s(&["XGROUP", "CREATE", "s", g, "0"]));
     }
-    let steps = std::env::var("STREAMS_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
+    let steps = std::env::var("STREAMS_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
     for step in 0..steps {
         let rid = |r: &mut Lcg, hi: u64| format!("{}-{}", r.below(hi + 2), r.below(3));
         let cmd: Vec<String> = match r.below(20) {
             0..=6 => {
                 next_ms += 1 + r.below(3);
-                let id = if r.below(4) == 0 { format!("{next_ms}-*") } else { format!("{next_ms}-{}", r.below(3)) };
+                let id = if r.below(4) == 0 {
+                    format!("{next_ms}-*")
+                } else {
+                    format!("{next_ms}-{}", r.below(3))
+                };
                 let size = [1usize, 5, 40, 300, 1200][r.below(5) as usize];
                 let mut v = s(&["XADD", "s"]);
                 match r.below(8) {
                     0 => v.extend(s(&["MAXLEN", "~", &r.below(400).to_string()])),
                     1 => v.extend(s(&["MAXLEN", "=", &(200 + r.below(200)).to_string()])),
                     2 => v.extend(s(&["MINID", "~", &rid(&mut r, next_ms / 3)])),
-                    3 => v.extend(s(&["MAXLEN", "~", &r.below(300).to_string(), "LIMIT", &r.below(250).to_string()])),
+                    3 => v.extend(s(&[
+                        "MAXLEN",
+                        "~",
+                        &r.below(300).to_string(),
+                        "LIMIT",
+                        &r.below(250).to_string(),
+                    ])),
                     _ => {}
                 }
                 v.push(id);
@@ -1289,7 +1322,15 @@ fn randomized_differential_session() {
             8 => match r.below(3) {
                 0 => s(&["XTRIM", "s", "MAXLEN", "~", &(r.below(500)).to_string()]),
                 1 => s(&["XTRIM", "s", "MINID", &rid(&mut r, next_ms / 2)]),
-                _ => s(&["XTRIM", "s", "MINID", "~", &rid(&mut r, next_ms), "LIMIT", &r.below(300).to_string()]),
+                _ => s(&[
+                    "XTRIM",
+                    "s",
+                    "MINID",
+                    "~",
+                    &rid(&mut r, next_ms),
+                    "LIMIT",
+                    &r.below(300).to_string(),
+                ]),
             },
             9 => {
                 let a = rid(&mut r, next_ms);
@@ -1305,7 +1346,11 @@ fn randomized_differential_session() {
                     v.push("NOACK".into());
                 }
                 v.extend(s(&["STREAMS", "s"]));
-                v.push(if r.below(4) == 0 { rid(&mut r, next_ms) } else { ">".into() });
+                v.push(if r.below(4) == 0 {
+                    rid(&mut r, next_ms)
+                } else {
+                    ">".into()
+                });
                 v
             }
             13 => {
@@ -1316,7 +1361,13 @@ fn randomized_differential_session() {
                 v
             }
             14 => {
-                let mut v = s(&["XCLAIM", "s", groups[r.below(2) as usize], consumers[r.below(3) as usize], "0"]);
+                let mut v = s(&[
+                    "XCLAIM",
+                    "s",
+                    groups[r.below(2) as usize],
+                    consumers[r.below(3) as usize],
+                    "0",
+                ]);
                 for _ in 0..1 + r.below(3) {
                     v.push(rid(&mut r, next_ms));
                 }
@@ -1342,14 +1393,29 @@ fn randomized_differential_session() {
             17 => s(&["XINFO", "GROUPS", "s"]),
             18 => s(&["XPENDING", "s", groups[r.below(2) as usize]]),
             _ => match r.below(3) {
-                0 => s(&["XGROUP", "SETID", "s", groups[r.below(2) as usize], &rid(&mut r, next_ms)]),
-                1 => s(&["XGROUP", "DELCONSUMER", "s", groups[r.below(2) as usize], consumers[r.below(3) as usize]]),
+                0 => s(&[
+                    "XGROUP",
+                    "SETID",
+                    "s",
+                    groups[r.below(2) as usize],
+                    &rid(&mut r, next_ms),
+                ]),
+                1 => s(&[
+                    "XGROUP",
+                    "DELCONSUMER",
+                    "s",
+                    groups[r.below(2) as usize],
+                    consumers[r.below(3) as usize],
+                ]),
                 _ => s(&["XREAD", "COUNT", "3", "STREAMS", "s", &rid(&mut r, next_ms)]),
             },
         };
         let v: Vec<&str> = cmd.iter().map(String::as_str).collect();
         let (a, b) = d.both(&v);
-        assert_eq!(a, b, "step {step}: reply to {v:?} differs (left: ferrokv, right: redis)");
+        assert_eq!(
+            a, b,
+            "step {step}: reply to {v:?} differs (left: ferrokv, right: redis)"
+        );
     }
     for g in groups {
         check_norm(&mut d, &["XPENDING", "s", g, "-", "+", "1000"], |f| zero_at(f, 1, 2));

@@ -824,11 +824,20 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
     if !ctx.can_block() {
         return Ok(Reply::NullArray);
     }
-    // Re-run with `$` resolved to the ID it meant now.
+    // Re-run with `$` resolved to the ID it meant now. Nothing can ever
+    // appear between the ID and the stream's last ID (they were deleted), so
+    // waiting from the last ID is the same wait; it lets a re-run compare
+    // with the last ID as Redis does.
     let mut rewritten = args.to_vec();
-    for (j, f) in from.iter().enumerate() {
+    for (j, (key, f)) in keys.iter().zip(&from).enumerate() {
         if let ReadFrom::After(id) = f {
-            rewritten[streams_arg + n + j] = id.to_bytes();
+            let last = ctx
+                .ks
+                .get_obj::<Stream>(key)
+                .ok()
+                .flatten()
+                .map_or(StreamId::ZERO, |s| s.last_id);
+            rewritten[streams_arg + n + j] = (*id).max(last).to_bytes();
         }
     }
     ctx.block = Some(BlockSpec {
@@ -897,7 +906,9 @@ fn serve_waiter(
                     continue;
                 };
                 let Ok(gt) = strict_id(id_arg) else { continue };
-                if s.last_valid_id() > gt
+                // As Redis: the last ID moved (the new entries may already be
+                // trimmed away, which answers an empty list).
+                if s.last_id > gt
                     && let Some(start) = gt.incr()
                 {
                     let entries = entries_reply(&s.range(start, StreamId::MAX, count, false));
