@@ -542,7 +542,7 @@ impl Stream {
                 break;
             }
             let remove_node = match strategy {
-                Trim::MaxLen(max) => self.entries.len() as u64 - live >= max,
+                Trim::MaxLen(max) => (self.entries.len() as u64).saturating_sub(live) >= max,
                 Trim::MinId(min) => node.last < min,
             };
             let node_end = self
@@ -1184,6 +1184,27 @@ mod tests {
         assert_eq!(s.delete_consumer(&g, &c1), Some(0));
         assert!(s.destroy_group(&g));
         assert_eq!(s.group_count(), 0);
+    }
+
+    #[test]
+    fn group_memory_is_released() {
+        let mut s = Stream::default();
+        for i in 1..=5 {
+            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).expect("test setup");
+        }
+        let base = s.mem_usage();
+        let g = Bytes::from_static(b"group");
+        let (c1, c2) = (Bytes::from_static(b"c1"), Bytes::from_static(b"c2"));
+        s.create_group(&g, StreamId::ZERO, -1);
+        s.touch_consumer(&g, &c1, 0);
+        s.read_group_new(&g, &c1, id(0, 1), 0, false, 0);
+        s.create_consumer(&g, &c2, 0);
+        s.autoclaim(&g, &c2, 0, StreamId::ZERO, 2, false, 1);
+        assert!(s.mem_usage() > base);
+        assert_eq!(s.delete_consumer(&g, &c2), Some(2));
+        assert_eq!(s.ack(&g, &[id(3, 0)]), 1);
+        assert!(s.destroy_group(&g));
+        assert_eq!(s.mem_usage(), base);
     }
 
     #[test]
