@@ -581,6 +581,10 @@ pub fn serve_blocked(state: &State, ready: Vec<Bytes>) {
                         }
                     }
                 }
+                // Stream waiters wait for different IDs or groups (Redis checks
+                // each of them), so one that cannot be served says nothing
+                // about the next.
+                None if spec.group == "stream" => continue,
                 // The key is not (or no longer) able to serve this waiter, so
                 // it cannot serve later waiters either: FIFO order is kept.
                 None => break,
