@@ -211,7 +211,7 @@ pub static COMMANDS: &[CommandSpec] = &[
             ),
             spec!(
                 "getkeys",
-                -3,
+                -4,
                 HELPF,
                 KeySpec::None,
                 command::getkeys,
@@ -512,10 +512,10 @@ fn memory_usage(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 fn slowlog_get(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let count = match args.len() {
         2 => 10,
-        3 => match int(&args[2])? {
-            -1 => usize::MAX,
-            n if n < 0 => return Err(Reply::err("ERR count should be greater than or equal to -1")),
-            n => n as usize,
+        3 => match super::parse::parse_i64(&args[2]) {
+            Some(-1) => usize::MAX,
+            Some(n) if n >= 0 => n as usize,
+            _ => return Err(Reply::err("ERR count should be greater than or equal to -1")),
         },
         _ => return Err(Reply::err("ERR wrong number of arguments for 'slowlog|get' command")),
     };

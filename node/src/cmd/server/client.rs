@@ -28,6 +28,8 @@ pub fn getname(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
 }
 
 pub fn info(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+    // As Redis, the running command is already this client's last command.
+    *ctx.session.handle.last_cmd.lock() = "client|info";
     let mut line = ctx.session.handle.info_line();
     line.push('\n');
     Ok(Reply::Verbatim(Bytes::from(line)))
@@ -60,6 +62,7 @@ fn type_of(c: &ClientHandle) -> Type {
 }
 
 pub fn list(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+    *ctx.session.handle.last_cmd.lock() = "client|list";
     let mut ty = None;
     let mut ids: Option<Vec<u64>> = None;
     let mut i = 2;
@@ -71,8 +74,9 @@ pub fn list(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             let mut v = Vec::new();
             for a in &args[i + 1..] {
                 match parse_i64(a) {
-                    Some(n) if n > 0 => v.push(n as u64),
-                    _ => return Err(Reply::err("ERR Invalid client ID")),
+                    // Ids start at 1: zero or negative ids simply match nobody.
+                    Some(n) => v.push(u64::try_from(n).unwrap_or(0)),
+                    None => return Err(Reply::err("ERR Invalid client ID")),
                 }
             }
             ids = Some(v);

@@ -9,13 +9,19 @@ use crate::cmd::{CmdResult, CommandSpec, Ctx, KeySpec, flags, key_positions, loo
 use crate::glob::glob_match;
 use crate::resp::Reply;
 
-/// ACL categories in the order Redis prints them, and when a command is in one.
-fn acl_categories(spec: &CommandSpec) -> Vec<&'static str> {
+/// ACL categories in the order Redis prints them, derived from the group
+/// and flags, plus the few that Redis assigns by hand.
+fn acl_categories(spec: &'static CommandSpec) -> Vec<&'static str> {
     let f = spec.flags;
     let has = |flag: u32| f & flag != 0;
+    // A bare container (CONFIG, CLIENT...) is only @slow; its subcommands carry the rest.
+    if f == 0 && !spec.subcommands.is_empty() {
+        return vec!["@slow"];
+    }
+    let full = table().full_name(spec);
     let group = spec.group;
     let mut out = Vec::new();
-    if group == "generic" {
+    if group == "generic" || matches!(full, "dbsize" | "flushall" | "flushdb") {
         out.push("@keyspace");
     }
     if has(flags::READONLY) && group != "scripting" {
@@ -53,10 +59,10 @@ fn acl_categories(spec: &CommandSpec) -> Vec<&'static str> {
     if has(flags::BLOCKING) {
         out.push("@blocking");
     }
-    if has(flags::ADMIN) || matches!(spec.keys, KeySpec::All) && has(flags::WRITE) {
+    if has(flags::ADMIN) || matches!(spec.keys, KeySpec::All) && has(flags::WRITE) || full == "info" {
         out.push("@dangerous");
     }
-    if group == "connection" {
+    if group == "connection" || full.starts_with("client|") || full.starts_with("command") {
         out.push("@connection");
     }
     if group == "transactions" {
@@ -153,10 +159,9 @@ fn key_specs(spec: &CommandSpec) -> Reply {
 /// One `COMMAND INFO` entry (Redis 7.0's ten fields).
 fn describe(spec: &'static CommandSpec) -> Reply {
     let (first, last, step) = key_range(spec);
-    let mut tips = Vec::new();
-    if matches!(spec.keys, KeySpec::All) || spec.group == "server" {
-        tips.push(Reply::bulk_static("nondeterministic_output"));
-    }
+    // Redis' request/response policy tips are for cluster proxies; this
+    // node routes by key positions only, so it claims none.
+    let tips = Vec::new();
     Reply::Array(vec![
         Reply::bulk(table().full_name(spec)),
         Reply::Int(spec.arity as i64),
@@ -167,7 +172,12 @@ fn describe(spec: &'static CommandSpec) -> Reply {
         status_set(&acl_categories(spec)),
         Reply::Set(tips),
         key_specs(spec),
-        Reply::Array(spec.subcommands.iter().map(describe).collect()),
+        // Redis 7.0 answers an empty set, or an array of entries.
+        if spec.subcommands.is_empty() {
+            Reply::Set(vec![])
+        } else {
+            Reply::Array(spec.subcommands.iter().map(describe).collect())
+        },
     ])
 }
 

@@ -38,15 +38,28 @@ const POLICY_CHOICES: &str = "argument(s) must be one of the following: volatile
 
 /// Redis' wording for a value a parameter refuses.
 fn value_error(p: &Param, e: ConfigError) -> Reply {
-    if p.name == "maxmemory-policy" {
-        return set_failed(p.name, POLICY_CHOICES);
+    if let ConfigError::Invalid(_) = e {
+        match p.name {
+            "maxmemory-policy" => return set_failed(p.name, POLICY_CHOICES),
+            "notify-keyspace-events" => {
+                return set_failed(p.name, "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.");
+            }
+            "proto-max-bulk-len" => {
+                return set_failed(
+                    p.name,
+                    "argument must be between 1048576 and 9223372036854775807 inclusive",
+                );
+            }
+            "maxmemory-samples" => return set_failed(p.name, "argument must be between 1 and 64 inclusive"),
+            _ => {}
+        }
     }
     set_failed(p.name, e)
 }
 
 pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     if args.len() % 2 != 0 {
-        return Err(Reply::err("ERR wrong number of arguments for 'config|set' command"));
+        return Err(crate::cmd::parse::syntax());
     }
     let mut pairs: Vec<(&'static Param, String)> = Vec::new();
     for pair in args[2..].chunks(2) {

@@ -180,7 +180,6 @@ fn clients(state: &State, s: &mut Section) {
         all.iter().filter(|c| c.blocked.load(Ordering::Relaxed)).count(),
     );
     s.field("tracking_clients", 0);
-    s.field("watched_keys", state.watches.watched_keys());
 }
 
 fn memory(state: &State, s: &mut Section) {
@@ -246,7 +245,7 @@ fn stats(state: &State, s: &mut Section) {
     s.field("pubsub_patterns", state.pubsub.numpat());
     s.field("pubsubshard_channels", state.pubsub.channels(None, true).len());
     s.field("total_error_replies", l(&st.total_error_replies));
-    s.field("pubsub_overflow_disconnects", l(&st.pubsub_overflow_disconnects));
+    s.field("ferrokv_pubsub_overflow_disconnects", l(&st.pubsub_overflow_disconnects));
 }
 
 fn replication(state: &State, s: &mut Section) {
