@@ -785,7 +785,9 @@ fn maxmemory_evicts_or_refuses() {
     assert!(evicted > 0, "nothing evicted: {f:?}");
     let keys = int(&c.cmd(&["DBSIZE"]));
     assert!(keys < 300 && keys > 10, "{keys} keys left");
-    assert!(s.state.db.used_memory() <= 1 << 20);
+    // Eviction runs before a write (as in Redis), so the last write may overshoot by one value.
+    let used = s.state.db.used_memory();
+    assert!(used <= (1 << 20) + 16 * 1024, "{used}");
 
     assert_eq!(c.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]), Frame::Simple("OK".into()));
     let mut refused = None;
