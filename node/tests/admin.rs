@@ -2,6 +2,9 @@
 //! numbers INFO reports, `/healthz`, `/readyz`; and the real binary's memory
 //! figures, which come from jemalloc.
 
+// Test code: an unexpected value should fail the test right where it appears.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -212,18 +215,26 @@ fn metrics_expose_commands_keys_memory_clients() {
     assert!(sample(m, "ferrokv_net_input_bytes_total").unwrap() > 0.0);
     assert!(sample(m, "ferrokv_net_output_bytes_total").unwrap() > 0.0);
     assert_eq!(sample(m, "ferrokv_commands_total{command=\"ping\"}"), Some(6.0));
-    assert_eq!(sample(m, "ferrokv_command_errors_total{command=\"config|set\"}"), Some(1.0));
+    assert_eq!(
+        sample(m, "ferrokv_command_errors_total{command=\"config|set\"}"),
+        Some(1.0)
+    );
     assert_eq!(
         sample(m, "ferrokv_command_duration_seconds_count{command=\"ping\"}"),
         Some(6.0)
     );
     assert_eq!(
-        sample(m, "ferrokv_command_duration_seconds_bucket{command=\"ping\",le=\"+Inf\"}"),
+        sample(
+            m,
+            "ferrokv_command_duration_seconds_bucket{command=\"ping\",le=\"+Inf\"}"
+        ),
         Some(6.0)
     );
     assert!(m.contains("# TYPE ferrokv_command_duration_seconds histogram"));
     // The same numbers as INFO.
-    let Frame::Bulk(info) = c.cmd(&["INFO", "stats"]) else { panic!() };
+    let Frame::Bulk(info) = c.cmd(&["INFO", "stats"]) else {
+        panic!()
+    };
     let info = String::from_utf8(info).unwrap();
     assert!(info.contains("expired_keys:1\r\n"), "{info}");
 }
@@ -274,7 +285,9 @@ fn spawn_node() -> Node {
 fn binary_reports_jemalloc_memory() {
     let node = spawn_node();
     let mut c = RawClient::connect(node.addr);
-    let Frame::Bulk(info) = c.cmd(&["INFO", "memory"]) else { panic!() };
+    let Frame::Bulk(info) = c.cmd(&["INFO", "memory"]) else {
+        panic!()
+    };
     let info = String::from_utf8(info).unwrap();
     let field = |name: &str| -> String {
         info.lines()

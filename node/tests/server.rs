@@ -6,6 +6,9 @@
 //! ([`StateServer`]) where a test needs data but not a data-type command, so
 //! these tests do not depend on the string/list/... families.
 
+// Test code: an unexpected value should fail the test right where it appears.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
@@ -74,7 +77,11 @@ impl StateServer {
         let now = now_ms();
         let mut ks = self.state.db.lock_all(now);
         for k in keys {
-            let exp = if ttl_ms > 0 { Expiry::At(now + ttl_ms) } else { Expiry::Clear };
+            let exp = if ttl_ms > 0 {
+                Expiry::At(now + ttl_ms)
+            } else {
+                Expiry::Clear
+            };
             ks.set_str(k.as_bytes(), value, exp);
         }
     }
@@ -218,10 +225,16 @@ fn info_and_dbsize_inside_multi_do_not_deadlock() {
     s.put(&["x", "y"], b"1", 0);
     let mut c = s.client();
     assert_eq!(c.cmd(&["MULTI"]), Frame::Simple("OK".into()));
-    for cmd in [&["DBSIZE"][..], &["INFO", "keyspace"], &["CLUSTER", "COUNTKEYSINSLOT", "0"]] {
+    for cmd in [
+        &["DBSIZE"][..],
+        &["INFO", "keyspace"],
+        &["CLUSTER", "COUNTKEYSINSLOT", "0"],
+    ] {
         assert_eq!(c.cmd(cmd), Frame::Simple("QUEUED".into()));
     }
-    let Frame::Array(v) = c.cmd(&["EXEC"]) else { panic!("EXEC") };
+    let Frame::Array(v) = c.cmd(&["EXEC"]) else {
+        panic!("EXEC")
+    };
     assert_eq!(v[0], Frame::Int(2));
     assert!(text(v[1].clone()).contains("db0:keys=2,"));
 }
@@ -314,7 +327,16 @@ fn config_rewrite_updates_the_config_file() {
     let mut c = RawClient::connect(s.addr);
     let ok = Frame::Simple("OK".into());
     assert_eq!(
-        c.cmd(&["CONFIG", "SET", "maxmemory", "2mb", "maxmemory-policy", "allkeys-lru", "timeout", "9"]),
+        c.cmd(&[
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            "2mb",
+            "maxmemory-policy",
+            "allkeys-lru",
+            "timeout",
+            "9"
+        ]),
         ok
     );
     assert_eq!(c.cmd(&["CONFIG", "REWRITE"]), ok);
@@ -359,7 +381,13 @@ fn client_naming_and_listing() {
     let info = text(c.cmd(&["CLIENT", "INFO"]));
     assert!(info.starts_with(&format!("id={id} addr=")), "{info}");
     assert!(info.ends_with('\n'));
-    for part in [" name=me ", " flags=e ", " cmd=client|info ", " lib-name=redis-py ", " resp=2"] {
+    for part in [
+        " name=me ",
+        " flags=e ",
+        " cmd=client|info ",
+        " lib-name=redis-py ",
+        " resp=2",
+    ] {
         assert!(info.contains(part), "{part} missing in {info}");
     }
     assert_eq!(
@@ -420,10 +448,7 @@ fn client_kill_forms() {
     assert_eq!(me.cmd(&["CLIENT", "KILL", "TYPE", "normal"]), Frame::Int(0));
     // SKIPME no: we are killed after the reply.
     let my_id = int(&me.cmd(&["CLIENT", "ID"])).to_string();
-    assert_eq!(
-        me.cmd(&["CLIENT", "KILL", "ID", &my_id, "SKIPME", "no"]),
-        Frame::Int(1)
-    );
+    assert_eq!(me.cmd(&["CLIENT", "KILL", "ID", &my_id, "SKIPME", "no"]), Frame::Int(1));
     assert!(me.try_read().is_err());
     let mut again = RawClient::connect(addr);
     wait_for("killed clients to leave CLIENT LIST", Duration::from_secs(5), || {
@@ -451,12 +476,21 @@ fn client_reply_off_skip_on() {
 /// The parts of a COMMAND INFO entry that clients use: name, arity, flags
 /// (as a set), first/last/step, ACL categories (as a set).
 fn command_shape(f: &Frame) -> (Frame, Frame, BTreeSet<String>, Frame, Frame, Frame) {
-    let Frame::Array(v) = f else { panic!("not an entry: {f:?}") };
+    let Frame::Array(v) = f else {
+        panic!("not an entry: {f:?}")
+    };
     let set = |f: &Frame| match f {
         Frame::Array(x) | Frame::Set(x) => x.iter().map(|e| format!("{e:?}")).collect::<BTreeSet<_>>(),
         other => panic!("{other:?}"),
     };
-    (v[0].clone(), v[1].clone(), set(&v[2]), v[3].clone(), v[4].clone(), v[5].clone())
+    (
+        v[0].clone(),
+        v[1].clone(),
+        set(&v[2]),
+        v[3].clone(),
+        v[4].clone(),
+        v[5].clone(),
+    )
 }
 
 fn command_categories(f: &Frame) -> BTreeSet<String> {
@@ -473,20 +507,65 @@ fn command_info_matches_redis_for_shared_commands() {
     // clients route by; every other command is compared on name, arity and
     // key positions.
     let strict = [
-        "info", "dbsize", "flushall", "flushdb", "time", "command", "command|info", "command|getkeys", "config|get",
-        "config|set", "config|resetstat", "config|rewrite", "client|list", "client|kill", "client|id",
-        "client|setname", "client|reply", "client|no-evict", "memory|usage", "slowlog|get", "slowlog|reset",
-        "latency|latest", "latency|history", "latency|reset", "cluster|keyslot", "cluster|countkeysinslot",
+        "info",
+        "dbsize",
+        "flushall",
+        "flushdb",
+        "time",
+        "command",
+        "command|info",
+        "command|getkeys",
+        "config|get",
+        "config|set",
+        "config|resetstat",
+        "config|rewrite",
+        "client|list",
+        "client|kill",
+        "client|id",
+        "client|setname",
+        "client|reply",
+        "client|no-evict",
+        "memory|usage",
+        "slowlog|get",
+        "slowlog|reset",
+        "latency|latest",
+        "latency|history",
+        "latency|reset",
+        "cluster|keyslot",
+        "cluster|countkeysinslot",
         "cluster|getkeysinslot",
         // Data-type commands (checked once their families are in the table).
-        "get", "set", "mset", "del", "zunionstore", "lpush", "blpop", "hset", "sadd", "xadd", "expire", "incr",
+        "get",
+        "set",
+        "mset",
+        "del",
+        "zunionstore",
+        "lpush",
+        "blpop",
+        "hset",
+        "sadd",
+        "xadd",
+        "expire",
+        "incr",
     ];
-    let loose = ["ping", "echo", "publish", "subscribe", "multi", "exec", "watch", "hello", "auth"];
+    let loose = [
+        "ping",
+        "echo",
+        "publish",
+        "subscribe",
+        "multi",
+        "exec",
+        "watch",
+        "hello",
+        "auth",
+    ];
     let names = strict.iter().chain(loose.iter()).copied();
     let mut compared = 0;
     for name in names {
         let (a, b) = d.both(&["COMMAND", "INFO", name]);
-        let (Frame::Array(a), Frame::Array(b)) = (a, b) else { panic!("COMMAND INFO {name}") };
+        let (Frame::Array(a), Frame::Array(b)) = (a, b) else {
+            panic!("COMMAND INFO {name}")
+        };
         if a[0] == Frame::Null {
             assert!(strict[..27].iter().all(|n| *n != name), "{name} missing");
             continue;
@@ -496,7 +575,11 @@ fn command_info_matches_redis_for_shared_commands() {
         assert_eq!(ours.1, theirs.1, "{name}: arity");
         // movablekeys commands report 0 0 0 here (keys are found by parsing).
         if !ours.2.contains("Simple(\"movablekeys\")") {
-            assert_eq!((&ours.3, &ours.4, &ours.5), (&theirs.3, &theirs.4, &theirs.5), "{name}: key range");
+            assert_eq!(
+                (&ours.3, &ours.4, &ours.5),
+                (&theirs.3, &theirs.4, &theirs.5),
+                "{name}: key range"
+            );
         }
         if strict.contains(&name) {
             // Redis' sentinel-only flags have no meaning here.
@@ -507,7 +590,9 @@ fn command_info_matches_redis_for_shared_commands() {
                 .cloned()
                 .collect();
             assert_eq!(ours.2, theirs_flags, "{name}: flags");
-            let (Frame::Array(oc), Frame::Array(tc)) = (&a[0], &b[0]) else { panic!() };
+            let (Frame::Array(oc), Frame::Array(tc)) = (&a[0], &b[0]) else {
+                panic!()
+            };
             assert_eq!(
                 command_categories(&oc[6]),
                 command_categories(&tc[6]),
@@ -520,8 +605,12 @@ fn command_info_matches_redis_for_shared_commands() {
     d.check(&["COMMAND", "INFO", "nope"]);
     // Key specs of a fixed-position command.
     let (a, b) = d.both(&["COMMAND", "INFO", "memory|usage"]);
-    let (Frame::Array(a), Frame::Array(b)) = (a, b) else { panic!() };
-    let (Frame::Array(a), Frame::Array(b)) = (&a[0], &b[0]) else { panic!() };
+    let (Frame::Array(a), Frame::Array(b)) = (a, b) else {
+        panic!()
+    };
+    let (Frame::Array(a), Frame::Array(b)) = (&a[0], &b[0]) else {
+        panic!()
+    };
     // Where the keys are must match; the access flags (RO/RW, access/update...)
     // are Redis' per-command annotations, derived here from read/write only.
     let search = |f: &Frame| {
@@ -541,15 +630,28 @@ fn command_count_list_docs_getkeys() {
     let mut d = Diff::new();
     let c = &mut d.ours;
     let count = int(&c.cmd(&["COMMAND", "COUNT"]));
-    let Frame::Array(all) = c.cmd(&["COMMAND"]) else { panic!() };
+    let Frame::Array(all) = c.cmd(&["COMMAND"]) else {
+        panic!()
+    };
     assert_eq!(all.len() as i64, count);
-    let Frame::Array(list) = c.cmd(&["COMMAND", "LIST"]) else { panic!() };
+    let Frame::Array(list) = c.cmd(&["COMMAND", "LIST"]) else {
+        panic!()
+    };
     assert!(list.contains(&Frame::bulk("config|get")) && list.contains(&Frame::bulk("ping")));
-    let Frame::Array(f) = c.cmd(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "config|*"]) else { panic!() };
+    let Frame::Array(f) = c.cmd(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "config|*"]) else {
+        panic!()
+    };
     assert_eq!(f.len(), 5, "{f:?}");
-    let Frame::Array(f) = c.cmd(&["COMMAND", "LIST", "FILTERBY", "ACLCAT", "connection"]) else { panic!() };
-    assert!(f.contains(&Frame::bulk("ping")) && !f.contains(&Frame::bulk("dbsize")), "{f:?}");
-    let Frame::Array(f) = c.cmd(&["COMMAND", "LIST", "FILTERBY", "MODULE", "x"]) else { panic!() };
+    let Frame::Array(f) = c.cmd(&["COMMAND", "LIST", "FILTERBY", "ACLCAT", "connection"]) else {
+        panic!()
+    };
+    assert!(
+        f.contains(&Frame::bulk("ping")) && !f.contains(&Frame::bulk("dbsize")),
+        "{f:?}"
+    );
+    let Frame::Array(f) = c.cmd(&["COMMAND", "LIST", "FILTERBY", "MODULE", "x"]) else {
+        panic!()
+    };
     assert!(f.is_empty());
     d.check_error(&["COMMAND", "LIST", "FILTERBY", "foo", "x"]);
     d.check_error(&["COMMAND", "LIST", "bar"]);
@@ -560,13 +662,25 @@ fn command_count_list_docs_getkeys() {
     d.check_error(&["COMMAND", "GETKEYS", "memory", "usage"]);
     d.check_error(&["COMMAND", "GETKEYS", "ping"]);
     // DOCS: summary, since, group, complexity.
-    let Frame::Array(docs) = d.ours.cmd(&["COMMAND", "DOCS", "ping", "nope"]) else { panic!() };
+    let Frame::Array(docs) = d.ours.cmd(&["COMMAND", "DOCS", "ping", "nope"]) else {
+        panic!()
+    };
     assert_eq!(docs[0], Frame::bulk("ping"));
     let Frame::Array(fields) = &docs[1] else { panic!() };
     assert_eq!(fields[0], Frame::bulk("summary"));
-    assert_eq!(&fields[2..6], &[Frame::bulk("since"), Frame::bulk("1.0.0"), Frame::bulk("group"), Frame::bulk("connection")]);
+    assert_eq!(
+        &fields[2..6],
+        &[
+            Frame::bulk("since"),
+            Frame::bulk("1.0.0"),
+            Frame::bulk("group"),
+            Frame::bulk("connection")
+        ]
+    );
     assert_eq!(docs.len(), 2, "unknown names are left out");
-    let Frame::Array(help) = d.ours.cmd(&["COMMAND", "HELP"]) else { panic!() };
+    let Frame::Array(help) = d.ours.cmd(&["COMMAND", "HELP"]) else {
+        panic!()
+    };
     assert!(matches!(&help[0], Frame::Simple(s) if s.starts_with("COMMAND <subcommand>")));
 }
 
@@ -604,7 +718,9 @@ fn flush_dbsize_time_match_redis() {
     d.check_error(&["FLUSHDB", "a", "b"]);
     d.check_error(&["DBSIZE", "x"]);
     d.check_error(&["TIME", "x"]);
-    let Frame::Array(t) = d.ours.cmd(&["TIME"]) else { panic!() };
+    let Frame::Array(t) = d.ours.cmd(&["TIME"]) else {
+        panic!()
+    };
     let secs: u64 = String::from_utf8(match &t[0] {
         Frame::Bulk(b) => b.clone(),
         _ => panic!(),
@@ -631,7 +747,9 @@ fn memory_usage_and_help() {
     d.check_error(&["MEMORY", "USAGE", "nokey", "SAMPLES", "x"]);
     d.check_error(&["MEMORY", "USAGE", "nokey", "FOO"]);
     d.check_error(&["MEMORY", "USAGE"]);
-    let Frame::Array(help) = d.ours.cmd(&["MEMORY", "HELP"]) else { panic!() };
+    let Frame::Array(help) = d.ours.cmd(&["MEMORY", "HELP"]) else {
+        panic!()
+    };
     assert!(help.contains(&Frame::Simple("USAGE <key> [SAMPLES <count>]".into())));
 }
 
@@ -662,7 +780,9 @@ fn slowlog_records_commands_with_client_details() {
             .map(|e| {
                 let Frame::Array(e) = e else { panic!() };
                 assert_eq!(e.len(), 6);
-                assert!(matches!(e[0], Frame::Int(_)) && matches!(e[1], Frame::Int(_)) && matches!(e[2], Frame::Int(_)));
+                assert!(
+                    matches!(e[0], Frame::Int(_)) && matches!(e[1], Frame::Int(_)) && matches!(e[2], Frame::Int(_))
+                );
                 assert_eq!(e[4], Frame::bulk(addr));
                 (e[3].clone(), e[4].clone(), e[5].clone())
             })
@@ -693,16 +813,25 @@ fn latency_monitor_tracks_slow_commands() {
     s.put(&refs, b"value", 0);
     assert_eq!(c.cmd(&["FLUSHALL"]), Frame::Simple("OK".into()));
     assert_eq!(c.cmd(&["LATENCY", "LATEST"]), Frame::Array(vec![]));
-    assert_eq!(c.cmd(&["CONFIG", "SET", "latency-monitor-threshold", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "latency-monitor-threshold", "1"]),
+        Frame::Simple("OK".into())
+    );
     s.put(&refs, b"value", 0);
     // Dropping 200k keys takes well over a millisecond.
     assert_eq!(c.cmd(&["FLUSHALL"]), Frame::Simple("OK".into()));
-    let Frame::Array(latest) = c.cmd(&["LATENCY", "LATEST"]) else { panic!() };
-    let Frame::Array(ev) = &latest[0] else { panic!("{latest:?}") };
+    let Frame::Array(latest) = c.cmd(&["LATENCY", "LATEST"]) else {
+        panic!()
+    };
+    let Frame::Array(ev) = &latest[0] else {
+        panic!("{latest:?}")
+    };
     assert_eq!(ev[0], Frame::bulk("command"));
     assert!(int(&ev[1]).abs_diff((now_ms() / 1000) as i64) <= 2);
     assert!(int(&ev[2]) >= 1 && int(&ev[3]) >= int(&ev[2]));
-    let Frame::Array(hist) = c.cmd(&["LATENCY", "HISTORY", "command"]) else { panic!() };
+    let Frame::Array(hist) = c.cmd(&["LATENCY", "HISTORY", "command"]) else {
+        panic!()
+    };
     assert_eq!(hist.len(), 1);
     assert_eq!(c.cmd(&["LATENCY", "RESET", "nope"]), Frame::Int(0));
     assert_eq!(c.cmd(&["LATENCY", "RESET"]), Frame::Int(1));
@@ -724,17 +853,26 @@ fn cluster_slot_commands() {
     let slot = int(&c.cmd(&["CLUSTER", "KEYSLOT", "{user1}:a"]));
     assert_eq!(c.cmd(&["CLUSTER", "KEYSLOT", "foo"]), Frame::Int(12182));
     assert_eq!(c.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]), Frame::Int(2));
-    let Frame::Array(keys) = c.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "10"]) else { panic!() };
+    let Frame::Array(keys) = c.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "10"]) else {
+        panic!()
+    };
     let mut keys: Vec<Frame> = keys;
     keys.sort_by_key(|k| format!("{k:?}"));
     assert_eq!(keys, vec![Frame::bulk("{user1}:a"), Frame::bulk("{user1}:b")]);
-    let Frame::Array(one) = c.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "1"]) else { panic!() };
+    let Frame::Array(one) = c.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "1"]) else {
+        panic!()
+    };
     assert_eq!(one.len(), 1);
 
     // Errors and empty slots against a Redis in cluster mode.
     let dir = TempDir::new("cluster");
     let conf = dir.0.join("nodes.conf");
-    let redis = redis_server(&["--cluster-enabled", "yes", "--cluster-config-file", conf.to_str().unwrap()]);
+    let redis = redis_server(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        conf.to_str().unwrap(),
+    ]);
     let mut r = RawClient::connect(redis.addr);
     for args in [
         &["CLUSTER", "KEYSLOT", "{user1}:a"][..],
@@ -789,7 +927,10 @@ fn maxmemory_evicts_or_refuses() {
     let used = s.state.db.used_memory();
     assert!(used <= (1 << 20) + 16 * 1024, "{used}");
 
-    assert_eq!(c.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        Frame::Simple("OK".into())
+    );
     let mut refused = None;
     for i in 0..300 {
         let r = c.cmd(&["SET", &format!("n{i}"), &value]);

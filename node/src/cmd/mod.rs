@@ -650,7 +650,11 @@ fn record(
     }
     let latency_ms = state.config.latency_monitor_threshold.load(Ordering::Relaxed);
     if latency_ms > 0 && micros / 1000 >= latency_ms {
-        let event = if spec.flags & flags::FAST != 0 { "fast-command" } else { "command" };
+        let event = if spec.flags & flags::FAST != 0 {
+            "fast-command"
+        } else {
+            "command"
+        };
         state.latency.add(event, micros / 1000);
     }
     *session.handle.last_cmd.lock() = table().full_name(spec);

@@ -138,9 +138,36 @@ pub static COMMANDS: &[CommandSpec] = &[
         "2.4.0",
         "A container for client connection commands.",
         &[
-            spec!("id", 2, CONN, KeySpec::None, client::id, "5.0.0", "O(1)", "Returns the unique client ID of the connection."),
-            spec!("setname", 3, CONN, KeySpec::None, client::setname, "2.6.9", "O(1)", "Sets the connection name."),
-            spec!("getname", 2, CONN, KeySpec::None, client::getname, "2.6.9", "O(1)", "Returns the name of the connection."),
+            spec!(
+                "id",
+                2,
+                CONN,
+                KeySpec::None,
+                client::id,
+                "5.0.0",
+                "O(1)",
+                "Returns the unique client ID of the connection."
+            ),
+            spec!(
+                "setname",
+                3,
+                CONN,
+                KeySpec::None,
+                client::setname,
+                "2.6.9",
+                "O(1)",
+                "Sets the connection name."
+            ),
+            spec!(
+                "getname",
+                2,
+                CONN,
+                KeySpec::None,
+                client::getname,
+                "2.6.9",
+                "O(1)",
+                "Returns the name of the connection."
+            ),
             spec!(
                 "list",
                 -2,
@@ -161,7 +188,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "O(N) where N is the number of client connections",
                 "Terminates open connections."
             ),
-            spec!("info", 2, CONN, KeySpec::None, client::info, "6.2.0", "O(1)", "Returns information about the connection."),
+            spec!(
+                "info",
+                2,
+                CONN,
+                KeySpec::None,
+                client::info,
+                "6.2.0",
+                "O(1)",
+                "Returns information about the connection."
+            ),
             spec!(
                 "no-evict",
                 3,
@@ -182,9 +218,36 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "O(1)",
                 "Controls whether commands sent by the client affect the LRU/LFU of accessed keys."
             ),
-            spec!("reply", 3, CONN, KeySpec::None, client::reply, "3.2.0", "O(1)", "Instructs the server whether to reply to commands."),
-            spec!("setinfo", 4, CONN, KeySpec::None, client::setinfo, "7.2.0", "O(1)", "Sets information specific to the client or connection."),
-            spec!("help", 2, HELPF, KeySpec::None, client_help, "5.0.0", "O(1)", "Returns helpful text about the different subcommands."),
+            spec!(
+                "reply",
+                3,
+                CONN,
+                KeySpec::None,
+                client::reply,
+                "3.2.0",
+                "O(1)",
+                "Instructs the server whether to reply to commands."
+            ),
+            spec!(
+                "setinfo",
+                4,
+                CONN,
+                KeySpec::None,
+                client::setinfo,
+                "7.2.0",
+                "O(1)",
+                "Sets information specific to the client or connection."
+            ),
+            spec!(
+                "help",
+                2,
+                HELPF,
+                KeySpec::None,
+                client_help,
+                "5.0.0",
+                "O(1)",
+                "Returns helpful text about the different subcommands."
+            ),
         ]
     ),
     CommandSpec {
@@ -198,7 +261,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         complexity: "O(N) where N is the total number of Redis commands",
         handler: command::all,
         subcommands: &[
-            spec!("count", 2, HELPF, KeySpec::None, command::count, "2.8.13", "O(1)", "Returns a count of commands."),
+            spec!(
+                "count",
+                2,
+                HELPF,
+                KeySpec::None,
+                command::count,
+                "2.8.13",
+                "O(1)",
+                "Returns a count of commands."
+            ),
             spec!(
                 "docs",
                 -2,
@@ -239,10 +311,28 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "O(N) where N is the total number of Redis commands",
                 "Returns a list of command names."
             ),
-            spec!("help", 2, HELPF, KeySpec::None, command_help, "5.0.0", "O(1)", "Returns helpful text about the different subcommands."),
+            spec!(
+                "help",
+                2,
+                HELPF,
+                KeySpec::None,
+                command_help,
+                "5.0.0",
+                "O(1)",
+                "Returns helpful text about the different subcommands."
+            ),
         ],
     },
-    spec!("dbsize", 1, READONLY | FAST, KeySpec::All, dbsize, "1.0.0", "O(1)", "Returns the number of keys in the database."),
+    spec!(
+        "dbsize",
+        1,
+        READONLY | FAST,
+        KeySpec::All,
+        dbsize,
+        "1.0.0",
+        "O(1)",
+        "Returns the number of keys in the database."
+    ),
     spec!(
         "flushall",
         -1,
@@ -263,7 +353,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         "O(N) where N is the number of keys in the selected database",
         "Remove all keys from the current database."
     ),
-    spec!("time", 1, LOADING | STALE | FAST, KeySpec::None, time, "2.6.0", "O(1)", "Returns the server time."),
+    spec!(
+        "time",
+        1,
+        LOADING | STALE | FAST,
+        KeySpec::None,
+        time,
+        "2.6.0",
+        "O(1)",
+        "Returns the server time."
+    ),
     container!(
         "memory",
         "server",
@@ -284,7 +383,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "O(N) where N is the number of samples.",
                 "Estimates the memory usage of a key."
             ),
-            spec!("help", 2, HELPF, KeySpec::None, memory_help, "4.0.0", "O(1)", "Returns helpful text about the different subcommands."),
+            spec!(
+                "help",
+                2,
+                HELPF,
+                KeySpec::None,
+                memory_help,
+                "4.0.0",
+                "O(1)",
+                "Returns helpful text about the different subcommands."
+            ),
         ]
     ),
     container!(
@@ -303,7 +411,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "O(N) where N is the number of entries returned",
                 "Returns the slow log's entries."
             ),
-            spec!("len", 2, ADMIN | LOADING | STALE, KeySpec::None, slowlog_len, "2.2.12", "O(1)", "Returns the number of entries in the slow log."),
+            spec!(
+                "len",
+                2,
+                ADMIN | LOADING | STALE,
+                KeySpec::None,
+                slowlog_len,
+                "2.2.12",
+                "O(1)",
+                "Returns the number of entries in the slow log."
+            ),
             spec!(
                 "reset",
                 2,
@@ -314,7 +431,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "O(N) where N is the number of entries in the slowlog",
                 "Clears all entries from the slow log."
             ),
-            spec!("help", 2, HELPF, KeySpec::None, slowlog_help, "6.2.0", "O(1)", "Show helpful text about the different subcommands"),
+            spec!(
+                "help",
+                2,
+                HELPF,
+                KeySpec::None,
+                slowlog_help,
+                "6.2.0",
+                "O(1)",
+                "Show helpful text about the different subcommands"
+            ),
         ]
     ),
     container!(
@@ -353,7 +479,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "O(1)",
                 "Resets the latency data for one or more events."
             ),
-            spec!("help", 2, HELPF, KeySpec::None, latency_help, "2.8.13", "O(1)", "Returns helpful text about the different subcommands."),
+            spec!(
+                "help",
+                2,
+                HELPF,
+                KeySpec::None,
+                latency_help,
+                "2.8.13",
+                "O(1)",
+                "Returns helpful text about the different subcommands."
+            ),
         ]
     ),
 ];

@@ -133,7 +133,7 @@ pub fn kill(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             _ => Ok(Reply::Ok),
         };
     }
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(syntax());
     }
     let mut f = Filter {

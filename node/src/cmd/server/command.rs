@@ -293,7 +293,9 @@ pub fn getkeys(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     if keys.is_empty() {
         return Err(Reply::err("ERR Invalid arguments specified for command"));
     }
-    Ok(Reply::Array(keys.into_iter().map(|i| Reply::Bulk(cmd[i].clone())).collect()))
+    Ok(Reply::Array(
+        keys.into_iter().map(|i| Reply::Bulk(cmd[i].clone())).collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ fn value_error(p: &Param, e: ConfigError) -> Reply {
 }
 
 pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(crate::cmd::parse::syntax());
     }
     let mut pairs: Vec<(&'static Param, String)> = Vec::new();

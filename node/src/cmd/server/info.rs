@@ -100,11 +100,7 @@ pub fn info(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             "commandstats" => commandstats(state, &mut s),
             "errorstats" => errorstats(state, &mut s),
             "cluster" => s.field("cluster_enabled", 0),
-            "keyspace" => {
-                if keys > 0 {
-                    s.field("db0", format!("keys={keys},expires={expires},avg_ttl=0"));
-                }
-            }
+            "keyspace" if keys > 0 => s.field("db0", format!("keys={keys},expires={expires},avg_ttl=0")),
             _ => {}
         }
     }
@@ -148,7 +144,9 @@ fn server(state: &State, s: &mut Section) {
     s.field("lru_clock", crate::db::evict::lru_clock(now));
     s.field(
         "executable",
-        std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
     );
     s.field(
         "config_file",
@@ -245,7 +243,10 @@ fn stats(state: &State, s: &mut Section) {
     s.field("pubsub_patterns", state.pubsub.numpat());
     s.field("pubsubshard_channels", state.pubsub.channels(None, true).len());
     s.field("total_error_replies", l(&st.total_error_replies));
-    s.field("ferrokv_pubsub_overflow_disconnects", l(&st.pubsub_overflow_disconnects));
+    s.field(
+        "ferrokv_pubsub_overflow_disconnects",
+        l(&st.pubsub_overflow_disconnects),
+    );
 }
 
 fn replication(state: &State, s: &mut Section) {
@@ -280,7 +281,9 @@ fn commandstats(state: &State, s: &mut Section) {
         let per_call = if calls == 0 { 0.0 } else { usec as f64 / calls as f64 };
         s.field(
             &format!("cmdstat_{name}"),
-            format!("calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}"),
+            format!(
+                "calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}"
+            ),
         );
     }
 }
@@ -303,7 +306,12 @@ mod tests {
     }
 
     fn names(w: &[bool]) -> Vec<&'static str> {
-        SECTIONS.iter().zip(w).filter(|(_, w)| **w).map(|((n, _), _)| *n).collect()
+        SECTIONS
+            .iter()
+            .zip(w)
+            .filter(|(_, w)| **w)
+            .map(|((n, _), _)| *n)
+            .collect()
     }
 
     #[test]
