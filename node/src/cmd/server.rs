@@ -25,12 +25,16 @@ use crate::state::{SlowEntry, State};
 
 macro_rules! spec {
     ($name:literal, $arity:expr, $flags:expr, $keys:expr, $h:expr, $since:literal, $cx:literal, $summary:literal) => {
+        spec!(@ "server", $name, $arity, $flags, $keys, $h, $since, $cx, $summary)
+    };
+    (@ $group:literal, $name:literal, $arity:expr, $flags:expr, $keys:expr, $h:expr, $since:literal, $cx:literal,
+     $summary:literal) => {
         CommandSpec {
             name: $name,
             arity: $arity,
             flags: $flags,
             keys: $keys,
-            group: "server",
+            group: $group,
             summary: $summary,
             since: $since,
             complexity: $cx,
@@ -139,6 +143,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "A container for client connection commands.",
         &[
             spec!(
+                @ "connection",
                 "id",
                 2,
                 CONN,
@@ -149,6 +154,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Returns the unique client ID of the connection."
             ),
             spec!(
+                @ "connection",
                 "setname",
                 3,
                 CONN,
@@ -159,6 +165,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Sets the connection name."
             ),
             spec!(
+                @ "connection",
                 "getname",
                 2,
                 CONN,
@@ -169,6 +176,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Returns the name of the connection."
             ),
             spec!(
+                @ "connection",
                 "list",
                 -2,
                 ADM,
@@ -179,6 +187,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Lists open connections."
             ),
             spec!(
+                @ "connection",
                 "kill",
                 -3,
                 ADM,
@@ -189,6 +198,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Terminates open connections."
             ),
             spec!(
+                @ "connection",
                 "info",
                 2,
                 CONN,
@@ -199,6 +209,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Returns information about the connection."
             ),
             spec!(
+                @ "connection",
                 "no-evict",
                 3,
                 ADM,
@@ -209,6 +220,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Sets the client eviction mode of the connection."
             ),
             spec!(
+                @ "connection",
                 "no-touch",
                 3,
                 CONN,
@@ -219,6 +231,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Controls whether commands sent by the client affect the LRU/LFU of accessed keys."
             ),
             spec!(
+                @ "connection",
                 "reply",
                 3,
                 CONN,
@@ -229,6 +242,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Instructs the server whether to reply to commands."
             ),
             spec!(
+                @ "connection",
                 "setinfo",
                 4,
                 CONN,
@@ -239,6 +253,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Sets information specific to the client or connection."
             ),
             spec!(
+                @ "connection",
                 "help",
                 2,
                 HELPF,
