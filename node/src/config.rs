@@ -121,6 +121,8 @@ pub struct Config {
     pub slowlog_log_slower_than: AtomicI64,
     pub slowlog_max_len: AtomicUsize,
     pub config_file: Option<PathBuf>,
+    /// Milliseconds above which the latency monitor records an event (0 = off).
+    pub latency_monitor_threshold: AtomicU64,
 }
 
 impl Default for Config {
@@ -139,6 +141,7 @@ impl Default for Config {
             slowlog_log_slower_than: AtomicI64::new(10000),
             slowlog_max_len: AtomicUsize::new(128),
             config_file: None,
+            latency_monitor_threshold: AtomicU64::new(0),
         }
     }
 }
@@ -267,6 +270,14 @@ pub static PARAMS: &[Param] = &[
         get: |c, _| c.slowlog_max_len.load(Ordering::Relaxed).to_string(),
         set: Some(|c, _, v| {
             c.slowlog_max_len.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "latency-monitor-threshold",
+        get: |c, _| c.latency_monitor_threshold.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.latency_monitor_threshold.store(int(v)?, Ordering::Relaxed);
             Ok(())
         }),
     },

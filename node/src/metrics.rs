@@ -1,4 +1,5 @@
-//! Prometheus metrics of the node.
+//! Prometheus metrics of the node, and the process-level numbers (memory,
+//! CPU) that both `/metrics` and `INFO` report.
 //!
 //! Latency histograms are `prometheus` crate histograms, observed on the
 //! command path (one handle per command, created on first use so idle
@@ -10,7 +11,9 @@
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, Registry, TextEncoder};
 
@@ -73,8 +76,20 @@ impl Metrics {
         metric(
             "ferrokv_memory_used_bytes",
             "gauge",
-            "Accounted bytes of the dataset.",
+            "Bytes allocated by the node (INFO used_memory).",
+            used_memory(state) as f64,
+        );
+        metric(
+            "ferrokv_memory_dataset_bytes",
+            "gauge",
+            "Accounted bytes of the keys and values, which maxmemory limits.",
             state.db.used_memory() as f64,
+        );
+        metric(
+            "ferrokv_memory_rss_bytes",
+            "gauge",
+            "Resident set size of the process.",
+            rss_bytes() as f64,
         );
         metric(
             "ferrokv_memory_max_bytes",
@@ -149,6 +164,19 @@ impl Metrics {
             s.total_error_replies.load(Ordering::Relaxed) as f64,
         );
         metric(
+            "ferrokv_pubsub_channels",
+            "gauge",
+            "Channels with at least one subscriber.",
+            state.pubsub.channels(None, false).len() as f64,
+        );
+        let (user, sys, _, _) = cpu_seconds();
+        metric(
+            "ferrokv_cpu_seconds_total",
+            "counter",
+            "User and system CPU time of the process.",
+            user + sys,
+        );
+        metric(
             "ferrokv_uptime_seconds",
             "gauge",
             "Seconds since the node started.",
@@ -181,4 +209,104 @@ impl Metrics {
         }
         out
     }
+}
+
+/// How often jemalloc's statistics are refreshed at most. Advancing the
+/// epoch merges per-thread counters, which is too costly to do on every INFO
+/// or scrape when a monitoring loop polls in a tight cycle.
+const ALLOCATOR_REFRESH: Duration = Duration::from_millis(100);
+
+static ALLOCATOR_CACHE: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+
+/// Bytes allocated through jemalloc (`stats.allocated`), or `None` when
+/// jemalloc is not the process' allocator (in-process tests use the system
+/// allocator: jemalloc is linked but sees no allocations).
+pub fn allocator_allocated() -> Option<u64> {
+    let mut cache = ALLOCATOR_CACHE.lock();
+    let fresh = match *cache {
+        Some((at, v)) if at.elapsed() < ALLOCATOR_REFRESH => v,
+        _ => {
+            let _ = tikv_jemalloc_ctl::epoch::advance();
+            let v = tikv_jemalloc_ctl::stats::allocated::read().unwrap_or(0) as u64;
+            *cache = Some((Instant::now(), v));
+            v
+        }
+    };
+    // A process that really runs on jemalloc has allocated at least its own
+    // runtime, connection buffers and command table: far more than 1 MiB.
+    (fresh >= 1 << 20).then_some(fresh)
+}
+
+/// `mem_allocator` as INFO reports it.
+pub fn allocator_name() -> String {
+    match allocator_allocated() {
+        Some(_) => {
+            let v = tikv_jemalloc_ctl::version::read().unwrap_or("5.3.0");
+            format!("jemalloc-{}", v.split('-').next().unwrap_or(v))
+        }
+        None => "libc".into(),
+    }
+}
+
+/// `used_memory`: what the allocator has handed out, or (without jemalloc)
+/// the dataset accounting. Also raises the recorded peak.
+pub fn used_memory(state: &State) -> u64 {
+    let dataset = state.db.used_memory() as u64;
+    let used = allocator_allocated().map_or(dataset, |a| a.max(dataset));
+    state.mem_peak.fetch_max(used, Ordering::Relaxed);
+    used
+}
+
+/// Resident set size of the process, from `/proc/self/status` (0 if unknown).
+pub fn rss_bytes() -> u64 {
+    proc_status_kb("/proc/self/status", "VmRSS:") * 1024
+}
+
+/// Physical memory of the machine (0 if unknown).
+pub fn total_system_memory() -> u64 {
+    proc_status_kb("/proc/meminfo", "MemTotal:") * 1024
+}
+
+fn proc_status_kb(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds used by the process: (user, system, children user, children system).
+///
+/// Read from `/proc/self/stat` in clock ticks; Linux fixes the user-visible
+/// tick (`USER_HZ`) at 100 on every architecture, whatever the kernel's HZ.
+pub fn cpu_seconds() -> (f64, f64, f64, f64) {
+    const USER_HZ: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0, 0.0, 0.0);
+    };
+    // The command name (field 2) may contain spaces: count fields after ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    // After ')': state is field 3, so utime (14) is index 11.
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0) / USER_HZ;
+    (at(11), at(12), at(13), at(14))
+}
+
+/// Redis' `bytesToHuman`: `1.02M`, `512B`.
+pub fn bytes_to_human(n: u64) -> String {
+    let d = n as f64;
+    let k = 1024.0f64;
+    if d < k {
+        return format!("{n}B");
+    }
+    for (i, unit) in ["K", "M", "G", "T"].iter().enumerate() {
+        if d < k.powi(i as i32 + 2) {
+            return format!("{:.2}{unit}", d / k.powi(i as i32 + 1));
+        }
+    }
+    format!("{:.2}P", d / k.powi(5))
 }

@@ -54,6 +54,45 @@ pub struct SlowEntry {
     pub name: String,
 }
 
+/// Samples kept per latency event, as Redis' `LATENCY_TS_LEN`.
+pub const LATENCY_SAMPLES: usize = 160;
+
+/// One latency event's history (`LATENCY HISTORY`): at most one sample per
+/// second (the worst one), the newest last, plus the all-time maximum.
+#[derive(Default, Clone)]
+pub struct LatencyEvent {
+    /// (unix seconds, milliseconds)
+    pub samples: VecDeque<(u64, u64)>,
+    pub max: u64,
+}
+
+/// The latency monitor (`LATENCY LATEST/HISTORY/RESET`). Events are only
+/// recorded when `latency-monitor-threshold` is above zero, so the map's lock
+/// is taken only by commands that were already slow.
+#[derive(Default)]
+pub struct Latency {
+    pub events: Mutex<std::collections::BTreeMap<&'static str, LatencyEvent>>,
+}
+
+impl Latency {
+    /// Record `ms` for `event` now.
+    pub fn add(&self, event: &'static str, ms: u64) {
+        let now = crate::db::now_ms() / 1000;
+        let mut events = self.events.lock();
+        let ev = events.entry(event).or_default();
+        ev.max = ev.max.max(ms);
+        match ev.samples.back_mut() {
+            Some((t, m)) if *t == now => *m = (*m).max(ms),
+            _ => {
+                ev.samples.push_back((now, ms));
+                if ev.samples.len() > LATENCY_SAMPLES {
+                    ev.samples.pop_front();
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct SlowLog {
     pub next_id: AtomicU64,
@@ -137,6 +176,11 @@ pub struct State {
     /// Actual bound client port (differs from config when it was 0).
     pub port: AtomicU64,
     pub ready: AtomicBool,
+    pub latency: Latency,
+    /// Highest `used_memory` seen (INFO memory `used_memory_peak`).
+    pub mem_peak: AtomicU64,
+    /// Replication ID reported by `INFO replication` (new every start).
+    pub replid: String,
 }
 
 impl State {
@@ -160,6 +204,9 @@ impl State {
             started: Instant::now(),
             run_id,
             ready: AtomicBool::new(false),
+            latency: Latency::default(),
+            mem_peak: AtomicU64::new(0),
+            replid: (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect(),
         })
     }
 

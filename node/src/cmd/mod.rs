@@ -663,5 +663,14 @@ fn record(
     if threshold >= 0 && micros >= threshold as u64 && spec.flags & flags::SKIP_SLOWLOG == 0 {
         crate::cmd::server::slowlog_push(state, session, args, micros);
     }
-    *session.handle.last_cmd.lock() = spec.name;
+    let latency_ms = state.config.latency_monitor_threshold.load(Ordering::Relaxed);
+    if latency_ms > 0 && micros / 1000 >= latency_ms {
+        let event = if spec.flags & flags::FAST != 0 {
+            "fast-command"
+        } else {
+            "command"
+        };
+        state.latency.add(event, micros / 1000);
+    }
+    *session.handle.last_cmd.lock() = table().full_name(spec);
 }

@@ -184,10 +184,13 @@ pub fn evict(db: &Db, now: u64, mut over: impl FnMut(&Db) -> bool) -> Vec<Bytes>
                 if part.keys == 0 || (policy.volatile_only() && part.volatile == 0) {
                     continue;
                 }
-                // Probe a few slots of this partition for a non-empty one.
-                for _ in 0..8 {
-                    let tables = part.slot_tables();
-                    let t = &tables[rng.random_range(0..tables.len())];
+                // Walk the partition's slots from a random one to the first
+                // non-empty one: random probes alone miss a sparse keyspace
+                // (a few large values) and then nothing would ever be evicted.
+                let tables = part.slot_tables();
+                let start = rng.random_range(0..tables.len());
+                for i in 0..tables.len() {
+                    let t = &tables[(start + i) % tables.len()];
                     let n = t.table.len();
                     if n == 0 || (policy.volatile_only() && t.volatile == 0) {
                         continue;
