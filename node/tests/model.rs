@@ -51,7 +51,7 @@ impl Model {
     fn live_keys(&self) -> BTreeSet<Vec<u8>> {
         self.keys
             .iter()
-            .filter(|(_, e)| !e.expire.is_some_and(|t| t <= self.now))
+            .filter(|(_, e)| e.expire.is_none_or(|t| t > self.now))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -304,7 +304,7 @@ fn step(db: &Db, m: &mut Model, op: &Op) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn keyspace_matches_btreemap_model(ops in prop::collection::vec(op(), 1..120)) {
