@@ -371,6 +371,8 @@ fn vm_kib(pid: u32) -> (u64, u64) {
 struct NodeProcess {
     child: Child,
     addr: SocketAddr,
+    // Kept open: a closed pipe would make the node's next print fail.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for NodeProcess {
@@ -381,7 +383,6 @@ impl Drop for NodeProcess {
 }
 
 fn node_process() -> NodeProcess {
-    use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrokv-node"))
         .args(["--bind", "127.0.0.1", "--port", "0"])
         .stdin(Stdio::null())
@@ -389,17 +390,19 @@ fn node_process() -> NodeProcess {
         .stderr(Stdio::null())
         .spawn()
         .expect("start ferrokv-node");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read listen line");
+    stdout.read_line(&mut line).expect("read listen line");
     let addr = line
         .trim()
         .strip_prefix("ferrokv-node listening on ")
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    NodeProcess { child, addr }
+    NodeProcess {
+        child,
+        addr,
+        _stdout: stdout,
+    }
 }
 
 /// A client announcing a 512 MB bulk or a million arguments must not make the
