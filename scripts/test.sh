@@ -29,6 +29,18 @@ step() {
     timings+=("$(printf '%-28s %5ss' "$name" "$((SECONDS - t0))")")
 }
 
+# Bound a step's time. Only without a terminal (CI): timeout(1) moves the
+# command out of the terminal's process group, so Ctrl-C would not reach it.
+limit() {
+    local secs="$1"
+    shift
+    if [ -t 0 ]; then
+        "$@"
+    else
+        timeout -k 30 "$secs" "$@"
+    fi
+}
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "test.sh: cargo not found: ferrokv needs a Rust toolchain (rustup, stable >= 1.95)" >&2
     exit 1
@@ -36,12 +48,26 @@ fi
 
 step "install test deps" scripts/install-test-deps.sh
 step "cargo fmt --check" cargo fmt --all --check
-step "cargo clippy" timeout -k 30 1800 cargo clippy --locked --workspace --all-targets -- -D warnings
-step "cargo test" timeout -k 30 2700 cargo test --locked --workspace
+step "cargo clippy" limit 1800 cargo clippy --locked --workspace --all-targets -- -D warnings
+TEST_LOG="$(mktemp "${TMPDIR:-/tmp}/ferrokv-test.XXXXXX")"
+trap 'rm -f "$TEST_LOG"' EXIT
+cargo_test() {
+    limit 2700 cargo test --locked --workspace 2>&1 | tee "$TEST_LOG"
+}
+step "cargo test" cargo_test
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
-    step "fuzz resp_request ${FUZZ_SECONDS}s" timeout -k 30 1200 scripts/fuzz.sh "$FUZZ_SECONDS" resp_request
+    step "fuzz resp_request ${FUZZ_SECONDS}s" limit 1200 scripts/fuzz.sh "$FUZZ_SECONDS" resp_request
 fi
 
 printf '\n==> timings\n'
 printf '%s\n' "${timings[@]}"
 echo "test.sh: all steps passed in $((SECONDS - start))s"
+# One closing line summing every cargo test binary's "test result:" line.
+awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i) ~ /^passed/) p += $(i - 1)
+            if ($(i) ~ /^failed/) f += $(i - 1)
+            if ($(i) ~ /^ignored/) s += $(i - 1)
+        }
+    }
+    END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$TEST_LOG"
