@@ -517,7 +517,7 @@ fn garbage_flood_does_not_disturb_other_clients() {
     assert!(counts[0] > 10, "the flood made only {} connections", counts[0]);
     assert!(rounds > 50, "only {rounds} round trips in {flood:?}");
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(2),
         "a round trip took {worst:?} during the flood"
     );
     assert_eq!(RawClient::connect(s.addr).cmd(&["PING"]), Frame::Simple("PONG".into()));
