@@ -11,7 +11,7 @@
 # The corpus grows in fuzz/corpus/TARGET (git-ignored); fuzz/seeds/TARGET holds
 # the committed seeds. A crash leaves its input in fuzz/artifacts/TARGET and
 # the script exits non-zero; reproduce it with
-#   cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-...
+#   cd fuzz && cargo +nightly fuzz run TARGET artifacts/TARGET/crash-...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,13 +27,17 @@ fi
 scripts/install-test-deps.sh --fuzz
 export PATH="$CACHE/bin:$PATH"
 
+# Build outside the work tree, in the cache: the sanitizer build of all
+# dependencies is the slow part and is reused by every checkout and CI run on
+# this machine (cargo rebuilds whatever changed).
+target_dir="${FERROKV_FUZZ_TARGET_DIR:-$CACHE/fuzz-target}"
 mkdir -p "fuzz/corpus/$target"
 cd fuzz
-echo "fuzz: building $target"
-cargo +nightly fuzz build "$target"
+echo "fuzz: building $target (in $target_dir)"
+cargo +nightly fuzz build --target-dir "$target_dir" "$target"
 echo "fuzz: running $target for ${seconds}s"
 # -timeout: one input taking longer than 10 s is a hang, reported as a failure.
-cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+cargo +nightly fuzz run --target-dir "$target_dir" "$target" "corpus/$target" "seeds/$target" -- \
     -max_total_time="$seconds" -timeout=10 -print_final_stats=1 2>&1 \
     | grep -v -E '^(#[0-9]+\s+(NEW|REDUCE|pulse)|"|###### )' || {
     echo "fuzz: $target FAILED (see fuzz/artifacts/$target)"
