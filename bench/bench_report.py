@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Helpers of bench/node-vs-redis.sh (Python standard library only).
+
+  gen-set  write a RESP stream of `SET key:N <value>` for `redis-cli --pipe`
+  table    turn redis-benchmark CSVs and memory readings into a Markdown table
+           of ferrokv/Redis ratios
+"""
+
+import argparse
+import csv
+import io
+import statistics
+import sys
+
+
+def gen_set(keys: int, value_size: int) -> None:
+    out = sys.stdout.buffer
+    value = b"v" * value_size
+    vlen = b"$%d\r\n" % value_size
+    chunk = []
+    for i in range(keys):
+        key = b"key:%d" % i
+        chunk.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n%s%s\r\n" % (len(key), key, vlen, value))
+        if len(chunk) == 10000:
+            out.write(b"".join(chunk))
+            chunk.clear()
+    out.write(b"".join(chunk))
+
+
+def test_name(label: str) -> str | None:
+    """redis-benchmark's CSV label to its -t name; None for helper rows."""
+    if "(needed" in label:
+        return None
+    return label.split()[0].lower()
+
+
+def read_throughput(path: str):
+    """{(server, pipeline, test): row} from lines `server,pipeline,<csv row>`;
+    with repeated runs, each number is the median over the runs."""
+    runs = {}
+    with open(path, newline="") as f:
+        for line in f:
+            server, pipeline, rest = line.rstrip("\n").split(",", 2)
+            fields = next(csv.reader(io.StringIO(rest)))
+            if not fields or fields[0] == "test":
+                continue
+            header = ["test", "rps", "avg", "min", "p50", "p95", "p99", "max"]
+            row = dict(zip(header, fields))
+            name = test_name(row["test"])
+            if name:
+                runs.setdefault((server, int(pipeline), name), []).append(row)
+    rows = {}
+    for key, rs in runs.items():
+        merged = {}
+        for field in rs[0]:
+            try:
+                merged[field] = statistics.median(float(r[field]) for r in rs)
+            except ValueError:
+                merged[field] = rs[0][field]
+        rows[key] = merged
+    return rows
+
+
+def ratio(ours, theirs) -> str:
+    try:
+        return f"{float(ours) / float(theirs):.2f}"
+    except (TypeError, ValueError, ZeroDivisionError):
+        return "n/a"
+
+
+def fmt(v, digits=0) -> str:
+    try:
+        return f"{float(v):,.{digits}f}"
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+def table(args) -> None:
+    rows = read_throughput(args.throughput)
+    print()
+    print(
+        f"ferrokv vs Redis {args.redis_version}, same machine ({args.cores} cores), loopback, "
+        f"redis-benchmark -c {args.clients} -n {args.requests}, median of {args.repeat} run(s)"
+    )
+    print()
+    print("| measure | ferrokv | Redis | ferrokv/Redis |")
+    print("|---|---:|---:|---:|")
+    tests = []
+    for _, _, t in rows:
+        if t not in tests:
+            tests.append(t)
+    for p in sorted({p for _, p, _ in rows}):
+        for t in tests:
+            ours = rows.get(("ferrokv", p, t), {}).get("rps")
+            theirs = rows.get(("redis", p, t), {}).get("rps")
+            print(f"| {t.upper()} -P {p} (req/s) | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |")
+    for q in ("p50", "p99"):
+        if ("redis", 1, "get") in rows:
+            ours = rows.get(("ferrokv", 1, "get"), {}).get(q)
+            theirs = rows.get(("redis", 1, "get"), {}).get(q)
+            print(f"| GET {q} latency -P 1 (ms) | {fmt(ours, 3)} | {fmt(theirs, 3)} | {ratio(ours, theirs)} |")
+    mem = {}
+    with open(args.memory) as f:
+        for line in f:
+            server, size, keys, rss0, rss1, used0, used1 = line.strip().split(",")
+            keys = int(keys)
+            per_rss = (int(rss1) - int(rss0)) * 1024 / keys
+            per_used = (int(used1) - int(used0)) / keys if used0 and used1 else None
+            mem[(server, int(size))] = (per_used, per_rss)
+    for size in sorted({s for _, s in mem}):
+        for i, what in enumerate(("used_memory", "RSS")):
+            ours = mem.get(("ferrokv", size), (None, None))[i]
+            theirs = mem.get(("redis", size), (None, None))[i]
+            print(
+                f"| bytes/key, {size}-byte values ({what}) | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |"
+            )
+    if args.skipped.strip():
+        print()
+        print(f"Not implemented by ferrokv yet (skipped): {args.skipped}")
+    print()
+    print("Throughput ratio > 1 means ferrokv is faster; latency and bytes/key ratios < 1 mean ferrokv is better.")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gen-set")
+    g.add_argument("--keys", type=int, required=True)
+    g.add_argument("--value-size", type=int, required=True)
+    t = sub.add_parser("table")
+    t.add_argument("--throughput", required=True)
+    t.add_argument("--memory", required=True)
+    t.add_argument("--clients", required=True)
+    t.add_argument("--requests", required=True)
+    t.add_argument("--skipped", default="")
+    t.add_argument("--repeat", default="1")
+    t.add_argument("--redis-version", default="?")
+    t.add_argument("--cores", default="?")
+    a = ap.parse_args()
+    if a.cmd == "gen-set":
+        gen_set(a.keys, a.value_size)
+    else:
+        table(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Benchmark: ferrokv-node against Redis (Debian's redis-server, 7.0.15) on this
+# machine, in the same run, with identical loads; prints ferrokv/Redis ratios.
+#
+#   throughput   redis-benchmark -t $BENCH_TESTS -c $BENCH_CLIENTS -n $BENCH_N -P 1,
+#                and -P 16 with 10 × $BENCH_N requests (a pipelined run is that much
+#                shorter) (ratio = ferrokv rps / Redis rps; > 1 is better)
+#   latency      GET p50 and p99 from the -P 1 run (ratio = ferrokv / Redis; < 1 is better)
+#   memory       $BENCH_KEYS keys `SET key:N <value>` with 32- and 100-byte values,
+#                loaded by `redis-cli --pipe` into a fresh server each; bytes per key
+#                from INFO used_memory and from the process RSS (/proc/PID/status
+#                VmRSS) deltas (ratio = ferrokv / Redis; < 1 is better)
+#
+# Both servers listen on free loopback ports and are killed (by PID) on exit.
+# Redis runs with `--save '' --appendonly no` (ferrokv has no persistence yet);
+# ferrokv runs with its defaults (one worker thread per core), Redis is
+# single-threaded as configured by Debian: say so when quoting the numbers.
+# Tests whose command ferrokv does not implement are reported and skipped.
+#
+# Usage: bench/node-vs-redis.sh            (a few minutes)
+#   BENCH_N=100000 BENCH_KEYS=1000000 BENCH_CLIENTS=50
+#   BENCH_TESTS=set,get,incr,lpush,rpop,sadd,hset,zadd,lrange_100
+#   BENCH_REPEAT=3  runs of each load; the table shows the median
+#   BENCH_QUICK=1   small N and key count, one run: to check the script itself
+#   BENCH_NODE_BIN=/usr/bin/redis-server   compare Redis with itself: every ratio
+#                   should come out near 1 (a check of the benchmark, not of ferrokv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCH_TESTS="${BENCH_TESTS:-set,get,incr,lpush,rpop,sadd,hset,zadd,lrange_100}"
+BENCH_CLIENTS="${BENCH_CLIENTS:-50}"
+BENCH_REPEAT="${BENCH_REPEAT:-3}"
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+    BENCH_N="${BENCH_N:-20000}"
+    BENCH_KEYS="${BENCH_KEYS:-50000}"
+    BENCH_REPEAT="${BENCH_REPEAT:-1}"
+else
+    BENCH_N="${BENCH_N:-100000}"
+    BENCH_KEYS="${BENCH_KEYS:-1000000}"
+fi
+PIPELINES=(1 16)
+VALUE_SIZES=(32 100)
+# Upper bound for any single redis-benchmark or load step.
+STEP_TIMEOUT=180
+
+REPORT=bench/bench_report.py
+say() { echo "bench: $*" >&2; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferrokv-bench.XXXXXX")"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+scripts/install-test-deps.sh
+if [ -n "${BENCH_NODE_BIN:-}" ]; then
+    NODE_BIN="$BENCH_NODE_BIN"
+    say "comparing $NODE_BIN (BENCH_NODE_BIN) instead of ferrokv-node"
+else
+    say "building ferrokv-node (release)"
+    cargo build --release --locked -q -p ferrokv-node --bin ferrokv-node
+    NODE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/ferrokv-node"
+fi
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_ping() {
+    local port="$1" pid="$2" i
+    for i in $(seq 1 200); do
+        if [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ]; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || { say "server on port $port exited"; return 1; }
+        sleep 0.05
+    done
+    say "server on port $port did not answer PING"
+    return 1
+}
+
+# Start a fresh Redis and a fresh ferrokv; sets REDIS_PORT/REDIS_PID/FK_PORT/FK_PID.
+ROUND=0
+start_servers() {
+    # A new empty directory per round: nothing a server leaves behind (a dump
+    # file on shutdown, say) is loaded by the next one.
+    ROUND=$((ROUND + 1))
+    local dir="$WORK/round-$ROUND"
+    mkdir -p "$dir/redis" "$dir/node"
+    REDIS_PORT="$(free_port)"
+    FK_PORT="$(free_port)"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$dir/redis" --daemonize no --logfile "$dir/redis.log" &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    (cd "$dir/node" && exec "$NODE_BIN" --bind 127.0.0.1 --port "$FK_PORT" >"$dir/node.out" 2>"$dir/node.log") &
+    FK_PID=$!
+    PIDS+=("$FK_PID")
+    wait_ping "$REDIS_PORT" "$REDIS_PID"
+    wait_ping "$FK_PORT" "$FK_PID"
+}
+
+stop_servers() {
+    kill "$REDIS_PID" "$FK_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    wait "$FK_PID" 2>/dev/null || true
+    # Forget them, so that the exit trap never signals a recycled PID.
+    local keep=() pid
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        [ "$pid" = "$REDIS_PID" ] || [ "$pid" = "$FK_PID" ] || keep+=("$pid")
+    done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+# A command per benchmark test that tells whether ferrokv implements it.
+probe_cmd() {
+    case "$1" in
+        ping_inline | ping_mbulk | ping) echo "PING" ;;
+        set) echo "SET bench:probe x" ;;
+        get) echo "GET bench:probe" ;;
+        incr) echo "INCR bench:probe:n" ;;
+        lpush) echo "LPUSH bench:probe:l x" ;;
+        rpush) echo "RPUSH bench:probe:l x" ;;
+        lpop) echo "LPOP bench:probe:l" ;;
+        rpop) echo "RPOP bench:probe:l" ;;
+        sadd) echo "SADD bench:probe:s x" ;;
+        spop) echo "SPOP bench:probe:s" ;;
+        hset) echo "HSET bench:probe:h f x" ;;
+        zadd) echo "ZADD bench:probe:z 0 x" ;;
+        zpopmin) echo "ZPOPMIN bench:probe:z" ;;
+        lrange*) echo "LRANGE bench:probe:l 0 99" ;;
+        mset) echo "MSET bench:probe:a x bench:probe:b y" ;;
+        xadd) echo "XADD bench:probe:x * f v" ;;
+        *) echo "" ;;
+    esac
+}
+
+supported() {
+    local t="$1" cmd out words
+    cmd="$(probe_cmd "$t")"
+    [ -n "$cmd" ] || { say "no probe for test '$t'; running it anyway"; return 0; }
+    read -r -a words <<<"$cmd" # split into words, without globbing the '*' of XADD
+    out="$(redis-cli -h 127.0.0.1 -p "$FK_PORT" "${words[@]}" 2>&1 || true)"
+    # lrange_* runs LPUSH first.
+    if [[ "$t" == lrange* ]] && ! supported lpush; then
+        return 1
+    fi
+    ! grep -q "unknown command" <<<"$out"
+}
+
+start_servers
+tests=()
+skipped=()
+IFS=, read -r -a wanted <<<"$BENCH_TESTS"
+for t in "${wanted[@]}"; do
+    if supported "$t"; then tests+=("$t"); else skipped+=("$t"); fi
+done
+[ "${#skipped[@]}" -eq 0 ] || say "not implemented by ferrokv yet, skipped: ${skipped[*]}"
+
+CSV="$WORK/throughput.csv"
+: >"$CSV"
+if [ "${#tests[@]}" -gt 0 ]; then
+    list="$(IFS=,; echo "${tests[*]}")"
+    for rep in $(seq 1 "$BENCH_REPEAT"); do
+        # Alternate which server goes first, so that neither always runs on a
+        # machine warmed (or heated) by the other.
+        order=(redis ferrokv)
+        [ $((rep % 2)) = 1 ] || order=(ferrokv redis)
+        for p in "${PIPELINES[@]}"; do
+            n="$BENCH_N"
+            [ "$p" = 1 ] || n=$((BENCH_N * 10))
+            for server in "${order[@]}"; do
+                port="$REDIS_PORT"
+                [ "$server" = ferrokv ] && port="$FK_PORT"
+                say "[$rep/$BENCH_REPEAT] redis-benchmark -t $list -c $BENCH_CLIENTS -n $n -P $p against $server"
+                out="$WORK/bench-$server-P$p-$rep.csv"
+                timeout "$STEP_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t "$list" \
+                    -c "$BENCH_CLIENTS" -n "$n" -P "$p" --csv >"$out" 2>"$WORK/bench.err" || {
+                    say "redis-benchmark failed against $server (-P $p):"
+                    cat "$WORK/bench.err" >&2
+                    exit 1
+                }
+                if grep -q "^Error" "$out" "$WORK/bench.err"; then
+                    say "error replies from $server (-P $p):"
+                    grep "^Error" "$out" "$WORK/bench.err" >&2
+                    exit 1
+                fi
+                sed "s/^/$server,$p,/" "$out" >>"$CSV"
+            done
+        done
+    done
+fi
+stop_servers
+
+# Memory per key: a fresh pair of servers per value size.
+MEM="$WORK/memory.csv"
+: >"$MEM"
+vm_rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+used_memory() {
+    redis-cli -h 127.0.0.1 -p "$1" INFO memory 2>/dev/null | tr -d '\r' \
+        | awk -F: '/^used_memory:/ {print $2; found=1} END {if (!found) print ""}'
+}
+for size in "${VALUE_SIZES[@]}"; do
+    load="$WORK/load-$size.resp"
+    python3 "$REPORT" gen-set --keys "$BENCH_KEYS" --value-size "$size" >"$load"
+    start_servers
+    if ! supported set; then
+        say "SET not implemented by ferrokv yet: memory per key skipped"
+        stop_servers
+        break
+    fi
+    for server in redis ferrokv; do
+        port="$REDIS_PORT" pid="$REDIS_PID"
+        [ "$server" = ferrokv ] && port="$FK_PORT" pid="$FK_PID"
+        rss0="$(vm_rss_kib "$pid")" used0="$(used_memory "$port")"
+        say "loading $BENCH_KEYS keys with $size-byte values into $server"
+        summary="$(timeout "$STEP_TIMEOUT" redis-cli -h 127.0.0.1 -p "$port" --pipe <"$load" 2>&1 | tail -1)"
+        if [ "$summary" != "errors: 0, replies: $BENCH_KEYS" ]; then
+            say "load into $server failed: $summary"
+            exit 1
+        fi
+        rss1="$(vm_rss_kib "$pid")" used1="$(used_memory "$port")"
+        echo "$server,$size,$BENCH_KEYS,$rss0,$rss1,$used0,$used1" >>"$MEM"
+    done
+    stop_servers
+done
+
+python3 "$REPORT" table --throughput "$CSV" --memory "$MEM" \
+    --clients "$BENCH_CLIENTS" --requests "$BENCH_N (-P 1), $((BENCH_N * 10)) (-P 16)" --skipped "${skipped[*]:-}" \
+    --repeat "$BENCH_REPEAT" --redis-version "$(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')" --cores "$(nproc)"
