@@ -46,15 +46,22 @@ fn cmd(parts: Vec<String>) -> Vec<String> {
 fn strings() -> impl Strategy<Value = Vec<String>> {
     prop_oneof![
         (key(), val()).prop_map(|(k, v)| cmd(vec!["SET".into(), k, v])),
-        (key(), val(), prop::sample::select(&["NX", "XX", "GET", "KEEPTTL"][..]))
-            .prop_map(|(k, v, o)| cmd(vec!["SET".into(), k, v, o.into()])),
+        (key(), val(), prop::sample::select(&["NX", "XX", "GET", "KEEPTTL"][..])).prop_map(|(k, v, o)| cmd(vec![
+            "SET".into(),
+            k,
+            v,
+            o.into()
+        ])),
         key().prop_map(|k| cmd(vec!["GET".into(), k])),
         (key(), val()).prop_map(|(k, v)| cmd(vec!["APPEND".into(), k, v])),
         key().prop_map(|k| cmd(vec!["INCR".into(), k])),
         key().prop_map(|k| cmd(vec!["DECR".into(), k])),
         (key(), idx()).prop_map(|(k, i)| cmd(vec!["INCRBY".into(), k, i])),
-        (key(), prop::sample::select(&["0.25", "-1.5", "3"][..]))
-            .prop_map(|(k, f)| cmd(vec!["INCRBYFLOAT".into(), k, f.into()])),
+        (key(), prop::sample::select(&["0.25", "-1.5", "3"][..])).prop_map(|(k, f)| cmd(vec![
+            "INCRBYFLOAT".into(),
+            k,
+            f.into()
+        ])),
         key().prop_map(|k| cmd(vec!["STRLEN".into(), k])),
         (key(), idx(), idx()).prop_map(|(k, a, b)| cmd(vec!["GETRANGE".into(), k, a, b])),
         (key(), 0u8..6, val()).prop_map(|(k, o, v)| cmd(vec!["SETRANGE".into(), k, o.to_string(), v])),
@@ -63,13 +70,22 @@ fn strings() -> impl Strategy<Value = Vec<String>> {
         key().prop_map(|k| cmd(vec!["GETDEL".into(), k])),
         (key(), val()).prop_map(|(k, v)| cmd(vec!["SETNX".into(), k, v])),
         (key(), val()).prop_map(|(k, v)| cmd(vec!["GETSET".into(), k, v])),
-        (key(), 0u8..20, prop::sample::select(&["0", "1"][..]))
-            .prop_map(|(k, o, b)| cmd(vec!["SETBIT".into(), k, o.to_string(), b.into()])),
+        (key(), 0u8..20, prop::sample::select(&["0", "1"][..])).prop_map(|(k, o, b)| cmd(vec![
+            "SETBIT".into(),
+            k,
+            o.to_string(),
+            b.into()
+        ])),
         (key(), 0u8..20).prop_map(|(k, o)| cmd(vec!["GETBIT".into(), k, o.to_string()])),
         key().prop_map(|k| cmd(vec!["BITCOUNT".into(), k])),
         (key(), prop::sample::select(&["0", "1"][..])).prop_map(|(k, b)| cmd(vec!["BITPOS".into(), k, b.into()])),
-        (prop::sample::select(&["AND", "OR", "XOR"][..]), key(), key(), key())
-            .prop_map(|(op, d, a, b)| cmd(vec!["BITOP".into(), op.into(), d, a, b])),
+        (prop::sample::select(&["AND", "OR", "XOR"][..]), key(), key(), key()).prop_map(|(op, d, a, b)| cmd(vec![
+            "BITOP".into(),
+            op.into(),
+            d,
+            a,
+            b
+        ])),
     ]
 }
 
@@ -81,10 +97,17 @@ fn generic() -> impl Strategy<Value = Vec<String>> {
         (key(), key()).prop_map(|(a, b)| cmd(vec!["RENAME".into(), a, b])),
         (key(), key()).prop_map(|(a, b)| cmd(vec!["RENAMENX".into(), a, b])),
         (key(), key()).prop_map(|(a, b)| cmd(vec!["COPY".into(), a, b])),
-        (key(), prop::sample::select(&["100", "1000", "0", "-1"][..]))
-            .prop_map(|(k, t)| cmd(vec!["EXPIRE".into(), k, t.into()])),
-        (key(), prop::sample::select(&["NX", "XX", "GT", "LT"][..]))
-            .prop_map(|(k, o)| cmd(vec!["EXPIRE".into(), k, "500".into(), o.into()])),
+        (key(), prop::sample::select(&["100", "1000", "0", "-1"][..])).prop_map(|(k, t)| cmd(vec![
+            "EXPIRE".into(),
+            k,
+            t.into()
+        ])),
+        (key(), prop::sample::select(&["NX", "XX", "GT", "LT"][..])).prop_map(|(k, o)| cmd(vec![
+            "EXPIRE".into(),
+            k,
+            "500".into(),
+            o.into()
+        ])),
         key().prop_map(|k| cmd(vec!["TTL".into(), k])),
         key().prop_map(|k| cmd(vec!["PERSIST".into(), k])),
         Just(cmd(vec!["KEYS".into(), "*".into()])),
@@ -106,10 +129,20 @@ fn lists() -> impl Strategy<Value = Vec<String>> {
         (key(), idx(), val()).prop_map(|(k, i, v)| cmd(vec!["LSET".into(), k, i, v])),
         (key(), idx(), val()).prop_map(|(k, i, v)| cmd(vec!["LREM".into(), k, i, v])),
         (key(), idx(), idx()).prop_map(|(k, a, b)| cmd(vec!["LTRIM".into(), k, a, b])),
-        (key(), prop::sample::select(&["BEFORE", "AFTER"][..]), val(), val())
-            .prop_map(|(k, w, p, v)| cmd(vec!["LINSERT".into(), k, w.into(), p, v])),
+        (key(), prop::sample::select(&["BEFORE", "AFTER"][..]), val(), val()).prop_map(|(k, w, p, v)| cmd(vec![
+            "LINSERT".into(),
+            k,
+            w.into(),
+            p,
+            v
+        ])),
         (key(), val()).prop_map(|(k, v)| cmd(vec!["LPOS".into(), k, v])),
-        (key(), key(), prop::sample::select(&["LEFT", "RIGHT"][..]), prop::sample::select(&["LEFT", "RIGHT"][..]))
+        (
+            key(),
+            key(),
+            prop::sample::select(&["LEFT", "RIGHT"][..]),
+            prop::sample::select(&["LEFT", "RIGHT"][..])
+        )
             .prop_map(|(a, b, x, y)| cmd(vec!["LMOVE".into(), a, b, x.into(), y.into()])),
         (key(), key()).prop_map(|(a, b)| cmd(vec!["RPOPLPUSH".into(), a, b])),
     ]
@@ -123,8 +156,12 @@ fn hashes() -> impl Strategy<Value = Vec<String>> {
         key().prop_map(|k| cmd(vec!["HLEN".into(), k])),
         (key(), field()).prop_map(|(k, f)| cmd(vec!["HEXISTS".into(), k, f])),
         (key(), field(), idx()).prop_map(|(k, f, i)| cmd(vec!["HINCRBY".into(), k, f, i])),
-        (key(), field(), prop::sample::select(&["0.5", "-2"][..]))
-            .prop_map(|(k, f, v)| cmd(vec!["HINCRBYFLOAT".into(), k, f, v.into()])),
+        (key(), field(), prop::sample::select(&["0.5", "-2"][..])).prop_map(|(k, f, v)| cmd(vec![
+            "HINCRBYFLOAT".into(),
+            k,
+            f,
+            v.into()
+        ])),
         key().prop_map(|k| cmd(vec!["HGETALL".into(), k])),
         key().prop_map(|k| cmd(vec!["HKEYS".into(), k])),
         (key(), field(), field()).prop_map(|(k, a, b)| cmd(vec!["HMGET".into(), k, a, b])),
@@ -141,9 +178,17 @@ fn sets() -> impl Strategy<Value = Vec<String>> {
         (key(), val()).prop_map(|(k, a)| cmd(vec!["SISMEMBER".into(), k, a])),
         (key(), val(), val()).prop_map(|(k, a, b)| cmd(vec!["SMISMEMBER".into(), k, a, b])),
         key().prop_map(|k| cmd(vec!["SMEMBERS".into(), k])),
-        (prop::sample::select(&["SINTER", "SUNION", "SDIFF"][..]), key(), key())
-            .prop_map(|(c, a, b)| cmd(vec![c.into(), a, b])),
-        (prop::sample::select(&["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"][..]), key(), key(), key())
+        (prop::sample::select(&["SINTER", "SUNION", "SDIFF"][..]), key(), key()).prop_map(|(c, a, b)| cmd(vec![
+            c.into(),
+            a,
+            b
+        ])),
+        (
+            prop::sample::select(&["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"][..]),
+            key(),
+            key(),
+            key()
+        )
             .prop_map(|(c, d, a, b)| cmd(vec![c.into(), d, a, b])),
         (key(), key(), val()).prop_map(|(a, b, m)| cmd(vec!["SMOVE".into(), a, b, m])),
     ]
@@ -152,7 +197,12 @@ fn sets() -> impl Strategy<Value = Vec<String>> {
 fn zsets() -> impl Strategy<Value = Vec<String>> {
     prop_oneof![
         (key(), score(), val()).prop_map(|(k, s, m)| cmd(vec!["ZADD".into(), k, s, m])),
-        (key(), prop::sample::select(&["NX", "XX", "GT", "LT", "CH"][..]), score(), val())
+        (
+            key(),
+            prop::sample::select(&["NX", "XX", "GT", "LT", "CH"][..]),
+            score(),
+            val()
+        )
             .prop_map(|(k, o, s, m)| cmd(vec!["ZADD".into(), k, o.into(), s, m])),
         (key(), val()).prop_map(|(k, m)| cmd(vec!["ZREM".into(), k, m])),
         (key(), val()).prop_map(|(k, m)| cmd(vec!["ZSCORE".into(), k, m])),
@@ -182,13 +232,7 @@ fn zsets() -> impl Strategy<Value = Vec<String>> {
 
 fn streams() -> impl Strategy<Value = Vec<String>> {
     prop_oneof![
-        (key(), 1u8..6, field(), val()).prop_map(|(k, id, f, v)| cmd(vec![
-            "XADD".into(),
-            k,
-            format!("{id}-1"),
-            f,
-            v
-        ])),
+        (key(), 1u8..6, field(), val()).prop_map(|(k, id, f, v)| cmd(vec!["XADD".into(), k, format!("{id}-1"), f, v])),
         key().prop_map(|k| cmd(vec!["XLEN".into(), k])),
         key().prop_map(|k| cmd(vec!["XRANGE".into(), k, "-".into(), "+".into()])),
         (key(), 1u8..6).prop_map(|(k, id)| cmd(vec!["XDEL".into(), k, format!("{id}-1")])),
@@ -212,16 +256,30 @@ fn unordered(name: &str) -> bool {
 fn random_sequences_match_redis() {
     let server = support::server();
     let redis = support::redis_server(&[]);
-    let mut ours = RawClient::connect(server.addr);
-    let mut theirs = RawClient::connect(redis.addr);
-    let cases = std::env::var("FERROKV_DIFF_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96);
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    // proptest's runner takes an `Fn`, so the clients live in RefCells.
+    let ours = std::cell::RefCell::new(RawClient::connect(server.addr));
+    let theirs = std::cell::RefCell::new(RawClient::connect(redis.addr));
+    let cases = std::env::var("FERROKV_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let result = runner.run(&prop::collection::vec(any_command(), 1..40), |seq| {
+        let mut ours = ours.borrow_mut();
+        let mut theirs = theirs.borrow_mut();
         assert_eq!(ours.cmd(&["FLUSHALL"]), theirs.cmd(&["FLUSHALL"]));
         for (i, c) in seq.iter().enumerate() {
             let a = ours.cmd(c);
             let b = theirs.cmd(c);
-            let (a, b) = if unordered(&c[0]) { (a.sorted(), b.sorted()) } else { (a, b) };
+            let (a, b) = if unordered(&c[0]) {
+                (a.sorted(), b.sorted())
+            } else {
+                (a, b)
+            };
             if a != b {
                 return Err(TestCaseError::fail(format!(
                     "command #{i} {c:?}: ferrokv replied {a:?}, redis replied {b:?}"
@@ -240,5 +298,5 @@ fn random_sequences_match_redis() {
         panic!("{e}");
     }
     // Sanity: the comparison really ran against two live servers.
-    assert_eq!(ours.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    assert_eq!(ours.borrow_mut().cmd(&["PING"]), Frame::Simple("PONG".into()));
 }

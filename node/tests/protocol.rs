@@ -193,7 +193,6 @@ fn unauthenticated_limits_match_redis() {
 
 /// Redis parses lengths with `string2ll`, which refuses leading zeros and "-0".
 #[test]
-#[ignore = "ferrokv accepts leading zeros in lengths (resp::parse::parse_len); Redis refuses them"]
 fn lengths_with_leading_zeros_are_refused_like_redis() {
     let ours = server();
     let redis = redis_server(&[]);

@@ -152,7 +152,6 @@ fn resp3_mode() {
 
 /// Redis 7.0 answers PUBSUB NUMSUB with a flat array even in RESP3.
 #[test]
-#[ignore = "ferrokv answers PUBSUB NUMSUB with a RESP3 map; Redis 7.0.15 with an array"]
 fn resp3_pubsub_numsub_is_an_array_like_redis() {
     let s = server();
     let r = redis_server(&[]);

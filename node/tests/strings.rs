@@ -286,7 +286,7 @@ fn incrbyfloat_randomized() {
     use rand::Rng;
     let mut d = Diff::new();
     let mut rng = rand::rng();
-    let mut number = |rng: &mut rand::rngs::ThreadRng| -> String {
+    let number = |rng: &mut rand::rngs::ThreadRng| -> String {
         let digits: String = (0..rng.random_range(1..26))
             .map(|_| char::from(b'0' + rng.random_range(0..10)))
             .collect();

@@ -316,28 +316,30 @@ fn shardchannels(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 }
 
 fn numsub(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    Ok(Reply::Map(
+    // Redis 7.0 answers a flat array even in RESP3.
+    Ok(Reply::Array(
         args[2..]
             .iter()
-            .map(|c| {
-                (
+            .flat_map(|c| {
+                [
                     Reply::Bulk(c.clone()),
                     Reply::Int(ctx.state.pubsub.numsub(c, false) as i64),
-                )
+                ]
             })
             .collect(),
     ))
 }
 
 fn shardnumsub(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    Ok(Reply::Map(
+    // Redis 7.0 answers a flat array even in RESP3.
+    Ok(Reply::Array(
         args[2..]
             .iter()
-            .map(|c| {
-                (
+            .flat_map(|c| {
+                [
                     Reply::Bulk(c.clone()),
                     Reply::Int(ctx.state.pubsub.numsub(c, true) as i64),
-                )
+                ]
             })
             .collect(),
     ))

@@ -93,26 +93,29 @@ fn memchr_nl(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n')
 }
 
-/// Parse a decimal integer as Redis' `string2ll` does for protocol headers.
+/// Parse a decimal integer as Redis' `string2ll` does for protocol headers:
+/// an optional `-`, no `+`, no spaces, no leading zeros ("0" alone is fine,
+/// "-0" is not), and the whole i64 range.
 fn parse_len(digits: &[u8]) -> Option<i64> {
-    if digits.is_empty() || digits.len() > 20 {
-        return None;
+    if digits == b"0" {
+        return Some(0);
     }
-    let (neg, digits) = match digits[0] {
-        b'-' => (true, &digits[1..]),
+    let (neg, rest) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
         _ => (false, digits),
     };
-    if digits.is_empty() {
+    if rest.is_empty() || rest.len() > 19 || !(b'1'..=b'9').contains(&rest[0]) {
         return None;
     }
+    // Accumulate negatively so that i64::MIN parses too.
     let mut v: i64 = 0;
-    for &d in digits {
+    for &d in rest {
         if !d.is_ascii_digit() {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+        v = v.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
     }
-    Some(if neg { -v } else { v })
+    if neg { Some(v) } else { v.checked_neg() }
 }
 
 /// Phase one: is there a whole request at the front of `buf`?
