@@ -144,8 +144,10 @@ impl CommandSpec {
 /// Stats/lookup identity of a spec: its index in [`Table::all`].
 pub struct Table {
     pub all: Vec<(&'static CommandSpec, String)>,
-    by_name: HashMap<&'static str, usize>,
-    by_ptr: HashMap<usize, usize>,
+    // Looked up on every request: a fast non-cryptographic hash (the keys are
+    // our own static names and addresses, nothing a client chooses).
+    by_name: HashMap<&'static str, usize, foldhash::fast::FixedState>,
+    by_ptr: HashMap<usize, usize, foldhash::fast::FixedState>,
 }
 
 impl Table {
@@ -194,8 +196,8 @@ fn families() -> [&'static [CommandSpec]; 12] {
 static TABLE: LazyLock<Table> = LazyLock::new(|| {
     let mut t = Table {
         all: Vec::new(),
-        by_name: HashMap::new(),
-        by_ptr: HashMap::new(),
+        by_name: HashMap::default(),
+        by_ptr: HashMap::default(),
     };
     for fam in families() {
         for spec in fam {
