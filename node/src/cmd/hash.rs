@@ -5,7 +5,8 @@
 //! and values are copied out of the request buffer before they are stored
 //! (arguments are zero-copy slices of the connection's buffer, which a stored
 //! slice would keep alive). HINCRBYFLOAT computes in emulated x87 long
-//! double ([`long_double`]) so its results match Redis digit for digit. Also
+//! double (the same arithmetic as INCRBYFLOAT, [`super::string::longdouble`])
+//! so its results match Redis digit for digit. Also
 //! home of the HSCAN/SSCAN argument parsing, which the set family shares.
 
 use std::sync::atomic::Ordering;
@@ -15,11 +16,10 @@ use rand::Rng;
 
 use super::flags::*;
 use super::parse::{self, ERR_NOT_FLOAT, ERR_OVERFLOW};
+use super::string::longdouble::{self, Parsed};
 use super::{CmdResult, CommandSpec, Ctx, one_key};
 use crate::db::hash::Hash;
-use long_double::LongDouble;
 
-pub mod long_double;
 use crate::notify;
 use crate::resp::Reply;
 use crate::state::State;
@@ -347,19 +347,19 @@ fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 }
 
 fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let incr = LongDouble::parse(&args[3]).ok_or(Reply::err(ERR_NOT_FLOAT))?;
-    if !incr.is_finite() {
-        return Err(Reply::err(ERR_NAN_INCR));
-    }
-    let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
-    let old = match h.get(&args[2]) {
-        Some(v) => LongDouble::parse(v).ok_or(Reply::err(ERR_HASH_NOT_FLOAT))?,
-        None => LongDouble::Zero { neg: false },
+    let incr = match longdouble::parse(&args[3]) {
+        Some(Parsed::Finite(v)) => v,
+        Some(Parsed::Infinite) => return Err(Reply::err(ERR_NAN_INCR)),
+        None => return Err(Reply::err(ERR_NOT_FLOAT)),
     };
-    let new = old + incr;
-    if !new.is_finite() {
-        return Err(Reply::err(ERR_NAN_RESULT));
-    }
+    let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
+    let old = match longdouble::parse(h.get(&args[2]).map_or(&b"0"[..], |v| v.as_ref())) {
+        Some(Parsed::Finite(v)) => v,
+        // A stored "inf" parses, but any sum with it is infinite.
+        Some(Parsed::Infinite) => return Err(Reply::err(ERR_NAN_RESULT)),
+        None => return Err(Reply::err(ERR_HASH_NOT_FLOAT)),
+    };
+    let new = old.add(incr).ok_or(Reply::err(ERR_NAN_RESULT))?;
     let text = Bytes::from(new.to_human());
     h.insert(owned(&args[2]), text.clone());
     ctx.changed(&args[1], notify::HASH, "hincrbyfloat");

@@ -13,7 +13,7 @@
 //! with Redis' error, so a client cannot make the server allocate more than a
 //! configured maximum per value.
 
-mod longdouble;
+pub mod longdouble;
 
 use std::sync::atomic::Ordering;
 
