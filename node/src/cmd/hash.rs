@@ -359,7 +359,7 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         Some(Parsed::Infinite) => return Err(Reply::err(ERR_NAN_RESULT)),
         None => return Err(Reply::err(ERR_HASH_NOT_FLOAT)),
     };
-    let new = old.add(incr).ok_or(Reply::err(ERR_NAN_RESULT))?;
+    let new = old.checked_add(incr).ok_or(Reply::err(ERR_NAN_RESULT))?;
     let text = Bytes::from(new.to_human());
     h.insert(owned(&args[2]), text.clone());
     ctx.changed(&args[1], notify::HASH, "hincrbyfloat");

@@ -395,7 +395,7 @@ impl LongDouble {
     }
 
     /// `self + o` rounded to long double; `None` when it overflows to infinity.
-    pub fn add(self, o: LongDouble) -> Option<LongDouble> {
+    pub fn checked_add(self, o: LongDouble) -> Option<LongDouble> {
         if self.mant == 0 {
             return Some(o);
         }
@@ -497,7 +497,7 @@ pub fn incr_by_float(current: &[u8], increment: &[u8]) -> Result<String, AddErro
     let a = parse(current).ok_or(AddError::NotFloat)?;
     let b = parse(increment).ok_or(AddError::NotFloat)?;
     match (a, b) {
-        (Parsed::Finite(a), Parsed::Finite(b)) => a.add(b).map(LongDouble::to_human).ok_or(AddError::NanOrInf),
+        (Parsed::Finite(a), Parsed::Finite(b)) => a.checked_add(b).map(LongDouble::to_human).ok_or(AddError::NanOrInf),
         _ => Err(AddError::NanOrInf),
     }
 }
