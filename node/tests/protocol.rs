@@ -436,6 +436,8 @@ fn huge_announced_lengths_do_not_allocate() {
         // stacks, allocator arenas and buffers.
         assert!(grew_virtual < 256 * 1024, "virtual memory grew by {grew_virtual} KiB");
         assert!(grew_rss < 64 * 1024, "resident memory grew by {grew_rss} KiB");
+        // The sampling interval of the observation window: watching memory over
+        // time is the point of this test, not waiting for a state.
         std::thread::sleep(Duration::from_millis(20));
     }
     for mut c in conns {
