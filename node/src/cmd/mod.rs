@@ -521,7 +521,7 @@ pub fn run(state: &State, session: &mut Session, spec: &'static CommandSpec, arg
         Ok(r) | Err(r) => r,
     };
     let elapsed = start.elapsed();
-    record(state, session, spec, &args, elapsed, &reply, block.is_some() && !retry);
+    record(state, session, spec, &args, elapsed, &reply);
     match block {
         Some(spec) => Outcome::Block {
             args: spec.args.clone().unwrap_or(args),
@@ -646,13 +646,11 @@ fn record(
     args: &[Bytes],
     elapsed: Duration,
     reply: &Reply,
-    blocked: bool,
 ) {
     let id = table().id(spec);
     let st = &state.stats.commands[id];
     let micros = elapsed.as_micros() as u64;
     // A command that blocks is counted once, when it is first run.
-    let _ = blocked;
     st.calls.fetch_add(1, Ordering::Relaxed);
     st.usec.fetch_add(micros, Ordering::Relaxed);
     state.stats.total_commands_processed.fetch_add(1, Ordering::Relaxed);
@@ -674,5 +672,5 @@ fn record(
         };
         state.latency.add(event, micros / 1000);
     }
-    *session.handle.last_cmd.lock() = table().full_name(spec);
+    *session.handle.last_cmd.lock() = &table().all[id].1;
 }
