@@ -39,6 +39,9 @@ pub struct ClientHandle {
     /// Total bytes received and sent.
     pub net_in: AtomicU64,
     pub net_out: AtomicU64,
+    /// Write-log offset after this client's last write: what `WAIT` and
+    /// `appendfsync always` wait for before the client hears back.
+    pub write_offset: AtomicU64,
 }
 
 impl ClientHandle {
@@ -58,6 +61,7 @@ impl ClientHandle {
             psubscriptions: AtomicUsize::new(0),
             ssubscriptions: AtomicUsize::new(0),
             multi: (-1).into(),
+            write_offset: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
             no_touch: AtomicBool::new(false),

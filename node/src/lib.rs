@@ -55,3 +55,4 @@ pub mod server;
 pub mod session;
 pub mod slot;
 pub mod state;
+pub mod wlog;

@@ -140,3 +140,25 @@ fn auth_required() {
     assert_eq!(c.cmd(&["AUTH", "secret"]), Frame::Simple("OK".into()));
     assert_eq!(c.cmd(&["ECHO", "x"]), Frame::bulk("x"));
 }
+
+#[test]
+fn writes_reach_the_write_log_in_order_and_reads_do_not() {
+    let srv = support::server();
+    let mut c = support::RawClient::connect(srv.addr);
+    let start = srv.state.db.wlog.offset();
+    c.cmd(&["SET", "k", "1"]);
+    c.cmd(&["GET", "k"]);
+    c.cmd(&["INCR", "k"]);
+    c.cmd(&["DEL", "missing"]);
+    c.cmd(&["MULTI"]);
+    c.cmd(&["INCR", "k"]);
+    c.cmd(&["GET", "k"]);
+    c.cmd(&["INCR", "k"]);
+    c.cmd(&["EXEC"]);
+    let log = srv.state.db.wlog.read_from(start, 1 << 20).unwrap();
+    let text = String::from_utf8_lossy(&log).replace("\r\n", " ");
+    assert_eq!(
+        text,
+        "*3 $3 SET $1 k $1 1 *2 $4 INCR $1 k *1 $5 MULTI *2 $4 INCR $1 k *2 $4 INCR $1 k *1 $4 EXEC "
+    );
+}

@@ -296,6 +296,16 @@ pub struct Ctx<'a> {
     pub woken_by: Option<Bytes>,
     /// Running inside EXEC: blocking commands behave as non-blocking.
     pub in_exec: bool,
+    /// What this command writes to the write log instead of its own
+    /// arguments (Redis' `alsoPropagate`): set through [`Ctx::propagate`] by
+    /// commands whose effect is not reproduced by replaying them verbatim
+    /// (relative TTLs, random picks, generated IDs, blocking forms).
+    pub propagate: Option<Vec<Vec<Bytes>>>,
+    /// Commands collected for the write log so far (a transaction collects
+    /// one entry per queued command that changed something).
+    pub log: Vec<Vec<Bytes>>,
+    /// `dirty` and `ks.expired.len()` when the log was last collected.
+    log_mark: (u64, usize),
 }
 
 impl<'a> Ctx<'a> {
@@ -314,6 +324,54 @@ impl<'a> Ctx<'a> {
             self.ready.push(Bytes::copy_from_slice(key));
         }
         self.notify(class, event, key);
+    }
+
+    /// Write `cmd` to the write log in place of this command's arguments.
+    /// Call once per command to log, in order; a command that calls this
+    /// logs only what it passes here.
+    pub fn propagate(&mut self, cmd: Vec<Bytes>) {
+        self.propagate.get_or_insert_with(Vec::new).push(cmd);
+    }
+
+    /// This command changed something but must not be logged at all.
+    pub fn propagate_nothing(&mut self) {
+        self.propagate.get_or_insert_with(Vec::new);
+    }
+
+    /// Count a change that has no key to signal (a consumer group's
+    /// pending list, FLUSHALL of an empty keyspace): it is still logged.
+    pub fn dirty(&mut self) {
+        self.dirty += 1;
+    }
+
+    /// Move what the command just run wrote into [`Ctx::log`]: a `DEL` for
+    /// each key lazy expiry removed (before the command's own effects, which
+    /// is when they happened), then the command's replacement commands or,
+    /// if it changed anything, its own arguments.
+    pub fn collect_log(&mut self, args: &[Bytes]) {
+        let (dirty_mark, expired_mark) = self.log_mark;
+        for key in self.ks.expired.get(expired_mark..).unwrap_or_default() {
+            self.log.push(vec![Bytes::from_static(b"DEL"), key.clone()]);
+        }
+        match self.propagate.take() {
+            Some(cmds) => self.log.extend(cmds),
+            None if self.dirty > dirty_mark => self.log.push(args.to_vec()),
+            None => {}
+        }
+        self.log_mark = (self.dirty, self.ks.expired.len());
+    }
+
+    /// Collect the last command's log entries and append everything
+    /// collected to the write log while the partition locks are still held
+    /// (that is what orders the log like the keyspace). `atomic` wraps
+    /// several commands in MULTI/EXEC.
+    pub fn flush_log(&mut self, args: &[Bytes], atomic: bool) {
+        self.collect_log(args);
+        if !self.log.is_empty() {
+            let end = self.state.db.wlog.append(&self.log, atomic);
+            self.session.handle.write_offset.fetch_max(end, Ordering::Relaxed);
+            self.log.clear();
+        }
     }
 
     /// A keyspace notification without a modification signal.
@@ -502,8 +560,12 @@ pub fn run(state: &State, session: &mut Session, spec: &'static CommandSpec, arg
             retry,
             woken_by: None,
             in_exec: false,
+            propagate: None,
+            log: Vec::new(),
+            log_mark: (0, 0),
         };
         let result = (spec.handler)(&mut ctx, &args);
+        ctx.flush_log(&args, spec.name == "exec");
         let Ctx {
             mut ks,
             block,
@@ -617,8 +679,12 @@ fn run_for_waiter(
         retry: true,
         woken_by: Some(woken_by),
         in_exec: false,
+        propagate: None,
+        log: Vec::new(),
+        log_mark: (0, 0),
     };
     let result = (spec.handler)(&mut ctx, &args);
+    ctx.flush_log(&args, false);
     let Ctx {
         ks,
         block,

@@ -132,6 +132,7 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
         let r = match (spec.handler)(ctx, &args) {
             Ok(r) | Err(r) => r,
         };
+        ctx.collect_log(&args);
         let st = &ctx.state.stats.commands[super::table().id(spec)];
         st.calls.fetch_add(1, Ordering::Relaxed);
         st.usec.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);

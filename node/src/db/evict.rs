@@ -222,6 +222,7 @@ pub fn evict(db: &Db, now: u64, mut over: impl FnMut(&Db) -> bool) -> Vec<Bytes>
             Some((_, key)) => {
                 let mut ks = db.lock_keys([&key], now);
                 if ks.remove(&key).is_some() {
+                    db.log_deletes(std::slice::from_ref(&key));
                     db.evicted_keys.fetch_add(1, Ordering::Relaxed);
                     evicted.push(key);
                 }

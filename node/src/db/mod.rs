@@ -106,6 +106,11 @@ pub struct Db {
     /// Eviction policy, shared with the config so access tracking knows
     /// whether to keep LRU clocks or LFU counters.
     pub eviction: evict::EvictionConfig,
+    /// Every change to the keyspace, in order (see [`crate::wlog`]). It
+    /// lives with the keyspace because whoever changes keys appends to it
+    /// while holding their partition locks (commands, active expiry,
+    /// eviction).
+    pub wlog: crate::wlog::WriteLog,
 }
 
 impl Default for Db {
@@ -142,6 +147,7 @@ impl Db {
             expired_keys: 0.into(),
             evicted_keys: 0.into(),
             eviction: evict::EvictionConfig::default(),
+            wlog: crate::wlog::WriteLog::default(),
         }
     }
 
@@ -208,6 +214,16 @@ impl Db {
             volatile += g.volatile;
         }
         (keys, volatile)
+    }
+
+    /// Log the deletion of `keys` by the server itself (active expiry,
+    /// eviction). Called with the keys' partitions still locked.
+    pub fn log_deletes(&self, keys: &[Bytes]) {
+        if keys.is_empty() {
+            return;
+        }
+        let cmds: Vec<[Bytes; 2]> = keys.iter().map(|k| [Bytes::from_static(b"DEL"), k.clone()]).collect();
+        self.wlog.append(&cmds, false);
     }
 
     fn adjust_mem(&self, delta: i64) {
@@ -655,6 +671,7 @@ impl<'a> Keys<'a> {
             self.delete_hashed(k, hash, slot);
             self.db.expired_keys.fetch_add(1, Ordering::Relaxed);
         }
+        self.db.log_deletes(&dead);
         (checked, dead)
     }
 
