@@ -273,7 +273,7 @@ fn served_blocking_pops_log_non_blocking_forms() {
     // Timeouts change nothing.
     assert_eq!(n.silent(&["BLPOP", "none", "0.01"]), Frame::NullArray);
     assert_eq!(n.silent(&["BZPOPMIN", "none", "0.01"]), Frame::NullArray);
-    assert_eq!(n.silent(&["BLMOVE", "none", "x", "LEFT", "LEFT", "0.01"]), Frame::Null);
+    assert_eq!(n.silent(&["BLMOVE", "none", "x", "LEFT", "LEFT", "0.01"]), Frame::NullArray);
     assert_eq!(n.silent(&["BLMPOP", "0.01", "1", "none", "LEFT"]), Frame::NullArray);
 }
 
@@ -553,6 +553,30 @@ const MEMBERS: &[&str] = &["a", "b", "c", "1", "2", "m"];
 const GROUPS: &[&str] = &["g0", "g1"];
 const CONSUMERS: &[&str] = &["c0", "c1", "c2"];
 
+type Opts = &'static [&'static [&'static str]];
+const SET_OPTS: Opts = &[
+    &["EX", "1000"],
+    &["PX", "2000000"],
+    &["EXAT", "4000000000"],
+    &["PXAT", "1"],
+    &["KEEPTTL"],
+    &["NX"],
+    &["XX", "GET"],
+    &["NX", "EX", "3000"],
+    &[],
+];
+const GETEX_OPTS: Opts = &[&["EX", "1000"], &["PERSIST"], &["PXAT", "1"], &["PX", "900000"], &[]];
+const XADD_OPTS: Opts = &[
+    &[],
+    &["MAXLEN", "~", "2"],
+    &["MAXLEN", "3"],
+    &["MINID", "~", "5"],
+    &["MINID", "4-0"],
+    &["NOMKSTREAM"],
+];
+const XTRIM_OPTS: Opts = &[&["MAXLEN", "~", "1"], &["MAXLEN", "2"], &["MINID", "6-0"]];
+const XCLAIM_OPTS: Opts = &[&[], &["FORCE"], &["JUSTID"], &["IDLE", "10"], &["RETRYCOUNT", "7"]];
+
 fn pick(from: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::sample::select(from).prop_map(String::from)
 }
@@ -602,19 +626,7 @@ fn ttl_ops() -> impl Strategy<Value = Vec<String>> {
 
 fn string_ops() -> impl Strategy<Value = Vec<String>> {
     let k = || pick(STR_KEYS);
-    let set_opt = prop::sample::select(
-        &[
-            &["EX", "1000"][..],
-            &["PX", "2000000"],
-            &["EXAT", "4000000000"],
-            &["PXAT", "1"],
-            &["KEEPTTL"],
-            &["NX"],
-            &["XX", "GET"],
-            &["NX", "EX", "3000"],
-            &[],
-        ][..],
-    );
+    let set_opt = prop::sample::select(SET_OPTS);
     prop_oneof![
         (k(), pick(VALS), set_opt).prop_map(|(k, v, o)| {
             let mut cmd = c(&["SET", &k, &v]);
@@ -623,7 +635,7 @@ fn string_ops() -> impl Strategy<Value = Vec<String>> {
         }),
         (k(), pick(VALS)).prop_map(|(k, v)| c(&["SETEX", &k, "1000", &v])),
         (k(), pick(VALS)).prop_map(|(k, v)| c(&["PSETEX", &k, "1500000", &v])),
-        (k(), prop::sample::select(&[&["EX", "1000"][..], &["PERSIST"], &["PXAT", "1"], &["PX", "900000"], &[]][..]))
+        (k(), prop::sample::select(GETEX_OPTS))
             .prop_map(|(k, o)| {
                 let mut cmd = c(&["GETEX", &k]);
                 cmd.extend(o.iter().map(|s| s.to_string()));
@@ -714,16 +726,7 @@ fn stream_ops() -> impl Strategy<Value = Vec<String>> {
     let g = || pick(GROUPS);
     let cons = || pick(CONSUMERS);
     let id = || (1u8..12).prop_map(|i| format!("{i}-1"));
-    let trim = prop::sample::select(
-        &[
-            &[][..],
-            &["MAXLEN", "~", "2"],
-            &["MAXLEN", "3"],
-            &["MINID", "~", "5"],
-            &["MINID", "4-0"],
-            &["NOMKSTREAM"],
-        ][..],
-    );
+    let trim = prop::sample::select(XADD_OPTS);
     prop_oneof![
         3 => (k(), trim, prop::sample::select(&["*", "*", "12-*", "99999999999999-*"][..]), pick(VALS))
             .prop_map(|(k, t, i, v)| {
@@ -733,8 +736,8 @@ fn stream_ops() -> impl Strategy<Value = Vec<String>> {
                 cmd
             }),
         2 => (k(), id(), pick(VALS)).prop_map(|(k, i, v)| c(&["XADD", &k, &i, "f", &v])),
-        (k(), id()).prop_map(|(k, i)| c(&["XDEL", &k, &i])),
-        (k(), prop::sample::select(&[&["MAXLEN", "~", "1"][..], &["MAXLEN", "2"], &["MINID", "6-0"]][..]))
+        1 => (k(), id()).prop_map(|(k, i)| c(&["XDEL", &k, &i])),
+        1 => (k(), prop::sample::select(XTRIM_OPTS))
             .prop_map(|(k, t)| {
                 let mut cmd = c(&["XTRIM", &k]);
                 cmd.extend(t.iter().map(|s| s.to_string()));
@@ -744,32 +747,32 @@ fn stream_ops() -> impl Strategy<Value = Vec<String>> {
         3 => (k(), g(), cons(), 1u8..4).prop_map(|(k, g, cn, n)| c(&[
             "XREADGROUP", "GROUP", &g, &cn, "COUNT", &n.to_string(), "STREAMS", &k, ">"
         ])),
-        (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "NOACK", "STREAMS", &k, ">"])),
-        (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "STREAMS", &k, "0"])),
-        (k(), g(), id()).prop_map(|(k, g, i)| c(&["XACK", &k, &g, &i])),
-        (k(), g(), cons(), id(), prop::sample::select(&[&[][..], &["FORCE"], &["JUSTID"], &["IDLE", "10"], &["RETRYCOUNT", "7"]][..]))
+        1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "NOACK", "STREAMS", &k, ">"])),
+        1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "STREAMS", &k, "0"])),
+        1 => (k(), g(), id()).prop_map(|(k, g, i)| c(&["XACK", &k, &g, &i])),
+        1 => (k(), g(), cons(), id(), prop::sample::select(XCLAIM_OPTS))
             .prop_map(|(k, g, cn, i, o)| {
                 let mut cmd = c(&["XCLAIM", &k, &g, &cn, "0", &i]);
                 cmd.extend(o.iter().map(|s| s.to_string()));
                 cmd
             }),
-        (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XAUTOCLAIM", &k, &g, &cn, "0", "0-0", "COUNT", "2"])),
-        (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XGROUP", "CREATECONSUMER", &k, &g, &cn])),
-        (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XGROUP", "DELCONSUMER", &k, &g, &cn])),
-        (k(), g(), prop::sample::select(&["0", "$", "3-1"][..])).prop_map(|(k, g, i)| c(&["XGROUP", "SETID", &k, &g, i])),
-        (k(), g()).prop_map(|(k, g)| c(&["XGROUP", "DESTROY", &k, &g])),
-        (k(), g()).prop_map(|(k, g)| c(&["XPENDING", &k, &g, "-", "+", "10"])),
+        1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XAUTOCLAIM", &k, &g, &cn, "0", "0-0", "COUNT", "2"])),
+        1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XGROUP", "CREATECONSUMER", &k, &g, &cn])),
+        1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XGROUP", "DELCONSUMER", &k, &g, &cn])),
+        1 => (k(), g(), prop::sample::select(&["0", "$", "3-1"][..])).prop_map(|(k, g, i)| c(&["XGROUP", "SETID", &k, &g, i])),
+        1 => (k(), g()).prop_map(|(k, g)| c(&["XGROUP", "DESTROY", &k, &g])),
+        1 => (k(), g()).prop_map(|(k, g)| c(&["XPENDING", &k, &g, "-", "+", "10"])),
     ]
 }
 
 fn any_command() -> impl Strategy<Value = Vec<String>> {
     prop_oneof![
-        ttl_ops(),
-        string_ops(),
-        list_ops(),
-        hash_ops(),
-        set_ops(),
-        zset_ops(),
+        1 => ttl_ops(),
+        1 => string_ops(),
+        1 => list_ops(),
+        1 => hash_ops(),
+        1 => set_ops(),
+        1 => zset_ops(),
         2 => stream_ops(),
     ]
 }
