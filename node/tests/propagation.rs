@@ -60,13 +60,22 @@ fn parse_commands(mut b: &[u8]) -> Vec<Vec<Vec<u8>>> {
 }
 
 fn log_bytes(srv: &Server, from: u64) -> Vec<u8> {
-    srv.state.db.wlog.read_from(from, 1 << 30).expect("log still in the backlog").to_vec()
+    srv.state
+        .db
+        .wlog
+        .read_from(from, 1 << 30)
+        .expect("log still in the backlog")
+        .to_vec()
 }
 
 fn log_since(srv: &Server, from: u64) -> Vec<Vec<String>> {
     parse_commands(&log_bytes(srv, from))
         .into_iter()
-        .map(|c| c.into_iter().map(|a| String::from_utf8_lossy(&a).into_owned()).collect())
+        .map(|c| {
+            c.into_iter()
+                .map(|a| String::from_utf8_lossy(&a).into_owned())
+                .collect()
+        })
         .collect()
 }
 
@@ -244,7 +253,11 @@ fn spop_logs_the_members_it_removed() {
     let srems = &log[1..log.len() - 1];
     assert_eq!(srems.len(), 3);
     assert_eq!(srems.iter().map(|c| c.len() - 2).sum::<usize>(), 2500);
-    assert!(srems.iter().all(|c| c[0] == "SREM" && c[1] == "big" && c.len() - 2 <= 1024));
+    assert!(
+        srems
+            .iter()
+            .all(|c| c[0] == "SREM" && c[1] == "big" && c.len() - 2 <= 1024)
+    );
 }
 
 #[test]
@@ -257,7 +270,10 @@ fn served_blocking_pops_log_non_blocking_forms() {
         &["BLMOVE", "l", "l2", "LEFT", "RIGHT", "0"],
         &[&["LMOVE", "l", "l2", "LEFT", "RIGHT"]],
     );
-    n.logs(&["BRPOPLPUSH", "l2", "l", "0"], &[&["LMOVE", "l2", "l", "RIGHT", "LEFT"]]);
+    n.logs(
+        &["BRPOPLPUSH", "l2", "l", "0"],
+        &[&["LMOVE", "l2", "l", "RIGHT", "LEFT"]],
+    );
     n.c.cmd(&["RPUSH", "l", "p", "q", "r"]);
     n.logs(
         &["BLMPOP", "0", "2", "missing", "l", "LEFT", "COUNT", "2"],
@@ -267,13 +283,19 @@ fn served_blocking_pops_log_non_blocking_forms() {
     n.c.cmd(&["ZADD", "z", "1", "a", "2", "b", "3", "c", "4", "d"]);
     n.logs(&["BZPOPMIN", "missing", "z", "0"], &[&["ZPOPMIN", "z", "1"]]);
     n.logs(&["BZPOPMAX", "z", "0"], &[&["ZPOPMAX", "z", "1"]]);
-    n.logs(&["BZMPOP", "0", "1", "z", "MIN", "COUNT", "5"], &[&["ZPOPMIN", "z", "2"]]);
+    n.logs(
+        &["BZMPOP", "0", "1", "z", "MIN", "COUNT", "5"],
+        &[&["ZPOPMIN", "z", "2"]],
+    );
     n.c.cmd(&["ZADD", "z", "1", "a"]);
     n.logs(&["ZMPOP", "1", "z", "MAX"], &[&["ZPOPMAX", "z", "1"]]);
     // Timeouts change nothing.
     assert_eq!(n.silent(&["BLPOP", "none", "0.01"]), Frame::NullArray);
     assert_eq!(n.silent(&["BZPOPMIN", "none", "0.01"]), Frame::NullArray);
-    assert_eq!(n.silent(&["BLMOVE", "none", "x", "LEFT", "LEFT", "0.01"]), Frame::NullArray);
+    assert_eq!(
+        n.silent(&["BLMOVE", "none", "x", "LEFT", "LEFT", "0.01"]),
+        Frame::NullArray
+    );
     assert_eq!(n.silent(&["BLMPOP", "0.01", "1", "none", "LEFT"]), Frame::NullArray);
 }
 
@@ -353,7 +375,10 @@ fn xadd_logs_its_id_and_exact_trimming() {
     let (reply, log) = n.run(&["XADD", "t", "MAXLEN", "~", "10", "LIMIT", "500", "*", "f", "v"]);
     let len = n.c.cmd(&["XLEN", "t"]);
     assert_eq!(len, Frame::Int(51));
-    assert_eq!(log, vec![v(&["XADD", "t", "MAXLEN", "=", "51", &bulk_text(&reply), "f", "v"])]);
+    assert_eq!(
+        log,
+        vec![v(&["XADD", "t", "MAXLEN", "=", "51", &bulk_text(&reply), "f", "v"])]
+    );
     n.logs(&["XTRIM", "t", "MINID", "~", "1"], &[]);
     n.logs(&["XTRIM", "t", "MAXLEN", "50"], &[&["XTRIM", "t", "MAXLEN", "=", "50"]]);
     n.silent(&["XTRIM", "t", "MAXLEN", "~", "10"]);
@@ -365,7 +390,10 @@ fn consumer_group_reads_and_claims_log_explicit_xclaims() {
     let mut n = Node::new();
     n.c.cmd(&["XADD", "s", "1-1", "a", "1"]);
     n.c.cmd(&["XADD", "s", "2-1", "b", "2"]);
-    n.logs(&["XGROUP", "CREATE", "s", "g", "0"], &[&["XGROUP", "CREATE", "s", "g", "0"]]);
+    n.logs(
+        &["XGROUP", "CREATE", "s", "g", "0"],
+        &[&["XGROUP", "CREATE", "s", "g", "0"]],
+    );
     let t0 = now_ms();
     let (_, log) = n.run(&["XREADGROUP", "GROUP", "g", "alice", "COUNT", "1", "STREAMS", "s", ">"]);
     let t1 = now_ms();
@@ -404,7 +432,9 @@ fn consumer_group_reads_and_claims_log_explicit_xclaims() {
     // Not idle long enough: nothing claimed, nothing logged.
     n.silent(&["XCLAIM", "s", "g", "carol", "3600000", "1-1"]);
     // FORCE makes a pending entry for 2-1; LASTID moves the group.
-    let (_, log) = n.run(&["XCLAIM", "s", "g", "bob", "0", "2-1", "FORCE", "JUSTID", "LASTID", "9-9"]);
+    let (_, log) = n.run(&[
+        "XCLAIM", "s", "g", "bob", "0", "2-1", "FORCE", "JUSTID", "LASTID", "9-9",
+    ]);
     assert_eq!(log.len(), 4, "{log:?}");
     assert_eq!(log[1][..6], v(&["XCLAIM", "s", "g", "bob", "0", "2-1"])[..]);
     assert_eq!(log[2], v(&["XGROUP", "SETID", "s", "g", "9-9", "ENTRIESREAD", "2"]));
@@ -507,12 +537,19 @@ fn transactions_wrap_rewritten_forms_and_lazy_expiry() {
         &["INCRBYFLOAT", "f", "1.5"],
         &["INCR", "k"],
     ] {
-        assert_eq!(n.c.cmd(c), Frame::Simple(if c[0] == "MULTI" { "OK" } else { "QUEUED" }.into()));
+        assert_eq!(
+            n.c.cmd(c),
+            Frame::Simple(if c[0] == "MULTI" { "OK" } else { "QUEUED" }.into())
+        );
     }
     let Frame::Array(replies) = n.c.cmd(&["EXEC"]) else {
         panic!("EXEC answers an array")
     };
-    assert_eq!(replies[4], Frame::NullArray, "a blocking pop inside EXEC does not block");
+    assert_eq!(
+        replies[4],
+        Frame::NullArray,
+        "a blocking pop inside EXEC does not block"
+    );
     assert!(replies[6].is_error(), "INCR of a non-integer fails: {:?}", replies[6]);
     let mut log = log_since(&n.srv, from);
     let del = v(&["DEL", "gone"]);
@@ -635,12 +672,11 @@ fn string_ops() -> impl Strategy<Value = Vec<String>> {
         }),
         (k(), pick(VALS)).prop_map(|(k, v)| c(&["SETEX", &k, "1000", &v])),
         (k(), pick(VALS)).prop_map(|(k, v)| c(&["PSETEX", &k, "1500000", &v])),
-        (k(), prop::sample::select(GETEX_OPTS))
-            .prop_map(|(k, o)| {
-                let mut cmd = c(&["GETEX", &k]);
-                cmd.extend(o.iter().map(|s| s.to_string()));
-                cmd
-            }),
+        (k(), prop::sample::select(GETEX_OPTS)).prop_map(|(k, o)| {
+            let mut cmd = c(&["GETEX", &k]);
+            cmd.extend(o.iter().map(|s| s.to_string()));
+            cmd
+        }),
         (k(), prop::sample::select(&["0.25", "-1.5", "3", "1e3"][..])).prop_map(|(k, f)| c(&["INCRBYFLOAT", &k, f])),
         k().prop_map(|k| c(&["INCR", &k])),
         (k(), pick(VALS)).prop_map(|(k, v)| c(&["APPEND", &k, &v])),
@@ -664,7 +700,16 @@ fn list_ops() -> impl Strategy<Value = Vec<String>> {
         (k(), k()).prop_map(|(a, b)| c(&["BLPOP", &a, &b, "0.01"])),
         (k(), k()).prop_map(|(a, b)| c(&["BRPOP", &a, &b, "0.01"])),
         (k(), k(), end(), end()).prop_map(|(a, b, f, t)| c(&["BLMOVE", &a, &b, f, t, "0.01"])),
-        (k(), k(), end(), 1u8..4).prop_map(|(a, b, e, n)| c(&["BLMPOP", "0.01", "2", &a, &b, e, "COUNT", &n.to_string()])),
+        (k(), k(), end(), 1u8..4).prop_map(|(a, b, e, n)| c(&[
+            "BLMPOP",
+            "0.01",
+            "2",
+            &a,
+            &b,
+            e,
+            "COUNT",
+            &n.to_string()
+        ])),
         (k(), k(), end()).prop_map(|(a, b, e)| c(&["LMPOP", "2", &a, &b, e])),
         (k(), -2i8..3, -2i8..3).prop_map(|(k, a, b)| c(&["LTRIM", &k, &a.to_string(), &b.to_string()])),
         (k(), pick(VALS)).prop_map(|(k, v)| c(&["LREM", &k, "0", &v])),
@@ -678,8 +723,12 @@ fn hash_ops() -> impl Strategy<Value = Vec<String>> {
         (k(), pick(MEMBERS), pick(VALS)).prop_map(|(k, f, v)| c(&["HSET", &k, &f, &v])),
         (k(), pick(MEMBERS)).prop_map(|(k, f)| c(&["HDEL", &k, &f])),
         (k(), pick(MEMBERS)).prop_map(|(k, f)| c(&["HINCRBY", &k, &f, "3"])),
-        (k(), pick(MEMBERS), prop::sample::select(&["0.1", "-2.5", "1e2"][..]))
-            .prop_map(|(k, f, x)| c(&["HINCRBYFLOAT", &k, &f, x])),
+        (k(), pick(MEMBERS), prop::sample::select(&["0.1", "-2.5", "1e2"][..])).prop_map(|(k, f, x)| c(&[
+            "HINCRBYFLOAT",
+            &k,
+            &f,
+            x
+        ])),
         (k(), pick(MEMBERS), pick(VALS)).prop_map(|(k, f, v)| c(&["HSETNX", &k, &f, &v])),
     ]
 }
@@ -788,8 +837,17 @@ fn background_command() -> impl Strategy<Value = Vec<String>> {
         (l(), l()).prop_map(|(a, b)| c(&["BLMPOP", "0.05", "2", &a, &b, "RIGHT", "COUNT", "2"])),
         (z(), z()).prop_map(|(a, b)| c(&["BZPOPMIN", &a, &b, "0.05"])),
         (z(), z()).prop_map(|(a, b)| c(&["BZMPOP", "0.05", "2", &a, &b, "MAX"])),
-        (pick(STREAM_KEYS), pick(GROUPS), pick(CONSUMERS))
-            .prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "BLOCK", "50", "STREAMS", &k, ">"])),
+        (pick(STREAM_KEYS), pick(GROUPS), pick(CONSUMERS)).prop_map(|(k, g, cn)| c(&[
+            "XREADGROUP",
+            "GROUP",
+            &g,
+            &cn,
+            "BLOCK",
+            "50",
+            "STREAMS",
+            &k,
+            ">"
+        ])),
     ]
 }
 
@@ -821,7 +879,9 @@ fn check_replies(c: &mut RawClient, cmds: &[Vec<Vec<u8>>]) -> Result<(), String>
         if bad {
             return Err(format!(
                 "replaying {:?} failed: {r:?}",
-                cmd.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>()
+                cmd.iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
             ));
         }
     }
@@ -861,6 +921,24 @@ fn without_seen_time(f: Frame) -> Frame {
     }
 }
 
+/// A frame as readable text (bulks as strings), for failure messages.
+fn show(f: &Frame) -> String {
+    let list = |items: &[Frame]| items.iter().map(show).collect::<Vec<_>>().join(", ");
+    match f {
+        Frame::Bulk(b) | Frame::Verbatim(b) => format!("{:?}", String::from_utf8_lossy(b)),
+        Frame::Array(items) | Frame::Set(items) | Frame::Push(items) => format!("[{}]", list(items)),
+        Frame::Map(items) => format!(
+            "{{{}}}",
+            items
+                .iter()
+                .map(|(k, v)| format!("{}: {}", show(k), show(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
 fn keys_of(c: &mut RawClient) -> BTreeSet<Vec<u8>> {
     let mut keys = BTreeSet::new();
     let mut cursor = "0".to_string();
@@ -868,7 +946,9 @@ fn keys_of(c: &mut RawClient) -> BTreeSet<Vec<u8>> {
         let Frame::Array(r) = c.cmd(&["SCAN", &cursor, "COUNT", "1000"]) else {
             panic!("SCAN answers an array")
         };
-        let Frame::Bulk(next) = &r[0] else { panic!("SCAN cursor") };
+        let Frame::Bulk(next) = &r[0] else {
+            panic!("SCAN cursor")
+        };
         if let Frame::Array(ks) = &r[1] {
             for k in ks {
                 if let Frame::Bulk(k) = k {
@@ -935,7 +1015,9 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
     for _ in 0..pending_bg {
         bg.read();
     }
-    wait_for("no blocked clients", WAIT, || (a.state.clients.blocked_count() == 0).then_some(()));
+    wait_for("no blocked clients", WAIT, || {
+        (a.state.clients.blocked_count() == 0).then_some(())
+    });
 
     let log = log_bytes(&a, 0);
     let cmds = parse_commands(&log);
@@ -953,12 +1035,23 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
         for k in &keys {
             let k = String::from_utf8_lossy(k).into_owned();
             if da.get(&k) != db.get(&k) {
-                diff.push_str(&format!("\n  {k}: A {:?}\n  {k}: B {:?}", da.get(&k), db.get(&k)));
+                let text =
+                    |d: Option<&Vec<Frame>>| d.map_or("(absent)".to_string(), |d| show(&Frame::Array(d.clone())));
+                diff.push_str(&format!(
+                    "\n  {k}: A {}\n  {k}: B {}",
+                    text(da.get(&k)),
+                    text(db.get(&k))
+                ));
             }
         }
         let text: Vec<String> = cmds
             .iter()
-            .map(|c| c.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "))
+            .map(|c| {
+                c.iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect();
         return Err(TestCaseError::fail(format!(
             "datasets differ:{diff}\nlog:\n  {}",

@@ -365,7 +365,12 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ctx.changed(&args[1], notify::HASH, "hincrbyfloat");
     // The result, not the increment (Redis 7.0): long double arithmetic and
     // its formatting must not be redone by whoever replays the log.
-    ctx.propagate(vec![Bytes::from_static(b"HSET"), args[1].clone(), args[2].clone(), text.clone()]);
+    ctx.propagate(vec![
+        Bytes::from_static(b"HSET"),
+        args[1].clone(),
+        args[2].clone(),
+        text.clone(),
+    ]);
     Ok(Reply::Bulk(text))
 }
 

@@ -906,7 +906,11 @@ fn group_read(
                 return (Reply::Array(Vec::new()), Vec::new());
             };
             let entries = s.read_group_new(g, c, start, count, noack, now);
-            let ids = if noack { Vec::new() } else { entries.iter().map(|e| e.0).collect() };
+            let ids = if noack {
+                Vec::new()
+            } else {
+                entries.iter().map(|e| e.0).collect()
+            };
             (entries_reply(&entries), ids)
         }
         ReadFrom::After(id) => {
