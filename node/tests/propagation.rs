@@ -511,6 +511,16 @@ fn reads_and_failed_writes_log_nothing() {
 }
 
 #[test]
+fn a_bitfield_whose_writes_all_fail_still_logs_the_string_it_made() {
+    let mut n = Node::new();
+    let cmd = ["BITFIELD", "b", "OVERFLOW", "FAIL", "INCRBY", "u2", "20", "5"];
+    assert_eq!(n.logs(&cmd, &[&cmd]), Frame::Array(vec![Frame::Null]));
+    assert_eq!(n.c.cmd(&["STRLEN", "b"]), Frame::Int(3));
+    // Nothing created nor grown: nothing logged.
+    n.silent(&["BITFIELD", "b", "OVERFLOW", "FAIL", "INCRBY", "u2", "0", "5"]);
+}
+
+#[test]
 fn flushall_is_logged_even_on_an_empty_keyspace() {
     let mut n = Node::new();
     n.logs(&["FLUSHALL"], &[&["FLUSHALL"]]);
@@ -685,6 +695,8 @@ fn string_ops() -> impl Strategy<Value = Vec<String>> {
         (k(), pick(VALS)).prop_map(|(k, v)| c(&["GETSET", &k, &v])),
         (k(), pick(VALS), k(), pick(VALS)).prop_map(|(a, x, b, y)| c(&["MSET", &a, &x, &b, &y])),
         (k(), 0u8..20).prop_map(|(k, o)| c(&["SETBIT", &k, &o.to_string(), "1"])),
+        (k(), 0u8..40).prop_map(|(k, o)| c(&["BITFIELD", &k, "OVERFLOW", "FAIL", "INCRBY", "u2", &o.to_string(), "5"])),
+        (k(), 0u8..40).prop_map(|(k, o)| c(&["BITFIELD", &k, "SET", "i8", &o.to_string(), "-3"])),
     ]
 }
 

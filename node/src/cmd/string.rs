@@ -1379,6 +1379,11 @@ fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], readonly_cmd: bool) -> CmdRes
         .collect();
     if changes {
         ctx.changed(key, STRING, "setbit");
+    } else if dirty {
+        // Every write failed (OVERFLOW FAIL) but the string was created or
+        // grown: not a modification Redis signals, yet the dataset changed,
+        // so it must still be logged.
+        ctx.dirty();
     }
     Ok(Reply::Array(replies))
 }
