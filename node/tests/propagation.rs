@@ -597,7 +597,7 @@ const ZSET_KEYS: &[&str] = &["z0", "z1"];
 const STREAM_KEYS: &[&str] = &["t0", "t1"];
 const VALS: &[&str] = &["", "a", "bc", "1", "-7", "2.5", "x y"];
 const MEMBERS: &[&str] = &["a", "b", "c", "1", "2", "m"];
-const GROUPS: &[&str] = &["g0", "g1"];
+const GROUPS: &[&str] = &["g0", "g0", "g1"];
 const CONSUMERS: &[&str] = &["c0", "c1", "c2"];
 
 type Opts = &'static [&'static [&'static str]];
@@ -786,7 +786,8 @@ fn stream_ops() -> impl Strategy<Value = Vec<String>> {
     let k = || pick(STREAM_KEYS);
     let g = || pick(GROUPS);
     let cons = || pick(CONSUMERS);
-    let id = || (1u8..12).prop_map(|i| format!("{i}-1"));
+    // Mostly the IDs the preamble added (pending, claimable, ackable).
+    let id = || prop_oneof![3 => 1u8..4, 1 => 1u8..12].prop_map(|i| format!("{i}-1"));
     let trim = prop::sample::select(XADD_OPTS);
     prop_oneof![
         3 => (k(), trim, prop::sample::select(&["*", "*", "12-*", "99999999999999-*"][..]), pick(VALS))
@@ -810,7 +811,7 @@ fn stream_ops() -> impl Strategy<Value = Vec<String>> {
         ])),
         1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "NOACK", "STREAMS", &k, ">"])),
         1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "STREAMS", &k, "0"])),
-        1 => (k(), g(), id()).prop_map(|(k, g, i)| c(&["XACK", &k, &g, &i])),
+        3 => (k(), g(), id()).prop_map(|(k, g, i)| c(&["XACK", &k, &g, &i])),
         1 => (k(), g(), cons(), id(), prop::sample::select(XCLAIM_OPTS))
             .prop_map(|(k, g, cn, i, o)| {
                 let mut cmd = c(&["XCLAIM", &k, &g, &cn, "0", &i]);
@@ -1001,11 +1002,48 @@ fn dataset(c: &mut RawClient, keys: &BTreeSet<Vec<u8>>) -> BTreeMap<String, Vec<
         .collect()
 }
 
+/// Every case starts from some data of each type, so that random commands
+/// find something to pop, claim or expire.
+const PREAMBLE: &[&[&str]] = &[
+    &["RPUSH", "l0", "a", "b", "c", "d"],
+    &["RPUSH", "l1", "e", "f"],
+    &["SADD", "e0", "a", "b", "c", "1", "2"],
+    &["ZADD", "z0", "1", "a", "2", "b", "3", "c"],
+    &["HSET", "h0", "a", "1", "b", "2.5"],
+    &["SET", "s0", "1.5"],
+    &["XADD", "t0", "1-1", "f", "a"],
+    &["XADD", "t0", "2-1", "f", "b"],
+    &["XADD", "t0", "3-1", "f", "c"],
+    &["XGROUP", "CREATE", "t0", "g0", "0"],
+    &["XREADGROUP", "GROUP", "g0", "c0", "COUNT", "2", "STREAMS", "t0", ">"],
+];
+
+/// The logged command forms seen over the whole run (first words, plus
+/// `SET+PXAT` and `XGROUP+SETID`), to check that the generators reach
+/// every rewrite.
+static FORMS: std::sync::Mutex<BTreeMap<String, usize>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn note_forms(cmds: &[Vec<Vec<u8>>]) {
+    let mut forms = FORMS.lock().unwrap_or_else(|e| e.into_inner());
+    for c in cmds {
+        let name = String::from_utf8_lossy(&c[0]).into_owned();
+        let form = match name.as_str() {
+            "SET" if c.iter().any(|a| a == b"PXAT") => "SET+PXAT".into(),
+            "XGROUP" => format!("XGROUP+{}", String::from_utf8_lossy(&c[1])),
+            _ => name,
+        };
+        *forms.entry(form).or_default() += 1;
+    }
+}
+
 fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
     let a = server();
     let mut c = RawClient::connect(a.addr);
     let mut bg = RawClient::connect(a.addr);
     let mut pending_bg = 0;
+    for cmd in PREAMBLE {
+        assert!(!c.cmd(cmd).is_error(), "{cmd:?}");
+    }
     for op in ops {
         match op {
             Op::Cmd(cmd) => {
@@ -1033,6 +1071,7 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
 
     let log = log_bytes(&a, 0);
     let cmds = parse_commands(&log);
+    note_forms(&cmds);
     let b = server();
     let mut rb = RawClient::connect(b.addr);
     rb.send_raw(&log);
@@ -1084,8 +1123,31 @@ fn replaying_the_write_log_reproduces_the_dataset() {
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&prop::collection::vec(op(), 1..60), |ops| run_case(&ops));
+    let result = runner.run(&prop::collection::vec(op(), 1..80), |ops| run_case(&ops));
     if let Err(e) = result {
         panic!("{e}");
     }
+    // The run must have exercised the rewritten forms (a generator change
+    // that stops reaching them would otherwise pass silently).
+    let forms = FORMS.lock().unwrap_or_else(|e| e.into_inner());
+    let wanted = [
+        "PEXPIREAT",
+        "SET+PXAT",
+        "DEL",
+        "SREM",
+        "LPOP",
+        "RPOP",
+        "LMOVE",
+        "ZPOPMIN",
+        "ZPOPMAX",
+        "XADD",
+        "XCLAIM",
+        "XACK",
+        "XGROUP+SETID",
+        "XGROUP+CREATECONSUMER",
+        "MULTI",
+    ];
+    let missing: Vec<&str> = wanted.iter().copied().filter(|w| !forms.contains_key(*w)).collect();
+    eprintln!("logged forms: {forms:?}");
+    assert!(missing.is_empty(), "never logged: {missing:?} (logged: {forms:?})");
 }
