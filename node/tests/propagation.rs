@@ -521,6 +521,36 @@ fn a_bitfield_whose_writes_all_fail_still_logs_the_string_it_made() {
 }
 
 #[test]
+fn sampling_a_collection_emptied_earlier_in_the_same_transaction_answers_empty() {
+    let mut n = Node::new();
+    n.c.cmd(&["SADD", "s", "a"]);
+    n.c.cmd(&["HSET", "h", "f", "v"]);
+    n.c.cmd(&["MULTI"]);
+    for c in [
+        &["SPOP", "s"][..],
+        &["SPOP", "s"],
+        &["SPOP", "s", "2"],
+        &["SRANDMEMBER", "s", "-3"],
+        &["HDEL", "h", "f"],
+        &["HRANDFIELD", "h", "-3"],
+    ] {
+        assert_eq!(n.c.cmd(c), Frame::Simple("QUEUED".into()));
+    }
+    assert_eq!(
+        n.c.cmd(&["EXEC"]),
+        Frame::Array(vec![
+            Frame::bulk("a"),
+            Frame::Null,
+            Frame::Array(vec![]),
+            Frame::Array(vec![]),
+            Frame::Int(1),
+            Frame::Array(vec![]),
+        ])
+    );
+    assert_eq!(n.c.cmd(&["PING"]), Frame::Simple("PONG".into()));
+}
+
+#[test]
 fn flushall_is_logged_even_on_an_empty_keyspace() {
     let mut n = Node::new();
     n.logs(&["FLUSHALL"], &[&["FLUSHALL"]]);

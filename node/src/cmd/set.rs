@@ -224,7 +224,13 @@ pub static COMMANDS: &[CommandSpec] = &[
 /// A set for reading (keyspace hit/miss counted), or WRONGTYPE.
 fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Set>, Reply> {
     let state = ctx.state;
-    let s = ctx.ks.get_obj::<Set>(key).map_err(Reply::err)?;
+    // A collection emptied earlier in the same transaction is only deleted
+    // when EXEC ends: it counts as absent (and cannot be sampled).
+    let s = ctx
+        .ks
+        .get_obj::<Set>(key)
+        .map_err(Reply::err)?
+        .filter(|s| !s.is_empty());
     hit(state, s.is_some());
     Ok(s)
 }
@@ -295,7 +301,13 @@ fn spop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         _ => return Err(parse::syntax()),
     };
     let key = &args[1];
-    let Some(s) = ctx.ks.get_obj_mut::<Set>(key).map_err(Reply::err)? else {
+    // An empty set (emptied earlier in the same EXEC) is absent.
+    let Some(s) = ctx
+        .ks
+        .get_obj_mut::<Set>(key)
+        .map_err(Reply::err)?
+        .filter(|s| !s.is_empty())
+    else {
         return Ok(if count.is_some() {
             Reply::Set(Vec::new())
         } else {

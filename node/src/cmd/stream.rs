@@ -9,6 +9,11 @@
 //! XCLAIM) count as dirty and emit Redis' events without invalidating WATCH,
 //! as in Redis 7.0 (a differential test pins this down).
 //!
+//! What reaches the write log is the effect, never a clock-dependent
+//! command: XADD with the ID it got and an exact `MAXLEN =` for whatever it
+//! trimmed, XREADGROUP / XCLAIM / XAUTOCLAIM as the pending entries they
+//! set (see `log_pending`), as Redis 7.0 propagates them.
+//!
 //! Blocking XREAD/XREADGROUP register on their stream keys with `$` already
 //! resolved to the stream's last ID (Redis remembers the ID at block time);
 //! when re-run for a waiter they serve the first stream that has entries past
