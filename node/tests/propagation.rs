@@ -551,6 +551,21 @@ fn sampling_a_collection_emptied_earlier_in_the_same_transaction_answers_empty()
 }
 
 #[test]
+fn changing_the_ttl_of_a_key_grown_earlier_in_the_same_transaction_keeps_memory_balanced() {
+    // Found by the randomized test: PERSIST after SETRANGE in one EXEC
+    // counted the TTL's memory twice, and the next overwrite underflowed.
+    let mut n = Node::new();
+    n.c.cmd(&["PSETEX", "s1", "1500000", ""]);
+    n.c.cmd(&["MULTI"]);
+    n.c.cmd(&["SETRANGE", "s1", "0", "a"]);
+    n.c.cmd(&["PERSIST", "s1"]);
+    n.c.cmd(&["EXEC"]);
+    assert_eq!(n.c.cmd(&["MSET", "s0", "", "s1", ""]), Frame::Simple("OK".into()));
+    n.c.cmd(&["DEL", "s0", "s1"]);
+    assert_eq!(n.srv.state.db.used_memory(), 0);
+}
+
+#[test]
 fn flushall_is_logged_even_on_an_empty_keyspace() {
     let mut n = Node::new();
     n.logs(&["FLUSHALL"], &[&["FLUSHALL"]]);
