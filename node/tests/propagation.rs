@@ -713,6 +713,8 @@ fn ttl_ops() -> impl Strategy<Value = Vec<String>> {
         (any_key(), any_key()).prop_map(|(a, b)| c(&["RENAME", &a, &b])),
         (any_key(), any_key()).prop_map(|(a, b)| c(&["COPY", &a, &b, "REPLACE"])),
         any_key().prop_map(|k| c(&["TTL", &k])),
+        (any_key(), any_key()).prop_map(|(a, b)| c(&["RENAMENX", &a, &b])),
+        (any_key(), any_key()).prop_map(|(a, b)| c(&["UNLINK", &a, &b])),
     ]
 }
 
@@ -742,6 +744,9 @@ fn string_ops() -> impl Strategy<Value = Vec<String>> {
         (k(), 0u8..20).prop_map(|(k, o)| c(&["SETBIT", &k, &o.to_string(), "1"])),
         (k(), 0u8..40).prop_map(|(k, o)| c(&["BITFIELD", &k, "OVERFLOW", "FAIL", "INCRBY", "u2", &o.to_string(), "5"])),
         (k(), 0u8..40).prop_map(|(k, o)| c(&["BITFIELD", &k, "SET", "i8", &o.to_string(), "-3"])),
+        (k(), k(), k()).prop_map(|(d, a, b)| c(&["BITOP", "OR", &d, &a, &b])),
+        (k(), pick(VALS), k(), pick(VALS)).prop_map(|(a, x, b, y)| c(&["MSETNX", &a, &x, &b, &y])),
+        (k(), -3i8..4).prop_map(|(k, n)| c(&["DECRBY", &k, &n.to_string()])),
     ]
 }
 
@@ -771,6 +776,8 @@ fn list_ops() -> impl Strategy<Value = Vec<String>> {
         (k(), -2i8..3, -2i8..3).prop_map(|(k, a, b)| c(&["LTRIM", &k, &a.to_string(), &b.to_string()])),
         (k(), pick(VALS)).prop_map(|(k, v)| c(&["LREM", &k, "0", &v])),
         (k(), pick(VALS)).prop_map(|(k, v)| c(&["LSET", &k, "0", &v])),
+        (k(), pick(VALS), pick(VALS)).prop_map(|(k, p, v)| c(&["LINSERT", &k, "BEFORE", &p, &v])),
+        (k(), pick(VALS)).prop_map(|(k, v)| c(&["RPUSHX", &k, &v])),
     ]
 }
 
@@ -805,6 +812,7 @@ fn set_ops() -> impl Strategy<Value = Vec<String>> {
         (k(), k(), pick(MEMBERS)).prop_map(|(a, b, m)| c(&["SMOVE", &a, &b, &m])),
         (k(), k(), k()).prop_map(|(d, a, b)| c(&["SUNIONSTORE", &d, &a, &b])),
         (k(), k(), k()).prop_map(|(d, a, b)| c(&["SDIFFSTORE", &d, &a, &b])),
+        (k(), k(), k()).prop_map(|(d, a, b)| c(&["SINTERSTORE", &d, &a, &b])),
         k().prop_map(|k| c(&["SRANDMEMBER", &k, "-3"])),
     ]
 }
@@ -824,6 +832,9 @@ fn zset_ops() -> impl Strategy<Value = Vec<String>> {
         (k(), k(), 1u8..3).prop_map(|(a, b, n)| c(&["BZMPOP", "0.01", "2", &a, &b, "MIN", "COUNT", &n.to_string()])),
         (k(), k()).prop_map(|(a, b)| c(&["ZMPOP", "2", &a, &b, "MAX"])),
         (k(), k(), k()).prop_map(|(d, a, b)| c(&["ZUNIONSTORE", &d, "2", &a, &b])),
+        (k(), k(), k()).prop_map(|(d, a, b)| c(&["ZINTERSTORE", &d, "2", &a, &b, "AGGREGATE", "MAX"])),
+        (k(), k()).prop_map(|(d, a)| c(&["ZRANGESTORE", &d, &a, "0", "1"])),
+        (k(), score(), score()).prop_map(|(k, a, b)| c(&["ZREMRANGEBYSCORE", &k, a, b])),
     ]
 }
 
@@ -869,18 +880,23 @@ fn stream_ops() -> impl Strategy<Value = Vec<String>> {
         1 => (k(), g(), prop::sample::select(&["0", "$", "3-1"][..])).prop_map(|(k, g, i)| c(&["XGROUP", "SETID", &k, &g, i])),
         1 => (k(), g()).prop_map(|(k, g)| c(&["XGROUP", "DESTROY", &k, &g])),
         1 => (k(), g()).prop_map(|(k, g)| c(&["XPENDING", &k, &g, "-", "+", "10"])),
+        1 => (k(), g(), 0u8..4).prop_map(|(k, g, n)| c(&["XGROUP", "CREATE", &k, &g, "0", "ENTRIESREAD", &n.to_string()])),
+        1 => (k(), g(), 0u8..4).prop_map(|(k, g, n)| c(&["XGROUP", "SETID", &k, &g, "2-1", "ENTRIESREAD", &n.to_string()])),
+        1 => k().prop_map(|k| c(&["XSETID", &k, "99999999999999-5", "ENTRIESADDED", "50", "MAXDELETEDID", "3-1"])),
     ]
 }
 
 fn any_command() -> impl Strategy<Value = Vec<String>> {
     prop_oneof![
-        1 => ttl_ops(),
-        1 => string_ops(),
-        1 => list_ops(),
-        1 => hash_ops(),
-        1 => set_ops(),
-        1 => zset_ops(),
-        2 => stream_ops(),
+        20 => ttl_ops(),
+        20 => string_ops(),
+        20 => list_ops(),
+        20 => hash_ops(),
+        20 => set_ops(),
+        20 => zset_ops(),
+        40 => stream_ops(),
+        // Rarely: it wipes what the others built.
+        1 => Just(c(&["FLUSHALL"])),
     ]
 }
 
