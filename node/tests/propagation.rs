@@ -861,11 +861,13 @@ fn stream_ops() -> impl Strategy<Value = Vec<String>> {
                 cmd.extend(t.iter().map(|s| s.to_string()));
                 cmd
             }),
-        2 => (k(), g(), prop::sample::select(&["0", "$"][..])).prop_map(|(k, g, i)| c(&["XGROUP", "CREATE", &k, &g, i, "MKSTREAM"])),
+        2 => (k(), g(), prop::sample::select(&["0", "$"][..]))
+            .prop_map(|(k, g, i)| c(&["XGROUP", "CREATE", &k, &g, i, "MKSTREAM"])),
         3 => (k(), g(), cons(), 1u8..4).prop_map(|(k, g, cn, n)| c(&[
             "XREADGROUP", "GROUP", &g, &cn, "COUNT", &n.to_string(), "STREAMS", &k, ">"
         ])),
-        1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "NOACK", "STREAMS", &k, ">"])),
+        1 => (k(), g(), cons())
+            .prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "NOACK", "STREAMS", &k, ">"])),
         1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XREADGROUP", "GROUP", &g, &cn, "STREAMS", &k, "0"])),
         3 => (k(), g(), id()).prop_map(|(k, g, i)| c(&["XACK", &k, &g, &i])),
         1 => (k(), g(), cons(), id(), prop::sample::select(XCLAIM_OPTS))
@@ -874,15 +876,20 @@ fn stream_ops() -> impl Strategy<Value = Vec<String>> {
                 cmd.extend(o.iter().map(|s| s.to_string()));
                 cmd
             }),
-        1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XAUTOCLAIM", &k, &g, &cn, "0", "0-0", "COUNT", "2"])),
+        1 => (k(), g(), cons())
+            .prop_map(|(k, g, cn)| c(&["XAUTOCLAIM", &k, &g, &cn, "0", "0-0", "COUNT", "2"])),
         1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XGROUP", "CREATECONSUMER", &k, &g, &cn])),
         1 => (k(), g(), cons()).prop_map(|(k, g, cn)| c(&["XGROUP", "DELCONSUMER", &k, &g, &cn])),
-        1 => (k(), g(), prop::sample::select(&["0", "$", "3-1"][..])).prop_map(|(k, g, i)| c(&["XGROUP", "SETID", &k, &g, i])),
+        1 => (k(), g(), prop::sample::select(&["0", "$", "3-1"][..]))
+            .prop_map(|(k, g, i)| c(&["XGROUP", "SETID", &k, &g, i])),
         1 => (k(), g()).prop_map(|(k, g)| c(&["XGROUP", "DESTROY", &k, &g])),
         1 => (k(), g()).prop_map(|(k, g)| c(&["XPENDING", &k, &g, "-", "+", "10"])),
-        1 => (k(), g(), 0u8..4).prop_map(|(k, g, n)| c(&["XGROUP", "CREATE", &k, &g, "0", "ENTRIESREAD", &n.to_string()])),
-        1 => (k(), g(), 0u8..4).prop_map(|(k, g, n)| c(&["XGROUP", "SETID", &k, &g, "2-1", "ENTRIESREAD", &n.to_string()])),
-        1 => k().prop_map(|k| c(&["XSETID", &k, "99999999999999-5", "ENTRIESADDED", "50", "MAXDELETEDID", "3-1"])),
+        1 => (k(), g(), 0u8..4)
+            .prop_map(|(k, g, n)| c(&["XGROUP", "CREATE", &k, &g, "0", "ENTRIESREAD", &n.to_string()])),
+        1 => (k(), g(), 0u8..4)
+            .prop_map(|(k, g, n)| c(&["XGROUP", "SETID", &k, &g, "2-1", "ENTRIESREAD", &n.to_string()])),
+        1 => k()
+            .prop_map(|k| c(&["XSETID", &k, "99999999999999-5", "ENTRIESADDED", "50", "MAXDELETEDID", "3-1"])),
     ]
 }
 

@@ -334,8 +334,7 @@ fn pop_event(end: End) -> &'static str {
     }
 }
 
-/// Redis' `getRangeLongFromObjectOrReply` with a custom message: one message
-/// for both "not an integer" and "out of range".
+/// LEFT / RIGHT, for logged LMOVEs.
 fn end_word(end: End) -> &'static [u8] {
     match end {
         End::Left => b"LEFT",
@@ -343,6 +342,7 @@ fn end_word(end: End) -> &'static [u8] {
     }
 }
 
+/// The non-blocking pop a served blocking pop is logged as.
 fn pop_word(end: End) -> &'static [u8] {
     match end {
         End::Left => b"LPOP",
@@ -350,6 +350,8 @@ fn pop_word(end: End) -> &'static [u8] {
     }
 }
 
+/// Redis' `getRangeLongFromObjectOrReply` with a custom message: one message
+/// for both "not an integer" and "out of range".
 fn ranged(b: &[u8], min: i64, msg: &'static str) -> Result<i64, Reply> {
     match parse::parse_i64(b) {
         Some(v) if v >= min => Ok(v),
