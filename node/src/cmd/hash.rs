@@ -220,7 +220,13 @@ fn wrong_args(name: &str) -> Reply {
 /// A hash for reading (keyspace hit/miss counted), or WRONGTYPE.
 fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Hash>, Reply> {
     let state = ctx.state;
-    let h = ctx.ks.get_obj::<Hash>(key).map_err(Reply::err)?;
+    // A collection emptied earlier in the same transaction is only deleted
+    // when EXEC ends: it counts as absent (and cannot be sampled).
+    let h = ctx
+        .ks
+        .get_obj::<Hash>(key)
+        .map_err(Reply::err)?
+        .filter(|h| !h.is_empty());
     hit(state, h.is_some());
     Ok(h)
 }
@@ -363,6 +369,14 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let text = Bytes::from(new.to_human());
     h.insert(owned(&args[2]), text.clone());
     ctx.changed(&args[1], notify::HASH, "hincrbyfloat");
+    // The result, not the increment (Redis 7.0): long double arithmetic and
+    // its formatting must not be redone by whoever replays the log.
+    ctx.propagate(vec![
+        Bytes::from_static(b"HSET"),
+        args[1].clone(),
+        args[2].clone(),
+        text.clone(),
+    ]);
     Ok(Reply::Bulk(text))
 }
 

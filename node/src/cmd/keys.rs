@@ -446,12 +446,18 @@ fn expire_generic(ctx: &mut Ctx, args: &[Bytes], relative: bool, seconds: bool) 
     if refused {
         return Ok(Reply::Int(0));
     }
+    // Logged with the absolute time the command computed (Redis 7.0 logs
+    // every form as PEXPIREAT), so a replay later, or on a replica with
+    // another clock, sets the same deadline; and without NX/XX/GT/LT, whose
+    // condition was already decided here.
     if when <= now {
         ctx.ks.remove(key);
         ctx.changed(key, GENERIC, "del");
+        ctx.propagate_args(&[b"DEL", key]);
     } else {
         ctx.ks.set_expire(key, Some(when as u64));
         ctx.changed(key, GENERIC, "expire");
+        ctx.propagate_args(&[b"PEXPIREAT", key, itoa::Buffer::new().format(when).as_bytes()]);
     }
     Ok(Reply::Int(1))
 }

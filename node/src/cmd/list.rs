@@ -334,6 +334,22 @@ fn pop_event(end: End) -> &'static str {
     }
 }
 
+/// LEFT / RIGHT, for logged LMOVEs.
+fn end_word(end: End) -> &'static [u8] {
+    match end {
+        End::Left => b"LEFT",
+        End::Right => b"RIGHT",
+    }
+}
+
+/// The non-blocking pop a served blocking pop is logged as.
+fn pop_word(end: End) -> &'static [u8] {
+    match end {
+        End::Left => b"LPOP",
+        End::Right => b"RPOP",
+    }
+}
+
 /// Redis' `getRangeLongFromObjectOrReply` with a custom message: one message
 /// for both "not an integer" and "out of range".
 fn ranged(b: &[u8], min: i64, msg: &'static str) -> Result<i64, Reply> {
@@ -769,6 +785,9 @@ fn do_move(ctx: &mut Ctx, src: &Bytes, dst: &Bytes, from: End, to: End) -> Resul
     // Redis' order: the push on the destination, then the pop on the source.
     ctx.changed(dst, notify::LIST, push_event(to));
     popped(ctx, src, from, emptied);
+    // The blocking forms log the move they made (a replay must not block,
+    // and a served waiter's command is not what happened), as Redis 7.0.
+    ctx.propagate_args(&[b"LMOVE", src, dst, end_word(from), end_word(to)]);
     Ok(Some(reply))
 }
 
@@ -816,6 +835,8 @@ fn blocking_pop(ctx: &mut Ctx, args: &[Bytes], end: End) -> CmdResult {
         };
         let emptied = list.is_empty();
         popped(ctx, key, end, emptied);
+        // The key actually popped, without blocking (Redis 7.0).
+        ctx.propagate_args(&[pop_word(end), key]);
         return Ok(Reply::Array(vec![Reply::Bulk(key.clone()), Reply::Bulk(v)]));
     }
     block_on(ctx, keys, timeout, Reply::NullArray)
@@ -871,6 +892,8 @@ fn mpop_first(ctx: &mut Ctx, m: &Mpop) -> Result<Option<Reply>, Reply> {
         let items = list.pop_many(m.end, m.count);
         let emptied = list.is_empty();
         popped(ctx, key, m.end, emptied);
+        // LMPOP/BLMPOP log the pop from the key that served (Redis 7.0).
+        ctx.propagate_args(&[pop_word(m.end), key, itoa::Buffer::new().format(items.len()).as_bytes()]);
         return Ok(Some(Reply::Array(vec![Reply::Bulk(key.clone()), Reply::bulks(items)])));
     }
     Ok(None)

@@ -333,6 +333,12 @@ impl<'a> Ctx<'a> {
         self.propagate.get_or_insert_with(Vec::new).push(cmd);
     }
 
+    /// Write `cmd` (given as byte strings) to the write log: the common
+    /// shape of [`Ctx::propagate`] for rewritten commands.
+    pub fn propagate_args(&mut self, cmd: &[&[u8]]) {
+        self.propagate(cmd.iter().map(|a| Bytes::copy_from_slice(a)).collect());
+    }
+
     /// This command changed something but must not be logged at all.
     pub fn propagate_nothing(&mut self) {
         self.propagate.get_or_insert_with(Vec::new);
@@ -364,7 +370,10 @@ impl<'a> Ctx<'a> {
     /// Collect the last command's log entries and append everything
     /// collected to the write log while the partition locks are still held
     /// (that is what orders the log like the keyspace). `atomic` wraps
-    /// several commands in MULTI/EXEC.
+    /// several commands in MULTI/EXEC: every caller passes it, as Redis 7.0
+    /// wraps whatever one command propagates as several commands (SPOP's
+    /// SREM batches, XREADGROUP's XCLAIMs + XGROUP SETID, a transaction), so
+    /// a replica or a log replay never applies half of one command.
     pub fn flush_log(&mut self, args: &[Bytes], atomic: bool) {
         self.collect_log(args);
         if !self.log.is_empty() {
@@ -565,7 +574,7 @@ pub fn run(state: &State, session: &mut Session, spec: &'static CommandSpec, arg
             log_mark: (0, 0),
         };
         let result = (spec.handler)(&mut ctx, &args);
-        ctx.flush_log(&args, spec.name == "exec");
+        ctx.flush_log(&args, true);
         let Ctx {
             mut ks,
             block,
@@ -684,7 +693,7 @@ fn run_for_waiter(
         log_mark: (0, 0),
     };
     let result = (spec.handler)(&mut ctx, &args);
-    ctx.flush_log(&args, false);
+    ctx.flush_log(&args, true);
     let Ctx {
         ks,
         block,

@@ -224,7 +224,13 @@ pub static COMMANDS: &[CommandSpec] = &[
 /// A set for reading (keyspace hit/miss counted), or WRONGTYPE.
 fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Set>, Reply> {
     let state = ctx.state;
-    let s = ctx.ks.get_obj::<Set>(key).map_err(Reply::err)?;
+    // A collection emptied earlier in the same transaction is only deleted
+    // when EXEC ends: it counts as absent (and cannot be sampled).
+    let s = ctx
+        .ks
+        .get_obj::<Set>(key)
+        .map_err(Reply::err)?
+        .filter(|s| !s.is_empty());
     hit(state, s.is_some());
     Ok(s)
 }
@@ -282,6 +288,9 @@ fn scard(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(s.map_or(0, Set::len) as i64))
 }
 
+/// Members per logged SREM of an SPOP with a count (Redis' batch size).
+const SPOP_BATCH: usize = 1024;
+
 fn spop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let count = match args.len() {
         2 => None,
@@ -292,15 +301,28 @@ fn spop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         _ => return Err(parse::syntax()),
     };
     let key = &args[1];
-    let Some(s) = ctx.ks.get_obj_mut::<Set>(key).map_err(Reply::err)? else {
+    // An empty set (emptied earlier in the same EXEC) is absent.
+    let Some(s) = ctx
+        .ks
+        .get_obj_mut::<Set>(key)
+        .map_err(Reply::err)?
+        .filter(|s| !s.is_empty())
+    else {
         return Ok(if count.is_some() {
             Reply::Set(Vec::new())
         } else {
             Reply::Null
         });
     };
+    // The random picks are logged as the members removed (SREM) or, when
+    // the whole set goes, as DEL: a replay must not pick again (Redis 7.0).
+    let mut removed = Vec::new();
     let reply = match count {
-        None => Reply::Bulk(s.remove_at(rand::rng().random_range(0..s.len()))),
+        None => {
+            let m = s.remove_at(rand::rng().random_range(0..s.len()));
+            removed.push(m.clone());
+            Reply::Bulk(m)
+        }
         Some(0) => return Ok(Reply::Set(Vec::new())),
         Some(n) if n >= s.len() as u64 => {
             // The whole set, in its order, as Redis answers with SUNION.
@@ -312,7 +334,9 @@ fn spop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             let mut rng = rand::rng();
             let mut out = Vec::with_capacity(n as usize);
             for _ in 0..n {
-                out.push(Reply::Bulk(s.remove_at(rng.random_range(0..s.len()))));
+                let m = s.remove_at(rng.random_range(0..s.len()));
+                removed.push(m.clone());
+                out.push(Reply::Bulk(m));
             }
             Reply::Set(out)
         }
@@ -321,6 +345,17 @@ fn spop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ctx.changed(key, notify::SET, "spop");
     if emptied {
         ctx.notify(notify::GENERIC, "del", key);
+    }
+    if removed.is_empty() {
+        ctx.propagate_args(&[b"DEL", key]);
+    }
+    // Batches keep each logged command bounded, as Redis' SPOP with count.
+    for batch in removed.chunks(SPOP_BATCH) {
+        let mut cmd = Vec::with_capacity(batch.len() + 2);
+        cmd.push(Bytes::from_static(b"SREM"));
+        cmd.push(key.clone());
+        cmd.extend(batch.iter().cloned());
+        ctx.propagate(cmd);
     }
     Ok(reply)
 }

@@ -9,6 +9,11 @@
 //! XCLAIM) count as dirty and emit Redis' events without invalidating WATCH,
 //! as in Redis 7.0 (a differential test pins this down).
 //!
+//! What reaches the write log is the effect, never a clock-dependent
+//! command: XADD with the ID it got and an exact `MAXLEN =` for whatever it
+//! trimmed, XREADGROUP / XCLAIM / XAUTOCLAIM as the pending entries they
+//! set (see `log_pending`), as Redis 7.0 propagates them.
+//!
 //! Blocking XREAD/XREADGROUP register on their stream keys with `$` already
 //! resolved to the stream's last ID (Redis remembers the ID at block time);
 //! when re-run for a waiter they serve the first stream that has entries past
@@ -567,11 +572,34 @@ fn xadd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         Some(t) => s.trim(t, a.approx, a.limit),
         None => 0,
     };
+    let len = s.len();
     ctx.changed(key, STREAM, "xadd");
     if trimmed > 0 {
         ctx.notify(STREAM, "xtrim", key);
     }
+    // Logged with the ID it got (`*` and `ms-*` depend on the clock and the
+    // stream's last ID) and, when it trimmed, with the exact length it left:
+    // `~` trimming depends on node layout and LIMIT, which a replay must not
+    // re-decide (Redis 7.0 rewrites `~` the same way).
+    let mut cmd = Vec::with_capacity(args.len() - field_pos + 6);
+    cmd.push(Bytes::from_static(b"XADD"));
+    cmd.push(key.clone());
+    if trimmed > 0 {
+        cmd.extend(exact_maxlen(len));
+    }
+    cmd.push(id.to_bytes());
+    cmd.extend(args[field_pos..].iter().cloned());
+    ctx.propagate(cmd);
     Ok(id_reply(id))
+}
+
+/// `MAXLEN = len`: the exact form of a trim that left `len` entries.
+fn exact_maxlen(len: usize) -> [Bytes; 3] {
+    [
+        Bytes::from_static(b"MAXLEN"),
+        Bytes::from_static(b"="),
+        Bytes::copy_from_slice(itoa::Buffer::new().format(len).as_bytes()),
+    ]
 }
 
 fn xtrim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
@@ -584,9 +612,14 @@ fn xtrim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Ok(Reply::Int(0));
     };
     let deleted = s.trim(trim, a.approx, a.limit);
+    let len = s.len();
     if deleted > 0 {
         ctx.changed(key, STREAM, "xtrim");
         ctx.dirty += deleted - 1;
+        // The exact length left, for the same reason as XADD's trimming.
+        let mut cmd = vec![Bytes::from_static(b"XTRIM"), key.clone()];
+        cmd.extend(exact_maxlen(len));
+        ctx.propagate(cmd);
     }
     Ok(Reply::Int(deleted as i64))
 }
@@ -669,7 +702,13 @@ fn xread(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 }
 
 fn xreadgroup(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    read_generic(ctx, args, true)
+    let r = read_generic(ctx, args, true);
+    // What it changed is logged by `log_group_read`; never the read itself,
+    // whose result depends on the clock and on the state at replay time.
+    if ctx.propagate.is_none() {
+        ctx.propagate_nothing();
+    }
+    r
 }
 
 /// What each stream of an XREAD asks for.
@@ -793,9 +832,10 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
                 let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
                     continue;
                 };
-                let Some(group_last) = s.group(g).map(|grp| grp.last_id) else {
+                let Some(before) = s.group(g).map(|grp| (grp.last_id, grp.entries_read)) else {
                     continue;
                 };
+                let group_last = before.0;
                 let serve = match f {
                     ReadFrom::After(_) => true,
                     ReadFrom::New => !s.is_empty() && s.last_valid_id() > group_last,
@@ -805,13 +845,14 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
                 }
                 // Redis makes (or refreshes) the consumer only when serving.
                 let created = s.touch_consumer(g, c, now);
-                let reply = group_read(s, g, c, *f, group_last, count, noack, now);
+                let (reply, delivered) = group_read(s, g, c, *f, group_last, count, noack, now);
                 out.push((key.clone(), reply));
                 ctx.dirty += 1;
                 if created {
                     ctx.notify(STREAM, "xgroup-createconsumer", key);
                     ctx.dirty += 1;
                 }
+                log_group_read(ctx, key, g, c, created, before, &delivered);
             }
         }
     }
@@ -851,7 +892,8 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
 }
 
 /// Serve one stream of an XREADGROUP: new entries (`>`) or the consumer's
-/// pending history after an ID.
+/// pending history after an ID. Also returns the IDs whose pending entry
+/// it created or updated.
 #[allow(clippy::too_many_arguments)]
 fn group_read(
     s: &mut Stream,
@@ -862,28 +904,129 @@ fn group_read(
     count: usize,
     noack: bool,
     now: u64,
-) -> Reply {
+) -> (Reply, Vec<StreamId>) {
     match from {
         ReadFrom::New => {
             let Some(start) = group_last.incr() else {
-                return Reply::Array(Vec::new());
+                return (Reply::Array(Vec::new()), Vec::new());
             };
-            entries_reply(&s.read_group_new(g, c, start, count, noack, now))
+            let entries = s.read_group_new(g, c, start, count, noack, now);
+            let ids = if noack {
+                Vec::new()
+            } else {
+                entries.iter().map(|e| e.0).collect()
+            };
+            (entries_reply(&entries), ids)
         }
         ReadFrom::After(id) => {
             let Some(start) = id.incr() else {
-                return Reply::Array(Vec::new());
+                return (Reply::Array(Vec::new()), Vec::new());
             };
             let hist = s.read_group_history(g, c, start, count, now);
-            Reply::Array(
+            // Only entries that still exist are delivered again (and counted).
+            let ids = hist.iter().filter(|(_, f)| f.is_some()).map(|(id, _)| *id).collect();
+            let reply = Reply::Array(
                 hist.iter()
                     .map(|(id, f)| {
                         Reply::Array(vec![id_reply(*id), f.as_deref().map_or(Reply::NullArray, fields_reply)])
                     })
                     .collect(),
-            )
+            );
+            (reply, ids)
         }
     }
+}
+
+// ---- write log forms of consumer-group changes ----
+//
+// Consumer-group state changes depend on the clock (delivery times) and on
+// what the stream held when a read ran, so they are logged as their effect,
+// the way Redis 7.0 propagates them: each pending entry as an XCLAIM that
+// sets it exactly (owner, delivery time, delivery count), the group's
+// position as XGROUP SETID with ENTRIESREAD, consumer creation as XGROUP
+// CREATECONSUMER. What stays clock-dependent, as in Redis, is a consumer's
+// seen-time: no command sets it explicitly.
+
+/// Log the state pending entry `id` of `group` has now: an XCLAIM with
+/// FORCE (creates it if needed) and JUSTID (does not count a delivery), or
+/// an XACK when it is no longer pending.
+fn log_pending(ctx: &mut Ctx, key: &Bytes, group: &Bytes, id: StreamId) {
+    let nack = ctx
+        .ks
+        .get_obj::<Stream>(key)
+        .ok()
+        .flatten()
+        .and_then(|s| s.group(group))
+        .and_then(|g| g.pel.get(&id))
+        .map(|n| (n.consumer.clone(), n.delivery_time, n.delivery_count));
+    let cmd = match nack {
+        Some((consumer, time, count)) => vec![
+            Bytes::from_static(b"XCLAIM"),
+            key.clone(),
+            group.clone(),
+            consumer,
+            Bytes::from_static(b"0"),
+            id.to_bytes(),
+            Bytes::from_static(b"TIME"),
+            Bytes::copy_from_slice(itoa::Buffer::new().format(time).as_bytes()),
+            Bytes::from_static(b"RETRYCOUNT"),
+            Bytes::copy_from_slice(itoa::Buffer::new().format(count).as_bytes()),
+            Bytes::from_static(b"FORCE"),
+            Bytes::from_static(b"JUSTID"),
+        ],
+        None => vec![Bytes::from_static(b"XACK"), key.clone(), group.clone(), id.to_bytes()],
+    };
+    ctx.propagate(cmd);
+}
+
+/// A group's position: last delivered ID and entries-read counter.
+fn group_position(ctx: &mut Ctx, key: &[u8], group: &[u8]) -> Option<(StreamId, i64)> {
+    let s = ctx.ks.get_obj::<Stream>(key).ok().flatten()?;
+    s.group(group).map(|g| (g.last_id, g.entries_read))
+}
+
+/// Log the group's position if it moved from `before`.
+fn log_group_position(ctx: &mut Ctx, key: &Bytes, group: &Bytes, before: (StreamId, i64)) {
+    let Some((last, read)) = group_position(ctx, key, group) else {
+        return;
+    };
+    if (last, read) == before {
+        return;
+    }
+    ctx.propagate(vec![
+        Bytes::from_static(b"XGROUP"),
+        Bytes::from_static(b"SETID"),
+        key.clone(),
+        group.clone(),
+        last.to_bytes(),
+        Bytes::from_static(b"ENTRIESREAD"),
+        Bytes::copy_from_slice(itoa::Buffer::new().format(read).as_bytes()),
+    ]);
+}
+
+/// Log what one stream of an XREADGROUP changed.
+fn log_group_read(
+    ctx: &mut Ctx,
+    key: &Bytes,
+    group: &Bytes,
+    consumer: &Bytes,
+    created: bool,
+    before: (StreamId, i64),
+    delivered: &[StreamId],
+) {
+    if created {
+        ctx.propagate(vec![
+            Bytes::from_static(b"XGROUP"),
+            Bytes::from_static(b"CREATECONSUMER"),
+            key.clone(),
+            group.clone(),
+            consumer.clone(),
+        ]);
+    }
+    for &id in delivered {
+        log_pending(ctx, key, group, id);
+    }
+    log_group_position(ctx, key, group, before);
 }
 
 /// Re-run of a blocked XREAD/XREADGROUP: serve the first stream with entries
@@ -919,16 +1062,18 @@ fn serve_waiter(
                 let Ok(Some(s)) = ctx.ks.get_obj_mut::<Stream>(key) else {
                     return Err(Reply::err(ERR_BLOCKED_KEY_GONE));
                 };
-                let Some(last) = s.group(g).map(|grp| grp.last_id) else {
+                let Some(before) = s.group(g).map(|grp| (grp.last_id, grp.entries_read)) else {
                     return Err(Reply::err(ERR_BLOCKED_GROUP_GONE));
                 };
+                let last = before.0;
                 if s.last_valid_id() > last {
                     let created = s.touch_consumer(g, c, now);
-                    let entries = group_read(s, g, c, ReadFrom::New, last, count, noack, now);
+                    let (entries, delivered) = group_read(s, g, c, ReadFrom::New, last, count, noack, now);
                     if created {
                         ctx.notify(STREAM, "xgroup-createconsumer", key);
                     }
                     ctx.dirty += 1;
+                    log_group_read(ctx, key, g, c, created, before, &delivered);
                     return Ok(streams_reply(proto, vec![(key.clone(), entries)]));
                 }
             }
@@ -1307,6 +1452,33 @@ fn claimed_reply(items: Vec<(StreamId, Option<Box<[Bytes]>>)>) -> Reply {
     )
 }
 
+/// A pending entry's owner, delivery time and count (`None`: not pending).
+fn pending_state(s: &Stream, group: &[u8], id: StreamId) -> Option<(Bytes, i64, u64)> {
+    let n = s.group(group)?.pel.get(&id)?;
+    Some((n.consumer.clone(), n.delivery_time, n.delivery_count))
+}
+
+/// Log the pending entries an XCLAIM/XAUTOCLAIM changed and the group's
+/// position if it moved; nothing else of the command (its own arguments
+/// would redo the idle-time checks at replay time).
+fn log_claims(
+    ctx: &mut Ctx,
+    key: &Bytes,
+    group: &Bytes,
+    changed: std::collections::BTreeSet<StreamId>,
+    before: Option<(StreamId, i64)>,
+) {
+    for id in changed {
+        log_pending(ctx, key, group, id);
+    }
+    if let Some(before) = before {
+        log_group_position(ctx, key, group, before);
+    }
+    if ctx.propagate.is_none() {
+        ctx.propagate_nothing();
+    }
+}
+
 fn xclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let key = &args[1];
     let has_group = match ctx.ks.get_obj::<Stream>(key).map_err(Reply::err)? {
@@ -1367,6 +1539,8 @@ fn xclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
         return Err(nogroup(key, &args[2], ""));
     };
+    let before = s.group(&args[2]).map(|g| (g.last_id, g.entries_read));
+    let pending_before: Vec<_> = ids.iter().map(|id| pending_state(s, &args[2], *id)).collect();
     if let Some(g) = s.group(&args[2])
         && last_id > g.last_id
     {
@@ -1389,10 +1563,19 @@ fn xclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         },
     );
     let has_consumer = s.group(&args[2]).is_some_and(|g| g.consumers.contains_key(&args[3]));
+    // Every requested entry whose pending state changed (claimed, or
+    // dropped because the entry is gone) is logged as that state.
+    let changed: std::collections::BTreeSet<StreamId> = ids
+        .iter()
+        .zip(pending_before)
+        .filter(|(id, b)| pending_state(s, &args[2], **id) != *b)
+        .map(|(id, _)| *id)
+        .collect();
     ctx.dirty += claimed.len() as u64;
     if !had_consumer && has_consumer {
         ctx.notify(STREAM, "xgroup-createconsumer", key);
     }
+    log_claims(ctx, key, &args[2], changed, before);
     Ok(claimed_reply(claimed))
 }
 
@@ -1429,12 +1612,15 @@ fn xautoclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Err(nogroup(key, &args[2], ""));
     };
     let had_consumer = g.consumers.contains_key(&args[3]);
+    let before = Some((g.last_id, g.entries_read));
     let r = s.autoclaim(&args[2], &args[3], min_idle, start, count, justid, now);
     let has_consumer = s.group(&args[2]).is_some_and(|g| g.consumers.contains_key(&args[3]));
     ctx.dirty += (r.claimed.len() + r.deleted.len()) as u64;
     if !had_consumer && has_consumer {
         ctx.notify(STREAM, "xgroup-createconsumer", key);
     }
+    let changed = r.claimed.iter().map(|c| c.0).chain(r.deleted.iter().copied()).collect();
+    log_claims(ctx, key, &args[2], changed, before);
     Ok(Reply::Array(vec![
         id_reply(r.next),
         claimed_reply(r.claimed),

@@ -575,8 +575,12 @@ fn set_generic(ctx: &mut Ctx, key: &[u8], val: &[u8], o: &ExtOpts, cmd: &str) ->
     };
     ctx.ks.set_str(key, val, expiry);
     ctx.changed(key, STRING, "set");
-    if expire.is_some() {
+    if let Some(ms) = expire {
         ctx.notify(GENERIC, "expire", key);
+        // As Redis 7.0: the absolute deadline this command computed, so a
+        // replay at another time sets the same one. NX/XX/GET are dropped:
+        // their outcome is decided and the replay starts from the same state.
+        ctx.propagate_args(&[b"SET", key, val, b"PXAT", itoa::Buffer::new().format(ms).as_bytes()]);
     }
     Ok((true, old))
 }
@@ -646,18 +650,23 @@ fn getex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         Some((unit, arg)) => Some((unit, expire_at_ms(now, unit, arg, "getex")?)),
         None => None,
     };
+    // Logged as the key-level command with the absolute time, as Redis 7.0
+    // does: GETEX itself would recompute a relative TTL at replay time.
     match expire {
         Some((unit, ms)) if unit.absolute() && ms <= now => {
             ctx.ks.remove(key);
             ctx.changed(key, GENERIC, "del");
+            ctx.propagate_args(&[b"DEL", key]);
         }
         Some((_, ms)) => {
             ctx.ks.set_expire(key, Some(ms));
             ctx.changed(key, GENERIC, "expire");
+            ctx.propagate_args(&[b"PEXPIREAT", key, itoa::Buffer::new().format(ms).as_bytes()]);
         }
         None if o.persist && ctx.ks.peek(key).and_then(Entry::expire_at).is_some() => {
             ctx.ks.set_expire(key, None);
             ctx.changed(key, GENERIC, "persist");
+            ctx.propagate_args(&[b"PERSIST", key]);
         }
         None => {}
     }
@@ -760,6 +769,9 @@ fn incrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         create(ctx, key, new.as_bytes(), FLAG_EMBSTR);
     }
     ctx.changed(key, STRING, "incrbyfloat");
+    // The result, not the increment (Redis 7.0): float formatting and
+    // long double arithmetic must not be redone by whoever replays the log.
+    ctx.propagate_args(&[b"SET", key, new.as_bytes(), b"KEEPTTL"]);
     Ok(Reply::Bulk(Bytes::from(new)))
 }
 
@@ -1367,6 +1379,11 @@ fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], readonly_cmd: bool) -> CmdRes
         .collect();
     if changes {
         ctx.changed(key, STRING, "setbit");
+    } else if dirty {
+        // Every write failed (OVERFLOW FAIL) but the string was created or
+        // grown: not a modification Redis signals, yet the dataset changed,
+        // so it must still be logged.
+        ctx.dirty();
     }
     Ok(Reply::Array(replies))
 }

@@ -1123,6 +1123,11 @@ fn pop_first(
         let empty = z.is_empty();
         if n > 0 {
             changed(ctx, key, if max { "zpopmax" } else { "zpopmin" }, empty);
+            // Every pop (ZPOP*, ZMPOP and the blocking forms, also when a
+            // waiter is served later) logs the non-blocking pop on the key
+            // that served, as Redis 7.0.
+            let cmd: &[u8] = if max { b"ZPOPMAX" } else { b"ZPOPMIN" };
+            ctx.propagate_args(&[cmd, key, itoa::Buffer::new().format(n).as_bytes()]);
         }
         return Ok(Some((key.clone(), items)));
     }

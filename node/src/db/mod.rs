@@ -532,6 +532,13 @@ impl<'a> Keys<'a> {
         }
         part.mem = part.mem + after - before;
         self.db.adjust_mem(after as i64 - before as i64);
+        // A key handed out mutably earlier in this command or transaction is
+        // accounted at its size back then until `finish`, which adds its
+        // growth since: count this change in that base too, or `finish`
+        // would count it a second time (and a later delete underflow).
+        if let Some(t) = self.touched.iter_mut().find(|(k, _, _)| k.as_ref() == key) {
+            t.2 = (t.2 + after).saturating_sub(before);
+        }
         true
     }
 
