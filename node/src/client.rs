@@ -20,7 +20,7 @@ pub struct ClientHandle {
     pub name: Mutex<Option<Bytes>>,
     pub lib_name: Mutex<Option<Bytes>>,
     pub lib_ver: Mutex<Option<Bytes>>,
-    /// Milliseconds since `created` of the last command.
+    /// Unix time (ms) of the last command.
     pub last_interaction_ms: AtomicU64,
     pub last_cmd: Mutex<&'static str>,
     pub proto: AtomicU8,
@@ -54,7 +54,7 @@ impl ClientHandle {
             name: Mutex::new(None),
             lib_name: Mutex::new(None),
             lib_ver: Mutex::new(None),
-            last_interaction_ms: AtomicU64::new(0),
+            last_interaction_ms: AtomicU64::new(crate::db::now_ms()),
             last_cmd: Mutex::new("NULL"),
             proto: AtomicU8::new(2),
             subscriptions: AtomicUsize::new(0),
@@ -79,14 +79,13 @@ impl ClientHandle {
         self.kill.notify_one();
     }
 
-    pub fn touch(&self) {
-        self.last_interaction_ms
-            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    /// Record activity at `now_ms` (unix ms; the caller's cached clock).
+    pub fn touch(&self, now_ms: u64) {
+        self.last_interaction_ms.store(now_ms, Ordering::Relaxed);
     }
 
     pub fn idle_secs(&self) -> u64 {
-        let now = self.created.elapsed().as_millis() as u64;
-        now.saturating_sub(self.last_interaction_ms.load(Ordering::Relaxed)) / 1000
+        crate::db::now_ms().saturating_sub(self.last_interaction_ms.load(Ordering::Relaxed)) / 1000
     }
 
     /// One `CLIENT LIST` / `CLIENT INFO` line, with Redis 7.0's fields.

@@ -45,6 +45,7 @@ pub mod blocking;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod counter;
 pub mod db;
 pub mod glob;
 pub mod metrics;

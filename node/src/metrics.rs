@@ -1,28 +1,30 @@
 //! Prometheus metrics of the node, and the process-level numbers (memory,
 //! CPU) that both `/metrics` and `INFO` report.
 //!
-//! Latency histograms are `prometheus` crate histograms, observed on the
-//! command path (one handle per command, created on first use so idle
-//! commands add no series). Everything else is already counted in
+//! Latency histograms are observed on the command path into per-thread
+//! shards ([`crate::counter`]) and written in the exposition format here;
+//! commands that never ran add no series. Everything else is already counted in
 //! [`crate::state::Stats`] and the keyspace for `INFO`; those values are read
 //! at scrape time and written in the same exposition format, so the two
 //! views can never disagree and the hot path pays for each number once.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, Registry, TextEncoder};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::counter::{LATENCY_BUCKETS, LatencyHistograms};
 
 use crate::state::State;
 
 pub struct Metrics {
     pub registry: Registry,
-    command_seconds: HistogramVec,
-    handles: Vec<OnceLock<Histogram>>,
+    /// Per-command latency, sharded per thread and exposed by hand (see
+    /// [`crate::counter::LatencyHistograms`] for why not a `prometheus` histogram).
+    latency: LatencyHistograms,
 }
 
 impl Default for Metrics {
@@ -33,34 +35,39 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let command_seconds = HistogramVec::new(
-            HistogramOpts::new("ferrokv_command_duration_seconds", "Command execution time by command.").buckets(vec![
-                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.1, 1.0,
-            ]),
-            &["command"],
-        )
-        .expect("static metric definition is valid");
-        registry
-            .register(Box::new(command_seconds.clone()))
-            .expect("metric registered once");
-        let n = crate::cmd::table().len();
         Metrics {
-            registry,
-            command_seconds,
-            handles: (0..n).map(|_| OnceLock::new()).collect(),
+            registry: Registry::new(),
+            latency: LatencyHistograms::new(crate::cmd::table().len()),
         }
     }
 
     pub fn observe_command(&self, id: usize, elapsed: Duration) {
-        let Some(slot) = self.handles.get(id) else {
-            return;
-        };
-        let h = slot.get_or_init(|| {
-            let name = &crate::cmd::table().all[id].1;
-            self.command_seconds.with_label_values(&[name.as_str()])
-        });
-        h.observe(elapsed.as_secs_f64());
+        self.latency.observe(id, elapsed);
+    }
+
+    /// `ferrokv_command_duration_seconds`, one series per command that ran.
+    fn render_latency(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP ferrokv_command_duration_seconds Command execution time by command.\n\
+             # TYPE ferrokv_command_duration_seconds histogram"
+        );
+        for (i, (_, name)) in crate::cmd::table().all.iter().enumerate() {
+            let t = self.latency.total(i);
+            if t.count == 0 {
+                continue;
+            }
+            for (ub, n) in LATENCY_BUCKETS.iter().zip(t.cumulative) {
+                let _ = writeln!(out, "ferrokv_command_duration_seconds_bucket{{command=\"{name}\",le=\"{ub}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "ferrokv_command_duration_seconds_bucket{{command=\"{name}\",le=\"+Inf\"}} {}",
+                t.count
+            );
+            let _ = writeln!(out, "ferrokv_command_duration_seconds_sum{{command=\"{name}\"}} {}", t.sum_seconds);
+            let _ = writeln!(out, "ferrokv_command_duration_seconds_count{{command=\"{name}\"}} {}", t.count);
+        }
     }
 
     /// The whole exposition text.
@@ -187,7 +194,7 @@ impl Metrics {
             "# HELP ferrokv_commands_total Commands processed by command.\n# TYPE ferrokv_commands_total counter"
         );
         for (i, (_, name)) in crate::cmd::table().all.iter().enumerate() {
-            let calls = s.commands[i].calls.load(Ordering::Relaxed);
+            let calls = s.commands.total(i).calls;
             if calls > 0 {
                 let _ = writeln!(out, "ferrokv_commands_total{{command=\"{name}\"}} {calls}");
             }
@@ -197,12 +204,13 @@ impl Metrics {
             "# HELP ferrokv_command_errors_total Failed commands by command.\n# TYPE ferrokv_command_errors_total counter"
         );
         for (i, (_, name)) in crate::cmd::table().all.iter().enumerate() {
-            let failed = s.commands[i].failed_calls.load(Ordering::Relaxed)
-                + s.commands[i].rejected_calls.load(Ordering::Relaxed);
+            let t = s.commands.total(i);
+            let failed = t.failed_calls + t.rejected_calls;
             if failed > 0 {
                 let _ = writeln!(out, "ferrokv_command_errors_total{{command=\"{name}\"}} {failed}");
             }
         }
+        self.render_latency(&mut out);
         let mut buf = Vec::new();
         if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_ok() {
             out.push_str(&String::from_utf8_lossy(&buf));

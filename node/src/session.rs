@@ -35,6 +35,15 @@ pub struct Session {
     /// CLIENT REPLY OFF/SKIP.
     pub reply_off: bool,
     pub reply_skip: bool,
+    /// The last command this connection ran (without subcommands) and its
+    /// table id: clients repeat the same few commands, and comparing one
+    /// name is far cheaper than a table lookup per request.
+    pub last_command: Option<(&'static crate::cmd::CommandSpec, usize)>,
+    /// Wall clock (unix ms) for the commands of the current pipelined
+    /// batch, refreshed by the connection every few commands: reading the
+    /// clock once per command is measurable, and like Redis' cached
+    /// `mstime` a few microseconds of staleness cannot matter to expiry.
+    pub clock_ms: Option<u64>,
 }
 
 impl Session {
@@ -53,6 +62,8 @@ impl Session {
             close: false,
             reply_off: false,
             reply_skip: false,
+            last_command: None,
+            clock_ms: None,
         }
     }
 

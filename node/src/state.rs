@@ -17,28 +17,23 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::pubsub::PubSub;
 
-/// Per-command counters (`INFO commandstats`).
-#[derive(Default)]
-pub struct CmdStat {
-    pub calls: AtomicU64,
-    pub usec: AtomicU64,
-    pub rejected_calls: AtomicU64,
-    pub failed_calls: AtomicU64,
-}
+pub use crate::counter::{CmdStat, CmdTotals};
+use crate::counter::{CommandStats, Counter};
 
-#[derive(Default)]
+/// Server statistics (`INFO stats`, `/metrics`). The counters bumped on
+/// every command are sharded per thread ([`crate::counter`]).
 pub struct Stats {
     pub total_connections_received: AtomicU64,
-    pub total_commands_processed: AtomicU64,
+    pub total_commands_processed: Counter,
     pub rejected_connections: AtomicU64,
-    pub keyspace_hits: AtomicU64,
-    pub keyspace_misses: AtomicU64,
-    pub net_input_bytes: AtomicU64,
-    pub net_output_bytes: AtomicU64,
+    pub keyspace_hits: Counter,
+    pub keyspace_misses: Counter,
+    pub net_input_bytes: Counter,
+    pub net_output_bytes: Counter,
     pub total_error_replies: AtomicU64,
     pub pubsub_overflow_disconnects: AtomicU64,
-    /// Indexed by `CommandSpec::id`.
-    pub commands: Vec<CmdStat>,
+    /// Indexed by the command's table id.
+    pub commands: CommandStats,
     /// Error replies by prefix (`INFO errorstats`).
     pub errors: Mutex<HashMap<String, u64>>,
 }
@@ -196,8 +191,17 @@ impl State {
             blocking: Blocking::default(),
             watches: Watches::default(),
             stats: Stats {
-                commands: (0..n).map(|_| CmdStat::default()).collect(),
-                ..Stats::default()
+                total_connections_received: AtomicU64::new(0),
+                total_commands_processed: Counter::default(),
+                rejected_connections: AtomicU64::new(0),
+                keyspace_hits: Counter::default(),
+                keyspace_misses: Counter::default(),
+                net_input_bytes: Counter::default(),
+                net_output_bytes: Counter::default(),
+                total_error_replies: AtomicU64::new(0),
+                pubsub_overflow_disconnects: AtomicU64::new(0),
+                commands: CommandStats::new(n),
+                errors: Mutex::new(HashMap::new()),
             },
             slowlog: SlowLog::default(),
             metrics: Metrics::new(),

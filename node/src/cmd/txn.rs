@@ -133,7 +133,7 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
             Ok(r) | Err(r) => r,
         };
         ctx.collect_log(&args);
-        let st = &ctx.state.stats.commands[super::table().id(spec)];
+        let st = ctx.state.stats.commands.local(super::table().id(spec));
         st.calls.fetch_add(1, Ordering::Relaxed);
         st.usec.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
         if r.is_error() {

@@ -467,28 +467,48 @@ impl<'a> Keys<'a> {
         self.insert_entry(key, entry);
     }
 
-    /// Insert a ready-made entry, replacing any existing one.
+    /// Insert a ready-made entry, replacing any existing one. An existing
+    /// key is replaced in place (one table probe instead of delete + insert:
+    /// this is every SET of an existing key).
     pub fn insert_entry(&mut self, key: &[u8], entry: Entry) {
         let hash = self.db.hash(key);
         let slot = key_slot(key);
-        self.delete_hashed(key, hash, slot);
         let mem = entry.mem_usage();
         let volatile = entry.expire_at().is_some();
+        // A key handed out mutably earlier in this command is accounted at
+        // its size back then; it is replaced now, so its fix-up is dropped.
+        let accounted = self
+            .touched
+            .iter()
+            .position(|(k, _, _)| k.as_ref() == key)
+            .map(|i| self.touched.swap_remove(i).2);
         let hasher = &self.db.hasher;
         let part = self.part_mut(slot);
         let st = part.slot_mut(slot);
-        st.table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
-        if volatile {
-            st.volatile += 1;
-            part.volatile += 1;
+        let (old_mem, old_volatile) = match st.table.find_mut(hash, |e| e.key() == key) {
+            Some(existing) => {
+                let old = std::mem::replace(existing, entry);
+                let old_volatile = old.expire_at().is_some();
+                (accounted.unwrap_or_else(|| old.mem_usage()), old_volatile)
+            }
+            None => {
+                st.table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
+                part.keys += 1;
+                (0, false)
+            }
+        };
+        let st = part.slot_mut(slot);
+        if volatile != old_volatile {
+            if volatile {
+                st.volatile += 1;
+                part.volatile += 1;
+            } else {
+                st.volatile -= 1;
+                part.volatile -= 1;
+            }
         }
-        part.keys += 1;
-        part.mem += mem;
-        self.db.adjust_mem(mem as i64);
-        // A key replaced within the command no longer needs a fix-up.
-        if let Some(t) = self.touched.iter_mut().find(|(k, _, _)| k.as_ref() == key) {
-            t.2 = mem;
-        }
+        part.mem = part.mem + mem - old_mem;
+        self.db.adjust_mem(mem as i64 - old_mem as i64);
     }
 
     /// Delete a key; returns its value.

@@ -6,6 +6,8 @@
 //! per batch rather than per command. Pub/sub messages arrive on a bounded
 //! queue and are written between requests.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -84,7 +86,19 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
         push_rx,
         handle: handle.clone(),
     };
-    let _ = conn.run(&mut shutdown).await;
+    // One future for "stop now" (CLIENT KILL or server shutdown), created
+    // once per connection. Building it afresh on every read would register
+    // and unregister a waiter on the server-wide shutdown channel — one
+    // mutex every connection shares — twice per request batch.
+    let kill = handle.clone();
+    let cancel = async move {
+        tokio::select! {
+            _ = kill.kill.notified() => {}
+            _ = shutdown.recv() => {}
+        }
+    };
+    tokio::pin!(cancel);
+    let _ = conn.run(cancel.as_mut()).await;
     // Leave no trace: subscriptions, watches, registry entry.
     state.pubsub.remove_client(handle.id);
     state.watches.unwatch(&conn.session.watched, &conn.session.watch_dirty);
@@ -92,9 +106,9 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
 }
 
 impl Conn {
-    async fn run(&mut self, shutdown: &mut Shutdown) -> std::io::Result<()> {
+    async fn run<F: Future<Output = ()>>(&mut self, mut cancel: Pin<&mut F>) -> std::io::Result<()> {
         loop {
-            if let Step::Close = self.process_input(shutdown).await? {
+            if let Step::Close = self.process_input(cancel.as_mut()).await? {
                 self.flush().await?;
                 return Ok(());
             }
@@ -103,10 +117,14 @@ impl Conn {
                 return Ok(());
             }
             let idle = self.state.config.timeout.load(Ordering::Relaxed);
-            let idle_limit = if idle > 0 && self.session.subscription_count() == 0 {
-                Duration::from_secs(idle)
-            } else {
-                Duration::from_secs(u64::MAX / 4)
+            // A timer only when `timeout` is set: arming and disarming one per
+            // read is a measurable share of a pipelined request's cost.
+            let idle_limit = (idle > 0 && self.session.subscription_count() == 0).then(|| Duration::from_secs(idle));
+            let idle_timer = async {
+                match idle_limit {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
             };
             if self.inbuf.capacity() - self.inbuf.len() < 4096 {
                 self.inbuf.reserve(16 * 1024);
@@ -132,9 +150,8 @@ impl Conn {
                         }
                     }
                 }
-                _ = self.handle.kill.notified() => return Ok(()),
-                _ = shutdown.recv() => return Ok(()),
-                _ = tokio::time::sleep(idle_limit) => return Ok(()),
+                _ = cancel.as_mut() => return Ok(()),
+                _ = idle_timer => return Ok(()),
             }
         }
     }
@@ -170,8 +187,14 @@ impl Conn {
     }
 
     /// Execute every complete request in the input buffer.
-    async fn process_input(&mut self, shutdown: &mut Shutdown) -> std::io::Result<Step> {
+    async fn process_input<F: Future<Output = ()>>(&mut self, mut cancel: Pin<&mut F>) -> std::io::Result<Step> {
+        let mut since_clock = 0u32;
         loop {
+            // One wall-clock read per 32 commands of a batch (see Session::clock_ms).
+            if since_clock == 0 {
+                self.session.clock_ms = Some(crate::db::now_ms());
+            }
+            since_clock = (since_clock + 1) % 32;
             let limits = Limits {
                 max_bulk_len: self.state.config.proto_max_bulk_len.load(Ordering::Relaxed),
                 unauthenticated: !self.session.authenticated,
@@ -190,14 +213,15 @@ impl Conn {
             if args.is_empty() {
                 continue;
             }
-            self.handle.touch();
+            self.handle.touch(self.session.clock_ms.unwrap_or_default());
             // `CLIENT REPLY SKIP` sets the flag for the command after it.
             let skip = std::mem::take(&mut self.session.reply_skip);
             match cmd::execute(&self.state, &mut self.session, args) {
                 Outcome::Reply(r) => self.write_reply(r, skip),
                 Outcome::Block { spec, args } => {
+                    since_clock = 0;
                     self.flush().await?;
-                    match self.block(spec, args, shutdown).await? {
+                    match self.block(spec, args, cancel.as_mut()).await? {
                         Some(r) => self.write_reply(r, skip),
                         None => return Ok(Step::Close),
                     }
@@ -214,11 +238,11 @@ impl Conn {
 
     /// Wait for a blocked command to be served or time out. `None` when the
     /// connection must close (client gone, killed, shutdown).
-    async fn block(
+    async fn block<F: Future<Output = ()>>(
         &mut self,
         spec: BlockSpec,
         args: Vec<Bytes>,
-        shutdown: &mut Shutdown,
+        mut cancel: Pin<&mut F>,
     ) -> std::io::Result<Option<Reply>> {
         let state = self.state.clone();
         let (waiter, mut rx) = state.blocking.register(self.handle.id, args, spec.keys.clone());
@@ -261,11 +285,7 @@ impl Conn {
                         }
                     }
                 }
-                _ = self.handle.kill.notified() => {
-                    give_up(&state);
-                    break None;
-                }
-                _ = shutdown.recv() => {
+                _ = cancel.as_mut() => {
                     give_up(&state);
                     break None;
                 }

@@ -103,14 +103,18 @@ fn apply_all(state: &State, pairs: &[(&'static Param, String)]) -> Result<(), Re
 pub fn resetstat(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     let state = ctx.state;
     let s = &state.stats;
-    for a in [
-        &s.total_connections_received,
+    for c in [
         &s.total_commands_processed,
-        &s.rejected_connections,
         &s.keyspace_hits,
         &s.keyspace_misses,
         &s.net_input_bytes,
         &s.net_output_bytes,
+    ] {
+        c.store(0, Ordering::Relaxed);
+    }
+    for a in [
+        &s.total_connections_received,
+        &s.rejected_connections,
         &s.total_error_replies,
         &s.pubsub_overflow_disconnects,
         &state.db.expired_keys,
@@ -118,12 +122,7 @@ pub fn resetstat(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ] {
         a.store(0, Ordering::Relaxed);
     }
-    for c in &s.commands {
-        c.calls.store(0, Ordering::Relaxed);
-        c.usec.store(0, Ordering::Relaxed);
-        c.rejected_calls.store(0, Ordering::Relaxed);
-        c.failed_calls.store(0, Ordering::Relaxed);
-    }
+    s.commands.reset();
     s.errors.lock().clear();
     state.mem_peak.store(0, Ordering::Relaxed);
     Ok(Reply::Ok)

@@ -231,14 +231,14 @@ fn stats(state: &State, s: &mut Section) {
     let st = &state.stats;
     let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     s.field("total_connections_received", l(&st.total_connections_received));
-    s.field("total_commands_processed", l(&st.total_commands_processed));
-    s.field("total_net_input_bytes", l(&st.net_input_bytes));
-    s.field("total_net_output_bytes", l(&st.net_output_bytes));
+    s.field("total_commands_processed", st.total_commands_processed.load(Ordering::Relaxed));
+    s.field("total_net_input_bytes", st.net_input_bytes.load(Ordering::Relaxed));
+    s.field("total_net_output_bytes", st.net_output_bytes.load(Ordering::Relaxed));
     s.field("rejected_connections", l(&st.rejected_connections));
     s.field("expired_keys", l(&state.db.expired_keys));
     s.field("evicted_keys", l(&state.db.evicted_keys));
-    s.field("keyspace_hits", l(&st.keyspace_hits));
-    s.field("keyspace_misses", l(&st.keyspace_misses));
+    s.field("keyspace_hits", st.keyspace_hits.load(Ordering::Relaxed));
+    s.field("keyspace_misses", st.keyspace_misses.load(Ordering::Relaxed));
     s.field("pubsub_channels", state.pubsub.channels(None, false).len());
     s.field("pubsub_patterns", state.pubsub.numpat());
     s.field("pubsubshard_channels", state.pubsub.channels(None, true).len());
@@ -270,14 +270,12 @@ fn cpu(s: &mut Section) {
 
 fn commandstats(state: &State, s: &mut Section) {
     for (i, (_, name)) in table().all.iter().enumerate() {
-        let c = &state.stats.commands[i];
-        let calls = c.calls.load(Ordering::Relaxed);
-        let rejected = c.rejected_calls.load(Ordering::Relaxed);
-        let failed = c.failed_calls.load(Ordering::Relaxed);
+        let c = state.stats.commands.total(i);
+        let (calls, rejected, failed) = (c.calls, c.rejected_calls, c.failed_calls);
         if calls == 0 && rejected == 0 && failed == 0 {
             continue;
         }
-        let usec = c.usec.load(Ordering::Relaxed);
+        let usec = c.usec;
         let per_call = if calls == 0 { 0.0 } else { usec as f64 / calls as f64 };
         s.field(
             &format!("cmdstat_{name}"),
