@@ -6,9 +6,12 @@
 //!   writes, streamed as per-slot blocks and tied to a write-log offset.
 //! - [`snapshot`]: the snapshot file format (header, checksummed blocks,
 //!   trailer) over any `Write`/`Read`, loading, and the save bookkeeping.
+//! - [`save`]: SAVE/BGSAVE bookkeeping, the `--save` schedule, `INFO
+//!   persistence` snapshot fields.
 //! - [`digest`]: an order-independent hash of the dataset or of one slot.
 
 pub mod codec;
 pub mod cut;
 pub mod digest;
+pub mod save;
 pub mod snapshot;
