@@ -22,6 +22,7 @@ pub mod hash;
 pub mod keys;
 pub mod list;
 pub mod parse;
+pub mod persist;
 pub mod pubsub;
 pub mod server;
 pub mod set;
@@ -176,7 +177,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 12] {
+fn families() -> [&'static [CommandSpec]; 13] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -190,6 +191,7 @@ fn families() -> [&'static [CommandSpec]; 12] {
         txn::COMMANDS,
         server::COMMANDS,
         cluster::COMMANDS,
+        persist::COMMANDS,
     ]
 }
 
@@ -645,6 +647,7 @@ pub fn run(
         };
         let result = (spec.handler)(&mut ctx, &args);
         ctx.flush_log(&args, true);
+        state.saves.count_changes(ctx.dirty);
         let Ctx {
             mut ks,
             block,
@@ -764,6 +767,7 @@ fn run_for_waiter(
     };
     let result = (spec.handler)(&mut ctx, &args);
     ctx.flush_log(&args, true);
+    state.saves.count_changes(ctx.dirty);
     let Ctx {
         ks,
         block,

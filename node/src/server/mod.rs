@@ -24,6 +24,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("failed to listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error("failed to load the snapshot: {0}")]
+    Snapshot(#[from] crate::persist::snapshot::SnapshotError),
 }
 
 /// A started server: where it listens and how to stop it.
@@ -55,6 +57,21 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let db = Db::new();
     let config = Config::from_args(args, &db.eviction)?;
     let state = State::new(db, config);
+    // Snapshot-only startup: load `dir/dbfilename` before listening, so no
+    // client sees a half-loaded dataset. (The append-only log's startup,
+    // which loads its base snapshot then replays, supersedes this.)
+    {
+        let st = state.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::persist::save::load_at_startup(&st))
+            .await
+            .map_err(|e| {
+                crate::persist::snapshot::SnapshotError::Io(std::io::Error::other(format!("loading task failed: {e}")))
+            })??;
+        if let Some(info) = loaded {
+            // Offsets continue from the snapshot's: snapshot + log from there = dataset.
+            state.db.wlog.reset(info.offset);
+        }
+    }
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, done_rx) = mpsc::channel(1);
 
@@ -112,6 +129,10 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     };
 
     tokio::spawn(expiry_job(
+        state.clone(),
+        Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
+    ));
+    tokio::spawn(crate::persist::save::schedule_task(
         state.clone(),
         Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
     ));
