@@ -64,6 +64,16 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Cluster mode: `yes` to serve slots from a pushed topology
+    /// (`CLUSTER SETTOPOLOGY`) and redirect clients with `-MOVED`.
+    #[arg(long, value_name = "yes|no")]
+    pub cluster_enabled: Option<String>,
+    /// Data directory: where the cluster state file lives.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Cluster state file (node ID and held topology), relative to `--dir`.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_config_file: Option<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -106,6 +116,15 @@ pub fn parse_memory(s: &str) -> Result<u64, ConfigError> {
     n.checked_mul(mul).ok_or(ConfigError::Memory)
 }
 
+/// A Redis-style boolean (`yes`/`no`).
+pub fn parse_yes_no(v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(ConfigError::Invalid(v.to_string())),
+    }
+}
+
 /// Runtime configuration shared by all connections.
 pub struct Config {
     pub bind: Vec<String>,
@@ -123,6 +142,9 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Milliseconds above which the latency monitor records an event (0 = off).
     pub latency_monitor_threshold: AtomicU64,
+    pub cluster_enabled: bool,
+    pub dir: PathBuf,
+    pub cluster_config_file: String,
 }
 
 impl Default for Config {
@@ -142,6 +164,9 @@ impl Default for Config {
             slowlog_max_len: AtomicUsize::new(128),
             config_file: None,
             latency_monitor_threshold: AtomicU64::new(0),
+            cluster_enabled: false,
+            dir: PathBuf::from("."),
+            cluster_config_file: "nodes.json".into(),
         }
     }
 }
@@ -299,7 +324,17 @@ pub static PARAMS: &[Param] = &[
     },
     Param {
         name: "cluster-enabled",
-        get: |_, _| "no".into(),
+        get: |c, _| if c.cluster_enabled { "yes" } else { "no" }.into(),
+        set: None,
+    },
+    Param {
+        name: "dir",
+        get: |c, _| c.dir.display().to_string(),
+        set: None,
+    },
+    Param {
+        name: "cluster-config-file",
+        get: |c, _| c.cluster_config_file.clone(),
         set: None,
     },
 ];
@@ -339,6 +374,9 @@ impl Config {
                         cfg.admin_port = Some(v.parse().map_err(|_| err(format!("invalid admin-port '{v}'")))?)
                     }
                     "threads" => cfg.threads = Some(v.parse().map_err(|_| err(format!("invalid threads '{v}'")))?),
+                    "cluster-enabled" => cfg.cluster_enabled = parse_yes_no(v).map_err(|e| err(e.to_string()))?,
+                    "dir" => cfg.dir = PathBuf::from(v),
+                    "cluster-config-file" => cfg.cluster_config_file = v.to_string(),
                     name => match find_param(name).and_then(|p| p.set) {
                         Some(set) => set(&cfg, eviction, v).map_err(|e| err(e.to_string()))?,
                         None => return Err(err(format!("unknown directive '{k}'"))),
@@ -357,6 +395,15 @@ impl Config {
         }
         if args.threads.is_some() {
             cfg.threads = args.threads;
+        }
+        if let Some(v) = &args.cluster_enabled {
+            cfg.cluster_enabled = parse_yes_no(v)?;
+        }
+        if let Some(d) = &args.dir {
+            cfg.dir = d.clone();
+        }
+        if let Some(f) = &args.cluster_config_file {
+            cfg.cluster_config_file = f.clone();
         }
         let set = |name: &str, v: Option<String>| -> Result<(), ConfigError> {
             if let (Some(v), Some(p)) = (v, find_param(name))

@@ -35,6 +35,13 @@ pub struct Session {
     /// CLIENT REPLY OFF/SKIP.
     pub reply_off: bool,
     pub reply_skip: bool,
+    /// READONLY: reads of this node's shard are served here on a replica.
+    pub readonly: bool,
+    /// ASKING: the next command may use a slot being imported.
+    pub asking: bool,
+    /// A connection the node itself drives (role changes, and the
+    /// replication stream from a primary): never redirected.
+    pub cluster_internal: bool,
 }
 
 impl Session {
@@ -53,6 +60,9 @@ impl Session {
             close: false,
             reply_off: false,
             reply_skip: false,
+            readonly: false,
+            asking: false,
+            cluster_internal: false,
         }
     }
 

@@ -181,6 +181,9 @@ pub struct State {
     pub mem_peak: AtomicU64,
     /// Replication ID reported by `INFO replication` (new every start).
     pub replid: String,
+    /// Cluster mode (off unless `--cluster-enabled yes`): identity, the held
+    /// topology, routing.
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl State {
@@ -207,6 +210,7 @@ impl State {
             latency: Latency::default(),
             mem_peak: AtomicU64::new(0),
             replid: (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect(),
+            cluster: crate::cluster::Cluster::default(),
         })
     }
 

@@ -4,8 +4,8 @@
 //! Redis' command table carries — name, arity, flags, where the keys are —
 //! and the handler that parses and applies the command. The table is the one
 //! place that knows every command, so arity checks, key locking, `COMMAND
-//! INFO`/`DOCS`/`GETKEYS`, per-command statistics and (later) cluster slot
-//! checks are done once, here, instead of in two hundred handlers. (This
+//! INFO`/`DOCS`/`GETKEYS`, per-command statistics and cluster slot
+//! checks ([`crate::cluster::route`]) are done once, here, instead of in two hundred handlers. (This
 //! departs from a mini-redis-style `Command` enum: with Redis' full command set
 //! the table is the smaller and more uniform shape, and `COMMAND` needs the
 //! metadata anyway.)
@@ -504,6 +504,23 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
             "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
             table().full_name(spec)
         ));
+        count_error(state, &e);
+        return Outcome::Reply(e);
+    }
+    if state.cluster.is_enabled()
+        && let Some(e) = crate::cluster::route(state, session, spec, &args)
+    {
+        // As Redis: a refused EXEC discards the transaction, a refused
+        // command inside MULTI makes EXEC fail.
+        if spec.name == "exec" && session.multi.take().is_some() {
+            session.handle.multi.store(-1, Ordering::Relaxed);
+            let keys = std::mem::take(&mut session.watched);
+            state.watches.unwatch(&keys, &session.watch_dirty);
+            session.watch_dirty.store(false, Ordering::Release);
+        } else if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        state.stats.commands[id].rejected_calls.fetch_add(1, Ordering::Relaxed);
         count_error(state, &e);
         return Outcome::Reply(e);
     }

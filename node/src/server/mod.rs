@@ -22,6 +22,8 @@ use shutdown::Shutdown;
 pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("failed to listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -55,6 +57,15 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let db = Db::new();
     let config = Config::from_args(args, &db.eviction)?;
     let state = State::new(db, config);
+    // Before listening: a node must know its identity and held epoch before
+    // it answers a single command (its routing depends on them).
+    let role = if state.config.cluster_enabled {
+        state
+            .cluster
+            .enable(&state.config.dir, &state.config.cluster_config_file)?
+    } else {
+        None
+    };
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, done_rx) = mpsc::channel(1);
 
@@ -115,6 +126,9 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         state.clone(),
         Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
     ));
+    if let (Some(role), Some(view)) = (role, state.cluster.view()) {
+        crate::cluster::apply_role(&state, role, view.epoch());
+    }
     state.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         state,
