@@ -4,6 +4,7 @@
 //! crate's cluster client, `redis-cli -c` and redis-py's `RedisCluster` —
 //! against a 3-shard cluster of `ferrokv-node` processes started by the
 //! driver library the operator uses.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -250,7 +251,10 @@ fn topology_commands_match_a_real_redis_cluster() {
                 )
             };
             let (a, b) = both(&["CLUSTER", "SLOTS"], &mut ours, &mut theirs);
-            assert_eq!(a, b, "CLUSTER SLOTS (RESP{proto}) differs (left: ferrokv, right: redis)");
+            assert_eq!(
+                a, b,
+                "CLUSTER SLOTS (RESP{proto}) differs (left: ferrokv, right: redis)"
+            );
 
             let (a, b) = both(&["CLUSTER", "SHARDS"], &mut ours, &mut theirs);
             if proto == "2" {
@@ -305,6 +309,7 @@ fn topology_commands_match_a_real_redis_cluster() {
             &["READWRITE"],
             &["GET", "a"],
             &["ASKING"],
+            &["INFO", "cluster"],
         ] {
             let a = normalize(&ours.cmd(args), &ferro.ids, &fports);
             let b = normalize(&theirs.cmd(args), &redis.ids, &rports);
@@ -350,7 +355,9 @@ fn invalid_topologies_are_refused_with_clear_errors() {
             "slot 9000 is assigned to shard 0 and shard 1",
         ),
         (
-            format!(r#"{{"epoch":1,"nodes":[{me}],"shards":[{{"slots":[[0,16383]],"primary":"{id}","replicas":["{other}"]}}]}}"#),
+            format!(
+                r#"{{"epoch":1,"nodes":[{me}],"shards":[{{"slots":[[0,16383]],"primary":"{id}","replicas":["{other}"]}}]}}"#
+            ),
             "names unknown node",
         ),
         (
@@ -365,11 +372,17 @@ fn invalid_topologies_are_refused_with_clear_errors() {
             "in more than one shard",
         ),
         (
-            format!(r#"{{"epoch":1,"nodes":[{}],"shards":[{{"slots":[[0,16383]],"primary":"NOTHEX"}}]}}"#, node("NOTHEX", 1)),
+            format!(
+                r#"{{"epoch":1,"nodes":[{}],"shards":[{{"slots":[[0,16383]],"primary":"NOTHEX"}}]}}"#,
+                node("NOTHEX", 1)
+            ),
             "invalid node id 'NOTHEX'",
         ),
         (
-            format!(r#"{{"epoch":1,"nodes":[{}],"shards":[{{"slots":[[0,16383]],"primary":"{other}"}}]}}"#, node(&other, 1)),
+            format!(
+                r#"{{"epoch":1,"nodes":[{}],"shards":[{{"slots":[[0,16383]],"primary":"{other}"}}]}}"#,
+                node(&other, 1)
+            ),
             "does not contain this node",
         ),
         (
@@ -383,14 +396,23 @@ fn invalid_topologies_are_refused_with_clear_errors() {
     ];
     for (payload, want) in cases {
         match c.cmd(&["CLUSTER", "SETTOPOLOGY", "1", &payload]) {
-            Frame::Error(e) => assert!(e.starts_with("ERR ") && e.contains(want), "{e:?} should contain {want:?}"),
+            Frame::Error(e) => assert!(
+                e.starts_with("ERR ") && e.contains(want),
+                "{e:?} should contain {want:?}"
+            ),
             other => panic!("{payload} was accepted: {other:?}"),
         }
     }
     // Nothing was applied: still no topology.
     let info = bulk_string(c.cmd(&["CLUSTER", "INFO"]));
-    assert!(info.contains("cluster_state:fail") && info.contains("cluster_current_epoch:0"), "{info}");
-    assert_eq!(c.cmd(&["GET", "k"]), Frame::Error("CLUSTERDOWN The cluster is down".into()));
+    assert!(
+        info.contains("cluster_state:fail") && info.contains("cluster_current_epoch:0"),
+        "{info}"
+    );
+    assert_eq!(
+        c.cmd(&["GET", "k"]),
+        Frame::Error("CLUSTERDOWN The cluster is down".into())
+    );
     assert_eq!(
         c.cmd(&["CLUSTER", "SETTOPOLOGY", "x", "{}"]),
         Frame::Error("ERR invalid topology epoch".into())
@@ -420,9 +442,15 @@ fn epochs_fence_and_the_topology_survives_a_restart() {
     let server = cluster_node(&dir.0);
     let addr = server.addr;
     let id = myid(addr);
-    assert_eq!(set_topology(addr, &single(5, &id, addr, None)), Frame::Simple("OK".into()));
+    assert_eq!(
+        set_topology(addr, &single(5, &id, addr, None)),
+        Frame::Simple("OK".into())
+    );
     // Same epoch, same topology: idempotent.
-    assert_eq!(set_topology(addr, &single(5, &id, addr, None)), Frame::Simple("OK".into()));
+    assert_eq!(
+        set_topology(addr, &single(5, &id, addr, None)),
+        Frame::Simple("OK".into())
+    );
     // Same epoch, different topology: refused.
     match set_topology(addr, &single(5, &id, addr, Some(1))) {
         Frame::Error(e) => assert!(e.contains("already held with a different layout"), "{e}"),
@@ -437,7 +465,10 @@ fn epochs_fence_and_the_topology_survives_a_restart() {
     let mut c = RawClient::connect(addr);
     assert_eq!(c.cmd(&["SET", "k", "v"]), Frame::Simple("OK".into()));
     let info = bulk_string(c.cmd(&["CLUSTER", "INFO"]));
-    assert!(info.contains("cluster_state:ok\r\n") && info.contains("cluster_current_epoch:5\r\n"), "{info}");
+    assert!(
+        info.contains("cluster_state:ok\r\n") && info.contains("cluster_current_epoch:5\r\n"),
+        "{info}"
+    );
     drop(c);
     drop(server);
 
@@ -448,7 +479,10 @@ fn epochs_fence_and_the_topology_survives_a_restart() {
     let info = bulk_string(c.cmd(&["CLUSTER", "INFO"]));
     assert!(info.contains("cluster_current_epoch:5\r\n"), "{info}");
     let reply = c.cmd(&["CLUSTER", "SETTOPOLOGY", "3", "{}"]);
-    assert_eq!(reply, Frame::Error("ERR stale topology epoch 3 (held epoch is 5)".into()));
+    assert_eq!(
+        reply,
+        Frame::Error("ERR stale topology epoch 3 (held epoch is 5)".into())
+    );
     // The held topology names the old port; this start has a new one, so the
     // node now redirects to its former address until the next push.
     match c.cmd(&["GET", "k"]) {
@@ -490,13 +524,19 @@ fn moved_crossslot_multi_and_replica_reads() {
     );
     // Multi-key commands: one slot or CROSSSLOT; keyless commands anywhere.
     let crossslot = Frame::Error("CROSSSLOT Keys in request don't hash to the same slot".into());
-    assert_eq!(p0.cmd(&["MSET", "{x}a", "1", "{x}b", "2"]).is_error(), key_slot(b"x") > RANGES[0][1]);
+    assert_eq!(
+        p0.cmd(&["MSET", "{x}a", "1", "{x}b", "2"]).is_error(),
+        key_slot(b"x") > RANGES[0][1]
+    );
     assert_eq!(p0.cmd(&["MGET", &k0, &k1]), crossslot);
     assert_eq!(p0.cmd(&["DEL", "a", "b"]), crossslot);
     assert_eq!(p0.cmd(&["PING"]), Frame::Simple("PONG".into()));
     assert!(matches!(p0.cmd(&["DBSIZE"]), Frame::Int(1)));
     assert_eq!(p0.cmd(&["SPUBLISH", &k1, "m"]), Frame::Error(moved(&k1, 1)));
-    assert_eq!(p0.cmd(&["SELECT", "1"]), Frame::Error("ERR SELECT is not allowed in cluster mode".into()));
+    assert_eq!(
+        p0.cmd(&["SELECT", "1"]),
+        Frame::Error("ERR SELECT is not allowed in cluster mode".into())
+    );
 
     // MULTI: checked at queue time; a redirect there aborts EXEC.
     assert_eq!(p0.cmd(&["MULTI"]), Frame::Simple("OK".into()));
@@ -520,7 +560,11 @@ fn moved_crossslot_multi_and_replica_reads() {
     let mut r = RawClient::connect(f.addrs[3]);
     assert_eq!(r.cmd(&["GET", &k0]), Frame::Error(moved(&k0, 0)));
     assert_eq!(r.cmd(&["READONLY"]), Frame::Simple("OK".into()));
-    assert_eq!(r.cmd(&["GET", &k0]), Frame::Null, "served locally (replication is not wired here)");
+    assert_eq!(
+        r.cmd(&["GET", &k0]),
+        Frame::Null,
+        "served locally (replication is not wired here)"
+    );
     assert_eq!(r.cmd(&["SET", &k0, "w"]), Frame::Error(moved(&k0, 0)));
     assert_eq!(r.cmd(&["GET", &k1]), Frame::Error(moved(&k1, 1)));
     assert_eq!(r.cmd(&["MULTI"]), Frame::Simple("OK".into()));
@@ -547,6 +591,7 @@ fn cluster_mode_off_answers_as_redis_standalone() {
         &["CLUSTER", "MYID"],
         &["CLUSTER", "SETTOPOLOGY", "1", "{}"],
         &["MSET", "a", "1", "b", "2"],
+        &["INFO", "cluster"],
     ] {
         let (a, b) = d.both(args);
         assert!(a.is_error() == b.is_error(), "{args:?}: {a:?} vs {b:?}");
@@ -573,7 +618,7 @@ fn real_cluster_clients_follow_redirects() {
     let rt = runtime();
     let dir = TempDir::new("cluster-clients");
     let cluster = rt
-        .block_on(LocalCluster::start(node_bin(), &dir.0, 3, 0))
+        .block_on(LocalCluster::start(node_bin(), &dir.0, 3, 1))
         .expect("local cluster starts");
     let addrs = cluster.addrs();
     let urls: Vec<String> = addrs.iter().map(|a| format!("redis://{a}/")).collect();
@@ -597,8 +642,9 @@ fn real_cluster_clients_follow_redirects() {
         .unwrap();
     let v: Vec<String> = redis::cmd("MGET").arg("{u}a").arg("{u}b").query(&mut con).unwrap();
     assert_eq!(v, vec!["1", "2"]);
-    // Keys really are spread: every shard holds some of them.
-    for a in &addrs {
+    // Keys really are spread: every shard's primary holds some of them.
+    let primaries: Vec<SocketAddr> = cluster.shards.iter().map(|s| s[0].addr).collect();
+    for a in &primaries {
         let n = RawClient::connect(*a).cmd(&["DBSIZE"]);
         assert!(matches!(n, Frame::Int(n) if n > 50), "{a}: {n:?}");
     }
@@ -608,10 +654,19 @@ fn real_cluster_clients_follow_redirects() {
         let client = redis::cluster::ClusterClient::new(urls.clone()).unwrap();
         let mut con = client.get_async_connection().await.unwrap();
         for i in 0..100 {
-            let _: () = redis::cmd("SET").arg(format!("ra:{i}")).arg(i).query_async(&mut con).await.unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(format!("ra:{i}"))
+                .arg(i)
+                .query_async(&mut con)
+                .await
+                .unwrap();
         }
         for i in 0..100 {
-            let v: i64 = redis::cmd("GET").arg(format!("ra:{i}")).query_async(&mut con).await.unwrap();
+            let v: i64 = redis::cmd("GET")
+                .arg(format!("ra:{i}"))
+                .query_async(&mut con)
+                .await
+                .unwrap();
             assert_eq!(v, i);
         }
     });
@@ -646,6 +701,7 @@ assert rc.get("rs:42") == "42"
 rc.mset_nonatomic({"py:a": "1", "py:b": "2"})
 assert rc.mget_nonatomic(["py:a", "py:b"]) == ["1", "2"]
 assert len(rc.get_primaries()) == 3
+assert len(rc.get_replicas()) == 3
 print("ok")
 "#;
     let out = Command::new("python3")
@@ -667,8 +723,33 @@ print("ok")
         c.ok(&[b"CLUSTER", b"SLOTS"]).await.unwrap()
     });
     assert!(matches!(&slots, driver::Value::Array(v) if v.len() == 3), "{slots:?}");
-    let pids: HashMap<SocketAddr, Option<u32>> =
-        cluster.shards.iter().flatten().map(|n| (n.addr, n.pid())).collect();
+    // Failover is a new topology: shard 0's replica becomes its primary.
+    let mut cluster = cluster;
+    let old = cluster.topology.clone();
+    let mut t = old.clone();
+    t.epoch = 2;
+    let s0 = &mut t.shards[0];
+    std::mem::swap(&mut s0.primary, &mut s0.replicas[0]);
+    rt.block_on(cluster.set_topology(t)).expect("epoch 2 accepted");
+    let (old_primary, new_primary) = (cluster.shards[0][0].addr, cluster.shards[0][1].addr);
+    let key = (0..)
+        .map(|i| format!("f{i}"))
+        .find(|k| key_slot(k.as_bytes()) <= 5000)
+        .unwrap();
+    assert_eq!(
+        RawClient::connect(old_primary).cmd(&["SET", &key, "1"]),
+        Frame::Error(format!("MOVED {} {}", key_slot(key.as_bytes()), new_primary))
+    );
+    assert_eq!(
+        RawClient::connect(new_primary).cmd(&["SET", &key, "1"]),
+        Frame::Simple("OK".into())
+    );
+    // The old layout cannot come back.
+    match rt.block_on(driver::push_topology(&old)) {
+        Err(driver::DriverError::Refused { msg, .. }) => assert!(msg.contains("stale topology epoch 1"), "{msg}"),
+        other => panic!("stale push accepted: {other:?}"),
+    }
+    let pids: HashMap<SocketAddr, Option<u32>> = cluster.shards.iter().flatten().map(|n| (n.addr, n.pid())).collect();
     assert!(pids.values().all(|p| p.is_some()));
     rt.block_on(cluster.stop());
 }

@@ -246,7 +246,15 @@ pub async fn spawn_node(bin: &Path, dir: &Path, extra: &[&str]) -> Result<LocalN
     std::fs::create_dir_all(dir).map_err(spawn_err)?;
     let log = std::fs::File::create(dir.join("node.log")).map_err(spawn_err)?;
     let mut child = tokio::process::Command::new(bin)
-        .args(["--port", "0", "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--dir"])
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--dir",
+        ])
         .arg(dir)
         .args(extra)
         .stdin(std::process::Stdio::null())
@@ -255,7 +263,10 @@ pub async fn spawn_node(bin: &Path, dir: &Path, extra: &[&str]) -> Result<LocalN
         .kill_on_drop(true)
         .spawn()
         .map_err(spawn_err)?;
-    let stdout = child.stdout.take().ok_or_else(|| DriverError::NoAddress(bin.to_path_buf()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| DriverError::NoAddress(bin.to_path_buf()))?;
     let mut lines = BufReader::new(stdout).lines();
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(line)) = lines.next_line().await {
@@ -322,6 +333,14 @@ impl LocalCluster {
             shards: nodes,
             topology,
         })
+    }
+
+    /// Push a new topology (a failover, an ownership flip) to every node and
+    /// keep it as the current one once all accepted it.
+    pub async fn set_topology(&mut self, t: Topology) -> Result<(), DriverError> {
+        push_topology(&t).await?;
+        self.topology = t;
+        Ok(())
     }
 
     /// Client addresses of every node (seed list for cluster clients).

@@ -80,7 +80,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::cmd::{CommandSpec, key_positions};
+use crate::cmd::{CommandSpec, KeySpec, key_positions};
 use crate::resp::Reply;
 use crate::session::Session;
 use crate::slot::key_slot;
@@ -218,7 +218,10 @@ impl Cluster {
         if let Some(h) = &held
             && epoch < h.epoch()
         {
-            return Err(ClusterError::Stale { got: epoch, held: h.epoch() });
+            return Err(ClusterError::Stale {
+                got: epoch,
+                held: h.epoch(),
+            });
         }
         let topology = Topology::from_json(payload)?;
         if topology.epoch != epoch {
@@ -257,7 +260,11 @@ impl Cluster {
 pub fn apply_role(state: &State, role: Role, epoch: u64) {
     *state.cluster.role.lock() = Some(role.clone());
     if crate::cmd::lookup(b"replicaof").is_none() {
-        tracing::info!(?role, epoch, "replication not available in this build: role recorded only");
+        tracing::info!(
+            ?role,
+            epoch,
+            "replication not available in this build: role recorded only"
+        );
         return;
     }
     let epoch = Bytes::from(epoch.to_string());
@@ -282,13 +289,25 @@ pub fn apply_role(state: &State, role: Role, epoch: u64) {
     }
 }
 
-/// Keys (or shard channels) a command addresses, for slot checks. Sharded
-/// pub/sub channels are routed like keys, as in Redis.
-fn routed_args<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Vec<&'a Bytes> {
-    match spec.name {
-        "spublish" => args.get(1).into_iter().collect(),
-        "ssubscribe" | "sunsubscribe" => args.iter().skip(1).collect(),
-        _ => key_positions(spec, args).into_iter().map(|i| &args[i]).collect(),
+/// Call `f` with each key (or shard channel) a command addresses. Sharded
+/// pub/sub channels are routed like keys, as in Redis. Fixed key positions
+/// are walked without allocating: this runs for every command in cluster mode.
+fn each_routed(spec: &CommandSpec, args: &[Bytes], f: &mut dyn FnMut(&[u8]) -> Result<(), Reply>) -> Result<(), Reply> {
+    match (spec.keys, spec.name) {
+        (_, "spublish") => args.get(1).map_or(Ok(()), |c| f(c)),
+        (_, "ssubscribe" | "sunsubscribe") => args.iter().skip(1).try_for_each(|c| f(c)),
+        (KeySpec::Range { first, last, step }, _) => {
+            let n = args.len() as i32;
+            let last = if last < 0 { n + last } else { last.min(n - 1) };
+            let mut i = first;
+            while i <= last && i < n {
+                f(&args[i as usize])?;
+                i += step.max(1);
+            }
+            Ok(())
+        }
+        (KeySpec::Custom(_), _) => key_positions(spec, args).into_iter().try_for_each(|i| f(&args[i])),
+        (KeySpec::None | KeySpec::All, _) => Ok(()),
     }
 }
 
@@ -319,23 +338,18 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
             }
         }
     };
-    if spec.name == "exec"
+    let checked = if spec.name == "exec"
         && let Some(m) = &session.multi
     {
-        for (spec, args) in &m.queue {
+        m.queue.iter().try_for_each(|(spec, args)| {
             write |= spec.is_write();
-            for k in routed_args(spec, args) {
-                if let Err(e) = check(k) {
-                    return Some(e);
-                }
-            }
-        }
+            each_routed(spec, args, &mut check)
+        })
     } else {
-        for k in routed_args(spec, args) {
-            if let Err(e) = check(k) {
-                return Some(e);
-            }
-        }
+        each_routed(spec, args, &mut check)
+    };
+    if let Err(e) = checked {
+        return Some(e);
     }
     let slot = slot?;
     let view = state.cluster.view.read();

@@ -343,10 +343,19 @@ mod tests {
         );
         let mut t = three();
         t.shards[1].slots = vec![[5461, 10000]];
-        assert_eq!(t.validate().unwrap_err(), TopologyError::Gap { start: 10001, end: 10922 });
+        assert_eq!(
+            t.validate().unwrap_err(),
+            TopologyError::Gap {
+                start: 10001,
+                end: 10922
+            }
+        );
         let mut t = three();
         t.shards[2].replicas.push(id(9));
-        assert!(matches!(t.validate().unwrap_err(), TopologyError::UnknownNode { shard: 2, .. }));
+        assert!(matches!(
+            t.validate().unwrap_err(),
+            TopologyError::UnknownNode { shard: 2, .. }
+        ));
         let mut t = three();
         t.shards[2].replicas.push(id(1));
         assert_eq!(t.validate().unwrap_err(), TopologyError::NodeInTwoShards(id(1)));

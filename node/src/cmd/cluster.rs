@@ -75,123 +75,123 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-    name: "cluster",
-    arity: -2,
-    flags: 0,
-    keys: KeySpec::None,
-    group: "cluster",
-    summary: "A container for Redis Cluster commands.",
-    since: "3.0.0",
-    complexity: "Depends on subcommand.",
-    handler: no_subcommand,
-    subcommands: &[
-        spec!(
-            "keyslot",
-            3,
-            STALE,
-            KeySpec::None,
-            keyslot,
-            "3.0.0",
-            "O(N) where N is the number of bytes in the key",
-            "Returns the hash slot for a key."
-        ),
-        // Counting or listing a slot's keys reads that slot's partition; the
-        // slot is an argument, not a key, so the command takes every
-        // partition (cheap: nothing is scanned but the one slot table).
-        spec!(
-            "countkeysinslot",
-            3,
-            STALE,
-            KeySpec::All,
-            countkeysinslot,
-            "3.0.0",
-            "O(1)",
-            "Returns the number of keys in a hash slot."
-        ),
-        spec!(
-            "getkeysinslot",
-            4,
-            STALE,
-            KeySpec::All,
-            getkeysinslot,
-            "3.0.0",
-            "O(N) where N is the number of requested keys",
-            "Returns the key names in a hash slot."
-        ),
-        spec!(
-            "myid",
-            2,
-            LOADING | STALE,
-            KeySpec::None,
-            myid,
-            "3.0.0",
-            "O(1)",
-            "Returns the ID of a node."
-        ),
-        spec!(
-            "slots",
-            2,
-            LOADING | STALE,
-            KeySpec::None,
-            slots,
-            "3.0.0",
-            "O(N) where N is the total number of Cluster nodes",
-            "Returns the mapping of cluster slots to nodes."
-        ),
-        spec!(
-            "shards",
-            2,
-            LOADING | STALE,
-            KeySpec::None,
-            shards,
-            "7.0.0",
-            "O(N) where N is the total number of cluster nodes",
-            "Returns the mapping of cluster slots to shards."
-        ),
-        spec!(
-            "nodes",
-            2,
-            LOADING | STALE,
-            KeySpec::None,
-            nodes,
-            "3.0.0",
-            "O(N) where N is the total number of Cluster nodes",
-            "Returns the cluster configuration for a node."
-        ),
-        spec!(
-            "info",
-            2,
-            LOADING | STALE,
-            KeySpec::None,
-            info,
-            "3.0.0",
-            "O(1)",
-            "Returns information about the state of a node."
-        ),
-        // ferrokv's own: the control plane pushes the whole layout. ADMIN
-        // and not allowed in MULTI (it persists and may change the role).
-        spec!(
-            "settopology",
-            4,
-            ADMIN | STALE | NO_MULTI,
-            KeySpec::None,
-            settopology,
-            "0.1.0",
-            "O(N) where N is the number of slots and nodes",
-            "Sets the cluster topology pushed by the control plane (refused when its epoch is older than the held one)."
-        ),
-        spec!(
-            "help",
-            2,
-            LOADING | STALE,
-            KeySpec::None,
-            help,
-            "5.0.0",
-            "O(1)",
-            "Returns helpful text about the different subcommands."
-        ),
-    ],
-},
+        name: "cluster",
+        arity: -2,
+        flags: 0,
+        keys: KeySpec::None,
+        group: "cluster",
+        summary: "A container for Redis Cluster commands.",
+        since: "3.0.0",
+        complexity: "Depends on subcommand.",
+        handler: no_subcommand,
+        subcommands: &[
+            spec!(
+                "keyslot",
+                3,
+                STALE,
+                KeySpec::None,
+                keyslot,
+                "3.0.0",
+                "O(N) where N is the number of bytes in the key",
+                "Returns the hash slot for a key."
+            ),
+            // Counting or listing a slot's keys reads that slot's partition; the
+            // slot is an argument, not a key, so the command takes every
+            // partition (cheap: nothing is scanned but the one slot table).
+            spec!(
+                "countkeysinslot",
+                3,
+                STALE,
+                KeySpec::All,
+                countkeysinslot,
+                "3.0.0",
+                "O(1)",
+                "Returns the number of keys in a hash slot."
+            ),
+            spec!(
+                "getkeysinslot",
+                4,
+                STALE,
+                KeySpec::All,
+                getkeysinslot,
+                "3.0.0",
+                "O(N) where N is the number of requested keys",
+                "Returns the key names in a hash slot."
+            ),
+            spec!(
+                "myid",
+                2,
+                LOADING | STALE,
+                KeySpec::None,
+                myid,
+                "3.0.0",
+                "O(1)",
+                "Returns the ID of a node."
+            ),
+            spec!(
+                "slots",
+                2,
+                LOADING | STALE,
+                KeySpec::None,
+                slots,
+                "3.0.0",
+                "O(N) where N is the total number of Cluster nodes",
+                "Returns the mapping of cluster slots to nodes."
+            ),
+            spec!(
+                "shards",
+                2,
+                LOADING | STALE,
+                KeySpec::None,
+                shards,
+                "7.0.0",
+                "O(N) where N is the total number of cluster nodes",
+                "Returns the mapping of cluster slots to shards."
+            ),
+            spec!(
+                "nodes",
+                2,
+                LOADING | STALE,
+                KeySpec::None,
+                nodes,
+                "3.0.0",
+                "O(N) where N is the total number of Cluster nodes",
+                "Returns the cluster configuration for a node."
+            ),
+            spec!(
+                "info",
+                2,
+                LOADING | STALE,
+                KeySpec::None,
+                info,
+                "3.0.0",
+                "O(1)",
+                "Returns information about the state of a node."
+            ),
+            // ferrokv's own: the control plane pushes the whole layout. ADMIN
+            // and not allowed in MULTI (it persists and may change the role).
+            spec!(
+                "settopology",
+                4,
+                ADMIN | STALE | NO_MULTI,
+                KeySpec::None,
+                settopology,
+                "0.1.0",
+                "O(N) where N is the number of slots and nodes",
+                "Sets the cluster topology pushed by the control plane (refused when its epoch is older than the held one)."
+            ),
+            spec!(
+                "help",
+                2,
+                LOADING | STALE,
+                KeySpec::None,
+                help,
+                "5.0.0",
+                "O(1)",
+                "Returns helpful text about the different subcommands."
+            ),
+        ],
+    },
 ];
 
 fn no_subcommand(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
@@ -305,7 +305,11 @@ fn slots(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
         .into_iter()
         .map(|(start, end, s)| {
             let shard = &l.topology.shards[s];
-            let mut entry = vec![Reply::Int(start as i64), Reply::Int(end as i64), slot_node(l.primary(s))];
+            let mut entry = vec![
+                Reply::Int(start as i64),
+                Reply::Int(end as i64),
+                slot_node(l.primary(s)),
+            ];
             entry.extend(
                 shard
                     .replicas

@@ -99,7 +99,7 @@ pub fn info(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             "cpu" => cpu(&mut s),
             "commandstats" => commandstats(state, &mut s),
             "errorstats" => errorstats(state, &mut s),
-            "cluster" => s.field("cluster_enabled", 0),
+            "cluster" => s.field("cluster_enabled", u8::from(state.cluster.is_enabled())),
             "keyspace" if keys > 0 => s.field("db0", format!("keys={keys},expires={expires},avg_ttl=0")),
             _ => {}
         }
