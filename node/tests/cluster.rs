@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferrokv_node::cluster::driver::{self, LocalCluster};
-use ferrokv_node::cluster::{Node, Shard, Topology};
+use ferrokv_node::cluster::{Node, Role, Shard, Topology};
 use ferrokv_node::config::ServeArgs;
 use ferrokv_node::slot::key_slot;
 use support::{Frame, RawClient, RedisServer, Server, TempDir, redis_server, server_with, wait_for};
@@ -534,6 +534,11 @@ fn moved_crossslot_multi_and_replica_reads() {
     assert!(matches!(p0.cmd(&["DBSIZE"]), Frame::Int(1)));
     assert_eq!(p0.cmd(&["SPUBLISH", &k1, "m"]), Frame::Error(moved(&k1, 1)));
     assert_eq!(
+        RawClient::connect(f.addrs[0]).cmd(&["SSUBSCRIBE", &k1]),
+        Frame::Error(moved(&k1, 1))
+    );
+    assert_eq!(RawClient::connect(f.addrs[0]).cmd(&["SSUBSCRIBE", &k0, &k1]), crossslot);
+    assert_eq!(
         p0.cmd(&["SELECT", "1"]),
         Frame::Error("ERR SELECT is not allowed in cluster mode".into())
     );
@@ -575,7 +580,16 @@ fn moved_crossslot_multi_and_replica_reads() {
     assert_eq!(r.cmd(&["READONLY"]), Frame::Simple("OK".into()));
     assert_eq!(r.cmd(&["RESET"]), Frame::Simple("RESET".into()));
     assert_eq!(r.cmd(&["GET", &k0]), Frame::Error(moved(&k0, 0)));
-    assert_eq!(f.servers.len(), 4);
+
+    // Each node took the role the topology gives it.
+    let role = |i: usize| f.servers[i].state.cluster.role.lock().clone();
+    assert_eq!(role(0), Some((Role::Primary, 1)));
+    assert_eq!(role(1), Some((Role::Primary, 1)));
+    let primary = Role::Replica {
+        host: f.addrs[0].ip().to_string(),
+        port: f.addrs[0].port(),
+    };
+    assert_eq!(role(3), Some((primary, 1)));
     assert_eq!(f.topology.epoch, 1);
 }
 
@@ -752,4 +766,31 @@ print("ok")
     let pids: HashMap<SocketAddr, Option<u32>> = cluster.shards.iter().flatten().map(|n| (n.addr, n.pid())).collect();
     assert!(pids.values().all(|p| p.is_some()));
     rt.block_on(cluster.stop());
+}
+
+#[test]
+fn config_file_enables_cluster_mode() {
+    let dir = TempDir::new("cluster-conf");
+    let conf = dir.0.join("node.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "cluster-enabled yes\ndir {}\ncluster-config-file state.json\n",
+            dir.0.display()
+        ),
+    )
+    .unwrap();
+    let server = server_with(ServeArgs {
+        config: Some(conf),
+        ..Default::default()
+    });
+    let id = myid(server.addr);
+    let file = std::fs::read_to_string(dir.0.join("state.json")).unwrap();
+    assert!(file.contains(&id), "{file}");
+    let mut c = RawClient::connect(server.addr);
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "cluster-enabled"]),
+        Frame::Array(vec![Frame::bulk("cluster-enabled"), Frame::bulk("yes")])
+    );
+    assert!(bulk_string(c.cmd(&["INFO", "cluster"])).contains("cluster_enabled:1"));
 }

@@ -173,8 +173,11 @@ pub struct Cluster {
     view: RwLock<Option<Arc<View>>>,
     /// Serializes SETTOPOLOGY: epoch check, persist and swap are one step.
     apply: Mutex<()>,
-    /// The last role applied (or only recorded, see [`apply_role`]).
-    pub role: Mutex<Option<Role>>,
+    /// The role the held topology gives this node, with its epoch: set
+    /// under the same lock as the topology, so it never lags behind it
+    /// (applying it through REPLICAOF is fenced by the epoch, see
+    /// [`apply_role`]).
+    pub role: Mutex<Option<(Role, u64)>>,
 }
 
 impl Cluster {
@@ -190,6 +193,7 @@ impl Cluster {
             Some(t) => {
                 let view = View::new(t.validate()?, &file.myid)?;
                 let role = view.role();
+                *self.role.lock() = Some((role.clone(), view.epoch()));
                 *self.view.write() = Some(Arc::new(view));
                 Some(role)
             }
@@ -242,6 +246,7 @@ impl Cluster {
         let view = View::new(topology.validate()?, &file.myid)?;
         file.save(Some(&view.layout.topology))?;
         let role = view.role();
+        *self.role.lock() = Some((role.clone(), epoch));
         *self.view.write() = Some(Arc::new(view));
         tracing::info!(epoch, "applied cluster topology");
         Ok(Some(role))
@@ -256,9 +261,10 @@ impl Cluster {
 /// (`REPLICAOF host port EPOCH n` / `REPLICAOF NO ONE EPOCH n`), so a fenced
 /// role change follows the same path as an operator's. Without it the role
 /// is only recorded in [`Cluster::role`]; routing already follows the
-/// topology (a replica redirects writes to its primary) either way.
+/// topology (a replica redirects writes to its primary) either way. Two
+/// pushes racing may call this out of order; the epoch makes REPLICAOF
+/// refuse the older one.
 pub fn apply_role(state: &State, role: Role, epoch: u64) {
-    *state.cluster.role.lock() = Some(role.clone());
     if crate::cmd::lookup(b"replicaof").is_none() {
         tracing::info!(
             ?role,
