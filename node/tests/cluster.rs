@@ -483,18 +483,18 @@ fn epochs_fence_and_the_topology_survives_a_restart() {
         reply,
         Frame::Error("ERR stale topology epoch 3 (held epoch is 5)".into())
     );
-    // The held topology names the old port; this start has a new one, so the
-    // node now redirects to its former address until the next push.
-    match c.cmd(&["GET", "k"]) {
-        Frame::Error(e) => assert_eq!(e, format!("MOVED {} {}", key_slot(b"k"), addr)),
-        Frame::Null => {} // the OS gave the same port back
-        other => panic!("{other:?}"),
-    }
+    // Ownership is by node ID, not address: the restarted node (on a new
+    // port) still serves its slots. (Whether `k` survived is persistence's
+    // business, not asserted here.)
+    let served = |c: &mut RawClient| !c.cmd(&["GET", "k"]).is_error();
+    assert!(served(&mut c));
     assert_eq!(
         set_topology(server.addr, &single(6, &id, server.addr, None)),
         Frame::Simple("OK".into())
     );
-    assert_eq!(c.cmd(&["GET", "k"]), Frame::Null);
+    assert!(served(&mut c));
+    let info = bulk_string(c.cmd(&["CLUSTER", "INFO"]));
+    assert!(info.contains("cluster_current_epoch:6\r\n"), "{info}");
 }
 
 /// A key name whose slot belongs to shard `s` of [`RANGES`].

@@ -47,8 +47,9 @@
 //! - epoch < held epoch: refused (`-ERR stale topology epoch ...`). This is the
 //!   fence that makes a deposed primary that comes back obey the newer layout
 //!   instead of the one it remembers.
-//! - epoch == held epoch and the same topology: `+OK`, nothing changes (the
-//!   control plane may retry a push whose reply it lost).
+//! - epoch == held epoch and the same topology (same nodes and shards in the
+//!   same order; JSON whitespace and key order do not matter): `+OK`,
+//!   nothing changes (the control plane may retry a push whose reply it lost).
 //! - epoch == held epoch but a different topology: refused — two layouts
 //!   under one epoch would mean two writers, so the pusher must bump it.
 //! - epoch > held: persisted first (temp file, fsync, rename, directory
