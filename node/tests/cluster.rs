@@ -565,16 +565,18 @@ fn moved_crossslot_multi_and_replica_reads() {
     let mut r = RawClient::connect(f.addrs[3]);
     assert_eq!(r.cmd(&["GET", &k0]), Frame::Error(moved(&k0, 0)));
     assert_eq!(r.cmd(&["READONLY"]), Frame::Simple("OK".into()));
-    assert_eq!(
-        r.cmd(&["GET", &k0]),
-        Frame::Null,
-        "served locally (replication is not wired here)"
-    );
+    // Served locally (its value depends on whether replication runs).
+    let local = r.cmd(&["GET", &k0]);
+    assert!(matches!(local, Frame::Null | Frame::Bulk(_)), "{local:?}");
     assert_eq!(r.cmd(&["SET", &k0, "w"]), Frame::Error(moved(&k0, 0)));
     assert_eq!(r.cmd(&["GET", &k1]), Frame::Error(moved(&k1, 1)));
     assert_eq!(r.cmd(&["MULTI"]), Frame::Simple("OK".into()));
     assert_eq!(r.cmd(&["GET", &k0]), Frame::Simple("QUEUED".into()));
-    assert_eq!(r.cmd(&["EXEC"]), Frame::Array(vec![Frame::Null]));
+    let exec = r.cmd(&["EXEC"]);
+    assert!(
+        matches!(&exec, Frame::Array(v) if v.len() == 1 && !v[0].is_error()),
+        "{exec:?}"
+    );
     assert_eq!(r.cmd(&["READWRITE"]), Frame::Simple("OK".into()));
     assert_eq!(r.cmd(&["GET", &k0]), Frame::Error(moved(&k0, 0)));
     assert_eq!(r.cmd(&["READONLY"]), Frame::Simple("OK".into()));
