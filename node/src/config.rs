@@ -68,7 +68,7 @@ pub struct ServeArgs {
     /// (`CLUSTER SETTOPOLOGY`) and redirect clients with `-MOVED`.
     #[arg(long, value_name = "yes|no")]
     pub cluster_enabled: Option<String>,
-    /// Data directory: where the cluster state file lives.
+    /// Data directory (holds the cluster state file).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Cluster state file (node ID and held topology), relative to `--dir`.
@@ -117,7 +117,7 @@ pub fn parse_memory(s: &str) -> Result<u64, ConfigError> {
 }
 
 /// A Redis-style boolean (`yes`/`no`).
-pub fn parse_yes_no(v: &str) -> Result<bool, ConfigError> {
+fn parse_yes_no(v: &str) -> Result<bool, ConfigError> {
     match v.to_ascii_lowercase().as_str() {
         "yes" => Ok(true),
         "no" => Ok(false),
@@ -143,7 +143,7 @@ pub struct Config {
     /// Milliseconds above which the latency monitor records an event (0 = off).
     pub latency_monitor_threshold: AtomicU64,
     pub cluster_enabled: bool,
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
     pub cluster_config_file: String,
 }
 
@@ -165,7 +165,7 @@ impl Default for Config {
             config_file: None,
             latency_monitor_threshold: AtomicU64::new(0),
             cluster_enabled: false,
-            dir: PathBuf::from("."),
+            dir: None,
             cluster_config_file: "nodes.json".into(),
         }
     }
@@ -329,7 +329,7 @@ pub static PARAMS: &[Param] = &[
     },
     Param {
         name: "dir",
-        get: |c, _| c.dir.display().to_string(),
+        get: |c, _| c.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
         set: None,
     },
     Param {
@@ -375,7 +375,7 @@ impl Config {
                     }
                     "threads" => cfg.threads = Some(v.parse().map_err(|_| err(format!("invalid threads '{v}'")))?),
                     "cluster-enabled" => cfg.cluster_enabled = parse_yes_no(v).map_err(|e| err(e.to_string()))?,
-                    "dir" => cfg.dir = PathBuf::from(v),
+                    "dir" => cfg.dir = Some(PathBuf::from(v)),
                     "cluster-config-file" => cfg.cluster_config_file = v.to_string(),
                     name => match find_param(name).and_then(|p| p.set) {
                         Some(set) => set(&cfg, eviction, v).map_err(|e| err(e.to_string()))?,
@@ -399,8 +399,8 @@ impl Config {
         if let Some(v) = &args.cluster_enabled {
             cfg.cluster_enabled = parse_yes_no(v)?;
         }
-        if let Some(d) = &args.dir {
-            cfg.dir = d.clone();
+        if args.dir.is_some() {
+            cfg.dir = args.dir.clone();
         }
         if let Some(f) = &args.cluster_config_file {
             cfg.cluster_config_file = f.clone();

@@ -60,9 +60,10 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     // Before listening: a node must know its identity and held epoch before
     // it answers a single command (its routing depends on them).
     let role = if state.config.cluster_enabled {
-        state
-            .cluster
-            .enable(&state.config.dir, &state.config.cluster_config_file)?
+        state.cluster.enable(
+            state.config.dir.as_deref().unwrap_or(std::path::Path::new(".")),
+            &state.config.cluster_config_file,
+        )?
     } else {
         None
     };
