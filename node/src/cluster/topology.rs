@@ -329,6 +329,81 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Against a model that counts owners per slot: a layout is accepted
+        /// exactly when every slot has one owner, and then every lookup
+        /// answers that owner.
+        #[test]
+        fn validation_matches_a_slot_count_model(
+            ranges in proptest::collection::vec(
+                proptest::collection::vec((0u16..16384, 0u16..2000), 0..3),
+                1..5,
+            )
+        ) {
+            let nodes: Vec<Node> = (0..ranges.len() as u8).map(|i| node(i + 1)).collect();
+            let shards: Vec<Shard> = ranges
+                .iter()
+                .enumerate()
+                .map(|(i, rs)| Shard {
+                    slots: rs.iter().map(|&(a, len)| [a, a.saturating_add(len).min(16383)]).collect(),
+                    primary: id(i as u8 + 1),
+                    replicas: vec![],
+                })
+                .collect();
+            let mut owners: Vec<Vec<usize>> = vec![Vec::new(); SLOTS];
+            for (i, sh) in shards.iter().enumerate() {
+                for &[a, b] in &sh.slots {
+                    for slot in a..=b {
+                        owners[slot as usize].push(i);
+                    }
+                }
+            }
+            let t = Topology { epoch: 1, nodes, shards };
+            let ok = owners.iter().all(|o| o.len() == 1);
+            match t.validate() {
+                Ok(l) => {
+                    proptest::prop_assert!(ok);
+                    for (slot, o) in owners.iter().enumerate() {
+                        proptest::prop_assert_eq!(l.owner(slot as u16), Some(o[0]));
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!ok, "refused a valid layout: {}", e);
+                    let gap = matches!(e, TopologyError::Gap { .. });
+                    let overlap = matches!(e, TopologyError::Overlap { .. });
+                    proptest::prop_assert!(gap || overlap, "{}", e);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn full_cover_from_cut_points_is_accepted() {
+        // Random layouts above rarely cover everything: check the accepting
+        // side with layouts built to cover.
+        for n in 1..=7usize {
+            let nodes: Vec<Node> = (0..n as u8).map(|i| node(i + 1)).collect();
+            let shards = crate::cluster::driver::even_ranges(n)
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| Shard {
+                    slots: vec![r],
+                    primary: id(i as u8 + 1),
+                    replicas: vec![],
+                })
+                .collect();
+            let l = Topology {
+                epoch: 1,
+                nodes,
+                shards,
+            }
+            .validate()
+            .unwrap();
+            assert_eq!(l.assigned(), SLOTS);
+            assert_eq!(l.runs().len(), n);
+        }
+    }
+
     #[test]
     fn refusals() {
         let mut t = three();
