@@ -404,6 +404,7 @@ fn invalid_topologies_are_refused_with_clear_errors() {
         }
     }
     // Nothing was applied: still no topology.
+    assert_eq!(c.cmd(&["CLUSTER", "GETTOPOLOGY"]), Frame::Null);
     let info = bulk_string(c.cmd(&["CLUSTER", "INFO"]));
     assert!(
         info.contains("cluster_state:fail") && info.contains("cluster_current_epoch:0"),
@@ -733,6 +734,11 @@ print("ok")
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Every node holds what the driver pushed last.
+    for a in &addrs {
+        let held = rt.block_on(driver::held_topology(&a.to_string())).unwrap();
+        assert_eq!(held.as_ref(), Some(&cluster.topology), "{a}");
+    }
     // The driver's own client sees the same layout the clients used.
     let slots = rt.block_on(async {
         let mut c = driver::Conn::connect(&addrs[1].to_string()).await.unwrap();
@@ -765,6 +771,8 @@ print("ok")
         Err(driver::DriverError::Refused { msg, .. }) => assert!(msg.contains("stale topology epoch 1"), "{msg}"),
         other => panic!("stale push accepted: {other:?}"),
     }
+    let held = rt.block_on(driver::held_topology(&old_primary.to_string())).unwrap();
+    assert_eq!(held.map(|t| t.epoch), Some(2));
     let pids: HashMap<SocketAddr, Option<u32>> = cluster.shards.iter().flatten().map(|n| (n.addr, n.pid())).collect();
     assert!(pids.values().all(|p| p.is_some()));
     rt.block_on(cluster.stop());

@@ -205,6 +205,16 @@ pub async fn node_id(addr: &str) -> Result<String, DriverError> {
     }
 }
 
+/// The topology a node holds (`CLUSTER GETTOPOLOGY`), `None` before its first.
+pub async fn held_topology(addr: &str) -> Result<Option<Topology>, DriverError> {
+    let mut c = Conn::connect(addr).await?;
+    match c.ok(&[b"CLUSTER", b"GETTOPOLOGY"]).await? {
+        Value::Nil => Ok(None),
+        Value::Bulk(b) => Topology::from_json(&b).map(Some).map_err(|e| c.protocol(e.to_string())),
+        v => Err(c.protocol(format!("unexpected CLUSTER GETTOPOLOGY reply {v:?}"))),
+    }
+}
+
 /// Push `t` to every node it names, primaries first. Stops at the first node
 /// that refuses: the caller decides whether to retry (a push is idempotent
 /// for an unchanged topology at the same epoch).

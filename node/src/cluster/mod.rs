@@ -42,6 +42,10 @@
 //! ranges, overlapping slots, slots no shard serves (gaps), and a topology
 //! that does not contain this node (a push meant for another cluster).
 //!
+//! `CLUSTER GETTOPOLOGY` returns the held topology in the same format (nil
+//! before the first push), so the control plane can compare what a node
+//! holds with what it meant to push.
+//!
 //! # Epoch rules
 //!
 //! - epoch < held epoch: refused (`-ERR stale topology epoch ...`). This is the

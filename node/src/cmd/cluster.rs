@@ -181,6 +181,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "Sets the cluster topology pushed by the control plane (refused when its epoch is older than the held one)."
             ),
             spec!(
+                "gettopology",
+                2,
+                LOADING | STALE,
+                KeySpec::None,
+                gettopology,
+                "0.1.0",
+                "O(N) where N is the number of slots and nodes",
+                "Returns the topology this node holds (JSON, the SETTOPOLOGY payload), or nil before the first one."
+            ),
+            spec!(
                 "help",
                 2,
                 LOADING | STALE,
@@ -229,6 +239,8 @@ fn help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
         &[
             "COUNTKEYSINSLOT <slot>",
             "    Return the number of keys in <slot>.",
+            "GETTOPOLOGY",
+            "    Return the held topology as JSON (nil before the first SETTOPOLOGY).",
             "GETKEYSINSLOT <slot> <count>",
             "    Return key names stored by current node in a slot.",
             "INFO",
@@ -449,6 +461,16 @@ fn info(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
          total_cluster_links_buffer_limit_exceeded:0\r\n"
     );
     Ok(Reply::Verbatim(Bytes::from(text)))
+}
+
+/// What the control plane reads back to see whether a node holds the layout
+/// it pushed (drift after a restart, a missed push).
+fn gettopology(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+    enabled(ctx)?;
+    Ok(match ctx.state.cluster.view() {
+        Some(v) => Reply::bulk(v.layout.topology.to_json()),
+        None => Reply::Null,
+    })
 }
 
 fn settopology(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
