@@ -9,7 +9,7 @@
 //! per-slot owner table (one `u16` per slot) so that finding a key's shard is
 //! an array index, not a search through ranges.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -257,11 +257,6 @@ impl Layout {
     /// Number of slots with an owner.
     pub fn assigned(&self) -> usize {
         self.owners.iter().filter(|&&o| o != NO_SHARD).count()
-    }
-
-    /// Node IDs of every node, as a set (for quick membership checks).
-    pub fn ids(&self) -> HashSet<&str> {
-        self.topology.nodes.iter().map(|n| n.id.as_str()).collect()
     }
 }
 
