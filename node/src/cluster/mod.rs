@@ -72,7 +72,7 @@
 //! is checked as it is queued (a failure aborts the transaction, as Redis),
 //! and EXEC checks the queued commands together. Until a topology is held,
 //! commands with keys get `-CLUSTERDOWN The cluster is down`.
-//! Slot migration will decide `-ASK`/`-TRYAGAIN` in [`migration_redirect`].
+//! Slot migration will decide `-ASK`/`-TRYAGAIN` in `migration_redirect`.
 
 pub mod driver;
 pub mod node;
