@@ -64,7 +64,7 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Directory for the snapshot file (and other data files).
+    /// Data directory: the snapshot file, the cluster state file (and other data files).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Snapshot file name inside --dir.
@@ -75,6 +75,13 @@ pub struct ServeArgs {
     /// "" turns it off (the default).
     #[arg(long, value_name = "POINTS")]
     pub save: Option<String>,
+    /// Cluster mode: `yes` to serve slots from a pushed topology
+    /// (`CLUSTER SETTOPOLOGY`) and redirect clients with `-MOVED`.
+    #[arg(long, value_name = "yes|no")]
+    pub cluster_enabled: Option<String>,
+    /// Cluster state file (node ID and held topology), relative to `--dir`.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_config_file: Option<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -117,6 +124,15 @@ pub fn parse_memory(s: &str) -> Result<u64, ConfigError> {
     n.checked_mul(mul).ok_or(ConfigError::Memory)
 }
 
+/// A Redis-style boolean (`yes`/`no`).
+fn parse_yes_no(v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(ConfigError::Invalid(v.to_string())),
+    }
+}
+
 /// Runtime configuration shared by all connections.
 pub struct Config {
     pub bind: Vec<String>,
@@ -140,6 +156,9 @@ pub struct Config {
     /// Save points (seconds, changes): BGSAVE when at least `changes`
     /// changes are unsaved and the last save is `seconds` old. Empty: off.
     pub save_points: RwLock<Vec<(u64, u64)>>,
+    pub cluster_enabled: bool,
+    /// Cluster state file (node ID, held topology) inside `dir`.
+    pub cluster_config_file: String,
 }
 
 /// Parse Redis' `save` value: pairs of seconds and changes, or "" for none.
@@ -184,6 +203,8 @@ impl Default for Config {
             dir: RwLock::new(PathBuf::from(".")),
             dbfilename: RwLock::new("dump.fkv".into()),
             save_points: RwLock::new(Vec::new()),
+            cluster_enabled: false,
+            cluster_config_file: "nodes.json".into(),
         }
     }
 }
@@ -380,7 +401,12 @@ pub static PARAMS: &[Param] = &[
     },
     Param {
         name: "cluster-enabled",
-        get: |_, _| "no".into(),
+        get: |c, _| if c.cluster_enabled { "yes" } else { "no" }.into(),
+        set: None,
+    },
+    Param {
+        name: "cluster-config-file",
+        get: |c, _| c.cluster_config_file.clone(),
         set: None,
     },
 ];
@@ -420,6 +446,8 @@ impl Config {
                         cfg.admin_port = Some(v.parse().map_err(|_| err(format!("invalid admin-port '{v}'")))?)
                     }
                     "threads" => cfg.threads = Some(v.parse().map_err(|_| err(format!("invalid threads '{v}'")))?),
+                    "cluster-enabled" => cfg.cluster_enabled = parse_yes_no(v).map_err(|e| err(e.to_string()))?,
+                    "cluster-config-file" => cfg.cluster_config_file = v.to_string(),
                     name => match find_param(name).and_then(|p| p.set) {
                         Some(set) => set(&cfg, eviction, v).map_err(|e| err(e.to_string()))?,
                         None => return Err(err(format!("unknown directive '{k}'"))),
@@ -438,6 +466,12 @@ impl Config {
         }
         if args.threads.is_some() {
             cfg.threads = args.threads;
+        }
+        if let Some(v) = &args.cluster_enabled {
+            cfg.cluster_enabled = parse_yes_no(v)?;
+        }
+        if let Some(f) = &args.cluster_config_file {
+            cfg.cluster_config_file = f.clone();
         }
         let set = |name: &str, v: Option<String>| -> Result<(), ConfigError> {
             if let (Some(v), Some(p)) = (v, find_param(name))

@@ -42,7 +42,10 @@ impl Counter {
     }
 
     pub fn load(&self, _: Ordering) -> u64 {
-        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).fold(0u64, u64::wrapping_add)
+        self.0
+            .iter()
+            .map(|p| p.0.load(Ordering::Relaxed))
+            .fold(0u64, u64::wrapping_add)
     }
 
     /// Only `store(0)` (CONFIG RESETSTAT) is meaningful for a sum of shards:

@@ -22,6 +22,8 @@
 //! - [`state`]: what all connections share (keyspace, config, clients,
 //!   pub/sub, blocked clients, WATCH registry, statistics, metrics).
 //! - [`session`]: per-connection state (protocol, auth, MULTI, subscriptions).
+//! - [`cluster`]: cluster mode: the pushed topology, `-MOVED`/`-CROSSSLOT`
+//!   routing before a command runs, and the driver the operator calls.
 //!
 //! # Concurrency
 //!
@@ -43,6 +45,7 @@
 
 pub mod blocking;
 pub mod client;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod counter;

@@ -58,15 +58,26 @@ impl Metrics {
                 continue;
             }
             for (ub, n) in LATENCY_BUCKETS.iter().zip(t.cumulative) {
-                let _ = writeln!(out, "ferrokv_command_duration_seconds_bucket{{command=\"{name}\",le=\"{ub}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "ferrokv_command_duration_seconds_bucket{{command=\"{name}\",le=\"{ub}\"}} {n}"
+                );
             }
             let _ = writeln!(
                 out,
                 "ferrokv_command_duration_seconds_bucket{{command=\"{name}\",le=\"+Inf\"}} {}",
                 t.count
             );
-            let _ = writeln!(out, "ferrokv_command_duration_seconds_sum{{command=\"{name}\"}} {}", t.sum_seconds);
-            let _ = writeln!(out, "ferrokv_command_duration_seconds_count{{command=\"{name}\"}} {}", t.count);
+            let _ = writeln!(
+                out,
+                "ferrokv_command_duration_seconds_sum{{command=\"{name}\"}} {}",
+                t.sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "ferrokv_command_duration_seconds_count{{command=\"{name}\"}} {}",
+                t.count
+            );
         }
     }
 

@@ -44,6 +44,13 @@ pub struct Session {
     /// clock once per command is measurable, and like Redis' cached
     /// `mstime` a few microseconds of staleness cannot matter to expiry.
     pub clock_ms: Option<u64>,
+    /// READONLY: reads of this node's shard are served here on a replica.
+    pub readonly: bool,
+    /// ASKING: the next command may use a slot being imported.
+    pub asking: bool,
+    /// A connection the node itself drives (role changes, and the
+    /// replication stream from a primary): never redirected.
+    pub cluster_internal: bool,
 }
 
 impl Session {
@@ -64,6 +71,9 @@ impl Session {
             reply_skip: false,
             last_command: None,
             clock_ms: None,
+            readonly: false,
+            asking: false,
+            cluster_internal: false,
         }
     }
 

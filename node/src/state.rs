@@ -181,6 +181,9 @@ pub struct State {
     /// This state's own `Arc`, for commands that start background work
     /// outliving the command (BGSAVE's snapshot thread).
     pub this: std::sync::Weak<State>,
+    /// Cluster mode (off unless `--cluster-enabled yes`): identity, the held
+    /// topology, routing.
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl AsRef<Db> for State {
@@ -224,6 +227,7 @@ impl State {
             replid: (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect(),
             saves: crate::persist::save::SaveState::default(),
             this: this.clone(),
+            cluster: crate::cluster::Cluster::default(),
         })
     }
 

@@ -208,6 +208,8 @@ fn reset(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ctx.session.handle.no_evict.store(false, Ordering::Relaxed);
     ctx.session.handle.no_touch.store(false, Ordering::Relaxed);
     ctx.session.reply_off = false;
+    ctx.session.readonly = false;
+    ctx.session.asking = false;
     ctx.session.reply_skip = false;
     ctx.session.authenticated = ctx.state.config.requirepass.read().is_none();
     Ok(Reply::status("RESET"))

@@ -22,6 +22,8 @@ use shutdown::Shutdown;
 pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("failed to listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("failed to load the snapshot: {0}")]
@@ -72,6 +74,15 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
             state.db.wlog.reset(info.offset);
         }
     }
+    // Before listening: a node must know its identity and held epoch before
+    // it answers a single command (its routing depends on them).
+    let role = if state.config.cluster_enabled {
+        state
+            .cluster
+            .enable(&state.config.dir.read().clone(), &state.config.cluster_config_file)?
+    } else {
+        None
+    };
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, done_rx) = mpsc::channel(1);
 
@@ -136,6 +147,9 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         state.clone(),
         Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
     ));
+    if let (Some(role), Some(view)) = (role, state.cluster.view()) {
+        crate::cluster::apply_role(&state, role, view.epoch());
+    }
     state.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         state,

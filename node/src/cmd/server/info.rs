@@ -99,7 +99,7 @@ pub fn info(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             "cpu" => cpu(&mut s),
             "commandstats" => commandstats(state, &mut s),
             "errorstats" => errorstats(state, &mut s),
-            "cluster" => s.field("cluster_enabled", 0),
+            "cluster" => s.field("cluster_enabled", u8::from(state.cluster.is_enabled())),
             "keyspace" if keys > 0 => s.field("db0", format!("keys={keys},expires={expires},avg_ttl=0")),
             _ => {}
         }
@@ -227,7 +227,10 @@ fn stats(state: &State, s: &mut Section) {
     let st = &state.stats;
     let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     s.field("total_connections_received", l(&st.total_connections_received));
-    s.field("total_commands_processed", st.total_commands_processed.load(Ordering::Relaxed));
+    s.field(
+        "total_commands_processed",
+        st.total_commands_processed.load(Ordering::Relaxed),
+    );
     s.field("total_net_input_bytes", st.net_input_bytes.load(Ordering::Relaxed));
     s.field("total_net_output_bytes", st.net_output_bytes.load(Ordering::Relaxed));
     s.field("rejected_connections", l(&st.rejected_connections));
