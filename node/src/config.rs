@@ -64,6 +64,27 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Data directory (holds the persisted config epoch, `config-epoch`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Start as a replica of this primary: `--replicaof HOST PORT`.
+    #[arg(long, num_args = 2, value_names = ["HOST", "PORT"])]
+    pub replicaof: Option<Vec<String>>,
+    /// Bytes of write log kept for replicas that reconnect (partial resync), e.g. 1mb.
+    #[arg(long)]
+    pub repl_backlog_size: Option<String>,
+    /// Password this node sends (AUTH) to its primary.
+    #[arg(long, env = "FERROKV_MASTERAUTH", hide_env_values = true)]
+    pub masterauth: Option<String>,
+    /// Replicas refuse writes from clients (yes) or apply them locally only (no).
+    #[arg(long)]
+    pub replica_read_only: Option<String>,
+    /// Refuse writes unless this many replicas acknowledged within min-replicas-max-lag (0 = off).
+    #[arg(long)]
+    pub min_replicas_to_write: Option<u64>,
+    /// Seconds within which a replica must have acknowledged to count for min-replicas-to-write.
+    #[arg(long)]
+    pub min_replicas_max_lag: Option<u64>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -123,6 +144,15 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Milliseconds above which the latency monitor records an event (0 = off).
     pub latency_monitor_threshold: AtomicU64,
+    pub dir: Option<PathBuf>,
+    /// `--replicaof` / `replicaof` directive: the primary to follow at start.
+    pub replicaof: Option<(String, u16)>,
+    /// Wanted backlog size; the replication cron applies it to the write log.
+    pub repl_backlog_size: AtomicU64,
+    pub masterauth: RwLock<Option<String>>,
+    pub replica_read_only: std::sync::atomic::AtomicBool,
+    pub min_replicas_to_write: AtomicU64,
+    pub min_replicas_max_lag: AtomicU64,
 }
 
 impl Default for Config {
@@ -142,6 +172,13 @@ impl Default for Config {
             slowlog_max_len: AtomicUsize::new(128),
             config_file: None,
             latency_monitor_threshold: AtomicU64::new(0),
+            dir: None,
+            replicaof: None,
+            repl_backlog_size: AtomicU64::new(crate::wlog::DEFAULT_BACKLOG as u64),
+            masterauth: RwLock::new(None),
+            replica_read_only: std::sync::atomic::AtomicBool::new(true),
+            min_replicas_to_write: AtomicU64::new(0),
+            min_replicas_max_lag: AtomicU64::new(10),
         }
     }
 }
@@ -281,6 +318,60 @@ pub static PARAMS: &[Param] = &[
             Ok(())
         }),
     },
+    Param {
+        name: "repl-backlog-size",
+        get: |c, _| c.repl_backlog_size.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            let n = parse_memory(v)?;
+            if n == 0 {
+                return Err(ConfigError::Invalid(v.to_string()));
+            }
+            c.repl_backlog_size.store(n, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "masterauth",
+        get: |c, _| c.masterauth.read().clone().unwrap_or_default(),
+        set: Some(|c, _, v| {
+            *c.masterauth.write() = (!v.is_empty()).then(|| v.to_string());
+            Ok(())
+        }),
+    },
+    Param {
+        name: "replica-read-only",
+        get: |c, _| yes_no(c.replica_read_only.load(Ordering::Relaxed)),
+        set: Some(|c, _, v| {
+            c.replica_read_only.store(parse_yes_no(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "min-replicas-to-write",
+        get: |c, _| c.min_replicas_to_write.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.min_replicas_to_write.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "min-replicas-max-lag",
+        get: |c, _| c.min_replicas_max_lag.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.min_replicas_max_lag.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "dir",
+        get: |c, _| {
+            c.dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        },
+        set: None,
+    },
     // No persistence in this node yet: report what is true (nothing is saved).
     Param {
         name: "save",
@@ -303,6 +394,33 @@ pub static PARAMS: &[Param] = &[
         set: None,
     },
 ];
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+fn parse_yes_no(v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(ConfigError::Invalid(v.to_string())),
+    }
+}
+
+/// `host port` for `replicaof`.
+fn parse_replicaof(words: &[&str]) -> Result<(String, u16), ConfigError> {
+    match words {
+        [host, port] => {
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ConfigError::Invalid(port.to_string()))?;
+            Ok((host.to_string(), port))
+        }
+        _ => Err(ConfigError::Invalid(words.join(" "))),
+    }
+}
 
 pub fn find_param(name: &str) -> Option<&'static Param> {
     PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
@@ -337,6 +455,11 @@ impl Config {
                     "port" => cfg.port = v.parse().map_err(|_| err(format!("invalid port '{v}'")))?,
                     "admin-port" => {
                         cfg.admin_port = Some(v.parse().map_err(|_| err(format!("invalid admin-port '{v}'")))?)
+                    }
+                    "dir" => cfg.dir = Some(PathBuf::from(v)),
+                    "replicaof" | "slaveof" => {
+                        let words: Vec<&str> = v.split_whitespace().collect();
+                        cfg.replicaof = Some(parse_replicaof(&words).map_err(|e| err(e.to_string()))?);
                     }
                     "threads" => cfg.threads = Some(v.parse().map_err(|_| err(format!("invalid threads '{v}'")))?),
                     name => match find_param(name).and_then(|p| p.set) {
@@ -379,6 +502,18 @@ impl Config {
             args.slowlog_log_slower_than.map(|v| v.to_string()),
         )?;
         set("slowlog-max-len", args.slowlog_max_len.map(|v| v.to_string()))?;
+        set("repl-backlog-size", args.repl_backlog_size.clone())?;
+        set("masterauth", args.masterauth.clone())?;
+        set("replica-read-only", args.replica_read_only.clone())?;
+        set("min-replicas-to-write", args.min_replicas_to_write.map(|v| v.to_string()))?;
+        set("min-replicas-max-lag", args.min_replicas_max_lag.map(|v| v.to_string()))?;
+        if args.dir.is_some() {
+            cfg.dir = args.dir.clone();
+        }
+        if let Some(words) = &args.replicaof {
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            cfg.replicaof = Some(parse_replicaof(&words)?);
+        }
         Ok(cfg)
     }
 }

@@ -22,6 +22,8 @@
 //! - [`state`]: what all connections share (keyspace, config, clients,
 //!   pub/sub, blocked clients, WATCH registry, statistics, metrics).
 //! - [`session`]: per-connection state (protocol, auth, MULTI, subscriptions).
+//! - [`repl`]: replication (PSYNC, senders tailing the write log, the replica
+//!   link that applies and relays its primary's stream, WAIT, config epochs).
 //!
 //! # Concurrency
 //!
@@ -50,6 +52,7 @@ pub mod glob;
 pub mod metrics;
 pub mod notify;
 pub mod pubsub;
+pub mod repl;
 pub mod resp;
 pub mod server;
 pub mod session;

@@ -35,6 +35,8 @@ pub struct Session {
     /// CLIENT REPLY OFF/SKIP.
     pub reply_off: bool,
     pub reply_skip: bool,
+    /// Replication: handshake facts, PSYNC/WAIT hand-offs, the primary's session.
+    pub repl: crate::repl::SessionRepl,
 }
 
 impl Session {
@@ -53,6 +55,7 @@ impl Session {
             close: false,
             reply_off: false,
             reply_skip: false,
+            repl: crate::repl::SessionRepl::default(),
         }
     }
 

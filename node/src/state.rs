@@ -179,12 +179,17 @@ pub struct State {
     pub latency: Latency,
     /// Highest `used_memory` seen (INFO memory `used_memory_peak`).
     pub mem_peak: AtomicU64,
-    /// Replication ID reported by `INFO replication` (new every start).
-    pub replid: String,
+    /// Replication: role, replication IDs, replicas, config epoch.
+    pub repl: crate::repl::Repl,
 }
 
 impl State {
     pub fn new(db: Db, config: Config) -> Arc<State> {
+        Self::with_repl(db, config, crate::repl::Repl::new(crate::repl::epoch::Epoch::in_memory()))
+    }
+
+    /// A state whose replication keeps its config epoch where `repl` says.
+    pub fn with_repl(db: Db, config: Config, repl: crate::repl::Repl) -> Arc<State> {
         let n = crate::cmd::table().len();
         let run_id: String = (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect();
         Arc::new(State {
@@ -206,7 +211,7 @@ impl State {
             ready: AtomicBool::new(false),
             latency: Latency::default(),
             mem_peak: AtomicU64::new(0),
-            replid: (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect(),
+            repl,
         })
     }
 

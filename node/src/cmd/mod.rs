@@ -23,6 +23,7 @@ pub mod keys;
 pub mod list;
 pub mod parse;
 pub mod pubsub;
+pub mod repl;
 pub mod server;
 pub mod set;
 pub mod stream;
@@ -176,7 +177,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 12] {
+fn families() -> [&'static [CommandSpec]; 13] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -190,6 +191,7 @@ fn families() -> [&'static [CommandSpec]; 12] {
         txn::COMMANDS,
         server::COMMANDS,
         cluster::COMMANDS,
+        repl::COMMANDS,
     ]
 }
 
@@ -367,6 +369,16 @@ impl<'a> Ctx<'a> {
     /// several commands in MULTI/EXEC.
     pub fn flush_log(&mut self, args: &[Bytes], atomic: bool) {
         self.collect_log(args);
+        // On a replica the log holds the primary's stream, byte for byte:
+        // the primary's commands relay what they were received as, and a
+        // writable replica's local writes are not logged (as Redis 4+).
+        if self.session.repl.master || self.state.repl.is_replica() {
+            self.log.clear();
+            if let Some(raw) = self.session.repl.relay.take() {
+                self.state.db.wlog.append_raw(&raw);
+            }
+            return;
+        }
         if !self.log.is_empty() {
             let end = self.state.db.wlog.append(&self.log, atomic);
             self.session.handle.write_offset.fetch_max(end, Ordering::Relaxed);
@@ -507,6 +519,16 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         count_error(state, &e);
         return Outcome::Reply(e);
     }
+    if !session.repl.master
+        && let Some(e) = refuse_by_replication(state, spec)
+    {
+        if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        state.stats.commands[id].rejected_calls.fetch_add(1, Ordering::Relaxed);
+        count_error(state, &e);
+        return Outcome::Reply(e);
+    }
     if let Some(m) = session.multi.as_mut()
         && spec.flags & flags::TXN_CONTROL == 0
     {
@@ -518,13 +540,27 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         session.handle.multi.store(m.queue.len() as i64, Ordering::Relaxed);
         return Outcome::Reply(Reply::status("QUEUED"));
     }
-    if spec.flags & flags::DENYOOM != 0 && enforce_maxmemory(state) {
+    // A replica's dataset is its primary's: it never evicts on its own
+    // (Redis' replica-ignore-maxmemory), or the two would diverge.
+    if spec.flags & flags::DENYOOM != 0 && !state.repl.is_replica() && enforce_maxmemory(state) {
         state.stats.commands[id].rejected_calls.fetch_add(1, Ordering::Relaxed);
         let e = Reply::err("OOM command not allowed when used memory > 'maxmemory'.");
         count_error(state, &e);
         return Outcome::Reply(e);
     }
     run(state, session, spec, args, false)
+}
+
+/// `-LOADING` while a full sync replaces the dataset, `-READONLY` /
+/// `-NOREPLICAS` for writes (see [`crate::repl::Repl::refuse_write`]).
+fn refuse_by_replication(state: &State, spec: &'static CommandSpec) -> Option<Reply> {
+    if spec.flags & flags::LOADING == 0 && state.repl.loading.load(Ordering::Relaxed) {
+        return Some(Reply::err("LOADING Redis is loading the dataset in memory"));
+    }
+    if spec.is_write() {
+        return state.repl.refuse_write(state).map(Reply::err);
+    }
+    None
 }
 
 fn count_error(state: &State, reply: &Reply) {
@@ -548,6 +584,7 @@ pub fn run(state: &State, session: &mut Session, spec: &'static CommandSpec, arg
         }
     };
     ks.no_touch = session.handle.no_touch.load(Ordering::Relaxed) && spec.name != "touch";
+    ks.master_apply = session.repl.master;
     let (result, block, expired, events, ready) = {
         let mut ctx = Ctx {
             state,

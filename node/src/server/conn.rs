@@ -67,6 +67,8 @@ struct Conn {
 enum Step {
     Continue,
     Close,
+    /// PSYNC/SYNC: the connection becomes a replica stream.
+    Replica(crate::repl::primary::PsyncPlan),
 }
 
 /// Serve one connection until it closes, is killed, or the server shuts down.
@@ -84,7 +86,19 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
         push_rx,
         handle: handle.clone(),
     };
-    let _ = conn.run(&mut shutdown).await;
+    if let Ok(Some(plan)) = conn.run(&mut shutdown).await {
+        // Replies to commands pipelined before PSYNC go out first.
+        if conn.flush().await.is_ok() {
+            let port = conn.session.repl.listening_port.unwrap_or(handle.addr.port());
+            let inbuf = std::mem::take(&mut conn.inbuf);
+            let Conn { stream, .. } = conn;
+            crate::repl::primary::serve_replica(state.clone(), stream, inbuf, handle.clone(), plan, port, shutdown)
+                .await;
+        }
+        state.pubsub.remove_client(handle.id);
+        state.clients.unregister(handle.id);
+        return;
+    }
     // Leave no trace: subscriptions, watches, registry entry.
     state.pubsub.remove_client(handle.id);
     state.watches.unwatch(&conn.session.watched, &conn.session.watch_dirty);
@@ -92,15 +106,20 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
 }
 
 impl Conn {
-    async fn run(&mut self, shutdown: &mut Shutdown) -> std::io::Result<()> {
+    /// Serve requests; `Some` when the client turned into a replica.
+    async fn run(&mut self, shutdown: &mut Shutdown) -> std::io::Result<Option<crate::repl::primary::PsyncPlan>> {
         loop {
-            if let Step::Close = self.process_input(shutdown).await? {
-                self.flush().await?;
-                return Ok(());
+            match self.process_input(shutdown).await? {
+                Step::Close => {
+                    self.flush().await?;
+                    return Ok(None);
+                }
+                Step::Replica(plan) => return Ok(Some(plan)),
+                Step::Continue => {}
             }
             self.flush().await?;
             if self.handle.killed.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok(None);
             }
             let idle = self.state.config.timeout.load(Ordering::Relaxed);
             let idle_limit = if idle > 0 && self.session.subscription_count() == 0 {
@@ -115,12 +134,12 @@ impl Conn {
                 r = self.stream.read_buf(&mut self.inbuf) => {
                     let n = r?;
                     if n == 0 {
-                        return Ok(());
+                        return Ok(None);
                     }
                     self.on_read(n);
                     if self.inbuf.len() > QUERY_BUFFER_LIMIT {
                         tracing::warn!(client = self.handle.id, "closing client that reached max query buffer length");
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
                 Some(msg) = self.push_rx.recv() => {
@@ -132,9 +151,9 @@ impl Conn {
                         }
                     }
                 }
-                _ = self.handle.kill.notified() => return Ok(()),
-                _ = shutdown.recv() => return Ok(()),
-                _ = tokio::time::sleep(idle_limit) => return Ok(()),
+                _ = self.handle.kill.notified() => return Ok(None),
+                _ = shutdown.recv() => return Ok(None),
+                _ = tokio::time::sleep(idle_limit) => return Ok(None),
             }
         }
     }
@@ -194,7 +213,23 @@ impl Conn {
             // `CLIENT REPLY SKIP` sets the flag for the command after it.
             let skip = std::mem::take(&mut self.session.reply_skip);
             match cmd::execute(&self.state, &mut self.session, args) {
-                Outcome::Reply(r) => self.write_reply(r, skip),
+                Outcome::Reply(r) => {
+                    if let Some(plan) = self.session.repl.psync.take() {
+                        return Ok(Step::Replica(plan));
+                    }
+                    let r = match self.session.repl.wait.take() {
+                        Some(w) => {
+                            self.flush().await?;
+                            let state = self.state.clone();
+                            tokio::select! {
+                                r = crate::repl::primary::wait(&state, w, &self.handle) => r,
+                                _ = shutdown.recv() => return Ok(Step::Close),
+                            }
+                        }
+                        None => r,
+                    };
+                    self.write_reply(r, skip)
+                }
                 Outcome::Block { spec, args } => {
                     self.flush().await?;
                     match self.block(spec, args, shutdown).await? {

@@ -22,6 +22,10 @@ use shutdown::Shutdown;
 pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Epoch(#[from] crate::repl::epoch::EpochError),
+    #[error("replication: {0}")]
+    Repl(#[from] crate::repl::ReplError),
     #[error("failed to listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -54,7 +58,8 @@ impl Running {
 pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let db = Db::new();
     let config = Config::from_args(args, &db.eviction)?;
-    let state = State::new(db, config);
+    let epoch = crate::repl::epoch::Epoch::load(config.dir.clone())?;
+    let state = State::with_repl(db, config, crate::repl::Repl::new(epoch));
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, done_rx) = mpsc::channel(1);
 
@@ -115,6 +120,14 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         state.clone(),
         Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
     ));
+    crate::repl::start(
+        &state,
+        crate::repl::Tasks {
+            notify: notify_shutdown.clone(),
+            done: done_tx.clone(),
+        },
+        state.config.replicaof.clone(),
+    )?;
     state.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         state,
@@ -171,6 +184,10 @@ async fn expiry_job(state: Arc<State>, mut shutdown: Shutdown) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.recv() => return,
+        }
+        // Replicas never expire keys themselves: their primary sends DELs.
+        if state.db.no_expire.load(Ordering::Relaxed) {
+            continue;
         }
         let expired = crate::db::expire::active_expire_cycle(&state.db, Duration::from_millis(25));
         if !expired.is_empty() {
