@@ -231,15 +231,19 @@ struct Ids {
 }
 
 /// What the server gives replication to spawn tasks that stop on shutdown.
+/// The completion sender is held weakly: the state lives as long as the
+/// tasks do, and a strong sender in it would make shutdown wait forever.
 #[derive(Clone)]
 pub struct Tasks {
     pub notify: broadcast::Sender<()>,
-    pub done: mpsc::Sender<()>,
+    pub done: mpsc::WeakSender<()>,
 }
 
 impl Tasks {
-    pub fn shutdown(&self) -> crate::server::shutdown::Shutdown {
-        crate::server::shutdown::Shutdown::new(self.notify.subscribe(), self.done.clone())
+    /// `None` once the server is shutting down.
+    pub fn shutdown(&self) -> Option<crate::server::shutdown::Shutdown> {
+        let done = self.done.upgrade()?;
+        Some(crate::server::shutdown::Shutdown::new(self.notify.subscribe(), done))
     }
 }
 
@@ -400,7 +404,10 @@ impl Repl {
         {
             return Ok(false);
         }
-        let (Some(state), Some(tasks)) = (self.state.get().and_then(Weak::upgrade), self.tasks.get()) else {
+        let (Some(state), Some(shutdown)) = (
+            self.state.get().and_then(Weak::upgrade),
+            self.tasks.get().and_then(Tasks::shutdown),
+        ) else {
             return Err(ReplError::ShuttingDown);
         };
         let was_primary = !self.is_replica();
@@ -424,7 +431,7 @@ impl Repl {
             port,
             status,
             stop_rx,
-            tasks.shutdown(),
+            shutdown,
         ));
         Ok(true)
     }
@@ -516,6 +523,11 @@ impl Repl {
                     let since = st.down_since_ms.load(Ordering::Relaxed);
                     let secs = if since == 0 { -1 } else { (now.saturating_sub(since) / 1000) as i64 };
                     put("master_link_down_since_seconds", secs.to_string());
+                    let err = st.last_error.lock().clone();
+                    if !err.is_empty() {
+                        // Why the link is down, for operators (not a Redis field).
+                        put("ferrokv_master_link_error", err.replace(['\r', '\n'], " "));
+                    }
                 }
                 put("slave_priority", "100".into());
                 let ro = state.config.replica_read_only.load(Ordering::Relaxed);
@@ -592,7 +604,9 @@ pub fn start(state: &Arc<State>, tasks: Tasks, replicaof: Option<(String, u16)>)
     if let Some((host, port)) = replicaof {
         state.repl.become_replica(&host, port)?;
     }
-    tokio::spawn(cron(state.clone(), tasks.shutdown()));
+    if let Some(shutdown) = tasks.shutdown() {
+        tokio::spawn(cron(state.clone(), shutdown));
+    }
     Ok(())
 }
 

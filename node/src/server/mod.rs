@@ -124,7 +124,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         &state,
         crate::repl::Tasks {
             notify: notify_shutdown.clone(),
-            done: done_tx.clone(),
+            done: done_tx.downgrade(),
         },
         state.config.replicaof.clone(),
     )?;

@@ -1,0 +1,442 @@
+//! Replication between in-process ferrokv nodes over TCP: full and partial
+//! resync, the replica's read-only behaviour, WAIT, min-replicas-to-write,
+//! config-epoch fencing, and faults (foreign replication IDs, a primary that
+//! vanishes mid full sync).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use ferrokv_node::config::ServeArgs;
+use support::{Frame, RawClient, Server, server_with, wait_for};
+
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn s(f: &Frame) -> String {
+    match f {
+        Frame::Bulk(b) | Frame::Verbatim(b) => String::from_utf8_lossy(b).into_owned(),
+        Frame::Simple(s) | Frame::Error(s) => s.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn info(addr: SocketAddr, section: &str) -> BTreeMap<String, String> {
+    let mut c = RawClient::connect(addr);
+    let text = s(&c.cmd(&["INFO", section]));
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn field(addr: SocketAddr, section: &str, name: &str) -> String {
+    info(addr, section).get(name).cloned().unwrap_or_default()
+}
+
+fn num(addr: SocketAddr, section: &str, name: &str) -> i64 {
+    field(addr, section, name).parse().unwrap_or(-1)
+}
+
+fn primary() -> Server {
+    server_with(ServeArgs::default())
+}
+
+fn replica_of(p: &Server) -> Server {
+    server_with(ServeArgs {
+        replicaof: Some(vec!["127.0.0.1".into(), p.addr.port().to_string()]),
+        ..Default::default()
+    })
+}
+
+/// Wait until `r` follows `p` with the link up and the same offset.
+fn wait_synced(p: SocketAddr, r: SocketAddr) {
+    wait_for("replica in sync", SYNC_TIMEOUT, || {
+        let ri = info(r, "replication");
+        let po = num(p, "replication", "master_repl_offset");
+        (ri.get("master_link_status").map(String::as_str) == Some("up")
+            && ri.get("slave_repl_offset").and_then(|v| v.parse::<i64>().ok()) == Some(po))
+        .then_some(())
+    });
+}
+
+/// Every key with its type and a canonical rendering of its value.
+fn dataset(addr: SocketAddr) -> BTreeMap<String, String> {
+    let mut c = RawClient::connect(addr);
+    let Frame::Array(keys) = c.cmd(&["KEYS", "*"]) else {
+        panic!("KEYS must answer an array")
+    };
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let k = s(&k);
+        let ty = s(&c.cmd(&["TYPE", &k]));
+        let v = match ty.as_str() {
+            "string" => c.cmd(&["GET", &k]),
+            "list" => c.cmd(&["LRANGE", &k, "0", "-1"]),
+            "hash" => c.cmd(&["HGETALL", &k]).sorted(),
+            "set" => c.cmd(&["SMEMBERS", &k]).sorted(),
+            "zset" => c.cmd(&["ZRANGE", &k, "0", "-1", "WITHSCORES"]),
+            "stream" => c.cmd(&["XRANGE", &k, "-", "+"]),
+            _ => Frame::Null,
+        };
+        let ttl = match c.cmd(&["PEXPIRETIME", &k]) {
+            Frame::Int(t) => t,
+            _ => -3,
+        };
+        out.insert(k, format!("{ty} {ttl} {v:?}"));
+    }
+    out
+}
+
+fn load(addr: SocketAddr, prefix: &str, n: usize) {
+    let mut c = RawClient::connect(addr);
+    for i in 0..n {
+        c.send(&["SET", &format!("{prefix}:{i}"), &format!("value-{i}-{}", "x".repeat(i % 50))]);
+    }
+    for _ in 0..n {
+        assert_eq!(c.read(), Frame::Simple("OK".into()));
+    }
+}
+
+#[test]
+fn replica_converges_serves_reads_and_refuses_writes() {
+    let p = primary();
+    load(p.addr, "before", 3000);
+    let mut pc = RawClient::connect(p.addr);
+    assert_eq!(pc.cmd(&["SET", "ttl", "v", "PX", "600000"]), Frame::Simple("OK".into()));
+    let r = replica_of(&p);
+    wait_synced(p.addr, r.addr);
+    assert_eq!(num(p.addr, "stats", "sync_full"), 1);
+    // Writes after the full sync arrive through the stream.
+    load(p.addr, "after", 500);
+    pc.cmd(&["DEL", "before:7"]);
+    pc.cmd(&["MULTI"]);
+    pc.cmd(&["INCR", "counter"]);
+    pc.cmd(&["INCR", "counter"]);
+    pc.cmd(&["EXEC"]);
+    wait_synced(p.addr, r.addr);
+    assert_eq!(dataset(p.addr), dataset(r.addr));
+
+    let mut rc = RawClient::connect(r.addr);
+    assert_eq!(rc.cmd(&["GET", "counter"]), Frame::bulk("2"));
+    assert_eq!(
+        rc.cmd(&["SET", "x", "1"]),
+        Frame::Error("READONLY You can't write against a read only replica.".into())
+    );
+    // A write queued in MULTI is refused and aborts the transaction.
+    rc.cmd(&["MULTI"]);
+    assert!(rc.cmd(&["SET", "x", "1"]).is_error());
+    assert!(s(&rc.cmd(&["EXEC"])).starts_with("EXECABORT"));
+
+    let ri = info(r.addr, "replication");
+    assert_eq!(ri["role"], "slave");
+    assert_eq!(ri["master_port"], p.addr.port().to_string());
+    assert_eq!(ri["master_replid"], field(p.addr, "replication", "master_replid"));
+    let pi = info(p.addr, "replication");
+    assert_eq!(pi["connected_slaves"], "1");
+    assert!(pi["slave0"].contains(",state=online,"), "{}", pi["slave0"]);
+    assert!(pi["slave0"].contains(&format!("port={}", r.addr.port())), "{}", pi["slave0"]);
+
+    let Frame::Array(role) = rc.cmd(&["ROLE"]) else { panic!("ROLE") };
+    assert_eq!(role[0], Frame::bulk("slave"));
+    assert_eq!(role[2], Frame::Int(p.addr.port() as i64));
+    assert_eq!(role[3], Frame::bulk("connected"));
+    let Frame::Array(role) = pc.cmd(&["ROLE"]) else { panic!("ROLE") };
+    assert_eq!(role[0], Frame::bulk("master"));
+    assert!(matches!(&role[2], Frame::Array(v) if v.len() == 1));
+    // The link shows up as a client of each side.
+    assert!(s(&rc.cmd(&["CLIENT", "LIST", "TYPE", "master"])).contains("flags=M"));
+    assert!(s(&pc.cmd(&["CLIENT", "LIST", "TYPE", "replica"])).contains("flags=S"));
+}
+
+#[test]
+fn short_disconnect_resumes_with_a_partial_resync() {
+    let p = primary();
+    load(p.addr, "k", 1000);
+    let r = replica_of(&p);
+    wait_synced(p.addr, r.addr);
+    let mut rc = RawClient::connect(r.addr);
+    for round in 0..3 {
+        assert_eq!(rc.cmd(&["CLIENT", "KILL", "TYPE", "master"]), Frame::Int(1));
+        load(p.addr, &format!("round{round}"), 200);
+        wait_synced(p.addr, r.addr);
+    }
+    assert_eq!(num(p.addr, "stats", "sync_full"), 1, "no second full sync");
+    assert!(num(p.addr, "stats", "sync_partial_ok") >= 3);
+    assert_eq!(dataset(p.addr), dataset(r.addr));
+}
+
+#[test]
+fn falling_behind_the_backlog_forces_a_full_resync() {
+    let p = server_with(ServeArgs {
+        repl_backlog_size: Some("16kb".into()),
+        ..Default::default()
+    });
+    let r = replica_of(&p);
+    wait_synced(p.addr, r.addr);
+    assert_eq!(num(p.addr, "stats", "sync_full"), 1);
+    // Keep the replica out (its handshake fails without the password) while
+    // more than the backlog is written.
+    let mut pc = RawClient::connect(p.addr);
+    assert_eq!(pc.cmd(&["CONFIG", "SET", "requirepass", "secret"]), Frame::Simple("OK".into()));
+    assert_eq!(pc.cmd(&["AUTH", "secret"]), Frame::Simple("OK".into()));
+    let mut rc = RawClient::connect(r.addr);
+    rc.cmd(&["CLIENT", "KILL", "TYPE", "master"]);
+    wait_for("link down", SYNC_TIMEOUT, || {
+        (field(r.addr, "replication", "master_link_status") == "down").then_some(())
+    });
+    for i in 0..400 {
+        pc.cmd(&["SET", &format!("big{i}"), &"v".repeat(100)]);
+    }
+    assert!(num_auth(p.addr, "master_repl_offset") > 40_000);
+    assert_eq!(pc.cmd(&["CONFIG", "SET", "requirepass", ""]), Frame::Simple("OK".into()));
+    wait_synced(p.addr, r.addr);
+    assert_eq!(num(p.addr, "stats", "sync_full"), 2, "second sync must be full");
+    assert!(num(p.addr, "stats", "sync_partial_err") >= 1);
+    assert_eq!(dataset(p.addr), dataset(r.addr));
+}
+
+fn num_auth(addr: SocketAddr, name: &str) -> i64 {
+    let mut c = RawClient::connect(addr);
+    c.cmd(&["AUTH", "secret"]);
+    let text = s(&c.cmd(&["INFO", "replication"]));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn wait_counts_replicas_that_acknowledged() {
+    let p = primary();
+    let mut c = RawClient::connect(p.addr);
+    assert_eq!(c.cmd(&["SET", "a", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&["WAIT", "0", "0"]), Frame::Int(0));
+    let t = Instant::now();
+    assert_eq!(c.cmd(&["WAIT", "1", "200"]), Frame::Int(0));
+    assert!(t.elapsed() >= Duration::from_millis(190), "WAIT must block until the timeout");
+    let r1 = replica_of(&p);
+    let r2 = replica_of(&p);
+    wait_synced(p.addr, r1.addr);
+    wait_synced(p.addr, r2.addr);
+    for i in 0..20 {
+        assert_eq!(c.cmd(&["SET", "a", &i.to_string()]), Frame::Simple("OK".into()));
+        assert_eq!(c.cmd(&["WAIT", "2", "5000"]), Frame::Int(2));
+    }
+    let t = Instant::now();
+    assert_eq!(c.cmd(&["WAIT", "3", "300"]), Frame::Int(2));
+    assert!(t.elapsed() >= Duration::from_millis(290));
+    // Inside MULTI, WAIT answers at once.
+    c.cmd(&["MULTI"]);
+    c.cmd(&["SET", "b", "1"]);
+    c.cmd(&["WAIT", "5", "0"]);
+    let Frame::Array(replies) = c.cmd(&["EXEC"]) else { panic!("EXEC") };
+    assert!(matches!(replies[1], Frame::Int(n) if n <= 2));
+    let mut rc = RawClient::connect(r1.addr);
+    assert!(s(&rc.cmd(&["WAIT", "1", "0"])).contains("cannot be used with replica instances"));
+}
+
+#[test]
+fn min_replicas_to_write_refuses_writes_without_good_replicas() {
+    let p = primary();
+    let mut c = RawClient::connect(p.addr);
+    assert_eq!(c.cmd(&["CONFIG", "SET", "min-replicas-to-write", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["SET", "a", "1"]),
+        Frame::Error("NOREPLICAS Not enough good replicas to write.".into())
+    );
+    assert_eq!(c.cmd(&["GET", "a"]), Frame::Null, "reads are served");
+    let r = replica_of(&p);
+    wait_synced(p.addr, r.addr);
+    wait_for("write accepted", SYNC_TIMEOUT, || {
+        (c.cmd(&["SET", "a", "1"]) == Frame::Simple("OK".into())).then_some(())
+    });
+    drop(r);
+    wait_for("writes refused again", SYNC_TIMEOUT, || {
+        c.cmd(&["SET", "a", "2"]).is_error().then_some(())
+    });
+}
+
+#[test]
+fn promoted_replica_serves_partial_resync_to_its_sibling() {
+    let a = primary();
+    load(a.addr, "k", 500);
+    let b = replica_of(&a);
+    let c = replica_of(&a);
+    wait_synced(a.addr, b.addr);
+    wait_synced(a.addr, c.addr);
+    let mut bc = RawClient::connect(b.addr);
+    assert_eq!(bc.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        field(b.addr, "replication", "master_replid2"),
+        field(a.addr, "replication", "master_replid")
+    );
+    let mut cc = RawClient::connect(c.addr);
+    assert_eq!(
+        cc.cmd(&["REPLICAOF", "127.0.0.1", &b.addr.port().to_string(), "EPOCH", "1"]),
+        Frame::Simple("OK".into())
+    );
+    load(b.addr, "new", 100);
+    wait_synced(b.addr, c.addr);
+    assert_eq!(num(b.addr, "stats", "sync_full"), 0, "the sibling continued partially");
+    assert_eq!(num(b.addr, "stats", "sync_partial_ok"), 1);
+    assert_eq!(dataset(b.addr), dataset(c.addr));
+}
+
+#[test]
+fn epochs_fence_stale_commands_and_a_returning_primary_demotes_itself() {
+    let dir = support::TempDir::new("epoch");
+    let a = server_with(ServeArgs {
+        dir: Some(dir.0.clone()),
+        ..Default::default()
+    });
+    let mut ac = RawClient::connect(a.addr);
+    assert_eq!(ac.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "1"]), Frame::Simple("OK".into()));
+    let b = primary();
+    let mut bc = RawClient::connect(b.addr);
+    let a_port = a.addr.port().to_string();
+    assert_eq!(bc.cmd(&["REPLICAOF", "127.0.0.1", &a_port, "EPOCH", "1"]), Frame::Simple("OK".into()));
+    load(a.addr, "k", 300);
+    wait_synced(a.addr, b.addr);
+
+    // Failover: B is promoted in epoch 2; A does not know and keeps taking writes.
+    assert_eq!(bc.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "2"]), Frame::Simple("OK".into()));
+    assert_eq!(bc.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "2"]), Frame::Simple("OK".into()), "idempotent");
+    assert_eq!(ac.cmd(&["SET", "lost", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(bc.cmd(&["SET", "kept", "1"]), Frame::Simple("OK".into()));
+    // A stale control-plane command is refused.
+    let stale = bc.cmd(&["REPLICAOF", "127.0.0.1", &a_port, "EPOCH", "1"]);
+    assert!(s(&stale).starts_with("STALEEPOCH"), "{stale:?}");
+    assert_eq!(field(b.addr, "replication", "role"), "master");
+    // A node that knows epoch 2 is refused by A (epoch 1) at the handshake.
+    let mut raw = RawClient::connect(a.addr);
+    assert!(s(&raw.cmd(&["REPLCONF", "epoch", "2"])).starts_with("FENCED"));
+
+    // The old primary learns of epoch 2: it demotes itself and, its history
+    // having diverged ("lost"), takes a full copy of B.
+    assert_eq!(
+        ac.cmd(&["REPLICAOF", "127.0.0.1", &b.addr.port().to_string(), "EPOCH", "2"]),
+        Frame::Simple("OK".into())
+    );
+    wait_synced(b.addr, a.addr);
+    assert_eq!(num(b.addr, "stats", "sync_full"), 1);
+    assert_eq!(ac.cmd(&["GET", "lost"]), Frame::Null);
+    assert_eq!(ac.cmd(&["GET", "kept"]), Frame::bulk("1"));
+    assert_eq!(dataset(a.addr), dataset(b.addr));
+
+    // The epoch survives a restart.
+    drop(ac);
+    drop(a);
+    let a = server_with(ServeArgs {
+        dir: Some(dir.0.clone()),
+        ..Default::default()
+    });
+    assert_eq!(field(a.addr, "replication", "ferrokv_config_epoch"), "2");
+    let mut ac = RawClient::connect(a.addr);
+    assert!(s(&ac.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "1"])).starts_with("STALEEPOCH"));
+
+    // A replica that knows a newer epoch refuses to follow an older primary.
+    assert_eq!(ac.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "3"]), Frame::Simple("OK".into()));
+    assert_eq!(ac.cmd(&["REPLICAOF", "127.0.0.1", &b.addr.port().to_string()]), Frame::Simple("OK".into()));
+    wait_for("link refused", SYNC_TIMEOUT, || {
+        let i = info(a.addr, "replication");
+        i.get("ferrokv_master_link_error")
+            .filter(|e| e.contains("FENCED") || e.contains("older than ours"))
+            .cloned()
+    });
+    assert_eq!(field(a.addr, "replication", "master_link_status"), "down");
+}
+
+#[test]
+fn foreign_replication_id_gets_a_full_sync() {
+    let p = primary();
+    load(p.addr, "k", 10);
+    let mut stream = c_stream(p.addr);
+    stream
+        .write_all(&RawClient::encode(&["PSYNC", "0123456789012345678901234567890123456789", "5"]))
+        .unwrap();
+    let mut rd = std::io::BufReader::new(stream);
+    let head = read_line(&mut rd);
+    assert!(head.starts_with("+FULLRESYNC "), "{head}");
+    assert!(read_line(&mut rd).starts_with("$EOF:"));
+    assert!(num(p.addr, "stats", "sync_partial_err") >= 1);
+}
+
+fn c_stream(addr: SocketAddr) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// One line, skipping empty keepalive lines.
+fn read_line(r: &mut impl BufRead) -> String {
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "connection closed");
+        let t = line.trim();
+        if !t.is_empty() {
+            return t.to_string();
+        }
+    }
+}
+
+/// One RESP command (array of bulk strings) as strings.
+fn read_command(r: &mut impl BufRead) -> Vec<String> {
+    let head = read_line(r);
+    let n: usize = head.trim_start_matches('*').parse().unwrap();
+    (0..n)
+        .map(|_| {
+            let _len = read_line(r);
+            read_line(r)
+        })
+        .collect()
+}
+
+#[test]
+fn primary_vanishing_mid_full_sync_leaves_the_old_data() {
+    // A fake primary: completes the handshake, announces a full sync, sends
+    // part of a payload and hangs up.
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = fake.local_addr().unwrap().port();
+    let r = primary();
+    load(r.addr, "old", 100);
+    let before = dataset(r.addr);
+    let mut rc = RawClient::connect(r.addr);
+    assert_eq!(rc.cmd(&["REPLICAOF", "127.0.0.1", &fake_port.to_string()]), Frame::Simple("OK".into()));
+    let (conn, _) = fake.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut rd = std::io::BufReader::new(conn);
+    loop {
+        let cmd = read_command(&mut rd);
+        let reply = match (cmd[0].to_ascii_uppercase().as_str(), cmd.get(1).map(|s| s.to_ascii_lowercase())) {
+            ("PING", _) => "+PONG\r\n".to_string(),
+            ("REPLCONF", Some(o)) if o == "epoch" => "+EPOCH 0\r\n".to_string(),
+            ("REPLCONF", _) => "+OK\r\n".to_string(),
+            ("PSYNC", _) => "+FULLRESYNC 1111111111111111111111111111111111111111 1000\r\n\
+                 $EOF:abcdefghijabcdefghijabcdefghijabcdefghij\r\nFKVSYNC0-partial-payload"
+                .to_string(),
+            other => panic!("unexpected {other:?}"),
+        };
+        w.write_all(reply.as_bytes()).unwrap();
+        if cmd[0].eq_ignore_ascii_case("PSYNC") {
+            break;
+        }
+    }
+    wait_for("sync in progress", SYNC_TIMEOUT, || {
+        (field(r.addr, "replication", "master_sync_in_progress") == "1").then_some(())
+    });
+    drop(w);
+    drop(rd);
+    wait_for("link error reported", SYNC_TIMEOUT, || {
+        info(r.addr, "replication")
+            .get("ferrokv_master_link_error")
+            .filter(|e| e.contains("old dataset kept"))
+            .cloned()
+    });
+    assert_eq!(dataset(r.addr), before, "old data must survive an interrupted full sync");
+    assert_eq!(rc.cmd(&["REPLICAOF", "NO", "ONE"]), Frame::Simple("OK".into()));
+    assert_eq!(dataset(r.addr), before);
+}
