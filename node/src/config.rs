@@ -64,9 +64,18 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Data directory (holds the persisted config epoch, `config-epoch`).
+    /// Directory for the snapshot file and other data files (the persisted
+    /// config epoch, `config-epoch`).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Snapshot file name inside --dir.
+    #[arg(long, value_name = "NAME")]
+    pub dbfilename: Option<String>,
+    /// Snapshot schedule as in Redis: "<seconds> <changes>" pairs, e.g.
+    /// "3600 1 300 100 60 10000" (save after 3600 s if 1 key changed, ...);
+    /// "" turns it off (the default).
+    #[arg(long, value_name = "POINTS")]
+    pub save: Option<String>,
     /// Start as a replica of this primary: `--replicaof HOST PORT`.
     #[arg(long, num_args = 2, value_names = ["HOST", "PORT"])]
     pub replicaof: Option<Vec<String>>,
@@ -144,7 +153,10 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Milliseconds above which the latency monitor records an event (0 = off).
     pub latency_monitor_threshold: AtomicU64,
-    pub dir: Option<PathBuf>,
+    /// `--dir` / `dir` when given explicitly: where the config epoch is
+    /// persisted (without it the epoch lives in memory, so throwaway nodes
+    /// and tests never share an epoch through the working directory).
+    pub epoch_dir: Option<PathBuf>,
     /// `--replicaof` / `replicaof` directive: the primary to follow at start.
     pub replicaof: Option<(String, u16)>,
     /// Wanted backlog size; the replication cron applies it to the write log.
@@ -153,6 +165,34 @@ pub struct Config {
     pub replica_read_only: std::sync::atomic::AtomicBool,
     pub min_replicas_to_write: AtomicU64,
     pub min_replicas_max_lag: AtomicU64,
+    /// Where snapshots go (`dir`), and their file name (`dbfilename`).
+    pub dir: RwLock<PathBuf>,
+    pub dbfilename: RwLock<String>,
+    /// Save points (seconds, changes): BGSAVE when at least `changes`
+    /// changes are unsaved and the last save is `seconds` old. Empty: off.
+    pub save_points: RwLock<Vec<(u64, u64)>>,
+}
+
+/// Parse Redis' `save` value: pairs of seconds and changes, or "" for none.
+pub fn parse_save_points(v: &str) -> Result<Vec<(u64, u64)>, ConfigError> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    if words.len() % 2 != 0 {
+        return Err(ConfigError::Invalid(v.to_string()));
+    }
+    words
+        .chunks(2)
+        .map(|c| match (c[0].parse(), c[1].parse()) {
+            (Ok(secs), Ok(changes)) => Ok((secs, changes)),
+            _ => Err(ConfigError::Invalid(v.to_string())),
+        })
+        .collect()
+}
+
+impl Config {
+    /// Path of the snapshot file (`dir`/`dbfilename`).
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.dir.read().join(&*self.dbfilename.read())
+    }
 }
 
 impl Default for Config {
@@ -172,13 +212,16 @@ impl Default for Config {
             slowlog_max_len: AtomicUsize::new(128),
             config_file: None,
             latency_monitor_threshold: AtomicU64::new(0),
-            dir: None,
+            epoch_dir: None,
             replicaof: None,
             repl_backlog_size: AtomicU64::new(crate::wlog::DEFAULT_BACKLOG as u64),
             masterauth: RwLock::new(None),
             replica_read_only: std::sync::atomic::AtomicBool::new(true),
             min_replicas_to_write: AtomicU64::new(0),
             min_replicas_max_lag: AtomicU64::new(10),
+            dir: RwLock::new(PathBuf::from(".")),
+            dbfilename: RwLock::new("dump.fkv".into()),
+            save_points: RwLock::new(Vec::new()),
         }
     }
 }
@@ -363,20 +406,49 @@ pub static PARAMS: &[Param] = &[
         }),
     },
     Param {
+        name: "save",
+        get: |c, _| {
+            let points = c.save_points.read();
+            let words: Vec<String> = points.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            words.join(" ")
+        },
+        set: Some(|c, _, v| {
+            *c.save_points.write() = parse_save_points(v)?;
+            Ok(())
+        }),
+    },
+    Param {
         name: "dir",
         get: |c, _| {
-            c.dir
-                .as_ref()
-                .map(|d| d.display().to_string())
-                .unwrap_or_default()
+            let d = c.dir.read();
+            // Redis reports the absolute working directory.
+            std::fs::canonicalize(&*d)
+                .unwrap_or_else(|_| d.clone())
+                .to_string_lossy()
+                .into_owned()
         },
-        set: None,
+        set: Some(|c, _, v| {
+            let p = PathBuf::from(v);
+            if !p.is_dir() {
+                return Err(ConfigError::Invalid(format!("{v}: not a directory")));
+            }
+            *c.dir.write() = p;
+            Ok(())
+        }),
     },
-    // No persistence in this node yet: report what is true (nothing is saved).
     Param {
-        name: "save",
-        get: |_, _| String::new(),
-        set: None,
+        name: "dbfilename",
+        get: |c, _| c.dbfilename.read().clone(),
+        set: Some(|c, _, v| {
+            // As Redis: a plain file name, so a client cannot write elsewhere.
+            if v.is_empty() || v.contains('/') || v == "." || v == ".." {
+                return Err(ConfigError::Invalid(
+                    "dbfilename can't be a path, just a filename".into(),
+                ));
+            }
+            *c.dbfilename.write() = v.to_string();
+            Ok(())
+        }),
     },
     Param {
         name: "appendonly",
@@ -456,7 +528,10 @@ impl Config {
                     "admin-port" => {
                         cfg.admin_port = Some(v.parse().map_err(|_| err(format!("invalid admin-port '{v}'")))?)
                     }
-                    "dir" => cfg.dir = Some(PathBuf::from(v)),
+                    "dir" => {
+                        *cfg.dir.write() = PathBuf::from(v);
+                        cfg.epoch_dir = Some(PathBuf::from(v));
+                    }
                     "replicaof" | "slaveof" => {
                         let words: Vec<&str> = v.split_whitespace().collect();
                         cfg.replicaof = Some(parse_replicaof(&words).map_err(|e| err(e.to_string()))?);
@@ -505,10 +580,16 @@ impl Config {
         set("repl-backlog-size", args.repl_backlog_size.clone())?;
         set("masterauth", args.masterauth.clone())?;
         set("replica-read-only", args.replica_read_only.clone())?;
-        set("min-replicas-to-write", args.min_replicas_to_write.map(|v| v.to_string()))?;
+        set(
+            "min-replicas-to-write",
+            args.min_replicas_to_write.map(|v| v.to_string()),
+        )?;
         set("min-replicas-max-lag", args.min_replicas_max_lag.map(|v| v.to_string()))?;
+        set("dir", args.dir.as_ref().map(|d| d.to_string_lossy().into_owned()))?;
+        set("dbfilename", args.dbfilename.clone())?;
+        set("save", args.save.clone())?;
         if args.dir.is_some() {
-            cfg.dir = args.dir.clone();
+            cfg.epoch_dir = args.dir.clone();
         }
         if let Some(words) = &args.replicaof {
             let words: Vec<&str> = words.iter().map(String::as_str).collect();

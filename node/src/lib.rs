@@ -51,6 +51,7 @@ pub mod db;
 pub mod glob;
 pub mod metrics;
 pub mod notify;
+pub mod persist;
 pub mod pubsub;
 pub mod repl;
 pub mod resp;

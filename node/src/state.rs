@@ -181,18 +181,33 @@ pub struct State {
     pub mem_peak: AtomicU64,
     /// Replication: role, replication IDs, replicas, config epoch.
     pub repl: crate::repl::Repl,
+    /// Snapshot bookkeeping: changes since the last save, BGSAVE status.
+    pub saves: crate::persist::save::SaveState,
+    /// This state's own `Arc`, for commands that start background work
+    /// outliving the command (BGSAVE's snapshot thread).
+    pub this: std::sync::Weak<State>,
+}
+
+impl AsRef<Db> for State {
+    fn as_ref(&self) -> &Db {
+        &self.db
+    }
 }
 
 impl State {
     pub fn new(db: Db, config: Config) -> Arc<State> {
-        Self::with_repl(db, config, crate::repl::Repl::new(crate::repl::epoch::Epoch::in_memory()))
+        Self::with_repl(
+            db,
+            config,
+            crate::repl::Repl::new(crate::repl::epoch::Epoch::in_memory()),
+        )
     }
 
     /// A state whose replication keeps its config epoch where `repl` says.
     pub fn with_repl(db: Db, config: Config, repl: crate::repl::Repl) -> Arc<State> {
         let n = crate::cmd::table().len();
         let run_id: String = (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect();
-        Arc::new(State {
+        Arc::new_cyclic(|this| State {
             db,
             port: AtomicU64::new(config.port as u64),
             config,
@@ -212,6 +227,8 @@ impl State {
             latency: Latency::default(),
             mem_peak: AtomicU64::new(0),
             repl,
+            saves: crate::persist::save::SaveState::default(),
+            this: this.clone(),
         })
     }
 

@@ -93,10 +93,73 @@ fn dataset(addr: SocketAddr) -> BTreeMap<String, String> {
 fn load(addr: SocketAddr, prefix: &str, n: usize) {
     let mut c = RawClient::connect(addr);
     for i in 0..n {
-        c.send(&["SET", &format!("{prefix}:{i}"), &format!("value-{i}-{}", "x".repeat(i % 50))]);
+        c.send(&[
+            "SET",
+            &format!("{prefix}:{i}"),
+            &format!("value-{i}-{}", "x".repeat(i % 50)),
+        ]);
     }
     for _ in 0..n {
         assert_eq!(c.read(), Frame::Simple("OK".into()));
+    }
+}
+
+fn digest(addr: SocketAddr) -> String {
+    s(&RawClient::connect(addr).cmd(&["DIGEST"]))
+}
+
+/// Keys of every type, with and without TTLs. `verbatim_safe`: only
+/// commands whose replay anywhere gives the same result (explicit stream
+/// IDs, absolute TTLs), for data that reaches the replica through the
+/// stream rather than the snapshot.
+fn load_types(addr: SocketAddr, prefix: &str, n: usize, verbatim_safe: bool) {
+    let mut c = RawClient::connect(addr);
+    for i in 0..n {
+        let k = |t: &str| format!("{prefix}:{t}:{}", i % 97);
+        let v = i.to_string();
+        let cmds: Vec<Vec<String>> = vec![
+            vec!["RPUSH".into(), k("list"), v.clone()],
+            vec!["HSET".into(), k("hash"), format!("f{}", i % 13), v.clone()],
+            vec!["SADD".into(), k("set"), v.clone()],
+            vec!["ZADD".into(), k("zset"), format!("{}.5", i % 31), v.clone()],
+            if verbatim_safe {
+                vec![
+                    "XADD".into(),
+                    k("stream"),
+                    format!("{}-1", i + 1),
+                    "f".into(),
+                    v.clone(),
+                ]
+            } else {
+                vec!["XADD".into(), k("stream"), "*".into(), "f".into(), v.clone()]
+            },
+            if verbatim_safe {
+                vec![
+                    "SET".into(),
+                    k("ttl"),
+                    v.clone(),
+                    "PXAT".into(),
+                    "99999999999999".into(),
+                ]
+            } else {
+                vec!["SET".into(), k("ttl"), v.clone(), "PX".into(), "600000".into()]
+            },
+        ];
+        for cmd in &cmds {
+            c.send(cmd);
+        }
+        for _ in &cmds {
+            assert!(!c.read().is_error());
+        }
+    }
+    assert!(
+        !c.cmd(&["XGROUP", "CREATE", &format!("{prefix}:stream:1"), "g", "0"])
+            .is_error()
+    );
+    if !verbatim_safe {
+        let stream = format!("{prefix}:stream:1");
+        let r = c.cmd(&["XREADGROUP", "GROUP", "g", "c1", "COUNT", "3", "STREAMS", &stream, ">"]);
+        assert!(!r.is_error());
     }
 }
 
@@ -104,19 +167,42 @@ fn load(addr: SocketAddr, prefix: &str, n: usize) {
 fn replica_converges_serves_reads_and_refuses_writes() {
     let p = primary();
     load(p.addr, "before", 3000);
+    load_types(p.addr, "t", 500, false);
     let mut pc = RawClient::connect(p.addr);
-    assert_eq!(pc.cmd(&["SET", "ttl", "v", "PX", "600000"]), Frame::Simple("OK".into()));
+    // Writes keep coming while the replica takes its full sync.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop) = (p.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut c = RawClient::connect(addr);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(!c.cmd(&["INCR", &format!("during:{}", i % 500)]).is_error());
+                assert!(!c.cmd(&["LPUSH", "during:list", &i.to_string()]).is_error());
+                i += 1;
+            }
+            i
+        })
+    };
     let r = replica_of(&p);
+    wait_for("replica link up", SYNC_TIMEOUT, || {
+        (field(r.addr, "replication", "master_link_status") == "up").then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
     wait_synced(p.addr, r.addr);
     assert_eq!(num(p.addr, "stats", "sync_full"), 1);
+    assert_eq!(digest(p.addr), digest(r.addr));
     // Writes after the full sync arrive through the stream.
     load(p.addr, "after", 500);
+    load_types(p.addr, "u", 200, true);
     pc.cmd(&["DEL", "before:7"]);
     pc.cmd(&["MULTI"]);
     pc.cmd(&["INCR", "counter"]);
     pc.cmd(&["INCR", "counter"]);
     pc.cmd(&["EXEC"]);
     wait_synced(p.addr, r.addr);
+    assert_eq!(digest(p.addr), digest(r.addr));
     assert_eq!(dataset(p.addr), dataset(r.addr));
 
     let mut rc = RawClient::connect(r.addr);
@@ -137,13 +223,21 @@ fn replica_converges_serves_reads_and_refuses_writes() {
     let pi = info(p.addr, "replication");
     assert_eq!(pi["connected_slaves"], "1");
     assert!(pi["slave0"].contains(",state=online,"), "{}", pi["slave0"]);
-    assert!(pi["slave0"].contains(&format!("port={}", r.addr.port())), "{}", pi["slave0"]);
+    assert!(
+        pi["slave0"].contains(&format!("port={}", r.addr.port())),
+        "{}",
+        pi["slave0"]
+    );
 
-    let Frame::Array(role) = rc.cmd(&["ROLE"]) else { panic!("ROLE") };
+    let Frame::Array(role) = rc.cmd(&["ROLE"]) else {
+        panic!("ROLE")
+    };
     assert_eq!(role[0], Frame::bulk("slave"));
     assert_eq!(role[2], Frame::Int(p.addr.port() as i64));
     assert_eq!(role[3], Frame::bulk("connected"));
-    let Frame::Array(role) = pc.cmd(&["ROLE"]) else { panic!("ROLE") };
+    let Frame::Array(role) = pc.cmd(&["ROLE"]) else {
+        panic!("ROLE")
+    };
     assert_eq!(role[0], Frame::bulk("master"));
     assert!(matches!(&role[2], Frame::Array(v) if v.len() == 1));
     // The link shows up as a client of each side.
@@ -180,7 +274,10 @@ fn falling_behind_the_backlog_forces_a_full_resync() {
     // Keep the replica out (its handshake fails without the password) while
     // more than the backlog is written.
     let mut pc = RawClient::connect(p.addr);
-    assert_eq!(pc.cmd(&["CONFIG", "SET", "requirepass", "secret"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        pc.cmd(&["CONFIG", "SET", "requirepass", "secret"]),
+        Frame::Simple("OK".into())
+    );
     assert_eq!(pc.cmd(&["AUTH", "secret"]), Frame::Simple("OK".into()));
     let mut rc = RawClient::connect(r.addr);
     rc.cmd(&["CLIENT", "KILL", "TYPE", "master"]);
@@ -191,7 +288,10 @@ fn falling_behind_the_backlog_forces_a_full_resync() {
         pc.cmd(&["SET", &format!("big{i}"), &"v".repeat(100)]);
     }
     assert!(num_auth(p.addr, "master_repl_offset") > 40_000);
-    assert_eq!(pc.cmd(&["CONFIG", "SET", "requirepass", ""]), Frame::Simple("OK".into()));
+    assert_eq!(
+        pc.cmd(&["CONFIG", "SET", "requirepass", ""]),
+        Frame::Simple("OK".into())
+    );
     wait_synced(p.addr, r.addr);
     assert_eq!(num(p.addr, "stats", "sync_full"), 2, "second sync must be full");
     assert!(num(p.addr, "stats", "sync_partial_err") >= 1);
@@ -216,7 +316,10 @@ fn wait_counts_replicas_that_acknowledged() {
     assert_eq!(c.cmd(&["WAIT", "0", "0"]), Frame::Int(0));
     let t = Instant::now();
     assert_eq!(c.cmd(&["WAIT", "1", "200"]), Frame::Int(0));
-    assert!(t.elapsed() >= Duration::from_millis(190), "WAIT must block until the timeout");
+    assert!(
+        t.elapsed() >= Duration::from_millis(190),
+        "WAIT must block until the timeout"
+    );
     let r1 = replica_of(&p);
     let r2 = replica_of(&p);
     wait_synced(p.addr, r1.addr);
@@ -232,7 +335,9 @@ fn wait_counts_replicas_that_acknowledged() {
     c.cmd(&["MULTI"]);
     c.cmd(&["SET", "b", "1"]);
     c.cmd(&["WAIT", "5", "0"]);
-    let Frame::Array(replies) = c.cmd(&["EXEC"]) else { panic!("EXEC") };
+    let Frame::Array(replies) = c.cmd(&["EXEC"]) else {
+        panic!("EXEC")
+    };
     assert!(matches!(replies[1], Frame::Int(n) if n <= 2));
     let mut rc = RawClient::connect(r1.addr);
     assert!(s(&rc.cmd(&["WAIT", "1", "0"])).contains("cannot be used with replica instances"));
@@ -242,7 +347,10 @@ fn wait_counts_replicas_that_acknowledged() {
 fn min_replicas_to_write_refuses_writes_without_good_replicas() {
     let p = primary();
     let mut c = RawClient::connect(p.addr);
-    assert_eq!(c.cmd(&["CONFIG", "SET", "min-replicas-to-write", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "min-replicas-to-write", "1"]),
+        Frame::Simple("OK".into())
+    );
     assert_eq!(
         c.cmd(&["SET", "a", "1"]),
         Frame::Error("NOREPLICAS Not enough good replicas to write.".into())
@@ -268,7 +376,10 @@ fn promoted_replica_serves_partial_resync_to_its_sibling() {
     wait_synced(a.addr, b.addr);
     wait_synced(a.addr, c.addr);
     let mut bc = RawClient::connect(b.addr);
-    assert_eq!(bc.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        bc.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "1"]),
+        Frame::Simple("OK".into())
+    );
     assert_eq!(
         field(b.addr, "replication", "master_replid2"),
         field(a.addr, "replication", "master_replid")
@@ -282,7 +393,7 @@ fn promoted_replica_serves_partial_resync_to_its_sibling() {
     wait_synced(b.addr, c.addr);
     assert_eq!(num(b.addr, "stats", "sync_full"), 0, "the sibling continued partially");
     assert_eq!(num(b.addr, "stats", "sync_partial_ok"), 1);
-    assert_eq!(dataset(b.addr), dataset(c.addr));
+    assert_eq!(digest(b.addr), digest(c.addr));
 }
 
 #[test]
@@ -293,17 +404,30 @@ fn epochs_fence_stale_commands_and_a_returning_primary_demotes_itself() {
         ..Default::default()
     });
     let mut ac = RawClient::connect(a.addr);
-    assert_eq!(ac.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        ac.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "1"]),
+        Frame::Simple("OK".into())
+    );
     let b = primary();
     let mut bc = RawClient::connect(b.addr);
     let a_port = a.addr.port().to_string();
-    assert_eq!(bc.cmd(&["REPLICAOF", "127.0.0.1", &a_port, "EPOCH", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        bc.cmd(&["REPLICAOF", "127.0.0.1", &a_port, "EPOCH", "1"]),
+        Frame::Simple("OK".into())
+    );
     load(a.addr, "k", 300);
     wait_synced(a.addr, b.addr);
 
     // Failover: B is promoted in epoch 2; A does not know and keeps taking writes.
-    assert_eq!(bc.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "2"]), Frame::Simple("OK".into()));
-    assert_eq!(bc.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "2"]), Frame::Simple("OK".into()), "idempotent");
+    assert_eq!(
+        bc.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "2"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(
+        bc.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "2"]),
+        Frame::Simple("OK".into()),
+        "idempotent"
+    );
     assert_eq!(ac.cmd(&["SET", "lost", "1"]), Frame::Simple("OK".into()));
     assert_eq!(bc.cmd(&["SET", "kept", "1"]), Frame::Simple("OK".into()));
     // A stale control-plane command is refused.
@@ -338,8 +462,14 @@ fn epochs_fence_stale_commands_and_a_returning_primary_demotes_itself() {
     assert!(s(&ac.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "1"])).starts_with("STALEEPOCH"));
 
     // A replica that knows a newer epoch refuses to follow an older primary.
-    assert_eq!(ac.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "3"]), Frame::Simple("OK".into()));
-    assert_eq!(ac.cmd(&["REPLICAOF", "127.0.0.1", &b.addr.port().to_string()]), Frame::Simple("OK".into()));
+    assert_eq!(
+        ac.cmd(&["REPLICAOF", "NO", "ONE", "EPOCH", "3"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(
+        ac.cmd(&["REPLICAOF", "127.0.0.1", &b.addr.port().to_string()]),
+        Frame::Simple("OK".into())
+    );
     wait_for("link refused", SYNC_TIMEOUT, || {
         let i = info(a.addr, "replication");
         i.get("ferrokv_master_link_error")
@@ -355,7 +485,11 @@ fn foreign_replication_id_gets_a_full_sync() {
     load(p.addr, "k", 10);
     let mut stream = c_stream(p.addr);
     stream
-        .write_all(&RawClient::encode(&["PSYNC", "0123456789012345678901234567890123456789", "5"]))
+        .write_all(&RawClient::encode(&[
+            "PSYNC",
+            "0123456789012345678901234567890123456789",
+            "5",
+        ]))
         .unwrap();
     let mut rd = std::io::BufReader::new(stream);
     let head = read_line(&mut rd);
@@ -404,14 +538,20 @@ fn primary_vanishing_mid_full_sync_leaves_the_old_data() {
     load(r.addr, "old", 100);
     let before = dataset(r.addr);
     let mut rc = RawClient::connect(r.addr);
-    assert_eq!(rc.cmd(&["REPLICAOF", "127.0.0.1", &fake_port.to_string()]), Frame::Simple("OK".into()));
+    assert_eq!(
+        rc.cmd(&["REPLICAOF", "127.0.0.1", &fake_port.to_string()]),
+        Frame::Simple("OK".into())
+    );
     let (conn, _) = fake.accept().unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut w = conn.try_clone().unwrap();
     let mut rd = std::io::BufReader::new(conn);
     loop {
         let cmd = read_command(&mut rd);
-        let reply = match (cmd[0].to_ascii_uppercase().as_str(), cmd.get(1).map(|s| s.to_ascii_lowercase())) {
+        let reply = match (
+            cmd[0].to_ascii_uppercase().as_str(),
+            cmd.get(1).map(|s| s.to_ascii_lowercase()),
+        ) {
             ("PING", _) => "+PONG\r\n".to_string(),
             ("REPLCONF", Some(o)) if o == "epoch" => "+EPOCH 0\r\n".to_string(),
             ("REPLCONF", _) => "+OK\r\n".to_string(),
@@ -436,7 +576,11 @@ fn primary_vanishing_mid_full_sync_leaves_the_old_data() {
             .filter(|e| e.contains("old dataset kept"))
             .cloned()
     });
-    assert_eq!(dataset(r.addr), before, "old data must survive an interrupted full sync");
+    assert_eq!(
+        dataset(r.addr),
+        before,
+        "old data must survive an interrupted full sync"
+    );
     assert_eq!(rc.cmd(&["REPLICAOF", "NO", "ONE"]), Frame::Simple("OK".into()));
     assert_eq!(dataset(r.addr), before);
 }

@@ -206,7 +206,8 @@ fn replconf(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             // Only meaningful on a replication stream, never answered.
             return Ok(Reply::Raw(Bytes::new()));
         } else if is(opt, "epoch") {
-            let theirs = u64::try_from(int(val)?).map_err(|_| Reply::err("ERR epoch must be a non-negative integer"))?;
+            let theirs =
+                u64::try_from(int(val)?).map_err(|_| Reply::err("ERR epoch must be a non-negative integer"))?;
             let ours = ctx.state.repl.epoch.get();
             if theirs > ours {
                 return Err(Reply::err(format!(

@@ -104,7 +104,11 @@ mod tests {
 
     #[test]
     fn epoch_survives_reload_and_never_goes_back() {
-        let dir = std::env::temp_dir().join(format!("ferrokv-epoch-{}-{}", std::process::id(), rand::random::<u32>()));
+        let dir = std::env::temp_dir().join(format!(
+            "ferrokv-epoch-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let e = Epoch::load(Some(dir.clone())).unwrap();
         assert_eq!(e.get(), 0);
         e.raise(7).unwrap();

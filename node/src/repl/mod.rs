@@ -335,7 +335,10 @@ impl Repl {
 
     /// Is `status` the link of the primary this node follows now?
     pub(crate) fn is_current(&self, status: &Arc<LinkStatus>) -> bool {
-        self.master.lock().as_ref().is_some_and(|m| Arc::ptr_eq(&m.status, status))
+        self.master
+            .lock()
+            .as_ref()
+            .is_some_and(|m| Arc::ptr_eq(&m.status, status))
     }
 
     /// Begin a new history (promotion): the old ID stays valid for partial
@@ -425,14 +428,7 @@ impl Repl {
             self.disconnect_replicas("this node became a replica");
         }
         tracing::info!(host, port, "replication: following a new primary");
-        tokio::spawn(replica::run(
-            state,
-            host.to_string(),
-            port,
-            status,
-            stop_rx,
-            shutdown,
-        ));
+        tokio::spawn(replica::run(state, host.to_string(), port, status, stop_rx, shutdown));
         Ok(true)
     }
 
@@ -451,7 +447,8 @@ impl Repl {
             .lock()
             .iter()
             .filter(|p| {
-                p.state.load(Ordering::Relaxed) == sender_state::ONLINE && p.ack_offset.load(Ordering::Relaxed) >= target
+                p.state.load(Ordering::Relaxed) == sender_state::ONLINE
+                    && p.ack_offset.load(Ordering::Relaxed) >= target
             })
             .count()
     }
@@ -513,15 +510,25 @@ impl Repl {
                 };
                 put("master_last_io_seconds_ago", ago.to_string());
                 put("master_sync_in_progress", u8::from(ls == link_state::SYNC).to_string());
-                put("slave_read_repl_offset", st.read_offset.load(Ordering::Relaxed).max(offset).to_string());
+                put(
+                    "slave_read_repl_offset",
+                    st.read_offset.load(Ordering::Relaxed).max(offset).to_string(),
+                );
                 put("slave_repl_offset", offset.to_string());
                 if ls == link_state::SYNC {
                     put("master_sync_total_bytes", "-1".into());
-                    put("master_sync_read_bytes", st.sync_read_bytes.load(Ordering::Relaxed).to_string());
+                    put(
+                        "master_sync_read_bytes",
+                        st.sync_read_bytes.load(Ordering::Relaxed).to_string(),
+                    );
                 }
                 if !up {
                     let since = st.down_since_ms.load(Ordering::Relaxed);
-                    let secs = if since == 0 { -1 } else { (now.saturating_sub(since) / 1000) as i64 };
+                    let secs = if since == 0 {
+                        -1
+                    } else {
+                        (now.saturating_sub(since) / 1000) as i64
+                    };
                     put("master_link_down_since_seconds", secs.to_string());
                     let err = st.last_error.lock().clone();
                     if !err.is_empty() {
@@ -566,7 +573,10 @@ impl Repl {
         put("second_repl_offset", second.to_string());
         put("repl_backlog_active", "1".into());
         put("repl_backlog_size", state.db.wlog.backlog_cap().to_string());
-        put("repl_backlog_first_byte_offset", (state.db.wlog.backlog_start() + 1).to_string());
+        put(
+            "repl_backlog_first_byte_offset",
+            (state.db.wlog.backlog_start() + 1).to_string(),
+        );
         put("repl_backlog_histlen", state.db.wlog.backlog_len().to_string());
         put("ferrokv_config_epoch", self.epoch.get().to_string());
         f

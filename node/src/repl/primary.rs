@@ -143,10 +143,15 @@ pub async fn serve_replica(
     }
 }
 
-async fn send(state: &Arc<State>, wr: &mut OwnedWriteHalf, plan: PsyncPlan, peer: &ReplicaPeer) -> Result<(), SendError> {
+async fn send(
+    state: &Arc<State>,
+    wr: &mut OwnedWriteHalf,
+    plan: PsyncPlan,
+    peer: &ReplicaPeer,
+) -> Result<(), SendError> {
     let replid = state.repl.replid();
     let mut from = if plan.full {
-        let mut cut = payload::start_cut(state)?;
+        let mut cut = payload::start_cut(state).await?;
         state.repl.stats.sync_full.fetch_add(1, Ordering::Relaxed);
         wr.write_all(format!("+FULLRESYNC {replid} {}\r\n", cut.offset).as_bytes())
             .await?;
@@ -186,7 +191,8 @@ async fn send(state: &Arc<State>, wr: &mut OwnedWriteHalf, plan: PsyncPlan, peer
         let g = state.repl.getack.load(Ordering::Relaxed);
         if g != getack_seen {
             getack_seen = g;
-            wr.write_all(b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n").await?;
+            wr.write_all(b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n")
+                .await?;
             last_write = tokio::time::Instant::now();
             continue;
         }
@@ -211,7 +217,9 @@ async fn ack_reader(state: Arc<State>, mut rd: OwnedReadHalf, mut buf: BytesMut,
             match parse::check(&buf, &limits) {
                 Ok(Check::Complete(req)) => {
                     let args = parse::take(&mut buf, req);
-                    if args.len() >= 3 && args[0].eq_ignore_ascii_case(b"REPLCONF") && args[1].eq_ignore_ascii_case(b"ACK")
+                    if args.len() >= 3
+                        && args[0].eq_ignore_ascii_case(b"REPLCONF")
+                        && args[1].eq_ignore_ascii_case(b"ACK")
                     {
                         if let Some(off) = std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<u64>().ok()) {
                             peer.ack_offset.fetch_max(off, Ordering::Relaxed);

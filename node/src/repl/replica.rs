@@ -206,7 +206,10 @@ async fn link(
 
     let pong = c.command("PING", &[b"PING"]).await?;
     if pong.starts_with('-') && !pong.starts_with("-NOAUTH") {
-        return Err(LinkError::Refused { step: "PING", reply: pong });
+        return Err(LinkError::Refused {
+            step: "PING",
+            reply: pong,
+        });
     }
     let auth = state.config.masterauth.read().clone();
     if let Some(pw) = auth {
@@ -215,8 +218,11 @@ async fn link(
     let lport = state.port.load(Ordering::Relaxed).to_string();
     expect_ok(
         "REPLCONF listening-port",
-        c.command("REPLCONF listening-port", &[b"REPLCONF", b"listening-port", lport.as_bytes()])
-            .await?,
+        c.command(
+            "REPLCONF listening-port",
+            &[b"REPLCONF", b"listening-port", lport.as_bytes()],
+        )
+        .await?,
     )?;
     expect_ok(
         "REPLCONF capa",
@@ -242,7 +248,9 @@ async fn link(
     let (replid, _, _) = state.repl.ids();
     let offset = state.db.wlog.offset();
     let want = (offset + 1).to_string();
-    let reply = c.command("PSYNC", &[b"PSYNC", replid.as_bytes(), want.as_bytes()]).await?;
+    let reply = c
+        .command("PSYNC", &[b"PSYNC", replid.as_bytes(), want.as_bytes()])
+        .await?;
     status.last_io_ms.store(crate::db::now_ms(), Ordering::Relaxed);
     let words: Vec<&str> = reply.split_whitespace().collect();
     match words.as_slice() {
@@ -276,7 +284,13 @@ async fn link(
 }
 
 /// Receive the snapshot, check it whole, then replace the dataset.
-async fn full_sync(state: &Arc<State>, c: &mut Conn, status: &Arc<LinkStatus>, id: &str, offset: u64) -> Result<(), LinkError> {
+async fn full_sync(
+    state: &Arc<State>,
+    c: &mut Conn,
+    status: &Arc<LinkStatus>,
+    id: &str,
+    offset: u64,
+) -> Result<(), LinkError> {
     status.state.store(link_state::SYNC, Ordering::Relaxed);
     status.sync_read_bytes.store(0, Ordering::Relaxed);
     let header = c.line(REPL_TIMEOUT).await.map_err(mid_sync)?;
@@ -293,7 +307,10 @@ async fn full_sync(state: &Arc<State>, c: &mut Conn, status: &Arc<LinkStatus>, i
             let scan_from = payload.len().saturating_sub(mark.len());
             payload.extend_from_slice(&c.buf.split());
             status.sync_read_bytes.store(payload.len() as u64, Ordering::Relaxed);
-            if let Some(pos) = payload[scan_from..].windows(mark.len()).position(|w| w == mark.as_slice()) {
+            if let Some(pos) = payload[scan_from..]
+                .windows(mark.len())
+                .position(|w| w == mark.as_slice())
+            {
                 let end = scan_from + pos;
                 // Bytes after the mark already belong to the stream.
                 c.buf.extend_from_slice(&payload[end + mark.len()..]);
@@ -322,7 +339,7 @@ async fn full_sync(state: &Arc<State>, c: &mut Conn, status: &Arc<LinkStatus>, i
     let id = id.to_string();
     let keys = tokio::task::spawn_blocking(move || -> Result<u64, LinkError> {
         // Verify before flushing: a bad payload must leave the old data.
-        payload::verify(&payload)?;
+        payload::verify(&payload, offset)?;
         let repl = &st.repl;
         let _g = repl.role_lock.lock();
         if !repl.is_current(&me) {
@@ -340,7 +357,13 @@ async fn full_sync(state: &Arc<State>, c: &mut Conn, status: &Arc<LinkStatus>, i
     .map_err(|e| LinkError::Protocol(format!("loader failed: {e}")))??;
     // Our own replicas hold a history that no longer exists here.
     state.repl.disconnect_replicas("dataset replaced by a full sync");
-    tracing::info!(keys, bytes, offset, load_ms = started.elapsed().as_millis() as u64, "full sync loaded");
+    tracing::info!(
+        keys,
+        bytes,
+        offset,
+        load_ms = started.elapsed().as_millis() as u64,
+        "full sync loaded"
+    );
     Ok(())
 }
 
@@ -352,7 +375,12 @@ fn mid_sync(e: LinkError) -> LinkError {
 }
 
 /// Apply the primary's stream until the link fails.
-async fn apply_stream(state: &Arc<State>, mut c: Conn, status: &LinkStatus, handle: Arc<ClientHandle>) -> Result<(), LinkError> {
+async fn apply_stream(
+    state: &Arc<State>,
+    mut c: Conn,
+    status: &LinkStatus,
+    handle: Arc<ClientHandle>,
+) -> Result<(), LinkError> {
     let (push_tx, _push_rx) = tokio::sync::mpsc::channel(1);
     let mut sess = Session::new(handle.clone(), push_tx, true);
     sess.repl.master = true;

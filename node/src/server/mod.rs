@@ -28,6 +28,8 @@ pub enum ServerError {
     Repl(#[from] crate::repl::ReplError),
     #[error("failed to listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error("failed to load the snapshot: {0}")]
+    Snapshot(#[from] crate::persist::snapshot::SnapshotError),
 }
 
 /// A started server: where it listens and how to stop it.
@@ -58,8 +60,25 @@ impl Running {
 pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let db = Db::new();
     let config = Config::from_args(args, &db.eviction)?;
-    let epoch = crate::repl::epoch::Epoch::load(config.dir.clone())?;
+    let epoch = crate::repl::epoch::Epoch::load(config.epoch_dir.clone())?;
     let state = State::with_repl(db, config, crate::repl::Repl::new(epoch));
+    // Snapshot-only startup: load `dir/dbfilename` before listening, so no
+    // client sees a half-loaded dataset. (The append-only log's startup,
+    // which loads its base snapshot then replays, supersedes this.)
+    {
+        let st = state.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::persist::save::load_at_startup(&st))
+            .await
+            .map_err(|e| {
+                crate::persist::snapshot::SnapshotError::Io(std::io::Error::other(format!("loading task failed: {e}")))
+            })??;
+        if let Some(info) = loaded {
+            // Offsets continue from the snapshot's: snapshot + log from there = dataset.
+            state.db.wlog.reset(info.offset);
+            // Same history as before the restart: replicas may continue it.
+            state.repl.set_replid(info.replid);
+        }
+    }
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, done_rx) = mpsc::channel(1);
 
@@ -128,6 +147,10 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         },
         state.config.replicaof.clone(),
     )?;
+    tokio::spawn(crate::persist::save::schedule_task(
+        state.clone(),
+        Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
+    ));
     state.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         state,

@@ -93,7 +93,7 @@ pub fn info(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             "server" => server(state, &mut s),
             "clients" => clients(state, &mut s),
             "memory" => memory(state, &mut s),
-            "persistence" => persistence(&mut s),
+            "persistence" => persistence(state, &mut s),
             "stats" => stats(state, &mut s),
             "replication" => replication(state, &mut s),
             "cpu" => cpu(&mut s),
@@ -215,14 +215,10 @@ fn memory(state: &State, s: &mut Section) {
     s.field("lazyfree_pending_objects", 0);
 }
 
-/// This node has no RDB or AOF yet: the section says only that nothing is
-/// loading and no save or rewrite is running, which clients (redis-py's
-/// `wait until loaded`, sentinels, operators) check before sending traffic.
-fn persistence(s: &mut Section) {
-    s.field("loading", 0);
-    s.field("async_loading", 0);
-    s.field("rdb_bgsave_in_progress", 0);
-    s.field("rdb_saves", 0);
+/// Snapshot fields (Redis' `rdb_*` names, see [`crate::persist::save::info`]),
+/// then the append-only log's.
+fn persistence(state: &State, s: &mut Section) {
+    crate::persist::save::info(state, s.0);
     s.field("aof_enabled", 0);
     s.field("aof_rewrite_in_progress", 0);
 }
@@ -246,10 +242,7 @@ fn stats(state: &State, s: &mut Section) {
     s.field("sync_partial_ok", l(&state.repl.stats.sync_partial_ok));
     s.field("sync_partial_err", l(&state.repl.stats.sync_partial_err));
     s.field("total_error_replies", l(&st.total_error_replies));
-    s.field(
-        "ferrokv_backlog_disconnects",
-        l(&state.repl.stats.backlog_disconnects),
-    );
+    s.field("ferrokv_backlog_disconnects", l(&state.repl.stats.backlog_disconnects));
     s.field(
         "ferrokv_pubsub_overflow_disconnects",
         l(&st.pubsub_overflow_disconnects),
