@@ -192,7 +192,7 @@ fn role(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
 }
 
 fn replconf(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(syntax());
     }
     let mut epoch_reply = None;

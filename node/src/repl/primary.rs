@@ -220,12 +220,11 @@ async fn ack_reader(state: Arc<State>, mut rd: OwnedReadHalf, mut buf: BytesMut,
                     if args.len() >= 3
                         && args[0].eq_ignore_ascii_case(b"REPLCONF")
                         && args[1].eq_ignore_ascii_case(b"ACK")
+                        && let Some(off) = std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<u64>().ok())
                     {
-                        if let Some(off) = std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<u64>().ok()) {
-                            peer.ack_offset.fetch_max(off, Ordering::Relaxed);
-                            peer.last_ack_ms.store(crate::db::now_ms(), Ordering::Relaxed);
-                            state.repl.acked.notify_waiters();
-                        }
+                        peer.ack_offset.fetch_max(off, Ordering::Relaxed);
+                        peer.last_ack_ms.store(crate::db::now_ms(), Ordering::Relaxed);
+                        state.repl.acked.notify_waiters();
                     }
                 }
                 Ok(Check::Incomplete) => break,
