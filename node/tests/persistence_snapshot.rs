@@ -340,3 +340,56 @@ fn the_save_schedule_and_bgsave_schedule_trigger_saves() {
         "dbfilename must not be a path"
     );
 }
+
+/// Version-1 file committed to the repository: later builds must keep
+/// loading it to the same dataset. Rewrite it (only when the v1 writer
+/// itself is meant to change) with
+/// `cargo test -p ferrokv-node --test persistence_snapshot -- --ignored write_v1_fixture`.
+const V1_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/snapshot-v1.fkv");
+/// DIGEST of the fixture's dataset.
+const V1_DIGEST: &str = "3c16814db29526e018c9da347cb9873a";
+
+/// Deterministic content of every type (no relative TTLs, no clock-based IDs).
+fn fill_deterministic(c: &mut RawClient) {
+    ok(c, &["SET", "s", "hello"]);
+    ok(c, &["SET", "n", "-42"]);
+    ok(c, &["SET", "ttl", "v", "PXAT", "4102444800000"]);
+    ok(c, &["RPUSH", "l", "a", "b", "c"]);
+    ok(c, &["HSET", "h", "f1", "v1", "f2", "v2"]);
+    ok(c, &["SADD", "ints", "3", "1", "2"]);
+    ok(c, &["SADD", "strs", "x", "y"]);
+    ok(c, &["ZADD", "z", "1.5", "a", "-2", "b"]);
+    for i in 1..=5 {
+        ok(c, &["XADD", "st", &format!("{i}-0"), "f", &format!("v{i}")]);
+    }
+    ok(c, &["XGROUP", "CREATE", "st", "g", "0"]);
+    ok(
+        c,
+        &["XREADGROUP", "GROUP", "g", "alice", "COUNT", "2", "STREAMS", "st", ">"],
+    );
+}
+
+#[test]
+#[ignore = "writes the committed v1 fixture"]
+fn write_v1_fixture() {
+    let dir = TempDir::new("snap-fixture");
+    let server = server_with(args_in(&dir.0));
+    let mut c = RawClient::connect(server.addr);
+    fill_deterministic(&mut c);
+    ok(&mut c, &["SAVE"]);
+    std::fs::create_dir_all(Path::new(V1_FIXTURE).parent().expect("parent")).expect("mkdir");
+    std::fs::copy(dir.0.join("dump.fkv"), V1_FIXTURE).expect("copy");
+    println!("V1_DIGEST = {}", digest(&mut c));
+}
+
+#[test]
+fn a_version_1_file_still_loads() {
+    let dir = TempDir::new("snap-v1");
+    std::fs::copy(V1_FIXTURE, dir.0.join("dump.fkv")).expect("fixture present");
+    let server = server_with(args_in(&dir.0));
+    let mut c = RawClient::connect(server.addr);
+    assert_eq!(digest(&mut c), V1_DIGEST);
+    assert_eq!(c.cmd(&["GET", "n"]), Frame::bulk("-42"));
+    assert_eq!(c.cmd(&["PEXPIRETIME", "ttl"]), Frame::Int(4_102_444_800_000));
+    assert_eq!(c.cmd(&["XLEN", "st"]), Frame::Int(5));
+}
