@@ -2,6 +2,7 @@
 //! resync, the replica's read-only behaviour, WAIT, min-replicas-to-write,
 //! config-epoch fencing, and faults (foreign replication IDs, a primary that
 //! vanishes mid full sync).
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
