@@ -166,7 +166,12 @@ fn load_types(addr: SocketAddr, prefix: &str, n: usize, verbatim_safe: bool) {
 
 #[test]
 fn replica_converges_serves_reads_and_refuses_writes() {
-    let p = primary();
+    // A backlog smaller than what is written during the transfer: the
+    // primary must hold those writes for the replica, not start over.
+    let p = server_with(ServeArgs {
+        repl_backlog_size: Some("16kb".into()),
+        ..Default::default()
+    });
     load(p.addr, "before", 3000);
     load_types(p.addr, "t", 500, false);
     let mut pc = RawClient::connect(p.addr);
@@ -529,6 +534,73 @@ fn read_command(r: &mut impl BufRead) -> Vec<String> {
         .collect()
 }
 
+/// Play a primary on `fake`: accept the replica, answer its handshake, reply
+/// `psync_reply` to PSYNC. Returns the connection's two halves.
+fn fake_primary_handshake(fake: &TcpListener, psync_reply: &str) -> (std::net::TcpStream, impl BufRead) {
+    let (conn, _) = fake.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut rd = std::io::BufReader::new(conn);
+    loop {
+        let cmd = read_command(&mut rd);
+        let reply = match (
+            cmd[0].to_ascii_uppercase().as_str(),
+            cmd.get(1).map(|s| s.to_ascii_lowercase()),
+        ) {
+            ("PING", _) => "+PONG\r\n".to_string(),
+            ("REPLCONF", Some(o)) if o == "epoch" => "+EPOCH 0\r\n".to_string(),
+            ("REPLCONF", _) => "+OK\r\n".to_string(),
+            ("PSYNC", _) => psync_reply.to_string(),
+            other => panic!("unexpected {other:?}"),
+        };
+        w.write_all(reply.as_bytes()).unwrap();
+        if cmd[0].eq_ignore_ascii_case("PSYNC") {
+            return (w, rd);
+        }
+    }
+}
+
+#[test]
+fn replica_never_expires_keys_by_its_own_clock() {
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let r = primary();
+    let mut rc = RawClient::connect(r.addr);
+    let port = fake.local_addr().unwrap().port().to_string();
+    assert_eq!(rc.cmd(&["REPLICAOF", "127.0.0.1", &port]), Frame::Simple("OK".into()));
+    let (mut w, _rd) = fake_primary_handshake(&fake, "+CONTINUE 2222222222222222222222222222222222222222\r\n");
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 100;
+    w.write_all(&RawClient::encode(&["SET", "k", "v", "PXAT", &at.to_string()]))
+        .unwrap();
+    wait_for("key replicated", SYNC_TIMEOUT, || {
+        (rc.cmd(&["DBSIZE"]) == Frame::Int(1)).then_some(())
+    });
+    // Past its TTL by our clock: reads see nothing, but the key stays...
+    wait_for("key logically expired", SYNC_TIMEOUT, || {
+        (rc.cmd(&["GET", "k"]) == Frame::Null).then_some(())
+    });
+    assert_eq!(rc.cmd(&["DBSIZE"]), Frame::Int(1));
+    assert_eq!(rc.cmd(&["EXISTS", "k"]), Frame::Int(0));
+    // ...and the primary's commands still see it (it had not expired there).
+    w.write_all(&RawClient::encode(&["APPEND", "k", "x"])).unwrap();
+    w.write_all(&RawClient::encode(&["PERSIST", "k"])).unwrap();
+    wait_for("primary's commands applied", SYNC_TIMEOUT, || {
+        (rc.cmd(&["GET", "k"]) == Frame::bulk("vx")).then_some(())
+    });
+    // The primary's DEL is what removes keys.
+    w.write_all(&RawClient::encode(&["DEL", "k"])).unwrap();
+    wait_for("key deleted", SYNC_TIMEOUT, || {
+        (rc.cmd(&["DBSIZE"]) == Frame::Int(0)).then_some(())
+    });
+    assert_eq!(
+        field(r.addr, "replication", "master_replid"),
+        "2222222222222222222222222222222222222222"
+    );
+}
+
 #[test]
 fn primary_vanishing_mid_full_sync_leaves_the_old_data() {
     // A fake primary: completes the handshake, announces a full sync, sends
@@ -543,29 +615,11 @@ fn primary_vanishing_mid_full_sync_leaves_the_old_data() {
         rc.cmd(&["REPLICAOF", "127.0.0.1", &fake_port.to_string()]),
         Frame::Simple("OK".into())
     );
-    let (conn, _) = fake.accept().unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut w = conn.try_clone().unwrap();
-    let mut rd = std::io::BufReader::new(conn);
-    loop {
-        let cmd = read_command(&mut rd);
-        let reply = match (
-            cmd[0].to_ascii_uppercase().as_str(),
-            cmd.get(1).map(|s| s.to_ascii_lowercase()),
-        ) {
-            ("PING", _) => "+PONG\r\n".to_string(),
-            ("REPLCONF", Some(o)) if o == "epoch" => "+EPOCH 0\r\n".to_string(),
-            ("REPLCONF", _) => "+OK\r\n".to_string(),
-            ("PSYNC", _) => "+FULLRESYNC 1111111111111111111111111111111111111111 1000\r\n\
-                 $EOF:abcdefghijabcdefghijabcdefghijabcdefghij\r\nFKVSYNC0-partial-payload"
-                .to_string(),
-            other => panic!("unexpected {other:?}"),
-        };
-        w.write_all(reply.as_bytes()).unwrap();
-        if cmd[0].eq_ignore_ascii_case("PSYNC") {
-            break;
-        }
-    }
+    let (w, rd) = fake_primary_handshake(
+        &fake,
+        "+FULLRESYNC 1111111111111111111111111111111111111111 1000\r\n\
+         $EOF:abcdefghijabcdefghijabcdefghijabcdefghij\r\nFKVSYNC0-partial-payload",
+    );
     wait_for("sync in progress", SYNC_TIMEOUT, || {
         (field(r.addr, "replication", "master_sync_in_progress") == "1").then_some(())
     });
@@ -582,6 +636,22 @@ fn primary_vanishing_mid_full_sync_leaves_the_old_data() {
         before,
         "old data must survive an interrupted full sync"
     );
+    // A payload that arrives whole but is not a valid snapshot: refused,
+    // the old data stays.
+    let (w, rd) = fake_primary_handshake(
+        &fake,
+        "+FULLRESYNC 1111111111111111111111111111111111111111 1000\r\n\
+         $EOF:abcdefghijabcdefghijabcdefghijabcdefghij\r\nnot a snapshot at all, but complete\
+         abcdefghijabcdefghijabcdefghijabcdefghij",
+    );
+    wait_for("payload rejected", SYNC_TIMEOUT, || {
+        info(r.addr, "replication")
+            .get("ferrokv_master_link_error")
+            .filter(|e| e.contains("payload rejected"))
+            .cloned()
+    });
+    drop((w, rd));
+    assert_eq!(dataset(r.addr), before);
     assert_eq!(rc.cmd(&["REPLICAOF", "NO", "ONE"]), Frame::Simple("OK".into()));
     assert_eq!(dataset(r.addr), before);
 }

@@ -26,6 +26,9 @@ use crate::state::State;
 
 /// Largest slice of the log written to a replica at once.
 const CHUNK: usize = 1 << 20;
+/// Log kept for one replica while its full sync transfers, as Redis'
+/// `client-output-buffer-limit replica` hard limit.
+const FULL_SYNC_BUFFER_LIMIT: usize = 256 << 20;
 /// Idle primaries send `\n` this often so replicas can tell a quiet primary
 /// from a dead one.
 const KEEPALIVE: Duration = Duration::from_secs(1);
@@ -81,6 +84,8 @@ enum SendError {
     OutOfBacklog,
     #[error("replica disconnected")]
     Closed,
+    #[error("more than {0} bytes of writes arrived during the full sync")]
+    BufferLimit(usize),
 }
 
 /// Removes a replica from the registry however its connection ends.
@@ -158,11 +163,38 @@ async fn send(
         peer.state.store(sender_state::SEND_BULK, Ordering::Relaxed);
         let mark = super::new_replid();
         wr.write_all(format!("$EOF:{mark}\r\n").as_bytes()).await?;
-        while let Some(chunk) = cut.chunks.recv().await {
-            wr.write_all(&chunk?).await?;
+        // The log written meanwhile is kept for this replica (Redis' replica
+        // output buffer), so a transfer longer than the backlog can hold
+        // does not end in another full sync.
+        let mut held = Vec::new();
+        let mut tail = cut.offset;
+        let wlog = &state.db.wlog;
+        loop {
+            let notified = wlog.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            loop {
+                let b = wlog.read_from(tail, CHUNK).map_err(|_| SendError::OutOfBacklog)?;
+                if b.is_empty() {
+                    break;
+                }
+                tail += b.len() as u64;
+                held.extend_from_slice(&b);
+                if held.len() > FULL_SYNC_BUFFER_LIMIT {
+                    return Err(SendError::BufferLimit(FULL_SYNC_BUFFER_LIMIT));
+                }
+            }
+            tokio::select! {
+                chunk = cut.chunks.recv() => match chunk {
+                    Some(chunk) => wr.write_all(&chunk?).await?,
+                    None => break,
+                },
+                _ = notified => {}
+            }
         }
         wr.write_all(mark.as_bytes()).await?;
-        cut.offset
+        wr.write_all(&held).await?;
+        tail
     } else {
         state.repl.stats.sync_partial_ok.fetch_add(1, Ordering::Relaxed);
         wr.write_all(format!("+CONTINUE {replid}\r\n").as_bytes()).await?;
