@@ -655,3 +655,29 @@ fn primary_vanishing_mid_full_sync_leaves_the_old_data() {
     assert_eq!(rc.cmd(&["REPLICAOF", "NO", "ONE"]), Frame::Simple("OK".into()));
     assert_eq!(dataset(r.addr), before);
 }
+
+#[test]
+fn chained_replica_gets_the_same_stream_and_offsets() {
+    let a = primary();
+    load(a.addr, "k", 300);
+    let b = replica_of(&a);
+    wait_synced(a.addr, b.addr);
+    let c = server_with(ServeArgs {
+        replicaof: Some(vec!["127.0.0.1".into(), b.addr.port().to_string()]),
+        ..Default::default()
+    });
+    wait_synced(b.addr, c.addr);
+    load(a.addr, "more", 300);
+    load_types(a.addr, "t", 50, true);
+    wait_synced(a.addr, b.addr);
+    wait_synced(b.addr, c.addr);
+    assert_eq!(
+        num(a.addr, "replication", "master_repl_offset"),
+        num(c.addr, "replication", "master_repl_offset")
+    );
+    assert_eq!(digest(a.addr), digest(c.addr));
+    assert_eq!(
+        field(c.addr, "replication", "master_replid"),
+        field(a.addr, "replication", "master_replid")
+    );
+}
