@@ -16,6 +16,8 @@
 #               writes `SET lagprobe:i` on the primary and, once acknowledged,
 #               polls GET on the replica until it sees the value; lag = that
 #               time. p50/p99 over all probes of $BENCH_LAG_SECONDS seconds.
+#               The primary's command rate during the window is printed too:
+#               a lag figure means little without the load it was taken under.
 #   ratio       ferrokv / Redis; below 1 is better (target <= 1.0)
 #
 # Both systems run one primary and one replica on free loopback ports, killed
@@ -186,6 +188,11 @@ if mode == "sync":
 elif mode == "lag":
     primary, replica, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     p, r = Conn(primary), Conn(replica)
+    def processed():
+        text = p.cmd("INFO", "stats")
+        text = text.decode() if isinstance(text, bytes) else text
+        return int(dict(l.split(":", 1) for l in text.split("\r\n") if ":" in l)["total_commands_processed"])
+    c0, t_start = processed(), time.perf_counter()
     lags = []
     end = time.perf_counter() + seconds
     i = 0
@@ -200,7 +207,8 @@ elif mode == "lag":
         lags.append(time.perf_counter() - t0)
     lags.sort()
     pct = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] * 1000
-    print("%.3f %.3f %d" % (pct(0.50), pct(0.99), len(lags)))
+    rate = (processed() - c0) / (time.perf_counter() - t_start)
+    print("%.3f %.3f %d %d" % (pct(0.50), pct(0.99), len(lags), rate))
 EOF
 
 RESULTS="$WORK/results"
@@ -223,7 +231,7 @@ for system in redis ferrokv; do
     PIDS+=("$bench_pid")
     lag="$(timeout "$STEP_TIMEOUT" python3 "$PROBE" lag "$pport" "$rport" "$BENCH_LAG_SECONDS")"
     kill "$bench_pid" 2>/dev/null || true
-    say "$system: lag p50/p99 ms, probes: $lag"
+    say "$system: lag p50/p99 ms, probes, primary commands/s: $lag"
     echo "$system $sync_s $lag" >>"$RESULTS"
     stop_all
 done
@@ -232,8 +240,8 @@ python3 - "$RESULTS" "$BENCH_KEYS" "$BENCH_VALUE" <<'EOF'
 import sys
 rows = {}
 for line in open(sys.argv[1]):
-    system, sync_s, p50, p99, n = line.split()
-    rows[system] = (float(sync_s), float(p50), float(p99), int(n))
+    system, sync_s, p50, p99, n, rate = line.split()
+    rows[system] = (float(sync_s), float(p50), float(p99), int(n), int(rate))
 r, f = rows["redis"], rows["ferrokv"]
 print(f"replication, {sys.argv[2]} keys x {sys.argv[3]} B (ratio = ferrokv / Redis, lower is better)")
 print(f"{'metric':<28}{'ferrokv':>12}{'redis 7':>12}{'ratio':>8}")
@@ -243,5 +251,6 @@ def row(name, a, b, unit):
 row("full sync time", f[0], r[0], "s")
 row("lag p50 under SET load", f[1], r[1], "ms")
 row("lag p99 under SET load", f[2], r[2], "ms")
-print(f"lag probes: ferrokv {f[3]}, redis {r[3]}")
+print(f"lag probes: ferrokv {f[3]}, redis {r[3]}; primary load during probing (commands/s): "
+      f"ferrokv {f[4]}, redis {r[4]}")
 EOF
