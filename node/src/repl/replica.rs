@@ -378,7 +378,7 @@ fn mid_sync(e: LinkError) -> LinkError {
 async fn apply_stream(
     state: &Arc<State>,
     mut c: Conn,
-    status: &LinkStatus,
+    status: &Arc<LinkStatus>,
     handle: Arc<ClientHandle>,
 ) -> Result<(), LinkError> {
     let (push_tx, _push_rx) = tokio::sync::mpsc::channel(1);
@@ -390,7 +390,16 @@ async fn apply_stream(
     c.ack(state.db.wlog.offset()).await?;
     let mut last_io = tokio::time::Instant::now();
     loop {
-        let wants_ack = apply(state, &mut sess, &mut c.buf, &mut pending)?;
+        let wants_ack = {
+            // Role changes wait for the chunk being applied, and once this
+            // link is replaced nothing more of its stream is applied: a
+            // promoted node's history ends exactly where it was promoted.
+            let _g = state.repl.role_lock.lock();
+            if !state.repl.is_current(status) {
+                return Err(LinkError::Cancelled);
+            }
+            apply(state, &mut sess, &mut c.buf, &mut pending)?
+        };
         let applied = state.db.wlog.offset();
         status
             .read_offset
@@ -466,7 +475,14 @@ fn apply(state: &State, sess: &mut Session, buf: &mut BytesMut, pending: &mut Ve
         } else {
             Some(frame.to_vec())
         };
-        if let Outcome::Reply(Reply::Error(e)) = cmd::execute(state, sess, args) {
+        // Only what a write log holds is executed: a stream carrying other
+        // commands (REPLICAOF, CONFIG...) is not a primary's log, and its
+        // bytes are only relayed so that offsets stay the primary's.
+        let txn = name.eq_ignore_ascii_case(b"MULTI") || name.eq_ignore_ascii_case(b"EXEC");
+        let write = cmd::resolve(&args).is_ok_and(|spec| spec.is_write());
+        if !write && !txn && !name.eq_ignore_ascii_case(b"DISCARD") {
+            tracing::debug!(command = %String::from_utf8_lossy(name), "non-write command in the primary's stream not executed");
+        } else if let Outcome::Reply(Reply::Error(e)) = cmd::execute(state, sess, args) {
             tracing::warn!(error = %e, "command from primary failed on this replica");
         }
         // A command refused before it ran never flushed its log: relay it
