@@ -681,3 +681,46 @@ fn chained_replica_gets_the_same_stream_and_offsets() {
         field(a.addr, "replication", "master_replid")
     );
 }
+
+#[test]
+fn replica_slower_than_the_backlog_is_disconnected() {
+    let p = server_with(ServeArgs {
+        repl_backlog_size: Some("16kb".into()),
+        ..Default::default()
+    });
+    // A replica that takes its full sync, then stops reading.
+    let mut stream = c_stream(p.addr);
+    stream.write_all(&RawClient::encode(&["PSYNC", "?", "-1"])).unwrap();
+    let mut rd = std::io::BufReader::new(stream.try_clone().unwrap());
+    assert!(read_line(&mut rd).starts_with("+FULLRESYNC"));
+    let mark = read_line(&mut rd).trim_start_matches("$EOF:").to_string();
+    let mut payload = Vec::new();
+    while !payload.ends_with(mark.as_bytes()) {
+        let mut b = [0u8; 1];
+        std::io::Read::read_exact(&mut rd, &mut b).unwrap();
+        payload.push(b[0]);
+    }
+    wait_for("replica online", SYNC_TIMEOUT, || {
+        field(p.addr, "replication", "slave0")
+            .contains("state=online")
+            .then_some(())
+    });
+    // Far more than the socket buffers and the backlog can hold.
+    let value = "v".repeat(1000);
+    let mut c = RawClient::connect(p.addr);
+    for i in 0..30_000 {
+        c.send(&["SET", &format!("k{}", i % 100), &value]);
+        if i % 1000 == 999 {
+            for _ in 0..1000 {
+                c.read();
+            }
+        }
+    }
+    // Drain: the primary must have given up on us and closed the stream.
+    stream.set_read_timeout(Some(SYNC_TIMEOUT)).unwrap();
+    let mut sink = Vec::new();
+    let closed = std::io::Read::read_to_end(&mut rd, &mut sink).is_ok();
+    assert!(closed, "the primary must close a replica that fell out of the backlog");
+    assert_eq!(num(p.addr, "stats", "ferrokv_backlog_disconnects"), 1);
+    assert_eq!(num(p.addr, "replication", "connected_slaves"), 0);
+}
