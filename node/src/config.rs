@@ -6,13 +6,14 @@
 //! effect immediately without any lock on the command path.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::db::evict::{EvictionConfig, Policy};
 use crate::notify;
+use crate::persist::aof::Fsync;
 
 /// Flags of `ferrokv-node serve` (also accepted without the subcommand).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -67,6 +68,29 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    /// Data directory: snapshot file and the append-only log directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Log every write to the append-only log (yes/no).
+    #[arg(long)]
+    pub appendonly: Option<String>,
+    /// When the append-only log is fsynced: always (before replying),
+    /// everysec, or no (left to the OS).
+    #[arg(long)]
+    pub appendfsync: Option<String>,
+    /// Name of the append-only log directory under --dir.
+    #[arg(long)]
+    pub appenddirname: Option<String>,
+    /// Start even if the log ends with a torn record: truncate it (and say how
+    /// many bytes were dropped). Corruption elsewhere is never repaired.
+    #[arg(long)]
+    pub repair_log: bool,
+    /// Rotate to a new log segment when the current one reaches this size (e.g. 64mb).
+    #[arg(long)]
+    pub aof_segment_size: Option<String>,
+    /// Rotate to a new log segment after this many seconds (0 = only by size).
+    #[arg(long)]
+    pub aof_segment_seconds: Option<u64>,
 }
 
 /// A parse error for a configuration value, worded as Redis words them.
@@ -123,6 +147,11 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Milliseconds above which the latency monitor records an event (0 = off).
     pub latency_monitor_threshold: AtomicU64,
+    /// `appendonly` as configured; [`crate::persist::apply_config`] starts or
+    /// stops the log to match.
+    pub appendonly: AtomicBool,
+    /// `appendfsync` ([`crate::persist::aof::Fsync`] as u8).
+    pub appendfsync: AtomicU8,
 }
 
 impl Default for Config {
@@ -142,6 +171,8 @@ impl Default for Config {
             slowlog_max_len: AtomicUsize::new(128),
             config_file: None,
             latency_monitor_threshold: AtomicU64::new(0),
+            appendonly: AtomicBool::new(false),
+            appendfsync: AtomicU8::new(Fsync::EverySec as u8),
         }
     }
 }
@@ -289,8 +320,20 @@ pub static PARAMS: &[Param] = &[
     },
     Param {
         name: "appendonly",
-        get: |_, _| "no".into(),
-        set: None,
+        get: |c, _| yes_no(c.appendonly.load(Ordering::Relaxed)),
+        set: Some(|c, _, v| {
+            c.appendonly.store(parse_yes_no(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "appendfsync",
+        get: |c, _| Fsync::from_u8(c.appendfsync.load(Ordering::Relaxed)).name().into(),
+        set: Some(|c, _, v| {
+            let f = Fsync::parse(v).ok_or_else(|| ConfigError::Invalid(v.to_string()))?;
+            c.appendfsync.store(f as u8, Ordering::Relaxed);
+            Ok(())
+        }),
     },
     Param {
         name: "databases",
@@ -303,6 +346,18 @@ pub static PARAMS: &[Param] = &[
         set: None,
     },
 ];
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+fn parse_yes_no(v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(ConfigError::Invalid(v.to_string())),
+    }
+}
 
 pub fn find_param(name: &str) -> Option<&'static Param> {
     PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
@@ -379,6 +434,8 @@ impl Config {
             args.slowlog_log_slower_than.map(|v| v.to_string()),
         )?;
         set("slowlog-max-len", args.slowlog_max_len.map(|v| v.to_string()))?;
+        set("appendonly", args.appendonly.clone())?;
+        set("appendfsync", args.appendfsync.clone())?;
         Ok(cfg)
     }
 }

@@ -49,6 +49,7 @@ pub mod db;
 pub mod glob;
 pub mod metrics;
 pub mod notify;
+pub mod persist;
 pub mod pubsub;
 pub mod resp;
 pub mod server;

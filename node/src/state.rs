@@ -181,6 +181,8 @@ pub struct State {
     pub mem_peak: AtomicU64,
     /// Replication ID reported by `INFO replication` (new every start).
     pub replid: String,
+    /// The append-only log (group commit, MISCONF, INFO).
+    pub aof: crate::persist::aof::Aof,
 }
 
 impl State {
@@ -207,6 +209,7 @@ impl State {
             latency: Latency::default(),
             mem_peak: AtomicU64::new(0),
             replid: (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect(),
+            aof: Default::default(),
         })
     }
 

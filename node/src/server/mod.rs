@@ -24,6 +24,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("failed to listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Persist(#[from] crate::persist::PersistError),
 }
 
 /// A started server: where it listens and how to stop it.
@@ -43,10 +45,14 @@ impl Running {
     }
 
     /// Stop accepting, close every connection, and wait for all tasks to end.
+    /// Then the log writer writes and fsyncs what is left, so a clean
+    /// shutdown loses nothing whatever `appendfsync` says.
     pub async fn shutdown(mut self) {
         let _ = self.notify_shutdown.send(());
         drop(self.done_tx.take());
         let _ = self.done_rx.recv().await;
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::persist::aof::stop_writer(&state)).await;
     }
 }
 
@@ -55,6 +61,17 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let db = Db::new();
     let config = Config::from_args(args, &db.eviction)?;
     let state = State::new(db, config);
+    // Load before listening: no client sees a half-loaded dataset.
+    let persist = crate::persist::PersistConfig::from_args(args, &state.config)?;
+    {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || crate::persist::startup(&state, &persist))
+            .await
+            .map_err(|e| crate::persist::PersistError::Inconsistent {
+                dir: Default::default(),
+                msg: format!("loading task failed: {e}"),
+            })??;
+    }
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, done_rx) = mpsc::channel(1);
 

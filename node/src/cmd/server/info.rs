@@ -93,7 +93,7 @@ pub fn info(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             "server" => server(state, &mut s),
             "clients" => clients(state, &mut s),
             "memory" => memory(state, &mut s),
-            "persistence" => persistence(&mut s),
+            "persistence" => persistence(state, &mut s),
             "stats" => stats(state, &mut s),
             "replication" => replication(state, &mut s),
             "cpu" => cpu(&mut s),
@@ -218,13 +218,14 @@ fn memory(state: &State, s: &mut Section) {
 /// This node has no RDB or AOF yet: the section says only that nothing is
 /// loading and no save or rewrite is running, which clients (redis-py's
 /// `wait until loaded`, sentinels, operators) check before sending traffic.
-fn persistence(s: &mut Section) {
+fn persistence(state: &State, s: &mut Section) {
     s.field("loading", 0);
     s.field("async_loading", 0);
     s.field("rdb_bgsave_in_progress", 0);
     s.field("rdb_saves", 0);
-    s.field("aof_enabled", 0);
-    s.field("aof_rewrite_in_progress", 0);
+    for (name, value) in crate::persist::info_fields(state) {
+        s.field(name, value);
+    }
 }
 
 fn stats(state: &State, s: &mut Section) {
