@@ -507,6 +507,19 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         count_error(state, &e);
         return Outcome::Reply(e);
     }
+    // A write the append-only log cannot persist is refused, never
+    // acknowledged (inside MULTI too: the transaction then aborts).
+    if spec.is_write()
+        && let Some(msg) = state.aof.write_error()
+    {
+        if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        state.stats.commands[id].rejected_calls.fetch_add(1, Ordering::Relaxed);
+        let e = Reply::err(msg);
+        count_error(state, &e);
+        return Outcome::Reply(e);
+    }
     if let Some(m) = session.multi.as_mut()
         && spec.flags & flags::TXN_CONTROL == 0
     {

@@ -126,6 +126,9 @@ pub struct Aof {
     pub(crate) files: Mutex<Option<Files>>,
     stop: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Startup's settings (directory names) and the state itself, for
+    /// `CONFIG SET appendonly yes` (which must start a writer thread).
+    pub(crate) setup: Mutex<Option<(super::PersistConfig, std::sync::Weak<State>)>>,
 }
 
 pub(crate) struct Files {
@@ -156,6 +159,7 @@ impl Default for Aof {
             files: Mutex::new(None),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
+            setup: Mutex::new(None),
         }
     }
 }
@@ -198,6 +202,11 @@ impl Aof {
             Some(e) if self.acked.load(Ordering::Acquire) < offset => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Offset up to which writes may be acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Acquire)
     }
 
     fn publish(&self, offset: u64) {

@@ -150,6 +150,7 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 /// blocking context.
 pub fn startup(state: &Arc<State>, cfg: &PersistConfig) -> Result<(), PersistError> {
     let aof = &state.aof;
+    *aof.setup.lock() = Some((cfg.clone(), Arc::downgrade(state)));
     aof.set_fsync(cfg.appendfsync);
     aof.segment_size.store(cfg.segment_size.max(1), Ordering::Relaxed);
     aof.segment_seconds.store(cfg.segment_seconds, Ordering::Relaxed);
@@ -187,6 +188,68 @@ pub fn startup(state: &Arc<State>, cfg: &PersistConfig) -> Result<(), PersistErr
     state.db.wlog.collect_unpersisted(true);
     aof::start_writer(state, segment, Files { dir: dir.clone(), manifest })
         .map_err(io_err("failed to start the log writer for", &dir))
+}
+
+/// After `CONFIG SET`: make the log match `appendonly` and `appendfsync`.
+/// Turning the log off waits for the writer to write and fsync what it has.
+pub fn apply_config(state: &State) -> Result<(), String> {
+    let cfg = &state.config;
+    state
+        .aof
+        .set_fsync(Fsync::from_u8(cfg.appendfsync.load(Ordering::Relaxed)));
+    let want = cfg.appendonly.load(Ordering::Relaxed);
+    let running = state.aof.enabled.load(Ordering::Acquire);
+    if want == running {
+        return Ok(());
+    }
+    if !want {
+        aof::stop_writer(state);
+        return Ok(());
+    }
+    enable_at_runtime(state).inspect_err(|_| cfg.appendonly.store(false, Ordering::Relaxed))
+}
+
+/// `CONFIG SET appendonly yes`: the log must start from a base that matches
+/// the dataset. With an empty dataset the base is "nothing at offset X",
+/// taken under every partition lock so no write slips between the check
+/// and the start of collection.
+fn enable_at_runtime(state: &State) -> Result<(), String> {
+    let (pcfg, me) = state.aof.setup.lock().clone().ok_or("persistence was not set up")?;
+    let me = me.upgrade().ok_or("server is shutting down")?;
+    let dir = aof::log_dir(&pcfg.dir, &pcfg.appenddirname);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+    let offset = {
+        let mut ks = state.db.lock_all(crate::db::now_ms());
+        let keys: usize = ks.partitions_mut().map(|p| p.keys).sum();
+        if keys > 0 {
+            return Err(
+                "turning appendonly on needs a snapshot of the dataset, which this build cannot take yet; \
+                 restart with --appendonly yes"
+                    .into(),
+            );
+        }
+        state.db.wlog.collect_unpersisted(true);
+        state.db.wlog.offset()
+    };
+    let started = (|| -> std::io::Result<()> {
+        for s in list_segments(&dir).map_err(std::io::Error::other)? {
+            std::fs::remove_file(dir.join(segment::file_name(s)))?;
+        }
+        let seg = SegmentWriter::create(&dir, offset)?;
+        let m = Manifest {
+            base_file: None,
+            base_offset: offset,
+            segments: vec![offset],
+        };
+        m.store(&dir)?;
+        state.aof.current_size.store(dir_size(&dir), Ordering::Relaxed);
+        state.aof.base_size.store(0, Ordering::Relaxed);
+        aof::start_writer(&me, seg, Files { dir: dir.clone(), manifest: m })
+    })();
+    started.map_err(|e| {
+        state.db.wlog.collect_unpersisted(false);
+        format!("failed to start the append-only log in {}: {e}", dir.display())
+    })
 }
 
 fn dir_size(dir: &Path) -> u64 {
