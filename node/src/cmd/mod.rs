@@ -16,6 +16,7 @@
 //! then publish keyspace notifications and serve clients blocked on keys the
 //! command made ready.
 
+pub mod aof;
 pub mod cluster;
 pub mod connection;
 pub mod hash;
@@ -176,7 +177,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 12] {
+fn families() -> [&'static [CommandSpec]; 13] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -190,6 +191,7 @@ fn families() -> [&'static [CommandSpec]; 12] {
         txn::COMMANDS,
         server::COMMANDS,
         cluster::COMMANDS,
+        aof::COMMANDS,
     ]
 }
 

@@ -129,6 +129,11 @@ pub struct Aof {
     /// Startup's settings (directory names) and the state itself, for
     /// `CONFIG SET appendonly yes` (which must start a writer thread).
     pub(crate) setup: Mutex<Option<(super::PersistConfig, std::sync::Weak<State>)>>,
+    /// BGREWRITEAOF asks the writer to start a new segment; the writer
+    /// clears it when done.
+    pub(crate) rotate_now: AtomicBool,
+    /// Start offset of the segment being written.
+    pub(crate) segment_start: AtomicU64,
 }
 
 pub(crate) struct Files {
@@ -160,6 +165,8 @@ impl Default for Aof {
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
             setup: Mutex::new(None),
+            rotate_now: AtomicBool::new(false),
+            segment_start: AtomicU64::new(0),
         }
     }
 }
@@ -241,6 +248,7 @@ pub(crate) fn start_writer(state: &Arc<State>, segment: SegmentWriter, files: Fi
     let aof = &state.aof;
     aof.stop.store(false, Ordering::Relaxed);
     aof.publish(segment.end);
+    aof.segment_start.store(segment.start, Ordering::Release);
     *aof.files.lock() = Some(files);
     aof.enabled.store(true, Ordering::Release);
     let st = state.clone();
@@ -375,11 +383,15 @@ impl Writer {
         let by_size = self.seg.len >= aof.segment_size.load(Ordering::Relaxed);
         let secs = aof.segment_seconds.load(Ordering::Relaxed);
         let by_time = secs > 0 && self.seg.created.elapsed() >= Duration::from_secs(secs);
-        if self.seg.is_empty() || !(by_size || by_time) {
-            return;
-        }
-        if let Err(e) = self.rotate() {
+        let forced = aof.rotate_now.load(Ordering::Acquire);
+        if !self.seg.is_empty()
+            && (by_size || by_time || forced)
+            && let Err(e) = self.rotate()
+        {
             aof.poison("segment rotation failed", &e);
+        }
+        if forced {
+            aof.rotate_now.store(false, Ordering::Release);
         }
     }
 
@@ -401,6 +413,7 @@ impl Writer {
         files.manifest.store(&files.dir)?;
         tracing::info!(closed = %self.seg.path.display(), next = %next.path.display(), "rotated log segment");
         self.seg = next;
+        self.state.aof.segment_start.store(self.seg.start, Ordering::Release);
         self.state.aof.publish(self.seg.end);
         Ok(())
     }

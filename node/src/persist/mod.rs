@@ -37,6 +37,7 @@
 
 pub mod aof;
 pub mod manifest;
+pub mod rewrite;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
@@ -252,7 +253,7 @@ fn enable_at_runtime(state: &State) -> Result<(), String> {
     })
 }
 
-fn dir_size(dir: &Path) -> u64 {
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
@@ -582,6 +583,11 @@ fn load_snapshot_file(_state: &Arc<State>, path: &Path) -> Result<u64, PersistEr
         path: path.to_path_buf(),
         msg: "snapshot loading is not built into this binary yet".into(),
     })
+}
+
+/// Cut the live dataset and write it to `path` (fsynced); its offset.
+pub(crate) fn write_base_snapshot(_state: &Arc<State>, _path: &Path) -> Result<u64, String> {
+    Err("this build cannot take snapshots yet".into())
 }
 
 /// `ferrokv-node check` for a snapshot file.
