@@ -185,6 +185,14 @@ pub struct State {
     pub aof: crate::persist::aof::Aof,
 }
 
+/// The cut ([`crate::persist::cut::start`]) needs an owner of the keyspace
+/// that it can keep alive while its dumper runs.
+impl AsRef<Db> for State {
+    fn as_ref(&self) -> &Db {
+        &self.db
+    }
+}
+
 impl State {
     pub fn new(db: Db, config: Config) -> Arc<State> {
         let n = crate::cmd::table().len();

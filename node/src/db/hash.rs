@@ -29,6 +29,15 @@ pub struct Hash {
 }
 
 impl Hash {
+    /// An empty hash already in the large encoding, for restoring one that
+    /// was (Redis never converts back, and the order of a large one's
+    /// members must not be re-sorted as a small one's would be).
+    pub fn new_hashtable() -> Hash {
+        Hash {
+            hashtable: true,
+            ..Hash::default()
+        }
+    }
     pub fn len(&self) -> usize {
         self.dict.len()
     }

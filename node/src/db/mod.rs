@@ -79,12 +79,15 @@ impl Partition {
         &self.slots[slot as usize / PARTITIONS]
     }
 
-    pub fn slot_mut(&mut self, slot: u16) -> &mut SlotTable {
+    /// Private: every change to a slot goes through [`Keys`], which first
+    /// lets a running snapshot cut capture the slot ([`crate::persist::cut`]).
+    fn slot_mut(&mut self, slot: u16) -> &mut SlotTable {
         &mut self.slots[slot as usize / PARTITIONS]
     }
 
-    pub fn slot_tables(&mut self) -> &mut [SlotTable] {
-        &mut self.slots
+    /// Read-only, for the same reason as `slot_mut` is private.
+    pub fn slot_tables(&self) -> &[SlotTable] {
+        &self.slots
     }
 }
 
@@ -111,6 +114,9 @@ pub struct Db {
     /// while holding their partition locks (commands, active expiry,
     /// eviction).
     pub wlog: crate::wlog::WriteLog,
+    /// The running snapshot cut, if any: [`Keys`] lets it capture a slot
+    /// before the slot's first change.
+    pub cut: crate::persist::cut::CutState,
 }
 
 impl Default for Db {
@@ -148,7 +154,24 @@ impl Db {
             evicted_keys: 0.into(),
             eviction: evict::EvictionConfig::default(),
             wlog: crate::wlog::WriteLog::default(),
+            cut: crate::persist::cut::CutState::default(),
         }
+    }
+
+    /// Run `f` with every partition locked (a snapshot cut's instant):
+    /// nothing in the keyspace or the write log changes meanwhile.
+    pub fn freeze<R>(&self, f: impl FnOnce() -> R) -> R {
+        let guards: Vec<MutexGuard<'_, Partition>> = self.parts.iter().map(|p| p.0.lock()).collect();
+        let r = f();
+        drop(guards);
+        r
+    }
+
+    /// Read one slot's table with its partition locked (the cut's dumper,
+    /// digests), without the bookkeeping of a [`Keys`].
+    pub fn with_slot<R>(&self, slot: u16, f: impl FnOnce(&SlotTable) -> R) -> R {
+        let g = self.parts[Self::partition_of(slot)].0.lock();
+        f(g.slot(slot))
     }
 
     pub fn hash(&self, key: &[u8]) -> u64 {
@@ -273,7 +296,18 @@ impl<'a> Keys<'a> {
         }
     }
 
+    /// The partition of `slot`, about to be changed: a running snapshot cut
+    /// captures the slot first (one relaxed load when none runs).
     fn part_mut(&mut self, slot: u16) -> &mut Partition {
+        let db = self.db;
+        let part = self.part_ref(slot);
+        db.cut.before_write(slot, part.slot(slot));
+        part
+    }
+
+    /// The partition of `slot`, for reading (and access clocks, which
+    /// snapshots do not hold).
+    fn part_ref(&mut self, slot: u16) -> &mut Partition {
         let p = Db::partition_of(slot);
         let i = self.part_index(p);
         if i == usize::MAX {
@@ -294,13 +328,22 @@ impl<'a> Keys<'a> {
         self.lru_clock
     }
 
-    /// Find a live entry, deleting it first if it has expired.
+    /// Find a live entry for changing it, deleting it first if it has expired.
     fn find(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.find_for(key, true)
+    }
+
+    /// Find a live entry for reading (its access clock may still change).
+    fn find_read(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.find_for(key, false)
+    }
+
+    fn find_for(&mut self, key: &[u8], write: bool) -> Option<&mut Entry> {
         let hash = self.db.hash(key);
         let slot = key_slot(key);
         let now = self.now;
         let hasher = &self.db.hasher;
-        let part = self.part_mut(slot);
+        let part = self.part_ref(slot);
         let expired = {
             let table = &mut part.slot_mut(slot).table;
             let e = table.find(hash, |e| e.key() == key)?;
@@ -313,7 +356,11 @@ impl<'a> Keys<'a> {
             self.expired.push(Bytes::copy_from_slice(key));
             return None;
         }
-        let part = self.part_mut(slot);
+        let part = if write {
+            self.part_mut(slot)
+        } else {
+            self.part_ref(slot)
+        };
         part.slot_mut(slot).table.find_mut(hash, |e| e.key() == key)
     }
 
@@ -347,7 +394,7 @@ impl<'a> Keys<'a> {
     /// Look a key up for reading: lazy expiry plus access-clock update.
     pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
         let (clock, lfu, now, no_touch) = (self.lru_clock, self.lfu, self.now, self.no_touch);
-        let e = self.find(key)?;
+        let e = self.find_read(key)?;
         if !no_touch {
             evict::touch(e, clock, lfu, now);
         }
@@ -356,11 +403,11 @@ impl<'a> Keys<'a> {
 
     /// Look a key up without touching its access clock (OBJECT, TYPE-free peeks).
     pub fn peek(&mut self, key: &[u8]) -> Option<&Entry> {
-        self.find(key).map(|e| &*e)
+        self.find_read(key).map(|e| &*e)
     }
 
     pub fn exists(&mut self, key: &[u8]) -> bool {
-        self.find(key).is_some()
+        self.find_read(key).is_some()
     }
 
     /// A string value, or WRONGTYPE.
@@ -419,7 +466,7 @@ impl<'a> Keys<'a> {
             let hash = self.db.hash(key);
             let slot = key_slot(key);
             let mem = self
-                .part_mut(slot)
+                .part_ref(slot)
                 .slot(slot)
                 .table
                 .find(hash, |e| e.key() == key)
@@ -461,7 +508,7 @@ impl<'a> Keys<'a> {
         let expire = match expiry {
             Expiry::Clear => None,
             Expiry::At(t) => Some(t),
-            Expiry::Keep => self.find(key).and_then(|e| e.expire_at()),
+            Expiry::Keep => self.find_read(key).and_then(|e| e.expire_at()),
         };
         let entry = Entry::new_str(key, val, expire, evict::new_lru(self.lru_clock, self.db));
         self.insert_entry(key, entry);
@@ -537,7 +584,7 @@ impl<'a> Keys<'a> {
 
     /// Keys in one slot (no expiry check).
     pub fn count_in_slot(&mut self, slot: u16) -> usize {
-        self.part_mut(slot).slot(slot).table.len()
+        self.part_ref(slot).slot(slot).table.len()
     }
 
     /// Visit every live key of the held partitions.
@@ -557,7 +604,7 @@ impl<'a> Keys<'a> {
     /// Keys of one slot, in table order, up to `count`.
     pub fn keys_in_slot(&mut self, slot: u16, count: usize) -> Vec<Bytes> {
         let now = self.now;
-        self.part_mut(slot)
+        self.part_ref(slot)
             .slot(slot)
             .table
             .iter()
@@ -582,7 +629,7 @@ impl<'a> Keys<'a> {
         let mut visited_empty = 0usize;
         while slot < SLOTS {
             let hasher = self.db.hasher.clone();
-            let st = self.part_mut(slot as u16).slot(slot as u16);
+            let st = self.part_ref(slot as u16).slot(slot as u16);
             if st.table.is_empty() {
                 slot += 1;
                 from = 0;
@@ -633,11 +680,16 @@ impl<'a> Keys<'a> {
     pub fn clear(&mut self) -> usize {
         let mut removed = 0;
         let mut mem = 0i64;
-        for (_, g) in self.guards.iter_mut() {
+        let cut = &self.db.cut;
+        for (p, g) in self.guards.iter_mut() {
             removed += g.keys;
             mem += g.mem as i64;
-            for st in g.slots.iter_mut() {
-                *st = SlotTable::default();
+            for (i, st) in g.slots.iter_mut().enumerate() {
+                let table = std::mem::take(st).table;
+                if cut.is_active() {
+                    // A running cut takes tables it has not captured yet.
+                    cut.detach((i * PARTITIONS + *p) as u16, table);
+                }
             }
             g.keys = 0;
             g.volatile = 0;

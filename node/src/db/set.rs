@@ -27,6 +27,15 @@ pub struct Set {
 }
 
 impl Set {
+    /// An empty set already in the large encoding, for restoring one that
+    /// was (Redis never converts back, and the order of a large one's
+    /// members must not be re-sorted as a small one's would be).
+    pub fn new_hashtable() -> Set {
+        Set {
+            hashtable: true,
+            ..Set::default()
+        }
+    }
     pub fn len(&self) -> usize {
         self.dict.len()
     }

@@ -1013,6 +1013,175 @@ impl Stream {
 /// Nodes of a canonical radix tree holding `keys` (sorted, distinct, all
 /// sharing their first `depth` bytes): a compressed node per shared run, a
 /// branching node per fork, a leaf per key.
+/// One macro-node shadow as the snapshot codec ([`crate::persist::codec`])
+/// stores it. The shadows are part of what clients can observe (approximate
+/// trimming, `XINFO STREAM`), so a restored stream must get them back exactly
+/// rather than rebuild them by re-adding entries (deleted entries would be
+/// forgotten and node boundaries would move).
+pub struct NodeShadow<'a> {
+    pub master: StreamId,
+    pub live: u32,
+    pub deleted: u32,
+    pub lp_bytes: usize,
+    pub master_fields: &'a [Bytes],
+    pub last: StreamId,
+}
+
+/// An owned [`NodeShadow`], as decoded from a snapshot.
+pub struct NodeParts {
+    pub master: StreamId,
+    pub live: u32,
+    pub deleted: u32,
+    pub lp_bytes: usize,
+    pub master_fields: Box<[Bytes]>,
+    pub last: StreamId,
+}
+
+/// Everything a stream holds, for restoring one from a snapshot. Consumers'
+/// own pending sets are not part of it: they are rebuilt from the groups'
+/// PELs (every NACK names its consumer), so they cannot disagree.
+pub struct StreamParts {
+    pub entries: Vec<(StreamId, Box<[Bytes]>)>,
+    pub nodes: Vec<NodeParts>,
+    pub last_id: StreamId,
+    pub first_id: StreamId,
+    pub max_deleted_id: StreamId,
+    pub entries_added: i64,
+    /// Group name, last delivered ID, entries read, PEL, consumers (name, seen time).
+    pub groups: Vec<GroupParts>,
+}
+
+pub struct GroupParts {
+    pub name: Bytes,
+    pub last_id: StreamId,
+    pub entries_read: i64,
+    pub pel: Vec<(StreamId, Nack)>,
+    pub consumers: Vec<(Bytes, u64)>,
+}
+
+/// Largest `live + deleted` a restored node may claim: real nodes hold at
+/// most `NODE_MAX_ENTRIES`, and a bound keeps the counters' arithmetic from
+/// overflowing on a corrupt (but checksummed-by-accident) input.
+const MAX_NODE_ENTRIES_RESTORED: u32 = 1 << 20;
+
+impl Stream {
+    /// Entries in ID order.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (StreamId, &[Bytes])> {
+        self.entries.iter().map(|(k, v)| (*k, &v[..]))
+    }
+
+    /// Macro-node shadows in ID order.
+    pub fn node_shadows(&self) -> impl ExactSizeIterator<Item = NodeShadow<'_>> {
+        self.nodes.iter().map(|(m, n)| NodeShadow {
+            master: *m,
+            live: n.live,
+            deleted: n.deleted,
+            lp_bytes: n.lp_bytes,
+            master_fields: &n.master_fields,
+            last: n.last,
+        })
+    }
+
+    /// Rebuild a stream from its parts, checking the invariants the rest of
+    /// this module relies on (entries sorted and unique, every entry inside
+    /// a node whose live count matches, field lists in pairs), so a damaged
+    /// input is refused here instead of misbehaving later.
+    pub fn from_parts(p: StreamParts) -> Result<Stream, &'static str> {
+        let mut s = Stream {
+            last_id: p.last_id,
+            first_id: p.first_id,
+            max_deleted_id: p.max_deleted_id,
+            entries_added: p.entries_added,
+            ..Stream::default()
+        };
+        for n in p.nodes {
+            if n.live
+                .checked_add(n.deleted)
+                .is_none_or(|t| t > MAX_NODE_ENTRIES_RESTORED)
+            {
+                return Err("stream node counts out of range");
+            }
+            if n.lp_bytes > 1 << 40 || n.lp_bytes < 16 {
+                return Err("stream node size out of range");
+            }
+            if n.last < n.master {
+                return Err("stream node ends before it starts");
+            }
+            if s.nodes.last_key_value().is_some_and(|(k, _)| *k >= n.master) {
+                return Err("stream nodes out of order");
+            }
+            s.nodes.insert(
+                n.master,
+                Node {
+                    live: n.live,
+                    deleted: n.deleted,
+                    lp_bytes: n.lp_bytes,
+                    master_fields: n.master_fields,
+                    last: n.last,
+                },
+            );
+        }
+        // Walk entries and nodes together: each node's live count must be
+        // the number of entries between its master ID and the next node's.
+        let masters: Vec<(StreamId, u32)> = s.nodes.iter().map(|(k, n)| (*k, n.live)).collect();
+        let mut node = 0usize;
+        let mut in_node = 0u32;
+        for (id, fields) in p.entries {
+            if fields.len() % 2 != 0 || fields.is_empty() {
+                return Err("stream entry fields are not pairs");
+            }
+            if s.entries.last_key_value().is_some_and(|(k, _)| *k >= id) {
+                return Err("stream entries out of order");
+            }
+            if id > s.last_id {
+                return Err("stream entry after the last ID");
+            }
+            while node + 1 < masters.len() && masters[node + 1].0 <= id {
+                if in_node != masters[node].1 {
+                    return Err("stream node live count does not match its entries");
+                }
+                node += 1;
+                in_node = 0;
+            }
+            if masters.get(node).is_none_or(|(m, _)| *m > id) {
+                return Err("stream entry outside every node");
+            }
+            in_node += 1;
+            s.entry_bytes += Self::entry_cost(&fields);
+            s.entries.insert(id, fields);
+        }
+        if !masters.is_empty() {
+            if in_node != masters[node].1 || masters[node + 1..].iter().any(|(_, live)| *live != 0) {
+                return Err("stream node live count does not match its entries");
+            }
+        }
+        for g in p.groups {
+            if !s.create_group(&g.name, g.last_id, g.entries_read) {
+                return Err("duplicate stream consumer group");
+            }
+            for (name, seen) in g.consumers {
+                if !s.create_consumer(&g.name, &name, seen) {
+                    return Err("duplicate stream consumer");
+                }
+            }
+            for (id, nack) in g.pel {
+                let Some(grp) = s.groups.get_mut(&g.name) else {
+                    return Err("stream consumer group vanished");
+                };
+                if grp.pel.last_key_value().is_some_and(|(k, _)| *k >= id) {
+                    return Err("stream pending entries out of order");
+                }
+                if let Some(c) = grp.consumers.get_mut(&nack.consumer) {
+                    c.pel.insert(id);
+                }
+                grp.pel.insert(id, nack);
+                s.group_bytes += NACK_COST;
+            }
+        }
+        Ok(s)
+    }
+}
+
 fn rax_nodes(keys: &[[u8; 16]], depth: usize) -> usize {
     if depth == 16 {
         return 1;

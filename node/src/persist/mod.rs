@@ -34,11 +34,29 @@
 //! torn record in a closed segment, a segment the manifest lists but the
 //! directory lacks — always refuses: dropping it would silently lose
 //! acknowledged writes.
+//!
+//! # Modules
+//!
+//! - [`codec`]: the binary encoding of one key (type, value, TTL, encoding
+//!   flags) shared by snapshots, full syncs and (later) slot migration.
+//! - [`cut`]: a point-in-time view of the keyspace taken without stopping
+//!   writes, streamed as per-slot blocks and tied to a write-log offset.
+//! - [`snapshot`]: the snapshot file format (header, checksummed blocks,
+//!   trailer) over any `Write`/`Read`, loading, and the save bookkeeping.
+//! - [`digest`]: an order-independent hash of the dataset or of one slot.
+//! - [`aof`]: the append-only log writer (fsync policies, group commit,
+//!   failure handling); [`segment`]: the log's file format and verifying
+//!   reader; [`manifest`]: which base and segments make up the log;
+//!   [`rewrite`]: BGREWRITEAOF.
 
 pub mod aof;
+pub mod codec;
+pub mod cut;
+pub mod digest;
 pub mod manifest;
 pub mod rewrite;
 pub mod segment;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -211,45 +229,53 @@ pub fn apply_config(state: &State) -> Result<(), String> {
 }
 
 /// `CONFIG SET appendonly yes`: the log must start from a base that matches
-/// the dataset. With an empty dataset the base is "nothing at offset X",
-/// taken under every partition lock so no write slips between the check
-/// and the start of collection.
+/// the dataset. Collection of log bytes starts (offset S) under every
+/// partition lock, then a cut at X ≥ S becomes the base; the first segment
+/// starts at S (replay skips what the base already holds) and the manifest
+/// is written once, complete. Blocks until the base is on disk.
 fn enable_at_runtime(state: &State) -> Result<(), String> {
     let (pcfg, me) = state.aof.setup.lock().clone().ok_or("persistence was not set up")?;
     let me = me.upgrade().ok_or("server is shutting down")?;
     let dir = aof::log_dir(&pcfg.dir, &pcfg.appenddirname);
     std::fs::create_dir_all(&dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
-    let offset = {
+    for s in list_segments(&dir).map_err(|e| e.to_string())? {
+        std::fs::remove_file(dir.join(segment::file_name(s))).map_err(|e| format!("failed to clear {}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(dir.join(manifest::FILE_NAME));
+    let (start, keys) = {
         let mut ks = state.db.lock_all(crate::db::now_ms());
         let keys: usize = ks.partitions_mut().map(|p| p.keys).sum();
-        if keys > 0 {
-            return Err(
-                "turning appendonly on needs a snapshot of the dataset, which this build cannot take yet; \
-                 restart with --appendonly yes"
-                    .into(),
-            );
-        }
         state.db.wlog.collect_unpersisted(true);
-        state.db.wlog.offset()
+        (state.db.wlog.offset(), keys)
     };
-    let started = (|| -> std::io::Result<()> {
-        for s in list_segments(&dir).map_err(std::io::Error::other)? {
-            std::fs::remove_file(dir.join(segment::file_name(s)))?;
-        }
-        let seg = SegmentWriter::create(&dir, offset)?;
-        let m = Manifest {
-            base_file: None,
-            base_offset: offset,
-            segments: vec![offset],
+    let started = (|| -> Result<(), String> {
+        let (base_file, base_offset) = if keys > 0 {
+            let (x, name) = write_base_snapshot(&me, &dir)?;
+            (Some(name), x)
+        } else {
+            (None, start)
         };
-        m.store(&dir)?;
+        let io = |e: std::io::Error| format!("in {}: {e}", dir.display());
+        let seg = SegmentWriter::create(&dir, start).map_err(io)?;
+        let m = Manifest {
+            base_file,
+            base_offset,
+            segments: vec![start],
+        };
+        m.store(&dir).map_err(io)?;
+        let base_size = m
+            .base_file
+            .as_ref()
+            .and_then(|f| std::fs::metadata(dir.join(f)).ok())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        state.aof.base_size.store(base_size, Ordering::Relaxed);
         state.aof.current_size.store(dir_size(&dir), Ordering::Relaxed);
-        state.aof.base_size.store(0, Ordering::Relaxed);
-        aof::start_writer(&me, seg, Files { dir: dir.clone(), manifest: m })
+        aof::start_writer(&me, seg, Files { dir: dir.clone(), manifest: m }).map_err(io)
     })();
     started.map_err(|e| {
         state.db.wlog.collect_unpersisted(false);
-        format!("failed to start the append-only log in {}: {e}", dir.display())
+        format!("failed to start the append-only log: {e}")
     })
 }
 
@@ -575,25 +601,59 @@ fn reply_text(r: &crate::resp::Reply) -> String {
     }
 }
 
-// ---- Seams to the snapshot reader/writer (branch `snapshot`). ----
+// ---- The snapshot reader/writer (persist::snapshot) as the log uses it ----
 
 /// Load a snapshot file into the (empty) dataset; returns its write-log offset.
-fn load_snapshot_file(_state: &Arc<State>, path: &Path) -> Result<u64, PersistError> {
-    Err(PersistError::Snapshot {
+fn load_snapshot_file(state: &Arc<State>, path: &Path) -> Result<u64, PersistError> {
+    let started = std::time::Instant::now();
+    let snap_err = |msg: String| PersistError::Snapshot {
         path: path.to_path_buf(),
-        msg: "snapshot loading is not built into this binary yet".into(),
-    })
+        msg,
+    };
+    match snapshot::load_file(path, &state.db) {
+        Ok(Some(info)) => {
+            tracing::info!(
+                file = %path.display(),
+                keys = info.keys,
+                expired = info.expired,
+                offset = info.offset,
+                ms = started.elapsed().as_millis() as u64,
+                "loaded snapshot"
+            );
+            Ok(info.offset)
+        }
+        Ok(None) => Err(snap_err("file not found".into())),
+        Err(e) => Err(snap_err(e.to_string())),
+    }
 }
 
-/// Cut the live dataset and write it to `path` (fsynced); its offset.
-pub(crate) fn write_base_snapshot(_state: &Arc<State>, _path: &Path) -> Result<u64, String> {
-    Err("this build cannot take snapshots yet".into())
+/// Cut the live dataset and write it as `base-<offset>.fkv` in `dir`
+/// (temp file, fsync, rename, directory fsync); its offset and file name.
+pub(crate) fn write_base_snapshot(state: &Arc<State>, dir: &Path) -> Result<(u64, String), String> {
+    let stream = cut::start(state).map_err(|e| e.to_string())?;
+    let offset = stream.offset;
+    let name = manifest::base_file_name(offset);
+    snapshot::save_stream(stream, &dir.join(&name), &state.replid)
+        .map_err(|e| format!("failed to write the base snapshot: {e}"))?;
+    Ok((offset, name))
 }
 
 /// `ferrokv-node check` for a snapshot file.
-fn check_snapshot_file(path: &Path, _data: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<bool> {
-    writeln!(out, "{}: snapshot files cannot be checked by this build yet", path.display())?;
-    Ok(false)
+fn check_snapshot_file(path: &Path, out: &mut dyn std::io::Write) -> std::io::Result<bool> {
+    if !snapshot::is_snapshot(path) {
+        writeln!(out, "{}: BAD: neither a ferrokv snapshot nor a log segment", path.display())?;
+        return Ok(false);
+    }
+    match snapshot::check(path) {
+        Ok(report) => {
+            writeln!(out, "{}: {report}", path.display())?;
+            Ok(true)
+        }
+        Err(e) => {
+            writeln!(out, "{}: BAD snapshot: {e}", path.display())?;
+            Ok(false)
+        }
+    }
 }
 
 // ---- `ferrokv-node check` ----
@@ -608,7 +668,7 @@ pub fn check(path: &Path, out: &mut dyn std::io::Write) -> std::io::Result<bool>
     if segment::is_segment(&data) {
         return check_segment(path, &data, None, out);
     }
-    check_snapshot_file(path, &data, out)
+    check_snapshot_file(path, out)
 }
 
 fn check_segment(path: &Path, data: &[u8], expect: Option<u64>, out: &mut dyn std::io::Write) -> std::io::Result<bool> {

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::manifest;
 use super::segment;
 use crate::state::State;
 
@@ -91,15 +90,11 @@ fn run(state: &Arc<State>) -> Result<u64, String> {
     let aof = &state.aof;
     let dir = aof.dir().ok_or("append only file is off")?;
     let y = rotate(state)?;
-    let tmp = dir.join("base.tmp");
-    let x = super::write_base_snapshot(state, &tmp)?;
+    let (x, name) = super::write_base_snapshot(state, &dir)?;
     if x < y {
         return Err(format!("snapshot offset {x} is before the new segment at {y}"));
     }
-    let name = manifest::base_file_name(x);
     let path = dir.join(&name);
-    std::fs::rename(&tmp, &path).map_err(|e| format!("failed to rename {}: {e}", tmp.display()))?;
-    segment::sync_dir(&dir).map_err(|e| format!("failed to fsync {}: {e}", dir.display()))?;
     let base_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let (old_base, old_segments) = {
         let mut files = aof.files.lock();
