@@ -290,7 +290,12 @@ fn segments_rotate_by_size_and_replay_in_order() {
         let s = server_with(args.clone());
         let mut c = RawClient::connect(s.addr);
         write_dataset(&mut c);
-        wait_for("rotation", Duration::from_secs(10), || {
+        // More writes until the log rotated twice (rotation happens between
+        // records, and how many writes a record holds depends on the writer's pace).
+        let mut n = 0;
+        wait_for("rotation", Duration::from_secs(30), || {
+            n += 1;
+            c.cmd(&["SET", &format!("pad{n}"), &"p".repeat(500)]);
             (segments(&dir.0).len() >= 3).then_some(())
         });
     }
@@ -391,4 +396,109 @@ fn full_disk_refuses_writes_with_misconf() {
     for i in &acked {
         assert_eq!(c.cmd(&["GET", &format!("big{i}")]), Frame::bulk(&value), "big{i}");
     }
+}
+
+fn wait_rewrite_done(c: &mut RawClient, rewrites: &str) {
+    wait_for("rewrite to finish", Duration::from_secs(30), || {
+        (info_field(c, "persistence", "aof_rewrite_in_progress") == "0"
+            && info_field(c, "persistence", "aof_rewrites") == rewrites)
+            .then_some(())
+    });
+    assert_eq!(info_field(c, "persistence", "aof_last_bgrewrite_status"), "ok");
+}
+
+#[test]
+fn bgrewriteaof_compacts_into_a_base_and_keeps_every_write() {
+    let dir = TempDir::new("aof-rewrite");
+    let mut args = aof_args(&dir.0, "everysec");
+    args.aof_segment_size = Some("4kb".into());
+    {
+        let s = server_with(args.clone());
+        let mut c = RawClient::connect(s.addr);
+        // Overwrite the same keys until the log has rotated a few times: the
+        // log grows, the dataset not. (Rotation happens between records, and
+        // how many writes one record holds depends on the writer's pace.)
+        let mut round = 0;
+        let before = wait_for("rotations", Duration::from_secs(30), || {
+            round += 1;
+            for i in 0..20 {
+                c.cmd(&["SET", &format!("k{i}"), &format!("r{round}-{}", "x".repeat(100))]);
+            }
+            let s = segments(&dir.0);
+            (s.len() >= 3).then_some(s)
+        });
+        assert_eq!(
+            c.cmd(&["BGREWRITEAOF"]),
+            Frame::Simple("Background append only file rewriting started".into())
+        );
+        wait_rewrite_done(&mut c, "1");
+        let after = segments(&dir.0);
+        assert!(
+            after.iter().all(|p| !before[..before.len() - 1].contains(p)),
+            "segments wholly before the base are gone: {before:?} -> {after:?}"
+        );
+        let manifest = std::fs::read_to_string(log_dir(&dir.0).join("manifest")).expect("manifest");
+        assert!(manifest.contains("base base-"), "{manifest}");
+        // Writes after the rewrite go on in the new segment.
+        write_dataset(&mut c);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrokv-node"))
+        .arg("check")
+        .arg(log_dir(&dir.0))
+        .output()
+        .expect("run check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("checksums OK (file crc32c"), "the base is checked too: {text}");
+    let s = server_with(args);
+    let mut c = RawClient::connect(s.addr);
+    verify_dataset(&mut c);
+    for i in 1..20 {
+        assert_eq!(c.cmd(&["GET", &format!("k{i}")]), Frame::bulk(&format!("v{i}")));
+    }
+}
+
+#[test]
+fn appendonly_on_at_runtime_keeps_the_existing_dataset() {
+    let dir = TempDir::new("aof-runtime");
+    {
+        let s = server_with(ServeArgs {
+            dir: Some(dir.0.clone()),
+            ..Default::default()
+        });
+        let mut c = RawClient::connect(s.addr);
+        write_dataset(&mut c);
+        assert_eq!(c.cmd(&["CONFIG", "SET", "appendonly", "yes"]), Frame::Simple("OK".into()));
+        c.cmd(&["SET", "after", "enable"]);
+    }
+    let s = server_with(aof_args(&dir.0, "everysec"));
+    let mut c = RawClient::connect(s.addr);
+    verify_dataset(&mut c);
+    assert_eq!(c.cmd(&["GET", "after"]), Frame::bulk("enable"));
+}
+
+#[test]
+fn first_start_with_the_log_takes_the_snapshot_as_its_base() {
+    let dir = TempDir::new("aof-from-dump");
+    {
+        let s = server_with(ServeArgs {
+            dir: Some(dir.0.clone()),
+            ..Default::default()
+        });
+        let mut c = RawClient::connect(s.addr);
+        write_dataset(&mut c);
+        ferrokv_node::persist::snapshot::save_file(&s.state, &dir.0.join("dump.fkv"), &s.state.replid)
+            .expect("save dump.fkv");
+    }
+    {
+        let s = server_with(aof_args(&dir.0, "always"));
+        let mut c = RawClient::connect(s.addr);
+        verify_dataset(&mut c);
+        c.cmd(&["SET", "after", "base"]);
+    }
+    std::fs::remove_file(dir.0.join("dump.fkv")).expect("rm dump");
+    let s = server_with(aof_args(&dir.0, "always"));
+    let mut c = RawClient::connect(s.addr);
+    verify_dataset(&mut c);
+    assert_eq!(c.cmd(&["GET", "after"]), Frame::bulk("base"));
 }

@@ -225,7 +225,19 @@ pub fn apply_config(state: &State) -> Result<(), String> {
         aof::stop_writer(state);
         return Ok(());
     }
-    enable_at_runtime(state).inspect_err(|_| cfg.appendonly.store(false, Ordering::Relaxed))
+    // The cut streams its blocks through a channel that must not be waited
+    // on from a runtime thread: the work runs on a plain thread, and CONFIG
+    // SET answers when the log is on (or why it is not).
+    let (pcfg, me) = state.aof.setup.lock().clone().ok_or("persistence was not set up")?;
+    let me = me.upgrade().ok_or("server is shutting down")?;
+    let worker = std::thread::Builder::new()
+        .name("aof-enable".into())
+        .spawn(move || enable_at_runtime(&me, &pcfg))
+        .map_err(|e| format!("failed to start: {e}"))?;
+    worker
+        .join()
+        .unwrap_or_else(|_| Err("the enabling thread panicked".into()))
+        .inspect_err(|_| cfg.appendonly.store(false, Ordering::Relaxed))
 }
 
 /// `CONFIG SET appendonly yes`: the log must start from a base that matches
@@ -233,9 +245,8 @@ pub fn apply_config(state: &State) -> Result<(), String> {
 /// partition lock, then a cut at X ≥ S becomes the base; the first segment
 /// starts at S (replay skips what the base already holds) and the manifest
 /// is written once, complete. Blocks until the base is on disk.
-fn enable_at_runtime(state: &State) -> Result<(), String> {
-    let (pcfg, me) = state.aof.setup.lock().clone().ok_or("persistence was not set up")?;
-    let me = me.upgrade().ok_or("server is shutting down")?;
+fn enable_at_runtime(me: &Arc<State>, pcfg: &PersistConfig) -> Result<(), String> {
+    let state: &State = me;
     let dir = aof::log_dir(&pcfg.dir, &pcfg.appenddirname);
     std::fs::create_dir_all(&dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
     for s in list_segments(&dir).map_err(|e| e.to_string())? {
@@ -250,7 +261,7 @@ fn enable_at_runtime(state: &State) -> Result<(), String> {
     };
     let started = (|| -> Result<(), String> {
         let (base_file, base_offset) = if keys > 0 {
-            let (x, name) = write_base_snapshot(&me, &dir)?;
+            let (x, name) = write_base_snapshot(me, &dir)?;
             (Some(name), x)
         } else {
             (None, start)
@@ -271,7 +282,7 @@ fn enable_at_runtime(state: &State) -> Result<(), String> {
             .unwrap_or(0);
         state.aof.base_size.store(base_size, Ordering::Relaxed);
         state.aof.current_size.store(dir_size(&dir), Ordering::Relaxed);
-        aof::start_writer(&me, seg, Files { dir: dir.clone(), manifest: m }).map_err(io)
+        aof::start_writer(me, seg, Files { dir: dir.clone(), manifest: m }).map_err(io)
     })();
     started.map_err(|e| {
         state.db.wlog.collect_unpersisted(false);
