@@ -30,7 +30,16 @@ impl Drop for Node {
 
 fn spawn_node(dir: &Path) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrokv-node"))
-        .args(["--port", "0", "--bind", "127.0.0.1", "--appendonly", "yes", "--appendfsync", "always"])
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::piped())

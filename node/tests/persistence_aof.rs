@@ -70,7 +70,10 @@ fn info_field(c: &mut RawClient, section: &str, field: &str) -> String {
 
 fn write_dataset(c: &mut RawClient) {
     for i in 0..200 {
-        assert_eq!(c.cmd(&["SET", &format!("k{i}"), &format!("v{i}")]), Frame::Simple("OK".into()));
+        assert_eq!(
+            c.cmd(&["SET", &format!("k{i}"), &format!("v{i}")]),
+            Frame::Simple("OK".into())
+        );
     }
     for _ in 0..7 {
         c.cmd(&["INCR", "counter"]);
@@ -97,7 +100,9 @@ fn verify_dataset(c: &mut RawClient) {
     );
     assert_eq!(c.cmd(&["HGET", "h", "f2"]), Frame::bulk("y"));
     assert_eq!(c.cmd(&["GET", "tx2"]), Frame::bulk("2"));
-    let Frame::Int(ttl) = c.cmd(&["TTL", "ttl"]) else { panic!("ttl") };
+    let Frame::Int(ttl) = c.cmd(&["TTL", "ttl"]) else {
+        panic!("ttl")
+    };
     assert!(ttl > 900 && ttl <= 1000, "ttl {ttl}");
 }
 
@@ -119,7 +124,11 @@ fn writes_survive_restart_for_each_fsync_policy() {
         let s = server_with(aof_args(&dir.0, policy));
         let mut c = RawClient::connect(s.addr);
         verify_dataset(&mut c);
-        assert_eq!(s.state.db.wlog.offset(), offset, "{policy}: offsets continue where the file ends");
+        assert_eq!(
+            s.state.db.wlog.offset(),
+            offset,
+            "{policy}: offsets continue where the file ends"
+        );
         // Appending after a restart continues the same log.
         c.cmd(&["SET", "after", "restart"]);
         drop(c);
@@ -147,7 +156,9 @@ fn always_acknowledges_only_fsynced_writes_and_shares_fsyncs() {
             let state = state.clone();
             std::thread::spawn(move || {
                 let mut c = RawClient::connect(addr);
-                let Frame::Int(id) = c.cmd(&["CLIENT", "ID"]) else { panic!("id") };
+                let Frame::Int(id) = c.cmd(&["CLIENT", "ID"]) else {
+                    panic!("id")
+                };
                 let handle = state.clients.get(id as u64).expect("registered");
                 for i in 0..per_client {
                     assert_eq!(c.cmd(&["SET", &format!("c{t}-{i}"), "v"]), Frame::Simple("OK".into()));
@@ -180,7 +191,10 @@ fn always_acknowledges_only_fsynced_writes_and_shares_fsyncs() {
 
 fn append_bytes(path: &Path, bytes: &[u8]) {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).expect("open segment");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open segment");
     f.write_all(bytes).expect("append");
 }
 
@@ -206,13 +220,20 @@ fn torn_tail_is_refused_then_repaired_with_repair_log() {
     assert!(err.contains("torn record"), "{err}");
     assert!(err.contains(&seg.display().to_string()), "names the file: {err}");
     assert!(err.contains(&format!("byte {good_len}")), "names the position: {err}");
-    assert!(err.contains(&format!("{} bytes", torn.len())), "names the byte count: {err}");
+    assert!(
+        err.contains(&format!("{} bytes", torn.len())),
+        "names the byte count: {err}"
+    );
     assert!(err.contains("--repair-log"), "{err}");
 
     let mut args = aof_args(&dir.0, "always");
     args.repair_log = true;
     let s = server_with(args);
-    assert_eq!(std::fs::metadata(&seg).expect("meta").len(), good_len, "torn bytes dropped");
+    assert_eq!(
+        std::fs::metadata(&seg).expect("meta").len(),
+        good_len,
+        "torn bytes dropped"
+    );
     let mut c = RawClient::connect(s.addr);
     verify_dataset(&mut c);
     c.cmd(&["SET", "after", "repair"]);
@@ -272,7 +293,10 @@ fn check_reports_a_healthy_log_and_a_torn_one() {
     };
     let (ok, text) = run(&log_dir(&dir.0));
     assert!(ok, "{text}");
-    assert!(text.contains("manifest: base (empty dataset) at offset 0, 1 segments"), "{text}");
+    assert!(
+        text.contains("manifest: base (empty dataset) at offset 0, 1 segments"),
+        "{text}"
+    );
     assert!(text.contains("checksums OK"), "{text}");
     let seg = segments(&dir.0).pop().expect("segment");
     append_bytes(&seg, b"partial");
@@ -325,8 +349,14 @@ fn config_set_turns_the_log_on_and_off() {
             Frame::Array(vec![Frame::bulk("appendonly"), Frame::bulk("no")])
         );
         assert_eq!(info_field(&mut c, "persistence", "aof_enabled"), "0");
-        assert_eq!(c.cmd(&["CONFIG", "SET", "appendonly", "yes"]), Frame::Simple("OK".into()));
-        assert_eq!(c.cmd(&["CONFIG", "SET", "appendfsync", "always"]), Frame::Simple("OK".into()));
+        assert_eq!(
+            c.cmd(&["CONFIG", "SET", "appendonly", "yes"]),
+            Frame::Simple("OK".into())
+        );
+        assert_eq!(
+            c.cmd(&["CONFIG", "SET", "appendfsync", "always"]),
+            Frame::Simple("OK".into())
+        );
         assert!(c.cmd(&["CONFIG", "SET", "appendfsync", "sometimes"]).is_error());
         assert_eq!(info_field(&mut c, "persistence", "aof_enabled"), "1");
         write_dataset(&mut c);
@@ -334,7 +364,10 @@ fn config_set_turns_the_log_on_and_off() {
     let s = server_with(aof_args(&dir.0, "everysec"));
     let mut c = RawClient::connect(s.addr);
     verify_dataset(&mut c);
-    assert_eq!(c.cmd(&["CONFIG", "SET", "appendonly", "no"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "appendonly", "no"]),
+        Frame::Simple("OK".into())
+    );
     assert_eq!(info_field(&mut c, "persistence", "aof_enabled"), "0");
 }
 
@@ -449,7 +482,10 @@ fn bgrewriteaof_compacts_into_a_base_and_keeps_every_write() {
         .expect("run check");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("checksums OK (file crc32c"), "the base is checked too: {text}");
+    assert!(
+        text.contains("checksums OK (file crc32c"),
+        "the base is checked too: {text}"
+    );
     let s = server_with(args);
     let mut c = RawClient::connect(s.addr);
     verify_dataset(&mut c);
@@ -468,7 +504,10 @@ fn appendonly_on_at_runtime_keeps_the_existing_dataset() {
         });
         let mut c = RawClient::connect(s.addr);
         write_dataset(&mut c);
-        assert_eq!(c.cmd(&["CONFIG", "SET", "appendonly", "yes"]), Frame::Simple("OK".into()));
+        assert_eq!(
+            c.cmd(&["CONFIG", "SET", "appendonly", "yes"]),
+            Frame::Simple("OK".into())
+        );
         c.cmd(&["SET", "after", "enable"]);
     }
     let s = server_with(aof_args(&dir.0, "everysec"));

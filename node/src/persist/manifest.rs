@@ -87,7 +87,10 @@ impl Manifest {
                 ["segment", file, start] => {
                     let start: u64 = start.parse().map_err(|_| err(i + 1, format!("bad offset '{start}'")))?;
                     if segment::parse_file_name(file) != Some(start) {
-                        return Err(err(i + 1, format!("segment file '{file}' does not match offset {start}")));
+                        return Err(err(
+                            i + 1,
+                            format!("segment file '{file}' does not match offset {start}"),
+                        ));
                     }
                     if m.segments.last().is_some_and(|&l| l >= start) {
                         return Err(err(i + 1, "segments out of order".into()));

@@ -135,7 +135,10 @@ pub enum PersistError {
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
     #[error("log segment {path}: {source}")]
-    Header { path: PathBuf, source: segment::HeaderError },
+    Header {
+        path: PathBuf,
+        source: segment::HeaderError,
+    },
     #[error(
         "log segment {path} ends with a torn record at byte {at} ({bytes} bytes: {reason}); \
          start with --repair-log to drop those {bytes} bytes"
@@ -205,8 +208,15 @@ pub fn startup(state: &Arc<State>, cfg: &PersistConfig) -> Result<(), PersistErr
         "append-only log loaded"
     );
     state.db.wlog.collect_unpersisted(true);
-    aof::start_writer(state, segment, Files { dir: dir.clone(), manifest })
-        .map_err(io_err("failed to start the log writer for", &dir))
+    aof::start_writer(
+        state,
+        segment,
+        Files {
+            dir: dir.clone(),
+            manifest,
+        },
+    )
+    .map_err(io_err("failed to start the log writer for", &dir))
 }
 
 /// After `CONFIG SET`: make the log match `appendonly` and `appendfsync`.
@@ -250,7 +260,8 @@ fn enable_at_runtime(me: &Arc<State>, pcfg: &PersistConfig) -> Result<(), String
     let dir = aof::log_dir(&pcfg.dir, &pcfg.appenddirname);
     std::fs::create_dir_all(&dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
     for s in list_segments(&dir).map_err(|e| e.to_string())? {
-        std::fs::remove_file(dir.join(segment::file_name(s))).map_err(|e| format!("failed to clear {}: {e}", dir.display()))?;
+        std::fs::remove_file(dir.join(segment::file_name(s)))
+            .map_err(|e| format!("failed to clear {}: {e}", dir.display()))?;
     }
     let _ = std::fs::remove_file(dir.join(manifest::FILE_NAME));
     let (start, keys) = {
@@ -282,7 +293,15 @@ fn enable_at_runtime(me: &Arc<State>, pcfg: &PersistConfig) -> Result<(), String
             .unwrap_or(0);
         state.aof.base_size.store(base_size, Ordering::Relaxed);
         state.aof.current_size.store(dir_size(&dir), Ordering::Relaxed);
-        aof::start_writer(me, seg, Files { dir: dir.clone(), manifest: m }).map_err(io)
+        aof::start_writer(
+            me,
+            seg,
+            Files {
+                dir: dir.clone(),
+                manifest: m,
+            },
+        )
+        .map_err(io)
     })();
     started.map_err(|e| {
         state.db.wlog.collect_unpersisted(false);
@@ -458,7 +477,12 @@ fn open_existing(
             }
             Tail::Torn { at, bytes, reason } => {
                 if !repair {
-                    return Err(PersistError::TornTail { path, at, bytes, reason });
+                    return Err(PersistError::TornTail {
+                        path,
+                        at,
+                        bytes,
+                        reason,
+                    });
                 }
                 let f = std::fs::OpenOptions::new()
                     .write(true)
@@ -652,7 +676,11 @@ pub(crate) fn write_base_snapshot(state: &Arc<State>, dir: &Path) -> Result<(u64
 /// `ferrokv-node check` for a snapshot file.
 fn check_snapshot_file(path: &Path, out: &mut dyn std::io::Write) -> std::io::Result<bool> {
     if !snapshot::is_snapshot(path) {
-        writeln!(out, "{}: BAD: neither a ferrokv snapshot nor a log segment", path.display())?;
+        writeln!(
+            out,
+            "{}: BAD: neither a ferrokv snapshot nor a log segment",
+            path.display()
+        )?;
         return Ok(false);
     }
     match snapshot::check(path) {
@@ -788,7 +816,12 @@ pub fn info_fields(state: &State) -> Vec<(&'static str, String)> {
         ("aof_current_rewrite_time_sec", "-1".into()),
         (
             "aof_last_bgrewrite_status",
-            if a.last_rewrite_ok.load(Ordering::Relaxed) { "ok" } else { "err" }.into(),
+            if a.last_rewrite_ok.load(Ordering::Relaxed) {
+                "ok"
+            } else {
+                "err"
+            }
+            .into(),
         ),
         ("aof_rewrites", a.rewrites.load(Ordering::Relaxed).to_string()),
         (

@@ -47,12 +47,17 @@ pub fn start(state: &State) -> Result<(), String> {
         let started = Instant::now();
         let result = run(&me);
         let aof = &me.aof;
-        aof.last_rewrite_secs.store(started.elapsed().as_secs(), Ordering::Relaxed);
+        aof.last_rewrite_secs
+            .store(started.elapsed().as_secs(), Ordering::Relaxed);
         match result {
             Ok(offset) => {
                 aof.rewrites.fetch_add(1, Ordering::Relaxed);
                 aof.last_rewrite_ok.store(true, Ordering::Relaxed);
-                tracing::info!(offset, ms = started.elapsed().as_millis() as u64, "append-only log rewritten");
+                tracing::info!(
+                    offset,
+                    ms = started.elapsed().as_millis() as u64,
+                    "append-only log rewritten"
+                );
             }
             Err(e) => {
                 aof.last_rewrite_ok.store(false, Ordering::Relaxed);
@@ -104,7 +109,8 @@ fn run(state: &Arc<State>) -> Result<u64, String> {
         m.base_offset = x;
         let old: Vec<u64> = m.segments.iter().copied().filter(|&s| s < y).collect();
         m.segments.retain(|&s| s >= y);
-        m.store(&dir).map_err(|e| format!("failed to write the manifest: {e}"))?;
+        m.store(&dir)
+            .map_err(|e| format!("failed to write the manifest: {e}"))?;
         files.manifest = m;
         (old_base.filter(|b| *b != name), old)
     };

@@ -173,7 +173,9 @@ pub fn parse_file_header(data: &[u8]) -> Result<u64, HeaderError> {
 fn record_at(data: &[u8], pos: usize) -> Result<Record, String> {
     let rest = data.len() - pos;
     if rest < RECORD_HEADER_LEN {
-        return Err(format!("incomplete record header ({rest} of {RECORD_HEADER_LEN} bytes)"));
+        return Err(format!(
+            "incomplete record header ({rest} of {RECORD_HEADER_LEN} bytes)"
+        ));
     }
     let magic = read_u32(data, pos).unwrap_or(0);
     if magic != RECORD_MAGIC {
@@ -267,7 +269,10 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Write `data` to `path` atomically: temp file, fsync, rename, directory fsync.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!("{name}.tmp"));
     {
         let mut f = File::create(&tmp)?;
