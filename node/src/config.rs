@@ -65,12 +65,20 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Directory for the snapshot file (and other data files).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Snapshot file name inside --dir.
+    #[arg(long, value_name = "NAME")]
+    pub dbfilename: Option<String>,
+    /// Snapshot schedule as in Redis: "<seconds> <changes>" pairs, e.g.
+    /// "3600 1 300 100 60 10000" (save after 3600 s if 1 key changed, ...);
+    /// "" turns it off (the default).
+    #[arg(long, value_name = "POINTS")]
+    pub save: Option<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
-    /// Data directory: snapshot file and the append-only log directory.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
     /// Log every write to the append-only log (yes/no).
     #[arg(long)]
     pub appendonly: Option<String>,
@@ -152,6 +160,34 @@ pub struct Config {
     pub appendonly: AtomicBool,
     /// `appendfsync` ([`crate::persist::aof::Fsync`] as u8).
     pub appendfsync: AtomicU8,
+    /// Where snapshots go (`dir`), and their file name (`dbfilename`).
+    pub dir: RwLock<PathBuf>,
+    pub dbfilename: RwLock<String>,
+    /// Save points (seconds, changes): BGSAVE when at least `changes`
+    /// changes are unsaved and the last save is `seconds` old. Empty: off.
+    pub save_points: RwLock<Vec<(u64, u64)>>,
+}
+
+/// Parse Redis' `save` value: pairs of seconds and changes, or "" for none.
+pub fn parse_save_points(v: &str) -> Result<Vec<(u64, u64)>, ConfigError> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    if words.len() % 2 != 0 {
+        return Err(ConfigError::Invalid(v.to_string()));
+    }
+    words
+        .chunks(2)
+        .map(|c| match (c[0].parse(), c[1].parse()) {
+            (Ok(secs), Ok(changes)) => Ok((secs, changes)),
+            _ => Err(ConfigError::Invalid(v.to_string())),
+        })
+        .collect()
+}
+
+impl Config {
+    /// Path of the snapshot file (`dir`/`dbfilename`).
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.dir.read().join(&*self.dbfilename.read())
+    }
 }
 
 impl Default for Config {
@@ -173,6 +209,9 @@ impl Default for Config {
             latency_monitor_threshold: AtomicU64::new(0),
             appendonly: AtomicBool::new(false),
             appendfsync: AtomicU8::new(Fsync::EverySec as u8),
+            dir: RwLock::new(PathBuf::from(".")),
+            dbfilename: RwLock::new("dump.fkv".into()),
+            save_points: RwLock::new(Vec::new()),
         }
     }
 }
@@ -312,11 +351,50 @@ pub static PARAMS: &[Param] = &[
             Ok(())
         }),
     },
-    // No persistence in this node yet: report what is true (nothing is saved).
     Param {
         name: "save",
-        get: |_, _| String::new(),
-        set: None,
+        get: |c, _| {
+            let points = c.save_points.read();
+            let words: Vec<String> = points.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            words.join(" ")
+        },
+        set: Some(|c, _, v| {
+            *c.save_points.write() = parse_save_points(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "dir",
+        get: |c, _| {
+            let d = c.dir.read();
+            // Redis reports the absolute working directory.
+            std::fs::canonicalize(&*d)
+                .unwrap_or_else(|_| d.clone())
+                .to_string_lossy()
+                .into_owned()
+        },
+        set: Some(|c, _, v| {
+            let p = PathBuf::from(v);
+            if !p.is_dir() {
+                return Err(ConfigError::Invalid(format!("{v}: not a directory")));
+            }
+            *c.dir.write() = p;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "dbfilename",
+        get: |c, _| c.dbfilename.read().clone(),
+        set: Some(|c, _, v| {
+            // As Redis: a plain file name, so a client cannot write elsewhere.
+            if v.is_empty() || v.contains('/') || v == "." || v == ".." {
+                return Err(ConfigError::Invalid(
+                    "dbfilename can't be a path, just a filename".into(),
+                ));
+            }
+            *c.dbfilename.write() = v.to_string();
+            Ok(())
+        }),
     },
     Param {
         name: "appendonly",
@@ -436,6 +514,9 @@ impl Config {
         set("slowlog-max-len", args.slowlog_max_len.map(|v| v.to_string()))?;
         set("appendonly", args.appendonly.clone())?;
         set("appendfsync", args.appendfsync.clone())?;
+        set("dir", args.dir.as_ref().map(|d| d.to_string_lossy().into_owned()))?;
+        set("dbfilename", args.dbfilename.clone())?;
+        set("save", args.save.clone())?;
         Ok(cfg)
     }
 }

@@ -183,10 +183,13 @@ pub struct State {
     pub replid: String,
     /// The append-only log (group commit, MISCONF, INFO).
     pub aof: crate::persist::aof::Aof,
+    /// Snapshot bookkeeping: changes since the last save, BGSAVE status.
+    pub saves: crate::persist::save::SaveState,
+    /// This state's own `Arc`, for commands that start background work
+    /// outliving the command (BGSAVE's snapshot thread).
+    pub this: std::sync::Weak<State>,
 }
 
-/// The cut ([`crate::persist::cut::start`]) needs an owner of the keyspace
-/// that it can keep alive while its dumper runs.
 impl AsRef<Db> for State {
     fn as_ref(&self) -> &Db {
         &self.db
@@ -197,7 +200,7 @@ impl State {
     pub fn new(db: Db, config: Config) -> Arc<State> {
         let n = crate::cmd::table().len();
         let run_id: String = (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect();
-        Arc::new(State {
+        Arc::new_cyclic(|this| State {
             db,
             port: AtomicU64::new(config.port as u64),
             config,
@@ -218,6 +221,8 @@ impl State {
             mem_peak: AtomicU64::new(0),
             replid: (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect(),
             aof: Default::default(),
+            saves: crate::persist::save::SaveState::default(),
+            this: this.clone(),
         })
     }
 

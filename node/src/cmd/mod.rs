@@ -23,6 +23,7 @@ pub mod hash;
 pub mod keys;
 pub mod list;
 pub mod parse;
+pub mod persist;
 pub mod pubsub;
 pub mod server;
 pub mod set;
@@ -177,7 +178,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 13] {
+fn families() -> [&'static [CommandSpec]; 14] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -192,6 +193,7 @@ fn families() -> [&'static [CommandSpec]; 13] {
         server::COMMANDS,
         cluster::COMMANDS,
         aof::COMMANDS,
+        persist::COMMANDS,
     ]
 }
 
@@ -581,6 +583,7 @@ pub fn run(state: &State, session: &mut Session, spec: &'static CommandSpec, arg
         };
         let result = (spec.handler)(&mut ctx, &args);
         ctx.flush_log(&args, spec.name == "exec");
+        state.saves.count_changes(ctx.dirty);
         let Ctx {
             mut ks,
             block,
@@ -700,6 +703,7 @@ fn run_for_waiter(
     };
     let result = (spec.handler)(&mut ctx, &args);
     ctx.flush_log(&args, false);
+    state.saves.count_changes(ctx.dirty);
     let Ctx {
         ks,
         block,

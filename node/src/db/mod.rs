@@ -601,6 +601,16 @@ impl<'a> Keys<'a> {
         }
     }
 
+    /// Visit every live key of one slot (its partition must be held).
+    pub fn for_each_key_in_slot(&mut self, slot: u16, mut f: impl FnMut(&Entry)) {
+        let now = self.now;
+        for e in self.part_ref(slot).slot(slot).table.iter() {
+            if !e.is_expired(now) {
+                f(e);
+            }
+        }
+    }
+
     /// Keys of one slot, in table order, up to `count`.
     pub fn keys_in_slot(&mut self, slot: u16, count: usize) -> Vec<Bytes> {
         let now = self.now;

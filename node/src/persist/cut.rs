@@ -77,6 +77,8 @@ pub struct CutBusy;
 /// Queued-bytes accounting shared by producers and the consumer.
 struct Queue {
     bytes: AtomicUsize,
+    /// The dumper waits while more than this is queued.
+    limit: usize,
     lock: Mutex<()>,
     drained: Condvar,
 }
@@ -210,7 +212,8 @@ impl CutStream {
     fn consumed(&self, b: &Option<Block>) {
         if let Some(b) = b {
             let before = self.queue.bytes.fetch_sub(b.data.len(), Ordering::Relaxed);
-            if before >= MAX_QUEUED && before - b.data.len() < MAX_QUEUED {
+            let limit = self.queue.limit;
+            if before > limit && before - b.data.len() <= limit {
                 let _g = self.queue.lock.lock();
                 self.queue.drained.notify_all();
             }
@@ -236,9 +239,19 @@ impl CutStream {
 /// Start a cut of `owner`'s keyspace. Dropping the returned stream before
 /// it is exhausted aborts the cut.
 pub fn start<T: AsRef<Db> + Send + Sync + 'static>(owner: &Arc<T>) -> Result<CutStream, CutBusy> {
+    start_bounded(owner, MAX_QUEUED)
+}
+
+/// [`start`] with the dumper pausing once `max_queued` bytes wait to be
+/// consumed (a full sync over a slow link may want less than the default).
+pub fn start_bounded<T: AsRef<Db> + Send + Sync + 'static>(
+    owner: &Arc<T>,
+    max_queued: usize,
+) -> Result<CutStream, CutBusy> {
     let db: &Db = (**owner).as_ref();
     let cut = &db.cut;
     let queue = Arc::new(Queue {
+        limit: max_queued,
         bytes: AtomicUsize::new(0),
         lock: Mutex::new(()),
         drained: Condvar::new(),
@@ -302,7 +315,7 @@ fn dump(db: &Db, tx: UnboundedSender<Block>, queue: Arc<Queue>) {
             break;
         }
         // Backpressure: let the consumer catch up before producing more.
-        while r.queue.bytes.load(Ordering::Relaxed) > MAX_QUEUED && !r.tx.is_closed() {
+        while r.queue.bytes.load(Ordering::Relaxed) > r.queue.limit && !r.tx.is_closed() {
             let mut g = r.queue.lock.lock();
             r.queue.drained.wait_for(&mut g, Duration::from_millis(50));
         }

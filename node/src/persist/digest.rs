@@ -30,10 +30,6 @@ fn put(h: &mut Xxh3, b: &[u8]) {
     h.update(b);
 }
 
-fn one(b: &[u8]) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(b)
-}
-
 /// Order-independent digest of a set of byte strings (or field/value pairs).
 fn unordered<'a>(items: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> u128 {
     let mut sum = 0u128;

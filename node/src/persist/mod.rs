@@ -43,6 +43,8 @@
 //!   writes, streamed as per-slot blocks and tied to a write-log offset.
 //! - [`snapshot`]: the snapshot file format (header, checksummed blocks,
 //!   trailer) over any `Write`/`Read`, loading, and the save bookkeeping.
+//! - [`save`]: SAVE/BGSAVE bookkeeping, the `--save` schedule, `INFO
+//!   persistence` snapshot fields.
 //! - [`digest`]: an order-independent hash of the dataset or of one slot.
 //! - [`aof`]: the append-only log writer (fsync policies, group commit,
 //!   failure handling); [`segment`]: the log's file format and verifying
@@ -55,6 +57,7 @@ pub mod cut;
 pub mod digest;
 pub mod manifest;
 pub mod rewrite;
+pub mod save;
 pub mod segment;
 pub mod snapshot;
 
@@ -110,14 +113,14 @@ impl PersistConfig {
             None => d.segment_size,
         };
         Ok(PersistConfig {
-            dir: args.dir.clone().unwrap_or(d.dir),
+            dir: config.dir.read().clone(),
             appendonly: config.appendonly.load(Ordering::Relaxed),
             appendfsync: Fsync::from_u8(config.appendfsync.load(Ordering::Relaxed)),
             appenddirname: args.appenddirname.clone().unwrap_or(d.appenddirname),
             repair_log: args.repair_log,
             segment_size,
             segment_seconds: args.aof_segment_seconds.unwrap_or(0),
-            dbfilename: d.dbfilename,
+            dbfilename: config.dbfilename.read().clone(),
         })
     }
 }
@@ -177,9 +180,7 @@ pub fn startup(state: &Arc<State>, cfg: &PersistConfig) -> Result<(), PersistErr
     aof.segment_size.store(cfg.segment_size.max(1), Ordering::Relaxed);
     aof.segment_seconds.store(cfg.segment_seconds, Ordering::Relaxed);
     if !cfg.appendonly {
-        let dump = cfg.dir.join(&cfg.dbfilename);
-        if dump.exists() {
-            let offset = load_snapshot_file(state, &dump)?;
+        if let Some(offset) = load_dump(state, cfg)? {
             state.db.wlog.reset(offset);
         }
         return Ok(());
@@ -340,8 +341,7 @@ fn create_new(state: &Arc<State>, cfg: &PersistConfig, dir: &Path) -> Result<(Se
     }
     let dump = cfg.dir.join(&cfg.dbfilename);
     let mut m = Manifest::default();
-    if dump.exists() {
-        let offset = load_snapshot_file(state, &dump)?;
+    if let Some(offset) = load_dump(state, cfg)? {
         state.db.wlog.reset(offset);
         let base = manifest::base_file_name(offset);
         let base_path = dir.join(&base);
@@ -637,6 +637,17 @@ fn reply_text(r: &crate::resp::Reply) -> String {
 }
 
 // ---- The snapshot reader/writer (persist::snapshot) as the log uses it ----
+
+/// Load `dump.fkv` (`--dir`/`--dbfilename`) if present, with the snapshot
+/// module's INFO bookkeeping; its write-log offset.
+fn load_dump(state: &Arc<State>, cfg: &PersistConfig) -> Result<Option<u64>, PersistError> {
+    save::load_at_startup(state)
+        .map(|info| info.map(|i| i.offset))
+        .map_err(|e| PersistError::Snapshot {
+            path: cfg.dir.join(&cfg.dbfilename),
+            msg: e.to_string(),
+        })
+}
 
 /// Load a snapshot file into the (empty) dataset; returns its write-log offset.
 fn load_snapshot_file(state: &Arc<State>, path: &Path) -> Result<u64, PersistError> {

@@ -132,6 +132,10 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         state.clone(),
         Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
     ));
+    tokio::spawn(crate::persist::save::schedule_task(
+        state.clone(),
+        Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
+    ));
     state.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         state,

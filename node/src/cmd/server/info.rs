@@ -215,14 +215,10 @@ fn memory(state: &State, s: &mut Section) {
     s.field("lazyfree_pending_objects", 0);
 }
 
-/// This node has no RDB or AOF yet: the section says only that nothing is
-/// loading and no save or rewrite is running, which clients (redis-py's
-/// `wait until loaded`, sentinels, operators) check before sending traffic.
+/// Snapshot fields (Redis' `rdb_*` names, see [`crate::persist::save::info`]),
+/// then the append-only log's.
 fn persistence(state: &State, s: &mut Section) {
-    s.field("loading", 0);
-    s.field("async_loading", 0);
-    s.field("rdb_bgsave_in_progress", 0);
-    s.field("rdb_saves", 0);
+    crate::persist::save::info(state, s.0);
     for (name, value) in crate::persist::info_fields(state) {
         s.field(name, value);
     }
