@@ -513,6 +513,14 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
     }
     // A write the append-only log cannot persist is refused, never
     // acknowledged (inside MULTI too: the transaction then aborts).
+    if spec.name == "exec"
+        && state.aof.is_poisoned()
+        && let Some(m) = session.multi.as_mut()
+        && m.queue.iter().any(|(s, _)| s.is_write())
+    {
+        // Writes queued before the log failed: EXEC answers EXECABORT.
+        m.aborted = true;
+    }
     if spec.is_write()
         && let Some(msg) = state.aof.write_error()
     {

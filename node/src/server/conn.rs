@@ -194,7 +194,8 @@ impl Conn {
         let old = std::mem::take(&mut self.out);
         let mut pos = 0;
         for &(start, end, offset) in &self.write_replies {
-            if offset <= durable {
+            // `start == end`: the reply was suppressed (CLIENT REPLY OFF/SKIP).
+            if offset <= durable || start == end {
                 continue;
             }
             self.out.extend_from_slice(&old[pos..start]);
