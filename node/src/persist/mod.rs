@@ -316,6 +316,22 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Remove what an interrupted rewrite or atomic write left behind: base
+/// files the manifest does not name and temporary files. (Best effort: they
+/// only waste space.)
+fn remove_leftovers(dir: &Path, base: Option<&str>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stray_base = name.starts_with("base-") && name.ends_with(".fkv") && Some(name.as_str()) != base;
+        let temp = name.ends_with(".tmp") || name.starts_with("temp-");
+        if stray_base || temp {
+            tracing::info!(file = %e.path().display(), "removing a leftover file from the log directory");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Segment files in `dir`, by start offset.
 fn list_segments(dir: &Path) -> Result<Vec<u64>, PersistError> {
     let mut v = Vec::new();
@@ -385,6 +401,7 @@ fn open_existing(
         }
     }
     state.db.wlog.reset(m.base_offset);
+    remove_leftovers(dir, m.base_file.as_deref());
     let on_disk = list_segments(dir)?;
     for s in &m.segments {
         if !on_disk.contains(s) {
