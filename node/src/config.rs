@@ -171,7 +171,7 @@ pub struct Config {
 /// Parse Redis' `save` value: pairs of seconds and changes, or "" for none.
 pub fn parse_save_points(v: &str) -> Result<Vec<(u64, u64)>, ConfigError> {
     let words: Vec<&str> = v.split_whitespace().collect();
-    if words.len() % 2 != 0 {
+    if !words.len().is_multiple_of(2) {
         return Err(ConfigError::Invalid(v.to_string()));
     }
     words

@@ -1127,7 +1127,7 @@ impl Stream {
         let mut node = 0usize;
         let mut in_node = 0u32;
         for (id, fields) in p.entries {
-            if fields.len() % 2 != 0 || fields.is_empty() {
+            if !fields.len().is_multiple_of(2) || fields.is_empty() {
                 return Err("stream entry fields are not pairs");
             }
             if s.entries.last_key_value().is_some_and(|(k, _)| *k >= id) {
@@ -1150,10 +1150,8 @@ impl Stream {
             s.entry_bytes += Self::entry_cost(&fields);
             s.entries.insert(id, fields);
         }
-        if !masters.is_empty() {
-            if in_node != masters[node].1 || masters[node + 1..].iter().any(|(_, live)| *live != 0) {
-                return Err("stream node live count does not match its entries");
-            }
+        if !masters.is_empty() && (in_node != masters[node].1 || masters[node + 1..].iter().any(|(_, l)| *l != 0)) {
+            return Err("stream node live count does not match its entries");
         }
         for g in p.groups {
             if !s.create_group(&g.name, g.last_id, g.entries_read) {

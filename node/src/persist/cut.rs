@@ -78,7 +78,7 @@ pub struct CutBusy;
 struct Queue {
     bytes: AtomicUsize,
     /// The dumper waits while more than this is queued.
-    limit: usize,
+    limit: AtomicUsize,
     lock: Mutex<()>,
     drained: Condvar,
 }
@@ -93,6 +93,11 @@ pub struct CutState {
     active: AtomicBool,
     /// One bit per slot: not yet captured by the running cut.
     pending: Box<[AtomicU64]>,
+    /// A cut is running (or starting): one at a time.
+    busy: AtomicBool,
+    /// The running cut's sender, for writers capturing a slot. Lock order:
+    /// partition locks before this one (writers hold their partition when
+    /// they take it, and `start` takes it inside `Db::freeze`).
     running: Mutex<Option<Running>>,
     /// Slot tables FLUSHALL removed before the dumper captured them.
     detached: Mutex<Vec<(u16, HashTable<Entry>)>>,
@@ -106,6 +111,7 @@ impl Default for CutState {
         CutState {
             active: AtomicBool::new(false),
             pending: (0..SLOTS / 64).map(|_| AtomicU64::new(0)).collect(),
+            busy: AtomicBool::new(false),
             running: Mutex::new(None),
             detached: Mutex::new(Vec::new()),
             idle: Condvar::new(),
@@ -212,7 +218,7 @@ impl CutStream {
     fn consumed(&self, b: &Option<Block>) {
         if let Some(b) = b {
             let before = self.queue.bytes.fetch_sub(b.data.len(), Ordering::Relaxed);
-            let limit = self.queue.limit;
+            let limit = self.queue.limit.load(Ordering::Relaxed);
             if before > limit && before - b.data.len() <= limit {
                 let _g = self.queue.lock.lock();
                 self.queue.drained.notify_all();
@@ -251,38 +257,43 @@ pub fn start_bounded<T: AsRef<Db> + Send + Sync + 'static>(
     let db: &Db = (**owner).as_ref();
     let cut = &db.cut;
     let queue = Arc::new(Queue {
-        limit: max_queued,
+        limit: AtomicUsize::new(max_queued),
         bytes: AtomicUsize::new(0),
         lock: Mutex::new(()),
         drained: Condvar::new(),
     });
     let (tx, rx) = unbounded_channel();
-    let offset = {
-        let mut running = cut.running.lock();
-        if running.is_some() {
-            return Err(CutBusy);
+    if cut.busy.swap(true, Ordering::AcqRel) {
+        return Err(CutBusy);
+    }
+    let offset = db.freeze(|| {
+        for w in cut.pending.iter() {
+            w.store(u64::MAX, Ordering::Relaxed);
         }
-        let offset = db.freeze(|| {
-            for w in cut.pending.iter() {
-                w.store(u64::MAX, Ordering::Relaxed);
-            }
-            cut.active.store(true, Ordering::Relaxed);
-            db.wlog.offset()
-        });
-        *running = Some(Running {
+        *cut.running.lock() = Some(Running {
             tx: tx.clone(),
             queue: queue.clone(),
         });
-        offset
-    };
-    let owner = owner.clone();
+        cut.active.store(true, Ordering::Relaxed);
+        db.wlog.offset()
+    });
+    let owner2 = owner.clone();
     let q = queue.clone();
+    let tx2 = tx.clone();
     let spawned = std::thread::Builder::new()
         .name("snapshot-cut".into())
-        .spawn(move || dump((*owner).as_ref(), tx, q));
+        .spawn(move || dump((*owner2).as_ref(), tx2, q));
+    drop(tx);
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the snapshot dumper thread");
-        finish(db);
+        // No thread to spare: dump right here, with no queue bound (nobody
+        // consumes until we return). Slower to start, but the stream is
+        // complete; ending it early would look like a smaller dataset.
+        tracing::warn!(error = %e, "cannot start the snapshot dumper thread; dumping inline");
+        queue.limit.store(usize::MAX, Ordering::Relaxed);
+        let sender = cut.running.lock().as_ref().map(|r| r.tx.clone());
+        if let Some(sender) = sender {
+            dump(db, sender, queue.clone());
+        }
     }
     Ok(CutStream { offset, rx, queue })
 }
@@ -291,9 +302,9 @@ pub fn start_bounded<T: AsRef<Db> + Send + Sync + 'static>(
 pub fn wait_idle(db: &Db, timeout: Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     let mut g = db.cut.idle_lock.lock();
-    while db.cut.running.lock().is_some() {
+    while in_progress(db) {
         if db.cut.idle.wait_until(&mut g, deadline).timed_out() {
-            return db.cut.running.lock().is_none();
+            return !in_progress(db);
         }
     }
     true
@@ -301,7 +312,7 @@ pub fn wait_idle(db: &Db, timeout: Duration) -> bool {
 
 /// Is a cut running?
 pub fn in_progress(db: &Db) -> bool {
-    db.cut.running.lock().is_some()
+    db.cut.busy.load(Ordering::Acquire)
 }
 
 /// The dumper: capture every slot nobody captured yet, then the detached
@@ -315,7 +326,7 @@ fn dump(db: &Db, tx: UnboundedSender<Block>, queue: Arc<Queue>) {
             break;
         }
         // Backpressure: let the consumer catch up before producing more.
-        while r.queue.bytes.load(Ordering::Relaxed) > r.queue.limit && !r.tx.is_closed() {
+        while r.queue.bytes.load(Ordering::Relaxed) > r.queue.limit.load(Ordering::Relaxed) && !r.tx.is_closed() {
             let mut g = r.queue.lock.lock();
             r.queue.drained.wait_for(&mut g, Duration::from_millis(50));
         }
@@ -361,6 +372,7 @@ fn finish(db: &Db) {
     cut.detached.lock().clear();
     *cut.running.lock() = None;
     let _g = cut.idle_lock.lock();
+    cut.busy.store(false, Ordering::Release);
     cut.idle.notify_all();
 }
 
@@ -494,6 +506,35 @@ mod tests {
         assert!(wait_idle(&db, Duration::from_secs(10)));
         let again = collect(start(&db).expect("idle again"));
         assert_eq!(again.len(), 1);
+    }
+
+    /// The server's own whole-keyspace mutators — active expiry, eviction,
+    /// FLUSHALL — run while the dumper is stalled (a one-byte queue bound,
+    /// nothing consumed yet): the cut must still be the keyspace at the cut.
+    #[test]
+    fn expiry_eviction_and_flush_during_a_stalled_cut_do_not_change_it() {
+        let db = Arc::new(Db::new());
+        {
+            let mut ks = db.lock_all(0);
+            for i in 0..3000 {
+                let expire = if i % 2 == 0 { Expiry::At(1000) } else { Expiry::Clear };
+                ks.set_str(format!("k{i}").as_bytes(), b"v", expire);
+            }
+        }
+        let stream = start_bounded(&db, 1).expect("no cut running");
+        let expired = crate::db::expire::active_expire_cycle(&db, Duration::from_secs(5));
+        assert!(!expired.is_empty(), "active expiry found nothing to do");
+        db.eviction.set_policy(crate::db::evict::Policy::AllKeysRandom);
+        let mut left = 100;
+        let evicted = crate::db::evict::evict(&db, 2000, |_| {
+            left -= 1;
+            left > 0
+        });
+        assert!(!evicted.is_empty(), "eviction found nothing to do");
+        db.lock_all(2000).clear();
+        assert_eq!(db.key_counts().0, 0);
+        let got = collect(stream);
+        assert_eq!(got.len(), 3000, "the cut lost keys changed after it was taken");
     }
 
     #[test]

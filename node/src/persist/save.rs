@@ -246,7 +246,7 @@ pub fn info(state: &State, out: &mut String) {
         ("rdb_last_load_keys_expired", l(&s.last_load_keys_expired).to_string()),
         ("rdb_last_load_keys_loaded", l(&s.last_load_keys_loaded).to_string()),
         (
-            "snapshot_cut_in_progress",
+            "ferrokv_snapshot_cut_in_progress",
             (cut::in_progress(&state.db) as u8).to_string(),
         ),
     ];
