@@ -6,13 +6,14 @@
 //! effect immediately without any lock on the command path.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::db::evict::{EvictionConfig, Policy};
 use crate::notify;
+use crate::persist::aof::Fsync;
 
 /// Flags of `ferrokv-node serve` (also accepted without the subcommand).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -97,6 +98,26 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    /// Log every write to the append-only log (yes/no).
+    #[arg(long)]
+    pub appendonly: Option<String>,
+    /// When the append-only log is fsynced: always (before replying),
+    /// everysec, or no (left to the OS).
+    #[arg(long)]
+    pub appendfsync: Option<String>,
+    /// Name of the append-only log directory under --dir.
+    #[arg(long)]
+    pub appenddirname: Option<String>,
+    /// Start even if the log ends with a torn record: truncate it (and say how
+    /// many bytes were dropped). Corruption elsewhere is never repaired.
+    #[arg(long)]
+    pub repair_log: bool,
+    /// Rotate to a new log segment when the current one reaches this size (e.g. 64mb).
+    #[arg(long)]
+    pub aof_segment_size: Option<String>,
+    /// Rotate to a new log segment after this many seconds (0 = only by size).
+    #[arg(long)]
+    pub aof_segment_seconds: Option<u64>,
 }
 
 /// A parse error for a configuration value, worded as Redis words them.
@@ -165,6 +186,11 @@ pub struct Config {
     pub replica_read_only: std::sync::atomic::AtomicBool,
     pub min_replicas_to_write: AtomicU64,
     pub min_replicas_max_lag: AtomicU64,
+    /// `appendonly` as configured; [`crate::persist::apply_config`] starts or
+    /// stops the log to match.
+    pub appendonly: AtomicBool,
+    /// `appendfsync` ([`crate::persist::aof::Fsync`] as u8).
+    pub appendfsync: AtomicU8,
     /// Where snapshots go (`dir`), and their file name (`dbfilename`).
     pub dir: RwLock<PathBuf>,
     pub dbfilename: RwLock<String>,
@@ -219,6 +245,8 @@ impl Default for Config {
             replica_read_only: std::sync::atomic::AtomicBool::new(true),
             min_replicas_to_write: AtomicU64::new(0),
             min_replicas_max_lag: AtomicU64::new(10),
+            appendonly: AtomicBool::new(false),
+            appendfsync: AtomicU8::new(Fsync::EverySec as u8),
             dir: RwLock::new(PathBuf::from(".")),
             dbfilename: RwLock::new("dump.fkv".into()),
             save_points: RwLock::new(Vec::new()),
@@ -452,8 +480,20 @@ pub static PARAMS: &[Param] = &[
     },
     Param {
         name: "appendonly",
-        get: |_, _| "no".into(),
-        set: None,
+        get: |c, _| yes_no(c.appendonly.load(Ordering::Relaxed)),
+        set: Some(|c, _, v| {
+            c.appendonly.store(parse_yes_no(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "appendfsync",
+        get: |c, _| Fsync::from_u8(c.appendfsync.load(Ordering::Relaxed)).name().into(),
+        set: Some(|c, _, v| {
+            let f = Fsync::parse(v).ok_or_else(|| ConfigError::Invalid(v.to_string()))?;
+            c.appendfsync.store(f as u8, Ordering::Relaxed);
+            Ok(())
+        }),
     },
     Param {
         name: "databases",
@@ -585,6 +625,8 @@ impl Config {
             args.min_replicas_to_write.map(|v| v.to_string()),
         )?;
         set("min-replicas-max-lag", args.min_replicas_max_lag.map(|v| v.to_string()))?;
+        set("appendonly", args.appendonly.clone())?;
+        set("appendfsync", args.appendfsync.clone())?;
         set("dir", args.dir.as_ref().map(|d| d.to_string_lossy().into_owned()))?;
         set("dbfilename", args.dbfilename.clone())?;
         set("save", args.save.clone())?;

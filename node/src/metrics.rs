@@ -72,6 +72,37 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
         metric("ferrokv_keys", "gauge", "Keys in the dataset.", keys as f64);
+        let aof = &state.aof;
+        metric(
+            "ferrokv_aof_enabled",
+            "gauge",
+            "1 while the append-only log is on.",
+            aof.enabled.load(Ordering::Relaxed) as u8 as f64,
+        );
+        metric(
+            "ferrokv_aof_last_write_ok",
+            "gauge",
+            "0 after a failed log write or fsync: writes are refused (MISCONF).",
+            aof.last_write_ok() as u8 as f64,
+        );
+        metric(
+            "ferrokv_aof_write_errors_total",
+            "counter",
+            "Failed log writes and fsyncs.",
+            aof.write_errors.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_aof_fsyncs_total",
+            "counter",
+            "fsync calls on the log (group commit shares one among many writes).",
+            aof.fsyncs.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_aof_size_bytes",
+            "gauge",
+            "Bytes of the append-only log (base and segments).",
+            aof.current_size.load(Ordering::Relaxed) as f64,
+        );
         metric("ferrokv_keys_with_expiry", "gauge", "Keys with a TTL.", volatile as f64);
         metric(
             "ferrokv_memory_used_bytes",

@@ -181,6 +181,8 @@ pub struct State {
     pub mem_peak: AtomicU64,
     /// Replication: role, replication IDs, replicas, config epoch.
     pub repl: crate::repl::Repl,
+    /// The append-only log (group commit, MISCONF, INFO).
+    pub aof: crate::persist::aof::Aof,
     /// Snapshot bookkeeping: changes since the last save, BGSAVE status.
     pub saves: crate::persist::save::SaveState,
     /// This state's own `Arc`, for commands that start background work
@@ -227,6 +229,7 @@ impl State {
             latency: Latency::default(),
             mem_peak: AtomicU64::new(0),
             repl,
+            aof: Default::default(),
             saves: crate::persist::save::SaveState::default(),
             this: this.clone(),
         })

@@ -724,3 +724,47 @@ fn replica_slower_than_the_backlog_is_disconnected() {
     assert_eq!(num(p.addr, "stats", "ferrokv_backlog_disconnects"), 1);
     assert_eq!(num(p.addr, "replication", "connected_slaves"), 0);
 }
+
+#[test]
+fn replica_persists_the_stream_and_resumes_partially_after_a_restart() {
+    let p = primary();
+    load(p.addr, "k", 500);
+    let dir = support::TempDir::new("replica-aof");
+    let replica_args = || ServeArgs {
+        dir: Some(dir.0.clone()),
+        appendonly: Some("yes".into()),
+        replicaof: Some(vec!["127.0.0.1".into(), p.addr.port().to_string()]),
+        ..Default::default()
+    };
+    let r = server_with(replica_args());
+    wait_synced(p.addr, r.addr);
+    // After the full sync the replica's log restarts from a base of the new
+    // dataset; what follows arrives through the stream and is logged too.
+    load(p.addr, "streamed", 300);
+    wait_synced(p.addr, r.addr);
+    assert_eq!(field(r.addr, "persistence", "aof_last_write_status"), "ok");
+    let offset = num(r.addr, "replication", "master_repl_offset");
+    let want = digest(p.addr);
+    drop(r);
+    // Restarted, it has everything up to its offset from its own disk...
+    let r = server_with(ServeArgs {
+        replicaof: None,
+        ..replica_args()
+    });
+    assert_eq!(num(r.addr, "replication", "master_repl_offset"), offset);
+    assert_eq!(digest(r.addr), want);
+    // ...and continues from there.
+    load(p.addr, "later", 100);
+    let mut rc = RawClient::connect(r.addr);
+    assert_eq!(
+        rc.cmd(&["REPLICAOF", "127.0.0.1", &p.addr.port().to_string()]),
+        Frame::Simple("OK".into())
+    );
+    wait_synced(p.addr, r.addr);
+    assert_eq!(
+        num(p.addr, "stats", "sync_full"),
+        1,
+        "the restarted replica resumed partially"
+    );
+    assert_eq!(digest(p.addr), digest(r.addr));
+}

@@ -16,6 +16,7 @@
 //! then publish keyspace notifications and serve clients blocked on keys the
 //! command made ready.
 
+pub mod aof;
 pub mod cluster;
 pub mod connection;
 pub mod hash;
@@ -178,7 +179,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 14] {
+fn families() -> [&'static [CommandSpec]; 15] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -193,6 +194,7 @@ fn families() -> [&'static [CommandSpec]; 14] {
         server::COMMANDS,
         cluster::COMMANDS,
         repl::COMMANDS,
+        aof::COMMANDS,
         persist::COMMANDS,
     ]
 }
@@ -528,6 +530,27 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
             m.aborted = true;
         }
         state.stats.commands[id].rejected_calls.fetch_add(1, Ordering::Relaxed);
+        count_error(state, &e);
+        return Outcome::Reply(e);
+    }
+    // A write the append-only log cannot persist is refused, never
+    // acknowledged (inside MULTI too: the transaction then aborts).
+    if spec.name == "exec"
+        && state.aof.is_poisoned()
+        && let Some(m) = session.multi.as_mut()
+        && m.queue.iter().any(|(s, _)| s.is_write())
+    {
+        // Writes queued before the log failed: EXEC answers EXECABORT.
+        m.aborted = true;
+    }
+    if spec.is_write()
+        && let Some(msg) = state.aof.write_error()
+    {
+        if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        state.stats.commands[id].rejected_calls.fetch_add(1, Ordering::Relaxed);
+        let e = Reply::err(msg);
         count_error(state, &e);
         return Outcome::Reply(e);
     }

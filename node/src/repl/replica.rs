@@ -61,6 +61,8 @@ pub enum LinkError {
     Killed,
     #[error("failed to persist the config epoch: {0}")]
     Epoch(std::io::Error),
+    #[error("this replica cannot persist the stream: {0}")]
+    Persist(String),
     #[error("link replaced while loading")]
     Cancelled,
 }
@@ -346,12 +348,27 @@ async fn full_sync(
             return Err(LinkError::Cancelled);
         }
         repl.loading.store(true, Ordering::Relaxed);
+        // The append-only log holds the old history: close it, and start it
+        // again from a base of the new dataset (Redis' restartAOFAfterSYNC).
+        let aof_on = st.aof.enabled.load(Ordering::Acquire);
+        if aof_on {
+            crate::persist::aof::stop_writer(&st);
+        }
         let r = payload::load(&st, &payload);
         st.db.wlog.reset(offset);
-        repl.adopt_full_sync_id(&id);
+        match &r {
+            Ok(_) => repl.adopt_full_sync_id(&id),
+            // A partial dataset must never pass for the primary's history:
+            // a new ID makes the next attempt a full sync again.
+            Err(_) => repl.set_replid(super::new_replid()),
+        }
         repl.loading.store(false, Ordering::Relaxed);
         st.watches.touch_all();
-        Ok(r?)
+        let keys = r?;
+        if st.config.appendonly.load(Ordering::Relaxed) {
+            crate::persist::apply_config(&st).map_err(LinkError::Persist)?;
+        }
+        Ok(keys)
     })
     .await
     .map_err(|e| LinkError::Protocol(format!("loader failed: {e}")))??;
@@ -454,6 +471,11 @@ fn apply(state: &State, sess: &mut Session, buf: &mut BytesMut, pending: &mut Ve
                 wants_ack = true;
             }
             continue;
+        }
+        // A replica that cannot persist must not apply (and acknowledge)
+        // what it would then lose: drop the link, resume later from here.
+        if let Some(msg) = state.aof.write_error() {
+            return Err(LinkError::Persist(msg.to_string()));
         }
         // A transaction is relayed whole at its EXEC, so that our offset
         // (what we acknowledge and resume from) never points inside one.

@@ -5,6 +5,13 @@
 //! no complete request is left in the input, so `-P 16` costs one syscall
 //! per batch rather than per command. Pub/sub messages arrive on a bounded
 //! queue and are written between requests.
+//!
+//! Group commit (`appendfsync always`): before a batch's replies go out, the
+//! connection waits until the append-only log has fsynced the client's last
+//! write ([`crate::persist::aof`]); every connection waiting at that moment
+//! is released by the same fsync. A batch without writes never waits. If the
+//! fsync fails, the replies of the writes it covered are replaced by the
+//! `-MISCONF` error: a write that is not on disk is never acknowledged.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,6 +69,9 @@ struct Conn {
     session: Session,
     push_rx: mpsc::Receiver<Message>,
     handle: Arc<ClientHandle>,
+    /// Replies in `out` that acknowledge writes: (start, end, write-log
+    /// offset after the write), so a failed fsync can turn them into errors.
+    write_replies: Vec<(usize, usize, u64)>,
 }
 
 enum Step {
@@ -85,6 +95,7 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
         session,
         push_rx,
         handle: handle.clone(),
+        write_replies: Vec::new(),
     };
     if let Ok(Some(plan)) = conn.run(&mut shutdown).await {
         // Replies to commands pipelined before PSYNC go out first.
@@ -178,14 +189,39 @@ impl Conn {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
+            self.write_replies.clear();
             return Ok(());
         }
+        let offset = self.handle.write_offset.load(Ordering::Relaxed);
+        if self.state.aof.must_wait(offset)
+            && let Err(msg) = self.state.aof.wait_acked(offset).await
+        {
+            self.replace_unpersisted(&msg);
+        }
+        self.write_replies.clear();
         let n = self.out.len() as u64;
         self.stream.write_all(&self.out).await?;
         self.out.clear();
         self.state.stats.net_output_bytes.fetch_add(n, Ordering::Relaxed);
         self.handle.net_out.fetch_add(n, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The log could not persist writes: their replies become `msg`.
+    fn replace_unpersisted(&mut self, msg: &str) {
+        let durable = self.state.aof.acked();
+        let old = std::mem::take(&mut self.out);
+        let mut pos = 0;
+        for &(start, end, offset) in &self.write_replies {
+            // `start == end`: the reply was suppressed (CLIENT REPLY OFF/SKIP).
+            if offset <= durable || start == end {
+                continue;
+            }
+            self.out.extend_from_slice(&old[pos..start]);
+            Reply::err(msg.to_string()).encode(&mut self.out, self.session.proto);
+            pos = end;
+        }
+        self.out.extend_from_slice(&old[pos..]);
     }
 
     /// Execute every complete request in the input buffer.
@@ -212,6 +248,8 @@ impl Conn {
             self.handle.touch();
             // `CLIENT REPLY SKIP` sets the flag for the command after it.
             let skip = std::mem::take(&mut self.session.reply_skip);
+            let before = self.handle.write_offset.load(Ordering::Relaxed);
+            let mut start = self.out.len();
             match cmd::execute(&self.state, &mut self.session, args) {
                 Outcome::Reply(r) => {
                     if let Some(plan) = self.session.repl.psync.take() {
@@ -232,11 +270,16 @@ impl Conn {
                 }
                 Outcome::Block { spec, args } => {
                     self.flush().await?;
+                    start = 0;
                     match self.block(spec, args, shutdown).await? {
                         Some(r) => self.write_reply(r, skip),
                         None => return Ok(Step::Close),
                     }
                 }
+            }
+            let after = self.handle.write_offset.load(Ordering::Relaxed);
+            if after > before {
+                self.write_replies.push((start, self.out.len(), after));
             }
             if self.session.close {
                 return Ok(Step::Close);

@@ -28,8 +28,8 @@ pub enum ServerError {
     Repl(#[from] crate::repl::ReplError),
     #[error("failed to listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
-    #[error("failed to load the snapshot: {0}")]
-    Snapshot(#[from] crate::persist::snapshot::SnapshotError),
+    #[error(transparent)]
+    Persist(#[from] crate::persist::PersistError),
 }
 
 /// A started server: where it listens and how to stop it.
@@ -49,10 +49,14 @@ impl Running {
     }
 
     /// Stop accepting, close every connection, and wait for all tasks to end.
+    /// Then the log writer writes and fsyncs what is left, so a clean
+    /// shutdown loses nothing whatever `appendfsync` says.
     pub async fn shutdown(mut self) {
         let _ = self.notify_shutdown.send(());
         drop(self.done_tx.take());
         let _ = self.done_rx.recv().await;
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::persist::aof::stop_writer(&state)).await;
     }
 }
 
@@ -62,22 +66,16 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let config = Config::from_args(args, &db.eviction)?;
     let epoch = crate::repl::epoch::Epoch::load(config.epoch_dir.clone())?;
     let state = State::with_repl(db, config, crate::repl::Repl::new(epoch));
-    // Snapshot-only startup: load `dir/dbfilename` before listening, so no
-    // client sees a half-loaded dataset. (The append-only log's startup,
-    // which loads its base snapshot then replays, supersedes this.)
+    // Load before listening: no client sees a half-loaded dataset.
+    let persist = crate::persist::PersistConfig::from_args(args, &state.config)?;
     {
-        let st = state.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::persist::save::load_at_startup(&st))
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || crate::persist::startup(&state, &persist))
             .await
-            .map_err(|e| {
-                crate::persist::snapshot::SnapshotError::Io(std::io::Error::other(format!("loading task failed: {e}")))
+            .map_err(|e| crate::persist::PersistError::Inconsistent {
+                dir: Default::default(),
+                msg: format!("loading task failed: {e}"),
             })??;
-        if let Some(info) = loaded {
-            // Offsets continue from the snapshot's: snapshot + log from there = dataset.
-            state.db.wlog.reset(info.offset);
-            // Same history as before the restart: replicas may continue it.
-            state.repl.set_replid(info.replid);
-        }
     }
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, done_rx) = mpsc::channel(1);

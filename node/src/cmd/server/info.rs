@@ -219,8 +219,9 @@ fn memory(state: &State, s: &mut Section) {
 /// then the append-only log's.
 fn persistence(state: &State, s: &mut Section) {
     crate::persist::save::info(state, s.0);
-    s.field("aof_enabled", 0);
-    s.field("aof_rewrite_in_progress", 0);
+    for (name, value) in crate::persist::info_fields(state) {
+        s.field(name, value);
+    }
 }
 
 fn stats(state: &State, s: &mut Section) {
