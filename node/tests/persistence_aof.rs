@@ -526,7 +526,7 @@ fn first_start_with_the_log_takes_the_snapshot_as_its_base() {
         });
         let mut c = RawClient::connect(s.addr);
         write_dataset(&mut c);
-        ferrokv_node::persist::snapshot::save_file(&s.state, &dir.0.join("dump.fkv"), &s.state.replid)
+        ferrokv_node::persist::snapshot::save_file(&s.state, &dir.0.join("dump.fkv"), &s.state.repl.replid())
             .expect("save dump.fkv");
     }
     {
