@@ -71,7 +71,13 @@
 //! - A full sync replaces the dataset only once the whole payload has arrived
 //!   and verified: a primary vanishing mid-transfer leaves the old data in
 //!   place. The payload is held in memory until then (as Redis' diskless
-//!   load with `swapdb` holds a second dataset).
+//!   load with `swapdb` holds a second dataset). With `appendonly`, the
+//!   replica's log is closed before the load and restarted from a base of
+//!   the new dataset after it (Redis' `restartAOFAfterSYNC`): the old log
+//!   describes a history that no longer exists.
+//! - A replica whose append-only log failed (`-MISCONF`) stops applying the
+//!   stream and drops the link rather than acknowledge writes it would lose;
+//!   it resumes from its persisted offset once it can write again.
 //! - A stream from another dataset is never applied: the replica's PSYNC names
 //!   its replication ID and offset, and anything the primary cannot continue
 //!   exactly becomes a full sync that replaces the replica's data.
