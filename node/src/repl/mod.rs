@@ -77,7 +77,8 @@
 //!   describes a history that no longer exists.
 //! - A replica whose append-only log failed (`-MISCONF`) stops applying the
 //!   stream and drops the link rather than acknowledge writes it would lose;
-//!   it resumes from its persisted offset once it can write again.
+//!   it keeps retrying, and after a restart resumes from its persisted
+//!   offset.
 //! - A stream from another dataset is never applied: the replica's PSYNC names
 //!   its replication ID and offset, and anything the primary cannot continue
 //!   exactly becomes a full sync that replaces the replica's data.
