@@ -98,6 +98,7 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
         write_replies: Vec::new(),
     };
     if let Ok(Some(plan)) = conn.run(&mut shutdown).await {
+        state.watches.unwatch(&conn.session.watched, &conn.session.watch_dirty);
         // Replies to commands pipelined before PSYNC go out first.
         if conn.flush().await.is_ok() {
             let port = conn.session.repl.listening_port.unwrap_or(handle.addr.port());
