@@ -134,6 +134,8 @@ pub struct Aof {
     pub(crate) rotate_now: AtomicBool,
     /// Start offset of the segment being written.
     pub(crate) segment_start: AtomicU64,
+    /// Connections waiting in [`Aof::wait_acked`] (group commit sizing).
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 pub(crate) struct Files {
@@ -167,6 +169,7 @@ impl Default for Aof {
             setup: Mutex::new(None),
             rotate_now: AtomicBool::new(false),
             segment_start: AtomicU64::new(0),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -202,6 +205,14 @@ impl Aof {
     /// Wait until `offset` may be acknowledged; the MISCONF text if the
     /// write could not be persisted.
     pub async fn wait_acked(&self, offset: u64) -> Result<(), String> {
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
         let mut rx = self.acked_tx.subscribe();
         let _ = rx.wait_for(|&v| v >= offset || self.is_poisoned()).await;
         match self.write_error() {
@@ -279,6 +290,10 @@ struct Writer {
     seg: SegmentWriter,
     unsynced: bool,
     last_sync: Instant,
+    /// How long the last fsync took, and how many connections were waiting
+    /// when it completed (see [`Writer::gather`]).
+    last_fsync: Duration,
+    released: usize,
 }
 
 impl Writer {
@@ -288,6 +303,31 @@ impl Writer {
             seg,
             unsynced: false,
             last_sync: Instant::now(),
+            last_fsync: Duration::ZERO,
+            released: 0,
+        }
+    }
+
+    /// `always`: right after an fsync released N waiting connections, they
+    /// answer their clients and come back with new writes within
+    /// microseconds. Taking the log at once would fsync only the first of
+    /// them and leave the rest for the fsync after (half the clients per
+    /// fsync). So wait until as many connections wait again as were
+    /// released, or for at most the last fsync's duration (capped at 2 ms):
+    /// one fsync then serves everyone, as Redis' event loop does. A lone
+    /// client comes back at once and does not wait at all.
+    fn gather(&mut self) {
+        let aof = &self.state.aof;
+        let want = std::mem::take(&mut self.released);
+        if want == 0 {
+            return;
+        }
+        let deadline = Instant::now() + self.last_fsync.min(Duration::from_millis(2));
+        while aof.waiting.load(Ordering::Relaxed) < want
+            && Instant::now() < deadline
+            && !aof.stop.load(Ordering::Relaxed)
+        {
+            std::thread::sleep(Duration::from_micros(50));
         }
     }
 
@@ -302,6 +342,9 @@ impl Writer {
             // poll every millisecond instead of sleeping on the condvar, so
             // that appends find no waiter to wake (no futex call per command)
             // and one write carries a millisecond's worth of commands.
+            if policy == Fsync::Always && !stopping {
+                self.gather();
+            }
             let wait = if stopping {
                 Duration::ZERO
             } else if busy && policy != Fsync::Always {
@@ -347,8 +390,11 @@ impl Writer {
 
     fn sync(&mut self) -> bool {
         let aof = &self.state.aof;
+        let started = Instant::now();
         match self.seg.sync() {
             Ok(()) => {
+                self.last_fsync = started.elapsed();
+                self.released = aof.waiting.load(Ordering::Relaxed);
                 aof.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.unsynced = false;
                 self.last_sync = Instant::now();

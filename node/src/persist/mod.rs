@@ -223,6 +223,19 @@ pub fn startup(state: &Arc<State>, cfg: &PersistConfig) -> Result<(), PersistErr
 /// After `CONFIG SET`: make the log match `appendonly` and `appendfsync`.
 /// Turning the log off waits for the writer to write and fsync what it has.
 pub fn apply_config(state: &State) -> Result<(), String> {
+    // Both directions wait for a thread (the writer's last fsync, or the
+    // base snapshot). On a multi-threaded runtime, let tokio move this
+    // worker's other connections elsewhere meanwhile.
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(|| apply_config_blocking(state))
+    } else {
+        apply_config_blocking(state)
+    }
+}
+
+fn apply_config_blocking(state: &State) -> Result<(), String> {
     let cfg = &state.config;
     state
         .aof
