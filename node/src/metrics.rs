@@ -103,6 +103,51 @@ impl Metrics {
             "Bytes of the append-only log (base and segments).",
             aof.current_size.load(Ordering::Relaxed) as f64,
         );
+        let repl = &state.repl;
+        metric(
+            "ferrokv_repl_offset",
+            "gauge",
+            "Write-log offset (INFO master_repl_offset; on a replica, how far it has applied its primary's stream).",
+            state.db.wlog.offset() as f64,
+        );
+        metric(
+            "ferrokv_repl_is_replica",
+            "gauge",
+            "1 while this node follows a primary.",
+            repl.is_replica() as u8 as f64,
+        );
+        metric(
+            "ferrokv_repl_master_link_up",
+            "gauge",
+            "1 while a replica's link to its primary is up (0 on a primary).",
+            repl.master()
+                .is_some_and(|(_, _, st)| st.state.load(Ordering::Relaxed) == crate::repl::link_state::CONNECTED)
+                as u8 as f64,
+        );
+        metric(
+            "ferrokv_repl_connected_replicas",
+            "gauge",
+            "Replicas attached to this node.",
+            repl.replicas.lock().len() as f64,
+        );
+        metric(
+            "ferrokv_repl_config_epoch",
+            "gauge",
+            "Newest control-plane epoch this node accepted.",
+            repl.epoch.get() as f64,
+        );
+        metric(
+            "ferrokv_repl_full_syncs_total",
+            "counter",
+            "Full syncs served to replicas.",
+            repl.stats.sync_full.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_repl_backlog_disconnects_total",
+            "counter",
+            "Replicas disconnected for falling further behind than the backlog.",
+            repl.stats.backlog_disconnects.load(Ordering::Relaxed) as f64,
+        );
         metric("ferrokv_keys_with_expiry", "gauge", "Keys with a TTL.", volatile as f64);
         metric(
             "ferrokv_memory_used_bytes",

@@ -246,6 +246,17 @@ fn replica_converges_serves_reads_and_refuses_writes() {
     };
     assert_eq!(role[0], Frame::bulk("master"));
     assert!(matches!(&role[2], Frame::Array(v) if v.len() == 1));
+    // Metrics for the operator.
+    let text = r.state.metrics.render(&r.state);
+    assert!(text.contains("ferrokv_repl_master_link_up 1"), "{text}");
+    assert!(text.contains("ferrokv_repl_is_replica 1"));
+    let text = p.state.metrics.render(&p.state);
+    assert!(text.contains("ferrokv_repl_connected_replicas 1"), "{text}");
+    let full = num(p.addr, "stats", "sync_full");
+    assert!(
+        text.contains(&format!("ferrokv_repl_full_syncs_total {full}")),
+        "{text}"
+    );
     // The link shows up as a client of each side.
     assert!(s(&rc.cmd(&["CLIENT", "LIST", "TYPE", "master"])).contains("flags=M"));
     assert!(s(&pc.cmd(&["CLIENT", "LIST", "TYPE", "replica"])).contains("flags=S"));
