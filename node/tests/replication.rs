@@ -779,3 +779,31 @@ fn replica_persists_the_stream_and_resumes_partially_after_a_restart() {
     );
     assert_eq!(digest(p.addr), digest(r.addr));
 }
+
+#[test]
+fn replica_authenticates_with_masterauth() {
+    let p = server_with(ServeArgs {
+        requirepass: Some("s3cret".into()),
+        ..Default::default()
+    });
+    let port = p.addr.port().to_string();
+    let without = server_with(ServeArgs {
+        replicaof: Some(vec!["127.0.0.1".into(), port.clone()]),
+        ..Default::default()
+    });
+    let with = server_with(ServeArgs {
+        replicaof: Some(vec!["127.0.0.1".into(), port]),
+        masterauth: Some("s3cret".into()),
+        ..Default::default()
+    });
+    wait_for("authenticated replica up", SYNC_TIMEOUT, || {
+        (field(with.addr, "replication", "master_link_status") == "up").then_some(())
+    });
+    let err = wait_for("refusal reported", SYNC_TIMEOUT, || {
+        info(without.addr, "replication")
+            .get("ferrokv_master_link_error")
+            .cloned()
+    });
+    assert!(err.contains("NOAUTH"), "{err}");
+    assert_eq!(field(without.addr, "replication", "master_link_status"), "down");
+}
