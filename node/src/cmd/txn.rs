@@ -118,7 +118,9 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
         ));
     }
     // Take every partition first; only then is the WATCH flag final.
+    let master_apply = ctx.ks.master_apply;
     ctx.ks = ctx.state.db.lock_all(ctx.ks.now);
+    ctx.ks.master_apply = master_apply;
     let dirty = ctx.session.watch_dirty.load(Ordering::Acquire);
     discard_state(ctx);
     if dirty {
