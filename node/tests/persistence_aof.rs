@@ -541,3 +541,36 @@ fn first_start_with_the_log_takes_the_snapshot_as_its_base() {
     verify_dataset(&mut c);
     assert_eq!(c.cmd(&["GET", "after"]), Frame::bulk("base"));
 }
+
+#[test]
+fn the_log_rewrites_itself_when_it_doubles() {
+    let dir = TempDir::new("aof-auto");
+    let mut args = aof_args(&dir.0, "everysec");
+    args.aof_segment_size = Some("8kb".into());
+    {
+        let s = server_with(args.clone());
+        let mut c = RawClient::connect(s.addr);
+        assert_eq!(
+            c.cmd(&["CONFIG", "SET", "auto-aof-rewrite-min-size", "32kb"]),
+            Frame::Simple("OK".into())
+        );
+        assert_eq!(
+            c.cmd(&["CONFIG", "GET", "auto-aof-rewrite-percentage"]),
+            Frame::Array(vec![Frame::bulk("auto-aof-rewrite-percentage"), Frame::bulk("100")])
+        );
+        let mut round = 0;
+        wait_for("an automatic rewrite", Duration::from_secs(30), || {
+            round += 1;
+            for i in 0..20 {
+                c.cmd(&["SET", &format!("k{i}"), &format!("r{round}-{}", "x".repeat(200))]);
+            }
+            (info_field(&mut c, "persistence", "aof_rewrites") != "0").then_some(())
+        });
+        let n = info_field(&mut c, "persistence", "aof_rewrites");
+        wait_rewrite_done(&mut c, &n);
+        write_dataset(&mut c);
+    }
+    let s = server_with(args);
+    let mut c = RawClient::connect(s.addr);
+    verify_dataset(&mut c);
+}

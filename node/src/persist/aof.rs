@@ -122,6 +122,9 @@ pub struct Aof {
     pub last_rewrite_ok: AtomicBool,
     pub rewrites: AtomicU64,
     pub last_rewrite_secs: AtomicU64,
+    /// `current_size` after startup or the last rewrite: automatic rewrites
+    /// compare growth against it (Redis' `aof_rewrite_base_size`).
+    pub rewrite_base_size: AtomicU64,
     /// The directory and manifest of the running log.
     pub(crate) files: Mutex<Option<Files>>,
     stop: AtomicBool,
@@ -163,6 +166,7 @@ impl Default for Aof {
             last_rewrite_ok: AtomicBool::new(true),
             rewrites: AtomicU64::new(0),
             last_rewrite_secs: AtomicU64::new(0),
+            rewrite_base_size: AtomicU64::new(0),
             files: Mutex::new(None),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
@@ -381,6 +385,9 @@ impl Writer {
             if !aof.is_poisoned() {
                 self.sync_per_policy(policy, stopping);
                 self.maybe_rotate();
+                if !stopping {
+                    self.maybe_auto_rewrite();
+                }
             }
             if stopping && !busy {
                 return;
@@ -420,6 +427,31 @@ impl Writer {
         // releases clients that waited under `always` before a CONFIG SET).
         if policy != Fsync::Always || !self.unsynced {
             self.state.aof.publish(self.seg.end);
+        }
+    }
+
+    /// `auto-aof-rewrite-percentage` / `-min-size`, as Redis: rewrite once
+    /// the log is at least the minimum size and has grown by the percentage
+    /// since the last rewrite (or startup). The rewrite runs on its own
+    /// thread; this only starts it.
+    fn maybe_auto_rewrite(&self) {
+        let (aof, cfg) = (&self.state.aof, &self.state.config);
+        let pct = cfg.auto_aof_rewrite_percentage.load(Ordering::Relaxed);
+        let size = aof.current_size.load(Ordering::Relaxed);
+        if pct == 0
+            || aof.rewrite_in_progress.load(Ordering::Relaxed)
+            || size < cfg.auto_aof_rewrite_min_size.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let base = aof.rewrite_base_size.load(Ordering::Relaxed).max(1);
+        if size.saturating_sub(base) * 100 / base >= pct {
+            tracing::info!(size, base, pct, "starting an automatic append-only log rewrite");
+            if let Err(e) = super::rewrite::start(&self.state) {
+                tracing::warn!(error = %e, "automatic rewrite did not start");
+                // Do not retry on every loop: wait for the log to grow again.
+                aof.rewrite_base_size.store(size, Ordering::Relaxed);
+            }
         }
     }
 

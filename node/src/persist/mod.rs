@@ -201,7 +201,9 @@ pub fn startup(state: &Arc<State>, cfg: &PersistConfig) -> Result<(), PersistErr
             .unwrap_or(0),
         Ordering::Relaxed,
     );
-    aof.current_size.store(dir_size(&dir), Ordering::Relaxed);
+    let size = dir_size(&dir);
+    aof.current_size.store(size, Ordering::Relaxed);
+    aof.rewrite_base_size.store(size, Ordering::Relaxed);
     tracing::info!(
         dir = %dir.display(),
         offset = state.db.wlog.offset(),
@@ -306,7 +308,9 @@ fn enable_at_runtime(me: &Arc<State>, pcfg: &PersistConfig) -> Result<(), String
             .map(|m| m.len())
             .unwrap_or(0);
         state.aof.base_size.store(base_size, Ordering::Relaxed);
-        state.aof.current_size.store(dir_size(&dir), Ordering::Relaxed);
+        let size = dir_size(&dir);
+        state.aof.current_size.store(size, Ordering::Relaxed);
+        state.aof.rewrite_base_size.store(size, Ordering::Relaxed);
         aof::start_writer(
             me,
             seg,
