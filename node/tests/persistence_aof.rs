@@ -574,3 +574,32 @@ fn the_log_rewrites_itself_when_it_doubles() {
     let mut c = RawClient::connect(s.addr);
     verify_dataset(&mut c);
 }
+
+/// A replica's full sync starts a new write-log history; the writer refuses
+/// bytes that do not follow its segment, and `persist::rebase` restarts the
+/// log from a new base.
+#[test]
+fn a_new_write_log_history_needs_a_rebase() {
+    let dir = TempDir::new("aof-rebase");
+    {
+        let s = server_with(aof_args(&dir.0, "always"));
+        let mut c = RawClient::connect(s.addr);
+        c.cmd(&["SET", "before", "1"]);
+        s.state.db.wlog.reset(1_000_000);
+        let e = c.cmd(&["SET", "jump", "1"]);
+        assert!(matches!(&e, Frame::Error(m) if m.contains("write log jumped")), "{e:?}");
+        ferrokv_node::persist::rebase(&s.state).expect("rebase");
+        assert_eq!(info_field(&mut c, "persistence", "aof_last_write_status"), "ok");
+        write_dataset(&mut c);
+    }
+    let s = server_with(aof_args(&dir.0, "always"));
+    let mut c = RawClient::connect(s.addr);
+    verify_dataset(&mut c);
+    assert_eq!(c.cmd(&["GET", "before"]), Frame::bulk("1"));
+    assert_eq!(
+        c.cmd(&["GET", "jump"]),
+        Frame::bulk("1"),
+        "applied before the log failed: in the base"
+    );
+    assert!(s.state.db.wlog.offset() > 1_000_000);
+}

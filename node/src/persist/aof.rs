@@ -246,6 +246,12 @@ impl Aof {
         self.acked_tx.send_modify(|_| {});
     }
 
+    /// Only for a log that restarts from a new base ([`super::rebase`]).
+    pub(crate) fn clear_poison(&self) {
+        self.poisoned.store(false, Ordering::Release);
+        *self.error.lock() = None;
+    }
+
     /// `aof_last_write_status`.
     pub fn last_write_ok(&self) -> bool {
         !self.is_poisoned()
