@@ -43,9 +43,14 @@
 //! waiting for the failed fsync get that error instead of OK, and INFO /
 //! metrics say so. After a failed write the writer truncates the segment back
 //! to its last whole record (best effort), so a restart sees a clean log that
-//! holds exactly what was persisted. Only a restart clears the state: the
-//! log has a hole where the failed bytes were, and only a new base (or the
-//! restart's load + replay) makes log and dataset agree again.
+//! holds exactly what was persisted. A restart, or a BGREWRITEAOF once the
+//! cause is fixed (space freed), clears the state: the log has a hole where
+//! the failed bytes were, and only a new base (or the restart's load +
+//! replay) makes log and dataset agree again. BGREWRITEAOF on a poisoned log
+//! therefore starts the log afresh from a cut of the dataset
+//! ([`super::rebase`]); if that fails too, writes stay refused.
+//! `CONFIG SET appendonly no` also clears it: with no log, there is nothing
+//! to refuse writes for.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -237,8 +242,11 @@ impl Aof {
     }
 
     fn poison(&self, what: &str, e: &std::io::Error) {
-        let reason = format!("{what}: {e}");
-        tracing::error!(error = %reason, "append-only log failed; refusing writes until restart");
+        self.poison_msg(format!("{what}: {e}"));
+    }
+
+    pub(crate) fn poison_msg(&self, reason: String) {
+        tracing::error!(error = %reason, "append-only log failed; refusing writes until a restart or BGREWRITEAOF");
         *self.error.lock() = Some(reason);
         self.write_errors.fetch_add(1, Ordering::Relaxed);
         self.poisoned.store(true, Ordering::Release);

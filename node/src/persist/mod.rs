@@ -250,17 +250,20 @@ pub fn rebase(state: &State) -> Result<(), String> {
     }
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let run = || {
-        aof::stop_writer(state);
-        // The new base makes log and dataset agree again.
-        state.aof.clear_poison();
-        start_on_thread(state)
-    };
     if multi_thread {
-        tokio::task::block_in_place(run)
+        tokio::task::block_in_place(|| rebase_now(state))
     } else {
-        run()
+        rebase_now(state)
     }
+}
+
+/// [`rebase`] without the runtime handling, also for a log whose writer
+/// already stopped. On failure the log stays poisoned: writes are refused.
+pub(crate) fn rebase_now(state: &State) -> Result<(), String> {
+    aof::stop_writer(state);
+    // The new base makes log and dataset agree again.
+    state.aof.clear_poison();
+    start_on_thread(state).inspect_err(|e| state.aof.poison_msg(format!("restarting the log failed: {e}")))
 }
 
 fn start_on_thread(state: &State) -> Result<(), String> {
@@ -287,6 +290,7 @@ fn apply_config_blocking(state: &State) -> Result<(), String> {
     }
     if !want {
         aof::stop_writer(state);
+        state.aof.clear_poison();
         return Ok(());
     }
     // The cut streams its blocks through a channel that must not be waited
