@@ -207,6 +207,10 @@ pub struct Config {
     pub appendonly: AtomicBool,
     /// `appendfsync` ([`crate::persist::aof::Fsync`] as u8).
     pub appendfsync: AtomicU8,
+    /// Automatic BGREWRITEAOF: when the log has grown by this percentage
+    /// since the last rewrite (0 = off) and is at least the minimum size.
+    pub auto_aof_rewrite_percentage: AtomicU64,
+    pub auto_aof_rewrite_min_size: AtomicU64,
     /// Where snapshots go (`dir`), and their file name (`dbfilename`).
     pub dir: RwLock<PathBuf>,
     pub dbfilename: RwLock<String>,
@@ -266,6 +270,8 @@ impl Default for Config {
             min_replicas_max_lag: AtomicU64::new(10),
             appendonly: AtomicBool::new(false),
             appendfsync: AtomicU8::new(Fsync::EverySec as u8),
+            auto_aof_rewrite_percentage: AtomicU64::new(100),
+            auto_aof_rewrite_min_size: AtomicU64::new(64 << 20),
             dir: RwLock::new(PathBuf::from(".")),
             dbfilename: RwLock::new("dump.fkv".into()),
             save_points: RwLock::new(Vec::new()),
@@ -504,6 +510,22 @@ pub static PARAMS: &[Param] = &[
         get: |c, _| yes_no(c.appendonly.load(Ordering::Relaxed)),
         set: Some(|c, _, v| {
             c.appendonly.store(parse_yes_no(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "auto-aof-rewrite-percentage",
+        get: |c, _| c.auto_aof_rewrite_percentage.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.auto_aof_rewrite_percentage.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "auto-aof-rewrite-min-size",
+        get: |c, _| c.auto_aof_rewrite_min_size.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.auto_aof_rewrite_min_size.store(parse_memory(v)?, Ordering::Relaxed);
             Ok(())
         }),
     },

@@ -371,16 +371,17 @@ fn config_set_turns_the_log_on_and_off() {
     assert_eq!(info_field(&mut c, "persistence", "aof_enabled"), "0");
 }
 
-/// A real full disk: a 1 MiB tmpfs (needs root; skipped with a message
+/// A real full disk: a 4 MiB tmpfs (needs root; skipped with a message
 /// otherwise). The log must refuse writes with MISCONF once it cannot
-/// persist them, report it, and lose none of the writes it acknowledged.
+/// persist them, report it, lose none of the writes it acknowledged, and
+/// recover with BGREWRITEAOF once space is freed.
 #[test]
 fn full_disk_refuses_writes_with_misconf() {
     let dir = TempDir::new("aof-full");
     let mnt = dir.0.join("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir");
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
         .arg(&mnt)
         .status()
         .map(|s| s.success())
@@ -396,6 +397,9 @@ fn full_disk_refuses_writes_with_misconf() {
         }
     }
     let _unmount = Unmount(mnt.clone());
+    // Room the test frees later so that BGREWRITEAOF can recover.
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![0u8; 5 << 19]).expect("filler");
     let value = "x".repeat(16 * 1024);
     let mut acked = Vec::new();
     {
@@ -412,7 +416,7 @@ fn full_disk_refuses_writes_with_misconf() {
                 other => panic!("{other:?}"),
             }
         }
-        let e = refused.expect("a 1 MiB disk must fill up");
+        let e = refused.expect("a 4 MiB disk must fill up");
         assert!(e.starts_with("MISCONF Errors writing to the AOF file: "), "{e}");
         assert!(!acked.is_empty());
         // Later writes are refused up front; reads still work.
@@ -422,6 +426,18 @@ fn full_disk_refuses_writes_with_misconf() {
         assert_eq!(info_field(&mut c, "persistence", "aof_last_write_status"), "err");
         let metrics = s.state.metrics.render(&s.state);
         assert!(metrics.contains("ferrokv_aof_last_write_ok 0"), "{metrics}");
+        // Space is freed: BGREWRITEAOF starts the log afresh from a new base.
+        std::fs::remove_file(&filler).expect("rm filler");
+        assert_eq!(
+            c.cmd(&["BGREWRITEAOF"]),
+            Frame::Simple("Background append only file rewriting started".into())
+        );
+        wait_for("the log to recover", Duration::from_secs(30), || {
+            (info_field(&mut c, "persistence", "aof_last_write_status") == "ok"
+                && info_field(&mut c, "persistence", "aof_rewrite_in_progress") == "0")
+                .then_some(())
+        });
+        assert_eq!(c.cmd(&["SET", "small", "after-recovery"]), Frame::Simple("OK".into()));
     }
     // Every acknowledged write is on the disk (the failed record was cut off).
     let s = server_with(aof_args(&mnt, "always"));
@@ -429,6 +445,7 @@ fn full_disk_refuses_writes_with_misconf() {
     for i in &acked {
         assert_eq!(c.cmd(&["GET", &format!("big{i}")]), Frame::bulk(&value), "big{i}");
     }
+    assert_eq!(c.cmd(&["GET", "small"]), Frame::bulk("after-recovery"));
 }
 
 fn wait_rewrite_done(c: &mut RawClient, rewrites: &str) {
@@ -540,4 +557,66 @@ fn first_start_with_the_log_takes_the_snapshot_as_its_base() {
     let mut c = RawClient::connect(s.addr);
     verify_dataset(&mut c);
     assert_eq!(c.cmd(&["GET", "after"]), Frame::bulk("base"));
+}
+
+#[test]
+fn the_log_rewrites_itself_when_it_doubles() {
+    let dir = TempDir::new("aof-auto");
+    let mut args = aof_args(&dir.0, "everysec");
+    args.aof_segment_size = Some("8kb".into());
+    {
+        let s = server_with(args.clone());
+        let mut c = RawClient::connect(s.addr);
+        assert_eq!(
+            c.cmd(&["CONFIG", "SET", "auto-aof-rewrite-min-size", "32kb"]),
+            Frame::Simple("OK".into())
+        );
+        assert_eq!(
+            c.cmd(&["CONFIG", "GET", "auto-aof-rewrite-percentage"]),
+            Frame::Array(vec![Frame::bulk("auto-aof-rewrite-percentage"), Frame::bulk("100")])
+        );
+        let mut round = 0;
+        wait_for("an automatic rewrite", Duration::from_secs(30), || {
+            round += 1;
+            for i in 0..20 {
+                c.cmd(&["SET", &format!("k{i}"), &format!("r{round}-{}", "x".repeat(200))]);
+            }
+            (info_field(&mut c, "persistence", "aof_rewrites") != "0").then_some(())
+        });
+        let n = info_field(&mut c, "persistence", "aof_rewrites");
+        wait_rewrite_done(&mut c, &n);
+        write_dataset(&mut c);
+    }
+    let s = server_with(args);
+    let mut c = RawClient::connect(s.addr);
+    verify_dataset(&mut c);
+}
+
+/// A replica's full sync starts a new write-log history; the writer refuses
+/// bytes that do not follow its segment, and `persist::rebase` restarts the
+/// log from a new base.
+#[test]
+fn a_new_write_log_history_needs_a_rebase() {
+    let dir = TempDir::new("aof-rebase");
+    {
+        let s = server_with(aof_args(&dir.0, "always"));
+        let mut c = RawClient::connect(s.addr);
+        c.cmd(&["SET", "before", "1"]);
+        s.state.db.wlog.reset(1_000_000);
+        let e = c.cmd(&["SET", "jump", "1"]);
+        assert!(matches!(&e, Frame::Error(m) if m.contains("write log jumped")), "{e:?}");
+        ferrokv_node::persist::rebase(&s.state).expect("rebase");
+        assert_eq!(info_field(&mut c, "persistence", "aof_last_write_status"), "ok");
+        write_dataset(&mut c);
+    }
+    let s = server_with(aof_args(&dir.0, "always"));
+    let mut c = RawClient::connect(s.addr);
+    verify_dataset(&mut c);
+    assert_eq!(c.cmd(&["GET", "before"]), Frame::bulk("1"));
+    assert_eq!(
+        c.cmd(&["GET", "jump"]),
+        Frame::bulk("1"),
+        "applied before the log failed: in the base"
+    );
+    assert!(s.state.db.wlog.offset() > 1_000_000);
 }

@@ -43,9 +43,14 @@
 //! waiting for the failed fsync get that error instead of OK, and INFO /
 //! metrics say so. After a failed write the writer truncates the segment back
 //! to its last whole record (best effort), so a restart sees a clean log that
-//! holds exactly what was persisted. Only a restart clears the state: the
-//! log has a hole where the failed bytes were, and only a new base (or the
-//! restart's load + replay) makes log and dataset agree again.
+//! holds exactly what was persisted. A restart, or a BGREWRITEAOF once the
+//! cause is fixed (space freed), clears the state: the log has a hole where
+//! the failed bytes were, and only a new base (or the restart's load +
+//! replay) makes log and dataset agree again. BGREWRITEAOF on a poisoned log
+//! therefore starts the log afresh from a cut of the dataset
+//! ([`super::rebase`]); if that fails too, writes stay refused.
+//! `CONFIG SET appendonly no` also clears it: with no log, there is nothing
+//! to refuse writes for.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,6 +127,9 @@ pub struct Aof {
     pub last_rewrite_ok: AtomicBool,
     pub rewrites: AtomicU64,
     pub last_rewrite_secs: AtomicU64,
+    /// `current_size` after startup or the last rewrite: automatic rewrites
+    /// compare growth against it (Redis' `aof_rewrite_base_size`).
+    pub rewrite_base_size: AtomicU64,
     /// The directory and manifest of the running log.
     pub(crate) files: Mutex<Option<Files>>,
     stop: AtomicBool,
@@ -163,6 +171,7 @@ impl Default for Aof {
             last_rewrite_ok: AtomicBool::new(true),
             rewrites: AtomicU64::new(0),
             last_rewrite_secs: AtomicU64::new(0),
+            rewrite_base_size: AtomicU64::new(0),
             files: Mutex::new(None),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
@@ -233,13 +242,22 @@ impl Aof {
     }
 
     fn poison(&self, what: &str, e: &std::io::Error) {
-        let reason = format!("{what}: {e}");
-        tracing::error!(error = %reason, "append-only log failed; refusing writes until restart");
+        self.poison_msg(format!("{what}: {e}"));
+    }
+
+    pub(crate) fn poison_msg(&self, reason: String) {
+        tracing::error!(error = %reason, "append-only log failed; refusing writes until a restart or BGREWRITEAOF");
         *self.error.lock() = Some(reason);
         self.write_errors.fetch_add(1, Ordering::Relaxed);
         self.poisoned.store(true, Ordering::Release);
         // Wake the waiters so that they see the error.
         self.acked_tx.send_modify(|_| {});
+    }
+
+    /// Only for a log that restarts from a new base ([`super::rebase`]).
+    pub(crate) fn clear_poison(&self) {
+        self.poisoned.store(false, Ordering::Release);
+        *self.error.lock() = None;
     }
 
     /// `aof_last_write_status`.
@@ -381,6 +399,9 @@ impl Writer {
             if !aof.is_poisoned() {
                 self.sync_per_policy(policy, stopping);
                 self.maybe_rotate();
+                if !stopping {
+                    self.maybe_auto_rewrite();
+                }
             }
             if stopping && !busy {
                 return;
@@ -420,6 +441,31 @@ impl Writer {
         // releases clients that waited under `always` before a CONFIG SET).
         if policy != Fsync::Always || !self.unsynced {
             self.state.aof.publish(self.seg.end);
+        }
+    }
+
+    /// `auto-aof-rewrite-percentage` / `-min-size`, as Redis: rewrite once
+    /// the log is at least the minimum size and has grown by the percentage
+    /// since the last rewrite (or startup). The rewrite runs on its own
+    /// thread; this only starts it.
+    fn maybe_auto_rewrite(&self) {
+        let (aof, cfg) = (&self.state.aof, &self.state.config);
+        let pct = cfg.auto_aof_rewrite_percentage.load(Ordering::Relaxed);
+        let size = aof.current_size.load(Ordering::Relaxed);
+        if pct == 0
+            || aof.rewrite_in_progress.load(Ordering::Relaxed)
+            || size < cfg.auto_aof_rewrite_min_size.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let base = aof.rewrite_base_size.load(Ordering::Relaxed).max(1);
+        if size.saturating_sub(base) * 100 / base >= pct {
+            tracing::info!(size, base, pct, "starting an automatic append-only log rewrite");
+            if let Err(e) = super::rewrite::start(&self.state) {
+                tracing::warn!(error = %e, "automatic rewrite did not start");
+                // Do not retry on every loop: wait for the log to grow again.
+                aof.rewrite_base_size.store(size, Ordering::Relaxed);
+            }
         }
     }
 

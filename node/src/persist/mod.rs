@@ -201,7 +201,9 @@ pub fn startup(state: &Arc<State>, cfg: &PersistConfig) -> Result<(), PersistErr
             .unwrap_or(0),
         Ordering::Relaxed,
     );
-    aof.current_size.store(dir_size(&dir), Ordering::Relaxed);
+    let size = dir_size(&dir);
+    aof.current_size.store(size, Ordering::Relaxed);
+    aof.rewrite_base_size.store(size, Ordering::Relaxed);
     tracing::info!(
         dir = %dir.display(),
         offset = state.db.wlog.offset(),
@@ -235,6 +237,47 @@ pub fn apply_config(state: &State) -> Result<(), String> {
     }
 }
 
+/// Start the log afresh from a new base after the write log began a new
+/// history (`WriteLog::reset`, e.g. a replica's full sync): the old log no
+/// longer leads to the dataset, and the writer refuses to append bytes that
+/// do not follow it ("log continuity"). Blocks until the new base is on
+/// disk; writes made meanwhile are in the base, but with `always` they are
+/// acknowledged without waiting while the log restarts. A no-op when the log
+/// is off.
+pub fn rebase(state: &State) -> Result<(), String> {
+    if !state.aof.enabled.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(|| rebase_now(state))
+    } else {
+        rebase_now(state)
+    }
+}
+
+/// [`rebase`] without the runtime handling, also for a log whose writer
+/// already stopped. On failure the log stays poisoned: writes are refused.
+pub(crate) fn rebase_now(state: &State) -> Result<(), String> {
+    aof::stop_writer(state);
+    // The new base makes log and dataset agree again.
+    state.aof.clear_poison();
+    start_on_thread(state).inspect_err(|e| state.aof.poison_msg(format!("restarting the log failed: {e}")))
+}
+
+fn start_on_thread(state: &State) -> Result<(), String> {
+    let (pcfg, me) = state.aof.setup.lock().clone().ok_or("persistence was not set up")?;
+    let me = me.upgrade().ok_or("server is shutting down")?;
+    let worker = std::thread::Builder::new()
+        .name("aof-enable".into())
+        .spawn(move || enable_at_runtime(&me, &pcfg))
+        .map_err(|e| format!("failed to start: {e}"))?;
+    worker
+        .join()
+        .unwrap_or_else(|_| Err("the enabling thread panicked".into()))
+}
+
 fn apply_config_blocking(state: &State) -> Result<(), String> {
     let cfg = &state.config;
     state
@@ -247,21 +290,13 @@ fn apply_config_blocking(state: &State) -> Result<(), String> {
     }
     if !want {
         aof::stop_writer(state);
+        state.aof.clear_poison();
         return Ok(());
     }
     // The cut streams its blocks through a channel that must not be waited
     // on from a runtime thread: the work runs on a plain thread, and CONFIG
     // SET answers when the log is on (or why it is not).
-    let (pcfg, me) = state.aof.setup.lock().clone().ok_or("persistence was not set up")?;
-    let me = me.upgrade().ok_or("server is shutting down")?;
-    let worker = std::thread::Builder::new()
-        .name("aof-enable".into())
-        .spawn(move || enable_at_runtime(&me, &pcfg))
-        .map_err(|e| format!("failed to start: {e}"))?;
-    worker
-        .join()
-        .unwrap_or_else(|_| Err("the enabling thread panicked".into()))
-        .inspect_err(|_| cfg.appendonly.store(false, Ordering::Relaxed))
+    start_on_thread(state).inspect_err(|_| cfg.appendonly.store(false, Ordering::Relaxed))
 }
 
 /// `CONFIG SET appendonly yes`: the log must start from a base that matches
@@ -273,17 +308,22 @@ fn enable_at_runtime(me: &Arc<State>, pcfg: &PersistConfig) -> Result<(), String
     let state: &State = me;
     let dir = aof::log_dir(&pcfg.dir, &pcfg.appenddirname);
     std::fs::create_dir_all(&dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
-    for s in list_segments(&dir).map_err(|e| e.to_string())? {
-        std::fs::remove_file(dir.join(segment::file_name(s)))
-            .map_err(|e| format!("failed to clear {}: {e}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(dir.join(manifest::FILE_NAME));
+    // A previous log in the directory stays valid until the new manifest
+    // replaces it; only then are its files deleted.
+    let old_segments = list_segments(&dir).map_err(|e| e.to_string())?;
+    let old_base = Manifest::load(&dir).ok().flatten().and_then(|m| m.base_file);
     let (start, keys) = {
         let mut ks = state.db.lock_all(crate::db::now_ms());
         let keys: usize = ks.partitions_mut().map(|p| p.keys).sum();
         state.db.wlog.collect_unpersisted(true);
         (state.db.wlog.offset(), keys)
     };
+    if old_segments.contains(&start) {
+        // Same name as the new first segment: it has to go first.
+        let _ = std::fs::remove_file(dir.join(manifest::FILE_NAME));
+        std::fs::remove_file(dir.join(segment::file_name(start)))
+            .map_err(|e| format!("failed to clear {}: {e}", dir.display()))?;
+    }
     let started = (|| -> Result<(), String> {
         let (base_file, base_offset) = if keys > 0 {
             let (x, name) = write_base_snapshot(me, &dir)?;
@@ -306,7 +346,15 @@ fn enable_at_runtime(me: &Arc<State>, pcfg: &PersistConfig) -> Result<(), String
             .map(|m| m.len())
             .unwrap_or(0);
         state.aof.base_size.store(base_size, Ordering::Relaxed);
-        state.aof.current_size.store(dir_size(&dir), Ordering::Relaxed);
+        for &o in old_segments.iter().filter(|&&o| o != start) {
+            let _ = std::fs::remove_file(dir.join(segment::file_name(o)));
+        }
+        if let Some(b) = old_base.filter(|b| Some(b) != m.base_file.as_ref()) {
+            let _ = std::fs::remove_file(dir.join(b));
+        }
+        let size = dir_size(&dir);
+        state.aof.current_size.store(size, Ordering::Relaxed);
+        state.aof.rewrite_base_size.store(size, Ordering::Relaxed);
         aof::start_writer(
             me,
             seg,

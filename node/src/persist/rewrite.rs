@@ -28,11 +28,11 @@ use crate::state::State;
 /// Start a rewrite on its own thread. Errors are Redis' texts (without `ERR`).
 pub fn start(state: &State) -> Result<(), String> {
     let aof = &state.aof;
-    if !aof.enabled.load(Ordering::Acquire) {
+    // A poisoned log (failed write/fsync) is restarted from a new base
+    // instead: the old one has a hole.
+    let poisoned = aof.is_poisoned() && state.config.appendonly.load(Ordering::Relaxed);
+    if !aof.enabled.load(Ordering::Acquire) && !poisoned {
         return Err("append only file is off: CONFIG SET appendonly yes first".into());
-    }
-    if let Some(e) = aof.write_error() {
-        return Err(e);
     }
     let me = aof
         .setup
@@ -45,7 +45,11 @@ pub fn start(state: &State) -> Result<(), String> {
     }
     let spawned = std::thread::Builder::new().name("aof-rewrite".into()).spawn(move || {
         let started = Instant::now();
-        let result = run(&me);
+        let result = if poisoned {
+            super::rebase_now(&me).map(|()| me.db.wlog.offset())
+        } else {
+            run(&me)
+        };
         let aof = &me.aof;
         aof.last_rewrite_secs
             .store(started.elapsed().as_secs(), Ordering::Relaxed);
@@ -124,6 +128,8 @@ fn run(state: &Arc<State>) -> Result<u64, String> {
         let _ = std::fs::remove_file(dir.join(b));
     }
     aof.base_size.store(base_size, Ordering::Relaxed);
-    aof.current_size.store(super::dir_size(&dir), Ordering::Relaxed);
+    let size = super::dir_size(&dir);
+    aof.current_size.store(size, Ordering::Relaxed);
+    aof.rewrite_base_size.store(size, Ordering::Relaxed);
     Ok(x)
 }
