@@ -6,8 +6,9 @@
 #   3. cargo clippy, every target, warnings are errors
 #   4. cargo test --workspace (unit, black-box, differential vs real Redis,
 #      model-based and protocol tests)
-#   5. a short fuzz run of the RESP parser (FERROKV_FUZZ_SECONDS, default 60;
-#      0 skips it; skipped with a note when no nightly toolchain is present)
+#   5. short fuzz runs of the RESP parser (FERROKV_FUZZ_SECONDS, default 60) and
+#      of the snapshot and log readers (half that each); 0 skips them; skipped
+#      with a note when no nightly toolchain is present
 #
 # Tests build in the dev profile (dependencies at opt-level 1): a release build
 # with LTO would cost more compile time on CI's 2 cores than it saves at run time.
@@ -57,6 +58,10 @@ cargo_test() {
 step "cargo test" cargo_test
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
     step "fuzz resp_request ${FUZZ_SECONDS}s" limit 1200 scripts/fuzz.sh "$FUZZ_SECONDS" resp_request
+    # The file readers get half the time each: they share the parser run's build.
+    half=$(((FUZZ_SECONDS + 1) / 2))
+    step "fuzz snapshot_reader ${half}s" limit 1200 scripts/fuzz.sh "$half" snapshot_reader
+    step "fuzz aof_reader ${half}s" limit 1200 scripts/fuzz.sh "$half" aof_reader
 fi
 
 printf '\n==> timings\n'
