@@ -18,7 +18,7 @@
 # (by default ~/.cache/go-build and ~/go/pkg/mod): a warm build cache makes a rebuild take seconds.
 #
 # Prints how long each build took. The cold build of the three Kubernetes commands dominates
-# (see README "Sandbox" for the measured times on 2 cores).
+# (see tests/README.md for the measured times on 2 cores).
 #
 # Usage: scripts/sandbox-bootstrap.sh [--print-dir]
 #   --print-dir   only print the binary directory (what the Rust sandbox reads), build nothing
