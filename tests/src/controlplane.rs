@@ -118,13 +118,20 @@ pub enum Component {
     Apiserver,
     ControllerManager,
     S3,
+    PrometheusSd,
     Prometheus,
 }
 
 impl Component {
     /// In start order; `down` stops them in reverse.
-    pub const ALL: [Component; 5] =
-        [Component::Etcd, Component::Apiserver, Component::ControllerManager, Component::S3, Component::Prometheus];
+    pub const ALL: [Component; 6] = [
+        Component::Etcd,
+        Component::Apiserver,
+        Component::ControllerManager,
+        Component::S3,
+        Component::PrometheusSd,
+        Component::Prometheus,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -132,6 +139,7 @@ impl Component {
             Component::Apiserver => "kube-apiserver",
             Component::ControllerManager => "kube-controller-manager",
             Component::S3 => "s3",
+            Component::PrometheusSd => "prometheus-sd",
             Component::Prometheus => "prometheus",
         }
     }
@@ -315,21 +323,30 @@ impl Sandbox {
             .map_err(|source| SandboxError::Write { path: self.s3_root(), source })?;
         self.write_prometheus_config()?;
 
-        let mut started = Vec::new();
-        for component in Component::ALL {
+        let spawn = |component: Component, started: &mut Vec<&'static str>| -> Result<(), SandboxError> {
             if self.running(component).is_some() {
-                continue;
+                return Ok(());
             }
             let (program, args) = match component {
                 Component::Etcd => (etcd.clone(), self.etcd_args()),
                 Component::Apiserver => (apiserver.clone(), self.apiserver_args()),
                 Component::ControllerManager => (kcm.clone(), self.controller_manager_args()),
                 Component::S3 => (sandbox_exe.to_path_buf(), self.s3_args()),
+                Component::PrometheusSd => (sandbox_exe.to_path_buf(), self.prometheus_sd_args()),
                 Component::Prometheus => (prometheus.clone(), self.prometheus_args()),
             };
             let pid = self.daemons.spawn(component.name(), &program, &args)?;
             tracing::info!(component = component.name(), pid, "started");
             started.push(component.name());
+            Ok(())
+        };
+        let mut started = Vec::new();
+        for component in Component::ALL {
+            // The controller manager exits at once if the apiserver cannot yet serve its
+            // authentication config (or RBAC is not bootstrapped): it starts once that is ready.
+            if component != Component::ControllerManager {
+                spawn(component, &mut started)?;
+            }
         }
         // KUBELET HOOK (issue 5): once the kubelet branch is merged, start our kubelet here as one
         // more Component (a `ferrokv-sandbox kubelet` subprocess with the admin kubeconfig), and
@@ -345,6 +362,7 @@ impl Sandbox {
         })
         .await?;
         let apiserver_ready = t0.elapsed();
+        spawn(Component::ControllerManager, &mut started)?;
         let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         self.wait_ready(Component::ControllerManager, || async {
             match service_accounts.get_opt("default").await {
@@ -362,9 +380,9 @@ impl Sandbox {
         .await?;
         let prometheus_port = self.state.ports.prometheus;
         self.wait_ready(Component::Prometheus, || async move {
-            match plain_http_status(prometheus_port, "/-/ready").await {
-                Ok(200) => Ok(None),
-                Ok(status) => Err(format!("HTTP {status}")),
+            match plain_http_get(prometheus_port, "/-/ready").await {
+                Ok((200, _)) => Ok(None),
+                Ok((status, body)) => Err(format!("HTTP {status}: {body}")),
                 Err(e) => Err(e.to_string()),
             }
         })
@@ -391,12 +409,11 @@ impl Sandbox {
         Fut: std::future::Future<Output = Result<Option<()>, String>>,
     {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let mut last = String::from("not probed");
         loop {
-            match probe().await {
+            let last = match probe().await {
                 Ok(_) => return Ok(()),
-                Err(e) => last = e,
-            }
+                Err(e) => e,
+            };
             if self.running(component).is_none() {
                 return Err(SandboxError::Exited {
                     component: component.name(),
@@ -447,7 +464,7 @@ impl Sandbox {
             format!("--client-ca-file={}", pki.ca().cert.display()),
             "--authorization-mode=Node,RBAC".into(),
             "--anonymous-auth=false".into(),
-            format!("--service-account-key-file={}", pki.service_account_key().display()),
+            format!("--service-account-key-file={}", pki.service_account_public_key().display()),
             format!("--service-account-signing-key-file={}", pki.service_account_key().display()),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
@@ -493,6 +510,19 @@ impl Sandbox {
         ]
     }
 
+    fn prometheus_sd_args(&self) -> Vec<String> {
+        vec![
+            "prometheus-sd".into(),
+            format!("--kubeconfig={}", self.admin_kubeconfig().display()),
+            format!("--out={}", self.prometheus_targets().display()),
+        ]
+    }
+
+    /// The file_sd target file `prometheus-sd` writes and Prometheus reads.
+    pub fn prometheus_targets(&self) -> PathBuf {
+        self.prometheus_dir().join("pods.json")
+    }
+
     fn prometheus_dir(&self) -> PathBuf {
         self.dir.join("prometheus")
     }
@@ -508,11 +538,10 @@ impl Sandbox {
         ]
     }
 
-    /// Prometheus discovers Pods through the apiserver (kubernetes_sd, role pod, as the sandbox
-    /// admin) and scrapes those annotated `prometheus.io/scrape: "true"`, at their Pod IP and
-    /// `prometheus.io/port`, path `prometheus.io/path` (default `/metrics`): the convention the
-    /// ferrokv chart's Pods follow. Rule files dropped into `prometheus/rules/` are loaded on
-    /// reload (`POST /-/reload`).
+    /// Prometheus scrapes the Pods that `prometheus-sd` finds through the apiserver (annotated
+    /// `prometheus.io/scrape: "true"`, at their Pod IP and `prometheus.io/port`, path
+    /// `prometheus.io/path`, default `/metrics`). Rule files dropped into `prometheus/rules/` are
+    /// loaded on reload (`POST /-/reload`).
     fn write_prometheus_config(&self) -> Result<(), SandboxError> {
         let dir = self.prometheus_dir();
         let rules = dir.join("rules");
@@ -526,30 +555,16 @@ rule_files:
   - {rules}/*.yml
 scrape_configs:
   - job_name: kubernetes-pods
-    kubernetes_sd_configs:
-      - role: pod
-        kubeconfig_file: {kubeconfig}
-    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
-        action: keep
-        regex: "true"
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
-        action: replace
-        regex: (.+)
-        target_label: __metrics_path__
-      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
-        action: replace
-        regex: (.+);(\d+)
-        replacement: $1:$2
-        target_label: __address__
-      - source_labels: [__meta_kubernetes_namespace]
-        target_label: namespace
-      - source_labels: [__meta_kubernetes_pod_name]
-        target_label: pod
+    file_sd_configs:
+      - files: [{targets}]
 "#,
             rules = rules.display(),
-            kubeconfig = self.admin_kubeconfig().display(),
+            targets = self.prometheus_targets().display(),
         );
+        let targets = self.prometheus_targets();
+        if !targets.exists() {
+            fs::write(&targets, "[]").map_err(|source| SandboxError::Write { path: targets.clone(), source })?;
+        }
         let path = dir.join("prometheus.yml");
         fs::write(&path, config).map_err(|source| SandboxError::Write { path, source })
     }
@@ -597,10 +612,10 @@ scrape_configs:
     ) -> Result<PathBuf, SandboxError> {
         let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
         let request = TokenRequest {
-            spec: TokenRequestSpec {
+            spec: Some(TokenRequestSpec {
                 expiration_seconds: Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
                 ..Default::default()
-            },
+            }),
             ..Default::default()
         };
         let response = api.create_token_request(name, &PostParams::default(), &request).await.map_err(|source| {
@@ -608,7 +623,7 @@ scrape_configs:
         })?;
         let token = response
             .status
-            .map(|s| s.token)
+            .and_then(|s| s.token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| SandboxError::EmptyToken { namespace: namespace.to_string(), name: name.to_string() })?;
         let path = self.dir.join("serviceaccounts").join(format!("{namespace}-{name}.kubeconfig"));
@@ -632,17 +647,18 @@ fn http_get(path: &str) -> Result<http::Request<Vec<u8>>, String> {
     http::Request::get(path).body(Vec::new()).map_err(|e| e.to_string())
 }
 
-/// The status code of a plain-HTTP GET on loopback (Prometheus has no TLS here): a few lines of
-/// HTTP/1.0 spare the crate an HTTP client dependency for one readiness probe.
-async fn plain_http_status(port: u16, path: &str) -> std::io::Result<u16> {
+/// A plain-HTTP GET on loopback (Prometheus has no TLS here), returning status and body: a few
+/// lines of HTTP/1.0 spare the crate an HTTP client dependency for probes and queries.
+pub async fn plain_http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).await?;
-    std::str::from_utf8(&head[9..12])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
+    stream.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(invalid)?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(invalid)?;
+    Ok((status, body.to_string()))
 }
 
 fn which(program: &str) -> Option<PathBuf> {

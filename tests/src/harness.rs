@@ -21,7 +21,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
-use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 use kube::{Api, Client, ResourceExt};
 use nix::fcntl::{Flock, FlockArg};
@@ -46,6 +47,8 @@ pub enum HarnessError {
     Kube { what: String, source: kube::Error },
     #[error("invalid manifest: {0}")]
     Manifest(String),
+    #[error("prometheus query failed: {0}")]
+    Prometheus(String),
     #[error("timed out after {timeout:?} waiting for {what}; last seen: {last}")]
     Timeout { what: String, timeout: Duration, last: String },
 }
@@ -198,6 +201,21 @@ impl TestNs {
         Ok(cmd)
     }
 
+    /// Run an instant PromQL query against the sandbox's Prometheus; returns `data.result`.
+    pub async fn prometheus_query(&self, promql: &str) -> Result<Vec<serde_json::Value>, HarnessError> {
+        let path = format!("/api/v1/query?query={}", percent_encode(promql));
+        let port = self.sandbox.state().ports.prometheus;
+        let (status, body) = crate::controlplane::plain_http_get(port, &path)
+            .await
+            .map_err(|e| HarnessError::Prometheus(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| HarnessError::Prometheus(format!("HTTP {status}: {e}: {body}")))?;
+        match value.pointer("/data/result").and_then(|r| r.as_array()) {
+            Some(result) if status == 200 => Ok(result.clone()),
+            _ => Err(HarnessError::Prometheus(format!("HTTP {status}: {body}"))),
+        }
+    }
+
     /// Pods (phase, IP, conditions, container states) and Events of this namespace, and where
     /// the sandbox's logs are.
     pub async fn dump(&self) -> String {
@@ -254,18 +272,31 @@ where
     Fut: std::future::Future<Output = Result<Option<T>, E>>,
 {
     let deadline = Instant::now() + timeout;
-    let mut last = String::from("nothing yet");
     loop {
-        match check().await {
+        let last = match check().await {
             Ok(Some(value)) => return Ok(value),
-            Ok(None) => last = "condition not met".into(),
-            Err(e) => last = e.to_string(),
-        }
+            Ok(None) => "condition not met".to_string(),
+            Err(e) => e.to_string(),
+        };
         if Instant::now() >= deadline {
             return Err(HarnessError::Timeout { what: what.to_string(), timeout, last });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Percent-encode a URL query value (RFC 3986 unreserved characters stay as they are).
+fn percent_encode(value: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 async fn dump(client: &Client, ns: &str, logs: &Path) -> String {
@@ -312,7 +343,7 @@ async fn dump(client: &Client, ns: &str, logs: &Path) -> String {
     match Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await {
         Ok(events) => {
             let mut events = events.items;
-            events.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
+            events.sort_by_key(|e| e.last_timestamp.clone());
             let _ = writeln!(out, "--- events ({})", events.len());
             for e in events {
                 let _ = writeln!(

@@ -9,6 +9,7 @@
 //! - [`daemon`]: background processes tracked by PID files (start, find, stop by PID).
 //! - [`controlplane`]: the [`controlplane::Sandbox`]: its directory, its components' flags,
 //!   `up`/`down`, kubeconfigs (admin and per ServiceAccount).
+//! - [`prometheus_sd`]: Pod discovery for Prometheus (`ferrokv-sandbox prometheus-sd`).
 //! - [`s3`]: the S3 endpoint (`s3s` over `s3s-fs`), served by `ferrokv-sandbox s3-serve`.
 //! - [`harness`]: what e2e tests use: the shared sandbox, a namespace per test, `apply`,
 //!   `wait_for`, dumps on failure.
@@ -22,6 +23,7 @@ pub mod daemon;
 pub mod harness;
 pub mod kubelet;
 pub mod pki;
+pub mod prometheus_sd;
 pub mod s3;
 
 /// Make ring rustls's process-wide crypto provider. kube's rustls needs one provider; with

@@ -78,10 +78,11 @@ impl Pki {
             // What the apiserver presents to a kubelet's API (logs, exec), should our kubelet serve one.
             pki.issue_client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", &["system:masters"])?;
         }
-        let sa_key = pki.service_account_key();
-        if !sa_key.exists() {
+        let (sa_key, sa_pub) = (pki.service_account_key(), pki.service_account_public_key());
+        if !sa_key.exists() || !sa_pub.exists() {
             let key = KeyPair::generate().map_err(|source| PkiError::Generate { what: "sa key".into(), source })?;
             write(&sa_key, &key.serialize_pem())?;
+            write(&sa_pub, &key.public_key_pem())?;
         }
         Ok(pki)
     }
@@ -110,10 +111,15 @@ impl Pki {
         self.files("apiserver-kubelet-client")
     }
 
-    /// The private key that signs ServiceAccount tokens; the apiserver derives the verifying
-    /// public key from the same file.
+    /// The private key (PKCS#8) that signs ServiceAccount tokens.
     pub fn service_account_key(&self) -> PathBuf {
         self.dir.join("sa.key")
+    }
+
+    /// Its public key, which verifies them: the apiserver does not read public keys out of a
+    /// PKCS#8 private key file, so it gets a file of its own.
+    pub fn service_account_public_key(&self) -> PathBuf {
+        self.dir.join("sa.pub")
     }
 
     pub fn ca_pem(&self) -> Result<String, PkiError> {

@@ -18,8 +18,9 @@ use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
-    #[error("failed to open the S3 root {root}")]
-    Root { root: String, source: s3s_fs::Error },
+    /// s3s-fs's error type does not implement `std::error::Error`, so it is carried as text.
+    #[error("failed to open the S3 root {root}: {reason}")]
+    Root { root: String, reason: String },
     #[error("failed to listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -27,7 +28,7 @@ pub enum S3Error {
 /// Serve S3 on `listen` until the process is terminated.
 pub async fn serve(root: &Path, listen: SocketAddr, access_key: &str, secret_key: &str) -> Result<(), S3Error> {
     let fs = s3s_fs::FileSystem::new(root)
-        .map_err(|source| S3Error::Root { root: root.display().to_string(), source })?;
+        .map_err(|e| S3Error::Root { root: root.display().to_string(), reason: format!("{e:?}") })?;
     let service = {
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));

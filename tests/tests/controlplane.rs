@@ -14,7 +14,7 @@ use ferrokv_tests::controlplane::{K8S_VERSION, client_from_kubeconfig};
 use ferrokv_tests::harness::{TestNs, shared_sandbox};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 const SANDBOX_EXE: &str = env!("CARGO_BIN_EXE_ferrokv-sandbox");
@@ -228,5 +228,65 @@ async fn s3_endpoint_stores_objects_for_signed_requests_only() -> anyhow::Result
     assert_eq!(code, Some(403), "{err:?}");
 
     s3.delete_object().bucket(&creds.bucket).key(&key).send().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_an_annotated_pod_it_discovers_through_the_apiserver() -> anyhow::Result<()> {
+    let t = test_ns("prom").await?;
+    // The Pod's metrics endpoint. No kubelet runs Pods here yet, so the test serves it and
+    // writes the Pod's IP into its status as a kubelet would; the Pod names a node that does not
+    // exist so that no kubelet ever claims it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request).await;
+            let body = "# TYPE ferrokv_sandbox_probe gauge\nferrokv_sandbox_probe 42\n";
+            let response = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+        }
+    });
+    t.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: scraped
+  annotations:
+    prometheus.io/scrape: "true"
+    prometheus.io/port: "{port}"
+spec:
+  nodeName: no-such-node
+  containers:
+    - name: app
+      image: ferrokv-sandbox-test:latest
+"#
+    ))
+    .await?;
+    t.api::<Pod>()
+        .patch_status(
+            "scraped",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}
+            })),
+        )
+        .await?;
+    let query = format!("ferrokv_sandbox_probe{{namespace=\"{}\",pod=\"scraped\"}}", t.name);
+    let sample = t
+        .wait_for("Prometheus to scrape the pod", Duration::from_secs(90), || async {
+            let result = t.prometheus_query(&query).await?;
+            Ok::<_, ferrokv_tests::harness::HarnessError>(result.first().cloned())
+        })
+        .await?;
+    assert_eq!(sample.pointer("/value/1").and_then(|v| v.as_str()), Some("42"), "{sample}");
+    server.abort();
+    t.cleanup().await?;
     Ok(())
 }

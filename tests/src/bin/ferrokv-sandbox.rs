@@ -41,6 +41,13 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         ttl: u64,
     },
+    /// Write Prometheus file_sd targets for annotated Pods, forever (what `up` runs in the background).
+    PrometheusSd {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Serve the sandbox's S3 endpoint in the foreground (what `up` runs in the background).
     S3Serve {
         #[arg(long)]
@@ -58,7 +65,8 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // kube logs every refused connection while `up` polls a starting apiserver.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -110,6 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "kube-apiserver" => sandbox.apiserver_url(),
                     "kube-controller-manager" => format!("https://127.0.0.1:{}", ports.controller_manager),
                     "s3" => sandbox.s3_endpoint(),
+                    "prometheus-sd" => sandbox.prometheus_targets().display().to_string(),
                     _ => sandbox.prometheus_url(),
                 };
                 match pid {
@@ -130,6 +139,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let path =
                 sandbox.service_account_kubeconfig(&client, namespace, name, Duration::from_secs(*ttl)).await?;
             println!("{}", path.display());
+        }
+        Command::PrometheusSd { kubeconfig, out } => {
+            let client = controlplane::client_from_kubeconfig(kubeconfig).await?;
+            ferrokv_tests::prometheus_sd::run(client, out).await
         }
         Command::S3Serve { root, listen, access_key, secret_key } => {
             ferrokv_tests::s3::serve(root, *listen, access_key, secret_key).await?;
