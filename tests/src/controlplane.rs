@@ -96,19 +96,31 @@ pub enum SandboxError {
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     #[error("failed to load kubeconfig {path}")]
-    Kubeconfig { path: PathBuf, source: kube::config::KubeconfigError },
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
     #[error("failed to serialize a kubeconfig")]
     SerializeKubeconfig(#[source] serde_yaml_ng::Error),
     #[error("failed to build a Kubernetes client")]
     Client(#[source] kube::Error),
     #[error("failed to request a token for ServiceAccount {namespace}/{name}")]
-    TokenRequest { namespace: String, name: String, source: kube::Error },
+    TokenRequest {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("the TokenRequest for ServiceAccount {namespace}/{name} returned no token")]
     EmptyToken { namespace: String, name: String },
     #[error("{component} exited during start-up; last log lines:\n{log}")]
     Exited { component: &'static str, log: String },
     #[error("{component} was not ready within {timeout:?} (last: {last}); last log lines:\n{log}")]
-    NotReady { component: &'static str, timeout: Duration, last: String, log: String },
+    NotReady {
+        component: &'static str,
+        timeout: Duration,
+        last: String,
+        log: String,
+    },
 }
 
 /// One process of the sandbox.
@@ -216,14 +228,27 @@ pub fn default_dir() -> Result<PathBuf, SandboxError> {
 impl Sandbox {
     /// Open (or lay out) the sandbox at `dir`: its state, PKI and kubeconfigs. Starts nothing.
     pub fn open(dir: &Path) -> Result<Self, SandboxError> {
-        fs::create_dir_all(dir).map_err(|source| SandboxError::Write { path: dir.to_path_buf(), source })?;
-        let dir = dir.canonicalize().map_err(|source| SandboxError::Read { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|source| SandboxError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let dir = dir.canonicalize().map_err(|source| SandboxError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let state = load_or_create_state(&dir.join("state.json"))?;
         let pki = Pki::ensure(&dir.join("pki"), &[])?;
         let daemons = Daemons::new(dir.join("pids"), dir.join("logs"));
-        let sandbox = Self { bin_dir: bin_dir()?, dir, state, pki, daemons };
+        let sandbox = Self {
+            bin_dir: bin_dir()?,
+            dir,
+            state,
+            pki,
+            daemons,
+        };
         sandbox.write_client_cert_kubeconfig(&sandbox.admin_kubeconfig(), "admin")?;
-        sandbox.write_client_cert_kubeconfig(&sandbox.dir.join("controller-manager.kubeconfig"), "controller-manager")?;
+        sandbox
+            .write_client_cert_kubeconfig(&sandbox.dir.join("controller-manager.kubeconfig"), "controller-manager")?;
         Ok(sandbox)
     }
 
@@ -279,7 +304,10 @@ impl Sandbox {
         if path.is_file() {
             Ok(path)
         } else {
-            Err(SandboxError::MissingBinary { binary: name.to_string(), dir: self.bin_dir.clone() })
+            Err(SandboxError::MissingBinary {
+                binary: name.to_string(),
+                dir: self.bin_dir.clone(),
+            })
         }
     }
 
@@ -317,10 +345,14 @@ impl Sandbox {
         let etcd = self.binary("etcd")?;
         let apiserver = self.binary("kube-apiserver")?;
         let kcm = self.binary("kube-controller-manager")?;
-        let prometheus = which("prometheus")
-            .ok_or_else(|| SandboxError::MissingProgram { program: "prometheus".into(), package: "prometheus".into() })?;
-        fs::create_dir_all(self.s3_root().join(&self.state.s3.bucket))
-            .map_err(|source| SandboxError::Write { path: self.s3_root(), source })?;
+        let prometheus = which("prometheus").ok_or_else(|| SandboxError::MissingProgram {
+            program: "prometheus".into(),
+            package: "prometheus".into(),
+        })?;
+        fs::create_dir_all(self.s3_root().join(&self.state.s3.bucket)).map_err(|source| SandboxError::Write {
+            path: self.s3_root(),
+            source,
+        })?;
         self.write_prometheus_config()?;
 
         let spawn = |component: Component, started: &mut Vec<&'static str>| -> Result<(), SandboxError> {
@@ -375,7 +407,10 @@ impl Sandbox {
         let controller_manager_ready = t0.elapsed();
         let s3_port = self.state.ports.s3;
         self.wait_ready(Component::S3, || async move {
-            tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, s3_port)).await.map(|_| None).map_err(|e| e.to_string())
+            tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, s3_port))
+                .await
+                .map(|_| None)
+                .map_err(|e| e.to_string())
         })
         .await?;
         let prometheus_port = self.state.ports.prometheus;
@@ -387,7 +422,12 @@ impl Sandbox {
             }
         })
         .await?;
-        Ok(UpReport { started, elapsed: t0.elapsed(), apiserver_ready, controller_manager_ready })
+        Ok(UpReport {
+            started,
+            elapsed: t0.elapsed(),
+            apiserver_ready,
+            controller_manager_ready,
+        })
     }
 
     /// Stop every component by PID (reverse start order). Returns the names stopped.
@@ -464,11 +504,20 @@ impl Sandbox {
             format!("--client-ca-file={}", pki.ca().cert.display()),
             "--authorization-mode=Node,RBAC".into(),
             "--anonymous-auth=false".into(),
-            format!("--service-account-key-file={}", pki.service_account_public_key().display()),
-            format!("--service-account-signing-key-file={}", pki.service_account_key().display()),
+            format!(
+                "--service-account-key-file={}",
+                pki.service_account_public_key().display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.service_account_key().display()
+            ),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-            format!("--kubelet-client-certificate={}", pki.apiserver_kubelet_client().cert.display()),
+            format!(
+                "--kubelet-client-certificate={}",
+                pki.apiserver_kubelet_client().cert.display()
+            ),
             format!("--kubelet-client-key={}", pki.apiserver_kubelet_client().key.display()),
             "--allow-privileged=true".into(),
             // A loopback address is not a valid Endpoints address: the `kubernetes` Service's
@@ -488,7 +537,10 @@ impl Sandbox {
             format!("--secure-port={}", self.state.ports.controller_manager),
             format!("--controllers={}", CONTROLLERS.join(",")),
             format!("--root-ca-file={}", self.pki.ca().cert.display()),
-            format!("--service-account-private-key-file={}", self.pki.service_account_key().display()),
+            format!(
+                "--service-account-private-key-file={}",
+                self.pki.service_account_key().display()
+            ),
             // Each controller acts as its own ServiceAccount, as in kubeadm clusters, so that the
             // bootstrap RBAC roles are exercised and not bypassed.
             "--use-service-account-credentials=true".into(),
@@ -545,7 +597,10 @@ impl Sandbox {
     fn write_prometheus_config(&self) -> Result<(), SandboxError> {
         let dir = self.prometheus_dir();
         let rules = dir.join("rules");
-        fs::create_dir_all(&rules).map_err(|source| SandboxError::Write { path: rules.clone(), source })?;
+        fs::create_dir_all(&rules).map_err(|source| SandboxError::Write {
+            path: rules.clone(),
+            source,
+        })?;
         let config = format!(
             r#"# Written by ferrokv-sandbox up; edits are overwritten.
 global:
@@ -563,7 +618,10 @@ scrape_configs:
         );
         let targets = self.prometheus_targets();
         if !targets.exists() {
-            fs::write(&targets, "[]").map_err(|source| SandboxError::Write { path: targets.clone(), source })?;
+            fs::write(&targets, "[]").map_err(|source| SandboxError::Write {
+                path: targets.clone(),
+                source,
+            })?;
         }
         let path = dir.join("prometheus.yml");
         fs::write(&path, config).map_err(|source| SandboxError::Write { path, source })
@@ -594,9 +652,15 @@ scrape_configs:
         });
         let yaml = serde_yaml_ng::to_string(&kubeconfig).map_err(SandboxError::SerializeKubeconfig)?;
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|source| SandboxError::Write { path: parent.to_path_buf(), source })?;
+            fs::create_dir_all(parent).map_err(|source| SandboxError::Write {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
-        fs::write(path, yaml).map_err(|source| SandboxError::Write { path: path.to_path_buf(), source })
+        fs::write(path, yaml).map_err(|source| SandboxError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// A kubeconfig authenticated as ServiceAccount `namespace/name` with a token from the
@@ -618,15 +682,26 @@ scrape_configs:
             }),
             ..Default::default()
         };
-        let response = api.create_token_request(name, &PostParams::default(), &request).await.map_err(|source| {
-            SandboxError::TokenRequest { namespace: namespace.to_string(), name: name.to_string(), source }
-        })?;
+        let response = api
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .map_err(|source| SandboxError::TokenRequest {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                source,
+            })?;
         let token = response
             .status
             .and_then(|s| s.token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| SandboxError::EmptyToken { namespace: namespace.to_string(), name: name.to_string() })?;
-        let path = self.dir.join("serviceaccounts").join(format!("{namespace}-{name}.kubeconfig"));
+            .ok_or_else(|| SandboxError::EmptyToken {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })?;
+        let path = self
+            .dir
+            .join("serviceaccounts")
+            .join(format!("{namespace}-{name}.kubeconfig"));
         let user_name = format!("system:serviceaccount:{namespace}:{name}");
         self.write_kubeconfig(&path, &user_name, serde_json::json!({ "token": token }))?;
         Ok(path)
@@ -635,11 +710,16 @@ scrape_configs:
 
 /// A client for the cluster and user of a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, SandboxError> {
-    let kubeconfig =
-        Kubeconfig::read_from(path).map_err(|source| SandboxError::Kubeconfig { path: path.to_path_buf(), source })?;
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|source| SandboxError::Kubeconfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|source| SandboxError::Kubeconfig { path: path.to_path_buf(), source })?;
+        .map_err(|source| SandboxError::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Client::try_from(config).map_err(SandboxError::Client)
 }
 
@@ -651,42 +731,62 @@ fn http_get(path: &str) -> Result<http::Request<Vec<u8>>, String> {
 /// lines of HTTP/1.0 spare the crate an HTTP client dependency for probes and queries.
 pub async fn plain_http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
-    stream.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
+    stream
+        .write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let response = String::from_utf8_lossy(&response);
     let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
     let (head, body) = response.split_once("\r\n\r\n").ok_or_else(invalid)?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(invalid)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(invalid)?;
     Ok((status, body.to_string()))
 }
 
 fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 fn load_or_create_state(path: &Path) -> Result<State, SandboxError> {
     match fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|source| SandboxError::ParseState { path: path.to_path_buf(), source })
-        }
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| SandboxError::ParseState {
+            path: path.to_path_buf(),
+            source,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let state = State {
                 ports: free_ports()?,
                 s3: S3Credentials {
-                    access_key: format!("SANDBOX{}", Alphanumeric.sample_string(&mut rand::rng(), 13).to_uppercase()),
+                    access_key: format!(
+                        "SANDBOX{}",
+                        Alphanumeric.sample_string(&mut rand::rng(), 13).to_uppercase()
+                    ),
                     secret_key: Alphanumeric.sample_string(&mut rand::rng(), 40),
                     bucket: "ferrokv".into(),
                     region: "us-east-1".into(),
                 },
             };
-            let json = serde_json::to_vec_pretty(&state)
-                .map_err(|source| SandboxError::ParseState { path: path.to_path_buf(), source })?;
-            fs::write(path, json).map_err(|source| SandboxError::Write { path: path.to_path_buf(), source })?;
+            let json = serde_json::to_vec_pretty(&state).map_err(|source| SandboxError::ParseState {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            fs::write(path, json).map_err(|source| SandboxError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
             Ok(state)
         }
-        Err(source) => Err(SandboxError::Read { path: path.to_path_buf(), source }),
+        Err(source) => Err(SandboxError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

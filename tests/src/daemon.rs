@@ -53,7 +53,10 @@ impl Daemons {
     /// does not reach it), stdin closed, stdout and stderr appended to `<logs>/<name>.log`.
     pub fn spawn(&self, name: &str, program: &Path, args: &[String]) -> Result<u32, DaemonError> {
         for dir in [&self.pids, &self.logs] {
-            fs::create_dir_all(dir).map_err(|source| DaemonError::Write { path: dir.clone(), source })?;
+            fs::create_dir_all(dir).map_err(|source| DaemonError::Write {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let log_path = self.log_path(name);
         let open_log = || {
@@ -61,7 +64,10 @@ impl Daemons {
                 .create(true)
                 .append(true)
                 .open(&log_path)
-                .map_err(|source| DaemonError::Write { path: log_path.clone(), source })
+                .map_err(|source| DaemonError::Write {
+                    path: log_path.clone(),
+                    source,
+                })
         };
         let mut child = Command::new(program)
             .args(args)
@@ -70,7 +76,10 @@ impl Daemons {
             .stderr(open_log()?)
             .process_group(0)
             .spawn()
-            .map_err(|source| DaemonError::Spawn { program: program.to_path_buf(), source })?;
+            .map_err(|source| DaemonError::Spawn {
+                program: program.to_path_buf(),
+                source,
+            })?;
         let pid = child.id();
         // Reap the child if it exits while the starting process still runs (a test binary), so
         // that a dead process never lingers as a zombie that looks alive.
@@ -117,7 +126,10 @@ impl Daemons {
             tracing::warn!(name, pid, "did not exit after SIGTERM, sending SIGKILL");
             signal(Signal::SIGKILL)?;
             if !self.wait_gone(name, Duration::from_secs(5)) {
-                return Err(DaemonError::Unkillable { name: name.to_string(), pid });
+                return Err(DaemonError::Unkillable {
+                    name: name.to_string(),
+                    pid,
+                });
             }
         }
         let _ = fs::remove_file(self.pid_path(name));

@@ -50,7 +50,11 @@ pub enum HarnessError {
     #[error("prometheus query failed: {0}")]
     Prometheus(String),
     #[error("timed out after {timeout:?} waiting for {what}; last seen: {last}")]
-    Timeout { what: String, timeout: Duration, last: String },
+    Timeout {
+        what: String,
+        timeout: Duration,
+        last: String,
+    },
 }
 
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> HarnessError {
@@ -75,10 +79,15 @@ pub async fn shared_sandbox(sandbox_exe: &Path) -> Result<Sandbox, HarnessError>
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|source| HarnessError::Lock { path: lock_path.clone(), source })?;
+        .map_err(|source| HarnessError::Lock {
+            path: lock_path.clone(),
+            source,
+        })?;
     // Blocks this test thread while another test binary runs `up`: it is about to be usable.
-    let lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| HarnessError::Lock { path: lock_path, source: errno.into() })?;
+    let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| HarnessError::Lock {
+        path: lock_path,
+        source: errno.into(),
+    })?;
     let report = sandbox.up(sandbox_exe).await?;
     drop(lock);
     if !report.started.is_empty() {
@@ -106,7 +115,10 @@ impl TestNs {
     pub async fn new(prefix: &str, sandbox_exe: &Path) -> Result<Self, HarnessError> {
         let sandbox = shared_sandbox(sandbox_exe).await?;
         let client = sandbox.admin_client().await?;
-        let name = format!("e2e-{prefix}-{}", Alphanumeric.sample_string(&mut rand::rng(), 6).to_lowercase());
+        let name = format!(
+            "e2e-{prefix}-{}",
+            Alphanumeric.sample_string(&mut rand::rng(), 6).to_lowercase()
+        );
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {"ferrokv.dev/e2e": "true"}}
         }))
@@ -115,7 +127,12 @@ impl TestNs {
             .create(&PostParams::default(), &ns)
             .await
             .map_err(kube_err(format!("create namespace {name}")))?;
-        Ok(Self { client, name, sandbox, cleaned: false })
+        Ok(Self {
+            client,
+            name,
+            sandbox,
+            cleaned: false,
+        })
     }
 
     pub fn sandbox(&self) -> &Sandbox {
@@ -142,7 +159,10 @@ impl TestNs {
             }
             let mut obj: DynamicObject =
                 serde_json::from_value(value).map_err(|e| HarnessError::Manifest(e.to_string()))?;
-            let types = obj.types.clone().ok_or_else(|| HarnessError::Manifest("a document has no kind".into()))?;
+            let types = obj
+                .types
+                .clone()
+                .ok_or_else(|| HarnessError::Manifest("a document has no kind".into()))?;
             let gvk = GroupVersionKind::try_from(&types).map_err(|e| HarnessError::Manifest(e.to_string()))?;
             let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
                 .await
@@ -177,14 +197,20 @@ impl TestNs {
 
     /// The IP of Pod `name`, once it has one.
     pub async fn pod_ip(&self, name: &str) -> Result<Option<IpAddr>, HarnessError> {
-        let pod = self.api::<Pod>().get(name).await.map_err(kube_err(format!("get pod {name}")))?;
+        let pod = self
+            .api::<Pod>()
+            .get(name)
+            .await
+            .map_err(kube_err(format!("get pod {name}")))?;
         Ok(pod.status.and_then(|s| s.pod_ip).and_then(|ip| ip.parse().ok()))
     }
 
     /// `kubectl` as the sandbox admin, defaulting to this test's namespace.
     pub fn kubectl(&self) -> Result<Command, HarnessError> {
         let mut cmd = Command::new(self.sandbox.binary("kubectl")?);
-        cmd.env("KUBECONFIG", self.sandbox.admin_kubeconfig()).arg("--namespace").arg(&self.name);
+        cmd.env("KUBECONFIG", self.sandbox.admin_kubeconfig())
+            .arg("--namespace")
+            .arg(&self.name);
         Ok(cmd)
     }
 
@@ -247,10 +273,16 @@ impl Drop for TestNs {
         }
         // The test failed: dump what it left. Drop cannot await, and this thread's runtime may
         // be the one panicking, so the dump runs on a thread with its own runtime.
-        let (kubeconfig, ns, logs) =
-            (self.sandbox.admin_kubeconfig(), self.name.clone(), self.sandbox.logs_dir());
+        let (kubeconfig, ns, logs) = (
+            self.sandbox.admin_kubeconfig(),
+            self.name.clone(),
+            self.sandbox.logs_dir(),
+        );
         let handle = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let client = crate::controlplane::client_from_kubeconfig(&kubeconfig).await.ok()?;
                 Some(dump(&client, &ns, &logs).await)
@@ -279,7 +311,11 @@ where
             Err(e) => e.to_string(),
         };
         if Instant::now() >= deadline {
-            return Err(HarnessError::Timeout { what: what.to_string(), timeout, last });
+            return Err(HarnessError::Timeout {
+                what: what.to_string(),
+                timeout,
+                last,
+            });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -302,7 +338,10 @@ fn percent_encode(value: &str) -> String {
 async fn dump(client: &Client, ns: &str, logs: &Path) -> String {
     use std::fmt::Write as _;
     let mut out = format!("===== e2e dump of namespace {ns} =====\n");
-    match Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default()).await {
+    match Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+    {
         Ok(pods) => {
             let _ = writeln!(out, "--- pods ({})", pods.items.len());
             for pod in pods.items {
@@ -340,7 +379,10 @@ async fn dump(client: &Client, ns: &str, logs: &Path) -> String {
             let _ = writeln!(out, "--- pods: {e}");
         }
     }
-    match Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await {
+    match Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+    {
         Ok(events) => {
             let mut events = events.items;
             events.sort_by_key(|e| e.last_timestamp.clone());
@@ -361,6 +403,10 @@ async fn dump(client: &Client, ns: &str, logs: &Path) -> String {
             let _ = writeln!(out, "--- events: {e}");
         }
     }
-    let _ = writeln!(out, "--- sandbox logs (and container logs, once the kubelet runs): {}", logs.display());
+    let _ = writeln!(
+        out,
+        "--- sandbox logs (and container logs, once the kubelet runs): {}",
+        logs.display()
+    );
     out
 }

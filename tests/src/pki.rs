@@ -48,7 +48,10 @@ impl Pki {
     /// The PKI under `dir`, generating whatever is missing. `server_ips` are extra addresses the
     /// apiserver is reached at (loopback is always included).
     pub fn ensure(dir: &Path, server_ips: &[IpAddr]) -> Result<Self, PkiError> {
-        fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let pki = Self { dir: dir.to_path_buf() };
         if !pki.ca().cert.exists() || !pki.ca().key.exists() {
             pki.generate_ca()?;
@@ -65,7 +68,13 @@ impl Pki {
             ];
             sans.extend(server_ips.iter().map(IpAddr::to_string));
             sans.dedup();
-            pki.issue("apiserver", "kube-apiserver", &[], sans, ExtendedKeyUsagePurpose::ServerAuth)?;
+            pki.issue(
+                "apiserver",
+                "kube-apiserver",
+                &[],
+                sans,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            )?;
         }
         if !pki.admin().cert.exists() {
             // system:masters bypasses RBAC: the admin is the sandbox's operator, not a test subject.
@@ -76,11 +85,18 @@ impl Pki {
         }
         if !pki.apiserver_kubelet_client().cert.exists() {
             // What the apiserver presents to a kubelet's API (logs, exec), should our kubelet serve one.
-            pki.issue_client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", &["system:masters"])?;
+            pki.issue_client(
+                "apiserver-kubelet-client",
+                "kube-apiserver-kubelet-client",
+                &["system:masters"],
+            )?;
         }
         let (sa_key, sa_pub) = (pki.service_account_key(), pki.service_account_public_key());
         if !sa_key.exists() || !sa_pub.exists() {
-            let key = KeyPair::generate().map_err(|source| PkiError::Generate { what: "sa key".into(), source })?;
+            let key = KeyPair::generate().map_err(|source| PkiError::Generate {
+                what: "sa key".into(),
+                source,
+            })?;
             write(&sa_key, &key.serialize_pem())?;
             write(&sa_pub, &key.public_key_pem())?;
         }
@@ -133,20 +149,36 @@ impl Pki {
         if files.cert.exists() && files.key.exists() {
             return Ok(files);
         }
-        self.issue(name, common_name, groups, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(
+            name,
+            common_name,
+            groups,
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
     }
 
     fn files(&self, name: &str) -> CertFiles {
-        CertFiles { cert: self.dir.join(format!("{name}.crt")), key: self.dir.join(format!("{name}.key")) }
+        CertFiles {
+            cert: self.dir.join(format!("{name}.crt")),
+            key: self.dir.join(format!("{name}.key")),
+        }
     }
 
     fn generate_ca(&self) -> Result<(), PkiError> {
-        let gen_err = |source| PkiError::Generate { what: "ca".into(), source };
+        let gen_err = |source| PkiError::Generate {
+            what: "ca".into(),
+            source,
+        };
         let key = KeyPair::generate().map_err(gen_err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
         params.distinguished_name = name_with("ferrokv-sandbox-ca", &[]);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_after = rcgen::date_time_ymd(2100, 1, 1);
         let cert = params.self_signed(&key).map_err(gen_err)?;
         let files = self.ca();
@@ -162,7 +194,10 @@ impl Pki {
         sans: Vec<String>,
         usage: ExtendedKeyUsagePurpose,
     ) -> Result<CertFiles, PkiError> {
-        let gen_err = |source| PkiError::Generate { what: name.to_string(), source };
+        let gen_err = |source| PkiError::Generate {
+            what: name.to_string(),
+            source,
+        };
         let ca = self.ca();
         let ca_key = KeyPair::from_pem(&read(&ca.key)?).map_err(gen_err)?;
         let issuer = Issuer::from_ca_cert_pem(&read(&ca.cert)?, ca_key).map_err(gen_err)?;
@@ -192,9 +227,15 @@ fn name_with(common_name: &str, groups: &[&str]) -> DistinguishedName {
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
-    fs::write(path, contents).map_err(|source| PkiError::Write { path: path.to_path_buf(), source })
+    fs::write(path, contents).map_err(|source| PkiError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    fs::read_to_string(path).map_err(|source| PkiError::Read { path: path.to_path_buf(), source })
+    fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }

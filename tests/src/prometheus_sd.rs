@@ -33,8 +33,12 @@ fn target_groups(pods: &[Pod]) -> Vec<TargetGroup> {
         if annotations.get("prometheus.io/scrape").map(String::as_str) != Some("true") {
             continue;
         }
-        let Some(port) = annotations.get("prometheus.io/port") else { continue };
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()) else { continue };
+        let Some(port) = annotations.get("prometheus.io/port") else {
+            continue;
+        };
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()) else {
+            continue;
+        };
         let mut labels = BTreeMap::from([
             ("namespace".to_string(), pod.namespace().unwrap_or_default()),
             ("pod".to_string(), pod.name_any()),
@@ -42,7 +46,10 @@ fn target_groups(pods: &[Pod]) -> Vec<TargetGroup> {
         if let Some(path) = annotations.get("prometheus.io/path") {
             labels.insert("__metrics_path__".into(), path.clone());
         }
-        groups.push(TargetGroup { targets: vec![format!("{ip}:{port}")], labels });
+        groups.push(TargetGroup {
+            targets: vec![format!("{ip}:{port}")],
+            labels,
+        });
     }
     groups
 }
@@ -86,9 +93,18 @@ mod tests {
     #[test]
     fn only_annotated_pods_with_an_ip_and_a_port_are_targets() {
         let pods = vec![
-            pod(serde_json::json!({"prometheus.io/scrape": "true", "prometheus.io/port": "9121"}), Some("10.0.0.1")),
-            pod(serde_json::json!({"prometheus.io/scrape": "true", "prometheus.io/port": "9121"}), None),
-            pod(serde_json::json!({"prometheus.io/scrape": "false", "prometheus.io/port": "9121"}), Some("10.0.0.2")),
+            pod(
+                serde_json::json!({"prometheus.io/scrape": "true", "prometheus.io/port": "9121"}),
+                Some("10.0.0.1"),
+            ),
+            pod(
+                serde_json::json!({"prometheus.io/scrape": "true", "prometheus.io/port": "9121"}),
+                None,
+            ),
+            pod(
+                serde_json::json!({"prometheus.io/scrape": "false", "prometheus.io/port": "9121"}),
+                Some("10.0.0.2"),
+            ),
             pod(serde_json::json!({"prometheus.io/scrape": "true"}), Some("10.0.0.3")),
             pod(
                 serde_json::json!({"prometheus.io/scrape": "true", "prometheus.io/port": "80", "prometheus.io/path": "/m"}),

@@ -27,14 +27,18 @@ pub enum S3Error {
 
 /// Serve S3 on `listen` until the process is terminated.
 pub async fn serve(root: &Path, listen: SocketAddr, access_key: &str, secret_key: &str) -> Result<(), S3Error> {
-    let fs = s3s_fs::FileSystem::new(root)
-        .map_err(|e| S3Error::Root { root: root.display().to_string(), reason: format!("{e:?}") })?;
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| S3Error::Root {
+        root: root.display().to_string(),
+        reason: format!("{e:?}"),
+    })?;
     let service = {
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
         builder.build()
     };
-    let listener = TcpListener::bind(listen).await.map_err(|source| S3Error::Listen { addr: listen, source })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| S3Error::Listen { addr: listen, source })?;
     tracing::info!(%listen, root = %root.display(), "s3 endpoint listening");
     let http = ConnBuilder::new(TokioExecutor::new());
     loop {
@@ -46,7 +50,9 @@ pub async fn serve(root: &Path, listen: SocketAddr, access_key: &str, secret_key
                 continue;
             }
         };
-        let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+        let conn = http
+            .serve_connection(TokioIo::new(socket), service.clone())
+            .into_owned();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "s3 connection ended with an error");

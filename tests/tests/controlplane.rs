@@ -21,20 +21,28 @@ const SANDBOX_EXE: &str = env!("CARGO_BIN_EXE_ferrokv-sandbox");
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn test_ns(prefix: &str) -> anyhow::Result<TestNs> {
-    TestNs::new(prefix, Path::new(SANDBOX_EXE)).await.context("starting the sandbox")
+    TestNs::new(prefix, Path::new(SANDBOX_EXE))
+        .await
+        .context("starting the sandbox")
 }
 
 #[tokio::test]
 async fn apiserver_serves_verified_tls_and_authenticates_callers() -> anyhow::Result<()> {
     let t = test_ns("tls").await?;
-    let readyz = t.client.request_text(http::Request::get("/readyz?verbose").body(Vec::new())?).await?;
+    let readyz = t
+        .client
+        .request_text(http::Request::get("/readyz?verbose").body(Vec::new())?)
+        .await?;
     assert!(readyz.contains("readyz check passed"), "{readyz}");
     let version = t.client.apiserver_version().await?;
     assert_eq!(version.git_version, K8S_VERSION);
 
     // A client that does not trust the sandbox's CA is refused during the TLS handshake.
     let untrusting = kube::Config::new(t.sandbox().apiserver_url().parse()?);
-    let err = kube::Client::try_from(untrusting)?.apiserver_version().await.expect_err("an untrusted CA must fail");
+    let err = kube::Client::try_from(untrusting)?
+        .apiserver_version()
+        .await
+        .expect_err("an untrusted CA must fail");
     assert!(!matches!(err, kube::Error::Api(_)), "expected a TLS failure, got {err}");
 
     // A caller that trusts the CA but has no credentials is unauthenticated (anonymous auth is off).
@@ -57,9 +65,12 @@ async fn apiserver_serves_verified_tls_and_authenticates_callers() -> anyhow::Re
 #[tokio::test]
 async fn service_account_is_forbidden_until_a_role_binding_grants_it() -> anyhow::Result<()> {
     let t = test_ns("rbac").await?;
-    t.apply("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: reader\n").await?;
-    let kubeconfig =
-        t.sandbox().service_account_kubeconfig(&t.client, &t.name, "reader", Duration::from_secs(600)).await?;
+    t.apply("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: reader\n")
+        .await?;
+    let kubeconfig = t
+        .sandbox()
+        .service_account_kubeconfig(&t.client, &t.name, "reader", Duration::from_secs(600))
+        .await?;
     let as_reader = client_from_kubeconfig(&kubeconfig).await?;
     let config_maps: Api<ConfigMap> = Api::namespaced(as_reader.clone(), &t.name);
 
@@ -96,14 +107,20 @@ subjects:
     // The authorizer's informers see the binding shortly after it is written.
     let listed = t
         .wait_for("the reader to list configmaps", WAIT, || async {
-            config_maps.list(&ListParams::default()).await.map(|l| Some(l.items.len()))
+            config_maps
+                .list(&ListParams::default())
+                .await
+                .map(|l| Some(l.items.len()))
         })
         .await?;
     // Every namespace has kube-root-ca.crt once the publisher controller ran.
     assert!(listed <= 1, "unexpected configmaps: {listed}");
 
     // The binding grants exactly what the Role says: secrets stay forbidden.
-    match Api::<Secret>::namespaced(as_reader, &t.name).list(&ListParams::default()).await {
+    match Api::<Secret>::namespaced(as_reader, &t.name)
+        .list(&ListParams::default())
+        .await
+    {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
         other => panic!("secrets must stay forbidden, got {other:?}"),
     }
@@ -139,7 +156,9 @@ spec:
         .wait_for("the deployment controller to create a ReplicaSet", WAIT, || async {
             let list = replica_sets.list(&ListParams::default().labels("app=web")).await?;
             Ok::<_, kube::Error>(list.items.into_iter().find(|rs| {
-                rs.owner_references().iter().any(|o| o.kind == "Deployment" && o.name == "web")
+                rs.owner_references()
+                    .iter()
+                    .any(|o| o.kind == "Deployment" && o.name == "web")
                     && rs.spec.as_ref().and_then(|s| s.replicas) == Some(2)
             }))
         })
@@ -152,7 +171,11 @@ spec:
             let owned: Vec<Pod> = list
                 .items
                 .into_iter()
-                .filter(|p| p.owner_references().iter().any(|o| o.kind == "ReplicaSet" && o.name == rs_name))
+                .filter(|p| {
+                    p.owner_references()
+                        .iter()
+                        .any(|o| o.kind == "ReplicaSet" && o.name == rs_name)
+                })
                 .collect();
             Ok::<_, kube::Error>((owned.len() == 2).then_some(owned))
         })
@@ -162,7 +185,10 @@ spec:
         let spec = pod.spec.as_ref().context("pod spec")?;
         assert_eq!(spec.service_account_name.as_deref(), Some("default"));
         assert!(
-            spec.volumes.iter().flatten().any(|v| v.name.starts_with("kube-api-access-")),
+            spec.volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name.starts_with("kube-api-access-")),
             "no projected token volume in {:?}",
             spec.volumes
         );
@@ -175,7 +201,12 @@ spec:
 async fn helm_installs_a_chart() -> anyhow::Result<()> {
     let t = test_ns("helm").await?;
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/charts/tiny");
-    let output = t.helm()?.args(["install", "tiny"]).arg(&chart).args(["--set", "greeting=bonjour"]).output()?;
+    let output = t
+        .helm()?
+        .args(["install", "tiny"])
+        .arg(&chart)
+        .args(["--set", "greeting=bonjour"])
+        .output()?;
     assert!(
         output.status.success(),
         "helm install failed:\n{}{}",
@@ -183,12 +214,25 @@ async fn helm_installs_a_chart() -> anyhow::Result<()> {
         String::from_utf8_lossy(&output.stderr)
     );
     let cm = t.api::<ConfigMap>().get("tiny-greeting").await?;
-    assert_eq!(cm.data.unwrap_or_default().get("greeting").map(String::as_str), Some("bonjour"));
-    assert_eq!(cm.metadata.labels.unwrap_or_default().get("app.kubernetes.io/managed-by").map(String::as_str), Some("Helm"));
+    assert_eq!(
+        cm.data.unwrap_or_default().get("greeting").map(String::as_str),
+        Some("bonjour")
+    );
+    assert_eq!(
+        cm.metadata
+            .labels
+            .unwrap_or_default()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("Helm")
+    );
 
     let output = t.helm()?.args(["status", "tiny"]).output()?;
     let status = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success() && status.contains("STATUS: deployed"), "{status}");
+    assert!(
+        output.status.success() && status.contains("STATUS: deployed"),
+        "{status}"
+    );
     t.cleanup().await?;
     Ok(())
 }
@@ -216,14 +260,34 @@ async fn s3_endpoint_stores_objects_for_signed_requests_only() -> anyhow::Result
     let s3 = client(&creds.secret_key);
     let key = format!("e2e/{}.bin", std::process::id());
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-    s3.put_object().bucket(&creds.bucket).key(&key).body(body.clone().into()).send().await?;
-    let got = s3.get_object().bucket(&creds.bucket).key(&key).send().await?.body.collect().await?.into_bytes();
+    s3.put_object()
+        .bucket(&creds.bucket)
+        .key(&key)
+        .body(body.clone().into())
+        .send()
+        .await?;
+    let got = s3
+        .get_object()
+        .bucket(&creds.bucket)
+        .key(&key)
+        .send()
+        .await?
+        .body
+        .collect()
+        .await?
+        .into_bytes();
     assert_eq!(got.as_ref(), body.as_slice());
     let listed = s3.list_objects_v2().bucket(&creds.bucket).prefix("e2e/").send().await?;
     assert!(listed.contents().iter().any(|o| o.key() == Some(key.as_str())));
 
     let forged = client("not-the-secret");
-    let err = forged.get_object().bucket(&creds.bucket).key(&key).send().await.expect_err("a bad signature must fail");
+    let err = forged
+        .get_object()
+        .bucket(&creds.bucket)
+        .key(&key)
+        .send()
+        .await
+        .expect_err("a bad signature must fail");
     let code = err.raw_response().map(|r| r.status().as_u16());
     assert_eq!(code, Some(403), "{err:?}");
 
@@ -285,7 +349,11 @@ spec:
             Ok::<_, ferrokv_tests::harness::HarnessError>(result.first().cloned())
         })
         .await?;
-    assert_eq!(sample.pointer("/value/1").and_then(|v| v.as_str()), Some("42"), "{sample}");
+    assert_eq!(
+        sample.pointer("/value/1").and_then(|v| v.as_str()),
+        Some("42"),
+        "{sample}"
+    );
     server.abort();
     t.cleanup().await?;
     Ok(())

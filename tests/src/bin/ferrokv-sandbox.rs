@@ -13,7 +13,10 @@ use clap::{Parser, Subcommand};
 use ferrokv_tests::controlplane::{self, Sandbox};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "A real Kubernetes control plane on this machine, for ferrokv's e2e tests")]
+#[command(
+    version,
+    about = "A real Kubernetes control plane on this machine, for ferrokv's e2e tests"
+)]
 struct Cli {
     /// Sandbox directory (state, PKI, logs). Default: $FERROKV_SANDBOX_DIR or ~/.cache/ferrokv/sandbox.
     #[arg(long, global = true)]
@@ -72,7 +75,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     ferrokv_tests::install_crypto_provider();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     runtime.block_on(run(cli))
 }
 
@@ -90,7 +96,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let exe = std::env::current_exe().context("locating ferrokv-sandbox itself")?;
             let report = sandbox.up(&exe).await?;
             if report.started.is_empty() {
-                eprintln!("ferrokv-sandbox: already up ({:.1}s to check)", report.elapsed.as_secs_f64());
+                eprintln!(
+                    "ferrokv-sandbox: already up ({:.1}s to check)",
+                    report.elapsed.as_secs_f64()
+                );
             } else {
                 eprintln!(
                     "ferrokv-sandbox: up in {:.1}s (apiserver ready at {:.1}s, controller-manager at {:.1}s); started {}",
@@ -105,7 +114,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Down => {
             let stopped = open()?.down()?;
-            eprintln!("ferrokv-sandbox: stopped {}", if stopped.is_empty() { "nothing".into() } else { stopped.join(", ") });
+            eprintln!(
+                "ferrokv-sandbox: stopped {}",
+                if stopped.is_empty() {
+                    "nothing".into()
+                } else {
+                    stopped.join(", ")
+                }
+            );
         }
         Command::Status => {
             let sandbox = open()?;
@@ -136,15 +152,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ServiceAccountKubeconfig { namespace, name, ttl } => {
             let sandbox = open()?;
             let client = sandbox.admin_client().await?;
-            let path =
-                sandbox.service_account_kubeconfig(&client, namespace, name, Duration::from_secs(*ttl)).await?;
+            let path = sandbox
+                .service_account_kubeconfig(&client, namespace, name, Duration::from_secs(*ttl))
+                .await?;
             println!("{}", path.display());
         }
         Command::PrometheusSd { kubeconfig, out } => {
             let client = controlplane::client_from_kubeconfig(kubeconfig).await?;
             ferrokv_tests::prometheus_sd::run(client, out).await
         }
-        Command::S3Serve { root, listen, access_key, secret_key } => {
+        Command::S3Serve {
+            root,
+            listen,
+            access_key,
+            secret_key,
+        } => {
             ferrokv_tests::s3::serve(root, *listen, access_key, secret_key).await?;
         }
     }
