@@ -293,7 +293,7 @@ impl Supervisor {
                     let _ = append(&log, &format!("{err}\n"));
                     (Err(err.to_string()), false, None)
                 }
-                Ok(proc) => self.supervise(proc, started_at).await,
+                Ok(proc) => self.supervise(proc, started_at, launch.env.clone()).await,
             };
             let finished_at = Timestamp::now();
             let (exit_code, reason, message) = match status {
@@ -361,7 +361,12 @@ impl Supervisor {
     /// Watches a running process: its exit, its probes, a stop request. Returns the exit code
     /// (or why it could not be had), whether it was stopped on request, and a reason replacing
     /// the default one (a liveness kill).
-    async fn supervise(&mut self, mut proc: Process, started_at: Timestamp) -> (Result<i32, String>, bool, Option<String>) {
+    async fn supervise(
+        &mut self,
+        mut proc: Process,
+        started_at: Timestamp,
+        env: Vec<(String, String)>,
+    ) -> (Result<i32, String>, bool, Option<String>) {
         let name = self.container.name.clone();
         let probes = self.probe_specs();
         self.update(|c| {
@@ -372,7 +377,7 @@ impl Supervisor {
         });
         self.pod.set_pid(&name, Some(proc.pid));
         let (kill_tx, mut kill_rx) = mpsc::channel::<String>(1);
-        let prober = tokio::spawn(probe_loop(self.pod.clone(), self.init, self.index, proc.pid, probes, kill_tx));
+        let prober = tokio::spawn(probe_loop(self.pod.clone(), self.init, self.index, proc.pid, env, probes, kill_tx));
         let grace = self.grace();
         let result = tokio::select! {
             status = proc.child.wait() => (status.map(process::exit_code).map_err(|e| e.to_string()), false, None),
@@ -408,11 +413,11 @@ async fn probe_loop(
     init: bool,
     index: usize,
     pid: i32,
+    env: Vec<(String, String)>,
     probes: Probes,
     kill: mpsc::Sender<String>,
 ) {
     let pod_ip = IpAddr::V4(pod.network.ip);
-    let env: Vec<(String, String)> = Vec::new();
     let target = Target { pid, pod_ip, env: &env };
     let set = |f: &dyn Fn(&mut super::status::ContainerRuntime)| {
         pod.update(|rt| {

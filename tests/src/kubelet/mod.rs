@@ -151,6 +151,8 @@ pub(crate) struct Ctx {
     pub client: kube::Client,
     pub config: KubeletConfig,
     pub network: netns::Network,
+    /// When this kubelet started: the transition time of the Node's conditions.
+    pub started_at: k8s_openapi::jiff::Timestamp,
 }
 
 /// A running kubelet. Dropping it does not stop it; call [`Kubelet::shutdown`].
@@ -170,7 +172,7 @@ impl Kubelet {
             std::fs::create_dir_all(&dir).map_err(|source| Error::SandboxDir { path: dir.clone(), source })?;
         }
         let network = netns::Network::setup(config.network.clone()).await?;
-        let ctx = Arc::new(Ctx { client, config, network });
+        let ctx = Arc::new(Ctx { client, config, network, started_at: k8s_openapi::jiff::Timestamp::now() });
         node::register(&ctx).await?;
         volumes::ensure_storage_class(&ctx).await?;
 
@@ -220,6 +222,24 @@ impl Kubelet {
             Err(join) => Err(Error::Task(join.to_string())),
         }
     }
+}
+
+/// Runs a kubelet in the foreground until SIGTERM or SIGINT, then stops every Pod process and
+/// removes the Pod networks: what a `ferrokv-sandbox kubelet` subprocess calls.
+pub async fn run_until_signal(kubeconfig: &std::path::Path, config: KubeletConfig) -> Result<(), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let client = client_from_kubeconfig(kubeconfig).await?;
+    let cancel = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Task(format!("signal handler: {e}")))?;
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        on_signal.cancel();
+    });
+    Kubelet::run(client, config, cancel).await
 }
 
 /// A client for the cluster of a kubeconfig file.

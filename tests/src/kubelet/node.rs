@@ -69,7 +69,8 @@ pub(crate) async fn register(ctx: &Ctx) -> Result<(), Error> {
 async fn patch_status(ctx: &Ctx) -> Result<(), kube::Error> {
     let config = &ctx.config;
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let now = Timestamp::now().to_string();
+    let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let since = ctx.started_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let capacity = json!({
         "cpu": config.capacity_cpu,
         "memory": config.capacity_memory,
@@ -79,7 +80,7 @@ async fn patch_status(ctx: &Ctx) -> Result<(), kube::Error> {
     let condition = |type_: &str, status: &str, reason: &str, message: &str| {
         json!({
             "type": type_, "status": status, "reason": reason, "message": message,
-            "lastHeartbeatTime": now, "lastTransitionTime": now,
+            "lastHeartbeatTime": now, "lastTransitionTime": since,
         })
     };
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

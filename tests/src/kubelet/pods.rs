@@ -169,7 +169,7 @@ fn stop_grace(pod: Option<&Pod>) -> Duration {
 /// Why a worker stops before its Pod completes.
 enum Stop {
     /// The Pod has a deletion timestamp: stop containers, then remove the object.
-    Deleted(Pod),
+    Deleted(Box<Pod>),
     /// The Pod object is gone (force-deleted) or the kubelet shuts down: stop, touch nothing.
     Gone,
 }
@@ -181,7 +181,7 @@ async fn stop_requested(updates: &mut watch::Receiver<Option<Pod>>, shutdown: &C
             let current = updates.borrow_and_update();
             match current.as_ref() {
                 None => return Stop::Gone,
-                Some(pod) if pod.metadata.deletion_timestamp.is_some() => return Stop::Deleted(pod.clone()),
+                Some(pod) if pod.metadata.deletion_timestamp.is_some() => return Stop::Deleted(Box::new(pod.clone())),
                 Some(_) => {}
             }
         }
