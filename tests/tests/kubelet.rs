@@ -24,15 +24,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferrokv_tests::kubelet::{ImageMap, Kubelet, KubeletConfig, NetworkConfig};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service};
-use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-mod control_plane;
 
 const IMAGE: &str = "ferrokv/sandbox-testimg:dev";
 
@@ -50,32 +48,47 @@ fn kubelet_config(sandbox_dir: PathBuf) -> KubeletConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubelet_scenarios() -> Result<()> {
-    let _ = tracing_subscriber::fmt().with_env_filter("ferrokv_tests=info,warn").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("ferrokv_tests=info,warn")
+        .with_test_writer()
+        .try_init();
     let started = Instant::now();
     let cp = control_plane::start().await?;
     println!("control plane up in {:?}", started.elapsed());
     let sandbox_dir = cp.dir().join("kubelet");
-    let kubelet = Kubelet::start(cp.kubeconfig(), kubelet_config(sandbox_dir.clone())).await?;
-    let client = ferrokv_tests::kubelet::client_from_kubeconfig(cp.kubeconfig()).await?;
-    let env = Env { client, faults: kubelet.faults(), sandbox_dir };
+    let kubelet = Kubelet::start(&cp.kubeconfig(), kubelet_config(sandbox_dir.clone())).await?;
+    let client = ferrokv_tests::kubelet::client_from_kubeconfig(&cp.kubeconfig()).await?;
+    let env = Env {
+        client,
+        faults: kubelet.faults(),
+        sandbox_dir,
+    };
     wait_for("node Ready", Duration::from_secs(60), || async {
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
         let node = nodes.get_opt("sandbox").await.ok()??;
-        let ready = node.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let ready = node
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
         ready.then_some(())
     })
     .await?;
 
-    let scenarios = futures::future::join_all([
+    let (a, b, c, d, e) = tokio::join!(
         run("statefulset", &env, statefulset(&env)),
         run("job", &env, job(&env)),
         run("crash", &env, crash(&env)),
         run("network", &env, network(&env)),
         run("config", &env, config(&env)),
-    ])
-    .await;
+    );
+    let scenarios = [a, b, c, d, e];
     kubelet.shutdown().await?;
-    let failures: Vec<String> = scenarios.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
+    let failures: Vec<String> = scenarios
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| format!("{e:#}"))
+        .collect();
     if !failures.is_empty() {
         bail!("{} scenario(s) failed:\n{}", failures.len(), failures.join("\n\n"));
     }
@@ -108,11 +121,25 @@ async fn run(name: &str, env: &Env, scenario: impl std::future::Future<Output = 
 
 async fn dump(env: &Env, namespace: &str) {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), namespace);
-    for pod in pods.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+    for pod in pods
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
         let status = serde_json::to_string_pretty(&pod.status).unwrap_or_default();
         println!("--- pod {namespace}/{} status:\n{status}", pod.name_any());
-        for c in pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers)) {
-            let log = env.sandbox_dir.join("logs").join(namespace).join(pod.name_any()).join(format!("{}.log", c.name));
+        for c in pod
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        {
+            let log = env
+                .sandbox_dir
+                .join("logs")
+                .join(namespace)
+                .join(pod.name_any())
+                .join(format!("{}.log", c.name));
             let text = std::fs::read_to_string(&log).unwrap_or_else(|e| format!("({e})"));
             println!("--- log {}:\n{text}", log.display());
         }
@@ -178,11 +205,15 @@ fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
 /// Waits for a Ready Pod; `not_uid` skips an older incarnation of the same name.
 async fn ready_pod(env: &Env, namespace: &str, name: &str, not_uid: Option<&str>) -> Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), namespace);
-    wait_for(&format!("pod {namespace}/{name} Ready"), Duration::from_secs(90), || async {
-        let pod = pods.get_opt(name).await.ok()??;
-        let fresh = not_uid.is_none_or(|old| pod.uid().as_deref() != Some(old));
-        (fresh && is_ready(&pod)).then_some(pod)
-    })
+    wait_for(
+        &format!("pod {namespace}/{name} Ready"),
+        Duration::from_secs(90),
+        || async {
+            let pod = pods.get_opt(name).await.ok()??;
+            let fresh = not_uid.is_none_or(|old| pod.uid().as_deref() != Some(old));
+            (fresh && is_ready(&pod)).then_some(pod)
+        },
+    )
     .await
 }
 
@@ -190,14 +221,25 @@ async fn ready_pod(env: &Env, namespace: &str, name: &str, not_uid: Option<&str>
 async fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> Result<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect((ip, port)).await?;
-        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;
         anyhow::Ok(response)
     };
-    let response = tokio::time::timeout(Duration::from_secs(2), exchange).await.context("http timeout")??;
-    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status line")?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let response = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .context("http timeout")??;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -354,10 +396,18 @@ async fn job(env: &Env) -> Result<()> {
     if phase.as_deref() != Some("Succeeded") {
         bail!("job pod phase {phase:?}");
     }
-    let log = env.sandbox_dir.join("logs").join(ns).join(pod.name_any()).join("main.log");
+    let log = env
+        .sandbox_dir
+        .join("logs")
+        .join(ns)
+        .join(pod.name_any())
+        .join("main.log");
     let text = std::fs::read_to_string(&log)?;
     if !text.contains("hello from init") {
-        bail!("main container log {} lacks the init container's output: {text:?}", log.display());
+        bail!(
+            "main container log {} lacks the init container's output: {text:?}",
+            log.display()
+        );
     }
 
     wait_for("job fails to fail", Duration::from_secs(90), || async {
@@ -398,14 +448,20 @@ async fn crash(env: &Env) -> Result<()> {
     single_pod(env, ns, "srv").await?;
     env.faults.crash(ns, "srv", Some("srv"))?;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    let pod = wait_for("restart count to rise and the pod to be Ready again", Duration::from_secs(60), || async {
-        let pod = pods.get("srv").await.ok()?;
-        let restarts = pod.status.as_ref()?.container_statuses.as_ref()?.first()?.restart_count;
-        (restarts >= 1 && is_ready(&pod)).then_some(pod)
-    })
+    let pod = wait_for(
+        "restart count to rise and the pod to be Ready again",
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get("srv").await.ok()?;
+            let restarts = pod.status.as_ref()?.container_statuses.as_ref()?.first()?.restart_count;
+            (restarts >= 1 && is_ready(&pod)).then_some(pod)
+        },
+    )
     .await?;
     let status = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
-    let last = status.first().and_then(|c| c.last_state.as_ref()?.terminated.as_ref().map(|t| t.exit_code));
+    let last = status
+        .first()
+        .and_then(|c| c.last_state.as_ref()?.terminated.as_ref().map(|t| t.exit_code));
     if last != Some(137) {
         bail!("last state after SIGKILL: exit code {last:?}, expected 137");
     }
@@ -421,7 +477,9 @@ async fn network(env: &Env) -> Result<()> {
     let ns = "network";
     let pod = single_pod(env, ns, "srv").await?;
     let ip = pod_ip(&pod).context("no ip")?;
-    http_get(ip, 8080, "/healthz").await.context("reachable before the cut")?;
+    http_get(ip, 8080, "/healthz")
+        .await
+        .context("reachable before the cut")?;
     env.faults.cut_network(ns, "srv").await?;
     let cut = http_get(ip, 8080, "/healthz").await;
     env.faults.restore_network(ns, "srv").await?;
@@ -438,10 +496,18 @@ async fn network(env: &Env) -> Result<()> {
 async fn config(env: &Env) -> Result<()> {
     let ns = "config";
     create_namespace(env, ns).await?;
-    create::<ConfigMap>(env, ns, json!({ "metadata": { "name": "cfg" }, "data": { "mode": "fast", "app.conf": "a=1\n" } }))
-        .await?;
-    create::<Secret>(env, ns, json!({ "metadata": { "name": "creds" }, "stringData": { "password": "hunter2" } }))
-        .await?;
+    create::<ConfigMap>(
+        env,
+        ns,
+        json!({ "metadata": { "name": "cfg" }, "data": { "mode": "fast", "app.conf": "a=1\n" } }),
+    )
+    .await?;
+    create::<Secret>(
+        env,
+        ns,
+        json!({ "metadata": { "name": "creds" }, "stringData": { "password": "hunter2" } }),
+    )
+    .await?;
     let mut container = serve_container("srv");
     container["env"] = json!([
         { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
@@ -500,4 +566,39 @@ async fn config(env: &Env) -> Result<()> {
         bail!("wrote into a read-only mount");
     }
     Ok(())
+}
+
+/// The control plane of this test run: a sandbox of its own under the temp dir, stopped when
+/// the test ends.
+mod control_plane {
+    use std::path::{Path, PathBuf};
+
+    use ferrokv_tests::controlplane::Sandbox;
+
+    pub struct ControlPlane {
+        sandbox: Sandbox,
+    }
+
+    impl ControlPlane {
+        pub fn dir(&self) -> &Path {
+            self.sandbox.dir()
+        }
+
+        pub fn kubeconfig(&self) -> PathBuf {
+            self.sandbox.admin_kubeconfig()
+        }
+    }
+
+    impl Drop for ControlPlane {
+        fn drop(&mut self) {
+            let _ = self.sandbox.down();
+        }
+    }
+
+    pub async fn start() -> anyhow::Result<ControlPlane> {
+        let dir = std::env::temp_dir().join(format!("ferrokv-kubelet-test-{}", std::process::id()));
+        let sandbox = Sandbox::open(&dir)?;
+        sandbox.up(Path::new(env!("CARGO_BIN_EXE_ferrokv-sandbox"))).await?;
+        Ok(ControlPlane { sandbox })
+    }
 }

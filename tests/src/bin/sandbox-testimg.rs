@@ -99,7 +99,14 @@ fn handle(mut conn: TcpStream) {
     let (code, body) = match path {
         "/" => {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            (200, format!("hostname={} pod={}\n", host.trim(), std::env::var("POD_NAME").unwrap_or_default()))
+            (
+                200,
+                format!(
+                    "hostname={} pod={}\n",
+                    host.trim(),
+                    std::env::var("POD_NAME").unwrap_or_default()
+                ),
+            )
         }
         "/healthz" => (200, "ok\n".to_owned()),
         "/read" => match std::fs::read_to_string(param("path").unwrap_or_default()) {
@@ -114,7 +121,10 @@ fn handle(mut conn: TcpStream) {
             Ok(value) => (200, value),
             Err(_) => (404, "unset\n".to_owned()),
         },
-        "/fetch" => match fetch(&param("addr").unwrap_or_default(), &param("path").unwrap_or_else(|| "/".into())) {
+        "/fetch" => match fetch(
+            &param("addr").unwrap_or_default(),
+            &param("path").unwrap_or_else(|| "/".into()),
+        ) {
             Ok(text) => (200, text),
             Err(err) => (502, format!("{err}\n")),
         },
@@ -142,10 +152,16 @@ fn fetch(addr: &str, path: &str) -> std::io::Result<String> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or(response))
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or(response))
 }
 
 /// Percent-decoding of a query value.
@@ -157,7 +173,10 @@ fn decode(value: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(b) => {
                         out.push(b);
                         i += 2;

@@ -51,7 +51,10 @@ pub(crate) struct PodContext {
 
 impl PodContext {
     pub fn allocatable(&self) -> Allocatable {
-        Allocatable { cpu: self.ctx.config.capacity_cpu.clone(), memory: self.ctx.config.capacity_memory.clone() }
+        Allocatable {
+            cpu: self.ctx.config.capacity_cpu.clone(),
+            memory: self.ctx.config.capacity_memory.clone(),
+        }
     }
 
     /// Applies `f` to the runtime record and wakes the status patcher.
@@ -93,7 +96,11 @@ impl PodContext {
     }
 
     pub fn hostname(&self) -> String {
-        self.pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.name.clone())
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| self.name.clone())
     }
 }
 
@@ -119,7 +126,9 @@ pub async fn fetch_sources(client: &kube::Client, namespace: &str, pod: &Pod) ->
 pub fn referenced_sources(pod: &Pod) -> (Vec<String>, Vec<String>) {
     let mut cms = std::collections::BTreeSet::new();
     let mut secrets = std::collections::BTreeSet::new();
-    let Some(spec) = &pod.spec else { return (Vec::new(), Vec::new()) };
+    let Some(spec) = &pod.spec else {
+        return (Vec::new(), Vec::new());
+    };
     for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
         for from in c.env_from.iter().flatten() {
             if let Some(r) = &from.config_map_ref {
@@ -209,8 +218,14 @@ impl Supervisor {
         let config_error = |msg: String| ("CreateContainerConfigError".to_owned(), msg);
         let image = self.container.image.clone().unwrap_or_default();
         let sources = pod.fetch_sources().await.map_err(|e| config_error(e.to_string()))?;
-        let env = env::resolve(&self.container, &pod.facts, &sources, &pod.allocatable(), &pod.base_env())
-            .map_err(|e| config_error(e.to_string()))?;
+        let env = env::resolve(
+            &self.container,
+            &pod.facts,
+            &sources,
+            &pod.allocatable(),
+            &pod.base_env(),
+        )
+        .map_err(|e| config_error(e.to_string()))?;
         let command = env::expand_all(self.container.command.as_deref().unwrap_or_default(), &env);
         let args = env::expand_all(self.container.args.as_deref().unwrap_or_default(), &env);
         let program = pod
@@ -222,7 +237,11 @@ impl Supervisor {
         let mut binds = mounts::binds(&self.container, &pod.volumes).map_err(|e| config_error(e.to_string()))?;
         mounts::create_missing_sources(&binds).map_err(|e| config_error(e.to_string()))?;
         if !binds.iter().any(|b| b.target == std::path::Path::new("/etc/hosts")) {
-            binds.push(Bind { source: pod.hosts_file.clone(), target: "/etc/hosts".into(), read_only: false });
+            binds.push(Bind {
+                source: pod.hosts_file.clone(),
+                target: "/etc/hosts".into(),
+                read_only: false,
+            });
         }
         let working_dir = match self.container.working_dir.as_deref().filter(|w| !w.is_empty()) {
             Some(dir) => dir.into(),
@@ -234,7 +253,14 @@ impl Supervisor {
                 dir
             }
         };
-        Ok(Launch { program, env, netns: pod.network.netns.clone(), hostname: pod.hostname(), binds, working_dir })
+        Ok(Launch {
+            program,
+            env,
+            netns: pod.network.netns.clone(),
+            hostname: pod.hostname(),
+            binds,
+            working_dir,
+        })
     }
 
     fn probe_specs(&self) -> Probes {
@@ -243,7 +269,11 @@ impl Supervisor {
             p.as_ref().map(|p| probes::parse(p, &self.container, images))
         };
         if self.init {
-            return Probes { startup: None, liveness: None, readiness: None };
+            return Probes {
+                startup: None,
+                liveness: None,
+                readiness: None,
+            };
         }
         Probes {
             startup: parse(&self.container.startup_probe),
@@ -252,8 +282,46 @@ impl Supervisor {
         }
     }
 
+    /// Runs the container's `preStop` hook before it is signalled, within the grace period (which
+    /// the hook's time counts against, as with kubelet). A failing hook is logged, not fatal.
+    async fn pre_stop(&self, pid: i32, env: &[(String, String)], grace: Duration) {
+        let Some(hook) = self.container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
+            return;
+        };
+        if let Some(sleep) = &hook.sleep {
+            let secs = Duration::from_secs(u64::try_from(sleep.seconds).unwrap_or(0));
+            tokio::time::sleep(secs.min(grace)).await;
+            return;
+        }
+        let as_probe = k8s_openapi::api::core::v1::Probe {
+            exec: hook.exec.clone(),
+            http_get: hook.http_get.clone(),
+            tcp_socket: hook.tcp_socket.clone(),
+            ..Default::default()
+        };
+        let mut spec = probes::parse(&as_probe, &self.container, &self.pod.ctx.config.images);
+        spec.timeout = grace.max(Duration::from_secs(1));
+        let target = Target {
+            pid,
+            pod_ip: IpAddr::V4(self.pod.network.ip),
+            env,
+        };
+        if let Err(err) = tokio::time::timeout(grace, probes::check(&spec, &target))
+            .await
+            .unwrap_or(Err("timed out".into()))
+        {
+            warn!(pod = %self.pod.name, container = %self.container.name, %err, "preStop hook failed");
+        }
+    }
+
     fn grace(&self) -> Duration {
-        let secs = self.pod.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        let secs = self
+            .pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
         Duration::from_secs(u64::try_from(secs).unwrap_or(0))
     }
 
@@ -274,7 +342,12 @@ impl Supervisor {
                 Ok(launch) => launch,
                 Err((reason, message)) => {
                     warn!(pod = %self.pod.name, container = %name, %reason, %message, "container cannot start");
-                    self.update(|c| c.state = State::Waiting { reason, message: Some(message) });
+                    self.update(|c| {
+                        c.state = State::Waiting {
+                            reason,
+                            message: Some(message),
+                        }
+                    });
                     if self.sleep_or_stop(backoff).await {
                         self.terminate_waiting();
                         return Outcome::Stopped;
@@ -298,13 +371,20 @@ impl Supervisor {
             let finished_at = Timestamp::now();
             let (exit_code, reason, message) = match status {
                 Ok(code) => {
-                    let reason = reason_override.unwrap_or_else(|| if code == 0 { "Completed" } else { "Error" }.into());
+                    let reason =
+                        reason_override.unwrap_or_else(|| if code == 0 { "Completed" } else { "Error" }.into());
                     (code, reason, None)
                 }
                 Err(message) => (128, "StartError".to_owned(), Some(message)),
             };
             info!(pod = %format!("{}/{}", self.pod.namespace, self.pod.name), container = %name, exit_code, %reason, "container ended");
-            let terminated = State::Terminated { exit_code, reason, message, started_at, finished_at };
+            let terminated = State::Terminated {
+                exit_code,
+                reason,
+                message,
+                started_at,
+                finished_at,
+            };
             let restart = !stopped
                 && match self.restart_policy() {
                     "Never" => false,
@@ -318,15 +398,25 @@ impl Supervisor {
                     c.ready = false;
                     c.pid = None;
                 });
-                return if stopped { Outcome::Stopped } else { Outcome::Exited(exit_code) };
+                return if stopped {
+                    Outcome::Stopped
+                } else {
+                    Outcome::Exited(exit_code)
+                };
             }
             if started_instant.elapsed() > max * 2 {
                 backoff = base;
             }
-            let message = format!("back-off {backoff:?} restarting failed container={name} pod={}", self.pod.name);
+            let message = format!(
+                "back-off {backoff:?} restarting failed container={name} pod={}",
+                self.pod.name
+            );
             self.update(|c| {
                 c.last_state = Some(terminated);
-                c.state = State::Waiting { reason: "CrashLoopBackOff".into(), message: Some(message) };
+                c.state = State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: Some(message),
+                };
                 c.ready = false;
                 c.started = false;
                 c.pid = None;
@@ -377,7 +467,15 @@ impl Supervisor {
         });
         self.pod.set_pid(&name, Some(proc.pid));
         let (kill_tx, mut kill_rx) = mpsc::channel::<String>(1);
-        let prober = tokio::spawn(probe_loop(self.pod.clone(), self.init, self.index, proc.pid, env, probes, kill_tx));
+        let prober = tokio::spawn(probe_loop(
+            self.pod.clone(),
+            self.init,
+            self.index,
+            proc.pid,
+            env.clone(),
+            probes,
+            kill_tx,
+        ));
         let grace = self.grace();
         let result = tokio::select! {
             status = proc.child.wait() => (status.map(process::exit_code).map_err(|e| e.to_string()), false, None),
@@ -388,7 +486,9 @@ impl Supervisor {
             }
             requested = async { self.stop.wait_for(Option::is_some).await.ok().and_then(|g| *g) } => {
                 let grace = requested.unwrap_or(grace);
-                let status = process::stop(&mut proc, grace).await;
+                let deadline = Instant::now() + grace;
+                self.pre_stop(proc.pid, &env, grace).await;
+                let status = process::stop(&mut proc, deadline.saturating_duration_since(Instant::now())).await;
                 (Ok(process::exit_code(status)), true, None)
             }
         };
@@ -434,7 +534,9 @@ async fn probe_loop(
             match tracker.record(result.is_ok()) {
                 Some(true) => break,
                 Some(false) => {
-                    let _ = kill.send(format!("startup probe failed: {}", result.err().unwrap_or_default())).await;
+                    let _ = kill
+                        .send(format!("startup probe failed: {}", result.err().unwrap_or_default()))
+                        .await;
                     return;
                 }
                 None => {}
@@ -449,20 +551,26 @@ async fn probe_loop(
         }
     });
     let liveness = async {
-        let Some(spec) = &probes.liveness else { return std::future::pending::<()>().await };
+        let Some(spec) = &probes.liveness else {
+            return std::future::pending::<()>().await;
+        };
         tokio::time::sleep(spec.initial_delay).await;
         let mut tracker = Tracker::new(spec);
         loop {
             let result = probes::check(spec, &target).await;
             if tracker.record(result.is_ok()) == Some(false) {
-                let _ = kill.send(format!("liveness probe failed: {}", result.err().unwrap_or_default())).await;
+                let _ = kill
+                    .send(format!("liveness probe failed: {}", result.err().unwrap_or_default()))
+                    .await;
                 return;
             }
             tokio::time::sleep(spec.period).await;
         }
     };
     let readiness = async {
-        let Some(spec) = &probes.readiness else { return std::future::pending::<()>().await };
+        let Some(spec) = &probes.readiness else {
+            return std::future::pending::<()>().await;
+        };
         tokio::time::sleep(spec.initial_delay).await;
         let mut tracker = Tracker::new(spec);
         loop {
@@ -490,5 +598,9 @@ fn append(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(text.as_bytes())
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(text.as_bytes())
 }

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVarSource, ObjectFieldSelector, ResourceFieldSelector, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, EnvVarSource, ObjectFieldSelector, ResourceFieldSelector, Secret,
+};
 
 /// What the downward API can say about a Pod.
 #[derive(Clone, Debug, Default)]
@@ -38,7 +40,11 @@ pub enum Error {
     #[error("secret {0:?} not found")]
     SecretMissing(String),
     #[error("key {key:?} not found in {kind} {name:?}")]
-    KeyMissing { kind: &'static str, name: String, key: String },
+    KeyMissing {
+        kind: &'static str,
+        name: String,
+        key: String,
+    },
     #[error("unsupported field path {0:?}")]
     FieldPath(String),
     #[error("unsupported resource field {0:?}")]
@@ -94,7 +100,10 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
 /// Expands a list of strings (command, args) against a resolved environment.
 pub fn expand_all(items: &[String], env: &[(String, String)]) -> Vec<String> {
     let map: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    items.iter().map(|item| expand(item, |name| map.get(name).map(|v| (*v).to_owned()))).collect()
+    items
+        .iter()
+        .map(|item| expand(item, |name| map.get(name).map(|v| (*v).to_owned())))
+        .collect()
 }
 
 /// The environment of `container`, in definition order (later duplicates replace earlier ones
@@ -131,8 +140,10 @@ pub fn resolve(
             match sources.secrets.get(&secret_ref.name).and_then(Option::as_ref) {
                 Some(secret) => {
                     for (key, value) in secret_entries(secret) {
-                        let value = String::from_utf8(value)
-                            .map_err(|_| Error::NotUtf8 { name: secret_ref.name.clone(), key: key.clone() })?;
+                        let value = String::from_utf8(value).map_err(|_| Error::NotUtf8 {
+                            name: secret_ref.name.clone(),
+                            key: key.clone(),
+                        })?;
                         env.set_if_valid(format!("{prefix}{key}"), value);
                     }
                 }
@@ -174,7 +185,9 @@ impl Env {
     fn set_if_valid(&mut self, name: String, value: String) {
         let valid = !name.is_empty()
             && !name.starts_with(|c: char| c.is_ascii_digit())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
         if valid {
             self.set(name, value);
         }
@@ -187,8 +200,12 @@ impl Env {
 
 /// A secret's entries, `stringData` never being stored by the apiserver but honoured anyway.
 pub fn secret_entries(secret: &Secret) -> Vec<(String, Vec<u8>)> {
-    let mut entries: BTreeMap<String, Vec<u8>> =
-        secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    let mut entries: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
     for (k, v) in secret.string_data.iter().flatten() {
         entries.insert(k.clone(), v.clone().into_bytes());
     }
@@ -197,8 +214,12 @@ pub fn secret_entries(secret: &Secret) -> Vec<(String, Vec<u8>)> {
 
 /// A ConfigMap's entries, text and binary.
 pub fn config_map_entries(cm: &ConfigMap) -> Vec<(String, Vec<u8>)> {
-    let mut entries: BTreeMap<String, Vec<u8>> =
-        cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+    let mut entries: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
     for (k, v) in cm.binary_data.iter().flatten() {
         entries.insert(k.clone(), v.0.clone());
     }
@@ -222,25 +243,42 @@ fn value_from(
     if let Some(key_ref) = &source.config_map_key_ref {
         let optional = key_ref.optional.unwrap_or(false);
         let Some(cm) = sources.config_maps.get(&key_ref.name).and_then(Option::as_ref) else {
-            return if optional { Ok(None) } else { Err(Error::ConfigMapMissing(key_ref.name.clone())) };
+            return if optional {
+                Ok(None)
+            } else {
+                Err(Error::ConfigMapMissing(key_ref.name.clone()))
+            };
         };
         return match cm.data.as_ref().and_then(|d| d.get(&key_ref.key)) {
             Some(value) => Ok(Some(value.clone())),
             None if optional => Ok(None),
-            None => Err(Error::KeyMissing { kind: "configmap", name: key_ref.name.clone(), key: key_ref.key.clone() }),
+            None => Err(Error::KeyMissing {
+                kind: "configmap",
+                name: key_ref.name.clone(),
+                key: key_ref.key.clone(),
+            }),
         };
     }
     if let Some(key_ref) = &source.secret_key_ref {
         let optional = key_ref.optional.unwrap_or(false);
         let Some(secret) = sources.secrets.get(&key_ref.name).and_then(Option::as_ref) else {
-            return if optional { Ok(None) } else { Err(Error::SecretMissing(key_ref.name.clone())) };
+            return if optional {
+                Ok(None)
+            } else {
+                Err(Error::SecretMissing(key_ref.name.clone()))
+            };
         };
         return match secret_entries(secret).into_iter().find(|(k, _)| *k == key_ref.key) {
-            Some((_, value)) => String::from_utf8(value)
-                .map(Some)
-                .map_err(|_| Error::NotUtf8 { name: key_ref.name.clone(), key: key_ref.key.clone() }),
+            Some((_, value)) => String::from_utf8(value).map(Some).map_err(|_| Error::NotUtf8 {
+                name: key_ref.name.clone(),
+                key: key_ref.key.clone(),
+            }),
             None if optional => Ok(None),
-            None => Err(Error::KeyMissing { kind: "secret", name: key_ref.name.clone(), key: key_ref.key.clone() }),
+            None => Err(Error::KeyMissing {
+                kind: "secret",
+                name: key_ref.name.clone(),
+                key: key_ref.key.clone(),
+            }),
         };
     }
     Ok(Some(String::new()))
@@ -275,14 +313,17 @@ pub fn field_value(field: &ObjectFieldSelector, facts: &PodFacts) -> Result<Stri
 /// `metadata.labels['app']` → `app`.
 fn subscript<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     let rest = path.strip_prefix(prefix)?.strip_prefix('[')?.strip_suffix(']')?;
-    rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')).or_else(|| {
-        rest.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
-    })
+    rest.strip_prefix('\'')
+        .and_then(|r| r.strip_suffix('\''))
+        .or_else(|| rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')))
 }
 
 /// Labels and annotations as the downward API writes them: `key="value"` lines, sorted.
 pub fn format_map(map: &BTreeMap<String, String>) -> String {
-    map.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n")
+    map.iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What the node offers, used when a container sets no limit (kubelet's rule).
@@ -299,7 +340,10 @@ pub fn resource_value(
     allocatable: &Allocatable,
 ) -> Result<String, Error> {
     let resources = container.and_then(|c| c.resources.as_ref());
-    let (kind, resource) = field.resource.split_once('.').ok_or_else(|| Error::ResourceField(field.resource.clone()))?;
+    let (kind, resource) = field
+        .resource
+        .split_once('.')
+        .ok_or_else(|| Error::ResourceField(field.resource.clone()))?;
     let declared = match kind {
         "limits" => resources.and_then(|r| r.limits.as_ref()),
         "requests" => resources.and_then(|r| r.requests.as_ref()),
@@ -328,7 +372,9 @@ pub fn resource_value(
 /// A Kubernetes quantity as a number: `500m` → 0.5, `1Gi` → 2^30, `1e3` → 1000.
 pub fn parse_quantity(quantity: &str) -> Option<f64> {
     let q = quantity.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(q.len());
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
     let (number, suffix) = q.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor = match suffix {
@@ -400,11 +446,18 @@ mod tests {
     }
 
     fn allocatable() -> Allocatable {
-        Allocatable { cpu: "8".into(), memory: "16Gi".into() }
+        Allocatable {
+            cpu: "8".into(),
+            memory: "16Gi".into(),
+        }
     }
 
     fn env_var(name: &str, value: &str) -> EnvVar {
-        EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+        EnvVar {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        }
     }
 
     fn from_field(name: &str, path: &str) -> EnvVar {
@@ -412,7 +465,10 @@ mod tests {
             name: name.into(),
             value: None,
             value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: path.into(),
+                    api_version: None,
+                }),
                 ..Default::default()
             }),
         }
@@ -424,7 +480,13 @@ mod tests {
         sources.config_maps.insert(
             "cfg".into(),
             Some(ConfigMap {
-                data: Some([("MODE".to_owned(), "fast".to_owned()), ("bad key".to_owned(), "x".to_owned())].into()),
+                data: Some(
+                    [
+                        ("MODE".to_owned(), "fast".to_owned()),
+                        ("bad key".to_owned(), "x".to_owned()),
+                    ]
+                    .into(),
+                ),
                 ..Default::default()
             }),
         );
@@ -438,7 +500,10 @@ mod tests {
         let container = Container {
             name: "c".into(),
             env_from: Some(vec![EnvFromSource {
-                config_map_ref: Some(ConfigMapEnvSource { name: "cfg".into(), optional: None }),
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: "cfg".into(),
+                    optional: None,
+                }),
                 prefix: Some("CFG_".into()),
                 secret_ref: None,
             }]),
@@ -476,7 +541,13 @@ mod tests {
             ]),
             ..Default::default()
         };
-        let env = resolve(&container, &facts(), &sources, &allocatable(), &[("HOSTNAME".into(), "kv-0".into())]);
+        let env = resolve(
+            &container,
+            &facts(),
+            &sources,
+            &allocatable(),
+            &[("HOSTNAME".into(), "kv-0".into())],
+        );
         let expected: Vec<(String, String)> = [
             ("HOSTNAME", "kv-0"),
             ("CFG_MODE", "fast"),
@@ -504,7 +575,11 @@ mod tests {
                 name: "X".into(),
                 value: None,
                 value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector { name: "nope".into(), key: "k".into(), optional: None }),
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: "nope".into(),
+                        key: "k".into(),
+                        optional: None,
+                    }),
                     ..Default::default()
                 }),
             }]),
@@ -512,7 +587,10 @@ mod tests {
         };
         let env = resolve(&container, &facts(), &Sources::default(), &allocatable(), &[]);
         assert_eq!(env, Err(Error::SecretMissing("nope".into())));
-        let bad_field = Container { env: Some(vec![from_field("X", "spec.nope")]), ..Default::default() };
+        let bad_field = Container {
+            env: Some(vec![from_field("X", "spec.nope")]),
+            ..Default::default()
+        };
         let env = resolve(&bad_field, &facts(), &Sources::default(), &allocatable(), &[]);
         assert_eq!(env, Err(Error::FieldPath("spec.nope".into())));
     }

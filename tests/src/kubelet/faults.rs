@@ -66,9 +66,18 @@ fn record_path(records_dir: &Path, namespace: &str, name: &str) -> PathBuf {
 pub fn write_record(records_dir: &Path, record: &PodRecord) -> Result<(), Error> {
     let path = record_path(records_dir, &record.namespace, &record.name);
     let tmp = path.with_extension(format!("json.{}", record.uid));
-    let body = serde_json::to_vec_pretty(record).map_err(|source| Error::Corrupt { path: path.clone(), source })?;
-    std::fs::write(&tmp, body).map_err(|source| Error::Write { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, &path).map_err(|source| Error::Write { path: path.clone(), source })
+    let body = serde_json::to_vec_pretty(record).map_err(|source| Error::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::write(&tmp, body).map_err(|source| Error::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Write {
+        path: path.clone(),
+        source,
+    })
 }
 
 /// Removes a record, unless it already belongs to a newer Pod of the same name (a StatefulSet
@@ -92,7 +101,9 @@ pub struct Faults {
 
 impl Faults {
     pub fn new(sandbox_dir: &Path) -> Self {
-        Self { records_dir: sandbox_dir.join("run") }
+        Self {
+            records_dir: sandbox_dir.join("run"),
+        }
     }
 
     /// The live record of a Pod.
@@ -111,7 +122,12 @@ impl Faults {
         let record = self.record(namespace, name)?;
         let pod = format!("{namespace}/{name}");
         let pids: Vec<i32> = match container {
-            Some(c) => vec![*record.containers.get(c).ok_or_else(|| Error::NoContainer(pod.clone(), c.to_owned()))?],
+            Some(c) => vec![
+                *record
+                    .containers
+                    .get(c)
+                    .ok_or_else(|| Error::NoContainer(pod.clone(), c.to_owned()))?,
+            ],
             None => record.containers.values().copied().collect(),
         };
         if pids.is_empty() {
@@ -154,7 +170,9 @@ impl Faults {
         let record = self.record(namespace, name)?;
         let pod = format!("{namespace}/{name}");
         let network = record.network.ok_or_else(|| Error::NoNetwork(pod.clone()))?;
-        netns::set_link(&network.veth, up).await.map_err(|err| Error::Network(pod, err))
+        netns::set_link(&network.veth, up)
+            .await
+            .map_err(|err| Error::Network(pod, err))
     }
 }
 
@@ -170,14 +188,21 @@ mod tests {
             namespace: "ns".into(),
             name: "kv-0".into(),
             uid: "new".into(),
-            network: Some(PodNetwork { netns: "fkv-2".into(), veth: "fkv2".into(), ip: "10.244.0.2".parse().unwrap() }),
+            network: Some(PodNetwork {
+                netns: "fkv-2".into(),
+                veth: "fkv2".into(),
+                ip: "10.244.0.2".parse().unwrap(),
+            }),
             containers: [("kv".to_owned(), 42)].into(),
         };
         write_record(&dir.join("run"), &record).unwrap();
         let faults = Faults::new(&dir);
         assert_eq!(faults.record("ns", "kv-0").unwrap(), record);
         remove_record(&dir.join("run"), "ns", "kv-0", "old");
-        assert!(faults.record("ns", "kv-0").is_ok(), "an older pod's teardown keeps the new record");
+        assert!(
+            faults.record("ns", "kv-0").is_ok(),
+            "an older pod's teardown keeps the new record"
+        );
         remove_record(&dir.join("run"), "ns", "kv-0", "new");
         assert!(matches!(faults.record("ns", "kv-0"), Err(Error::NoRecord { .. })));
         assert!(matches!(faults.crash("ns", "kv-0", None), Err(Error::NoRecord { .. })));

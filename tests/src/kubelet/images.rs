@@ -85,13 +85,21 @@ impl ImageMap {
     /// The program a container runs: Kubernetes' rules for `command` and `args` over an image
     /// whose ENTRYPOINT is its binary and whose CMD is empty.
     pub fn program(&self, image: &str, command: &[String], args: &[String]) -> Result<Program, Error> {
-        let image = self.lookup(image).ok_or_else(|| Error::UnknownImage(image.to_owned()))?;
+        let image = self
+            .lookup(image)
+            .ok_or_else(|| Error::UnknownImage(image.to_owned()))?;
         match command.split_first() {
-            None => Ok(Program { path: image.entrypoint.clone(), args: args.to_vec() }),
+            None => Ok(Program {
+                path: image.entrypoint.clone(),
+                args: args.to_vec(),
+            }),
             Some((first, rest)) => {
                 let mut all = rest.to_vec();
                 all.extend_from_slice(args);
-                Ok(Program { path: image.resolve(first), args: all })
+                Ok(Program {
+                    path: image.resolve(first),
+                    args: all,
+                })
             }
         }
     }
@@ -166,10 +174,15 @@ mod tests {
 
     #[test]
     fn entrypoint_with_args_when_no_command() {
-        let program = map().program("ferrokv/node:1", &[], &strings(&["serve", "--port", "6379"])).ok();
+        let program = map()
+            .program("ferrokv/node:1", &[], &strings(&["serve", "--port", "6379"]))
+            .ok();
         assert_eq!(
             program,
-            Some(Program { path: "/w/target/debug/ferrokv-node".into(), args: strings(&["serve", "--port", "6379"]) })
+            Some(Program {
+                path: "/w/target/debug/ferrokv-node".into(),
+                args: strings(&["serve", "--port", "6379"])
+            })
         );
     }
 
@@ -177,7 +190,13 @@ mod tests {
     fn command_naming_the_image_binary_maps_to_it() {
         let map = map();
         for name in ["ferrokv-node", "/usr/local/bin/ferrokv-node"] {
-            let program = map.program("ferrokv/node", &strings(&[name, "restore"]), &strings(&["--from", "s3"])).ok();
+            let program = map
+                .program(
+                    "ferrokv/node",
+                    &strings(&[name, "restore"]),
+                    &strings(&["--from", "s3"]),
+                )
+                .ok();
             assert_eq!(
                 program,
                 Some(Program {
@@ -190,13 +209,24 @@ mod tests {
 
     #[test]
     fn other_commands_run_from_the_host() {
-        let program = map().program("ferrokv/node", &strings(&["sh", "-c", "echo hi"]), &[]).ok();
-        assert_eq!(program, Some(Program { path: "sh".into(), args: strings(&["-c", "echo hi"]) }));
+        let program = map()
+            .program("ferrokv/node", &strings(&["sh", "-c", "echo hi"]), &[])
+            .ok();
+        assert_eq!(
+            program,
+            Some(Program {
+                path: "sh".into(),
+                args: strings(&["-c", "echo hi"])
+            })
+        );
     }
 
     #[test]
     fn unknown_image_is_an_error() {
-        assert_eq!(map().program("redis:7", &[], &[]), Err(Error::UnknownImage("redis:7".into())));
+        assert_eq!(
+            map().program("redis:7", &[], &[]),
+            Err(Error::UnknownImage("redis:7".into()))
+        );
         assert_eq!(map().exec_program("ferrokv/node", &[]), Err(Error::NoCommand));
     }
 }

@@ -168,11 +168,24 @@ impl Kubelet {
     /// On cancellation every Pod's processes are stopped (SIGTERM, then SIGKILL after their
     /// grace period) and their network namespaces removed, so nothing outlives the sandbox.
     pub async fn run(client: kube::Client, config: KubeletConfig, cancel: CancellationToken) -> Result<(), Error> {
-        for dir in [config.pods_dir(), config.volumes_dir(), config.logs_dir(), config.records_dir()] {
-            std::fs::create_dir_all(&dir).map_err(|source| Error::SandboxDir { path: dir.clone(), source })?;
+        for dir in [
+            config.pods_dir(),
+            config.volumes_dir(),
+            config.logs_dir(),
+            config.records_dir(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::SandboxDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let network = netns::Network::setup(config.network.clone()).await?;
-        let ctx = Arc::new(Ctx { client, config, network, started_at: k8s_openapi::jiff::Timestamp::now() });
+        let ctx = Arc::new(Ctx {
+            client,
+            config,
+            network,
+            started_at: k8s_openapi::jiff::Timestamp::now(),
+        });
         node::register(&ctx).await?;
         volumes::ensure_storage_class(&ctx).await?;
 
@@ -206,7 +219,11 @@ impl Kubelet {
         let cancel = CancellationToken::new();
         let sandbox_dir = config.sandbox_dir.clone();
         let task = tokio::spawn(Self::run(client, config, cancel.clone()));
-        Ok(Self { cancel, task, sandbox_dir })
+        Ok(Self {
+            cancel,
+            task,
+            sandbox_dir,
+        })
     }
 
     /// Fault injection into this kubelet's Pods.
@@ -244,11 +261,16 @@ pub async fn run_until_signal(kubeconfig: &std::path::Path, config: KubeletConfi
 
 /// A client for the cluster of a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client, Error> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .map_err(|source| Error::Kubeconfig { path: path.to_owned(), source })?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    })?;
     let options = kube::config::KubeConfigOptions::default();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
-        .map_err(|source| Error::Kubeconfig { path: path.to_owned(), source })?;
+        .map_err(|source| Error::Kubeconfig {
+            path: path.to_owned(),
+            source,
+        })?;
     Ok(kube::Client::try_from(config)?)
 }

@@ -115,17 +115,31 @@ pub async fn prepare(cx: &VolumeContext<'_>) -> Result<Volumes, Error> {
                     entries.extend(config_map(cx.sources, &name, &cm.name, cm.optional, &cm.items)?);
                 }
                 if let Some(secret) = &source.secret {
-                    entries.extend(secret_files(cx.sources, &name, &secret.name, secret.optional, &secret.items)?);
+                    entries.extend(secret_files(
+                        cx.sources,
+                        &name,
+                        &secret.name,
+                        secret.optional,
+                        &secret.items,
+                    )?);
                 }
                 if let Some(downward) = &source.downward_api {
-                    entries.extend(downward_files(cx, &name, downward.items.as_deref().unwrap_or_default())?);
+                    entries.extend(downward_files(
+                        cx,
+                        &name,
+                        downward.items.as_deref().unwrap_or_default(),
+                    )?);
                 }
                 if let Some(token) = &source.service_account_token {
-                    let jwt = service_account_token(cx, &name, token.audience.clone(), token.expiration_seconds).await?;
+                    let jwt =
+                        service_account_token(cx, &name, token.audience.clone(), token.expiration_seconds).await?;
                     entries.push((token.path.clone(), jwt.into_bytes(), None));
                 }
                 if source.cluster_trust_bundle.is_some() || source.pod_certificate.is_some() {
-                    return Err(Error::Invalid { volume: name, message: "unsupported projected source".into() });
+                    return Err(Error::Invalid {
+                        volume: name,
+                        message: "unsupported projected source".into(),
+                    });
                 }
             }
             write_files(&name, &dir, &entries, projected.default_mode)?;
@@ -139,7 +153,10 @@ pub async fn prepare(cx: &VolumeContext<'_>) -> Result<Volumes, Error> {
             }
             path
         } else {
-            return Err(Error::Invalid { volume: name, message: "unsupported volume type".into() });
+            return Err(Error::Invalid {
+                volume: name,
+                message: "unsupported volume type".into(),
+            });
         };
         volumes.insert(volume.name, path);
     }
@@ -150,13 +167,19 @@ pub async fn prepare(cx: &VolumeContext<'_>) -> Result<Volumes, Error> {
 pub fn binds(container: &Container, volumes: &Volumes) -> Result<Vec<Bind>, Error> {
     let mut binds = Vec::new();
     for mount in container.volume_mounts.iter().flatten() {
-        let volume = volumes.get(&mount.name).ok_or_else(|| Error::UnknownVolume(mount.name.clone()))?;
+        let volume = volumes
+            .get(&mount.name)
+            .ok_or_else(|| Error::UnknownVolume(mount.name.clone()))?;
         let target = clean_absolute(&mount.mount_path)?;
         let source = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => volume.join(clean_relative(sub)?),
             None => volume.clone(),
         };
-        binds.push(Bind { source, target, read_only: mount.read_only.unwrap_or(false) });
+        binds.push(Bind {
+            source,
+            target,
+            read_only: mount.read_only.unwrap_or(false),
+        });
     }
     binds.sort_by_key(|bind| bind.target.components().count());
     Ok(binds)
@@ -175,13 +198,23 @@ pub fn create_missing_sources(binds: &[Bind]) -> Result<(), Error> {
 fn clean_absolute(path: &str) -> Result<PathBuf, Error> {
     let p = Path::new(path);
     let ok = p.is_absolute() && p.components().all(|c| !matches!(c, Component::ParentDir));
-    if ok { Ok(p.to_path_buf()) } else { Err(Error::BadPath(path.to_owned())) }
+    if ok {
+        Ok(p.to_path_buf())
+    } else {
+        Err(Error::BadPath(path.to_owned()))
+    }
 }
 
 fn clean_relative(path: &str) -> Result<PathBuf, Error> {
     let p = Path::new(path);
-    let ok = p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if ok { Ok(p.to_path_buf()) } else { Err(Error::BadPath(path.to_owned())) }
+    let ok = p
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if ok {
+        Ok(p.to_path_buf())
+    } else {
+        Err(Error::BadPath(path.to_owned()))
+    }
 }
 
 /// A file of a materialized volume: path inside the volume, content, mode.
@@ -227,7 +260,10 @@ fn config_map(
     match sources.config_maps.get(name).and_then(Option::as_ref) {
         Some(cm) => select(volume, "configmap", name, env::config_map_entries(cm), items, optional),
         None if optional => Ok(Vec::new()),
-        None => Err(Error::NotReady { volume: volume.to_owned(), what: format!("configmap {name:?}") }),
+        None => Err(Error::NotReady {
+            volume: volume.to_owned(),
+            what: format!("configmap {name:?}"),
+        }),
     }
 }
 
@@ -242,7 +278,10 @@ fn secret_files(
     match sources.secrets.get(name).and_then(Option::as_ref) {
         Some(secret) => select(volume, "secret", name, env::secret_entries(secret), items, optional),
         None if optional => Ok(Vec::new()),
-        None => Err(Error::NotReady { volume: volume.to_owned(), what: format!("secret {name:?}") }),
+        None => Err(Error::NotReady {
+            volume: volume.to_owned(),
+            what: format!("secret {name:?}"),
+        }),
     }
 }
 
@@ -253,13 +292,18 @@ fn downward_files(cx: &VolumeContext<'_>, volume: &str, items: &[DownwardAPIVolu
             env::field_value(field, cx.facts)
         } else if let Some(resource) = &item.resource_field_ref {
             let container = cx.pod.spec.as_ref().and_then(|spec| {
-                spec.containers.iter().find(|c| Some(&c.name) == resource.container_name.as_ref())
+                spec.containers
+                    .iter()
+                    .find(|c| Some(&c.name) == resource.container_name.as_ref())
             });
             env::resource_value(resource, container, cx.allocatable)
         } else {
             Ok(String::new())
         }
-        .map_err(|source| Error::Source { volume: volume.to_owned(), source })?;
+        .map_err(|source| Error::Source {
+            volume: volume.to_owned(),
+            source,
+        })?;
         out.push((item.path.clone(), value.into_bytes(), item.mode));
     }
     Ok(out)
@@ -273,7 +317,11 @@ async fn service_account_token(
     expiration_seconds: Option<i64>,
 ) -> Result<String, Error> {
     let account = cx.facts.service_account.clone();
-    let account = if account.is_empty() { "default".to_owned() } else { account };
+    let account = if account.is_empty() {
+        "default".to_owned()
+    } else {
+        account
+    };
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             audiences: audience.map(|a| vec![a]),
@@ -292,36 +340,63 @@ async fn service_account_token(
         .create_subresource("token", &account, &PostParams::default(), &request)
         .await
         .map_err(|source| match &source {
-            kube::Error::Api(status) if status.code == 404 => {
-                Error::NotReady { volume: volume.to_owned(), what: format!("serviceaccount {account:?}") }
-            }
-            _ => Error::Kube { volume: volume.to_owned(), source },
+            kube::Error::Api(status) if status.code == 404 => Error::NotReady {
+                volume: volume.to_owned(),
+                what: format!("serviceaccount {account:?}"),
+            },
+            _ => Error::Kube {
+                volume: volume.to_owned(),
+                source,
+            },
         })?;
     Ok(response.status.and_then(|s| s.token).unwrap_or_default())
 }
 
 /// The directory of the PV a claim is bound to; `NotReady` until the provisioner bound it.
 async fn claim_dir(cx: &VolumeContext<'_>, volume: &str, claim: &str) -> Result<PathBuf, Error> {
-    let kube_err = |source| Error::Kube { volume: volume.to_owned(), source };
-    let waiting = |what: String| Error::NotReady { volume: volume.to_owned(), what };
+    let kube_err = |source| Error::Kube {
+        volume: volume.to_owned(),
+        source,
+    };
+    let waiting = |what: String| Error::NotReady {
+        volume: volume.to_owned(),
+        what,
+    };
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(cx.client.clone(), &cx.facts.namespace);
-    let pvc = pvcs.get_opt(claim).await.map_err(kube_err)?.ok_or_else(|| waiting(format!("pvc {claim:?}")))?;
+    let pvc = pvcs
+        .get_opt(claim)
+        .await
+        .map_err(kube_err)?
+        .ok_or_else(|| waiting(format!("pvc {claim:?}")))?;
     let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     let pv_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|_| bound);
     let pv_name = pv_name.ok_or_else(|| waiting(format!("pvc {claim:?} to be bound")))?;
     let pvs: Api<PersistentVolume> = Api::all(cx.client.clone());
-    let pv = pvs.get_opt(&pv_name).await.map_err(kube_err)?.ok_or_else(|| waiting(format!("pv {pv_name:?}")))?;
+    let pv = pvs
+        .get_opt(&pv_name)
+        .await
+        .map_err(kube_err)?
+        .ok_or_else(|| waiting(format!("pv {pv_name:?}")))?;
     let spec = pv.spec.unwrap_or_default();
-    let path = spec.host_path.map(|h| h.path).or_else(|| spec.local.map(|l| l.path)).ok_or_else(|| {
-        Error::Invalid { volume: volume.to_owned(), message: format!("pv {pv_name:?} is neither hostPath nor local") }
-    })?;
+    let path = spec
+        .host_path
+        .map(|h| h.path)
+        .or_else(|| spec.local.map(|l| l.path))
+        .ok_or_else(|| Error::Invalid {
+            volume: volume.to_owned(),
+            message: format!("pv {pv_name:?} is neither hostPath nor local"),
+        })?;
     let path = PathBuf::from(path);
     create_dir(volume, &path)?;
     Ok(path)
 }
 
 fn create_dir(volume: &str, dir: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { volume: volume.to_owned(), path: dir.to_owned(), source })
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        volume: volume.to_owned(),
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 fn write_files(volume: &str, dir: &Path, entries: &[Entry], default_mode: Option<i32>) -> Result<(), Error> {
@@ -329,7 +404,11 @@ fn write_files(volume: &str, dir: &Path, entries: &[Entry], default_mode: Option
     for (rel, content, mode) in entries {
         let rel = clean_relative(rel)?;
         let path = dir.join(rel);
-        let io = |source| Error::Io { volume: volume.to_owned(), path: path.clone(), source };
+        let io = |source| Error::Io {
+            volume: volume.to_owned(),
+            path: path.clone(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
@@ -370,8 +449,11 @@ mod tests {
 
     #[test]
     fn binds_map_volumes_to_mount_paths_parents_first() {
-        let volumes: Volumes =
-            [("data".to_owned(), PathBuf::from("/s/v/pvc-1")), ("cfg".to_owned(), PathBuf::from("/s/p/cfg"))].into();
+        let volumes: Volumes = [
+            ("data".to_owned(), PathBuf::from("/s/v/pvc-1")),
+            ("cfg".to_owned(), PathBuf::from("/s/p/cfg")),
+        ]
+        .into();
         let container = Container {
             volume_mounts: Some(vec![
                 mount("cfg", "/data/conf/app.conf", Some("app.conf"), true),
@@ -383,8 +465,16 @@ mod tests {
         assert_eq!(
             binds,
             vec![
-                Bind { source: "/s/v/pvc-1".into(), target: "/data".into(), read_only: false },
-                Bind { source: "/s/p/cfg/app.conf".into(), target: "/data/conf/app.conf".into(), read_only: true },
+                Bind {
+                    source: "/s/v/pvc-1".into(),
+                    target: "/data".into(),
+                    read_only: false
+                },
+                Bind {
+                    source: "/s/p/cfg/app.conf".into(),
+                    target: "/data/conf/app.conf".into(),
+                    read_only: true
+                },
             ]
         );
     }
@@ -392,30 +482,54 @@ mod tests {
     #[test]
     fn binds_reject_escapes_and_unknown_volumes() {
         let volumes: Volumes = [("data".to_owned(), PathBuf::from("/s/v"))].into();
-        let with = |m: VolumeMount| Container { volume_mounts: Some(vec![m]), ..Default::default() };
-        assert!(matches!(binds(&with(mount("data", "rel", None, false)), &volumes), Err(Error::BadPath(_))));
-        assert!(matches!(binds(&with(mount("data", "/a/../b", None, false)), &volumes), Err(Error::BadPath(_))));
-        assert!(matches!(binds(&with(mount("data", "/a", Some("../x"), false)), &volumes), Err(Error::BadPath(_))));
-        assert!(matches!(binds(&with(mount("nope", "/a", None, false)), &volumes), Err(Error::UnknownVolume(_))));
+        let with = |m: VolumeMount| Container {
+            volume_mounts: Some(vec![m]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            binds(&with(mount("data", "rel", None, false)), &volumes),
+            Err(Error::BadPath(_))
+        ));
+        assert!(matches!(
+            binds(&with(mount("data", "/a/../b", None, false)), &volumes),
+            Err(Error::BadPath(_))
+        ));
+        assert!(matches!(
+            binds(&with(mount("data", "/a", Some("../x"), false)), &volumes),
+            Err(Error::BadPath(_))
+        ));
+        assert!(matches!(
+            binds(&with(mount("nope", "/a", None, false)), &volumes),
+            Err(Error::UnknownVolume(_))
+        ));
     }
 
     #[test]
     fn hosts_file_names_the_pod() {
         let hosts = hosts_file("10.244.0.9", "kv-0", Some("kv"), "ns1");
-        assert!(hosts.contains("10.244.0.9\tkv-0.kv.ns1.svc.cluster.local\tkv-0\n"), "{hosts}");
+        assert!(
+            hosts.contains("10.244.0.9\tkv-0.kv.ns1.svc.cluster.local\tkv-0\n"),
+            "{hosts}"
+        );
         assert!(hosts.contains("127.0.0.1\tlocalhost"));
     }
 
     #[test]
     fn write_files_honours_paths_and_modes() {
         let dir = std::env::temp_dir().join(format!("kubelet-mounts-{}", std::process::id()));
-        let entries = vec![("a/b.txt".to_owned(), b"hi".to_vec(), Some(0o600)), ("c".to_owned(), b"x".to_vec(), None)];
+        let entries = vec![
+            ("a/b.txt".to_owned(), b"hi".to_vec(), Some(0o600)),
+            ("c".to_owned(), b"x".to_vec(), None),
+        ];
         write_files("v", &dir, &entries, Some(0o640)).unwrap();
         assert_eq!(std::fs::read(dir.join("a/b.txt")).unwrap(), b"hi");
         let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode("a/b.txt"), 0o600);
         assert_eq!(mode("c"), 0o640);
-        assert!(matches!(write_files("v", &dir, &[("../x".into(), vec![], None)], None), Err(Error::BadPath(_))));
+        assert!(matches!(
+            write_files("v", &dir, &[("../x".into(), vec![], None)], None),
+            Err(Error::BadPath(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -88,7 +88,11 @@ impl Ipam {
         let usable = self.size.saturating_sub(3);
         for _ in 0..usable {
             let candidate = self.next;
-            self.next = if self.next + 1 >= self.size - 1 { 2 } else { self.next + 1 };
+            self.next = if self.next + 1 >= self.size - 1 {
+                2
+            } else {
+                self.next + 1
+            };
             if !self.used.contains(&candidate) {
                 self.used.insert(candidate);
                 return Some(candidate);
@@ -103,15 +107,29 @@ impl Network {
     /// a kubelet with the same name prefix left behind.
     pub async fn setup(config: NetworkConfig) -> Result<Self, Error> {
         if !(8..=28).contains(&config.prefix_len) {
-            return Err(Error::Config(format!("prefix length {} not in 8..=28", config.prefix_len)));
+            return Err(Error::Config(format!(
+                "prefix length {} not in 8..=28",
+                config.prefix_len
+            )));
         }
         if config.name_prefix.is_empty() || config.name_prefix.len() > 5 {
-            return Err(Error::Config(format!("name prefix {:?} must have 1 to 5 characters", config.name_prefix)));
+            return Err(Error::Config(format!(
+                "name prefix {:?} must have 1 to 5 characters",
+                config.name_prefix
+            )));
         }
         let size = 1u32 << (32 - u32::from(config.prefix_len));
         let base = u32::from(config.subnet) & !(size - 1);
         let gateway = Ipv4Addr::from(base + 1);
-        let network = Self { gateway, ipam: Mutex::new(Ipam { size, next: 2, used: BTreeSet::new() }), config };
+        let network = Self {
+            gateway,
+            ipam: Mutex::new(Ipam {
+                size,
+                next: 2,
+                used: BTreeSet::new(),
+            }),
+            config,
+        };
 
         for stale in network.own_namespaces().await? {
             warn!(netns = %stale, "removing a network namespace left by an earlier run");
@@ -175,7 +193,10 @@ impl Network {
         let addr = format!("{}/{}", pod.ip, self.config.prefix_len);
         let gateway = self.gateway.to_string();
         ip(&["netns", "add", ns]).await?;
-        ip(&["link", "add", &pod.veth, "type", "veth", "peer", "name", "eth0", "netns", ns]).await?;
+        ip(&[
+            "link", "add", &pod.veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ])
+        .await?;
         ip(&["link", "set", &pod.veth, "master", &self.config.bridge]).await?;
         ip(&["link", "set", &pod.veth, "up"]).await?;
         ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"]).await?;
@@ -215,21 +236,32 @@ impl Network {
 
 /// Sets a host-side veth up or down: the network cut of fault injection.
 pub async fn set_link(veth: &str, up: bool) -> Result<(), Error> {
-    ip(&["link", "set", veth, if up { "up" } else { "down" }]).await.map(drop)
+    ip(&["link", "set", veth, if up { "up" } else { "down" }])
+        .await
+        .map(drop)
 }
 
 /// Runs `ip` with a deadline; a hung `ip` would otherwise wedge a Pod worker forever.
 async fn ip(args: &[&str]) -> Result<String, Error> {
     let joined = args.join(" ");
-    let output = tokio::process::Command::new("ip").args(args).kill_on_drop(true).output();
+    let output = tokio::process::Command::new("ip")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
     let output = tokio::time::timeout(Duration::from_secs(10), output)
         .await
         .map_err(|_| Error::Timeout(joined.clone()))?
-        .map_err(|source| Error::Spawn { args: joined.clone(), source })?;
+        .map_err(|source| Error::Spawn {
+            args: joined.clone(),
+            source,
+        })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(Error::Command { args: joined, stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned() })
+        Err(Error::Command {
+            args: joined,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
     }
 }
 
@@ -239,7 +271,11 @@ mod tests {
 
     #[test]
     fn ipam_is_round_robin_and_skips_reserved() {
-        let mut ipam = Ipam { size: 8, next: 2, used: BTreeSet::new() };
+        let mut ipam = Ipam {
+            size: 8,
+            next: 2,
+            used: BTreeSet::new(),
+        };
         let first: Vec<_> = (0..5).map(|_| ipam.allocate()).collect();
         assert_eq!(first, vec![Some(2), Some(3), Some(4), Some(5), Some(6)]);
         assert_eq!(ipam.allocate(), None);

@@ -43,7 +43,10 @@ fn apply() -> PatchParams {
 /// Creates or updates the Node and marks it Ready.
 pub(crate) async fn register(ctx: &Ctx) -> Result<(), Error> {
     let name = ctx.config.node_name.clone();
-    let err = |source| Error::Register { node: name.clone(), source };
+    let err = |source| Error::Register {
+        node: name.clone(),
+        source,
+    };
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let cidr = format!("{}/{}", ctx.network.config().subnet, ctx.network.config().prefix_len);
     let node = json!({
@@ -117,7 +120,10 @@ async fn patch_status(ctx: &Ctx) -> Result<(), kube::Error> {
             },
         },
     });
-    nodes.patch_status(&config.node_name, &apply(), &Patch::Apply(&status)).await.map(drop)
+    nodes
+        .patch_status(&config.node_name, &apply(), &Patch::Apply(&status))
+        .await
+        .map(drop)
 }
 
 async fn renew_lease(ctx: &Ctx) -> Result<(), kube::Error> {

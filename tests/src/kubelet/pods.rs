@@ -109,7 +109,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> Result<(), 
     for (_, worker) in workers.drain() {
         let _ = worker.task.await;
     }
-    if cancel.is_cancelled() { Ok(()) } else { Err(super::Error::Task("pod watch ended".into())) }
+    if cancel.is_cancelled() {
+        Ok(())
+    } else {
+        Err(super::Error::Task("pod watch ended".into()))
+    }
 }
 
 async fn dispatch(
@@ -144,7 +148,10 @@ async fn finalize_deletion(ctx: &Ctx, pod: &Pod) {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let params = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(&pod.name_any(), &params).await {
@@ -209,15 +216,29 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
         host_ip: ctx.network.gateway().to_string(),
         start_time: Timestamp::now(),
         network_ready: false,
-        init: spec.init_containers.iter().flatten().map(|c| ContainerRuntime::new(&c.name, &image(c))).collect(),
-        containers: spec.containers.iter().map(|c| ContainerRuntime::new(&c.name, &image(c))).collect(),
+        init: spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| ContainerRuntime::new(&c.name, &image(c)))
+            .collect(),
+        containers: spec
+            .containers
+            .iter()
+            .map(|c| ContainerRuntime::new(&c.name, &image(c)))
+            .collect(),
         terminal: None,
         message: None,
     }));
     let changed = Arc::new(Notify::new());
     let status_stop = CancellationToken::new();
-    let status_task =
-        tokio::spawn(status_loop(ctx.clone(), pod.clone(), runtime.clone(), changed.clone(), status_stop.clone()));
+    let status_task = tokio::spawn(status_loop(
+        ctx.clone(),
+        pod.clone(),
+        runtime.clone(),
+        changed.clone(),
+        status_stop.clone(),
+    ));
     info!(pod = %key, %uid, "starting pod");
 
     let stop = {
@@ -313,12 +334,7 @@ type Sandbox = (PodNetwork, mounts::Volumes, PodFacts, std::path::PathBuf);
 
 /// Network, facts and volumes of a Pod, retried until they are all there. A network that was
 /// attached is detached again if the setup is abandoned (the future is dropped on deletion).
-async fn setup(
-    ctx: &Arc<Ctx>,
-    pod: &Pod,
-    runtime: &Arc<Mutex<PodRuntime>>,
-    changed: &Arc<Notify>,
-) -> Sandbox {
+async fn setup(ctx: &Arc<Ctx>, pod: &Pod, runtime: &Arc<Mutex<PodRuntime>>, changed: &Arc<Notify>) -> Sandbox {
     let mut network: Option<NetworkGuard> = None;
     loop {
         let attempt = setup_once(ctx, pod, &mut network).await;
@@ -337,7 +353,10 @@ async fn setup(
                     rt.message = Some(message.clone());
                     let PodRuntime { init, containers, .. } = &mut *rt;
                     for c in init.iter_mut().chain(containers.iter_mut()) {
-                        c.state = State::Waiting { reason: "ContainerCreating".into(), message: Some(message.clone()) };
+                        c.state = State::Waiting {
+                            reason: "ContainerCreating".into(),
+                            message: Some(message.clone()),
+                        };
                     }
                     if let Some(network) = &network {
                         rt.pod_ip = Some(network.network.ip.to_string());
@@ -382,7 +401,11 @@ async fn setup_once(
 ) -> Result<(mounts::Volumes, PodFacts, std::path::PathBuf), String> {
     if network.is_none() {
         let attached = ctx.network.attach().await.map_err(|e| format!("network: {e}"))?;
-        *network = Some(NetworkGuard { ctx: ctx.clone(), network: attached, armed: true });
+        *network = Some(NetworkGuard {
+            ctx: ctx.clone(),
+            network: attached,
+            armed: true,
+        });
     }
     let pod_ip = network.as_ref().map(|n| n.network.ip.to_string()).unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -404,9 +427,13 @@ async fn setup_once(
     let hosts_file = dir.join("etc-hosts");
     std::fs::write(&hosts_file, hosts).map_err(|e| format!("hosts file: {e}"))?;
 
-    let sources = super::container::fetch_sources(&ctx.client, &facts.namespace, pod).await.map_err(|e| e.to_string())?;
-    let allocatable =
-        super::env::Allocatable { cpu: ctx.config.capacity_cpu.clone(), memory: ctx.config.capacity_memory.clone() };
+    let sources = super::container::fetch_sources(&ctx.client, &facts.namespace, pod)
+        .await
+        .map_err(|e| e.to_string())?;
+    let allocatable = super::env::Allocatable {
+        cpu: ctx.config.capacity_cpu.clone(),
+        memory: ctx.config.capacity_memory.clone(),
+    };
     let cx = VolumeContext {
         client: &ctx.client,
         pod,
@@ -430,15 +457,24 @@ async fn run_containers(
         rt.pod_ip = Some(pod.network.ip.to_string());
         rt.network_ready = true;
         for c in rt.containers.iter_mut() {
-            c.state = State::waiting(if rt.init.is_empty() { "ContainerCreating" } else { "PodInitializing" });
+            c.state = State::waiting(if rt.init.is_empty() {
+                "ContainerCreating"
+            } else {
+                "PodInitializing"
+            });
         }
     });
     let (stop_tx, stop_rx) = watch::channel::<Option<Duration>>(None);
     let spec = pod.pod.spec.clone().unwrap_or_default();
 
     for (index, container) in spec.init_containers.iter().flatten().enumerate() {
-        let supervisor =
-            Supervisor { pod: pod.clone(), container: container.clone(), index, init: true, stop: stop_rx.clone() };
+        let supervisor = Supervisor {
+            pod: pod.clone(),
+            container: container.clone(),
+            index,
+            init: true,
+            stop: stop_rx.clone(),
+        };
         let mut task = tokio::spawn(supervisor.run());
         let outcome = tokio::select! {
             outcome = &mut task => outcome,
@@ -462,8 +498,13 @@ async fn run_containers(
 
     let mut tasks = tokio::task::JoinSet::new();
     for (index, container) in spec.containers.iter().enumerate() {
-        let supervisor =
-            Supervisor { pod: pod.clone(), container: container.clone(), index, init: false, stop: stop_rx.clone() };
+        let supervisor = Supervisor {
+            pod: pod.clone(),
+            container: container.clone(),
+            index,
+            init: false,
+            stop: stop_rx.clone(),
+        };
         tasks.spawn(supervisor.run());
     }
     let stop = tokio::select! {
@@ -477,7 +518,11 @@ async fn run_containers(
             Some(stop)
         }
         None => {
-            let terminal = pod.runtime.lock().completion(&pod.restart_policy).unwrap_or(Terminal::Failed);
+            let terminal = pod
+                .runtime
+                .lock()
+                .completion(&pod.restart_policy)
+                .unwrap_or(Terminal::Failed);
             pod.update(|rt| rt.terminal = Some(terminal));
             None
         }
@@ -511,7 +556,10 @@ async fn status_loop(
                 map.insert("message".into(), serde_json::Value::Null);
             }
             let patch = json!({ "status": body });
-            match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => {
                     previous = Some(desired.clone());
                     written = Some(desired);

@@ -21,8 +21,16 @@ use super::process;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     Exec(Program),
-    Tcp { host: Option<String>, port: u16 },
-    Http { host: Option<String>, port: u16, path: String, headers: Vec<(String, String)> },
+    Tcp {
+        host: Option<String>,
+        port: u16,
+    },
+    Http {
+        host: Option<String>,
+        port: u16,
+        path: String,
+        headers: Vec<(String, String)>,
+    },
     Unsupported(String),
 }
 
@@ -49,7 +57,10 @@ pub fn parse(probe: &Probe, container: &Container, images: &ImageMap) -> ProbeSp
         }
     } else if let Some(tcp) = &probe.tcp_socket {
         match port(&tcp.port, container) {
-            Ok(port) => Action::Tcp { host: tcp.host.clone(), port },
+            Ok(port) => Action::Tcp {
+                host: tcp.host.clone(),
+                port,
+            },
             Err(msg) => Action::Unsupported(msg),
         }
     } else if let Some(http) = &probe.http_get {
@@ -61,8 +72,17 @@ pub fn parse(probe: &Probe, container: &Container, images: &ImageMap) -> ProbeSp
             Ok(port) => Action::Http {
                 host: http.host.clone(),
                 port,
-                path: http.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into()),
-                headers: http.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect(),
+                path: http
+                    .path
+                    .clone()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "/".into()),
+                headers: http
+                    .http_headers
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone()))
+                    .collect(),
             },
             Err(msg) => Action::Unsupported(msg),
         }
@@ -165,7 +185,12 @@ pub async fn check(spec: &ProbeSpec, target: &Target<'_>) -> Result<(), String> 
                 Err(_) => Err(format!("dial {addr}: timed out")),
             }
         }
-        Action::Http { host, port, path, headers } => {
+        Action::Http {
+            host,
+            port,
+            path,
+            headers,
+        } => {
             let addr = address(host.as_deref(), target.pod_ip, *port)?;
             match tokio::time::timeout(spec.timeout, http_get(addr, path, headers)).await {
                 Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
@@ -180,7 +205,9 @@ pub async fn check(spec: &ProbeSpec, target: &Target<'_>) -> Result<(), String> 
 
 fn address(host: Option<&str>, pod_ip: IpAddr, port: u16) -> Result<SocketAddr, String> {
     let ip = match host.filter(|h| !h.is_empty()) {
-        Some(h) => h.parse::<IpAddr>().map_err(|_| format!("probe host {h:?} is not an IP address"))?,
+        Some(h) => h
+            .parse::<IpAddr>()
+            .map_err(|_| format!("probe host {h:?} is not an IP address"))?,
         None => pod_ip,
     };
     Ok(SocketAddr::new(ip, port))
@@ -230,7 +257,11 @@ mod tests {
         Container {
             name: "c".into(),
             image: Some("ferrokv/node:1".into()),
-            ports: Some(vec![ContainerPort { name: Some("admin".into()), container_port: 9121, ..Default::default() }]),
+            ports: Some(vec![ContainerPort {
+                name: Some("admin".into()),
+                container_port: 9121,
+                ..Default::default()
+            }]),
             ..Default::default()
         }
     }
@@ -242,7 +273,10 @@ mod tests {
     #[test]
     fn defaults_are_kubelets() {
         let probe = Probe {
-            tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(6379), host: None }),
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(6379),
+                host: None,
+            }),
             ..Default::default()
         };
         let spec = parse(&probe, &container(), &images());
@@ -265,21 +299,43 @@ mod tests {
             ..Default::default()
         };
         let spec = parse(&probe, &container(), &images());
-        assert_eq!(spec.action, Action::Http { host: None, port: 9121, path: "/readyz".into(), headers: vec![] });
+        assert_eq!(
+            spec.action,
+            Action::Http {
+                host: None,
+                port: 9121,
+                path: "/readyz".into(),
+                headers: vec![]
+            }
+        );
         assert_eq!(spec.period, Duration::from_secs(2));
 
         let probe = Probe {
-            exec: Some(ExecAction { command: Some(vec!["ferrokv-node".into(), "check".into()]) }),
+            exec: Some(ExecAction {
+                command: Some(vec!["ferrokv-node".into(), "check".into()]),
+            }),
             ..Default::default()
         };
         let spec = parse(&probe, &container(), &images());
-        assert_eq!(spec.action, Action::Exec(Program { path: "/bin/ferrokv-node".into(), args: vec!["check".into()] }));
+        assert_eq!(
+            spec.action,
+            Action::Exec(Program {
+                path: "/bin/ferrokv-node".into(),
+                args: vec!["check".into()]
+            })
+        );
 
         let bad = Probe {
-            tcp_socket: Some(TCPSocketAction { port: IntOrString::String("nope".into()), host: None }),
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("nope".into()),
+                host: None,
+            }),
             ..Default::default()
         };
-        assert!(matches!(parse(&bad, &container(), &images()).action, Action::Unsupported(_)));
+        assert!(matches!(
+            parse(&bad, &container(), &images()).action,
+            Action::Unsupported(_)
+        ));
         let https = Probe {
             http_get: Some(HTTPGetAction {
                 port: IntOrString::Int(1),
@@ -288,7 +344,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(matches!(parse(&https, &container(), &images()).action, Action::Unsupported(_)));
+        assert!(matches!(
+            parse(&https, &container(), &images()).action,
+            Action::Unsupported(_)
+        ));
     }
 
     #[test]
@@ -329,8 +388,14 @@ mod tests {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let mut buf = [0u8; 1024];
                 let n = conn.read(&mut buf).await.unwrap_or(0);
-                let code = if String::from_utf8_lossy(&buf[..n]).starts_with("GET /ok ") { 200 } else { 503 };
-                let _ = conn.write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let code = if String::from_utf8_lossy(&buf[..n]).starts_with("GET /ok ") {
+                    200
+                } else {
+                    503
+                };
+                let _ = conn
+                    .write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
             }
         });
         let spec = |action| ProbeSpec {
@@ -341,12 +406,35 @@ mod tests {
             success_threshold: 1,
             failure_threshold: 1,
         };
-        let target = Target { pid: 0, pod_ip: "127.0.0.1".parse().unwrap(), env: &[] };
-        let http = |path: &str| Action::Http { host: None, port, path: path.into(), headers: vec![] };
+        let target = Target {
+            pid: 0,
+            pod_ip: "127.0.0.1".parse().unwrap(),
+            env: &[],
+        };
+        let http = |path: &str| Action::Http {
+            host: None,
+            port,
+            path: path.into(),
+            headers: vec![],
+        };
         assert_eq!(check(&spec(Action::Tcp { host: None, port }), &target).await, Ok(()));
         assert_eq!(check(&spec(http("/ok")), &target).await, Ok(()));
         assert!(check(&spec(http("/bad")), &target).await.is_err());
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        assert!(check(&spec(Action::Tcp { host: None, port: closed }), &target).await.is_err());
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert!(
+            check(
+                &spec(Action::Tcp {
+                    host: None,
+                    port: closed
+                }),
+                &target
+            )
+            .await
+            .is_err()
+        );
     }
 }

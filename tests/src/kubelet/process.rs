@@ -85,11 +85,22 @@ pub struct Launch {
 
 /// The argv of the launch chain.
 pub fn command_line(launch: &Launch) -> Vec<OsString> {
-    let mut argv: Vec<OsString> =
-        ["ip", "netns", "exec", &launch.netns, "unshare", "--uts", "--", "sh", "-c", MOUNT_SCRIPT, "sandbox-mount"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+    let mut argv: Vec<OsString> = [
+        "ip",
+        "netns",
+        "exec",
+        &launch.netns,
+        "unshare",
+        "--uts",
+        "--",
+        "sh",
+        "-c",
+        MOUNT_SCRIPT,
+        "sandbox-mount",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
     for bind in &launch.binds {
         argv.push(bind.source.clone().into());
         argv.push(bind.target.clone().into());
@@ -112,14 +123,20 @@ pub struct Process {
 /// Starts a container process, its output appended to `log`.
 pub fn spawn(launch: &Launch, log: &Path) -> Result<Process, Error> {
     if let Some(parent) = log.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| Error::Log { path: log.to_owned(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| Error::Log {
+            path: log.to_owned(),
+            source,
+        })?;
     }
     let open = || {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
-            .map_err(|source| Error::Log { path: log.to_owned(), source })
+            .map_err(|source| Error::Log {
+                path: log.to_owned(),
+                source,
+            })
     };
     let (stdout, stderr) = (open()?, open()?);
     let argv = command_line(launch);
@@ -136,9 +153,10 @@ pub fn spawn(launch: &Launch, log: &Path) -> Result<Process, Error> {
         // A backstop only: the kubelet stops containers itself, but if its task is dropped the
         // process must not outlive it.
         .kill_on_drop(true);
-    let child = command
-        .spawn()
-        .map_err(|source| Error::Spawn { program: launch.program.path.display().to_string(), source })?;
+    let child = command.spawn().map_err(|source| Error::Spawn {
+        program: launch.program.path.display().to_string(),
+        source,
+    })?;
     let pid = child.id().ok_or(Error::NoPid)?;
     let pid = i32::try_from(pid).map_err(|_| Error::NoPid)?;
     Ok(Process { child, pid })
@@ -201,11 +219,16 @@ pub async fn exec_in(
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child =
-        command.spawn().map_err(|source| Error::Spawn { program: program.path.display().to_string(), source })?;
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        program: program.path.display().to_string(),
+        source,
+    })?;
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => Ok(Some(exit_code(status))),
-        Ok(Err(source)) => Err(Error::Spawn { program: program.path.display().to_string(), source }),
+        Ok(Err(source)) => Err(Error::Spawn {
+            program: program.path.display().to_string(),
+            source,
+        }),
         Err(_) => {
             if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
                 let _ = signal(pid, Signal::SIGKILL);
@@ -223,17 +246,31 @@ mod tests {
     #[test]
     fn command_line_passes_everything_as_arguments() {
         let launch = Launch {
-            program: Program { path: "/bin/app".into(), args: vec!["--x=$(nope)".into(), "a b".into()] },
+            program: Program {
+                path: "/bin/app".into(),
+                args: vec!["--x=$(nope)".into(), "a b".into()],
+            },
             env: vec![],
             netns: "fkv-2".into(),
             hostname: "kv-0".into(),
             binds: vec![
-                Bind { source: "/s/v1".into(), target: "/data".into(), read_only: false },
-                Bind { source: "/s/cfg".into(), target: "/etc/app".into(), read_only: true },
+                Bind {
+                    source: "/s/v1".into(),
+                    target: "/data".into(),
+                    read_only: false,
+                },
+                Bind {
+                    source: "/s/cfg".into(),
+                    target: "/etc/app".into(),
+                    read_only: true,
+                },
             ],
             working_dir: "/data".into(),
         };
-        let argv: Vec<String> = command_line(&launch).iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        let argv: Vec<String> = command_line(&launch)
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(&argv[..7], &["ip", "netns", "exec", "fkv-2", "unshare", "--uts", "--"]);
         assert_eq!(argv[9], MOUNT_SCRIPT);
         assert_eq!(

@@ -13,8 +13,8 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -54,7 +54,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> Result<(), 
                 continue;
             }
         };
-        let gated = pod.spec.as_ref().and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
+        let gated = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| !g.is_empty());
         if pod.metadata.deletion_timestamp.is_some() || gated {
             continue;
         }
@@ -75,7 +79,10 @@ async fn bind(ctx: &Ctx, namespace: &str, name: &str) -> bool {
         "metadata": { "name": name, "namespace": namespace },
         "target": { "apiVersion": "v1", "kind": "Node", "name": ctx.config.node_name },
     });
-    match pods.create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding).await {
+    match pods
+        .create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
+        .await
+    {
         Ok(_) => {
             info!(pod = %format!("{namespace}/{name}"), node = %ctx.config.node_name, "bound pod");
             true

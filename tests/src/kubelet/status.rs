@@ -16,27 +16,52 @@ use k8s_openapi::jiff::Timestamp;
 /// A container's state, as the runtime knows it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum State {
-    Waiting { reason: String, message: Option<String> },
-    Running { started_at: Timestamp },
-    Terminated { exit_code: i32, reason: String, message: Option<String>, started_at: Timestamp, finished_at: Timestamp },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: Timestamp,
+    },
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        message: Option<String>,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+    },
 }
 
 impl State {
     pub fn waiting(reason: &str) -> Self {
-        Self::Waiting { reason: reason.to_owned(), message: None }
+        Self::Waiting {
+            reason: reason.to_owned(),
+            message: None,
+        }
     }
 
     fn to_api(&self) -> ContainerState {
         match self {
             Self::Waiting { reason, message } => ContainerState {
-                waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.clone()),
+                    message: message.clone(),
+                }),
                 ..Default::default()
             },
             Self::Running { started_at } => ContainerState {
-                running: Some(ContainerStateRunning { started_at: Some(Time(*started_at)) }),
+                running: Some(ContainerStateRunning {
+                    started_at: Some(Time(*started_at)),
+                }),
                 ..Default::default()
             },
-            Self::Terminated { exit_code, reason, message, started_at, finished_at } => ContainerState {
+            Self::Terminated {
+                exit_code,
+                reason,
+                message,
+                started_at,
+                finished_at,
+            } => ContainerState {
                 terminated: Some(ContainerStateTerminated {
                     exit_code: *exit_code,
                     reason: Some(reason.clone()),
@@ -126,7 +151,11 @@ pub enum Terminal {
 
 impl PodRuntime {
     pub fn container_mut(&mut self, init: bool, index: usize) -> Option<&mut ContainerRuntime> {
-        if init { self.init.get_mut(index) } else { self.containers.get_mut(index) }
+        if init {
+            self.init.get_mut(index)
+        } else {
+            self.containers.get_mut(index)
+        }
     }
 
     /// `Some(terminal)` when every container has ended and none will restart under `policy`.
@@ -154,7 +183,10 @@ impl PodRuntime {
         if !self.initialized() {
             return "Pending";
         }
-        let never_ran = self.containers.iter().any(|c| matches!(c.state, State::Waiting { .. }) && c.last_state.is_none());
+        let never_ran = self
+            .containers
+            .iter()
+            .any(|c| matches!(c.state, State::Waiting { .. }) && c.last_state.is_none());
         if never_ran {
             return "Pending";
         }
@@ -168,13 +200,33 @@ pub fn pod_status(rt: &PodRuntime, previous: Option<&PodStatus>, now: Timestamp)
     let phase = rt.phase();
     let terminal = rt.terminal.is_some();
     let containers_ready = !terminal && rt.containers.iter().all(|c| c.ready);
-    let completed = |ok: bool| if terminal && !ok { Some("PodCompleted".to_owned()) } else { None };
+    let completed = |ok: bool| {
+        if terminal && !ok {
+            Some("PodCompleted".to_owned())
+        } else {
+            None
+        }
+    };
     let not_ready_reason = |ok: bool| {
-        completed(ok).or_else(|| if ok { None } else { Some("ContainersNotReady".to_owned()) })
+        completed(ok).or_else(|| {
+            if ok {
+                None
+            } else {
+                Some("ContainersNotReady".to_owned())
+            }
+        })
     };
     let conditions = [
         ("PodReadyToStartContainers", rt.network_ready && !terminal, None),
-        ("Initialized", rt.initialized(), if rt.initialized() { None } else { Some("ContainersNotInitialized".to_owned()) }),
+        (
+            "Initialized",
+            rt.initialized(),
+            if rt.initialized() {
+                None
+            } else {
+                Some("ContainersNotInitialized".to_owned())
+            },
+        ),
         ("Ready", containers_ready, not_ready_reason(containers_ready)),
         ("ContainersReady", containers_ready, not_ready_reason(containers_ready)),
         ("PodScheduled", true, None),
@@ -244,7 +296,13 @@ mod tests {
     }
 
     fn condition(status: &PodStatus, type_: &str) -> String {
-        status.conditions.iter().flatten().find(|c| c.type_ == type_).map(|c| c.status.clone()).unwrap()
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.clone())
+            .unwrap()
     }
 
     #[test]
@@ -255,9 +313,16 @@ mod tests {
         assert_eq!(condition(&status, "Initialized"), "False");
         assert_eq!(condition(&status, "PodScheduled"), "True");
         rt.init[0].state = terminated(0);
-        rt.containers[0].state = State::Running { started_at: Timestamp::UNIX_EPOCH };
-        assert_eq!(pod_status(&rt, None, Timestamp::UNIX_EPOCH).phase.as_deref(), Some("Pending"));
-        rt.containers[1].state = State::Running { started_at: Timestamp::UNIX_EPOCH };
+        rt.containers[0].state = State::Running {
+            started_at: Timestamp::UNIX_EPOCH,
+        };
+        assert_eq!(
+            pod_status(&rt, None, Timestamp::UNIX_EPOCH).phase.as_deref(),
+            Some("Pending")
+        );
+        rt.containers[1].state = State::Running {
+            started_at: Timestamp::UNIX_EPOCH,
+        };
         let status = pod_status(&rt, None, Timestamp::UNIX_EPOCH);
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(condition(&status, "Initialized"), "True");
@@ -274,7 +339,9 @@ mod tests {
     fn a_container_in_backoff_keeps_the_pod_running() {
         let mut rt = runtime();
         rt.init[0].state = terminated(0);
-        rt.containers[0].state = State::Running { started_at: Timestamp::UNIX_EPOCH };
+        rt.containers[0].state = State::Running {
+            started_at: Timestamp::UNIX_EPOCH,
+        };
         rt.containers[1].state = State::waiting("CrashLoopBackOff");
         rt.containers[1].last_state = Some(terminated(1));
         rt.containers[1].restart_count = 2;
@@ -282,7 +349,17 @@ mod tests {
         assert_eq!(status.phase.as_deref(), Some("Running"));
         let statuses = status.container_statuses.unwrap();
         assert_eq!(statuses[1].restart_count, 2);
-        assert_eq!(statuses[1].last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 1);
+        assert_eq!(
+            statuses[1]
+                .last_state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .exit_code,
+            1
+        );
     }
 
     #[test]
@@ -300,7 +377,10 @@ mod tests {
         let status = pod_status(&rt, None, Timestamp::UNIX_EPOCH);
         assert_eq!(status.phase.as_deref(), Some("Succeeded"));
         let ready = status.conditions.iter().flatten().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodCompleted")));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("PodCompleted"))
+        );
     }
 
     #[test]
@@ -311,7 +391,13 @@ mod tests {
         let first = pod_status(&rt, None, early);
         let second = pod_status(&rt, Some(&first), later);
         let time = |s: &PodStatus, t: &str| {
-            s.conditions.iter().flatten().find(|c| c.type_ == t).unwrap().last_transition_time.clone()
+            s.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == t)
+                .unwrap()
+                .last_transition_time
+                .clone()
         };
         assert_eq!(time(&second, "Ready"), Some(Time(early)));
         let mut ready = rt.clone();

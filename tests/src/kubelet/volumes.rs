@@ -46,7 +46,13 @@ pub(crate) async fn ensure_storage_class(ctx: &Ctx) -> Result<(), super::Error> 
         "volumeBindingMode": "Immediate",
         "allowVolumeExpansion": true,
     });
-    classes.patch(STORAGE_CLASS, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&class)).await?;
+    classes
+        .patch(
+            STORAGE_CLASS,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&class),
+        )
+        .await?;
     Ok(())
 }
 
@@ -113,7 +119,10 @@ async fn provision(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<(), kube:
         .and_then(|r| r.get("storage"))
         .map(|q| q.0.clone())
         .unwrap_or_else(|| "1Gi".to_owned());
-    let access_modes = spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".to_owned()]);
+    let access_modes = spec
+        .access_modes
+        .clone()
+        .unwrap_or_else(|| vec!["ReadWriteOnce".to_owned()]);
 
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     if pvs.get_opt(&pv_name).await?.is_none() {
@@ -163,7 +172,9 @@ async fn provision(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<(), kube:
         "accessModes": access_modes,
         "capacity": { "storage": size },
     } });
-    claims.patch_status(&name, &params, &Patch::Merge(&claim_status)).await?;
+    claims
+        .patch_status(&name, &params, &Patch::Merge(&claim_status))
+        .await?;
     info!(claim = %format!("{namespace}/{name}"), volume = %pv_name, dir = %dir.display(), "provisioned volume");
     Ok(())
 }
@@ -176,14 +187,20 @@ async fn reclaim(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<(), kube::E
     }
     let pv_name = volume_name(claim);
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let Some(pv) = pvs.get_opt(&pv_name).await? else { return Ok(()) };
-    let provisioned_by = pv.annotations().get("pv.kubernetes.io/provisioned-by").map(String::as_str);
+    let Some(pv) = pvs.get_opt(&pv_name).await? else {
+        return Ok(());
+    };
+    let provisioned_by = pv
+        .annotations()
+        .get("pv.kubernetes.io/provisioned-by")
+        .map(String::as_str);
     if provisioned_by != Some(PROVISIONER) {
         return Ok(());
     }
     // Released first: the pv-protection controller only lets go of a volume no claim holds.
     let released = json!({ "status": { "phase": "Released" } });
-    pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(&released)).await?;
+    pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(&released))
+        .await?;
     match pvs.delete(&pv_name, &DeleteParams::default()).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -209,7 +226,10 @@ mod tests {
                 volume_name: volume.map(Into::into),
                 ..Default::default()
             }),
-            status: Some(PersistentVolumeClaimStatus { phase: phase.map(Into::into), ..Default::default() }),
+            status: Some(PersistentVolumeClaimStatus {
+                phase: phase.map(Into::into),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -217,7 +237,10 @@ mod tests {
     #[test]
     fn only_pending_claims_of_our_class_are_provisioned() {
         assert!(wants_volume(&claim(Some("sandbox"), None, Some("Pending"))));
-        assert!(wants_volume(&claim(Some("sandbox"), Some("pvc-1"), Some("Pending"))), "half-done binding resumes");
+        assert!(
+            wants_volume(&claim(Some("sandbox"), Some("pvc-1"), Some("Pending"))),
+            "half-done binding resumes"
+        );
         assert!(!wants_volume(&claim(Some("sandbox"), Some("pvc-1"), Some("Bound"))));
         assert!(!wants_volume(&claim(Some("other"), None, Some("Pending"))));
         assert!(!wants_volume(&claim(None, None, Some("Pending"))));
