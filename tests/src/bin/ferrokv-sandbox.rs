@@ -1,0 +1,5 @@
+//! `ferrokv-sandbox`: start, stop and describe the local Kubernetes sandbox.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
