@@ -568,37 +568,31 @@ async fn config(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// The control plane of this test run: a sandbox of its own under the temp dir, stopped when
-/// the test ends.
+/// The control plane of this test run.
 mod control_plane {
     use std::path::{Path, PathBuf};
 
-    use ferrokv_tests::controlplane::Sandbox;
-
     pub struct ControlPlane {
-        sandbox: Sandbox,
+        kubeconfig: PathBuf,
+        dir: PathBuf,
     }
 
     impl ControlPlane {
         pub fn dir(&self) -> &Path {
-            self.sandbox.dir()
+            &self.dir
         }
 
         pub fn kubeconfig(&self) -> PathBuf {
-            self.sandbox.admin_kubeconfig()
-        }
-    }
-
-    impl Drop for ControlPlane {
-        fn drop(&mut self) {
-            let _ = self.sandbox.down();
+            self.kubeconfig.clone()
         }
     }
 
     pub async fn start() -> anyhow::Result<ControlPlane> {
+        let kubeconfig = std::env::var_os("FERROKV_KUBECONFIG")
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow::anyhow!("set FERROKV_KUBECONFIG to a sandbox admin kubeconfig"))?;
         let dir = std::env::temp_dir().join(format!("ferrokv-kubelet-test-{}", std::process::id()));
-        let sandbox = Sandbox::open(&dir)?;
-        sandbox.up(Path::new(env!("CARGO_BIN_EXE_ferrokv-sandbox"))).await?;
-        Ok(ControlPlane { sandbox })
+        std::fs::create_dir_all(&dir)?;
+        Ok(ControlPlane { kubeconfig, dir })
     }
 }
