@@ -1,13 +1,15 @@
 //! A container as a process: started in its Pod's network namespace, in a private mount and
 //! UTS namespace of its own, with the Pod's volumes bind-mounted at their mount paths.
 //!
-//! The launch chain is `ip netns exec NS unshare --uts -- sh -c MOUNT_SCRIPT ...`:
+//! The launch chain is `ip netns exec NS unshare --uts -- bash -c MOUNT_SCRIPT ...`:
 //! - `ip netns exec` enters the Pod's network namespace and already unshares a mount namespace
 //!   whose mounts are slaves of the host's, so binds made inside never leak to the host;
 //! - `unshare --uts` gives the container its own hostname (the Pod name, as in a real Pod);
-//! - the script creates the mount points (empty directories or files on the host's root if
-//!   missing: the only trace a container leaves outside the sandbox dir), bind-mounts each
-//!   volume (remounting read-only ones), `cd`s to the working dir and `exec`s the program.
+//! - the script opens every volume source and the program first (a mount may cover their paths,
+//!   as a volume covers an image's files), creates the mount points (empty directories or files
+//!   on the host's root if missing: the only trace a container leaves outside the sandbox dir),
+//!   bind-mounts each volume (remounting read-only ones), `cd`s to the working dir and `exec`s
+//!   the program through its descriptor (argv[0] stays the name the spec gave).
 //!
 //! Every step `exec`s the next, so the PID the kubelet spawned *is* the container's process and
 //! signals reach it directly; it also leads its own process group, so a container that forks
@@ -33,22 +35,35 @@ use super::mounts::Bind;
 pub const SETUP_FAILED_EXIT: i32 = 111;
 
 const MOUNT_SCRIPT: &str = r#"
+# Every source and the program are opened before anything is mounted, and used through their
+# descriptors: a mount (an emptyDir on /tmp, a volume on /work) may cover the path of a later
+# source or of the program itself, as it would in a container.
+binds=()
 while [ "$1" != "--" ]; do
-  if [ -d "$1" ]; then
-    mkdir -p "$2" || exit 111
-  else
-    mkdir -p "$(dirname "$2")" || exit 111
-    [ -e "$2" ] || : > "$2" || exit 111
-  fi
-  mount --bind "$1" "$2" || exit 111
-  if [ "$3" = ro ]; then mount -o remount,bind,ro "$2" || exit 111; fi
+  exec {fd}<"$1" || { echo "sandbox: cannot open volume source $1" >&2; exit 111; }
+  binds+=("$fd" "$2" "$3")
   shift 3
 done
 shift
-hostname "$1" 2>/dev/null
-cd "$2" || exit 111
-shift 2
-exec "$@"
+name="$1" dir="$2" prog="$3"
+shift 3
+path=$(command -v -- "$prog") || { echo "sandbox: $prog: not found" >&2; exit 127; }
+exec {pfd}<"$path" || { echo "sandbox: cannot open $path" >&2; exit 127; }
+for ((i = 0; i < ${#binds[@]}; i += 3)); do
+  fd=${binds[i]} target=${binds[i+1]} mode=${binds[i+2]}
+  if [ -d "/proc/self/fd/$fd" ]; then
+    mkdir -p "$target" || exit 111
+  else
+    mkdir -p "$(dirname "$target")" || exit 111
+    [ -e "$target" ] || : > "$target" || exit 111
+  fi
+  mount -c --bind "/proc/self/fd/$fd" "$target" || exit 111
+  if [ "$mode" = ro ]; then mount -c -o remount,bind,ro "$target" || exit 111; fi
+  exec {fd}<&-
+done
+hostname "$name" 2>/dev/null
+cd "$dir" || exit 111
+exec -a "$prog" "/proc/self/fd/$pfd" "$@"
 "#;
 
 /// Default `PATH` of a container, as in most images.
@@ -93,7 +108,7 @@ pub fn command_line(launch: &Launch) -> Vec<OsString> {
         "unshare",
         "--uts",
         "--",
-        "sh",
+        "bash",
         "-c",
         MOUNT_SCRIPT,
         "sandbox-mount",
