@@ -15,6 +15,9 @@
 //! - `crash`: a container killed with SIGKILL is restarted, its restart count rises and its
 //!   last state says exit code 137; the Pod is Ready again.
 //! - `network`: a Pod cut off the network is unreachable from the host until restored.
+//! - `apiaccess`: a Pod reaches the apiserver the in-cluster way (`KUBERNETES_SERVICE_HOST/PORT`,
+//!   the projected ServiceAccount token and CA), verifying the serving certificate: the kubelet's
+//!   forwarder on the bridge gateway stands in for the `kubernetes` Service.
 //! - `config`: env from Secret / ConfigMap / downward API and `$(VAR)` expansion, ConfigMap,
 //!   Secret and downward-API volumes, as seen by the process.
 
@@ -34,9 +37,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IMAGE: &str = "ferrokv/sandbox-testimg:dev";
 
-fn kubelet_config(sandbox_dir: PathBuf) -> KubeletConfig {
+fn kubelet_config(sandbox_dir: PathBuf, apiserver: std::net::SocketAddr) -> KubeletConfig {
     let images = ImageMap::new().with("ferrokv/sandbox-testimg", env!("CARGO_BIN_EXE_sandbox-testimg"));
     let mut config = KubeletConfig::new(sandbox_dir, images);
+    config.apiserver = Some(apiserver);
     config.network = NetworkConfig {
         bridge: "fkvkt0".into(),
         subnet: Ipv4Addr::new(10, 246, 0, 0),
@@ -56,7 +60,7 @@ async fn kubelet_scenarios() -> Result<()> {
     let cp = control_plane::start().await?;
     println!("control plane up in {:?}", started.elapsed());
     let sandbox_dir = cp.dir().join("kubelet");
-    let kubelet = Kubelet::start(&cp.kubeconfig(), kubelet_config(sandbox_dir.clone())).await?;
+    let kubelet = Kubelet::start(&cp.kubeconfig(), kubelet_config(sandbox_dir.clone(), apiserver_addr(&cp.kubeconfig())?)).await?;
     let client = ferrokv_tests::kubelet::client_from_kubeconfig(&cp.kubeconfig()).await?;
     let env = Env {
         client,
@@ -75,14 +79,19 @@ async fn kubelet_scenarios() -> Result<()> {
     })
     .await?;
 
-    let (a, b, c, d, e) = tokio::join!(
-        run("statefulset", &env, statefulset(&env)),
-        run("job", &env, job(&env)),
-        run("crash", &env, crash(&env)),
-        run("network", &env, network(&env)),
-        run("config", &env, config(&env)),
+    // Namespaces are unique per run: a namespace of an earlier, interrupted run may still be
+    // terminating.
+    let ns = |scenario: &str| format!("{scenario}-{}", std::process::id());
+    let names = ["statefulset", "job", "crash", "network", "config", "apiaccess"].map(ns);
+    let (a, b, c, d, e, f) = tokio::join!(
+        run(&names[0], &env, statefulset(&env, &names[0])),
+        run(&names[1], &env, job(&env, &names[1])),
+        run(&names[2], &env, crash(&env, &names[2])),
+        run(&names[3], &env, network(&env, &names[3])),
+        run(&names[4], &env, config(&env, &names[4])),
+        run(&names[5], &env, api_access(&env, &names[5])),
     );
-    let scenarios = [a, b, c, d, e];
+    let scenarios = [a, b, c, d, e, f];
     kubelet.shutdown().await?;
     let failures: Vec<String> = scenarios
         .into_iter()
@@ -93,6 +102,7 @@ async fn kubelet_scenarios() -> Result<()> {
         bail!("{} scenario(s) failed:\n{}", failures.len(), failures.join("\n\n"));
     }
     println!("all scenarios passed in {:?}", started.elapsed());
+    let _ = std::fs::remove_dir_all(&env.sandbox_dir);
     Ok(())
 }
 
@@ -114,8 +124,15 @@ async fn run(name: &str, env: &Env, scenario: impl std::future::Future<Output = 
             dump(env, name).await;
         }
     }
+    // Deleting the namespace deletes its Pods through the kubelet (SIGTERM, grace period, final
+    // delete); a namespace that does not go away means a Pod the kubelet did not let go of.
     let namespaces: Api<Namespace> = Api::all(env.client.clone());
     let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    let gone = wait_for(&format!("namespace {name} to be deleted"), Duration::from_secs(90), || async {
+        matches!(namespaces.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await;
+    let result = result.and(gone);
     result.with_context(|| format!("scenario {name}"))
 }
 
@@ -254,8 +271,7 @@ fn serve_container(name: &str) -> serde_json::Value {
     })
 }
 
-async fn statefulset(env: &Env) -> Result<()> {
-    let ns = "statefulset";
+async fn statefulset(env: &Env, ns: &str) -> Result<()> {
     create_namespace(env, ns).await?;
     create::<Service>(
         env,
@@ -267,7 +283,7 @@ async fn statefulset(env: &Env) -> Result<()> {
     )
     .await?;
     let mut container = serve_container("web");
-    container["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data" }]);
+    container["volumeMounts"] = json!([{ "name": "data", "mountPath": "/var/lib/sandbox-test" }]);
     create::<StatefulSet>(
         env,
         ns,
@@ -316,9 +332,9 @@ async fn statefulset(env: &Env) -> Result<()> {
     }
 
     // Data written into the claim survives the Pod.
-    let (code, body) = http_get(ips[1], 8080, "/write?path=/data/marker&data=kept-across-pods").await?;
+    let (code, body) = http_get(ips[1], 8080, "/write?path=/var/lib/sandbox-test/marker&data=kept-across-pods").await?;
     if code != 200 {
-        bail!("write into /data failed: {code} {body}");
+        bail!("write into the claim failed: {code} {body}");
     }
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let old = pods.get("web-1").await?;
@@ -326,7 +342,7 @@ async fn statefulset(env: &Env) -> Result<()> {
     pods.delete("web-1", &DeleteParams::default()).await?;
     let new = ready_pod(env, ns, "web-1", Some(&old_uid)).await?;
     let new_ip = pod_ip(&new).context("recreated pod without ip")?;
-    let (code, body) = http_get(new_ip, 8080, "/read?path=/data/marker").await?;
+    let (code, body) = http_get(new_ip, 8080, "/read?path=/var/lib/sandbox-test/marker").await?;
     if code != 200 || body != "kept-across-pods" {
         bail!("recreated web-1 read {code} {body:?} from its claim");
     }
@@ -340,8 +356,7 @@ async fn statefulset(env: &Env) -> Result<()> {
     Ok(())
 }
 
-async fn job(env: &Env) -> Result<()> {
-    let ns = "job";
+async fn job(env: &Env, ns: &str) -> Result<()> {
     create_namespace(env, ns).await?;
     create::<Job>(
         env,
@@ -443,8 +458,7 @@ async fn single_pod(env: &Env, ns: &str, name: &str) -> Result<Pod> {
     ready_pod(env, ns, name, None).await
 }
 
-async fn crash(env: &Env) -> Result<()> {
-    let ns = "crash";
+async fn crash(env: &Env, ns: &str) -> Result<()> {
     single_pod(env, ns, "srv").await?;
     env.faults.crash(ns, "srv", Some("srv"))?;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
@@ -473,8 +487,7 @@ async fn crash(env: &Env) -> Result<()> {
     Ok(())
 }
 
-async fn network(env: &Env) -> Result<()> {
-    let ns = "network";
+async fn network(env: &Env, ns: &str) -> Result<()> {
     let pod = single_pod(env, ns, "srv").await?;
     let ip = pod_ip(&pod).context("no ip")?;
     http_get(ip, 8080, "/healthz")
@@ -493,8 +506,7 @@ async fn network(env: &Env) -> Result<()> {
     Ok(())
 }
 
-async fn config(env: &Env) -> Result<()> {
-    let ns = "config";
+async fn config(env: &Env, ns: &str) -> Result<()> {
     create_namespace(env, ns).await?;
     create::<ConfigMap>(
         env,
@@ -595,4 +607,55 @@ mod control_plane {
         std::fs::create_dir_all(&dir)?;
         Ok(ControlPlane { kubeconfig, dir })
     }
+}
+
+/// The apiserver's address from a kubeconfig's current cluster (an IP URL, as the sandbox writes).
+fn apiserver_addr(kubeconfig: &std::path::Path) -> Result<std::net::SocketAddr> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let server = config
+        .clusters
+        .iter()
+        .find_map(|c| c.cluster.as_ref()?.server.clone())
+        .context("kubeconfig without a cluster server")?;
+    let authority = server.trim_start_matches("https://").split('/').next().unwrap_or_default().to_owned();
+    authority.parse().with_context(|| format!("apiserver address {authority:?} is not IP:port"))
+}
+
+async fn api_access(env: &Env, ns: &str) -> Result<()> {
+    create_namespace(env, ns).await?;
+    // Plain shell variables ($SA), not Kubernetes' $(VAR) references, are left to the shell.
+    let script = "SA=/var/run/secrets/kubernetes.io/serviceaccount; \
+        curl -sf --max-time 10 --cacert $SA/ca.crt -H \"Authorization: Bearer `cat $SA/token`\" \
+        https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/version";
+    create::<Job>(
+        env,
+        ns,
+        json!({
+            "metadata": { "name": "version" },
+            "spec": {
+                "backoffLimit": 0,
+                "template": { "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{ "name": "main", "image": IMAGE, "command": ["bash", "-c", script] }],
+                } },
+            },
+        }),
+    )
+    .await?;
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), ns);
+    let outcome = wait_for("job version to finish", Duration::from_secs(90), || async {
+        let status = jobs.get("version").await.ok()?.status?;
+        if status.succeeded.unwrap_or(0) == 1 {
+            Some(true)
+        } else if status.failed.unwrap_or(0) >= 1 {
+            Some(false)
+        } else {
+            None
+        }
+    })
+    .await?;
+    if !outcome {
+        bail!("the pod could not reach the apiserver in-cluster (see its log)");
+    }
+    Ok(())
 }
