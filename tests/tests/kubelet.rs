@@ -60,7 +60,11 @@ async fn kubelet_scenarios() -> Result<()> {
     let cp = control_plane::start().await?;
     println!("control plane up in {:?}", started.elapsed());
     let sandbox_dir = cp.dir().join("kubelet");
-    let kubelet = Kubelet::start(&cp.kubeconfig(), kubelet_config(sandbox_dir.clone(), apiserver_addr(&cp.kubeconfig())?)).await?;
+    let kubelet = Kubelet::start(
+        &cp.kubeconfig(),
+        kubelet_config(sandbox_dir.clone(), apiserver_addr(&cp.kubeconfig())?),
+    )
+    .await?;
     let client = ferrokv_tests::kubelet::client_from_kubeconfig(&cp.kubeconfig()).await?;
     let env = Env {
         client,
@@ -128,9 +132,11 @@ async fn run(name: &str, env: &Env, scenario: impl std::future::Future<Output = 
     // delete); a namespace that does not go away means a Pod the kubelet did not let go of.
     let namespaces: Api<Namespace> = Api::all(env.client.clone());
     let _ = namespaces.delete(name, &DeleteParams::default()).await;
-    let gone = wait_for(&format!("namespace {name} to be deleted"), Duration::from_secs(90), || async {
-        matches!(namespaces.get_opt(name).await, Ok(None)).then_some(())
-    })
+    let gone = wait_for(
+        &format!("namespace {name} to be deleted"),
+        Duration::from_secs(90),
+        || async { matches!(namespaces.get_opt(name).await, Ok(None)).then_some(()) },
+    )
     .await;
     let result = result.and(gone);
     result.with_context(|| format!("scenario {name}"))
@@ -332,7 +338,12 @@ async fn statefulset(env: &Env, ns: &str) -> Result<()> {
     }
 
     // Data written into the claim survives the Pod.
-    let (code, body) = http_get(ips[1], 8080, "/write?path=/var/lib/sandbox-test/marker&data=kept-across-pods").await?;
+    let (code, body) = http_get(
+        ips[1],
+        8080,
+        "/write?path=/var/lib/sandbox-test/marker&data=kept-across-pods",
+    )
+    .await?;
     if code != 200 {
         bail!("write into the claim failed: {code} {body}");
     }
@@ -617,8 +628,15 @@ fn apiserver_addr(kubeconfig: &std::path::Path) -> Result<std::net::SocketAddr> 
         .iter()
         .find_map(|c| c.cluster.as_ref()?.server.clone())
         .context("kubeconfig without a cluster server")?;
-    let authority = server.trim_start_matches("https://").split('/').next().unwrap_or_default().to_owned();
-    authority.parse().with_context(|| format!("apiserver address {authority:?} is not IP:port"))
+    let authority = server
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    authority
+        .parse()
+        .with_context(|| format!("apiserver address {authority:?} is not IP:port"))
 }
 
 async fn api_access(env: &Env, ns: &str) -> Result<()> {

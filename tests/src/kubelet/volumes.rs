@@ -29,6 +29,9 @@ use super::{Ctx, FIELD_MANAGER};
 
 pub const STORAGE_CLASS: &str = "sandbox";
 pub const PROVISIONER: &str = "ferrokv.io/sandbox";
+/// Pace of the sweep for volumes whose claim went away while no kubelet watched (a claim
+/// deleted between two sandbox runs); the watch handles the rest as it happens.
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Creates (or updates) the `sandbox` StorageClass as the cluster's default class, so claims
 /// that name no class (most charts' defaults) are provisioned too.
@@ -59,9 +62,16 @@ pub(crate) async fn ensure_storage_class(ctx: &Ctx) -> Result<(), super::Error> 
 pub(crate) async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> Result<(), super::Error> {
     let claims: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
     let mut events = std::pin::pin!(watcher::watcher(claims, watcher::Config::default()).default_backoff());
+    let mut sweep_tick = tokio::time::interval(SWEEP);
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
+            _ = sweep_tick.tick() => {
+                if let Err(err) = sweep(&ctx).await {
+                    warn!(%err, "failed to sweep released volumes");
+                }
+                continue;
+            }
             event = events.try_next() => event,
         };
         match event {
@@ -185,18 +195,43 @@ async fn reclaim(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<(), kube::E
     if !ours {
         return Ok(());
     }
-    let pv_name = volume_name(claim);
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let Some(pv) = pvs.get_opt(&pv_name).await? else {
-        return Ok(());
-    };
-    let provisioned_by = pv
-        .annotations()
-        .get("pv.kubernetes.io/provisioned-by")
-        .map(String::as_str);
-    if provisioned_by != Some(PROVISIONER) {
-        return Ok(());
+    match pvs.get_opt(&volume_name(claim)).await? {
+        Some(pv) if provisioned_by_us(&pv) => delete_volume(ctx, &pv).await,
+        _ => Ok(()),
     }
+}
+
+fn provisioned_by_us(pv: &PersistentVolume) -> bool {
+    pv.annotations()
+        .get("pv.kubernetes.io/provisioned-by")
+        .map(String::as_str)
+        == Some(PROVISIONER)
+}
+
+/// Deletes every volume of ours whose claim no longer exists (or is a newer claim of the name).
+async fn sweep(ctx: &Ctx) -> Result<(), kube::Error> {
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    for pv in pvs.list(&Default::default()).await?.items {
+        if !provisioned_by_us(&pv) || pv.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(claim_ref) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
+            continue;
+        };
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(ctx.client.clone(), claim_ref.namespace.as_deref().unwrap_or_default());
+        let claim = claims.get_opt(claim_ref.name.as_deref().unwrap_or_default()).await?;
+        if claim.is_none_or(|c| c.uid() != claim_ref.uid) {
+            delete_volume(ctx, &pv).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_volume(ctx: &Ctx, pv: &PersistentVolume) -> Result<(), kube::Error> {
+    let pv_name = pv.name_any();
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     // Released first: the pv-protection controller only lets go of a volume no claim holds.
     let released = json!({ "status": { "phase": "Released" } });
     pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(&released))
@@ -206,11 +241,19 @@ async fn reclaim(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<(), kube::E
         Err(kube::Error::Api(status)) if status.code == 404 => {}
         Err(err) => return Err(err),
     }
-    let dir = ctx.config.volumes_dir().join(&pv_name);
-    if let Err(err) = std::fs::remove_dir_all(&dir) {
+    // Only directories under this kubelet's volumes dir are removed: a volume provisioned by a
+    // sandbox elsewhere on the machine is not ours to delete.
+    let path = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_path.as_ref())
+        .map(|h| std::path::PathBuf::from(&h.path));
+    if let Some(dir) = path.filter(|p| p.starts_with(ctx.config.volumes_dir()))
+        && let Err(err) = std::fs::remove_dir_all(&dir)
+    {
         warn!(dir = %dir.display(), %err, "failed to remove volume directory");
     }
-    info!(claim = %key(claim), volume = %pv_name, "deleted volume");
+    info!(volume = %pv_name, "deleted volume");
     Ok(())
 }
 
