@@ -18,6 +18,8 @@
 //! - `apiaccess`: a Pod reaches the apiserver the in-cluster way (`KUBERNETES_SERVICE_HOST/PORT`,
 //!   the projected ServiceAccount token and CA), verifying the serving certificate: the kubelet's
 //!   forwarder on the bridge gateway stands in for the `kubernetes` Service.
+//! - `termination`: deleting a Pod runs its preStop hook, sends SIGTERM, and SIGKILLs a
+//!   container that ignores it once the grace period is over; then the Pod object goes away.
 //! - `config`: env from Secret / ConfigMap / downward API and `$(VAR)` expansion, ConfigMap,
 //!   Secret and downward-API volumes, as seen by the process.
 
@@ -86,16 +88,26 @@ async fn kubelet_scenarios() -> Result<()> {
     // Namespaces are unique per run: a namespace of an earlier, interrupted run may still be
     // terminating.
     let ns = |scenario: &str| format!("{scenario}-{}", std::process::id());
-    let names = ["statefulset", "job", "crash", "network", "config", "apiaccess"].map(ns);
-    let (a, b, c, d, e, f) = tokio::join!(
+    let names = [
+        "statefulset",
+        "job",
+        "crash",
+        "network",
+        "config",
+        "apiaccess",
+        "termination",
+    ]
+    .map(ns);
+    let (a, b, c, d, e, f, g) = tokio::join!(
         run(&names[0], &env, statefulset(&env, &names[0])),
         run(&names[1], &env, job(&env, &names[1])),
         run(&names[2], &env, crash(&env, &names[2])),
         run(&names[3], &env, network(&env, &names[3])),
         run(&names[4], &env, config(&env, &names[4])),
         run(&names[5], &env, api_access(&env, &names[5])),
+        run(&names[6], &env, termination(&env, &names[6])),
     );
-    let scenarios = [a, b, c, d, e, f];
+    let scenarios = [a, b, c, d, e, f, g];
     kubelet.shutdown().await?;
     let failures: Vec<String> = scenarios
         .into_iter()
@@ -545,6 +557,13 @@ async fn config(env: &Env, ns: &str) -> Result<()> {
         { "name": "creds", "mountPath": "/etc/sandbox-test/creds" },
         { "name": "info", "mountPath": "/etc/sandbox-test/info" },
     ]);
+    // Exec probes run inside the container's namespaces (they see its mounts) and name the
+    // image's binary; a failing startup or liveness probe would restart the container.
+    container["startupProbe"] = json!({
+        "exec": { "command": ["sandbox-testimg", "cat", "/etc/sandbox-test/info/name"] },
+        "periodSeconds": 1, "failureThreshold": 5,
+    });
+    container["livenessProbe"] = json!({ "tcpSocket": { "port": "http" }, "periodSeconds": 1 });
     create::<Pod>(
         env,
         ns,
@@ -582,6 +601,13 @@ async fn config(env: &Env, ns: &str) -> Result<()> {
         if code != 200 || body != want {
             bail!("GET {path}: {code} {body:?}, expected {want:?}");
         }
+    }
+    let restarts = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.first().map(|c| c.restart_count));
+    if restarts != Some(0) {
+        bail!("probes restarted the container: restart count {restarts:?}");
     }
     // The read-only ConfigMap mount is read-only for the process.
     let (code, _) = http_get(ip, 8080, "/write?path=/etc/sandbox-test/cfg/x&data=1").await?;
@@ -675,5 +701,51 @@ async fn api_access(env: &Env, ns: &str) -> Result<()> {
     if !outcome {
         bail!("the pod could not reach the apiserver in-cluster (see its log)");
     }
+    Ok(())
+}
+
+async fn termination(env: &Env, ns: &str) -> Result<()> {
+    create_namespace(env, ns).await?;
+    let hook_dir = env.sandbox_dir.join(format!("hook-{ns}"));
+    let grace = 3;
+    create::<Pod>(
+        env,
+        ns,
+        json!({
+            "metadata": { "name": "stubborn" },
+            "spec": {
+                "terminationGracePeriodSeconds": grace,
+                "volumes": [{ "name": "hook", "hostPath": { "path": hook_dir, "type": "DirectoryOrCreate" } }],
+                "containers": [{
+                    "name": "main", "image": IMAGE,
+                    // Ignores SIGTERM: only the SIGKILL after the grace period ends it.
+                    "command": ["bash", "-c", "trap '' TERM; echo started; while true; do sleep 0.2; done"],
+                    "volumeMounts": [{ "name": "hook", "mountPath": "/hook" }],
+                    "readinessProbe": { "exec": { "command": ["true"] }, "periodSeconds": 1 },
+                    "lifecycle": { "preStop": { "exec": {
+                        "command": ["sandbox-testimg", "write", "/hook/prestop", "ran"],
+                    } } },
+                }],
+            },
+        }),
+    )
+    .await?;
+    ready_pod(env, ns, "stubborn", None).await?;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let started = Instant::now();
+    pods.delete("stubborn", &DeleteParams::default()).await?;
+    wait_for("pod stubborn to be gone", Duration::from_secs(60), || async {
+        matches!(pods.get_opt("stubborn").await, Ok(None)).then_some(())
+    })
+    .await?;
+    let took = started.elapsed();
+    if took < Duration::from_secs(grace) {
+        bail!("a container ignoring SIGTERM was gone after {took:?}, before its {grace} s grace period");
+    }
+    let hook = std::fs::read_to_string(hook_dir.join("prestop")).context("preStop hook did not run")?;
+    if hook != "ran" {
+        bail!("preStop hook wrote {hook:?}");
+    }
+    println!("termination: a SIGTERM-ignoring pod was gone {took:?} after deletion (grace {grace} s)");
     Ok(())
 }
