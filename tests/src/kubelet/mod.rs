@@ -107,6 +107,8 @@ pub struct KubeletConfig {
     /// The apiserver address (as the kubelet reaches it) that Pods reach at the bridge gateway
     /// on port `apiserver_pod_port`: in-cluster clients (the operator) get
     /// `KUBERNETES_SERVICE_HOST/PORT` pointing there. `None`: Pods get no API access.
+    /// The apiserver's serving certificate must have [`NetworkConfig::gateway`] among its IP
+    /// SANs, or in-cluster clients reject it.
     pub apiserver: Option<SocketAddr>,
     pub apiserver_pod_port: u16,
 }

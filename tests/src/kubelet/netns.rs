@@ -59,6 +59,16 @@ impl Default for NetworkConfig {
     }
 }
 
+impl NetworkConfig {
+    /// The bridge's address, which Pods reach the host (and the apiserver forwarder) at. The
+    /// apiserver's serving certificate must name it for in-cluster clients to verify the server.
+    pub fn gateway(&self) -> Ipv4Addr {
+        let size = 1u32.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+        let base = u32::from(self.subnet) & !size.wrapping_sub(1);
+        Ipv4Addr::from(base.wrapping_add(1))
+    }
+}
+
 /// A Pod's network: its namespace, host-side veth and address.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PodNetwork {
@@ -119,8 +129,7 @@ impl Network {
             )));
         }
         let size = 1u32 << (32 - u32::from(config.prefix_len));
-        let base = u32::from(config.subnet) & !(size - 1);
-        let gateway = Ipv4Addr::from(base + 1);
+        let gateway = config.gateway();
         let network = Self {
             gateway,
             ipam: Mutex::new(Ipam {
@@ -268,6 +277,17 @@ async fn ip(args: &[&str]) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_is_the_first_address() {
+        assert_eq!(NetworkConfig::default().gateway(), Ipv4Addr::new(10, 244, 0, 1));
+        let config = NetworkConfig {
+            subnet: Ipv4Addr::new(10, 246, 7, 9),
+            prefix_len: 16,
+            ..Default::default()
+        };
+        assert_eq!(config.gateway(), Ipv4Addr::new(10, 246, 0, 1));
+    }
 
     #[test]
     fn ipam_is_round_robin_and_skips_reserved() {
