@@ -55,6 +55,9 @@ pub use faults::Faults;
 pub use images::ImageMap;
 pub use netns::NetworkConfig;
 
+/// How long the kubelet keeps retrying its registration while the apiserver is not ready.
+const STARTUP_RETRY: Duration = Duration::from_secs(60);
+
 /// Field manager of every write this kubelet makes.
 pub const FIELD_MANAGER: &str = "ferrokv-sandbox-kubelet";
 
@@ -188,8 +191,26 @@ impl Kubelet {
             network,
             started_at: k8s_openapi::jiff::Timestamp::now(),
         });
-        node::register(&ctx).await?;
-        volumes::ensure_storage_class(&ctx).await?;
+        // The apiserver may still be starting (a sandbox starts everything at once): retry the
+        // first writes for a while before giving up.
+        let deadline = std::time::Instant::now() + STARTUP_RETRY;
+        loop {
+            let attempt = async {
+                node::register(&ctx).await?;
+                volumes::ensure_storage_class(&ctx).await
+            };
+            match attempt.await {
+                Ok(()) => break,
+                Err(err) if std::time::Instant::now() < deadline && !cancel.is_cancelled() => {
+                    tracing::info!(%err, "apiserver not ready for the kubelet yet, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(err) => {
+                    ctx.network.teardown().await;
+                    return Err(err);
+                }
+            }
+        }
 
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(target) = ctx.config.apiserver {
