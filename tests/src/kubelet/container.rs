@@ -338,7 +338,16 @@ impl Supervisor {
                 self.terminate_waiting();
                 return Outcome::Stopped;
             }
-            let launch = match self.launch().await {
+            // Preparing a start reads ConfigMaps and Secrets: a stop must not wait for the API.
+            let mut stop = self.stop.clone();
+            let prepared = tokio::select! {
+                prepared = self.launch() => prepared,
+                _ = stop.wait_for(Option::is_some) => {
+                    self.terminate_waiting();
+                    return Outcome::Stopped;
+                }
+            };
+            let launch = match prepared {
                 Ok(launch) => launch,
                 Err((reason, message)) => {
                     warn!(pod = %self.pod.name, container = %name, %reason, %message, "container cannot start");

@@ -58,6 +58,9 @@ pub use netns::NetworkConfig;
 /// How long the kubelet keeps retrying its registration while the apiserver is not ready.
 const STARTUP_RETRY: Duration = Duration::from_secs(60);
 
+/// Longest shutdown: Pods' grace periods (30 s by default) plus slack for a slow apiserver.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(90);
+
 /// Field manager of every write this kubelet makes.
 pub const FIELD_MANAGER: &str = "ferrokv-sandbox-kubelet";
 
@@ -227,7 +230,13 @@ impl Kubelet {
         // failure that would leave the node half-working, so everything stops.
         let first = tasks.join_next().await;
         cancel.cancel();
-        while tasks.join_next().await.is_some() {}
+        // Pods get their grace periods; past this bound whatever is left is aborted, which
+        // drops (and so SIGKILLs) any container process still running.
+        let drained = tokio::time::timeout(SHUTDOWN_BOUND, async { while tasks.join_next().await.is_some() {} });
+        if drained.await.is_err() {
+            tracing::warn!("kubelet tasks did not stop in time, aborting them");
+            tasks.shutdown().await;
+        }
         ctx.network.teardown().await;
         match first {
             Some(Ok(result)) => result,

@@ -48,7 +48,6 @@ pub(crate) async fn register(ctx: &Ctx) -> Result<(), Error> {
         source,
     };
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let cidr = format!("{}/{}", ctx.network.config().subnet, ctx.network.config().prefix_len);
     let node = json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -61,9 +60,18 @@ pub(crate) async fn register(ctx: &Ctx) -> Result<(), Error> {
                 "node.kubernetes.io/instance-type": "ferrokv-sandbox",
             },
         },
-        "spec": { "podCIDR": cidr, "podCIDRs": [cidr] },
     });
-    nodes.patch(&name, &apply(), &Patch::Apply(&node)).await.map_err(err)?;
+    match nodes.patch(&name, &apply(), &Patch::Apply(&node)).await {
+        Ok(_) => {}
+        // A Node left by a kubelet configured differently (an older version set the immutable
+        // podCIDR) cannot be updated into this one: replace it. Its Pods are orphans anyway.
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            warn!(node = %name, message = %status.message, "replacing a node that cannot be updated");
+            nodes.delete(&name, &Default::default()).await.map_err(err)?;
+            nodes.patch(&name, &apply(), &Patch::Apply(&node)).await.map_err(err)?;
+        }
+        Err(source) => return Err(err(source)),
+    }
     patch_status(ctx).await.map_err(err)?;
     renew_lease(ctx).await.map_err(err)?;
     Ok(())

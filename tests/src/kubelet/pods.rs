@@ -45,6 +45,8 @@ use super::status::{self, ContainerRuntime, PodRuntime, State, Terminal};
 
 /// Longest time between two status patches of a running Pod.
 pub const STATUS_RESYNC: Duration = Duration::from_secs(10);
+/// Longest wait for one status patch.
+const PATCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pace of retries while a Pod's sandbox cannot be set up yet.
 const SETUP_RETRY: Duration = Duration::from_secs(1);
 
@@ -542,7 +544,7 @@ async fn status_loop(
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut written: Option<PodStatus> = None;
     let mut previous: Option<PodStatus> = pod.status.clone();
-    let mut final_attempts = 10;
+    let mut final_attempts = 3;
     loop {
         let stopping = stop.is_cancelled();
         let snapshot = runtime.lock().clone();
@@ -556,10 +558,15 @@ async fn status_loop(
                 map.insert("message".into(), serde_json::Value::Null);
             }
             let patch = json!({ "status": body });
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+            // Bounded: an unreachable apiserver must not hold up a Pod's teardown (or the
+            // kubelet's shutdown) for the client's default timeout.
+            let patched = tokio::time::timeout(
+                PATCH_TIMEOUT,
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+            .unwrap_or_else(|_| Err(kube::Error::Service("status patch timed out".into())));
+            match patched {
                 Ok(_) => {
                     previous = Some(desired.clone());
                     written = Some(desired);
