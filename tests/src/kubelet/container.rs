@@ -613,3 +613,38 @@ fn append(path: &std::path::Path, text: &str) -> std::io::Result<()> {
         .open(path)?
         .write_all(text.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referenced_sources_cover_env_env_from_and_volumes() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p" },
+            "spec": {
+                "initContainers": [{ "name": "i", "envFrom": [{ "secretRef": { "name": "s-init" } }] }],
+                "containers": [{
+                    "name": "c",
+                    "envFrom": [{ "configMapRef": { "name": "cm-from" } }],
+                    "env": [
+                        { "name": "A", "valueFrom": { "configMapKeyRef": { "name": "cm-key", "key": "k" } } },
+                        { "name": "B", "valueFrom": { "secretKeyRef": { "name": "s-key", "key": "k" } } },
+                    ],
+                }],
+                "volumes": [
+                    { "name": "v1", "configMap": { "name": "cm-vol" } },
+                    { "name": "v2", "secret": { "secretName": "s-vol" } },
+                    { "name": "v3", "projected": { "sources": [
+                        { "configMap": { "name": "kube-root-ca.crt" } },
+                        { "serviceAccountToken": { "path": "token" } },
+                    ] } },
+                ],
+            },
+        }))
+        .unwrap();
+        let (cms, secrets) = referenced_sources(&pod);
+        assert_eq!(cms, vec!["cm-from", "cm-key", "cm-vol", "kube-root-ca.crt"]);
+        assert_eq!(secrets, vec!["s-init", "s-key", "s-vol"]);
+    }
+}
