@@ -7,7 +7,8 @@
 //!
 //! Scenarios (each reported by name on failure):
 //! - `statefulset`: 3 replicas of the test image become Ready with distinct IPs, reach each
-//!   other from inside their network namespaces, and have their own hostname; a Pod deleted is
+//!   other from inside their network namespaces by IP and by their headless-Service DNS names,
+//!   and have their own hostname; a Pod deleted is
 //!   recreated by the StatefulSet controller and finds the data it wrote in its PVC.
 //! - `job`: a Job whose init container writes into an emptyDir and whose container reads it
 //!   runs to completion (`Succeeded`, Job `succeeded: 1`), its output in the log file; a Job
@@ -349,6 +350,14 @@ async fn statefulset(env: &Env, ns: &str) -> Result<()> {
         }
     }
 
+    // Peers find each other by their headless-Service DNS names (the kubelet's hosts files).
+    for name in [format!("web-2.web.{ns}.svc.cluster.local"), "web-1.web".to_owned()] {
+        let (code, body) = http_get(ips[0], 8080, &format!("/fetch?addr={name}:8080&path=/")).await?;
+        if code != 200 || !body.contains(&format!("pod={}", &name[..5])) {
+            bail!("web-0 could not reach {name}: {code} {body:?}");
+        }
+    }
+
     // Data written into the claim survives the Pod.
     let (code, body) = http_get(
         ips[1],
@@ -368,6 +377,11 @@ async fn statefulset(env: &Env, ns: &str) -> Result<()> {
     let (code, body) = http_get(new_ip, 8080, "/read?path=/var/lib/sandbox-test/marker").await?;
     if code != 200 || body != "kept-across-pods" {
         bail!("recreated web-1 read {code} {body:?} from its claim");
+    }
+    // Its name now resolves to its new address in its peers' hosts files.
+    let (code, body) = http_get(ips[0], 8080, "/fetch?addr=web-1.web:8080&path=/").await?;
+    if code != 200 || !body.contains("pod=web-1") {
+        bail!("web-0 could not reach the recreated web-1 ({new_ip}) by name: {code} {body:?}");
     }
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), ns);
     let claim = claims.get("data-web-1").await?;

@@ -147,9 +147,13 @@ fn handle(mut conn: TcpStream) {
 
 /// A GET to another server, returning its body.
 fn fetch(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::net::ToSocketAddrs;
+    // Names resolve like in any program (getaddrinfo: /etc/hosts first), which is what the
+    // kubelet's per-Pod hosts file serves.
     let sock = addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{addr} does not resolve")))?;
     let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(

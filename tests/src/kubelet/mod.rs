@@ -159,6 +159,8 @@ pub(crate) struct Ctx {
     pub client: kube::Client,
     pub config: KubeletConfig,
     pub network: netns::Network,
+    /// The `/etc/hosts` of every live Pod, rewritten as Pods come and go.
+    pub hosts: parking_lot::Mutex<pods::HostsRegistry>,
     /// When this kubelet started: the transition time of the Node's conditions.
     pub started_at: k8s_openapi::jiff::Timestamp,
 }
@@ -192,6 +194,7 @@ impl Kubelet {
             client,
             config,
             network,
+            hosts: Default::default(),
             started_at: k8s_openapi::jiff::Timestamp::now(),
         });
         // The apiserver may still be starting (a sandbox starts everything at once): retry the

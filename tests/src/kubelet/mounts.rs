@@ -419,17 +419,55 @@ fn write_files(volume: &str, dir: &Path, entries: &[Entry], default_mode: Option
     Ok(())
 }
 
-/// The `/etc/hosts` kubelet writes for a Pod: localhost, then the Pod's own names.
-pub fn hosts_file(pod_ip: &str, hostname: &str, subdomain: Option<&str>, namespace: &str) -> String {
-    let mut names = String::new();
-    if let Some(sub) = subdomain.filter(|s| !s.is_empty()) {
-        names.push_str(&format!("{hostname}.{sub}.{namespace}.svc.cluster.local\t"));
+/// A Pod as `/etc/hosts` knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostEntry {
+    pub ip: String,
+    pub hostname: String,
+    pub subdomain: Option<String>,
+    pub namespace: String,
+}
+
+impl HostEntry {
+    /// The names other Pods find this one by: the DNS names a headless Service's `subdomain`
+    /// gives a Pod (`<hostname>.<subdomain>.<namespace>.svc.cluster.local` and its shorter
+    /// forms, which the cluster DNS search path would complete), and the short
+    /// `<hostname>.<subdomain>` within its own namespace.
+    fn names(&self, viewer_namespace: &str) -> Vec<String> {
+        let Some(sub) = self.subdomain.as_deref().filter(|s| !s.is_empty()) else {
+            return Vec::new();
+        };
+        let (h, ns) = (&self.hostname, &self.namespace);
+        let mut names = vec![
+            format!("{h}.{sub}.{ns}.svc.cluster.local"),
+            format!("{h}.{sub}.{ns}.svc"),
+            format!("{h}.{sub}.{ns}"),
+        ];
+        if viewer_namespace == ns {
+            names.push(format!("{h}.{sub}"));
+        }
+        names
     }
-    names.push_str(hostname);
-    format!(
-        "# Kubernetes-managed hosts file (ferrokv sandbox kubelet).\n127.0.0.1\tlocalhost\n::1\tlocalhost \
-         ip6-localhost ip6-loopback\n{pod_ip}\t{names}\n"
-    )
+}
+
+/// The `/etc/hosts` of a Pod: localhost, the Pod's own names, then the DNS names of every
+/// other Pod of the node. The sandbox has no cluster DNS; the names of StatefulSet Pods behind
+/// a headless Service (how peers usually find each other) resolve through this file instead.
+pub fn hosts_file(own: &HostEntry, others: &[HostEntry]) -> String {
+    let mut out = String::from(
+        "# Kubernetes-managed hosts file (ferrokv sandbox kubelet).\n127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
+    let mut own_names = own.names(&own.namespace);
+    own_names.push(own.hostname.clone());
+    out.push_str(&format!("{}\t{}\n", own.ip, own_names.join("\t")));
+    for other in others {
+        let names = other.names(&own.namespace);
+        if !names.is_empty() && other.ip != own.ip {
+            out.push_str(&format!("{}\t{}\n", other.ip, names.join("\t")));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -505,13 +543,31 @@ mod tests {
     }
 
     #[test]
-    fn hosts_file_names_the_pod() {
-        let hosts = hosts_file("10.244.0.9", "kv-0", Some("kv"), "ns1");
+    fn hosts_file_names_the_pod_and_its_peers() {
+        let entry = |ip: &str, h: &str, sub: Option<&str>, ns: &str| HostEntry {
+            ip: ip.into(),
+            hostname: h.into(),
+            subdomain: sub.map(Into::into),
+            namespace: ns.into(),
+        };
+        let own = entry("10.244.0.9", "kv-0", Some("kv"), "ns1");
+        let others = [
+            entry("10.244.0.10", "kv-1", Some("kv"), "ns1"),
+            entry("10.244.0.11", "web-0", Some("web"), "ns2"),
+            entry("10.244.0.12", "plain", None, "ns1"),
+        ];
+        let hosts = hosts_file(&own, &others);
+        assert!(hosts.contains("127.0.0.1\tlocalhost\n"), "{hosts}");
         assert!(
-            hosts.contains("10.244.0.9\tkv-0.kv.ns1.svc.cluster.local\tkv-0\n"),
+            hosts.contains("10.244.0.9\tkv-0.kv.ns1.svc.cluster.local\tkv-0.kv.ns1.svc\tkv-0.kv.ns1\tkv-0.kv\tkv-0\n"),
             "{hosts}"
         );
-        assert!(hosts.contains("127.0.0.1\tlocalhost"));
+        assert!(hosts.contains("10.244.0.10\tkv-1.kv.ns1.svc.cluster.local\tkv-1.kv.ns1.svc\tkv-1.kv.ns1\tkv-1.kv\n"));
+        assert!(hosts.contains("10.244.0.11\tweb-0.web.ns2.svc.cluster.local\tweb-0.web.ns2.svc\tweb-0.web.ns2\n"));
+        assert!(
+            !hosts.contains("plain"),
+            "a pod without subdomain has no DNS name: {hosts}"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ use super::Ctx;
 use super::container::{Outcome, PodContext, Supervisor};
 use super::env::PodFacts;
 use super::faults::{self, PodRecord};
-use super::mounts::{self, VolumeContext};
+use super::mounts::{self, HostEntry, VolumeContext};
 use super::netns::PodNetwork;
 use super::status::{self, ContainerRuntime, PodRuntime, State, Terminal};
 
@@ -49,6 +49,42 @@ pub const STATUS_RESYNC: Duration = Duration::from_secs(10);
 const PATCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pace of retries while a Pod's sandbox cannot be set up yet.
 const SETUP_RETRY: Duration = Duration::from_secs(1);
+
+/// The names and `/etc/hosts` file of every Pod with a network, so that each Pod's file lists
+/// the others (the sandbox's stand-in for cluster DNS, see [`mounts::hosts_file`]). Files are
+/// rewritten in place: they are bind-mounted by inode, a rename would leave Pods on the old one.
+#[derive(Default)]
+pub struct HostsRegistry {
+    pods: std::collections::BTreeMap<String, (HostEntry, std::path::PathBuf)>,
+}
+
+impl HostsRegistry {
+    fn set(&mut self, uid: &str, entry: HostEntry, file: std::path::PathBuf) {
+        self.pods.insert(uid.to_owned(), (entry, file));
+    }
+
+    fn remove(&mut self, uid: &str) {
+        self.pods.remove(uid);
+    }
+
+    fn write_all(&self) {
+        for (uid, (own, file)) in &self.pods {
+            let others: Vec<HostEntry> = self
+                .pods
+                .iter()
+                .filter(|(u, _)| *u != uid)
+                .map(|(_, (entry, _))| entry.clone())
+                .collect();
+            let content = mounts::hosts_file(own, &others);
+            if std::fs::read_to_string(file).ok().as_deref() == Some(content.as_str()) {
+                continue;
+            }
+            if let Err(err) = std::fs::write(file, content) {
+                warn!(file = %file.display(), %err, "failed to write pod hosts file");
+            }
+        }
+    }
+}
 
 struct Worker {
     updates: watch::Sender<Option<Pod>>,
@@ -290,6 +326,11 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
     }
     faults::remove_record(&ctx.config.records_dir(), &namespace, &name, &uid);
     {
+        let mut hosts = ctx.hosts.lock();
+        hosts.remove(&uid);
+        hosts.write_all();
+    }
+    {
         let mut rt = runtime.lock();
         rt.network_ready = false;
         let PodRuntime { init, containers, .. } = &mut *rt;
@@ -425,9 +466,18 @@ async fn setup_once(
     let dir = pod_dir(ctx, pod);
     std::fs::create_dir_all(&dir).map_err(|e| format!("pod dir {}: {e}", dir.display()))?;
     let hostname = spec.hostname.clone().unwrap_or_else(|| pod.name_any());
-    let hosts = mounts::hosts_file(&pod_ip, &hostname, spec.subdomain.as_deref(), &facts.namespace);
     let hosts_file = dir.join("etc-hosts");
-    std::fs::write(&hosts_file, hosts).map_err(|e| format!("hosts file: {e}"))?;
+    let entry = HostEntry {
+        ip: pod_ip.clone(),
+        hostname,
+        subdomain: spec.subdomain.clone(),
+        namespace: facts.namespace.clone(),
+    };
+    {
+        let mut hosts = ctx.hosts.lock();
+        hosts.set(&facts.uid, entry, hosts_file.clone());
+        hosts.write_all();
+    }
 
     let sources = super::container::fetch_sources(&ctx.client, &facts.namespace, pod)
         .await
