@@ -26,10 +26,12 @@
 //!   in a different process than the kubelet.
 //! - [`apiproxy`]: a TCP forwarder from the bridge gateway to the apiserver, which is what the
 //!   `kubernetes` Service is to in-cluster clients (there is no kube-proxy here).
+//! - [`cli`]: the arguments of a `ferrokv-sandbox kubelet` process.
 //!
 //! Everything needs root (network and mount namespaces), which the sandbox machines have.
 
 pub mod apiproxy;
+pub mod cli;
 pub mod container;
 pub mod env;
 pub mod faults;
