@@ -5,6 +5,9 @@
 //! kubelet gets a bridge and subnet of its own (`fkvkt0`, 10.246.0.0/16) so it cannot collide
 //! with a sandbox started by `ferrokv-sandbox up` on the same machine.
 //!
+//! Container mount paths are under `/var/lib/sandbox-test`: the kubelet runs processes on the
+//! host's filesystem, so mount points it has to create are left there as empty directories.
+//!
 //! Scenarios (each reported by name on failure):
 //! - `statefulset`: 3 replicas of the test image become Ready with distinct IPs, reach each
 //!   other from inside their network namespaces by IP and by their headless-Service DNS names,
@@ -395,6 +398,13 @@ async fn statefulset(env: &Env, ns: &str) -> Result<()> {
 
 async fn job(env: &Env, ns: &str) -> Result<()> {
     create_namespace(env, ns).await?;
+    // The main container also mounts an emptyDir over the directory its own binary lives in,
+    // as a volume can cover an image's files: the kubelet must still start the program.
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_sandbox-testimg"))
+        .parent()
+        .context("test image binary without a directory")?
+        .display()
+        .to_string();
     create::<Job>(
         env,
         ns,
@@ -404,16 +414,19 @@ async fn job(env: &Env, ns: &str) -> Result<()> {
                 "backoffLimit": 0,
                 "template": { "spec": {
                     "restartPolicy": "Never",
-                    "volumes": [{ "name": "work", "emptyDir": {} }],
+                    "volumes": [{ "name": "work", "emptyDir": {} }, { "name": "cover", "emptyDir": {} }],
                     "initContainers": [{
                         "name": "prepare", "image": IMAGE,
-                        "args": ["write", "/work/greeting", "hello from init"],
-                        "volumeMounts": [{ "name": "work", "mountPath": "/work" }],
+                        "args": ["write", "/var/lib/sandbox-test/work/greeting", "hello from init"],
+                        "volumeMounts": [{ "name": "work", "mountPath": "/var/lib/sandbox-test/work" }],
                     }],
                     "containers": [{
                         "name": "main", "image": IMAGE,
-                        "args": ["cat", "/work/greeting"],
-                        "volumeMounts": [{ "name": "work", "mountPath": "/work" }],
+                        "args": ["cat", "/var/lib/sandbox-test/work/greeting"],
+                        "volumeMounts": [
+                            { "name": "work", "mountPath": "/var/lib/sandbox-test/work" },
+                            { "name": "cover", "mountPath": bin_dir },
+                        ],
                     }],
                 } },
             },
@@ -567,14 +580,14 @@ async fn config(env: &Env, ns: &str) -> Result<()> {
     ]);
     container["envFrom"] = json!([{ "prefix": "CFG_", "configMapRef": { "name": "cfg" } }]);
     container["volumeMounts"] = json!([
-        { "name": "cfg", "mountPath": "/etc/sandbox-test/cfg", "readOnly": true },
-        { "name": "creds", "mountPath": "/etc/sandbox-test/creds" },
-        { "name": "info", "mountPath": "/etc/sandbox-test/info" },
+        { "name": "cfg", "mountPath": "/var/lib/sandbox-test/etc/cfg", "readOnly": true },
+        { "name": "creds", "mountPath": "/var/lib/sandbox-test/etc/creds" },
+        { "name": "info", "mountPath": "/var/lib/sandbox-test/etc/info" },
     ]);
     // Exec probes run inside the container's namespaces (they see its mounts) and name the
     // image's binary; a failing startup or liveness probe would restart the container.
     container["startupProbe"] = json!({
-        "exec": { "command": ["sandbox-testimg", "cat", "/etc/sandbox-test/info/name"] },
+        "exec": { "command": ["sandbox-testimg", "cat", "/var/lib/sandbox-test/etc/info/name"] },
         "periodSeconds": 1, "failureThreshold": 5,
     });
     container["livenessProbe"] = json!({ "tcpSocket": { "port": "http" }, "periodSeconds": 1 });
@@ -605,10 +618,16 @@ async fn config(env: &Env, ns: &str) -> Result<()> {
         ("/env?name=PASSWORD", "hunter2".to_owned()),
         ("/env?name=ADDR", format!("{ip}:8080/fast")),
         ("/env?name=CFG_mode", "fast".to_owned()),
-        ("/read?path=/etc/sandbox-test/cfg/app.conf", "a=1\n".to_owned()),
-        ("/read?path=/etc/sandbox-test/creds/password", "hunter2".to_owned()),
-        ("/read?path=/etc/sandbox-test/info/labels", "tier=\"test\"".to_owned()),
-        ("/read?path=/etc/sandbox-test/info/name", "srv".to_owned()),
+        ("/read?path=/var/lib/sandbox-test/etc/cfg/app.conf", "a=1\n".to_owned()),
+        (
+            "/read?path=/var/lib/sandbox-test/etc/creds/password",
+            "hunter2".to_owned(),
+        ),
+        (
+            "/read?path=/var/lib/sandbox-test/etc/info/labels",
+            "tier=\"test\"".to_owned(),
+        ),
+        ("/read?path=/var/lib/sandbox-test/etc/info/name", "srv".to_owned()),
     ];
     for (path, want) in expect {
         let (code, body) = http_get(ip, 8080, path).await?;
@@ -624,7 +643,7 @@ async fn config(env: &Env, ns: &str) -> Result<()> {
         bail!("probes restarted the container: restart count {restarts:?}");
     }
     // The read-only ConfigMap mount is read-only for the process.
-    let (code, _) = http_get(ip, 8080, "/write?path=/etc/sandbox-test/cfg/x&data=1").await?;
+    let (code, _) = http_get(ip, 8080, "/write?path=/var/lib/sandbox-test/etc/cfg/x&data=1").await?;
     if code == 200 {
         bail!("wrote into a read-only mount");
     }
@@ -734,10 +753,10 @@ async fn termination(env: &Env, ns: &str) -> Result<()> {
                     "name": "main", "image": IMAGE,
                     // Ignores SIGTERM: only the SIGKILL after the grace period ends it.
                     "command": ["bash", "-c", "trap '' TERM; echo started; while true; do sleep 0.2; done"],
-                    "volumeMounts": [{ "name": "hook", "mountPath": "/hook" }],
+                    "volumeMounts": [{ "name": "hook", "mountPath": "/var/lib/sandbox-test/hook" }],
                     "readinessProbe": { "exec": { "command": ["true"] }, "periodSeconds": 1 },
                     "lifecycle": { "preStop": { "exec": {
-                        "command": ["sandbox-testimg", "write", "/hook/prestop", "ran"],
+                        "command": ["sandbox-testimg", "write", "/var/lib/sandbox-test/hook/prestop", "ran"],
                     } } },
                 }],
             },
