@@ -386,7 +386,8 @@ impl Supervisor {
                 }
                 Err(message) => (128, "StartError".to_owned(), Some(message)),
             };
-            info!(pod = %format!("{}/{}", self.pod.namespace, self.pod.name), container = %name, exit_code, %reason, "container ended");
+            let pod_key = format!("{}/{}", self.pod.namespace, self.pod.name);
+            info!(pod = %pod_key, container = %name, exit_code, %reason, "container ended");
             let terminated = State::Terminated {
                 exit_code,
                 reason,
