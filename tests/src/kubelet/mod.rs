@@ -60,8 +60,8 @@ pub use netns::NetworkConfig;
 /// How long the kubelet keeps retrying its registration while the apiserver is not ready.
 const STARTUP_RETRY: Duration = Duration::from_secs(60);
 
-/// Longest shutdown: Pods' grace periods (30 s by default) plus slack for a slow apiserver.
-const SHUTDOWN_BOUND: Duration = Duration::from_secs(90);
+/// Longest shutdown: Pods get at most 5 s each, plus slack for a slow apiserver.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(30);
 
 /// Field manager of every write this kubelet makes.
 pub const FIELD_MANAGER: &str = "ferrokv-sandbox-kubelet";

@@ -45,6 +45,8 @@ use super::status::{self, ContainerRuntime, PodRuntime, State, Terminal};
 
 /// Longest time between two status patches of a running Pod.
 pub const STATUS_RESYNC: Duration = Duration::from_secs(10);
+/// Longest grace period of a container stopped because the kubelet shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait for one status patch.
 const PATCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pace of retries while a Pod's sandbox cannot be set up yet.
@@ -199,8 +201,11 @@ async fn finalize_deletion(ctx: &Ctx, pod: &Pod) {
     }
 }
 
-/// How long to give containers when stopping, from the latest version of the Pod.
-fn stop_grace(pod: Option<&Pod>) -> Duration {
+/// How long to give containers when stopping, from the latest version of the Pod. A kubelet
+/// shutting down gives at most [`SHUTDOWN_GRACE`]: whoever stops it (a sandbox `down`) will not
+/// wait for 30 s grace periods, and a container killed with the kubelet is better than one
+/// orphaned by it.
+fn stop_grace(pod: Option<&Pod>, shutdown: &CancellationToken) -> Duration {
     let secs = pod
         .and_then(|p| {
             p.metadata
@@ -208,7 +213,12 @@ fn stop_grace(pod: Option<&Pod>) -> Duration {
                 .or_else(|| p.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
         })
         .unwrap_or(30);
-    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    let grace = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    if shutdown.is_cancelled() {
+        grace.min(SHUTDOWN_GRACE)
+    } else {
+        grace
+    }
 }
 
 /// Why a worker stops before its Pod completes.
@@ -531,7 +541,7 @@ async fn run_containers(
         let outcome = tokio::select! {
             outcome = &mut task => outcome,
             stop = stop_requested(updates, shutdown) => {
-                let _ = stop_tx.send(Some(stop_grace(updates.borrow().as_ref())));
+                let _ = stop_tx.send(Some(stop_grace(updates.borrow().as_ref(), shutdown)));
                 let _ = task.await;
                 return Some(stop);
             }
@@ -565,7 +575,7 @@ async fn run_containers(
     };
     match stop {
         Some(stop) => {
-            let _ = stop_tx.send(Some(stop_grace(updates.borrow().as_ref())));
+            let _ = stop_tx.send(Some(stop_grace(updates.borrow().as_ref(), shutdown)));
             while tasks.join_next().await.is_some() {}
             Some(stop)
         }

@@ -1,7 +1,10 @@
 //! A container as a process: started in its Pod's network namespace, in a private mount and
 //! UTS namespace of its own, with the Pod's volumes bind-mounted at their mount paths.
 //!
-//! The launch chain is `ip netns exec NS unshare --uts -- bash -c MOUNT_SCRIPT ...`:
+//! The launch chain is `setpriv --pdeathsig KILL -- ip netns exec NS unshare --uts -- bash -c
+//! MOUNT_SCRIPT ...`:
+//! - `setpriv --pdeathsig KILL` makes the kernel kill the container if the kubelet dies without
+//!   stopping it (SIGKILLed by a `down` that lost patience): no orphan keeps a port or a volume;
 //! - `ip netns exec` enters the Pod's network namespace and already unshares a mount namespace
 //!   whose mounts are slaves of the host's, so binds made inside never leak to the host;
 //! - `unshare --uts` gives the container its own hostname (the Pod name, as in a real Pod);
@@ -101,6 +104,10 @@ pub struct Launch {
 /// The argv of the launch chain.
 pub fn command_line(launch: &Launch) -> Vec<OsString> {
     let mut argv: Vec<OsString> = [
+        "setpriv",
+        "--pdeathsig",
+        "KILL",
+        "--",
         "ip",
         "netns",
         "exec",
@@ -286,10 +293,25 @@ mod tests {
             .iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(&argv[..7], &["ip", "netns", "exec", "fkv-2", "unshare", "--uts", "--"]);
-        assert_eq!(argv[9], MOUNT_SCRIPT);
         assert_eq!(
-            &argv[10..],
+            &argv[..11],
+            &[
+                "setpriv",
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "ip",
+                "netns",
+                "exec",
+                "fkv-2",
+                "unshare",
+                "--uts",
+                "--"
+            ]
+        );
+        assert_eq!(argv[13], MOUNT_SCRIPT);
+        assert_eq!(
+            &argv[14..],
             &[
                 "sandbox-mount",
                 "/s/v1",
