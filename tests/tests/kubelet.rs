@@ -5,6 +5,10 @@
 //! kubelet gets a bridge and subnet of its own (`fkvkt0`, 10.246.0.0/16) so it cannot collide
 //! with a sandbox started by `ferrokv-sandbox up` on the same machine.
 //!
+//! The control plane: `FERROKV_KUBECONFIG` (an admin kubeconfig of a running sandbox). With
+//! `FERROKV_KUBELET_DIR` (the `--dir` of that sandbox's kubelet) the sandbox's own kubelet runs the
+//! Pods; without it the test starts a kubelet of its own, which must then be the only one.
+//!
 //! Container mount paths are under `/var/lib/sandbox-test`: the kubelet runs processes on the
 //! host's filesystem, so mount points it has to create are left there as empty directories.
 //!
@@ -65,16 +69,20 @@ async fn kubelet_scenarios() -> Result<()> {
     let started = Instant::now();
     let cp = control_plane::start().await?;
     println!("control plane up in {:?}", started.elapsed());
-    let sandbox_dir = cp.dir().join("kubelet");
-    let kubelet = Kubelet::start(
-        &cp.kubeconfig(),
-        kubelet_config(sandbox_dir.clone(), apiserver_addr(&cp.kubeconfig())?),
-    )
-    .await?;
+    // A sandbox whose kubelet already runs (`ferrokv-sandbox up`) is used as it is: its
+    // kubelet dir gives the fault records and logs. Otherwise the test runs its own kubelet.
+    let (kubelet, sandbox_dir) = match std::env::var_os("FERROKV_KUBELET_DIR") {
+        Some(dir) => (None, PathBuf::from(dir)),
+        None => {
+            let dir = cp.dir().join("kubelet");
+            let config = kubelet_config(dir.clone(), apiserver_addr(&cp.kubeconfig())?);
+            (Some(Kubelet::start(&cp.kubeconfig(), config).await?), dir)
+        }
+    };
     let client = ferrokv_tests::kubelet::client_from_kubeconfig(&cp.kubeconfig()).await?;
     let env = Env {
         client,
-        faults: kubelet.faults(),
+        faults: ferrokv_tests::kubelet::Faults::new(&sandbox_dir),
         sandbox_dir,
     };
     wait_for("node Ready", Duration::from_secs(60), || async {
@@ -112,7 +120,9 @@ async fn kubelet_scenarios() -> Result<()> {
         run(&names[6], &env, termination(&env, &names[6])),
     );
     let scenarios = [a, b, c, d, e, f, g];
-    kubelet.shutdown().await?;
+    if let Some(kubelet) = kubelet {
+        kubelet.shutdown().await?;
+    }
     let failures: Vec<String> = scenarios
         .into_iter()
         .filter_map(Result::err)
@@ -122,7 +132,9 @@ async fn kubelet_scenarios() -> Result<()> {
         bail!("{} scenario(s) failed:\n{}", failures.len(), failures.join("\n\n"));
     }
     println!("all scenarios passed in {:?}", started.elapsed());
-    let _ = std::fs::remove_dir_all(&env.sandbox_dir);
+    if std::env::var_os("FERROKV_KUBELET_DIR").is_none() {
+        let _ = std::fs::remove_dir_all(&env.sandbox_dir);
+    }
     Ok(())
 }
 
