@@ -255,6 +255,8 @@ async fn ip(args: &[&str]) -> Result<String, Error> {
     let joined = args.join(" ");
     let output = tokio::process::Command::new("ip")
         .args(args)
+        // iproute2 lives in /usr/sbin, which a non-login PATH (a CI job's) may lack.
+        .env("PATH", super::process::DEFAULT_PATH)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(10), output)
