@@ -15,7 +15,8 @@
 //! Scenarios (each reported by name on failure):
 //! - `statefulset`: 3 replicas of the test image become Ready with distinct IPs, reach each
 //!   other from inside their network namespaces by IP and by their headless-Service DNS names,
-//!   and have their own hostname; a Pod deleted is
+//!   and have their own hostname; a ClusterIP Service reaches them from the host and from a Pod;
+//!   a Pod deleted is
 //!   recreated by the StatefulSet controller and finds the data it wrote in its PVC.
 //! - `job`: a Job whose init container writes into an emptyDir and whose container reads it
 //!   runs to completion (`Succeeded`, Job `succeeded: 1`), its output in the log file; a Job
@@ -371,6 +372,36 @@ async fn statefulset(env: &Env, ns: &str) -> Result<()> {
         if code != 200 || !body.contains(&format!("pod={}", &name[..5])) {
             bail!("web-0 could not reach {name}: {code} {body:?}");
         }
+    }
+
+    // A ClusterIP Service reaches the Pods, from the host and from a Pod (no kube-proxy: the
+    // kubelet's userspace proxy on the bridge).
+    let service = create::<Service>(
+        env,
+        ns,
+        json!({
+            "metadata": { "name": "web-svc" },
+            "spec": { "selector": { "app": "web" }, "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] },
+        }),
+    )
+    .await?;
+    let cluster_ip: Ipv4Addr = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("service without cluster ip")?
+        .parse()?;
+    wait_for(
+        "the service to answer from the host",
+        Duration::from_secs(30),
+        || async {
+            let (code, body) = http_get(cluster_ip, 80, "/").await.ok()?;
+            (code == 200 && body.contains("pod=web-")).then_some(())
+        },
+    )
+    .await?;
+    let (code, body) = http_get(ips[2], 8080, &format!("/fetch?addr={cluster_ip}:80&path=/")).await?;
+    if code != 200 || !body.contains("pod=web-") {
+        bail!("web-2 could not reach service web-svc at {cluster_ip}:80: {code} {body:?}");
     }
 
     // Data written into the claim survives the Pod.
@@ -764,9 +795,13 @@ async fn termination(env: &Env, ns: &str) -> Result<()> {
                 "containers": [{
                     "name": "main", "image": IMAGE,
                     // Ignores SIGTERM: only the SIGKILL after the grace period ends it.
-                    "command": ["bash", "-c", "trap '' TERM; echo started; while true; do sleep 0.2; done"],
+                    "command": ["bash", "-c", "trap '' TERM; : > /var/lib/sandbox-test/hook/trapped; while true; do sleep 0.2; done"],
                     "volumeMounts": [{ "name": "hook", "mountPath": "/var/lib/sandbox-test/hook" }],
-                    "readinessProbe": { "exec": { "command": ["true"] }, "periodSeconds": 1 },
+                    // Ready once the trap is set, not merely once the process exists.
+                    "readinessProbe": {
+                        "exec": { "command": ["test", "-e", "/var/lib/sandbox-test/hook/trapped"] },
+                        "periodSeconds": 1,
+                    },
                     "lifecycle": { "preStop": { "exec": {
                         "command": ["sandbox-testimg", "write", "/var/lib/sandbox-test/hook/prestop", "ran"],
                     } } },

@@ -26,6 +26,8 @@
 //!   in a different process than the kubelet.
 //! - [`apiproxy`]: a TCP forwarder from the bridge gateway to the apiserver, which is what the
 //!   `kubernetes` Service is to in-cluster clients (there is no kube-proxy here).
+//! - [`services`]: ClusterIP Services, proxied in userspace from the host bridge to ready
+//!   endpoints (there is no kube-proxy).
 //! - [`cli`]: the arguments of a `ferrokv-sandbox kubelet` process.
 //!
 //! Everything needs root (network and mount namespaces), which the sandbox machines have.
@@ -43,6 +45,7 @@ pub mod pods;
 pub mod probes;
 pub mod process;
 pub mod scheduler;
+pub mod services;
 pub mod status;
 pub mod volumes;
 
@@ -230,6 +233,7 @@ impl Kubelet {
         tasks.spawn(scheduler::run(ctx.clone(), cancel.clone()));
         tasks.spawn(volumes::run(ctx.clone(), cancel.clone()));
         tasks.spawn(pods::run(ctx.clone(), cancel.clone()));
+        tasks.spawn(services::run(ctx.clone(), cancel.clone()));
 
         // The first task to end decides: a clean end means cancellation, anything else is a
         // failure that would leave the node half-working, so everything stops.

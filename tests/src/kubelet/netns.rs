@@ -243,6 +243,13 @@ impl Network {
     }
 }
 
+/// Adds or removes a /32 address on a host link: the cluster IPs the service proxy listens on.
+pub async fn set_address(link: &str, address: Ipv4Addr, present: bool) -> Result<(), Error> {
+    let cidr = format!("{address}/32");
+    let verb = if present { "replace" } else { "del" };
+    ip(&["addr", verb, &cidr, "dev", link]).await.map(drop)
+}
+
 /// Sets a host-side veth up or down: the network cut of fault injection.
 pub async fn set_link(veth: &str, up: bool) -> Result<(), Error> {
     ip(&["link", "set", veth, if up { "up" } else { "down" }])
