@@ -15,7 +15,8 @@
 //! Scenarios (each reported by name on failure):
 //! - `statefulset`: 3 replicas of the test image become Ready with distinct IPs, reach each
 //!   other from inside their network namespaces by IP and by their headless-Service DNS names,
-//!   and have their own hostname; a ClusterIP Service reaches them from the host and from a Pod;
+//!   and have their own hostname; a ClusterIP Service reaches them from the host and from a Pod
+//!   (by IP and by name);
 //!   a Pod deleted is
 //!   recreated by the StatefulSet controller and finds the data it wrote in its PVC.
 //! - `job`: a Job whose init container writes into an emptyDir and whose container reads it
@@ -399,9 +400,15 @@ async fn statefulset(env: &Env, ns: &str) -> Result<()> {
         },
     )
     .await?;
-    let (code, body) = http_get(ips[2], 8080, &format!("/fetch?addr={cluster_ip}:80&path=/")).await?;
-    if code != 200 || !body.contains("pod=web-") {
-        bail!("web-2 could not reach service web-svc at {cluster_ip}:80: {code} {body:?}");
+    for addr in [
+        cluster_ip.to_string(),
+        "web-svc".to_owned(),
+        format!("web-svc.{ns}.svc.cluster.local"),
+    ] {
+        let (code, body) = http_get(ips[2], 8080, &format!("/fetch?addr={addr}:80&path=/")).await?;
+        if code != 200 || !body.contains("pod=web-") {
+            bail!("web-2 could not reach service web-svc at {addr}:80 ({cluster_ip}): {code} {body:?}");
+        }
     }
 
     // Data written into the claim survives the Pod.

@@ -450,10 +450,19 @@ impl HostEntry {
     }
 }
 
+/// A Service with a cluster IP as `/etc/hosts` knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceEntry {
+    pub ip: String,
+    pub name: String,
+    pub namespace: String,
+}
+
 /// The `/etc/hosts` of a Pod: localhost, the Pod's own names, then the DNS names of every
-/// other Pod of the node. The sandbox has no cluster DNS; the names of StatefulSet Pods behind
-/// a headless Service (how peers usually find each other) resolve through this file instead.
-pub fn hosts_file(own: &HostEntry, others: &[HostEntry]) -> String {
+/// other Pod of the node and of every Service with a cluster IP. The sandbox has no cluster
+/// DNS; the names of StatefulSet Pods behind a headless Service (how peers usually find each
+/// other) and of Services resolve through this file instead.
+pub fn hosts_file(own: &HostEntry, others: &[HostEntry], services: &[ServiceEntry]) -> String {
     let mut out = String::from(
         "# Kubernetes-managed hosts file (ferrokv sandbox kubelet).\n127.0.0.1\tlocalhost\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\n",
@@ -466,6 +475,18 @@ pub fn hosts_file(own: &HostEntry, others: &[HostEntry]) -> String {
         if !names.is_empty() && other.ip != own.ip {
             out.push_str(&format!("{}\t{}\n", other.ip, names.join("\t")));
         }
+    }
+    for service in services {
+        let (name, ns) = (&service.name, &service.namespace);
+        let mut names = vec![
+            format!("{name}.{ns}.svc.cluster.local"),
+            format!("{name}.{ns}.svc"),
+            format!("{name}.{ns}"),
+        ];
+        if *ns == own.namespace {
+            names.push(name.clone());
+        }
+        out.push_str(&format!("{}\t{}\n", service.ip, names.join("\t")));
     }
     out
 }
@@ -556,7 +577,18 @@ mod tests {
             entry("10.244.0.11", "web-0", Some("web"), "ns2"),
             entry("10.244.0.12", "plain", None, "ns1"),
         ];
-        let hosts = hosts_file(&own, &others);
+        let services = [ServiceEntry {
+            ip: "10.96.0.10".into(),
+            name: "kv-primary".into(),
+            namespace: "ns1".into(),
+        }];
+        let hosts = hosts_file(&own, &others, &services);
+        assert!(
+            hosts.contains(
+                "10.96.0.10\tkv-primary.ns1.svc.cluster.local\tkv-primary.ns1.svc\tkv-primary.ns1\tkv-primary\n"
+            ),
+            "{hosts}"
+        );
         assert!(hosts.contains("127.0.0.1\tlocalhost\n"), "{hosts}");
         assert!(
             hosts.contains("10.244.0.9\tkv-0.kv.ns1.svc.cluster.local\tkv-0.kv.ns1.svc\tkv-0.kv.ns1\tkv-0.kv\tkv-0\n"),

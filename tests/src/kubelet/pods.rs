@@ -39,7 +39,7 @@ use super::Ctx;
 use super::container::{Outcome, PodContext, Supervisor};
 use super::env::PodFacts;
 use super::faults::{self, PodRecord};
-use super::mounts::{self, HostEntry, VolumeContext};
+use super::mounts::{self, HostEntry, ServiceEntry, VolumeContext};
 use super::netns::PodNetwork;
 use super::status::{self, ContainerRuntime, PodRuntime, State, Terminal};
 
@@ -58,6 +58,7 @@ const SETUP_RETRY: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct HostsRegistry {
     pods: std::collections::BTreeMap<String, (HostEntry, std::path::PathBuf)>,
+    services: Vec<ServiceEntry>,
 }
 
 impl HostsRegistry {
@@ -69,7 +70,16 @@ impl HostsRegistry {
         self.pods.remove(uid);
     }
 
-    fn write_all(&self) {
+    /// Replaces the Services; `false` when nothing changed (no rewrite needed).
+    pub(crate) fn set_services(&mut self, services: Vec<ServiceEntry>) -> bool {
+        if self.services == services {
+            return false;
+        }
+        self.services = services;
+        true
+    }
+
+    pub(crate) fn write_all(&self) {
         for (uid, (own, file)) in &self.pods {
             let others: Vec<HostEntry> = self
                 .pods
@@ -77,7 +87,7 @@ impl HostsRegistry {
                 .filter(|(u, _)| *u != uid)
                 .map(|(_, (entry, _))| entry.clone())
                 .collect();
-            let content = mounts::hosts_file(own, &others);
+            let content = mounts::hosts_file(own, &others, &self.services);
             if std::fs::read_to_string(file).ok().as_deref() == Some(content.as_str()) {
                 continue;
             }

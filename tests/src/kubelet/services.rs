@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Ctx;
+use super::mounts::ServiceEntry;
 
 /// How often listeners are reconciled with the Services.
 const RESYNC: Duration = Duration::from_millis(500);
@@ -70,7 +71,15 @@ pub(crate) async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> Result<(), 
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let desired = desired_ports(&services.state());
+        let state = services.state();
+        let entries = service_entries(&state);
+        {
+            let mut hosts = ctx.hosts.lock();
+            if hosts.set_services(entries) {
+                hosts.write_all();
+            }
+        }
+        let desired = desired_ports(&state);
         listeners.retain(|key, (target, task)| {
             let keep = desired.get(key) == Some(target) && !task.is_finished();
             if !keep {
@@ -114,6 +123,23 @@ pub(crate) async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> Result<(), 
         let _ = super::netns::set_address(&bridge, ip, false).await;
     }
     Ok(())
+}
+
+/// The names Pods resolve Services by (see [`super::mounts::hosts_file`]).
+fn service_entries(services: &[Arc<Service>]) -> Vec<ServiceEntry> {
+    let mut entries: Vec<ServiceEntry> = services
+        .iter()
+        .filter_map(|service| {
+            let ip = service.spec.as_ref()?.cluster_ip.as_deref()?.parse::<Ipv4Addr>().ok()?;
+            Some(ServiceEntry {
+                ip: ip.to_string(),
+                name: service.name_any(),
+                namespace: service.namespace()?,
+            })
+        })
+        .collect();
+    entries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    entries
 }
 
 /// Every TCP port of every Service with a cluster IP.
