@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README "Test"); CI runs exactly this (.ci/run).
 #
-#   1. install test dependencies (Redis 7.0.15, promtool, redis-py; idempotent)
+#   1. install test dependencies (Redis 7.0.15, promtool, redis-py; idempotent), the
+#      sandbox's etcd/Kubernetes/helm built once (scripts/sandbox-bootstrap.sh, cached)
 #   2. cargo fmt --check
 #   3. cargo clippy, every target, warnings are errors
 #   4. cargo test --workspace (unit, black-box, differential vs real Redis,
@@ -46,6 +47,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+step "sandbox bootstrap" limit 4800 scripts/sandbox-bootstrap.sh
 step "install test deps" scripts/install-test-deps.sh
 step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy" limit 1800 cargo clippy --locked --workspace --all-targets -- -D warnings
@@ -55,6 +57,7 @@ cargo_test() {
     limit 2700 cargo test --locked --workspace 2>&1 | tee "$TEST_LOG"
 }
 step "cargo test" cargo_test
+step "sandbox down" "${CARGO_TARGET_DIR:-target}/debug/ferrokv-sandbox" down
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
     step "fuzz resp_request ${FUZZ_SECONDS}s" limit 1200 scripts/fuzz.sh "$FUZZ_SECONDS" resp_request
 fi

@@ -302,6 +302,7 @@ pub async fn run_until_signal(kubeconfig: &std::path::Path, config: KubeletConfi
 
 /// A client for the cluster of a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client, Error> {
+    crate::install_crypto_provider();
     let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
         path: path.to_owned(),
         source,
