@@ -5,7 +5,7 @@
 //! kubelet gets a bridge and subnet of its own (`fkvkt0`, 10.246.0.0/16) so it cannot collide
 //! with a sandbox started by `ferrokv-sandbox up` on the same machine.
 //!
-//! The control plane: `FERROKV_KUBECONFIG` (an admin kubeconfig of a running sandbox). With
+//! The control plane: the harness's shared sandbox, or the cluster of `FERROKV_KUBECONFIG`. With
 //! `FERROKV_KUBELET_DIR` (the `--dir` of that sandbox's kubelet) the sandbox's own kubelet runs the
 //! Pods; without it the test starts a kubelet of its own, which must then be the only one.
 //!
@@ -719,12 +719,18 @@ mod control_plane {
         }
     }
 
+    /// `FERROKV_KUBECONFIG` names a running cluster; otherwise the harness's shared sandbox is
+    /// used (started if needed, left running for the next test run).
     pub async fn start() -> anyhow::Result<ControlPlane> {
-        let kubeconfig = std::env::var_os("FERROKV_KUBECONFIG")
-            .map(PathBuf::from)
-            .ok_or_else(|| anyhow::anyhow!("set FERROKV_KUBECONFIG to a sandbox admin kubeconfig"))?;
         let dir = std::env::temp_dir().join(format!("ferrokv-kubelet-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let kubeconfig = match std::env::var_os("FERROKV_KUBECONFIG") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let exe = Path::new(env!("CARGO_BIN_EXE_ferrokv-sandbox"));
+                ferrokv_tests::harness::shared_sandbox(exe).await?.admin_kubeconfig()
+            }
+        };
         Ok(ControlPlane { kubeconfig, dir })
     }
 }
