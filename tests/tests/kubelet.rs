@@ -758,7 +758,7 @@ async fn api_access(env: &Env, ns: &str) -> Result<()> {
     create_namespace(env, ns).await?;
     // Plain shell variables ($SA), not Kubernetes' $(VAR) references, are left to the shell.
     let script = "SA=/var/run/secrets/kubernetes.io/serviceaccount; \
-        curl -sf --max-time 10 --cacert $SA/ca.crt -H \"Authorization: Bearer `cat $SA/token`\" \
+        curl -sSf --max-time 10 --cacert $SA/ca.crt -H \"Authorization: Bearer `cat $SA/token`\" \
         https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/version";
     create::<Job>(
         env,
