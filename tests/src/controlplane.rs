@@ -237,7 +237,14 @@ impl Sandbox {
             source,
         })?;
         let state = load_or_create_state(&dir.join("state.json"))?;
-        let pki = Pki::ensure(&dir.join("pki"), &[])?;
+        // Pods reach the apiserver through a forwarder on their bridge's
+        // gateway: the serving certificate must name those addresses (the
+        // sandbox kubelet's network and the e2e tests' own kubelet's).
+        let gateways = [
+            IpAddr::V4(crate::kubelet::netns::NetworkConfig::default().gateway()),
+            IpAddr::V4(crate::kubelet::netns::NetworkConfig::e2e_tests().gateway()),
+        ];
+        let pki = Pki::ensure(&dir.join("pki"), &gateways)?;
         let daemons = Daemons::new(dir.join("pids"), dir.join("logs"));
         let sandbox = Self {
             bin_dir: bin_dir()?,

@@ -56,18 +56,23 @@ impl Pki {
         if !pki.ca().cert.exists() || !pki.ca().key.exists() {
             pki.generate_ca()?;
         }
-        if !pki.apiserver().cert.exists() {
-            let mut sans: Vec<String> = vec![
-                "localhost".into(),
-                "kubernetes".into(),
-                "kubernetes.default".into(),
-                "kubernetes.default.svc".into(),
-                "kubernetes.default.svc.cluster.local".into(),
-                "127.0.0.1".into(),
-                KUBERNETES_SERVICE_IP.to_string(),
-            ];
-            sans.extend(server_ips.iter().map(IpAddr::to_string));
-            sans.dedup();
+        let mut sans: Vec<String> = vec![
+            "localhost".into(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+            "kubernetes.default.svc".into(),
+            "kubernetes.default.svc.cluster.local".into(),
+            "127.0.0.1".into(),
+            KUBERNETES_SERVICE_IP.to_string(),
+        ];
+        sans.extend(server_ips.iter().map(IpAddr::to_string));
+        sans.dedup();
+        // The names are recorded beside the certificate, so a sandbox made by
+        // an older version (fewer names) gets a new serving certificate.
+        let sans_file = dir.join("apiserver.sans");
+        let wanted = sans.join("\n");
+        let recorded = fs::read_to_string(&sans_file).unwrap_or_default();
+        if !pki.apiserver().cert.exists() || recorded != wanted {
             pki.issue(
                 "apiserver",
                 "kube-apiserver",
@@ -75,6 +80,7 @@ impl Pki {
                 sans,
                 ExtendedKeyUsagePurpose::ServerAuth,
             )?;
+            write(&sans_file, &wanted)?;
         }
         if !pki.admin().cert.exists() {
             // system:masters bypasses RBAC: the admin is the sandbox's operator, not a test subject.

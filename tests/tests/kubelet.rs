@@ -53,12 +53,7 @@ fn kubelet_config(sandbox_dir: PathBuf, apiserver: std::net::SocketAddr) -> Kube
     let images = ImageMap::new().with("ferrokv/sandbox-testimg", env!("CARGO_BIN_EXE_sandbox-testimg"));
     let mut config = KubeletConfig::new(sandbox_dir, images);
     config.apiserver = Some(apiserver);
-    config.network = NetworkConfig {
-        bridge: "fkvkt0".into(),
-        subnet: Ipv4Addr::new(10, 246, 0, 0),
-        prefix_len: 16,
-        name_prefix: "fkt".into(),
-    };
+    config.network = NetworkConfig::e2e_tests();
     config
 }
 

@@ -60,6 +60,17 @@ impl Default for NetworkConfig {
 }
 
 impl NetworkConfig {
+    /// The network of the kubelet the e2e tests start themselves (its own
+    /// bridge and subnet, so it never collides with a sandbox's kubelet).
+    pub fn e2e_tests() -> Self {
+        Self {
+            bridge: "fkvkt0".to_owned(),
+            subnet: Ipv4Addr::new(10, 246, 0, 0),
+            prefix_len: 16,
+            name_prefix: "fkt".to_owned(),
+        }
+    }
+
     /// The bridge's address, which Pods reach the host (and the apiserver forwarder) at. The
     /// apiserver's serving certificate must name it for in-cluster clients to verify the server.
     pub fn gateway(&self) -> Ipv4Addr {
