@@ -583,29 +583,17 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         }
     };
     if !session.authenticated && spec.flags & flags::NO_AUTH == 0 {
-        state
-            .stats
-            .commands
-            .local(id)
-            .rejected_calls
-            .fetch_add(1, Ordering::Relaxed);
-        let e = Reply::err("NOAUTH Authentication required.");
-        count_error(state, &e);
-        return Outcome::Reply(e);
+        return reject(state, id, Reply::err("NOAUTH Authentication required."));
     }
     if session.in_pubsub_context() && spec.flags & flags::PUBSUB_CONTEXT == 0 {
-        state
-            .stats
-            .commands
-            .local(id)
-            .rejected_calls
-            .fetch_add(1, Ordering::Relaxed);
-        let e = Reply::err(format!(
-            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
-            table().full_name(spec)
-        ));
-        count_error(state, &e);
-        return Outcome::Reply(e);
+        return reject(
+            state,
+            id,
+            Reply::err(format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                table().full_name(spec)
+            )),
+        );
     }
     if state.cluster.is_enabled()
         && let Some(e) = crate::cluster::route(state, session, spec, &args)
@@ -620,14 +608,7 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         } else if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
         }
-        state
-            .stats
-            .commands
-            .local(id)
-            .rejected_calls
-            .fetch_add(1, Ordering::Relaxed);
-        count_error(state, &e);
-        return Outcome::Reply(e);
+        return reject(state, id, e);
     }
     if !session.repl.master
         && let Some(e) = refuse_by_replication(state, spec)
@@ -635,14 +616,7 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
         }
-        state
-            .stats
-            .commands
-            .local(id)
-            .rejected_calls
-            .fetch_add(1, Ordering::Relaxed);
-        count_error(state, &e);
-        return Outcome::Reply(e);
+        return reject(state, id, e);
     }
     // A write the append-only log cannot persist is refused, never
     // acknowledged (inside MULTI too: the transaction then aborts).
@@ -660,15 +634,7 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
         }
-        state
-            .stats
-            .commands
-            .local(id)
-            .rejected_calls
-            .fetch_add(1, Ordering::Relaxed);
-        let e = Reply::err(msg);
-        count_error(state, &e);
-        return Outcome::Reply(e);
+        return reject(state, id, Reply::err(msg));
     }
     if let Some(m) = session.multi.as_mut()
         && spec.flags & flags::TXN_CONTROL == 0
@@ -684,15 +650,11 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
     // A replica's dataset is its primary's: it never evicts on its own
     // (Redis' replica-ignore-maxmemory), or the two would diverge.
     if spec.flags & flags::DENYOOM != 0 && !state.repl.is_replica() && enforce_maxmemory(state) {
-        state
-            .stats
-            .commands
-            .local(id)
-            .rejected_calls
-            .fetch_add(1, Ordering::Relaxed);
-        let e = Reply::err("OOM command not allowed when used memory > 'maxmemory'.");
-        count_error(state, &e);
-        return Outcome::Reply(e);
+        return reject(
+            state,
+            id,
+            Reply::err("OOM command not allowed when used memory > 'maxmemory'."),
+        );
     }
     run(state, session, spec, id, args, false)
 }
@@ -707,6 +669,18 @@ fn refuse_by_replication(state: &State, spec: &'static CommandSpec) -> Option<Re
         return state.repl.refuse_write(state).map(Reply::err);
     }
     None
+}
+
+/// Refuse a command before it runs: counted as a rejected call and an error reply.
+fn reject(state: &State, id: usize, e: Reply) -> Outcome {
+    state
+        .stats
+        .commands
+        .local(id)
+        .rejected_calls
+        .fetch_add(1, Ordering::Relaxed);
+    count_error(state, &e);
+    Outcome::Reply(e)
 }
 
 fn count_error(state: &State, reply: &Reply) {
