@@ -48,6 +48,9 @@ pub struct Session {
     pub readonly: bool,
     /// ASKING: the next command may use a slot being imported.
     pub asking: bool,
+    /// The command being run was let into a slot IMPORTING here by ASKING
+    /// (set by routing, consumed by the check under the locks).
+    pub admitted_asking: bool,
     /// A connection the node itself drives (role changes, and the
     /// replication stream from a primary): never redirected.
     pub cluster_internal: bool,
@@ -73,6 +76,7 @@ impl Session {
             clock_ms: None,
             readonly: false,
             asking: false,
+            admitted_asking: false,
             cluster_internal: false,
         }
     }

@@ -668,6 +668,16 @@ pub fn run(
             .lock_keys(key_positions_iter(spec, &args).map(|i| &args[i]), now),
     };
     ks.no_touch = session.handle.no_touch.load(Ordering::Relaxed) && spec.name != "touch";
+    // EXEC makes this check itself, once it holds every partition.
+    if state.cluster.migrations.any()
+        && spec.name != "exec"
+        && let Some(reply) = crate::cluster::migrate::check_locked(state, session, &[(spec, args.as_slice())], &mut ks)
+    {
+        drop(ks);
+        count_error(state, &reply);
+        record(state, session, spec, id, &args, start.elapsed(), &reply);
+        return Outcome::Reply(reply);
+    }
     let (result, block, expired, events, ready) = {
         let mut ctx = Ctx {
             state,

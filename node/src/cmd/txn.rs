@@ -119,6 +119,13 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     }
     // Take every partition first; only then is the WATCH flag final.
     ctx.ks = ctx.state.db.lock_all(ctx.ks.now);
+    if ctx.state.cluster.migrations.any() {
+        let queue: Vec<_> = multi.queue.iter().map(|(s, a)| (*s, a.as_slice())).collect();
+        if let Some(r) = crate::cluster::migrate::check_locked(ctx.state, ctx.session, &queue, &mut ctx.ks) {
+            discard_state(ctx);
+            return Err(r);
+        }
+    }
     let dirty = ctx.session.watch_dirty.load(Ordering::Acquire);
     discard_state(ctx);
     if dirty {
