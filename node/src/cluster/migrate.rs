@@ -706,8 +706,8 @@ fn run_stream(state: &State, m: &SlotMigration) -> Result<bool, String> {
                 // slot itself), then this node, both while this partition is
                 // still locked, so no ASKING command lands here in between.
                 c.call(&[b"CLUSTER", b"MIGRATION", b"CLEAR", slot_arg.as_bytes()])?;
-                drop(ks);
                 clear(state, slot).map_err(|e| e.to_string())?;
+                drop(ks);
             }
             return Ok(true);
         }
@@ -877,6 +877,12 @@ pub fn check_locked(
         }
         Some(Kind::Importing) if admitted && missing > 0 && present + missing > 1 => {
             Some(Reply::err("TRYAGAIN Multiple keys request during rehashing of slot"))
+        }
+        // While a cancel sends keys back, the source's `-ASK` may be stale:
+        // the key can have gone back since. Creating it here would fork it,
+        // so the client retries (and finds it on the source).
+        Some(Kind::Importing) if admitted && missing > 0 && m.as_ref()?.cancelling.load(Ordering::Relaxed) => {
+            Some(Reply::err("TRYAGAIN Slot is being returned to its owner"))
         }
         Some(Kind::Importing) | Some(Kind::Migrating) => None,
         None if admitted => {
