@@ -276,13 +276,7 @@ pub async fn spawn_node_on(bin: &Path, dir: &Path, port: u16, extra: &[&str]) ->
     let mut child = tokio::process::Command::new(bin)
         .arg("--port")
         .arg(port.to_string())
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
-            "--dir",
-        ])
+        .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes", "--dir"])
         .arg(dir)
         .args(extra)
         .stdin(std::process::Stdio::null())
@@ -589,7 +583,11 @@ async fn flip(t: &Topology, slot: u16, target: &str) -> Result<Topology, DriverE
     let source = slot_owner(t, slot).unwrap_or_default().to_string();
     for id in [target, source.as_str()] {
         let addr = node_addr(&next, id, slot)?;
-        ok_at(&addr, &[b"CLUSTER", b"SETTOPOLOGY", epoch.as_bytes(), payload.as_bytes()]).await?;
+        ok_at(
+            &addr,
+            &[b"CLUSTER", b"SETTOPOLOGY", epoch.as_bytes(), payload.as_bytes()],
+        )
+        .await?;
     }
     push_topology(&next).await?;
     Ok(next)
@@ -598,7 +596,12 @@ async fn flip(t: &Topology, slot: u16, target: &str) -> Result<Topology, DriverE
 /// Move `slot` from the primary serving it in `t` to `target`'s shard:
 /// mark both sides, stream, wait until every key was acknowledged, push the
 /// new topology (epoch + 1). Returns that topology.
-pub async fn migrate_slot(t: &Topology, slot: u16, target: &str, opts: &MigrateOptions) -> Result<Topology, DriverError> {
+pub async fn migrate_slot(
+    t: &Topology,
+    slot: u16,
+    target: &str,
+    opts: &MigrateOptions,
+) -> Result<Topology, DriverError> {
     let source = slot_owner(t, slot)
         .ok_or_else(|| DriverError::Migration {
             slot,
@@ -607,7 +610,11 @@ pub async fn migrate_slot(t: &Topology, slot: u16, target: &str, opts: &MigrateO
         .to_string();
     let (src, dst) = (node_addr(t, &source, slot)?, node_addr(t, target, slot)?);
     let s = slot.to_string();
-    ok_at(&dst, &[b"CLUSTER", b"MIGRATION", b"IMPORT", s.as_bytes(), source.as_bytes()]).await?;
+    ok_at(
+        &dst,
+        &[b"CLUSTER", b"MIGRATION", b"IMPORT", s.as_bytes(), source.as_bytes()],
+    )
+    .await?;
     let batch = opts.batch.map(|b| b.to_string());
     let mut start: Vec<&[u8]> = vec![b"CLUSTER", b"MIGRATION", b"START", s.as_bytes(), target.as_bytes()];
     if let Some(b) = &batch {
@@ -655,9 +662,17 @@ pub async fn resume_migration(t: &Topology, slot: u16, opts: &MigrateOptions) ->
         await_cancel(&src, &dst, slot, opts.timeout).await?;
         return Ok(t);
     }
-    ok_at(&dst, &[b"CLUSTER", b"MIGRATION", b"IMPORT", s.as_bytes(), source.as_bytes()]).await?;
+    ok_at(
+        &dst,
+        &[b"CLUSTER", b"MIGRATION", b"IMPORT", s.as_bytes(), source.as_bytes()],
+    )
+    .await?;
     if st.state != "done" {
-        ok_at(&src, &[b"CLUSTER", b"MIGRATION", b"START", s.as_bytes(), st.peer.as_bytes()]).await?;
+        ok_at(
+            &src,
+            &[b"CLUSTER", b"MIGRATION", b"START", s.as_bytes(), st.peer.as_bytes()],
+        )
+        .await?;
         await_stream(&src, slot, opts.timeout).await?;
     }
     flip(&t, slot, &st.peer).await

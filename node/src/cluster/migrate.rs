@@ -145,7 +145,11 @@ pub enum MigrateError {
     #[error("node {node} is not the primary serving slot {slot}")]
     PeerNotOwner { node: String, slot: u16 },
     #[error("slot {slot} is already {kind} with node {peer}")]
-    Busy { slot: u16, kind: &'static str, peer: String },
+    Busy {
+        slot: u16,
+        kind: &'static str,
+        peer: String,
+    },
     #[error("slot {0} has no migration on this node")]
     NoMigration(u16),
     #[error("slot {0} is not migrating from this node")]
@@ -322,7 +326,12 @@ impl Migrations {
 
     /// Install records loaded from the state file.
     pub(super) fn load(&self, records: &[Record]) {
-        self.set(records.iter().map(|r| (r.slot, Arc::new(SlotMigration::new(r)))).collect());
+        self.set(
+            records
+                .iter()
+                .map(|r| (r.slot, Arc::new(SlotMigration::new(r))))
+                .collect(),
+        );
     }
 }
 
@@ -498,7 +507,11 @@ pub fn start(state: &State, slot: u16, target: &str, batch: Option<usize>) -> Re
 
 /// `CLUSTER MIGRATION RESUME`: restart a stopped stream.
 pub fn resume(state: &State, slot: u16) -> Result<(), MigrateError> {
-    let m = state.cluster.migrations.get(slot).ok_or(MigrateError::NoMigration(slot))?;
+    let m = state
+        .cluster
+        .migrations
+        .get(slot)
+        .ok_or(MigrateError::NoMigration(slot))?;
     let cancelling = m.cancelling.load(Ordering::Relaxed);
     match (m.kind, cancelling) {
         (Kind::Migrating, false) | (Kind::Importing, true) => {
@@ -513,7 +526,11 @@ pub fn resume(state: &State, slot: u16) -> Result<(), MigrateError> {
 /// `CLUSTER MIGRATION CANCEL`: on the source, stop streaming and wait for
 /// the keys to come back; on the target, send them back.
 pub fn cancel(state: &State, slot: u16) -> Result<(), MigrateError> {
-    let m = state.cluster.migrations.get(slot).ok_or(MigrateError::NoMigration(slot))?;
+    let m = state
+        .cluster
+        .migrations
+        .get(slot)
+        .ok_or(MigrateError::NoMigration(slot))?;
     if m.kind == Kind::Migrating {
         m.stop.store(true, Ordering::Relaxed);
         // The running batch finishes (or fails) first: waiting here means a
@@ -670,7 +687,12 @@ fn run_stream(state: &State, m: &SlotMigration) -> Result<bool, String> {
         let mut ks = state.db.lock_slot(slot, crate::db::now_ms());
         // The state may have been cleared (topology flip, CLEAR) while this
         // thread waited for the lock.
-        if !state.cluster.migrations.get(slot).is_some_and(|cur| std::ptr::eq(&*cur, m)) {
+        if !state
+            .cluster
+            .migrations
+            .get(slot)
+            .is_some_and(|cur| std::ptr::eq(&*cur, m))
+        {
             return Ok(false);
         }
         let max_keys = m.batch_keys.load(Ordering::Relaxed);
@@ -712,7 +734,13 @@ fn run_stream(state: &State, m: &SlotMigration) -> Result<bool, String> {
             return Ok(true);
         }
         let sent = payload.len() as u64;
-        match c.call(&[b"CLUSTER", b"RESTOREBATCH", slot_arg.as_bytes(), myid.as_bytes(), &payload]) {
+        match c.call(&[
+            b"CLUSTER",
+            b"RESTOREBATCH",
+            slot_arg.as_bytes(),
+            myid.as_bytes(),
+            &payload,
+        ]) {
             Ok(_) => {
                 for k in &keys {
                     ks.remove_entry(k);
@@ -747,7 +775,13 @@ fn run_stream(state: &State, m: &SlotMigration) -> Result<bool, String> {
 /// `CLUSTER RESTOREBATCH <slot> <source-id> <payload>`: decode everything
 /// first (all or nothing), then insert under the slot's partition lock and
 /// log the command itself so replicas apply the same batch.
-pub fn restore_batch(state: &State, session: &Session, slot: u16, source: &[u8], payload: &Bytes) -> Result<usize, MigrateError> {
+pub fn restore_batch(
+    state: &State,
+    session: &Session,
+    slot: u16,
+    source: &[u8],
+    payload: &Bytes,
+) -> Result<usize, MigrateError> {
     let source = String::from_utf8_lossy(source);
     let allowed = session.cluster_internal
         || state.cluster.view().is_some_and(|v| !v.primary)

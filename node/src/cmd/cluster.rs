@@ -543,7 +543,9 @@ fn migration(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         if args.len() == n {
             Ok(())
         } else {
-            Err(Reply::err("ERR wrong number of arguments for 'cluster|migration' command"))
+            Err(Reply::err(
+                "ERR wrong number of arguments for 'cluster|migration' command",
+            ))
         }
     };
     let state = ctx.state;
