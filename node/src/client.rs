@@ -42,6 +42,8 @@ pub struct ClientHandle {
     /// Write-log offset after this client's last write: what `WAIT` and
     /// `appendfsync always` wait for before the client hears back.
     pub write_offset: AtomicU64,
+    /// `crate::repl::client_role`: replica stream, link to our primary, or neither.
+    pub repl_role: AtomicU8,
 }
 
 impl ClientHandle {
@@ -62,6 +64,7 @@ impl ClientHandle {
             ssubscriptions: AtomicUsize::new(0),
             multi: (-1).into(),
             write_offset: AtomicU64::new(0),
+            repl_role: AtomicU8::new(0),
             blocked: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
             no_touch: AtomicBool::new(false),
@@ -101,6 +104,11 @@ impl ClientHandle {
         let ssubs = self.ssubscriptions.load(Ordering::Relaxed);
         let multi = self.multi.load(Ordering::Relaxed);
         let mut flags = String::new();
+        match self.repl_role.load(Ordering::Relaxed) {
+            crate::repl::client_role::REPLICA => flags.push('S'),
+            crate::repl::client_role::MASTER => flags.push('M'),
+            _ => {}
+        }
         if subs + psubs + ssubs > 0 {
             flags.push('P');
         }

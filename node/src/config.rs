@@ -6,13 +6,14 @@
 //! effect immediately without any lock on the command path.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::db::evict::{EvictionConfig, Policy};
 use crate::notify;
+use crate::persist::aof::Fsync;
 
 /// Flags of `ferrokv-node serve` (also accepted without the subcommand).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -64,7 +65,8 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Data directory: the snapshot file, the cluster state file (and other data files).
+    /// Data directory: the snapshot file, the append-only log, the cluster
+    /// state file and the persisted config epoch (`config-epoch`).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Snapshot file name inside --dir.
@@ -82,9 +84,47 @@ pub struct ServeArgs {
     /// Cluster state file (node ID and held topology), relative to `--dir`.
     #[arg(long, value_name = "FILE")]
     pub cluster_config_file: Option<String>,
+    /// Start as a replica of this primary: `--replicaof HOST PORT`.
+    #[arg(long, num_args = 2, value_names = ["HOST", "PORT"])]
+    pub replicaof: Option<Vec<String>>,
+    /// Bytes of write log kept for replicas that reconnect (partial resync), e.g. 1mb.
+    #[arg(long)]
+    pub repl_backlog_size: Option<String>,
+    /// Password this node sends (AUTH) to its primary.
+    #[arg(long, env = "FERROKV_MASTERAUTH", hide_env_values = true)]
+    pub masterauth: Option<String>,
+    /// Replicas refuse writes from clients (yes) or apply them locally only (no).
+    #[arg(long)]
+    pub replica_read_only: Option<String>,
+    /// Refuse writes unless this many replicas acknowledged within min-replicas-max-lag (0 = off).
+    #[arg(long)]
+    pub min_replicas_to_write: Option<u64>,
+    /// Seconds within which a replica must have acknowledged to count for min-replicas-to-write.
+    #[arg(long)]
+    pub min_replicas_max_lag: Option<u64>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    /// Log every write to the append-only log (yes/no).
+    #[arg(long)]
+    pub appendonly: Option<String>,
+    /// When the append-only log is fsynced: always (before replying),
+    /// everysec, or no (left to the OS).
+    #[arg(long)]
+    pub appendfsync: Option<String>,
+    /// Name of the append-only log directory under --dir.
+    #[arg(long)]
+    pub appenddirname: Option<String>,
+    /// Start even if the log ends with a torn record: truncate it (and say how
+    /// many bytes were dropped). Corruption elsewhere is never repaired.
+    #[arg(long)]
+    pub repair_log: bool,
+    /// Rotate to a new log segment when the current one reaches this size (e.g. 64mb).
+    #[arg(long)]
+    pub aof_segment_size: Option<String>,
+    /// Rotate to a new log segment after this many seconds (0 = only by size).
+    #[arg(long)]
+    pub aof_segment_seconds: Option<u64>,
 }
 
 /// A parse error for a configuration value, worded as Redis words them.
@@ -150,6 +190,27 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Milliseconds above which the latency monitor records an event (0 = off).
     pub latency_monitor_threshold: AtomicU64,
+    /// `--dir` / `dir` when given explicitly: where the config epoch is
+    /// persisted (without it the epoch lives in memory, so throwaway nodes
+    /// and tests never share an epoch through the working directory).
+    pub epoch_dir: Option<PathBuf>,
+    /// `--replicaof` / `replicaof` directive: the primary to follow at start.
+    pub replicaof: Option<(String, u16)>,
+    /// Wanted backlog size; the replication cron applies it to the write log.
+    pub repl_backlog_size: AtomicU64,
+    pub masterauth: RwLock<Option<String>>,
+    pub replica_read_only: std::sync::atomic::AtomicBool,
+    pub min_replicas_to_write: AtomicU64,
+    pub min_replicas_max_lag: AtomicU64,
+    /// `appendonly` as configured; [`crate::persist::apply_config`] starts or
+    /// stops the log to match.
+    pub appendonly: AtomicBool,
+    /// `appendfsync` ([`crate::persist::aof::Fsync`] as u8).
+    pub appendfsync: AtomicU8,
+    /// Automatic BGREWRITEAOF: when the log has grown by this percentage
+    /// since the last rewrite (0 = off) and is at least the minimum size.
+    pub auto_aof_rewrite_percentage: AtomicU64,
+    pub auto_aof_rewrite_min_size: AtomicU64,
     /// Where snapshots go (`dir`), and their file name (`dbfilename`).
     pub dir: RwLock<PathBuf>,
     pub dbfilename: RwLock<String>,
@@ -200,6 +261,17 @@ impl Default for Config {
             slowlog_max_len: AtomicUsize::new(128),
             config_file: None,
             latency_monitor_threshold: AtomicU64::new(0),
+            epoch_dir: None,
+            replicaof: None,
+            repl_backlog_size: AtomicU64::new(crate::wlog::DEFAULT_BACKLOG as u64),
+            masterauth: RwLock::new(None),
+            replica_read_only: std::sync::atomic::AtomicBool::new(true),
+            min_replicas_to_write: AtomicU64::new(0),
+            min_replicas_max_lag: AtomicU64::new(10),
+            appendonly: AtomicBool::new(false),
+            appendfsync: AtomicU8::new(Fsync::EverySec as u8),
+            auto_aof_rewrite_percentage: AtomicU64::new(100),
+            auto_aof_rewrite_min_size: AtomicU64::new(64 << 20),
             dir: RwLock::new(PathBuf::from(".")),
             dbfilename: RwLock::new("dump.fkv".into()),
             save_points: RwLock::new(Vec::new()),
@@ -345,6 +417,50 @@ pub static PARAMS: &[Param] = &[
         }),
     },
     Param {
+        name: "repl-backlog-size",
+        get: |c, _| c.repl_backlog_size.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            let n = parse_memory(v)?;
+            if n == 0 {
+                return Err(ConfigError::Invalid(v.to_string()));
+            }
+            c.repl_backlog_size.store(n, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "masterauth",
+        get: |c, _| c.masterauth.read().clone().unwrap_or_default(),
+        set: Some(|c, _, v| {
+            *c.masterauth.write() = (!v.is_empty()).then(|| v.to_string());
+            Ok(())
+        }),
+    },
+    Param {
+        name: "replica-read-only",
+        get: |c, _| yes_no(c.replica_read_only.load(Ordering::Relaxed)),
+        set: Some(|c, _, v| {
+            c.replica_read_only.store(parse_yes_no(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "min-replicas-to-write",
+        get: |c, _| c.min_replicas_to_write.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.min_replicas_to_write.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "min-replicas-max-lag",
+        get: |c, _| c.min_replicas_max_lag.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.min_replicas_max_lag.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
         name: "save",
         get: |c, _| {
             let points = c.save_points.read();
@@ -391,8 +507,36 @@ pub static PARAMS: &[Param] = &[
     },
     Param {
         name: "appendonly",
-        get: |_, _| "no".into(),
-        set: None,
+        get: |c, _| yes_no(c.appendonly.load(Ordering::Relaxed)),
+        set: Some(|c, _, v| {
+            c.appendonly.store(parse_yes_no(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "auto-aof-rewrite-percentage",
+        get: |c, _| c.auto_aof_rewrite_percentage.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.auto_aof_rewrite_percentage.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "auto-aof-rewrite-min-size",
+        get: |c, _| c.auto_aof_rewrite_min_size.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.auto_aof_rewrite_min_size.store(parse_memory(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "appendfsync",
+        get: |c, _| Fsync::from_u8(c.appendfsync.load(Ordering::Relaxed)).name().into(),
+        set: Some(|c, _, v| {
+            let f = Fsync::parse(v).ok_or_else(|| ConfigError::Invalid(v.to_string()))?;
+            c.appendfsync.store(f as u8, Ordering::Relaxed);
+            Ok(())
+        }),
     },
     Param {
         name: "databases",
@@ -410,6 +554,25 @@ pub static PARAMS: &[Param] = &[
         set: None,
     },
 ];
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// `host port` for `replicaof`.
+fn parse_replicaof(words: &[&str]) -> Result<(String, u16), ConfigError> {
+    match words {
+        [host, port] => {
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ConfigError::Invalid(port.to_string()))?;
+            Ok((host.to_string(), port))
+        }
+        _ => Err(ConfigError::Invalid(words.join(" "))),
+    }
+}
 
 pub fn find_param(name: &str) -> Option<&'static Param> {
     PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
@@ -444,6 +607,14 @@ impl Config {
                     "port" => cfg.port = v.parse().map_err(|_| err(format!("invalid port '{v}'")))?,
                     "admin-port" => {
                         cfg.admin_port = Some(v.parse().map_err(|_| err(format!("invalid admin-port '{v}'")))?)
+                    }
+                    "dir" => {
+                        *cfg.dir.write() = PathBuf::from(v);
+                        cfg.epoch_dir = Some(PathBuf::from(v));
+                    }
+                    "replicaof" | "slaveof" => {
+                        let words: Vec<&str> = v.split_whitespace().collect();
+                        cfg.replicaof = Some(parse_replicaof(&words).map_err(|e| err(e.to_string()))?);
                     }
                     "threads" => cfg.threads = Some(v.parse().map_err(|_| err(format!("invalid threads '{v}'")))?),
                     "cluster-enabled" => cfg.cluster_enabled = parse_yes_no(v).map_err(|e| err(e.to_string()))?,
@@ -494,9 +665,26 @@ impl Config {
             args.slowlog_log_slower_than.map(|v| v.to_string()),
         )?;
         set("slowlog-max-len", args.slowlog_max_len.map(|v| v.to_string()))?;
+        set("repl-backlog-size", args.repl_backlog_size.clone())?;
+        set("masterauth", args.masterauth.clone())?;
+        set("replica-read-only", args.replica_read_only.clone())?;
+        set(
+            "min-replicas-to-write",
+            args.min_replicas_to_write.map(|v| v.to_string()),
+        )?;
+        set("min-replicas-max-lag", args.min_replicas_max_lag.map(|v| v.to_string()))?;
+        set("appendonly", args.appendonly.clone())?;
+        set("appendfsync", args.appendfsync.clone())?;
         set("dir", args.dir.as_ref().map(|d| d.to_string_lossy().into_owned()))?;
         set("dbfilename", args.dbfilename.clone())?;
         set("save", args.save.clone())?;
+        if args.dir.is_some() {
+            cfg.epoch_dir = args.dir.clone();
+        }
+        if let Some(words) = &args.replicaof {
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            cfg.replicaof = Some(parse_replicaof(&words)?);
+        }
         Ok(cfg)
     }
 }

@@ -24,6 +24,14 @@
 //! - [`session`]: per-connection state (protocol, auth, MULTI, subscriptions).
 //! - [`cluster`]: cluster mode: the pushed topology, `-MOVED`/`-CROSSSLOT`
 //!   routing before a command runs, and the driver the operator calls.
+//! - [`wlog`]: the write log, every keyspace change as RESP commands at byte
+//!   offsets; it feeds the append-only log and (later) replicas.
+//! - [`persist`]: the data directory and startup (snapshot load, log replay),
+//!   snapshots, and the append-only log ([`persist::aof`]: a writer thread,
+//!   `appendfsync` policies, group commit with the connection, `-MISCONF` on
+//!   failure; checksummed segments, manifest, BGREWRITEAOF).
+//! - [`repl`]: replication (PSYNC, senders tailing the write log, the replica
+//!   link that applies and relays its primary's stream, WAIT, config epochs).
 //!
 //! # Concurrency
 //!
@@ -41,7 +49,9 @@
 //!
 //! Every change a command makes is reported through [`cmd::Ctx::changed`]
 //! (WATCH invalidation, blocked-client wakeup, keyspace events, dirty count),
-//! the one place a write log will hook in.
+//! and collected into the write log under the partition locks. With
+//! `appendfsync always` the connection holds a batch's replies until the
+//! append-only log has fsynced the client's last write (group commit).
 
 pub mod blocking;
 pub mod client;
@@ -55,6 +65,7 @@ pub mod metrics;
 pub mod notify;
 pub mod persist;
 pub mod pubsub;
+pub mod repl;
 pub mod resp;
 pub mod server;
 pub mod session;

@@ -19,7 +19,13 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (the default when no subcommand is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Verify a log segment, a log directory (manifest, base, segments) or a
+    /// snapshot file offline and print what it holds; exits 1 on damage.
+    Check {
+        /// File or directory to verify.
+        path: std::path::PathBuf,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -37,7 +43,12 @@ fn init_logging(format: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(a)) => a,
+        Some(Command::Serve(a)) => *a,
+        Some(Command::Check { path }) => {
+            let ok = ferrokv_node::persist::check(&path, &mut std::io::stdout())
+                .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", path.display()))?;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
         None => cli.serve,
     };
     init_logging(&args.log_format);

@@ -90,6 +90,82 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
         metric("ferrokv_keys", "gauge", "Keys in the dataset.", keys as f64);
+        let aof = &state.aof;
+        metric(
+            "ferrokv_aof_enabled",
+            "gauge",
+            "1 while the append-only log is on.",
+            aof.enabled.load(Ordering::Relaxed) as u8 as f64,
+        );
+        metric(
+            "ferrokv_aof_last_write_ok",
+            "gauge",
+            "0 after a failed log write or fsync: writes are refused (MISCONF).",
+            aof.last_write_ok() as u8 as f64,
+        );
+        metric(
+            "ferrokv_aof_write_errors_total",
+            "counter",
+            "Failed log writes and fsyncs.",
+            aof.write_errors.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_aof_fsyncs_total",
+            "counter",
+            "fsync calls on the log (group commit shares one among many writes).",
+            aof.fsyncs.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_aof_size_bytes",
+            "gauge",
+            "Bytes of the append-only log (base and segments).",
+            aof.current_size.load(Ordering::Relaxed) as f64,
+        );
+        let repl = &state.repl;
+        metric(
+            "ferrokv_repl_offset",
+            "gauge",
+            "Write-log offset (INFO master_repl_offset; on a replica, how far it has applied its primary's stream).",
+            state.db.wlog.offset() as f64,
+        );
+        metric(
+            "ferrokv_repl_is_replica",
+            "gauge",
+            "1 while this node follows a primary.",
+            repl.is_replica() as u8 as f64,
+        );
+        metric(
+            "ferrokv_repl_master_link_up",
+            "gauge",
+            "1 while a replica's link to its primary is up (0 on a primary).",
+            repl.master()
+                .is_some_and(|(_, _, st)| st.state.load(Ordering::Relaxed) == crate::repl::link_state::CONNECTED)
+                as u8 as f64,
+        );
+        metric(
+            "ferrokv_repl_connected_replicas",
+            "gauge",
+            "Replicas attached to this node.",
+            repl.replicas.lock().len() as f64,
+        );
+        metric(
+            "ferrokv_repl_config_epoch",
+            "gauge",
+            "Newest control-plane epoch this node accepted.",
+            repl.epoch.get() as f64,
+        );
+        metric(
+            "ferrokv_repl_full_syncs_total",
+            "counter",
+            "Full syncs served to replicas.",
+            repl.stats.sync_full.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_repl_backlog_disconnects_total",
+            "counter",
+            "Replicas disconnected for falling further behind than the backlog.",
+            repl.stats.backlog_disconnects.load(Ordering::Relaxed) as f64,
+        );
         metric("ferrokv_keys_with_expiry", "gauge", "Keys with a TTL.", volatile as f64);
         metric(
             "ferrokv_memory_used_bytes",

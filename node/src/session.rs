@@ -54,6 +54,8 @@ pub struct Session {
     /// A connection the node itself drives (role changes, and the
     /// replication stream from a primary): never redirected.
     pub cluster_internal: bool,
+    /// Replication: handshake facts, PSYNC/WAIT hand-offs, the primary's session.
+    pub repl: crate::repl::SessionRepl,
 }
 
 impl Session {
@@ -78,6 +80,7 @@ impl Session {
             asking: false,
             admitted_asking: false,
             cluster_internal: false,
+            repl: crate::repl::SessionRepl::default(),
         }
     }
 

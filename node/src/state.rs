@@ -174,8 +174,10 @@ pub struct State {
     pub latency: Latency,
     /// Highest `used_memory` seen (INFO memory `used_memory_peak`).
     pub mem_peak: AtomicU64,
-    /// Replication ID reported by `INFO replication` (new every start).
-    pub replid: String,
+    /// Replication: role, replication IDs, replicas, config epoch.
+    pub repl: crate::repl::Repl,
+    /// The append-only log (group commit, MISCONF, INFO).
+    pub aof: crate::persist::aof::Aof,
     /// Snapshot bookkeeping: changes since the last save, BGSAVE status.
     pub saves: crate::persist::save::SaveState,
     /// This state's own `Arc`, for commands that start background work
@@ -194,6 +196,15 @@ impl AsRef<Db> for State {
 
 impl State {
     pub fn new(db: Db, config: Config) -> Arc<State> {
+        Self::with_repl(
+            db,
+            config,
+            crate::repl::Repl::new(crate::repl::epoch::Epoch::in_memory()),
+        )
+    }
+
+    /// A state whose replication keeps its config epoch where `repl` says.
+    pub fn with_repl(db: Db, config: Config, repl: crate::repl::Repl) -> Arc<State> {
         let n = crate::cmd::table().len();
         let run_id: String = (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect();
         Arc::new_cyclic(|this| State {
@@ -224,7 +235,8 @@ impl State {
             ready: AtomicBool::new(false),
             latency: Latency::default(),
             mem_peak: AtomicU64::new(0),
-            replid: (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect(),
+            repl,
+            aof: Default::default(),
             saves: crate::persist::save::SaveState::default(),
             this: this.clone(),
             cluster: crate::cluster::Cluster::default(),

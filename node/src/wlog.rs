@@ -21,8 +21,8 @@
 //! that reconnect (partial resync), and the bytes not yet handed to the
 //! append-only file writer.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Condvar, Mutex};
@@ -36,15 +36,105 @@ pub struct WriteLog {
     offset: AtomicU64,
     /// Wakes the append-only-file writer thread.
     pub aof_wake: Condvar,
-    /// Wakes replica senders (async).
+    /// Wakes replica senders (async). Only signalled while someone holds a
+    /// [`Listener`]: `Notify::notify_waiters` takes a mutex even when
+    /// nobody waits, and every write would pay for it.
     pub appended: tokio::sync::Notify,
+    listeners: AtomicUsize,
+}
+
+/// Interest in [`WriteLog::appended`]: a replica sender holds one for as long
+/// as it tails the log.
+pub struct Listener<'a>(&'a AtomicUsize);
+
+impl Drop for Listener<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The newest `cap` bytes of the log in a ring, so that an append is one or
+/// two copies whatever the backlog's size.
+struct Ring {
+    buf: Vec<u8>,
+    /// Index of the oldest byte.
+    head: usize,
+    len: usize,
+    cap: usize,
+}
+
+impl Ring {
+    fn new(cap: usize) -> Ring {
+        Ring {
+            buf: Vec::new(),
+            head: 0,
+            len: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.buf.len() != self.cap {
+            // Allocated on first use (as Redis allocates its backlog lazily).
+            self.buf = vec![0; self.cap];
+            self.head = 0;
+            self.len = 0;
+        }
+        let cap = self.cap;
+        let bytes = if bytes.len() > cap {
+            &bytes[bytes.len() - cap..]
+        } else {
+            bytes
+        };
+        let tail = (self.head + self.len) % cap;
+        let first = bytes.len().min(cap - tail);
+        self.buf[tail..tail + first].copy_from_slice(&bytes[..first]);
+        self.buf[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+        self.len += bytes.len();
+        if self.len > cap {
+            self.head = (self.head + self.len - cap) % cap;
+            self.len = cap;
+        }
+    }
+
+    /// `n` bytes starting `skip` bytes after the oldest.
+    fn copy(&self, skip: usize, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
+        }
+        let start = (self.head + skip) % self.cap;
+        let first = n.min(self.cap - start);
+        out.extend_from_slice(&self.buf[start..start + first]);
+        out.extend_from_slice(&self.buf[..n - first]);
+        out
+    }
+
+    fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+
+    fn set_cap(&mut self, cap: usize) {
+        let keep = self.len.min(cap.max(1));
+        let newest = self.copy(self.len - keep, keep);
+        *self = Ring::new(cap);
+        if !newest.is_empty() {
+            self.push(&newest);
+        }
+    }
+}
+
+thread_local! {
+    /// Encoding scratch buffer: commands are encoded outside the log's lock,
+    /// and reusing one buffer per thread saves an allocation per write.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 struct Inner {
     /// Offset after the last appended byte.
     offset: u64,
-    backlog: VecDeque<u8>,
-    backlog_cap: usize,
+    backlog: Ring,
     /// Bytes not yet taken by the append-only-file writer (only collected
     /// while one is attached: without an AOF they would grow forever).
     unpersisted: BytesMut,
@@ -68,14 +158,14 @@ impl WriteLog {
         WriteLog {
             inner: Mutex::new(Inner {
                 offset,
-                backlog: VecDeque::new(),
-                backlog_cap,
+                backlog: Ring::new(backlog_cap),
                 unpersisted: BytesMut::new(),
                 collect_unpersisted: false,
             }),
             offset: AtomicU64::new(offset),
             aof_wake: Condvar::new(),
             appended: tokio::sync::Notify::new(),
+            listeners: AtomicUsize::new(0),
         }
     }
 
@@ -93,18 +183,38 @@ impl WriteLog {
         if cmds.is_empty() {
             return self.offset();
         }
-        let mut buf = Vec::with_capacity(64);
-        let wrap = atomic && cmds.len() > 1;
-        if wrap {
-            encode_command(&mut buf, &[Bytes::from_static(b"MULTI")]);
-        }
-        for c in cmds {
-            encode_command(&mut buf, c.as_ref());
-        }
-        if wrap {
-            encode_command(&mut buf, &[Bytes::from_static(b"EXEC")]);
-        }
-        self.append_raw(&buf)
+        SCRATCH.with(|scratch| {
+            // A re-entrant use (impossible today) gets a fresh buffer rather than a panic.
+            let mut fresh = Vec::new();
+            let mut guard = scratch.try_borrow_mut();
+            let buf = match guard.as_mut() {
+                Ok(b) => &mut **b,
+                Err(_) => &mut fresh,
+            };
+            buf.clear();
+            let wrap = atomic && cmds.len() > 1;
+            if wrap {
+                encode_command(buf, &[Bytes::from_static(b"MULTI")]);
+            }
+            for c in cmds {
+                encode_command(buf, c.as_ref());
+            }
+            if wrap {
+                encode_command(buf, &[Bytes::from_static(b"EXEC")]);
+            }
+            let end = self.append_raw(buf);
+            // Do not keep a huge buffer alive after one huge command.
+            if buf.capacity() > 1 << 20 {
+                *buf = Vec::new();
+            }
+            end
+        })
+    }
+
+    /// Register interest in [`WriteLog::appended`] (replica senders).
+    pub fn listen(&self) -> Listener<'_> {
+        self.listeners.fetch_add(1, Ordering::Relaxed);
+        Listener(&self.listeners)
     }
 
     /// Append bytes that already are RESP commands (a replica relaying its
@@ -112,22 +222,16 @@ impl WriteLog {
     pub fn append_raw(&self, bytes: &[u8]) -> u64 {
         let mut g = self.inner.lock();
         g.offset += bytes.len() as u64;
-        let cap = g.backlog_cap;
-        if bytes.len() >= cap {
-            g.backlog.clear();
-            g.backlog.extend(&bytes[bytes.len() - cap..]);
-        } else {
-            let excess = (g.backlog.len() + bytes.len()).saturating_sub(cap);
-            g.backlog.drain(..excess);
-            g.backlog.extend(bytes);
-        }
+        g.backlog.push(bytes);
         if g.collect_unpersisted {
             g.unpersisted.extend_from_slice(bytes);
         }
         let end = g.offset;
         self.offset.store(end, Ordering::Release);
         drop(g);
-        self.appended.notify_waiters();
+        if self.listeners.load(Ordering::Relaxed) > 0 {
+            self.appended.notify_waiters();
+        }
         self.aof_wake.notify_one();
         end
     }
@@ -135,38 +239,33 @@ impl WriteLog {
     /// Up to `max` bytes starting at `from`; empty when `from` is the end.
     pub fn read_from(&self, from: u64, max: usize) -> Result<Bytes, OutOfBacklog> {
         let g = self.inner.lock();
-        let start = g.offset - g.backlog.len() as u64;
+        let start = g.offset - g.backlog.len as u64;
         if from < start || from > g.offset {
             return Err(OutOfBacklog);
         }
         let skip = (from - start) as usize;
-        let n = (g.backlog.len() - skip).min(max);
-        let mut out = Vec::with_capacity(n);
-        out.extend(g.backlog.range(skip..skip + n));
-        Ok(Bytes::from(out))
+        let n = (g.backlog.len - skip).min(max);
+        Ok(Bytes::from(g.backlog.copy(skip, n)))
     }
 
     /// First offset the backlog still holds (`repl_backlog_first_byte_offset`
     /// is this + 1 in Redis' INFO, which counts from 1).
     pub fn backlog_start(&self) -> u64 {
         let g = self.inner.lock();
-        g.offset - g.backlog.len() as u64
+        g.offset - g.backlog.len as u64
     }
 
     pub fn backlog_len(&self) -> usize {
-        self.inner.lock().backlog.len()
+        self.inner.lock().backlog.len
     }
 
     pub fn backlog_cap(&self) -> usize {
-        self.inner.lock().backlog_cap
+        self.inner.lock().backlog.cap
     }
 
     /// Resize the backlog (`CONFIG SET repl-backlog-size`); shrinking drops the oldest bytes.
     pub fn set_backlog_cap(&self, cap: usize) {
-        let mut g = self.inner.lock();
-        g.backlog_cap = cap.max(1);
-        let excess = g.backlog.len().saturating_sub(g.backlog_cap);
-        g.backlog.drain(..excess);
+        self.inner.lock().backlog.set_cap(cap);
     }
 
     /// Start (or stop) collecting bytes for an append-only-file writer.
@@ -260,6 +359,30 @@ mod tests {
         assert_eq!(log.read_from(log.offset() - 10, 100).unwrap().as_ref(), b"6789ABCDEF");
         log.set_backlog_cap(4);
         assert_eq!(log.read_from(log.offset() - 4, 100).unwrap().as_ref(), b"CDEF");
+    }
+
+    #[test]
+    fn ring_matches_a_simple_model_across_wraps_and_resizes() {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let log = WriteLog::new(0, 37);
+        let mut model: Vec<u8> = Vec::new();
+        let mut cap = 37usize;
+        for step in 0..5000u32 {
+            if step % 500 == 499 {
+                cap = rng.random_range(1..100);
+                log.set_backlog_cap(cap);
+            }
+            let n = rng.random_range(0..60);
+            let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            model.extend_from_slice(&bytes);
+            log.append_raw(&bytes);
+            let held = model.len().min(cap).min(log.backlog_len());
+            assert_eq!(log.backlog_start(), log.offset() - held as u64);
+            let from = log.offset() - rng.random_range(0..=held) as u64;
+            let got = log.read_from(from, 1000).unwrap();
+            assert_eq!(got.as_ref(), &model[from as usize..], "step {step}");
+        }
     }
 
     #[test]

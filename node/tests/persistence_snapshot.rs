@@ -393,3 +393,48 @@ fn a_version_1_file_still_loads() {
     assert_eq!(c.cmd(&["PEXPIRETIME", "ttl"]), Frame::Int(4_102_444_800_000));
     assert_eq!(c.cmd(&["XLEN", "st"]), Frame::Int(5));
 }
+
+/// A save that cannot write (here: its directory is gone) fails with a
+/// clear error, is reported in INFO, leaves the change count alone, and the
+/// next save after the cause is fixed succeeds. BGSAVE inside MULTI cannot
+/// cut while the transaction holds every partition: it is scheduled.
+#[test]
+fn a_failed_save_is_reported_and_bgsave_in_multi_is_scheduled() {
+    let dir = TempDir::new("snap-fail");
+    let data = dir.0.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let server = server_with(args_in(&data));
+    let mut c = RawClient::connect(server.addr);
+    ok(&mut c, &["SET", "k", "v"]);
+    std::fs::remove_dir_all(&data).expect("rmdir");
+    let e = c.cmd(&["SAVE"]);
+    assert!(
+        matches!(&e, Frame::Error(m) if m.contains("failed to write snapshot")),
+        "{e:?}"
+    );
+    assert_eq!(info_field(&mut c, "rdb_last_bgsave_status"), "err");
+    assert_eq!(info_field(&mut c, "rdb_changes_since_last_save"), "1");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    ok(&mut c, &["SAVE"]);
+    assert_eq!(info_field(&mut c, "rdb_last_bgsave_status"), "ok");
+    assert_eq!(info_field(&mut c, "rdb_changes_since_last_save"), "0");
+
+    ok(&mut c, &["MULTI"]);
+    assert_eq!(c.cmd(&["BGSAVE"]), Frame::Simple("QUEUED".into()));
+    assert!(c.cmd(&["SAVE"]).is_error(), "SAVE is refused in MULTI");
+    let r = c.cmd(&["EXEC"]);
+    assert!(r.is_error(), "EXEC after a refused command aborts: {r:?}");
+    ok(&mut c, &["MULTI"]);
+    c.cmd(&["SET", "k", "w"]);
+    c.cmd(&["BGSAVE"]);
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Frame::Array(vec![
+            Frame::Simple("OK".into()),
+            Frame::Simple("Background saving scheduled".into())
+        ])
+    );
+    wait_for("the BGSAVE scheduled by MULTI", Duration::from_secs(10), || {
+        (info_field(&mut c, "rdb_saves") == "2").then_some(())
+    });
+}

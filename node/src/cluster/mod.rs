@@ -350,7 +350,8 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
     if spec.name != "asking" && session.multi.is_none() {
         session.asking = false;
     }
-    if session.cluster_internal {
+    // The replication stream from a primary is never redirected either.
+    if session.cluster_internal || session.repl.master {
         return None;
     }
     if spec.name == "select" && crate::cmd::parse::parse_i64(&args[1]).is_some_and(|n| n != 0) {

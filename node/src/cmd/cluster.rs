@@ -200,7 +200,8 @@ pub static COMMANDS: &[CommandSpec] = &[
                 migration,
                 "0.1.0",
                 "O(1), STATUS: O(N) where N is the number of migrations",
-                "Slot migration: IMPORT <slot> <source-id> | START <slot> <target-id> [BATCH <keys>] | RESUME <slot> | CANCEL <slot> | CLEAR <slot> | STATUS [<slot>]."
+                "Slot migration: IMPORT <slot> <source-id> | START <slot> <target-id> [BATCH <keys>] | \
+                 RESUME <slot> | CANCEL <slot> | CLEAR <slot> | STATUS [<slot>]."
             ),
             spec!(
                 "restorebatch",
@@ -210,7 +211,8 @@ pub static COMMANDS: &[CommandSpec] = &[
                 restorebatch,
                 "0.1.0",
                 "O(N) where N is the number of keys in the payload",
-                "Internal (slot migration stream): RESTOREBATCH <slot> <source-id> <payload> inserts encoded keys of a slot imported from <source-id>."
+                "Internal (slot migration stream): RESTOREBATCH <slot> <source-id> <payload> inserts \
+                 encoded keys of a slot imported from <source-id>."
             ),
             spec!(
                 "help",

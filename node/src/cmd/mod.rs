@@ -16,6 +16,7 @@
 //! then publish keyspace notifications and serve clients blocked on keys the
 //! command made ready.
 
+pub mod aof;
 pub mod cluster;
 pub mod connection;
 pub mod hash;
@@ -24,6 +25,7 @@ pub mod list;
 pub mod parse;
 pub mod persist;
 pub mod pubsub;
+pub mod repl;
 pub mod server;
 pub mod set;
 pub mod stream;
@@ -177,7 +179,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 13] {
+fn families() -> [&'static [CommandSpec]; 15] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -191,6 +193,8 @@ fn families() -> [&'static [CommandSpec]; 13] {
         txn::COMMANDS,
         server::COMMANDS,
         cluster::COMMANDS,
+        repl::COMMANDS,
+        aof::COMMANDS,
         persist::COMMANDS,
     ]
 }
@@ -406,6 +410,17 @@ impl<'a> Ctx<'a> {
     /// SREM batches, XREADGROUP's XCLAIMs + XGROUP SETID, a transaction), so
     /// a replica or a log replay never applies half of one command.
     pub fn flush_log(&mut self, args: &[Bytes], atomic: bool) {
+        // On a replica the log holds the primary's stream, byte for byte:
+        // the primary's commands relay what they were received as, and a
+        // writable replica's local writes are not logged (as Redis 4+).
+        if self.session.repl.master || self.state.repl.is_replica() {
+            self.collect_log(args);
+            self.log.clear();
+            if let Some(raw) = self.session.repl.relay.take() {
+                self.state.db.wlog.append_raw(&raw);
+            }
+            return;
+        }
         // The common case — one command that logs itself verbatim — is
         // encoded straight from its arguments, without copying them.
         if self.log.is_empty()
@@ -614,6 +629,47 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         count_error(state, &e);
         return Outcome::Reply(e);
     }
+    if !session.repl.master
+        && let Some(e) = refuse_by_replication(state, spec)
+    {
+        if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        state
+            .stats
+            .commands
+            .local(id)
+            .rejected_calls
+            .fetch_add(1, Ordering::Relaxed);
+        count_error(state, &e);
+        return Outcome::Reply(e);
+    }
+    // A write the append-only log cannot persist is refused, never
+    // acknowledged (inside MULTI too: the transaction then aborts).
+    if spec.name == "exec"
+        && state.aof.is_poisoned()
+        && let Some(m) = session.multi.as_mut()
+        && m.queue.iter().any(|(s, _)| s.is_write())
+    {
+        // Writes queued before the log failed: EXEC answers EXECABORT.
+        m.aborted = true;
+    }
+    if spec.is_write()
+        && let Some(msg) = state.aof.write_error()
+    {
+        if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        state
+            .stats
+            .commands
+            .local(id)
+            .rejected_calls
+            .fetch_add(1, Ordering::Relaxed);
+        let e = Reply::err(msg);
+        count_error(state, &e);
+        return Outcome::Reply(e);
+    }
     if let Some(m) = session.multi.as_mut()
         && spec.flags & flags::TXN_CONTROL == 0
     {
@@ -625,7 +681,9 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         session.handle.multi.store(m.queue.len() as i64, Ordering::Relaxed);
         return Outcome::Reply(Reply::status("QUEUED"));
     }
-    if spec.flags & flags::DENYOOM != 0 && enforce_maxmemory(state) {
+    // A replica's dataset is its primary's: it never evicts on its own
+    // (Redis' replica-ignore-maxmemory), or the two would diverge.
+    if spec.flags & flags::DENYOOM != 0 && !state.repl.is_replica() && enforce_maxmemory(state) {
         state
             .stats
             .commands
@@ -637,6 +695,18 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         return Outcome::Reply(e);
     }
     run(state, session, spec, id, args, false)
+}
+
+/// `-LOADING` while a full sync replaces the dataset, `-READONLY` /
+/// `-NOREPLICAS` for writes (see [`crate::repl::Repl::refuse_write`]).
+fn refuse_by_replication(state: &State, spec: &'static CommandSpec) -> Option<Reply> {
+    if spec.flags & flags::LOADING == 0 && state.repl.loading.load(Ordering::Relaxed) {
+        return Some(Reply::err("LOADING Redis is loading the dataset in memory"));
+    }
+    if spec.is_write() {
+        return state.repl.refuse_write(state).map(Reply::err);
+    }
+    None
 }
 
 fn count_error(state: &State, reply: &Reply) {
@@ -668,6 +738,7 @@ pub fn run(
             .lock_keys(key_positions_iter(spec, &args).map(|i| &args[i]), now),
     };
     ks.no_touch = session.handle.no_touch.load(Ordering::Relaxed) && spec.name != "touch";
+    ks.master_apply = session.repl.master;
     // EXEC makes this check itself, once it holds every partition.
     if state.cluster.migrations.any()
         && spec.name != "exec"

@@ -89,7 +89,16 @@ fn owner(ctx: &Ctx) -> Result<std::sync::Arc<crate::state::State>, Reply> {
 
 fn save_cmd(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     let state = owner(ctx)?;
-    match save::save(&state) {
+    // SAVE waits for the writer thread. On a multi-threaded runtime, let
+    // tokio move this worker's other connections elsewhere meanwhile.
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let result = if multi_thread {
+        tokio::task::block_in_place(|| save::save(&state))
+    } else {
+        save::save(&state)
+    };
+    match result {
         Ok(()) => Ok(Reply::Ok),
         Err(SaveError::InProgress) => Err(Reply::err("ERR Background save already in progress")),
         Err(e) => {

@@ -114,6 +114,10 @@ pub struct Db {
     /// while holding their partition locks (commands, active expiry,
     /// eviction).
     pub wlog: crate::wlog::WriteLog,
+    /// This node is a replica: keys expire only when its primary says so
+    /// (a `DEL` in the stream), never by this node's clock, or replica and
+    /// primary would disagree about which keys exist (Redis' rule).
+    pub no_expire: std::sync::atomic::AtomicBool,
     /// The running snapshot cut, if any: [`Keys`] lets it capture a slot
     /// before the slot's first change.
     pub cut: crate::persist::cut::CutState,
@@ -154,6 +158,7 @@ impl Db {
             evicted_keys: 0.into(),
             eviction: evict::EvictionConfig::default(),
             wlog: crate::wlog::WriteLog::default(),
+            no_expire: std::sync::atomic::AtomicBool::new(false),
             cut: crate::persist::cut::CutState::default(),
         }
     }
@@ -214,6 +219,7 @@ impl Db {
             lru_clock: evict::lru_clock(now),
             lfu: self.eviction.lfu.load(Ordering::Relaxed),
             no_touch: false,
+            master_apply: false,
         }
     }
 
@@ -272,6 +278,9 @@ pub struct Keys<'a> {
     /// Keys deleted by lazy expiry during this command (for notifications and
     /// replication, in the order they happened).
     pub expired: Vec<Bytes>,
+    /// Applying the primary's stream on a replica: a key past its TTL is
+    /// still there, as it was on the primary when the command ran there.
+    pub master_apply: bool,
 }
 
 /// Answer for a key of the wrong type.
@@ -349,6 +358,19 @@ impl<'a> Keys<'a> {
             let e = table.find(hash, |e| e.key() == key)?;
             e.is_expired(now)
         };
+        if expired && self.master_apply {
+            let part = if write {
+                self.part_mut(slot)
+            } else {
+                self.part_ref(slot)
+            };
+            return part.slot_mut(slot).table.find_mut(hash, |e| e.key() == key);
+        }
+        if expired && self.db.no_expire.load(Ordering::Relaxed) {
+            // A replica's reader sees the key as gone; deleting it is the
+            // primary's call.
+            return None;
+        }
         if expired {
             let _ = hasher;
             self.delete_hashed(key, hash, slot);

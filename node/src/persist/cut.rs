@@ -508,6 +508,35 @@ mod tests {
         assert_eq!(again.len(), 1);
     }
 
+    /// The server's own whole-keyspace mutators — active expiry, eviction,
+    /// FLUSHALL — run while the dumper is stalled (a one-byte queue bound,
+    /// nothing consumed yet): the cut must still be the keyspace at the cut.
+    #[test]
+    fn expiry_eviction_and_flush_during_a_stalled_cut_do_not_change_it() {
+        let db = Arc::new(Db::new());
+        {
+            let mut ks = db.lock_all(0);
+            for i in 0..3000 {
+                let expire = if i % 2 == 0 { Expiry::At(1000) } else { Expiry::Clear };
+                ks.set_str(format!("k{i}").as_bytes(), b"v", expire);
+            }
+        }
+        let stream = start_bounded(&db, 1).expect("no cut running");
+        let expired = crate::db::expire::active_expire_cycle(&db, Duration::from_secs(5));
+        assert!(!expired.is_empty(), "active expiry found nothing to do");
+        db.eviction.set_policy(crate::db::evict::Policy::AllKeysRandom);
+        let mut left = 100;
+        let evicted = crate::db::evict::evict(&db, 2000, |_| {
+            left -= 1;
+            left > 0
+        });
+        assert!(!evicted.is_empty(), "eviction found nothing to do");
+        db.lock_all(2000).clear();
+        assert_eq!(db.key_counts().0, 0);
+        let got = collect(stream);
+        assert_eq!(got.len(), 3000, "the cut lost keys changed after it was taken");
+    }
+
     #[test]
     fn dropping_the_stream_aborts_the_cut() {
         let db = Arc::new(Db::new());

@@ -123,7 +123,7 @@ pub fn bgsave(state: &Arc<State>) -> Result<std::thread::JoinHandle<Result<(), S
     s.current_start_ms.store(started, Ordering::Relaxed);
     s.last_attempt_ms.store(started, Ordering::Relaxed);
     let path = state.config.snapshot_path();
-    let replid = state.replid.clone();
+    let replid = state.repl.replid();
     let st = state.clone();
     std::thread::Builder::new()
         .name("bgsave".into())

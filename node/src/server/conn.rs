@@ -5,6 +5,13 @@
 //! no complete request is left in the input, so `-P 16` costs one syscall
 //! per batch rather than per command. Pub/sub messages arrive on a bounded
 //! queue and are written between requests.
+//!
+//! Group commit (`appendfsync always`): before a batch's replies go out, the
+//! connection waits until the append-only log has fsynced the client's last
+//! write ([`crate::persist::aof`]); every connection waiting at that moment
+//! is released by the same fsync. A batch without writes never waits. If the
+//! fsync fails, the replies of the writes it covered are replaced by the
+//! `-MISCONF` error: a write that is not on disk is never acknowledged.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -64,11 +71,16 @@ struct Conn {
     session: Session,
     push_rx: mpsc::Receiver<Message>,
     handle: Arc<ClientHandle>,
+    /// Replies in `out` that acknowledge writes: (start, end, write-log
+    /// offset after the write), so a failed fsync can turn them into errors.
+    write_replies: Vec<(usize, usize, u64)>,
 }
 
 enum Step {
     Continue,
     Close,
+    /// PSYNC/SYNC: the connection becomes a replica stream.
+    Replica(crate::repl::primary::PsyncPlan),
 }
 
 /// Serve one connection until it closes, is killed, or the server shuts down.
@@ -85,20 +97,37 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
         session,
         push_rx,
         handle: handle.clone(),
+        write_replies: Vec::new(),
     };
     // One future for "stop now" (CLIENT KILL or server shutdown), created
     // once per connection. Building it afresh on every read would register
     // and unregister a waiter on the server-wide shutdown channel — one
     // mutex every connection shares — twice per request batch.
-    let kill = handle.clone();
-    let cancel = async move {
-        tokio::select! {
-            _ = kill.kill.notified() => {}
-            _ = shutdown.recv() => {}
-        }
+    let outcome = {
+        let kill = handle.clone();
+        let cancel = async {
+            tokio::select! {
+                _ = kill.kill.notified() => {}
+                _ = shutdown.recv() => {}
+            }
+        };
+        tokio::pin!(cancel);
+        conn.run(cancel.as_mut()).await
     };
-    tokio::pin!(cancel);
-    let _ = conn.run(cancel.as_mut()).await;
+    if let Ok(Some(plan)) = outcome {
+        state.watches.unwatch(&conn.session.watched, &conn.session.watch_dirty);
+        // Replies to commands pipelined before PSYNC go out first.
+        if conn.flush().await.is_ok() {
+            let port = conn.session.repl.listening_port.unwrap_or(handle.addr.port());
+            let inbuf = std::mem::take(&mut conn.inbuf);
+            let Conn { stream, .. } = conn;
+            crate::repl::primary::serve_replica(state.clone(), stream, inbuf, handle.clone(), plan, port, shutdown)
+                .await;
+        }
+        state.pubsub.remove_client(handle.id);
+        state.clients.unregister(handle.id);
+        return;
+    }
     // Leave no trace: subscriptions, watches, registry entry.
     state.pubsub.remove_client(handle.id);
     state.watches.unwatch(&conn.session.watched, &conn.session.watch_dirty);
@@ -106,15 +135,23 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
 }
 
 impl Conn {
-    async fn run<F: Future<Output = ()>>(&mut self, mut cancel: Pin<&mut F>) -> std::io::Result<()> {
+    /// Serve requests; `Some` when the client turned into a replica.
+    async fn run<F: Future<Output = ()>>(
+        &mut self,
+        mut cancel: Pin<&mut F>,
+    ) -> std::io::Result<Option<crate::repl::primary::PsyncPlan>> {
         loop {
-            if let Step::Close = self.process_input(cancel.as_mut()).await? {
-                self.flush().await?;
-                return Ok(());
+            match self.process_input(cancel.as_mut()).await? {
+                Step::Close => {
+                    self.flush().await?;
+                    return Ok(None);
+                }
+                Step::Replica(plan) => return Ok(Some(plan)),
+                Step::Continue => {}
             }
             self.flush().await?;
             if self.handle.killed.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok(None);
             }
             let idle = self.state.config.timeout.load(Ordering::Relaxed);
             // A timer only when `timeout` is set: arming and disarming one per
@@ -133,12 +170,12 @@ impl Conn {
                 r = self.stream.read_buf(&mut self.inbuf) => {
                     let n = r?;
                     if n == 0 {
-                        return Ok(());
+                        return Ok(None);
                     }
                     self.on_read(n);
                     if self.inbuf.len() > QUERY_BUFFER_LIMIT {
                         tracing::warn!(client = self.handle.id, "closing client that reached max query buffer length");
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
                 Some(msg) = self.push_rx.recv() => {
@@ -150,8 +187,8 @@ impl Conn {
                         }
                     }
                 }
-                _ = cancel.as_mut() => return Ok(()),
-                _ = idle_timer => return Ok(()),
+                _ = cancel.as_mut() => return Ok(None),
+                _ = idle_timer => return Ok(None),
             }
         }
     }
@@ -176,14 +213,39 @@ impl Conn {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
+            self.write_replies.clear();
             return Ok(());
         }
+        let offset = self.handle.write_offset.load(Ordering::Relaxed);
+        if self.state.aof.must_wait(offset)
+            && let Err(msg) = self.state.aof.wait_acked(offset).await
+        {
+            self.replace_unpersisted(&msg);
+        }
+        self.write_replies.clear();
         let n = self.out.len() as u64;
         self.stream.write_all(&self.out).await?;
         self.out.clear();
         self.state.stats.net_output_bytes.fetch_add(n, Ordering::Relaxed);
         self.handle.net_out.fetch_add(n, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The log could not persist writes: their replies become `msg`.
+    fn replace_unpersisted(&mut self, msg: &str) {
+        let durable = self.state.aof.acked();
+        let old = std::mem::take(&mut self.out);
+        let mut pos = 0;
+        for &(start, end, offset) in &self.write_replies {
+            // `start == end`: the reply was suppressed (CLIENT REPLY OFF/SKIP).
+            if offset <= durable || start == end {
+                continue;
+            }
+            self.out.extend_from_slice(&old[pos..start]);
+            Reply::err(msg.to_string()).encode(&mut self.out, self.session.proto);
+            pos = end;
+        }
+        self.out.extend_from_slice(&old[pos..]);
     }
 
     /// Execute every complete request in the input buffer.
@@ -216,16 +278,39 @@ impl Conn {
             self.handle.touch(self.session.clock_ms.unwrap_or_default());
             // `CLIENT REPLY SKIP` sets the flag for the command after it.
             let skip = std::mem::take(&mut self.session.reply_skip);
+            let before = self.handle.write_offset.load(Ordering::Relaxed);
+            let mut start = self.out.len();
             match cmd::execute(&self.state, &mut self.session, args) {
-                Outcome::Reply(r) => self.write_reply(r, skip),
+                Outcome::Reply(r) => {
+                    if let Some(plan) = self.session.repl.psync.take() {
+                        return Ok(Step::Replica(plan));
+                    }
+                    let r = match self.session.repl.wait.take() {
+                        Some(w) => {
+                            self.flush().await?;
+                            let state = self.state.clone();
+                            tokio::select! {
+                                r = crate::repl::primary::wait(&state, w, &self.handle) => r,
+                                _ = cancel.as_mut() => return Ok(Step::Close),
+                            }
+                        }
+                        None => r,
+                    };
+                    self.write_reply(r, skip)
+                }
                 Outcome::Block { spec, args } => {
                     since_clock = 0;
                     self.flush().await?;
+                    start = 0;
                     match self.block(spec, args, cancel.as_mut()).await? {
                         Some(r) => self.write_reply(r, skip),
                         None => return Ok(Step::Close),
                     }
                 }
+            }
+            let after = self.handle.write_offset.load(Ordering::Relaxed);
+            if after > before {
+                self.write_replies.push((start, self.out.len(), after));
             }
             if self.session.close {
                 return Ok(Step::Close);

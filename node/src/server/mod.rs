@@ -24,10 +24,14 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("cluster mode: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("{0}")]
+    Epoch(#[from] crate::repl::epoch::EpochError),
+    #[error("replication: {0}")]
+    Repl(#[from] crate::repl::ReplError),
     #[error("failed to listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
-    #[error("failed to load the snapshot: {0}")]
-    Snapshot(#[from] crate::persist::snapshot::SnapshotError),
+    #[error(transparent)]
+    Persist(#[from] crate::persist::PersistError),
 }
 
 /// A started server: where it listens and how to stop it.
@@ -47,10 +51,14 @@ impl Running {
     }
 
     /// Stop accepting, close every connection, and wait for all tasks to end.
+    /// Then the log writer writes and fsyncs what is left, so a clean
+    /// shutdown loses nothing whatever `appendfsync` says.
     pub async fn shutdown(mut self) {
         let _ = self.notify_shutdown.send(());
         drop(self.done_tx.take());
         let _ = self.done_rx.recv().await;
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::persist::aof::stop_writer(&state)).await;
     }
 }
 
@@ -58,21 +66,18 @@ impl Running {
 pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     let db = Db::new();
     let config = Config::from_args(args, &db.eviction)?;
-    let state = State::new(db, config);
-    // Snapshot-only startup: load `dir/dbfilename` before listening, so no
-    // client sees a half-loaded dataset. (The append-only log's startup,
-    // which loads its base snapshot then replays, supersedes this.)
+    let epoch = crate::repl::epoch::Epoch::load(config.epoch_dir.clone())?;
+    let state = State::with_repl(db, config, crate::repl::Repl::new(epoch));
+    // Load before listening: no client sees a half-loaded dataset.
+    let persist = crate::persist::PersistConfig::from_args(args, &state.config)?;
     {
-        let st = state.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::persist::save::load_at_startup(&st))
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || crate::persist::startup(&state, &persist))
             .await
-            .map_err(|e| {
-                crate::persist::snapshot::SnapshotError::Io(std::io::Error::other(format!("loading task failed: {e}")))
+            .map_err(|e| crate::persist::PersistError::Inconsistent {
+                dir: Default::default(),
+                msg: format!("loading task failed: {e}"),
             })??;
-        if let Some(info) = loaded {
-            // Offsets continue from the snapshot's: snapshot + log from there = dataset.
-            state.db.wlog.reset(info.offset);
-        }
     }
     // Before listening: a node must know its identity and held epoch before
     // it answers a single command (its routing depends on them).
@@ -143,6 +148,14 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         state.clone(),
         Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
     ));
+    crate::repl::start(
+        &state,
+        crate::repl::Tasks {
+            notify: notify_shutdown.clone(),
+            done: done_tx.downgrade(),
+        },
+        state.config.replicaof.clone(),
+    )?;
     tokio::spawn(crate::persist::save::schedule_task(
         state.clone(),
         Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
@@ -209,6 +222,10 @@ async fn expiry_job(state: Arc<State>, mut shutdown: Shutdown) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.recv() => return,
+        }
+        // Replicas never expire keys themselves: their primary sends DELs.
+        if state.db.no_expire.load(Ordering::Relaxed) {
+            continue;
         }
         let expired = crate::db::expire::active_expire_cycle(&state.db, Duration::from_millis(25));
         if !expired.is_empty() {

@@ -40,8 +40,10 @@ pub fn info(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
 enum Type {
     Normal,
     PubSub,
-    /// Replication links: none exist on this node yet, so they match nobody.
-    Replication,
+    /// Our link to our primary.
+    Master,
+    /// Replicas attached to this node.
+    Replica,
 }
 
 fn parse_type(arg: &[u8]) -> Result<Type, Reply> {
@@ -49,12 +51,18 @@ fn parse_type(arg: &[u8]) -> Result<Type, Reply> {
     match t.as_str() {
         "normal" => Ok(Type::Normal),
         "pubsub" => Ok(Type::PubSub),
-        "master" | "replica" | "slave" => Ok(Type::Replication),
+        "master" => Ok(Type::Master),
+        "replica" | "slave" => Ok(Type::Replica),
         _ => Err(Reply::err(format!("ERR Unknown client type '{t}'"))),
     }
 }
 
 fn type_of(c: &ClientHandle) -> Type {
+    match c.repl_role.load(Ordering::Relaxed) {
+        crate::repl::client_role::MASTER => return Type::Master,
+        crate::repl::client_role::REPLICA => return Type::Replica,
+        _ => {}
+    }
     let subs = c.subscriptions.load(Ordering::Relaxed)
         + c.psubscriptions.load(Ordering::Relaxed)
         + c.ssubscriptions.load(Ordering::Relaxed);

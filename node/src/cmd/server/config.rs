@@ -78,6 +78,9 @@ pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         pairs.push((p, String::from_utf8_lossy(&pair[1]).into_owned()));
     }
     apply_all(ctx.state, &pairs)?;
+    if pairs.iter().any(|(p, _)| p.name.starts_with("append")) {
+        crate::persist::apply_config(ctx.state).map_err(|e| set_failed("appendonly", e))?;
+    }
     Ok(Reply::Ok)
 }
 

@@ -219,8 +219,9 @@ fn memory(state: &State, s: &mut Section) {
 /// then the append-only log's.
 fn persistence(state: &State, s: &mut Section) {
     crate::persist::save::info(state, s.0);
-    s.field("aof_enabled", 0);
-    s.field("aof_rewrite_in_progress", 0);
+    for (name, value) in crate::persist::info_fields(state) {
+        s.field(name, value);
+    }
 }
 
 fn stats(state: &State, s: &mut Section) {
@@ -241,7 +242,11 @@ fn stats(state: &State, s: &mut Section) {
     s.field("pubsub_channels", state.pubsub.channels(None, false).len());
     s.field("pubsub_patterns", state.pubsub.numpat());
     s.field("pubsubshard_channels", state.pubsub.channels(None, true).len());
+    s.field("sync_full", l(&state.repl.stats.sync_full));
+    s.field("sync_partial_ok", l(&state.repl.stats.sync_partial_ok));
+    s.field("sync_partial_err", l(&state.repl.stats.sync_partial_err));
     s.field("total_error_replies", l(&st.total_error_replies));
+    s.field("ferrokv_backlog_disconnects", l(&state.repl.stats.backlog_disconnects));
     s.field(
         "ferrokv_pubsub_overflow_disconnects",
         l(&st.pubsub_overflow_disconnects),
@@ -249,14 +254,9 @@ fn stats(state: &State, s: &mut Section) {
 }
 
 fn replication(state: &State, s: &mut Section) {
-    s.field("role", "master");
-    s.field("connected_slaves", 0);
-    s.field("master_failover_state", "no-failover");
-    s.field("master_replid", &state.replid);
-    s.field("master_replid2", "0000000000000000000000000000000000000000");
-    s.field("master_repl_offset", 0);
-    s.field("second_repl_offset", -1);
-    s.field("repl_backlog_active", 0);
+    for (k, v) in state.repl.info_fields(state) {
+        s.field(&k, v);
+    }
 }
 
 fn cpu(s: &mut Section) {

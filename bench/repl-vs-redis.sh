@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Benchmark: replication, ferrokv-node against Redis (Debian's redis-server,
+# 7.0.15) on this machine, in the same run, with identical loads.
+#
+#   full sync   a primary holds $BENCH_KEYS keys `SET key:N <value>` with
+#               $BENCH_VALUE-byte random base64 values (loaded by
+#               `redis-cli --pipe`); an empty replica is told `REPLICAOF`; wall
+#               time from the command until the replica reports
+#               master_link_status:up with no sync in progress and holds every
+#               key. Redis uses disk-based sync (`repl-diskless-sync no`: fork,
+#               RDB to disk, transfer, load); ferrokv streams a point-in-time
+#               cut straight into the socket and the replica loads it from
+#               memory.
+#   lag         while redis-benchmark runs a SET load on the primary
+#               (-c $BENCH_CLIENTS -P 1, 100-byte values, random keys), a probe
+#               writes `SET lagprobe:i` on the primary and, once acknowledged,
+#               polls GET on the replica until it sees the value; lag = that
+#               time. p50/p99 over all probes of $BENCH_LAG_SECONDS seconds.
+#               The primary's command rate during the window is printed too:
+#               a lag figure means little without the load it was taken under.
+#   ratio       ferrokv / Redis; below 1 is better (target <= 1.0)
+#
+# Both systems run one primary and one replica on free loopback ports, killed
+# (by PID) on exit. Redis runs with `--save '' --appendonly no`; ferrokv with
+# its defaults (no snapshot schedule, no append-only file). With two cores the
+# load generator, the probe, the primary and the replica share the CPUs: quote
+# the machine with the numbers.
+#
+# Usage: bench/repl-vs-redis.sh      (a few minutes)
+#   BENCH_KEYS=1000000 BENCH_VALUE=100 BENCH_LAG_SECONDS=15 BENCH_CLIENTS=50
+#   BENCH_QUICK=1   50000 keys and 5 s of lag probing: to check the script itself
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+    BENCH_KEYS="${BENCH_KEYS:-50000}"
+    BENCH_LAG_SECONDS="${BENCH_LAG_SECONDS:-5}"
+else
+    BENCH_KEYS="${BENCH_KEYS:-1000000}"
+    BENCH_LAG_SECONDS="${BENCH_LAG_SECONDS:-15}"
+fi
+BENCH_VALUE="${BENCH_VALUE:-100}"
+BENCH_CLIENTS="${BENCH_CLIENTS:-50}"
+STEP_TIMEOUT=300
+
+say() { echo "bench: $*" >&2; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferrokv-repl-bench.XXXXXX")"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+scripts/install-test-deps.sh
+say "building ferrokv-node (release)"
+cargo build --release --locked -q -p ferrokv-node --bin ferrokv-node
+NODE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/ferrokv-node"
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_ping() {
+    local port="$1" i
+    for i in $(seq 1 500); do
+        if [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ]; then
+            return 0
+        fi
+        sleep 0.02
+    done
+    say "server on port $port did not answer PING"
+    return 1
+}
+
+# start_server SYSTEM ROLE PORT DIR: starts a server in the background and
+# appends its PID to PIDS.
+start_server() {
+    local system="$1" role="$2" port="$3" dir="$4"
+    mkdir -p "$dir"
+    if [ "$system" = redis ]; then
+        local extra=(--repl-diskless-sync no)
+        [ "$role" = primary ] || extra=(--repl-diskless-load disabled)
+        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+            "${extra[@]}" --logfile "$dir/log" &
+    else
+        RUST_LOG=info "$NODE_BIN" --port "$port" --bind 127.0.0.1 --dir "$dir" >"$dir/out" 2>"$dir/log" &
+    fi
+    PIDS+=("$!")
+    wait_ping "$port"
+}
+
+stop_all() {
+    local pid
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+
+LOAD="$WORK/load.resp"
+say "generating $BENCH_KEYS keys with $BENCH_VALUE-byte random values"
+python3 - "$BENCH_KEYS" "$BENCH_VALUE" >"$LOAD" <<'EOF'
+import base64, os, sys
+keys, size = int(sys.argv[1]), int(sys.argv[2])
+out = sys.stdout.buffer
+vlen = b"$%d\r\n" % size
+chunk = []
+for i in range(keys):
+    key = b"key:%d" % i
+    value = base64.b64encode(os.urandom(size))[:size]
+    chunk.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n%s%s\r\n" % (len(key), key, vlen, value))
+    if len(chunk) == 10000:
+        out.write(b"".join(chunk))
+        chunk.clear()
+out.write(b"".join(chunk))
+EOF
+
+# The measuring side: a tiny RESP client, so polling costs the same for both.
+PROBE="$WORK/probe.py"
+cat >"$PROBE" <<'EOF'
+import socket, sys, time
+
+class Conn:
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.f = self.s.makefile("rb")
+
+    def cmd(self, *args):
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        self.s.sendall(out)
+        return self.read()
+
+    def read(self):
+        line = self.f.readline()
+        t, rest = line[:1], line[1:-2]
+        if t in (b"+", b"-"):
+            return rest.decode()
+        if t == b":":
+            return int(rest)
+        if t in (b"$", b"="):
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)[:-2]
+            return data
+        if t == b"*":
+            return [self.read() for _ in range(int(rest))]
+        raise RuntimeError("bad reply %r" % line)
+
+def info(c):
+    text = c.cmd("INFO", "replication") or b""
+    if isinstance(text, bytes):
+        text = text.decode()
+    return dict(l.split(":", 1) for l in text.split("\r\n") if ":" in l)
+
+mode = sys.argv[1]
+if mode == "sync":
+    replica, primary, keys = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    c = Conn(replica)
+    t0 = time.perf_counter()
+    c.cmd("REPLICAOF", "127.0.0.1", primary)
+    deadline = t0 + float(sys.argv[5])
+    while True:
+        i = info(c)
+        if i.get("master_link_status") == "up" and i.get("master_sync_in_progress") == "0":
+            if c.cmd("DBSIZE") == keys:
+                break
+        if time.perf_counter() > deadline:
+            sys.exit("full sync did not finish in time")
+        time.sleep(0.005)
+    print("%.3f" % (time.perf_counter() - t0))
+elif mode == "lag":
+    primary, replica, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    p, r = Conn(primary), Conn(replica)
+    def processed():
+        text = p.cmd("INFO", "stats")
+        text = text.decode() if isinstance(text, bytes) else text
+        return int(dict(l.split(":", 1) for l in text.split("\r\n") if ":" in l)["total_commands_processed"])
+    c0, t_start = processed(), time.perf_counter()
+    lags = []
+    end = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < end:
+        i += 1
+        key, val = "lagprobe:%d" % (i % 1000), str(i).encode()
+        assert p.cmd("SET", key, val) == "OK"
+        t0 = time.perf_counter()
+        while r.cmd("GET", key) != val:
+            if time.perf_counter() - t0 > 30:
+                sys.exit("replica never saw a probe")
+        lags.append(time.perf_counter() - t0)
+    lags.sort()
+    pct = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] * 1000
+    rate = (processed() - c0) / (time.perf_counter() - t_start)
+    print("%.3f %.3f %d %d" % (pct(0.50), pct(0.99), len(lags), rate))
+EOF
+
+RESULTS="$WORK/results"
+: >"$RESULTS"
+for system in redis ferrokv; do
+    pport="$(free_port)"
+    rport="$(free_port)"
+    start_server "$system" primary "$pport" "$WORK/$system-primary"
+    start_server "$system" replica "$rport" "$WORK/$system-replica"
+    say "$system: loading $BENCH_KEYS keys"
+    summary="$(timeout "$STEP_TIMEOUT" redis-cli -h 127.0.0.1 -p "$pport" --pipe <"$LOAD" 2>&1 | tail -1)"
+    say "$system: $summary"
+    say "$system: full sync"
+    sync_s="$(timeout "$STEP_TIMEOUT" python3 "$PROBE" sync "$rport" "$pport" "$BENCH_KEYS" "$STEP_TIMEOUT")"
+    say "$system: full sync took ${sync_s}s"
+    say "$system: replication lag under a SET load for ${BENCH_LAG_SECONDS}s"
+    redis-benchmark -h 127.0.0.1 -p "$pport" -t set -n 100000000 -c "$BENCH_CLIENTS" -P 1 -d 100 \
+        -r 1000000 -q >/dev/null 2>&1 &
+    bench_pid=$!
+    PIDS+=("$bench_pid")
+    lag="$(timeout "$STEP_TIMEOUT" python3 "$PROBE" lag "$pport" "$rport" "$BENCH_LAG_SECONDS")"
+    kill "$bench_pid" 2>/dev/null || true
+    say "$system: lag p50/p99 ms, probes, primary commands/s: $lag"
+    echo "$system $sync_s $lag" >>"$RESULTS"
+    stop_all
+done
+
+python3 - "$RESULTS" "$BENCH_KEYS" "$BENCH_VALUE" <<'EOF'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    system, sync_s, p50, p99, n, rate = line.split()
+    rows[system] = (float(sync_s), float(p50), float(p99), int(n), int(rate))
+r, f = rows["redis"], rows["ferrokv"]
+print(f"replication, {sys.argv[2]} keys x {sys.argv[3]} B (ratio = ferrokv / Redis, lower is better)")
+print(f"{'metric':<28}{'ferrokv':>12}{'redis 7':>12}{'ratio':>8}")
+def row(name, a, b, unit):
+    ratio = a / b if b else float("nan")
+    print(f"{name:<28}{a:>10.3f}{unit:>2}{b:>10.3f}{unit:>2}{ratio:>8.2f}")
+row("full sync time", f[0], r[0], "s")
+row("lag p50 under SET load", f[1], r[1], "ms")
+row("lag p99 under SET load", f[2], r[2], "ms")
+print(f"lag probes: ferrokv {f[3]}, redis {r[3]}; primary load during probing (commands/s): "
+      f"ferrokv {f[4]}, redis {r[4]}")
+EOF

@@ -1,0 +1,312 @@
+//! The primary side: deciding between partial and full resync, one sender
+//! task per replica that streams the write log (after a snapshot for a full
+//! sync), the reader of the replica's acknowledgements, and WAIT.
+//!
+//! A sender tails the write log (`appended` + `read_from`) rather than being
+//! fed by the command path: the command path then pays nothing per replica,
+//! and a slow replica costs the primary no memory beyond the shared backlog.
+//! The price is that a replica slower than the backlog is disconnected (it
+//! reconnects and full-syncs) instead of being buffered without bound.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::{ReplicaPeer, client_role, payload, sender_state};
+use crate::client::ClientHandle;
+use crate::resp::Reply;
+use crate::resp::parse::{self, Check, Limits};
+use crate::server::shutdown::Shutdown;
+use crate::state::State;
+
+/// Largest slice of the log written to a replica at once.
+const CHUNK: usize = 1 << 20;
+/// Log kept for one replica while its full sync transfers, as Redis'
+/// `client-output-buffer-limit replica` hard limit.
+const FULL_SYNC_BUFFER_LIMIT: usize = 256 << 20;
+/// Idle primaries send `\n` this often so replicas can tell a quiet primary
+/// from a dead one.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// What a PSYNC decided.
+#[derive(Debug, Clone, Copy)]
+pub struct PsyncPlan {
+    pub full: bool,
+    /// Partial resync: offset of the first byte to send (0-based).
+    pub from: u64,
+}
+
+/// A WAIT that could not be answered at once.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitRequest {
+    pub numreplicas: usize,
+    pub target: u64,
+    pub timeout: Option<Duration>,
+}
+
+/// PSYNC `<replid> <offset>` (offset = 1-based index of the next byte the
+/// replica wants, as Redis counts).
+pub fn plan_psync(state: &State, replid: &[u8], offset: i64) -> PsyncPlan {
+    let (id, id2, second) = state.repl.ids();
+    let same_history =
+        replid == id.as_bytes() || (replid == id2.as_bytes() && id2 != super::NO_REPLID && offset <= second);
+    if same_history && offset >= 1 {
+        let from = offset as u64 - 1;
+        if state.db.wlog.read_from(from, 0).is_ok() {
+            return PsyncPlan { full: false, from };
+        }
+    }
+    if replid != b"?" {
+        state.repl.stats.sync_partial_err.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            replid = %String::from_utf8_lossy(replid),
+            offset,
+            our_replid = %id,
+            backlog_start = state.db.wlog.backlog_start() + 1,
+            "partial resync not possible, full sync"
+        );
+    }
+    PsyncPlan { full: true, from: 0 }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("replica connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("full sync payload failed: {0}")]
+    Payload(#[from] payload::PayloadError),
+    #[error("replica fell behind the replication backlog")]
+    OutOfBacklog,
+    #[error("replica disconnected")]
+    Closed,
+    #[error("more than {0} bytes of writes arrived during the full sync")]
+    BufferLimit(usize),
+}
+
+/// Removes a replica from the registry however its connection ends.
+struct PeerGuard<'a> {
+    state: &'a State,
+    peer: Arc<ReplicaPeer>,
+}
+
+impl Drop for PeerGuard<'_> {
+    fn drop(&mut self) {
+        self.state.repl.replicas.lock().retain(|p| !Arc::ptr_eq(p, &self.peer));
+        // WAIT callers count replicas: one fewer may change their answer.
+        self.state.repl.acked.notify_waiters();
+    }
+}
+
+/// Turn a client connection that sent PSYNC into a replica stream.
+pub async fn serve_replica(
+    state: Arc<State>,
+    stream: TcpStream,
+    leftover: BytesMut,
+    handle: Arc<ClientHandle>,
+    plan: PsyncPlan,
+    listening_port: u16,
+    mut shutdown: Shutdown,
+) {
+    handle.repl_role.store(client_role::REPLICA, Ordering::Relaxed);
+    // Appends wake senders only while one listens (see WriteLog::listen).
+    let _listen = state.db.wlog.listen();
+    let peer = Arc::new(ReplicaPeer {
+        handle: handle.clone(),
+        ip: handle.addr.ip().to_string(),
+        listening_port,
+        state: sender_state::WAIT_BGSAVE.into(),
+        ack_offset: 0.into(),
+        last_ack_ms: crate::db::now_ms().into(),
+    });
+    state.repl.replicas.lock().push(peer.clone());
+    let _guard = PeerGuard {
+        state: &state,
+        peer: peer.clone(),
+    };
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let reader = tokio::spawn(ack_reader(state.clone(), rd, leftover, peer.clone()));
+    let name = format!("{}:{}", peer.ip, listening_port);
+    tracing::info!(replica = %name, full = plan.full, "replica attached");
+    let result = tokio::select! {
+        r = send(&state, &mut wr, plan, &peer) => r,
+        _ = handle.kill.notified() => Err(SendError::Closed),
+        _ = shutdown.recv() => Err(SendError::Closed),
+    };
+    reader.abort();
+    match result {
+        Err(SendError::OutOfBacklog) => {
+            state.repl.stats.backlog_disconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(replica = %name, backlog = state.db.wlog.backlog_cap(),
+                "replica fell further behind than the replication backlog: disconnected, it will full-sync");
+        }
+        Err(e) => tracing::info!(replica = %name, error = %e, "replica detached"),
+        Ok(()) => {}
+    }
+}
+
+async fn send(
+    state: &Arc<State>,
+    wr: &mut OwnedWriteHalf,
+    plan: PsyncPlan,
+    peer: &ReplicaPeer,
+) -> Result<(), SendError> {
+    let replid = state.repl.replid();
+    let mut from = if plan.full {
+        let mut cut = payload::start_cut(state).await?;
+        state.repl.stats.sync_full.fetch_add(1, Ordering::Relaxed);
+        wr.write_all(format!("+FULLRESYNC {replid} {}\r\n", cut.offset).as_bytes())
+            .await?;
+        peer.state.store(sender_state::SEND_BULK, Ordering::Relaxed);
+        let mark = super::new_replid();
+        wr.write_all(format!("$EOF:{mark}\r\n").as_bytes()).await?;
+        // The log written meanwhile is kept for this replica (Redis' replica
+        // output buffer), so a transfer longer than the backlog can hold
+        // does not end in another full sync.
+        let mut held = Vec::new();
+        let mut tail = cut.offset;
+        let wlog = &state.db.wlog;
+        loop {
+            let notified = wlog.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            loop {
+                let b = wlog.read_from(tail, CHUNK).map_err(|_| SendError::OutOfBacklog)?;
+                if b.is_empty() {
+                    break;
+                }
+                tail += b.len() as u64;
+                held.extend_from_slice(&b);
+                if held.len() > FULL_SYNC_BUFFER_LIMIT {
+                    return Err(SendError::BufferLimit(FULL_SYNC_BUFFER_LIMIT));
+                }
+            }
+            tokio::select! {
+                chunk = cut.chunks.recv() => match chunk {
+                    Some(chunk) => wr.write_all(&chunk?).await?,
+                    None => break,
+                },
+                _ = notified => {}
+            }
+        }
+        wr.write_all(mark.as_bytes()).await?;
+        wr.write_all(&held).await?;
+        tail
+    } else {
+        state.repl.stats.sync_partial_ok.fetch_add(1, Ordering::Relaxed);
+        wr.write_all(format!("+CONTINUE {replid}\r\n").as_bytes()).await?;
+        plan.from
+    };
+    peer.last_ack_ms.store(crate::db::now_ms(), Ordering::Relaxed);
+    peer.state.store(sender_state::ONLINE, Ordering::Relaxed);
+    let wlog = &state.db.wlog;
+    let mut getack_seen = state.repl.getack.load(Ordering::Relaxed);
+    let mut last_write = tokio::time::Instant::now();
+    loop {
+        let notified = wlog.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let bytes = wlog.read_from(from, CHUNK).map_err(|_| SendError::OutOfBacklog)?;
+        if !bytes.is_empty() {
+            wr.write_all(&bytes).await?;
+            from += bytes.len() as u64;
+            last_write = tokio::time::Instant::now();
+            if bytes.len() == CHUNK {
+                continue;
+            }
+        }
+        // Everything appended so far is sent, so we are between two whole
+        // commands: control messages may go out here.
+        let g = state.repl.getack.load(Ordering::Relaxed);
+        if g != getack_seen {
+            getack_seen = g;
+            wr.write_all(b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n")
+                .await?;
+            last_write = tokio::time::Instant::now();
+            continue;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(last_write + KEEPALIVE) => {
+                wr.write_all(b"\n").await?;
+                last_write = tokio::time::Instant::now();
+            }
+        }
+    }
+}
+
+/// Read `REPLCONF ACK <offset>` from a replica until it disconnects.
+async fn ack_reader(state: Arc<State>, mut rd: OwnedReadHalf, mut buf: BytesMut, peer: Arc<ReplicaPeer>) {
+    let limits = Limits {
+        max_bulk_len: 1 << 20,
+        unauthenticated: false,
+    };
+    loop {
+        loop {
+            match parse::check(&buf, &limits) {
+                Ok(Check::Complete(req)) => {
+                    let args = parse::take(&mut buf, req);
+                    if args.len() >= 3
+                        && args[0].eq_ignore_ascii_case(b"REPLCONF")
+                        && args[1].eq_ignore_ascii_case(b"ACK")
+                        && let Some(off) = std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<u64>().ok())
+                    {
+                        peer.ack_offset.fetch_max(off, Ordering::Relaxed);
+                        peer.last_ack_ms.store(crate::db::now_ms(), Ordering::Relaxed);
+                        state.repl.acked.notify_waiters();
+                    }
+                }
+                Ok(Check::Incomplete) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "protocol error from replica");
+                    peer.handle.request_kill();
+                    return;
+                }
+            }
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(n) if n > 0 => {
+                state.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            _ => break,
+        }
+    }
+    peer.handle.request_kill();
+}
+
+/// WAIT that could not be answered at once: ask every replica for an ack
+/// and wait for enough of them, the timeout, or the client going away.
+pub async fn wait(state: &State, req: WaitRequest, handle: &ClientHandle) -> Reply {
+    let deadline = req.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut asked = false;
+    loop {
+        let notified = state.repl.acked.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let n = state.repl.acked_count(req.target);
+        if n >= req.numreplicas {
+            return Reply::Int(n as i64);
+        }
+        if !asked {
+            asked = true;
+            state.repl.getack.fetch_add(1, Ordering::Relaxed);
+            state.db.wlog.appended.notify_waiters();
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = notified => {}
+            _ = sleep => return Reply::Int(state.repl.acked_count(req.target) as i64),
+            _ = handle.kill.notified() => return Reply::Int(n as i64),
+        }
+    }
+}
