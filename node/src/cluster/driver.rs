@@ -244,6 +244,8 @@ pub struct LocalNode {
     pub addr: SocketAddr,
     pub id: String,
     pub dir: PathBuf,
+    /// Extra command-line arguments, reused by a restart.
+    pub extra: Vec<String>,
     child: tokio::process::Child,
 }
 
@@ -312,6 +314,7 @@ pub async fn spawn_node_on(bin: &Path, dir: &Path, port: u16, extra: &[&str]) ->
         addr,
         id,
         dir: dir.to_path_buf(),
+        extra: extra.iter().map(|a| a.to_string()).collect(),
         child,
     })
 }
@@ -327,11 +330,23 @@ impl LocalCluster {
     /// Start `shards × (1 + replicas)` nodes under `dir` and push an even
     /// layout at epoch 1.
     pub async fn start(bin: &Path, dir: &Path, shards: usize, replicas: usize) -> Result<LocalCluster, DriverError> {
+        Self::start_with(bin, dir, shards, replicas, &[]).await
+    }
+
+    /// [`LocalCluster::start`] with extra arguments for every node (e.g.
+    /// `--appendonly yes`).
+    pub async fn start_with(
+        bin: &Path,
+        dir: &Path,
+        shards: usize,
+        replicas: usize,
+        extra: &[&str],
+    ) -> Result<LocalCluster, DriverError> {
         let mut nodes = Vec::new();
         for s in 0..shards {
             let mut members = Vec::new();
             for r in 0..=replicas {
-                members.push(spawn_node(bin, &dir.join(format!("shard{s}-{r}")), &[]).await?);
+                members.push(spawn_node(bin, &dir.join(format!("shard{s}-{r}")), extra).await?);
             }
             nodes.push(members);
         }
@@ -372,11 +387,13 @@ impl LocalCluster {
         n.kill().await;
         let port = n.addr.port();
         let dir = n.dir.clone();
+        let extra = n.extra.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         // The port is free once the process is gone; retry briefly in case
         // the kernel has not released it yet.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match spawn_node_on(bin, &dir, port, &[]).await {
+            match spawn_node_on(bin, &dir, port, &extra).await {
                 Ok(fresh) => {
                     self.shards[shard][member] = fresh;
                     return Ok(());

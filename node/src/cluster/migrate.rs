@@ -748,6 +748,14 @@ fn run_stream(state: &State, m: &SlotMigration) -> Result<bool, String> {
                 }
                 ks.expired.clear();
                 state.db.log_deletes(&keys);
+                // With `appendfsync always` the deletes are made durable
+                // before the partition is released: once a client can see a
+                // key gone from here (and write it on the target through
+                // -ASK), a restart of this node cannot bring it back.
+                let end = state.db.wlog.offset();
+                while state.aof.must_wait(end) && !state.aof.is_poisoned() {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
                 drop(ks);
                 state.saves.count_changes(keys.len() as u64);
                 let n = keys.len() as u64;
@@ -774,17 +782,20 @@ fn run_stream(state: &State, m: &SlotMigration) -> Result<bool, String> {
 
 /// `CLUSTER RESTOREBATCH <slot> <source-id> <payload>`: decode everything
 /// first (all or nothing), then insert under the slot's partition lock and
-/// log the command itself so replicas apply the same batch.
+/// log the command itself so replicas and the append-only log apply the
+/// same batch. Returns the keys and the log offset the reply waits for
+/// (with `appendfsync always` the source hears back only once the batch is
+/// durable here, so an acknowledged key survives a crash of this node).
 pub fn restore_batch(
     state: &State,
     session: &Session,
     slot: u16,
     source: &[u8],
     payload: &Bytes,
-) -> Result<usize, MigrateError> {
+) -> Result<(usize, u64), MigrateError> {
     let source = String::from_utf8_lossy(source);
     let allowed = session.cluster_internal
-        || state.cluster.view().is_some_and(|v| !v.primary)
+        || session.repl.master
         || state.cluster.migrations.get(slot).is_some_and(|m| {
             m.peer == source
                 && (m.kind == Kind::Importing || (m.kind == Kind::Migrating && m.cancelling.load(Ordering::Relaxed)))
@@ -823,7 +834,7 @@ pub fn restore_batch(
         Bytes::from(source.into_owned()),
         payload.clone(),
     ];
-    state.db.wlog.append(&[cmd], false);
+    let end = state.db.wlog.append(&[cmd], false);
     drop(ks);
     state.saves.count_changes(n as u64);
     state
@@ -831,7 +842,7 @@ pub fn restore_batch(
         .migrations
         .keys_received_total
         .fetch_add(n as u64, Ordering::Relaxed);
-    Ok(n)
+    Ok((n, end))
 }
 
 /// `CLUSTER MIGRATION STATUS`: one map per migration.
@@ -881,7 +892,7 @@ pub fn check_locked(
     ks: &mut Keys,
 ) -> Option<Reply> {
     let admitted = std::mem::take(&mut session.admitted_asking);
-    if session.cluster_internal {
+    if session.cluster_internal || session.repl.master {
         return None;
     }
     let mut slot = None;

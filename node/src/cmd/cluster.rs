@@ -600,9 +600,16 @@ fn migration(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 /// `CLUSTER RESTOREBATCH <slot> <source-id> <payload>`. The command logs
 /// itself (inside [`migrate::restore_batch`], under the slot's lock).
 fn restorebatch(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    enabled(ctx)?;
+    // The log replayed at startup runs before cluster mode is enabled.
+    if !(ctx.session.cluster_internal || ctx.session.repl.master) {
+        enabled(ctx)?;
+    }
     let slot = slot_arg(&args[2])?.ok_or_else(|| Reply::err("ERR Invalid slot"))?;
-    let n = migrate::restore_batch(ctx.state, ctx.session, slot, &args[3], &args[4]).map_err(migrate_err)?;
+    let (n, end) = migrate::restore_batch(ctx.state, ctx.session, slot, &args[3], &args[4]).map_err(migrate_err)?;
+    ctx.session
+        .handle
+        .write_offset
+        .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
     ctx.propagate_nothing();
     Ok(Reply::Int(n as i64))
 }
