@@ -16,9 +16,10 @@
 #              call). ferrokv: CLUSTER MIGRATION IMPORT / START, poll STATUS
 #              until done, push the topology with slot 0 moved (what
 #              driver::migrate_slot does). keys/s = keys / wall time of the move.
-#   client     during the move a redis-py RedisCluster client (follows MOVED
-#              and ASK) alternates SET and GET on keys of the slot; p99 of its
-#              request latency during the move, and its error count.
+#   client     a redis-py RedisCluster client (follows MOVED and ASK)
+#              alternates SET and GET on keys of the slot, from 1 s before
+#              the move to its end; p99 of the requests completed during the
+#              move, their count, and the client's errors.
 #   ratio      ferrokv keys/s / Redis keys/s (target >= 2).
 #
 # Servers run without persistence (Redis `--save '' --appendonly no`, ferrokv
@@ -67,8 +68,22 @@ else
     NODE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/ferrokv-node"
 fi
 
+# A free port below 55536 whose cluster bus port (+10000) is free too.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 - <<'EOF'
+import random, socket
+while True:
+    p = random.randint(20000, 45000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket()
+            s.bind(("127.0.0.1", q))
+            s.close()
+        print(p)
+        break
+    except OSError:
+        pass
+EOF
 }
 
 wait_ping() {
@@ -115,7 +130,7 @@ EOF
 }
 
 # The client: SET/GET on keys of the slot until $WORK/stop-client exists;
-# prints "<p99 ms> <ops> <errors>".
+# writes its error count, then "<unix time> <latency s>" per request.
 start_client() {
     local port="$1" out="$2"
     python3 - "$port" "$TAG" "$WORK/stop-client" "$out" <<'EOF' &
@@ -134,11 +149,11 @@ while not os.path.exists(stop):
             rc.get(k)
     except Exception as e:
         errors += 1
-    lat.append(time.perf_counter() - t)
+    lat.append((time.time(), time.perf_counter() - t))
     i += 1
-lat.sort()
-p99 = lat[len(lat) * 99 // 100] * 1000 if lat else 0
-open(out, "w").write(f"{p99:.2f} {len(lat)} {errors}\n")
+with open(out, "w") as f:
+    f.write(f"{errors}\n")
+    f.writelines(f"{at:.6f} {l:.6f}\n" for at, l in lat)
 EOF
     CLIENT_PID=$!
     PIDS+=("$CLIENT_PID")
@@ -152,6 +167,20 @@ stop_client() {
 }
 
 now() { python3 -c 'import time; print(time.time())'; }
+
+# "<p99 ms> <requests> <errors>" of the client's requests that ended
+# between $2 and $3 (the move).
+during() {
+    python3 - "$@" <<'EOF'
+import sys
+path, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+lines = open(path).read().split("\n")
+errors = lines[0]
+lat = sorted(float(l.split()[1]) for l in lines[1:] if l and t0 <= float(l.split()[0]) <= t1)
+p99 = lat[len(lat) * 99 // 100] * 1000 if lat else 0
+print(f"{p99:.2f} {len(lat)} {errors}")
+EOF
+}
 
 # ---- Redis ----
 say "redis: 3-primary cluster"
@@ -185,7 +214,7 @@ stop_client
 moved="$(redis-cli -p "${RPORTS[1]}" CLUSTER COUNTKEYSINSLOT 0)"
 [ "$moved" -ge "$BENCH_KEYS" ] || { say "redis reshard moved $moved keys, not slot 0?"; tail "$WORK/reshard.log"; exit 1; }
 REDIS_SECS="$(python3 -c "print($t1 - $t0)")"
-read -r REDIS_P99 REDIS_OPS REDIS_ERR <"$WORK/redis-client"
+read -r REDIS_P99 REDIS_OPS REDIS_ERR < <(during "$WORK/redis-client" "$t0" "$t1")
 
 # ---- ferrokv ----
 say "ferrokv: 3-primary cluster"
@@ -242,7 +271,7 @@ stop_client
 moved="$(redis-cli -p "${FPORTS[1]}" CLUSTER COUNTKEYSINSLOT 0)"
 [ "$moved" -ge "$BENCH_KEYS" ] || { say "ferrokv moved only $moved keys"; exit 1; }
 FERRO_SECS="$(python3 -c "print($t1 - $t0)")"
-read -r FERRO_P99 FERRO_OPS FERRO_ERR <"$WORK/ferro-client"
+read -r FERRO_P99 FERRO_OPS FERRO_ERR < <(during "$WORK/ferro-client" "$t0" "$t1")
 
 python3 - "$BENCH_KEYS" "$REDIS_SECS" "$FERRO_SECS" "$REDIS_P99" "$FERRO_P99" "$REDIS_OPS" "$FERRO_OPS" \
     "$REDIS_ERR" "$FERRO_ERR" "$BENCH_VALUE" "$BENCH_REDIS_PIPELINE" "$BENCH_BATCH" <<'EOF'
@@ -250,7 +279,7 @@ import sys
 n, rs, fs, rp, fp, ro, fo, re_, fe, v, rpipe, batch = sys.argv[1:]
 n, rs, fs = int(n), float(rs), float(fs)
 print(f"move one slot of {n} keys ({v}-byte values)")
-print(f"{'':10} {'seconds':>9} {'keys/s':>10} {'client p99 ms':>14} {'client ops':>11} {'errors':>7}")
+print(f"{'':10} {'seconds':>9} {'keys/s':>10} {'client p99 ms':>14} {'ops in move':>11} {'errors':>7}")
 print(f"{'redis':10} {rs:9.2f} {n / rs:10.0f} {float(rp):14.2f} {ro:>11} {re_:>7}   (reshard, pipeline {rpipe})")
 print(f"{'ferrokv':10} {fs:9.2f} {n / fs:10.0f} {float(fp):14.2f} {fo:>11} {fe:>7}   (batch {batch})")
 print(f"ratio ferrokv/redis keys/s: {rs / fs:.2f}x")
