@@ -534,3 +534,76 @@ fn bad_input_is_refused_and_a_dead_target_loses_nothing() {
     rt.block_on(check_bulk(&dst, n));
     rt.block_on(s.cluster.stop());
 }
+
+/// The Prometheus counters follow a migration (in-process nodes, so the
+/// rendered text is read straight from their state).
+#[test]
+fn metrics_count_moved_keys() {
+    use ferrokv_node::cluster::{Node, Shard};
+    use ferrokv_node::config::ServeArgs;
+    let dirs = [TempDir::new("migrate-metrics-a"), TempDir::new("migrate-metrics-b")];
+    let servers: Vec<support::Server> = dirs
+        .iter()
+        .map(|d| {
+            support::server_with(ServeArgs {
+                cluster_enabled: Some("yes".into()),
+                dir: Some(d.0.clone()),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let rt = runtime();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    let ids: Vec<String> = addrs.iter().map(|a| rt.block_on(driver::node_id(a)).unwrap()).collect();
+    let t = Topology {
+        epoch: 1,
+        nodes: servers
+            .iter()
+            .zip(&ids)
+            .map(|(s, id)| Node {
+                id: id.clone(),
+                ip: "127.0.0.1".into(),
+                port: s.addr.port(),
+                cport: None,
+            })
+            .collect(),
+        shards: vec![
+            Shard {
+                slots: vec![[0, 8191]],
+                primary: ids[0].clone(),
+                replicas: vec![],
+            },
+            Shard {
+                slots: vec![[8192, 16383]],
+                primary: ids[1].clone(),
+                replicas: vec![],
+            },
+        ],
+    };
+    rt.block_on(driver::push_topology(&t)).unwrap();
+    let slot = key_slot(TAG.as_bytes());
+    let (src, dst) = if driver::slot_owner(&t, slot) == Some(ids[0].as_str()) {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    rt.block_on(bulk_load(&addrs[src], 500));
+    let sample = |i: usize, name: &str| -> f64 {
+        let text = servers[i].state.metrics.render(&servers[i].state);
+        let line = text
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(sample(src, "ferrokv_migration_keys_moved_total"), 0.0);
+    let next = rt
+        .block_on(driver::migrate_slot(&t, slot, &ids[dst], &MigrateOptions::default()))
+        .unwrap();
+    assert_eq!(next.epoch, 2);
+    assert_eq!(sample(src, "ferrokv_migration_keys_moved_total"), 500.0);
+    assert!(sample(src, "ferrokv_migration_bytes_moved_total") > 500.0 * 100.0);
+    assert_eq!(sample(dst, "ferrokv_migration_keys_received_total"), 500.0);
+    assert_eq!(sample(src, "ferrokv_migrations_in_progress"), 0.0);
+    rt.block_on(check_bulk(&addrs[dst], 500));
+}
