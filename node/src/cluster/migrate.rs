@@ -81,6 +81,18 @@
 //! source, which owns the slot); a multi-key command there with some keys
 //! missing gets `-TRYAGAIN`.
 //!
+//! # Limits
+//!
+//! - Two streams in opposite directions between the same two nodes, for
+//!   slots of the same partition (`slot % 64`), can each hold the partition
+//!   the other's `RESTOREBATCH` needs; they then fail over [`REPLY_TIMEOUT`]
+//!   and retry. The driver moves one slot at a time.
+//! - A client blocked (BLPOP...) on the source on a key of a migrating slot
+//!   stays blocked there; writes that reach the key on the target do not
+//!   wake it (Redis unblocks such clients with a redirect).
+//! - `CANCEL` on the source waits (up to twice [`REPLY_TIMEOUT`]) for the
+//!   batch in flight, on the connection's thread.
+//!
 //! # Persistence and resume
 //!
 //! Each node's migration states live in its cluster state file next to the
