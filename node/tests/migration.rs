@@ -259,6 +259,17 @@ fn migrate_slot_under_client_load() {
     assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), expected as i64);
     rt.block_on(check_bulk(&s.target.1, n));
     rt.block_on(check_written(&s.target.1, &w));
+    // The client really was redirected mid-move (and followed silently).
+    let errorstats: String = rt.block_on(async {
+        let client = redis::Client::open(format!("redis://{}/", s.source.1)).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("INFO")
+            .arg("errorstats")
+            .query_async(&mut con)
+            .await
+            .unwrap()
+    });
+    assert!(errorstats.contains("errorstat_ASK:"), "{errorstats}");
     // Both sides dropped their migration state with the flip.
     for a in [&s.source.1, &s.target.1] {
         assert!(
