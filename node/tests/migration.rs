@@ -527,11 +527,43 @@ fn bad_input_is_refused_and_a_dead_target_loses_nothing() {
             .await
             .unwrap()
     });
-    let present = keys.iter().collect::<std::collections::HashSet<_>>().len();
-    assert_eq!(present as u64, left);
+    let here: std::collections::HashSet<String> = keys.iter().cloned().collect();
+    assert_eq!(here.len() as u64, left);
+    // Redirects of a half-moved slot on the source: a key still here is
+    // served, a moved one gets -ASK to the target, a mix gets -TRYAGAIN.
+    let moved_key = (0..n).map(bulk_key).find(|k| !here.contains(k)).unwrap();
+    let kept_key = keys[0].clone();
+    let ask = format!("ASK {} {dst}", s.slot);
+    let req = |addr: &str, args: &[&[u8]]| -> driver::Value {
+        rt.block_on(async { driver::Conn::connect(addr).await.unwrap().request(args).await.unwrap() })
+    };
+    assert_eq!(
+        req(&src, &[b"GET", moved_key.as_bytes()]),
+        driver::Value::Error(ask.clone())
+    );
+    assert!(matches!(
+        req(&src, &[b"GET", kept_key.as_bytes()]),
+        driver::Value::Bulk(_)
+    ));
+    assert!(matches!(
+        req(&src, &[b"MGET", kept_key.as_bytes(), moved_key.as_bytes()]),
+        driver::Value::Error(e) if e.starts_with("TRYAGAIN")
+    ));
     // The target comes back (its log + persisted IMPORTING state); the
     // driver resumes and every key ends on the target exactly once.
     rt.block_on(s.cluster.restart(node_bin(), s.target.0, 0)).unwrap();
+    // The importing target serves a moved key only after ASKING.
+    assert_eq!(
+        req(&dst, &[b"GET", moved_key.as_bytes()]),
+        driver::Value::Error(format!("MOVED {} {src}", s.slot))
+    );
+    let asked = rt.block_on(async {
+        let mut c = driver::Conn::connect(&dst).await.unwrap();
+        c.ok(&[b"ASKING"]).await.unwrap();
+        c.request(&[b"GET", moved_key.as_bytes()]).await.unwrap()
+    });
+    let i: usize = moved_key.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(asked, driver::Value::Bulk(bulk_value(i).into_bytes()));
     let next = rt
         .block_on(driver::resume_migration(
             &s.cluster.topology,
