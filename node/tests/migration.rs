@@ -39,6 +39,14 @@ fn key_count() -> usize {
         .unwrap_or(20_000)
 }
 
+/// A connection whose requests may wait (a busy machine, fsync per batch):
+/// the crate's default 500 ms response timeout would fail the test.
+async fn connect(client: &redis::Client) -> redis::aio::MultiplexedConnection {
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    con.set_response_timeout(Duration::from_secs(30));
+    con
+}
+
 /// The hash tag every key of a test uses, and its slot.
 const TAG: &str = "{mig}";
 
@@ -88,7 +96,7 @@ async fn setup_with(dir: &Path, extra: &[&str]) -> Setup {
 /// Load `n` keys into the source with pipelined SETs.
 async fn bulk_load(addr: &str, n: usize) {
     let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = connect(&client).await;
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut p = redis::pipe();
         for &i in chunk {
@@ -100,7 +108,7 @@ async fn bulk_load(addr: &str, n: usize) {
 
 async fn count_in_slot(addr: &str, slot: u16) -> i64 {
     let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = connect(&client).await;
     redis::cmd("CLUSTER")
         .arg("COUNTKEYSINSLOT")
         .arg(slot)
@@ -113,7 +121,7 @@ async fn count_in_slot(addr: &str, slot: u16) -> i64 {
 /// an importing node answers too).
 async fn check_bulk(addr: &str, n: usize) {
     let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = connect(&client).await;
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut p = redis::pipe();
         for &i in chunk {
@@ -147,6 +155,7 @@ fn spawn_client(
     rt.spawn(async move {
         let client = redis::cluster::ClusterClient::builder(seeds)
             .retries(30)
+            .response_timeout(Duration::from_secs(30))
             .build()
             .unwrap();
         let mut con = client.get_async_connection().await.unwrap();
@@ -185,7 +194,7 @@ fn spawn_client(
 
 async fn check_written(addr: &str, w: &Written) {
     let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = connect(&client).await;
     for (k, v) in &w.counters {
         let got: i64 = redis::cmd("GET").arg(k).query_async(&mut con).await.unwrap();
         assert_eq!(got, *v, "counter {k}");
@@ -262,7 +271,7 @@ fn migrate_slot_under_client_load() {
     // The client really was redirected mid-move (and followed silently).
     let errorstats: String = rt.block_on(async {
         let client = redis::Client::open(format!("redis://{}/", s.source.1)).unwrap();
-        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let mut con = connect(&client).await;
         redis::cmd("INFO")
             .arg("errorstats")
             .query_async(&mut con)
@@ -518,7 +527,7 @@ fn bad_input_is_refused_and_a_dead_target_loses_nothing() {
     assert!(left > 0 && st[0].keys_moved > 0, "{st:?}");
     let keys: Vec<String> = rt.block_on(async {
         let client = redis::Client::open(format!("redis://{src}/")).unwrap();
-        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let mut con = connect(&client).await;
         redis::cmd("CLUSTER")
             .arg("GETKEYSINSLOT")
             .arg(s.slot)
