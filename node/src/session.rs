@@ -51,6 +51,10 @@ pub struct Session {
     /// The command being run was let into a slot IMPORTING here by ASKING
     /// (set by routing, consumed by the check under the locks).
     pub admitted_asking: bool,
+    /// Routing let the command into a slot of its own shard that was
+    /// migrating: the check under the locks must redirect it if the
+    /// ownership flipped in between.
+    pub routed_migrating: bool,
     /// A connection the node itself drives (role changes, and the
     /// replication stream from a primary): never redirected.
     pub cluster_internal: bool,
@@ -79,6 +83,7 @@ impl Session {
             readonly: false,
             asking: false,
             admitted_asking: false,
+            routed_migrating: false,
             cluster_internal: false,
             repl: crate::repl::SessionRepl::default(),
         }

@@ -47,6 +47,19 @@ async fn connect(client: &redis::Client) -> redis::aio::MultiplexedConnection {
     con
 }
 
+/// On failure, show what the nodes logged (their directories are removed).
+fn dump_logs(dir: &Path, e: impl std::fmt::Debug) -> ! {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let log = std::fs::read_to_string(entry.path().join("node.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("--- {} ---", entry.path().display());
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+    panic!("client failed: {e:?}");
+}
+
 /// The hash tag every key of a test uses, and its slot.
 const TAG: &str = "{mig}";
 
@@ -249,7 +262,7 @@ fn migrate_slot_under_client_load() {
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);
-    let w = rt.block_on(client).unwrap();
+    let w = rt.block_on(client).unwrap_or_else(|e| dump_logs(&dir.0, e));
     eprintln!(
         "moved {n} keys in {took:?} ({:.0} keys/s); client: {ops_during} ops during the move, p99 {} us over {} ops",
         n as f64 / took.as_secs_f64(),
@@ -402,7 +415,7 @@ fn cancel_brings_keys_back() {
     ))
     .unwrap();
     stop.store(true, Ordering::Relaxed);
-    let w = rt.block_on(client).unwrap();
+    let w = rt.block_on(client).unwrap_or_else(|e| dump_logs(&dir.0, e));
     assert!(w.ops > 0);
     // Everything is back on the source, which still owns the slot.
     assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), 0);

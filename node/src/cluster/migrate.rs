@@ -904,6 +904,7 @@ pub fn check_locked(
     ks: &mut Keys,
 ) -> Option<Reply> {
     let admitted = std::mem::take(&mut session.admitted_asking);
+    let routed = std::mem::take(&mut session.routed_migrating);
     if session.cluster_internal || session.repl.master {
         return None;
     }
@@ -942,8 +943,9 @@ pub fn check_locked(
             Some(Reply::err("TRYAGAIN Slot is being returned to its owner"))
         }
         Some(Kind::Importing) | Some(Kind::Migrating) => None,
-        None if admitted => {
-            // Admitted by ASKING, but the import ended (a cancel completed)
+        None if admitted || routed => {
+            // Let in by ASKING, or into a migrating slot of this shard, but
+            // the migration ended (a cancel completed, ownership flipped)
             // before the locks were taken: the owner serves it now.
             let view = state.cluster.view()?;
             let owner = view.layout.owner(slot)?;

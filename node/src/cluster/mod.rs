@@ -347,6 +347,7 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
     // given inside MULTI), as in Redis.
     let asking = session.asking;
     session.admitted_asking = false;
+    session.routed_migrating = false;
     if spec.name != "asking" && session.multi.is_none() {
         session.asking = false;
     }
@@ -391,6 +392,7 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
         return Some(Reply::err("CLUSTERDOWN Hash slot not served"));
     };
     if owner == view.my_shard && (view.primary || (session.readonly && !write)) {
+        session.routed_migrating = state.cluster.migrations.get(slot).is_some();
         return None;
     }
     // A slot imported here from its owner: served to ASKING connections,
