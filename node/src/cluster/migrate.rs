@@ -79,7 +79,10 @@
 //! on the source would fork it. On the target a key of an IMPORTING slot is
 //! served only to a connection that sent `ASKING` (else `-MOVED` to the
 //! source, which owns the slot); a multi-key command there with some keys
-//! missing gets `-TRYAGAIN`.
+//! missing gets `-TRYAGAIN`. A command that routing let in because of a
+//! migration (ASKING on the target, a migrating slot on the source) is
+//! rechecked under the locks even if the migration ended in between, and
+//! redirected to the slot's owner then.
 //!
 //! # Limits
 //!
@@ -101,9 +104,15 @@
 //! restarts resumes streaming by itself; a target that restarts is found
 //! again by the source's reconnect loop. The driver resumes from what the
 //! nodes report (`STATUS`, `GETTOPOLOGY`). Progress counters are in memory
-//! and restart at zero. Keys a target acknowledged live only in its memory
-//! and persistence (snapshots, replicas): a target that loses its memory
-//! loses them, as it would lose any other write.
+//! and restart at zero.
+//!
+//! Keys survive a crash as well as the nodes' own writes do. With
+//! `appendfsync always` the target answers a batch only once it is in its
+//! fsynced log, and the source releases the slot only once its `DEL`s are:
+//! kill -9 of either side then loses nothing. With a weaker policy (or no
+//! log) a crash can lose what the policy allows — including, on the source,
+//! the deletion of keys already sent, which then come back and are sent
+//! again over the target's copy.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
