@@ -15,6 +15,10 @@
 #             measure "until the dataset is served". Each server's own log line
 #             for the load ("DB loaded from disk" / "snapshot loaded") is shown
 #             too, without the process start-up.
+#   CPU       user+system CPU seconds the server process spent on the SAVE and
+#             on start-up + load (/proc/PID/stat, all threads): the fairer number
+#             on a busy machine, where a single-threaded Redis gets a smaller
+#             share of the cores than a multi-threaded ferrokv
 #   ratio     ferrokv / Redis; below 1 is better (target ≤ 1.0)
 #
 # The median of $BENCH_REPEAT rounds is reported. Both servers listen on free
@@ -63,6 +67,9 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 now() { date +%s.%N; }
+TICKS="$(getconf CLK_TCK)"
+# CPU seconds (user + system, all threads) a process has used so far.
+cpu_secs() { awk -v t="$TICKS" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat"; }
 
 # Poll until PING answers PONG (not -LOADING); fails if the process died.
 wait_pong() {
@@ -136,9 +143,11 @@ for round in $(seq 1 "$BENCH_REPEAT"); do
             exit 1
         fi
         say "[$round/$BENCH_REPEAT] SAVE on $server"
+        c0="$(cpu_secs "$PID")"
         t0="$(now)"
         reply="$(timeout "$STEP_TIMEOUT" redis-cli -h 127.0.0.1 -p "$port" SAVE)"
         t1="$(now)"
+        c1="$(cpu_secs "$PID")"
         [ "$reply" = OK ] || { say "SAVE on $server: $reply"; exit 1; }
         file="$dir/dump.rdb"
         [ "$server" = ferrokv ] && file="$dir/dump.fkv"
@@ -150,6 +159,7 @@ for round in $(seq 1 "$BENCH_REPEAT"); do
         start "$server" "$dir" "$port"
         wait_pong "$port" "$PID"
         t3="$(now)"
+        c3="$(cpu_secs "$PID")"
         keys="$(redis-cli -h 127.0.0.1 -p "$port" DBSIZE)"
         [ "$keys" = "$BENCH_KEYS" ] || { say "$server loaded $keys keys, not $BENCH_KEYS"; exit 1; }
         if [ "$server" = redis ]; then
@@ -160,7 +170,7 @@ for round in $(seq 1 "$BENCH_REPEAT"); do
             [ -z "$logged" ] || logged="$(python3 -c "print($logged / 1000)")"
         fi
         stop "$PID"
-        echo "$server,$round,$t0,$t1,$t2,$t3,$bytes,${logged:-nan}" >>"$RESULTS"
+        echo "$server,$round,$t0,$t1,$t2,$t3,$bytes,${logged:-nan},$c0,$c1,$c3" >>"$RESULTS"
         rm -rf "$dir"
     done
 done
@@ -169,8 +179,10 @@ python3 - "$RESULTS" "$BENCH_KEYS" "$BENCH_VALUE" "$BENCH_REPEAT" <<'EOF'
 import csv, statistics, sys
 path, keys, value, repeat = sys.argv[1:5]
 rows = {}
-for server, _round, t0, t1, t2, t3, size, logged in csv.reader(open(path)):
-    r = rows.setdefault(server, {"save": [], "load": [], "logged": [], "bytes": []})
+for server, _round, t0, t1, t2, t3, size, logged, c0, c1, c3 in csv.reader(open(path)):
+    r = rows.setdefault(server, {"save": [], "load": [], "logged": [], "bytes": [], "save_cpu": [], "load_cpu": []})
+    r["save_cpu"].append(float(c1) - float(c0))
+    r["load_cpu"].append(float(c3))
     r["save"].append(float(t1) - float(t0))
     r["load"].append(float(t3) - float(t2))
     r["logged"].append(float(logged))
@@ -184,6 +196,8 @@ for name, key, unit in [
     ("SAVE (client wall time)", "save", "s"),
     ("startup until PONG", "load", "s"),
     ("load as logged by the server", "logged", "s"),
+    ("SAVE: server CPU time", "save_cpu", "s"),
+    ("start-up + load: server CPU time", "load_cpu", "s"),
 ]:
     print(f"| {name} | {f[key]:.3f} {unit} | {rd[key]:.3f} {unit} | {f[key] / rd[key]:.2f} |")
 print(f"| file size | {f['bytes'] / 1e6:.1f} MB | {rd['bytes'] / 1e6:.1f} MB | {f['bytes'] / rd['bytes']:.2f} |")

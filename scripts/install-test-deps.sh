@@ -9,6 +9,9 @@
 #                                              differential tests)
 #   promtool                                  Debian prometheus (metrics/alert-rule checks)
 #   redis-py                                  PyPI, pinned (cluster-client tests)
+#   etcd, kube-apiserver, kube-controller-manager,
+#   kubectl, helm                             Go modules, built once into ~/.cache/ferrokv/k8s-<version>
+#                                              by scripts/sandbox-bootstrap.sh (the e2e sandbox)
 #   cargo-fuzz                                crates.io, pinned, built once into
 #                                              ~/.cache/ferrokv, linked as
 #                                              ~/.cache/ferrokv/bin/cargo-fuzz (only with --fuzz)
@@ -54,6 +57,9 @@ case "$redis_version" in
     7.0.*) ;;
     *) say "warning: redis-server is $redis_version; differential tests expect Redis 7.0.x (7.0.15)" ;;
 esac
+
+# --- Sandbox binaries (no-op once built) --------------------------------------
+"$(dirname "$0")/sandbox-bootstrap.sh"
 
 # --- Python packages ------------------------------------------------------
 PYTHON="${PYTHON:-python3}"
