@@ -191,6 +191,31 @@ impl Metrics {
             "Configured maxmemory (0 = unlimited).",
             state.config.maxmemory.load(Ordering::Relaxed) as f64,
         );
+        let mig = &state.cluster.migrations;
+        metric(
+            "ferrokv_migration_keys_moved_total",
+            "counter",
+            "Keys this node sent to another shard by slot migration (acknowledged by the target).",
+            mig.keys_moved_total.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_migration_bytes_moved_total",
+            "counter",
+            "Encoded bytes of the keys counted in ferrokv_migration_keys_moved_total.",
+            mig.bytes_moved_total.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_migration_keys_received_total",
+            "counter",
+            "Keys this node received by slot migration.",
+            mig.keys_received_total.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_migrations_in_progress",
+            "gauge",
+            "Slot migration streams running on this node.",
+            mig.in_progress() as f64,
+        );
         metric(
             "ferrokv_connected_clients",
             "gauge",

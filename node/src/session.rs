@@ -48,6 +48,13 @@ pub struct Session {
     pub readonly: bool,
     /// ASKING: the next command may use a slot being imported.
     pub asking: bool,
+    /// The command being run was let into a slot IMPORTING here by ASKING
+    /// (set by routing, consumed by the check under the locks).
+    pub admitted_asking: bool,
+    /// Routing let the command into a slot of its own shard that was
+    /// migrating: the check under the locks must redirect it if the
+    /// ownership flipped in between.
+    pub routed_migrating: bool,
     /// A connection the node itself drives (role changes, and the
     /// replication stream from a primary): never redirected.
     pub cluster_internal: bool,
@@ -75,6 +82,8 @@ impl Session {
             clock_ms: None,
             readonly: false,
             asking: false,
+            admitted_asking: false,
+            routed_migrating: false,
             cluster_internal: false,
             repl: crate::repl::SessionRepl::default(),
         }

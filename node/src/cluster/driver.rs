@@ -10,7 +10,12 @@
 //!   every node it names (the new primaries first, so a replica never follows
 //!   a node that does not yet know it is primary).
 //! - [`LocalCluster`]: spawn `ferrokv-node` processes on loopback ports, form
-//!   a cluster, and kill them by PID when done (or dropped).
+//!   a cluster, kill and restart them by PID.
+//! - Slot migration ([`migrate_slot`], [`resume_migration`],
+//!   [`cancel_migration`], [`migration_status`]): the control plane's side of
+//!   [`super::migrate`]. Every step is idempotent and reads back what the
+//!   nodes hold, so a driver that restarts resumes from what the nodes
+//!   report, not from memory it lost.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,8 @@ pub enum DriverError {
     NoAddress(PathBuf),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("slot {slot} migration: {msg}")]
+    Migration { slot: u16, msg: String },
 }
 
 /// A RESP reply.
@@ -237,6 +244,8 @@ pub struct LocalNode {
     pub addr: SocketAddr,
     pub id: String,
     pub dir: PathBuf,
+    /// Extra command-line arguments, reused by a restart.
+    pub extra: Vec<String>,
     child: tokio::process::Child,
 }
 
@@ -244,11 +253,22 @@ impl LocalNode {
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// SIGKILL the process (by its PID, through the child handle) and reap it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
 }
 
 /// Start one node in cluster mode on a free loopback port; its log goes to
 /// `<dir>/node.log`.
 pub async fn spawn_node(bin: &Path, dir: &Path, extra: &[&str]) -> Result<LocalNode, DriverError> {
+    spawn_node_on(bin, dir, 0, extra).await
+}
+
+/// [`spawn_node`] on a given port (0: any free one). A node restarted on its
+/// old port keeps the address the topology announces for it.
+pub async fn spawn_node_on(bin: &Path, dir: &Path, port: u16, extra: &[&str]) -> Result<LocalNode, DriverError> {
     let spawn_err = |source| DriverError::Spawn {
         bin: bin.to_path_buf(),
         source,
@@ -256,15 +276,9 @@ pub async fn spawn_node(bin: &Path, dir: &Path, extra: &[&str]) -> Result<LocalN
     std::fs::create_dir_all(dir).map_err(spawn_err)?;
     let log = std::fs::File::create(dir.join("node.log")).map_err(spawn_err)?;
     let mut child = tokio::process::Command::new(bin)
-        .args([
-            "--port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
-            "--dir",
-        ])
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes", "--dir"])
         .arg(dir)
         .args(extra)
         .stdin(std::process::Stdio::null())
@@ -300,6 +314,7 @@ pub async fn spawn_node(bin: &Path, dir: &Path, extra: &[&str]) -> Result<LocalN
         addr,
         id,
         dir: dir.to_path_buf(),
+        extra: extra.iter().map(|a| a.to_string()).collect(),
         child,
     })
 }
@@ -315,11 +330,23 @@ impl LocalCluster {
     /// Start `shards × (1 + replicas)` nodes under `dir` and push an even
     /// layout at epoch 1.
     pub async fn start(bin: &Path, dir: &Path, shards: usize, replicas: usize) -> Result<LocalCluster, DriverError> {
+        Self::start_with(bin, dir, shards, replicas, &[]).await
+    }
+
+    /// [`LocalCluster::start`] with extra arguments for every node (e.g.
+    /// `--appendonly yes`).
+    pub async fn start_with(
+        bin: &Path,
+        dir: &Path,
+        shards: usize,
+        replicas: usize,
+        extra: &[&str],
+    ) -> Result<LocalCluster, DriverError> {
         let mut nodes = Vec::new();
         for s in 0..shards {
             let mut members = Vec::new();
             for r in 0..=replicas {
-                members.push(spawn_node(bin, &dir.join(format!("shard{s}-{r}")), &[]).await?);
+                members.push(spawn_node(bin, &dir.join(format!("shard{s}-{r}")), extra).await?);
             }
             nodes.push(members);
         }
@@ -353,6 +380,30 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Kill node `member` of shard `shard` with SIGKILL and start it again
+    /// on the same port and data directory (same ID, same held topology).
+    pub async fn restart(&mut self, bin: &Path, shard: usize, member: usize) -> Result<(), DriverError> {
+        let n = &mut self.shards[shard][member];
+        n.kill().await;
+        let port = n.addr.port();
+        let dir = n.dir.clone();
+        let extra = n.extra.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        // The port is free once the process is gone; retry briefly in case
+        // the kernel has not released it yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match spawn_node_on(bin, &dir, port, &extra).await {
+                Ok(fresh) => {
+                    self.shards[shard][member] = fresh;
+                    return Ok(());
+                }
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// Client addresses of every node (seed list for cluster clients).
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.shards.iter().flatten().map(|n| n.addr).collect()
@@ -364,6 +415,326 @@ impl LocalCluster {
             let _ = n.child.kill().await;
         }
     }
+}
+
+/// One slot migration as a node reports it (`CLUSTER MIGRATION STATUS`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MigrationStatus {
+    pub slot: u16,
+    /// `migrating` (the source) or `importing` (the target).
+    pub role: String,
+    pub peer: String,
+    /// idle, streaming, done, failed, cancelling, cancelled.
+    pub state: String,
+    pub keys_moved: u64,
+    pub bytes_moved: u64,
+    pub keys_left: u64,
+    pub last_error: String,
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Simple(s) => s.clone(),
+        Value::Int(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The migrations `addr` holds, or the one of `slot`.
+pub async fn migration_status(addr: &str, slot: Option<u16>) -> Result<Vec<MigrationStatus>, DriverError> {
+    let mut c = Conn::connect(addr).await?;
+    let s = slot.map(|s| s.to_string());
+    let mut args: Vec<&[u8]> = vec![b"CLUSTER", b"MIGRATION", b"STATUS"];
+    if let Some(s) = &s {
+        args.push(s.as_bytes());
+    }
+    let Value::Array(items) = c.ok(&args).await? else {
+        return Err(c.protocol("CLUSTER MIGRATION STATUS did not return an array"));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        // RESP2 flattens the map into [key, value, ...].
+        let Value::Array(kv) = item else {
+            return Err(c.protocol("CLUSTER MIGRATION STATUS entry is not a map"));
+        };
+        let mut st = MigrationStatus::default();
+        for pair in kv.chunks(2) {
+            let [k, v] = pair else { continue };
+            let n = || match v {
+                Value::Int(n) => *n as u64,
+                _ => 0,
+            };
+            match text(k).as_str() {
+                "slot" => st.slot = n() as u16,
+                "role" => st.role = text(v),
+                "peer" => st.peer = text(v),
+                "state" => st.state = text(v),
+                "keys-moved" => st.keys_moved = n(),
+                "bytes-moved" => st.bytes_moved = n(),
+                "keys-left" => st.keys_left = n(),
+                "last-error" => st.last_error = text(v),
+                _ => {}
+            }
+        }
+        out.push(st);
+    }
+    Ok(out)
+}
+
+fn node_addr(t: &Topology, id: &str, slot: u16) -> Result<String, DriverError> {
+    t.node(id)
+        .map(|n| format!("{}:{}", n.ip, n.port))
+        .ok_or_else(|| DriverError::Migration {
+            slot,
+            msg: format!("unknown node id {id}"),
+        })
+}
+
+/// The primary serving `slot` in `t`.
+pub fn slot_owner(t: &Topology, slot: u16) -> Option<&str> {
+    t.shards
+        .iter()
+        .find(|s| s.slots.iter().any(|r| r[0] <= slot && slot <= r[1]))
+        .map(|s| s.primary.as_str())
+}
+
+/// `t` at the next epoch with `slot` served by the shard whose primary is
+/// `target` (ranges split around the slot on the source side).
+pub fn move_slot(t: &Topology, slot: u16, target: &str) -> Result<Topology, DriverError> {
+    let bad = |msg: String| DriverError::Migration { slot, msg };
+    if !t.shards.iter().any(|s| s.primary == target) {
+        return Err(bad(format!("{target} is not a shard primary")));
+    }
+    let mut next = t.clone();
+    next.epoch += 1;
+    for s in &mut next.shards {
+        let mut ranges = Vec::new();
+        for r in &s.slots {
+            if r[0] <= slot && slot <= r[1] {
+                if r[0] < slot {
+                    ranges.push([r[0], slot - 1]);
+                }
+                if slot < r[1] {
+                    ranges.push([slot + 1, r[1]]);
+                }
+            } else {
+                ranges.push(*r);
+            }
+        }
+        if s.primary == target {
+            ranges.push([slot, slot]);
+            ranges.sort_unstable();
+            // Merge with neighbours so layouts do not fragment slot by slot.
+            let mut merged: Vec<[u16; 2]> = Vec::new();
+            for r in ranges {
+                match merged.last_mut() {
+                    Some(last) if last[1] as usize + 1 == r[0] as usize => last[1] = r[1],
+                    _ => merged.push(r),
+                }
+            }
+            ranges = merged;
+        }
+        s.slots = ranges;
+    }
+    Ok(next)
+}
+
+/// How a migration is run.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// Keys per batch (the node's default when `None`).
+    pub batch: Option<usize>,
+    /// How long to wait for the stream to finish.
+    pub timeout: Duration,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            batch: None,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+async fn ok_at(addr: &str, args: &[&[u8]]) -> Result<Value, DriverError> {
+    Conn::connect(addr).await?.ok(args).await
+}
+
+/// Poll the source until its stream reports `done` (every key acknowledged).
+async fn await_stream(source: &str, slot: u16, timeout: Duration) -> Result<(), DriverError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let st = migration_status(source, Some(slot)).await?;
+        match st.first().map(|s| s.state.as_str()) {
+            Some("done") => return Ok(()),
+            Some("failed") => {
+                return Err(DriverError::Migration {
+                    slot,
+                    msg: format!("stream failed: {}", st[0].last_error),
+                });
+            }
+            Some(_) => {}
+            None => {
+                return Err(DriverError::Migration {
+                    slot,
+                    msg: format!("{source} holds no migration of the slot"),
+                });
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(DriverError::Timeout(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Push the topology that gives `slot` to `target`: the target first (it
+/// then serves the slot to everyone), then the source (whose `-MOVED` now
+/// points at a node that already serves it), then everyone else.
+async fn flip(t: &Topology, slot: u16, target: &str) -> Result<Topology, DriverError> {
+    let next = move_slot(t, slot, target)?;
+    let payload = next.to_json();
+    let epoch = next.epoch.to_string();
+    let source = slot_owner(t, slot).unwrap_or_default().to_string();
+    for id in [target, source.as_str()] {
+        let addr = node_addr(&next, id, slot)?;
+        ok_at(
+            &addr,
+            &[b"CLUSTER", b"SETTOPOLOGY", epoch.as_bytes(), payload.as_bytes()],
+        )
+        .await?;
+    }
+    push_topology(&next).await?;
+    Ok(next)
+}
+
+/// Move `slot` from the primary serving it in `t` to `target`'s shard:
+/// mark both sides, stream, wait until every key was acknowledged, push the
+/// new topology (epoch + 1). Returns that topology.
+pub async fn migrate_slot(
+    t: &Topology,
+    slot: u16,
+    target: &str,
+    opts: &MigrateOptions,
+) -> Result<Topology, DriverError> {
+    let source = slot_owner(t, slot)
+        .ok_or_else(|| DriverError::Migration {
+            slot,
+            msg: "no shard serves the slot".into(),
+        })?
+        .to_string();
+    let (src, dst) = (node_addr(t, &source, slot)?, node_addr(t, target, slot)?);
+    let s = slot.to_string();
+    ok_at(
+        &dst,
+        &[b"CLUSTER", b"MIGRATION", b"IMPORT", s.as_bytes(), source.as_bytes()],
+    )
+    .await?;
+    let batch = opts.batch.map(|b| b.to_string());
+    let mut start: Vec<&[u8]> = vec![b"CLUSTER", b"MIGRATION", b"START", s.as_bytes(), target.as_bytes()];
+    if let Some(b) = &batch {
+        start.extend([b"BATCH".as_slice(), b.as_bytes()]);
+    }
+    ok_at(&src, &start).await?;
+    await_stream(&src, slot, opts.timeout).await?;
+    flip(t, slot, target).await
+}
+
+/// The newest topology any node of `t` holds: after a driver restart (or an
+/// interrupted push) this is where the cluster really is.
+pub async fn newest_topology(t: &Topology) -> Result<Topology, DriverError> {
+    let mut best = t.clone();
+    for n in &t.nodes {
+        if let Ok(Some(h)) = held_topology(&format!("{}:{}", n.ip, n.port)).await
+            && h.epoch > best.epoch
+        {
+            best = h;
+        }
+    }
+    Ok(best)
+}
+
+/// Finish a migration of `slot` that was interrupted (a node or the driver
+/// restarted): reads what the nodes hold, completes an interrupted
+/// ownership push, restarts the stream (or a cancel's return stream) and
+/// flips ownership. Returns the topology in force afterwards.
+pub async fn resume_migration(t: &Topology, slot: u16, opts: &MigrateOptions) -> Result<Topology, DriverError> {
+    let t = newest_topology(t).await?;
+    // Every node gets the newest layout (a flip the driver did not finish).
+    push_topology(&t).await?;
+    let source = slot_owner(&t, slot).unwrap_or_default().to_string();
+    let src = node_addr(&t, &source, slot)?;
+    let Some(st) = migration_status(&src, Some(slot)).await?.into_iter().next() else {
+        // The source holds no migration: nothing was started, or the flip
+        // completed. Targets may still hold a stale import of the slot.
+        return Ok(t);
+    };
+    let dst = node_addr(&t, &st.peer, slot)?;
+    let s = slot.to_string();
+    if st.state == "cancelling" || st.state == "cancelled" {
+        // Undo, not finish: the target owes the source its keys back.
+        ok_at(&dst, &[b"CLUSTER", b"MIGRATION", b"CANCEL", s.as_bytes()]).await?;
+        await_cancel(&src, &dst, slot, opts.timeout).await?;
+        return Ok(t);
+    }
+    ok_at(
+        &dst,
+        &[b"CLUSTER", b"MIGRATION", b"IMPORT", s.as_bytes(), source.as_bytes()],
+    )
+    .await?;
+    if st.state != "done" {
+        ok_at(
+            &src,
+            &[b"CLUSTER", b"MIGRATION", b"START", s.as_bytes(), st.peer.as_bytes()],
+        )
+        .await?;
+        await_stream(&src, slot, opts.timeout).await?;
+    }
+    flip(&t, slot, &st.peer).await
+}
+
+async fn await_cancel(src: &str, dst: &str, slot: u16, timeout: Duration) -> Result<(), DriverError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let d = migration_status(dst, Some(slot)).await?;
+        if let Some(st) = d.first()
+            && st.state == "failed"
+        {
+            return Err(DriverError::Migration {
+                slot,
+                msg: format!("return stream failed: {}", st.last_error),
+            });
+        }
+        if d.is_empty() && migration_status(src, Some(slot)).await?.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(DriverError::Timeout(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Undo a migration of `slot`: the source stops streaming, the target sends
+/// back every key it received (and any created there through `-ASK`), both
+/// states are cleared. The slot stays with the source.
+pub async fn cancel_migration(t: &Topology, slot: u16, opts: &MigrateOptions) -> Result<(), DriverError> {
+    let t = newest_topology(t).await?;
+    let source = slot_owner(&t, slot).unwrap_or_default().to_string();
+    let src = node_addr(&t, &source, slot)?;
+    let Some(st) = migration_status(&src, Some(slot)).await?.into_iter().next() else {
+        return Err(DriverError::Migration {
+            slot,
+            msg: format!("{src} holds no migration of the slot"),
+        });
+    };
+    let dst = node_addr(&t, &st.peer, slot)?;
+    let s = slot.to_string();
+    ok_at(&src, &[b"CLUSTER", b"MIGRATION", b"CANCEL", s.as_bytes()]).await?;
+    ok_at(&dst, &[b"CLUSTER", b"MIGRATION", b"CANCEL", s.as_bytes()]).await?;
+    await_cancel(&src, &dst, slot, opts.timeout).await
 }
 
 #[cfg(test)]
@@ -381,6 +752,28 @@ mod tests {
             }
         }
         assert_eq!(even_ranges(3), vec![[0, 5460], [5461, 10921], [10922, 16383]]);
+    }
+
+    #[test]
+    fn move_slot_splits_and_merges_ranges() {
+        let node = |i: u8| Node {
+            id: format!("{i:040x}"),
+            ip: "127.0.0.1".into(),
+            port: 7000 + i as u16,
+            cport: None,
+        };
+        let t = build_topology(4, &[vec![node(1)], vec![node(2)], vec![node(3)]]);
+        let a = move_slot(&t, 100, &node(2).id).unwrap();
+        assert_eq!(a.epoch, 5);
+        assert_eq!(a.shards[0].slots, vec![[0, 99], [101, 5460]]);
+        assert_eq!(a.shards[1].slots, vec![[100, 100], [5461, 10921]]);
+        a.clone().validate().unwrap();
+        // The slot next to the target's range joins it.
+        let b = move_slot(&t, 5460, &node(2).id).unwrap();
+        assert_eq!(b.shards[0].slots, vec![[0, 5459]]);
+        assert_eq!(b.shards[1].slots, vec![[5460, 10921]]);
+        assert_eq!(slot_owner(&b, 5460), Some(node(2).id.as_str()));
+        assert!(move_slot(&t, 1, &"f".repeat(40)).is_err());
     }
 
     #[test]

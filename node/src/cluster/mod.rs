@@ -15,7 +15,11 @@
 //! - [`node`]: this node's identity and the held topology on disk
 //!   (`<dir>/nodes.json`), written atomically.
 //! - [`driver`]: a library the operator and tests call: even slot layouts,
-//!   pushing a topology over RESP, and a local cluster of node processes.
+//!   pushing a topology over RESP, a local cluster of node processes, and
+//!   slot migration end to end (`migrate_slot`, `resume_migration`,
+//!   `cancel_migration`).
+//! - [`migrate`]: slot migration on a node: MIGRATING/IMPORTING states, the
+//!   batch stream, `RESTOREBATCH`, `-ASK`/`-TRYAGAIN` under the locks.
 //! - this file: the shared [`Cluster`] state, role changes, and [`route`],
 //!   the redirect check run by `cmd::execute` before a command is queued or run.
 //!
@@ -72,9 +76,13 @@
 //! is checked as it is queued (a failure aborts the transaction, as Redis),
 //! and EXEC checks the queued commands together. Until a topology is held,
 //! commands with keys get `-CLUSTERDOWN The cluster is down`.
-//! Slot migration will decide `-ASK`/`-TRYAGAIN` in `migration_redirect`.
+//! A slot IMPORTING here is served to `ASKING` connections; `-ASK` and
+//! `-TRYAGAIN` of a slot in migration are decided with the command's locks
+//! held ([`migrate::check_locked`]), because whether a key is still here can
+//! change between this check and the locks.
 
 pub mod driver;
+pub mod migrate;
 pub mod node;
 pub mod topology;
 
@@ -183,6 +191,8 @@ pub struct Cluster {
     /// (applying it through REPLICAOF is fenced by the epoch, see
     /// [`apply_role`]).
     pub role: Mutex<Option<(Role, u64)>>,
+    /// Slots migrating from or importing to this node.
+    pub migrations: migrate::Migrations,
 }
 
 impl Cluster {
@@ -193,7 +203,8 @@ impl Cluster {
     /// Turn cluster mode on: load (or create) `<dir>/<file_name>` with this
     /// node's ID and the topology it held before a restart.
     pub fn enable(&self, dir: &Path, file_name: &str) -> Result<Option<Role>, ClusterError> {
-        let (file, topology) = NodeFile::load_or_create(dir, file_name)?;
+        let (file, topology, migrations) = NodeFile::load_or_create(dir, file_name)?;
+        self.migrations.load(&migrations);
         let role = match topology {
             Some(t) => {
                 let view = View::new(t.validate()?, &file.myid)?;
@@ -249,10 +260,17 @@ impl Cluster {
             };
         }
         let view = View::new(topology.validate()?, &file.myid)?;
-        file.save(Some(&view.layout.topology))?;
+        // Migration states the new layout finishes (the source no longer
+        // serves the slot, the target now does) go in the same atomic write
+        // as the topology: a restart never sees one without the other.
+        let (records, finished) = self.records_after(&view);
+        file.save(Some(&view.layout.topology), &records)?;
         let role = view.role();
         *self.role.lock() = Some((role.clone(), epoch));
         *self.view.write() = Some(Arc::new(view));
+        if finished {
+            self.retain_records(&records);
+        }
         tracing::info!(epoch, "applied cluster topology");
         Ok(Some(role))
     }
@@ -328,6 +346,8 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
     // ASKING holds for the next command only (for a whole transaction when
     // given inside MULTI), as in Redis.
     let asking = session.asking;
+    session.admitted_asking = false;
+    session.routed_migrating = false;
     if spec.name != "asking" && session.multi.is_none() {
         session.asking = false;
     }
@@ -371,23 +391,23 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
     let Some(owner) = view.layout.owner(slot) else {
         return Some(Reply::err("CLUSTERDOWN Hash slot not served"));
     };
-    if owner == view.my_shard {
-        if let Some(r) = migration_redirect(view, slot, asking) {
-            return Some(r);
-        }
-        if view.primary || (session.readonly && !write) {
-            return None;
-        }
+    if owner == view.my_shard && (view.primary || (session.readonly && !write)) {
+        session.routed_migrating = state.cluster.migrations.get(slot).is_some();
+        return None;
+    }
+    // A slot imported here from its owner: served to ASKING connections,
+    // rechecked under the locks (the import may end before they are taken).
+    if asking
+        && view.primary
+        && state
+            .cluster
+            .migrations
+            .get(slot)
+            .is_some_and(|m| m.kind == migrate::Kind::Importing)
+    {
+        session.admitted_asking = true;
+        return None;
     }
     let p = view.layout.primary(owner);
     Some(Reply::err(format!("MOVED {slot} {}:{}", p.ip, p.port)))
-}
-
-/// Hook for slot migration: with a slot MIGRATING here, a key already moved
-/// gets `-ASK <slot> <target>`, a multi-key request split between source and
-/// target gets `-TRYAGAIN`; with a slot IMPORTING here, only `ASKING`
-/// connections are served. No slot is ever in either state yet (migration is
-/// not built), so this serves everything its shard owns.
-fn migration_redirect(_view: &View, _slot: u16, _asking: bool) -> Option<Reply> {
-    None
 }

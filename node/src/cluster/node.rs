@@ -3,8 +3,12 @@
 //! One small JSON file in the data directory (`<dir>/nodes.json` by default):
 //!
 //! ```json
-//! {"version": 1, "myid": "<40 hex>", "topology": { ...wire format... } | null}
+//! {"version": 1, "myid": "<40 hex>", "topology": { ...wire format... } | null,
+//!  "migrations": [{"slot": 42, "kind": "migrating", "peer": "<40 hex>", "cancelling": false}, ...]}
 //! ```
+//!
+//! `migrations` (slot migration states, see [`super::migrate`]) may be absent:
+//! files written before slot migration existed read as having none.
 //!
 //! The ID is generated once, on the first start in cluster mode, and kept for
 //! the life of the data directory: the control plane addresses nodes by ID, so
@@ -23,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::ClusterError;
+use super::migrate::Record;
 use super::topology::{Topology, is_node_id};
 
 const VERSION: u32 = 1;
@@ -33,7 +38,12 @@ struct OnDisk {
     version: u32,
     myid: String,
     topology: Option<Topology>,
+    #[serde(default)]
+    migrations: Vec<Record>,
 }
+
+/// What a node loads from its state file.
+pub type Loaded = (NodeFile, Option<Topology>, Vec<Record>);
 
 /// Where the state file is and whose it is.
 #[derive(Debug)]
@@ -51,7 +61,7 @@ impl NodeFile {
     /// exist. A file that exists but cannot be parsed stops the start: a
     /// node that silently took a new identity would look like a stranger to
     /// the control plane and would forget its epoch.
-    pub fn load_or_create(dir: &Path, name: &str) -> Result<(NodeFile, Option<Topology>), ClusterError> {
+    pub fn load_or_create(dir: &Path, name: &str) -> Result<Loaded, ClusterError> {
         let path = dir.join(name);
         let io = |what, source| ClusterError::Io {
             what,
@@ -71,26 +81,28 @@ impl NodeFile {
                 if !is_node_id(&disk.myid) {
                     return Err(bad(format!("invalid node id '{}'", disk.myid)));
                 }
-                Ok((NodeFile { path, myid: disk.myid }, disk.topology))
+                Ok((NodeFile { path, myid: disk.myid }, disk.topology, disk.migrations))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
                 let file = NodeFile { path, myid: new_id() };
-                file.save(None)?;
+                file.save(None, &[])?;
                 tracing::info!(myid = %file.myid, path = %file.path.display(), "created cluster node identity");
-                Ok((file, None))
+                Ok((file, None, Vec::new()))
             }
             Err(e) => Err(io("read", e)),
         }
     }
 
-    /// Atomically replace the file with this ID and `topology`.
-    pub fn save(&self, topology: Option<&Topology>) -> Result<(), ClusterError> {
+    /// Atomically replace the file with this ID, `topology` and the slot
+    /// migration states.
+    pub fn save(&self, topology: Option<&Topology>, migrations: &[Record]) -> Result<(), ClusterError> {
         #[derive(Serialize)]
         struct Borrowed<'a> {
             version: u32,
             myid: &'a str,
             topology: Option<&'a Topology>,
+            migrations: &'a [Record],
         }
         let io = |what, source| ClusterError::Io {
             what,
@@ -101,6 +113,7 @@ impl NodeFile {
             version: VERSION,
             myid: &self.myid,
             topology,
+            migrations,
         })
         .map_err(|e| io("encode", std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("json.tmp");
@@ -128,11 +141,28 @@ mod tests {
     fn id_is_created_once_and_kept() {
         let dir = std::env::temp_dir().join(format!("ferrokv-nodefile-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let (a, t) = NodeFile::load_or_create(&dir, "nodes.json").unwrap();
-        assert!(t.is_none());
+        let (a, t, m) = NodeFile::load_or_create(&dir, "nodes.json").unwrap();
+        assert!(t.is_none() && m.is_empty());
         assert!(is_node_id(&a.myid));
-        let (b, _) = NodeFile::load_or_create(&dir, "nodes.json").unwrap();
+        let (b, _, _) = NodeFile::load_or_create(&dir, "nodes.json").unwrap();
         assert_eq!(a.myid, b.myid);
+        // A file without `migrations` (written before slot migration) loads.
+        fs::write(
+            dir.join("nodes.json"),
+            format!(r#"{{"version": 1, "myid": "{}", "topology": null}}"#, a.myid),
+        )
+        .unwrap();
+        let (c, _, m) = NodeFile::load_or_create(&dir, "nodes.json").unwrap();
+        assert!(c.myid == a.myid && m.is_empty());
+        let r = Record {
+            slot: 7,
+            kind: super::super::migrate::Kind::Migrating,
+            peer: a.myid.clone(),
+            cancelling: true,
+        };
+        c.save(None, std::slice::from_ref(&r)).unwrap();
+        let (_, _, m) = NodeFile::load_or_create(&dir, "nodes.json").unwrap();
+        assert_eq!(m, vec![r]);
         fs::write(dir.join("nodes.json"), b"{garbage").unwrap();
         assert!(matches!(
             NodeFile::load_or_create(&dir, "nodes.json"),

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::flags::*;
 use super::parse::parse_i64;
 use super::{CmdResult, CommandSpec, Ctx, KeySpec};
+use crate::cluster::migrate::{self, MigrateError};
 use crate::cluster::{ClusterError, View};
 use crate::resp::Reply;
 use crate::slot::{SLOTS, key_slot};
@@ -190,6 +191,29 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "O(N) where N is the number of slots and nodes",
                 "Returns the topology this node holds (JSON, the SETTOPOLOGY payload), or nil before the first one."
             ),
+            // ferrokv's own slot migration control (see crate::cluster::migrate).
+            spec!(
+                "migration",
+                -3,
+                ADMIN | STALE | NO_MULTI,
+                KeySpec::None,
+                migration,
+                "0.1.0",
+                "O(1), STATUS: O(N) where N is the number of migrations",
+                "Slot migration: IMPORT <slot> <source-id> | START <slot> <target-id> [BATCH <keys>] | \
+                 RESUME <slot> | CANCEL <slot> | CLEAR <slot> | STATUS [<slot>]."
+            ),
+            spec!(
+                "restorebatch",
+                5,
+                ADMIN | STALE | NO_MULTI,
+                KeySpec::None,
+                restorebatch,
+                "0.1.0",
+                "O(N) where N is the number of keys in the payload",
+                "Internal (slot migration stream): RESTOREBATCH <slot> <source-id> <payload> inserts \
+                 encoded keys of a slot imported from <source-id>."
+            ),
             spec!(
                 "help",
                 2,
@@ -249,6 +273,14 @@ fn help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
             "    Return the hash slot for <key>.",
             "MYID",
             "    Return the node id.",
+            "MIGRATION IMPORT <slot> <source-id>",
+            "    Mark <slot> importing from <source-id> (on the target).",
+            "MIGRATION START <slot> <target-id> [BATCH <keys>]",
+            "    Mark <slot> migrating to <target-id> and stream its keys (on the source).",
+            "MIGRATION RESUME|CANCEL|CLEAR <slot>",
+            "    Restart a stopped stream; undo a migration (source first, then target); drop the state.",
+            "MIGRATION STATUS [<slot>]",
+            "    Progress of this node's slot migrations.",
             "NODES",
             "    Return cluster configuration seen by node. Output format:",
             "    <id> <ip:port@cport> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
@@ -491,4 +523,93 @@ fn settopology(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         }
         Err(e) => Err(Reply::err(format!("ERR {e}"))),
     }
+}
+
+fn migrate_err(e: MigrateError) -> Reply {
+    if let MigrateError::Cluster(ClusterError::Io { .. }) = &e {
+        tracing::error!(error = %e, "slot migration state not persisted");
+    }
+    Reply::err(format!("ERR {e}"))
+}
+
+fn slot_required(arg: Option<&Bytes>) -> Result<u16, Reply> {
+    let arg = arg.ok_or_else(|| Reply::err("ERR wrong number of arguments for 'cluster|migration' command"))?;
+    slot_arg(arg)?.ok_or_else(|| Reply::err("ERR Invalid slot"))
+}
+
+/// `CLUSTER MIGRATION <IMPORT|START|RESUME|CANCEL|CLEAR|STATUS> ...`.
+fn migration(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+    enabled(ctx)?;
+    let sub = args[2].to_ascii_lowercase();
+    let arity = |n: usize| {
+        if args.len() == n {
+            Ok(())
+        } else {
+            Err(Reply::err(
+                "ERR wrong number of arguments for 'cluster|migration' command",
+            ))
+        }
+    };
+    let state = ctx.state;
+    match sub.as_slice() {
+        b"import" => {
+            arity(5)?;
+            let slot = slot_required(args.get(3))?;
+            migrate::import(state, slot, &String::from_utf8_lossy(&args[4])).map_err(migrate_err)?;
+            Ok(Reply::Ok)
+        }
+        b"start" => {
+            let batch = match args.len() {
+                5 => None,
+                7 if args[5].eq_ignore_ascii_case(b"batch") => {
+                    let n = parse_i64(&args[6]).filter(|n| *n > 0);
+                    Some(n.ok_or_else(|| Reply::err("ERR BATCH must be a positive integer"))? as usize)
+                }
+                _ => return Err(Reply::err("ERR syntax error")),
+            };
+            let slot = slot_required(args.get(3))?;
+            migrate::start(state, slot, &String::from_utf8_lossy(&args[4]), batch).map_err(migrate_err)?;
+            Ok(Reply::Ok)
+        }
+        b"resume" | b"cancel" | b"clear" => {
+            arity(4)?;
+            let slot = slot_required(args.get(3))?;
+            match sub.as_slice() {
+                b"resume" => migrate::resume(state, slot),
+                b"cancel" => migrate::cancel(state, slot),
+                _ => migrate::clear(state, slot).map(|_| ()),
+            }
+            .map_err(migrate_err)?;
+            Ok(Reply::Ok)
+        }
+        b"status" => {
+            let only = match args.len() {
+                3 => None,
+                4 => Some(slot_required(args.get(3))?),
+                _ => return Err(Reply::err("ERR syntax error")),
+            };
+            Ok(migrate::status(state, only))
+        }
+        _ => Err(Reply::err(format!(
+            "ERR unknown subcommand 'migration {}'. Try CLUSTER HELP.",
+            String::from_utf8_lossy(&args[2])
+        ))),
+    }
+}
+
+/// `CLUSTER RESTOREBATCH <slot> <source-id> <payload>`. The command logs
+/// itself (inside [`migrate::restore_batch`], under the slot's lock).
+fn restorebatch(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+    // The log replayed at startup runs before cluster mode is enabled.
+    if !(ctx.session.cluster_internal || ctx.session.repl.master) {
+        enabled(ctx)?;
+    }
+    let slot = slot_arg(&args[2])?.ok_or_else(|| Reply::err("ERR Invalid slot"))?;
+    let (n, end) = migrate::restore_batch(ctx.state, ctx.session, slot, &args[3], &args[4]).map_err(migrate_err)?;
+    ctx.session
+        .handle
+        .write_offset
+        .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
+    ctx.propagate_nothing();
+    Ok(Reply::Int(n as i64))
 }

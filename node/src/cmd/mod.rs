@@ -713,6 +713,19 @@ pub fn run(
     };
     ks.no_touch = session.handle.no_touch.load(Ordering::Relaxed) && spec.name != "touch";
     ks.master_apply = session.repl.master;
+    // EXEC makes this check itself, once it holds every partition. A
+    // command let in by ASKING is checked even when no migration is left:
+    // the import may have ended since routing, and it must then be
+    // redirected, not run on a slot this node does not serve.
+    if (state.cluster.migrations.any() || session.admitted_asking || session.routed_migrating)
+        && spec.name != "exec"
+        && let Some(reply) = crate::cluster::migrate::check_locked(state, session, &[(spec, args.as_slice())], &mut ks)
+    {
+        drop(ks);
+        count_error(state, &reply);
+        record(state, session, spec, id, &args, start.elapsed(), &reply);
+        return Outcome::Reply(reply);
+    }
     let (result, block, expired, events, ready) = {
         let mut ctx = Ctx {
             state,

@@ -121,6 +121,13 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     let master_apply = ctx.ks.master_apply;
     ctx.ks = ctx.state.db.lock_all(ctx.ks.now);
     ctx.ks.master_apply = master_apply;
+    if ctx.state.cluster.migrations.any() || ctx.session.admitted_asking || ctx.session.routed_migrating {
+        let queue: Vec<_> = multi.queue.iter().map(|(s, a)| (*s, a.as_slice())).collect();
+        if let Some(r) = crate::cluster::migrate::check_locked(ctx.state, ctx.session, &queue, &mut ctx.ks) {
+            discard_state(ctx);
+            return Err(r);
+        }
+    }
     let dirty = ctx.session.watch_dirty.load(Ordering::Acquire);
     discard_state(ctx);
     if dirty {

@@ -660,6 +660,30 @@ impl<'a> Keys<'a> {
         }
     }
 
+    /// Whether a live key exists, without lazy expiry or access-clock side
+    /// effects (slot migration's redirect check, which may refuse the
+    /// command it runs for).
+    pub fn contains_live(&mut self, key: &[u8]) -> bool {
+        let hash = self.db.hash(key);
+        let slot = key_slot(key);
+        let now = self.now;
+        self.part_ref(slot)
+            .slot(slot)
+            .table
+            .find(hash, |e| e.key() == key)
+            .is_some_and(|e| !e.is_expired(now))
+    }
+
+    /// Visit the entries of one slot, expired ones included, until `f`
+    /// returns false (slot migration takes a slot's keys batch by batch).
+    pub fn visit_slot(&mut self, slot: u16, mut f: impl FnMut(&Entry) -> bool) {
+        for e in self.part_ref(slot).slot(slot).table.iter() {
+            if !f(e) {
+                break;
+            }
+        }
+    }
+
     /// Keys of one slot, in table order, up to `count`.
     pub fn keys_in_slot(&mut self, slot: u16, count: usize) -> Vec<Bytes> {
         let now = self.now;

@@ -627,9 +627,13 @@ impl Replayer {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let handle = Arc::new(ClientHandle::new(0, addr, addr));
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        // The node drives this session itself: never redirected in cluster
+        // mode, and allowed the internal commands it logged (RESTOREBATCH).
+        let mut session = Session::new(handle, tx, true);
+        session.cluster_internal = true;
         Replayer {
             state,
-            session: Session::new(handle, tx, true),
+            session,
             buf: BytesMut::new(),
             commands: 0,
             errors: 0,

@@ -163,6 +163,9 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     if let (Some(role), Some(view)) = (role, state.cluster.view()) {
         crate::cluster::apply_role(&state, role, view.epoch());
     }
+    if state.cluster.is_enabled() {
+        crate::cluster::migrate::resume_all(&state);
+    }
     state.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         state,

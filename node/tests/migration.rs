@@ -1,0 +1,674 @@
+//! Slot migration end to end: real `ferrokv-node` processes started by the
+//! driver library, the `redis` crate's cluster client writing and reading
+//! while a slot moves, kill -9 of the source mid-stream and resume, cancel,
+//! and refused input.
+//!
+//! `FERROKV_MIGRATE_KEYS` sets how many keys the slot holds (default 20000
+//! to keep CI fast; `FERROKV_MIGRATE_KEYS=100000` is the size).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferrokv_node::cluster::Topology;
+use ferrokv_node::cluster::driver::{self, LocalCluster, MigrateOptions};
+use ferrokv_node::slot::key_slot;
+use support::TempDir;
+
+fn node_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ferrokv-node"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn key_count() -> usize {
+    std::env::var("FERROKV_MIGRATE_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+/// A connection whose requests may wait (a busy machine, fsync per batch):
+/// the crate's default 500 ms response timeout would fail the test.
+async fn connect(client: &redis::Client) -> redis::aio::MultiplexedConnection {
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    con.set_response_timeout(Duration::from_secs(30));
+    con
+}
+
+/// On failure, show what the nodes logged (their directories are removed).
+fn dump_logs(dir: &Path, e: impl std::fmt::Debug) -> ! {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let log = std::fs::read_to_string(entry.path().join("node.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("--- {} ---", entry.path().display());
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+    panic!("client failed: {e:?}");
+}
+
+/// The hash tag every key of a test uses, and its slot.
+const TAG: &str = "{mig}";
+
+fn bulk_key(i: usize) -> String {
+    format!("{TAG}:k:{i}")
+}
+
+fn bulk_value(i: usize) -> String {
+    format!("{i:0>100}")
+}
+
+struct Setup {
+    cluster: LocalCluster,
+    slot: u16,
+    /// (shard, address, id) of the source and the target.
+    source: (usize, String, String),
+    target: (usize, String, String),
+}
+
+/// Every node logs writes with `appendfsync always`: what a node
+/// acknowledged survives its kill -9.
+const DURABLE: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
+
+async fn setup(dir: &Path) -> Setup {
+    setup_with(dir, &[]).await
+}
+
+async fn setup_with(dir: &Path, extra: &[&str]) -> Setup {
+    let cluster = LocalCluster::start_with(node_bin(), dir, 3, 0, extra).await.unwrap();
+    let slot = key_slot(TAG.as_bytes());
+    let t = &cluster.topology;
+    let owner = driver::slot_owner(t, slot).unwrap().to_string();
+    let s = cluster.shards.iter().position(|m| m[0].id == owner).unwrap();
+    let d = (s + 1) % 3;
+    let node = |i: usize| {
+        let n = &cluster.shards[i][0];
+        (i, n.addr.to_string(), n.id.clone())
+    };
+    Setup {
+        source: node(s),
+        target: node(d),
+        slot,
+        cluster,
+    }
+}
+
+/// Load `n` keys into the source with pipelined SETs.
+async fn bulk_load(addr: &str, n: usize) {
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let mut con = connect(&client).await;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            p.cmd("SET").arg(bulk_key(i)).arg(bulk_value(i)).ignore();
+        }
+        let _: () = p.query_async(&mut con).await.unwrap();
+    }
+}
+
+async fn count_in_slot(addr: &str, slot: u16) -> i64 {
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let mut con = connect(&client).await;
+    redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+/// Every bulk key on `addr` with its value (pipelined GETs, ASKING first so
+/// an importing node answers too).
+async fn check_bulk(addr: &str, n: usize) {
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let mut con = connect(&client).await;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            p.cmd("GET").arg(bulk_key(i));
+        }
+        let got: Vec<Option<String>> = p.query_async(&mut con).await.unwrap();
+        for (&i, v) in chunk.iter().zip(got) {
+            assert_eq!(v.as_deref(), Some(bulk_value(i).as_str()), "key {}", bulk_key(i));
+        }
+    }
+}
+
+/// What the concurrent client wrote: counters and last SET values.
+#[derive(Default)]
+struct Written {
+    counters: HashMap<String, i64>,
+    sets: HashMap<String, String>,
+    ops: u64,
+    latencies_us: Vec<u64>,
+}
+
+/// A cluster client INCRs counters, SETs keys and reads bulk keys (checking
+/// values) until `stop`; any error fails the test.
+fn spawn_client(
+    rt: &tokio::runtime::Runtime,
+    seeds: Vec<String>,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Written> {
+    rt.spawn(async move {
+        let client = redis::cluster::ClusterClient::builder(seeds)
+            .retries(30)
+            .response_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut con = client.get_async_connection().await.unwrap();
+        let mut w = Written::default();
+        let mut j: usize = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let t0 = Instant::now();
+            match j % 3 {
+                0 => {
+                    let k = format!("{TAG}:c:{}", j % 64);
+                    let v: i64 = redis::cmd("INCR").arg(&k).query_async(&mut con).await.unwrap();
+                    let e = w.counters.entry(k).or_insert(0);
+                    *e += 1;
+                    assert_eq!(v, *e, "counter value seen by the client");
+                }
+                1 => {
+                    let k = format!("{TAG}:s:{}", j % 256);
+                    let v = format!("w{j}");
+                    let _: () = redis::cmd("SET").arg(&k).arg(&v).query_async(&mut con).await.unwrap();
+                    w.sets.insert(k, v);
+                }
+                _ => {
+                    let i = (j * 7919) % n;
+                    let v: Option<String> = redis::cmd("GET").arg(bulk_key(i)).query_async(&mut con).await.unwrap();
+                    assert_eq!(v.as_deref(), Some(bulk_value(i).as_str()), "read of {}", bulk_key(i));
+                }
+            }
+            w.latencies_us.push(t0.elapsed().as_micros() as u64);
+            j += 1;
+            w.ops += 1;
+            ops.fetch_add(1, Ordering::Relaxed);
+        }
+        w
+    })
+}
+
+async fn check_written(addr: &str, w: &Written) {
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let mut con = connect(&client).await;
+    for (k, v) in &w.counters {
+        let got: i64 = redis::cmd("GET").arg(k).query_async(&mut con).await.unwrap();
+        assert_eq!(got, *v, "counter {k}");
+    }
+    for (k, v) in &w.sets {
+        let got: String = redis::cmd("GET").arg(k).query_async(&mut con).await.unwrap();
+        assert_eq!(&got, v, "set {k}");
+    }
+}
+
+fn p99(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() * 99 / 100).copied().unwrap_or(0)
+}
+
+#[test]
+fn migrate_slot_under_client_load() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-load");
+    let n = key_count();
+    let mut s = rt.block_on(setup(&dir.0));
+    rt.block_on(bulk_load(&s.source.1, n));
+    assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), n as i64);
+
+    let seeds: Vec<String> = s.cluster.addrs().iter().map(|a| format!("redis://{a}/")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let client = spawn_client(&rt, seeds, n, stop.clone(), ops.clone());
+    // The client is running before the migration starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ops.load(Ordering::Relaxed) < 100 {
+        assert!(Instant::now() < deadline, "client made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ops_before = ops.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let next = rt
+        .block_on(driver::migrate_slot(
+            &s.cluster.topology,
+            s.slot,
+            &s.target.2,
+            &MigrateOptions::default(),
+        ))
+        .unwrap();
+    let took = t0.elapsed();
+    let ops_during = ops.load(Ordering::Relaxed) - ops_before;
+    // Keep the client going across the flip for a moment.
+    let after = ops.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ops.load(Ordering::Relaxed) < after + 200 {
+        assert!(Instant::now() < deadline, "client stalled after the flip");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let w = rt.block_on(client).unwrap_or_else(|e| dump_logs(&dir.0, e));
+    eprintln!(
+        "moved {n} keys in {took:?} ({:.0} keys/s); client: {ops_during} ops during the move, p99 {} us over {} ops",
+        n as f64 / took.as_secs_f64(),
+        p99(w.latencies_us.clone()),
+        w.ops
+    );
+    s.cluster.topology = next;
+    assert_eq!(
+        driver::slot_owner(&s.cluster.topology, s.slot),
+        Some(s.target.2.as_str())
+    );
+
+    // Source empty, target has everything: bulk keys, counters, sets.
+    assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), 0);
+    let expected = n + w.counters.len() + w.sets.len();
+    assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), expected as i64);
+    rt.block_on(check_bulk(&s.target.1, n));
+    rt.block_on(check_written(&s.target.1, &w));
+    // The client really was redirected mid-move (and followed silently).
+    let errorstats: String = rt.block_on(async {
+        let client = redis::Client::open(format!("redis://{}/", s.source.1)).unwrap();
+        let mut con = connect(&client).await;
+        redis::cmd("INFO")
+            .arg("errorstats")
+            .query_async(&mut con)
+            .await
+            .unwrap()
+    });
+    assert!(errorstats.contains("errorstat_ASK:"), "{errorstats}");
+    // Both sides dropped their migration state with the flip.
+    for a in [&s.source.1, &s.target.1] {
+        assert!(
+            rt.block_on(driver::migration_status(a, None)).unwrap().is_empty(),
+            "{a}"
+        );
+    }
+    rt.block_on(s.cluster.stop());
+}
+
+#[test]
+fn source_killed_mid_stream_resumes() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-kill-source");
+    let n = key_count();
+    let mut s = rt.block_on(setup_with(&dir.0, DURABLE));
+    rt.block_on(bulk_load(&s.source.1, n));
+    rt.block_on(async {
+        let mut c = driver::Conn::connect(&s.source.1).await.unwrap();
+        let slot = s.slot.to_string();
+        let mut t = driver::Conn::connect(&s.target.1).await.unwrap();
+        t.ok(&[
+            b"CLUSTER",
+            b"MIGRATION",
+            b"IMPORT",
+            slot.as_bytes(),
+            s.source.2.as_bytes(),
+        ])
+        .await
+        .unwrap();
+        // Small batches so that the kill lands mid-stream.
+        c.ok(&[
+            b"CLUSTER",
+            b"MIGRATION",
+            b"START",
+            slot.as_bytes(),
+            s.target.2.as_bytes(),
+            b"BATCH",
+            b"8",
+        ])
+        .await
+        .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = rt
+            .block_on(driver::migration_status(&s.source.1, Some(s.slot)))
+            .unwrap();
+        if st[0].keys_moved >= 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stream made no progress: {st:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pid = s.cluster.shards[s.source.0][0].pid();
+    rt.block_on(s.cluster.restart(node_bin(), s.source.0, 0)).unwrap();
+    assert_ne!(pid, s.cluster.shards[s.source.0][0].pid());
+    // The restarted source remembers the migration (and resumes it itself).
+    let st = rt
+        .block_on(driver::migration_status(&s.source.1, Some(s.slot)))
+        .unwrap();
+    assert_eq!(st.len(), 1, "{st:?}");
+    assert_eq!(st[0].role, "migrating");
+    // A driver that lost its memory resumes from what the nodes hold.
+    let t = rt.block_on(driver::held_topology(&s.target.1)).unwrap().unwrap();
+    let next = rt
+        .block_on(driver::resume_migration(&t, s.slot, &MigrateOptions::default()))
+        .unwrap();
+    assert_eq!(driver::slot_owner(&next, s.slot), Some(s.target.2.as_str()));
+    assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), 0);
+    assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), n as i64);
+    rt.block_on(check_bulk(&s.target.1, n));
+    rt.block_on(s.cluster.stop());
+}
+
+#[test]
+fn cancel_brings_keys_back() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-cancel");
+    let n = key_count().min(20_000);
+    let s = rt.block_on(setup(&dir.0));
+    rt.block_on(bulk_load(&s.source.1, n));
+    let seeds: Vec<String> = s.cluster.addrs().iter().map(|a| format!("redis://{a}/")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let client = spawn_client(&rt, seeds, n, stop.clone(), ops.clone());
+    rt.block_on(async {
+        let slot = s.slot.to_string();
+        let mut t = driver::Conn::connect(&s.target.1).await.unwrap();
+        t.ok(&[
+            b"CLUSTER",
+            b"MIGRATION",
+            b"IMPORT",
+            slot.as_bytes(),
+            s.source.2.as_bytes(),
+        ])
+        .await
+        .unwrap();
+        let mut c = driver::Conn::connect(&s.source.1).await.unwrap();
+        c.ok(&[
+            b"CLUSTER",
+            b"MIGRATION",
+            b"START",
+            slot.as_bytes(),
+            s.target.2.as_bytes(),
+            b"BATCH",
+            b"16",
+        ])
+        .await
+        .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rt.block_on(count_in_slot(&s.target.1, s.slot)) < (n / 4) as i64 {
+        assert!(Instant::now() < deadline, "stream made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    rt.block_on(driver::cancel_migration(
+        &s.cluster.topology,
+        s.slot,
+        &MigrateOptions::default(),
+    ))
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let w = rt.block_on(client).unwrap_or_else(|e| dump_logs(&dir.0, e));
+    assert!(w.ops > 0);
+    // Everything is back on the source, which still owns the slot.
+    assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), 0);
+    let expected = n + w.counters.len() + w.sets.len();
+    assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), expected as i64);
+    rt.block_on(check_bulk(&s.source.1, n));
+    rt.block_on(check_written(&s.source.1, &w));
+    let held: Topology = rt.block_on(driver::held_topology(&s.source.1)).unwrap().unwrap();
+    assert_eq!(held.epoch, s.cluster.topology.epoch);
+    for a in [&s.source.1, &s.target.1] {
+        assert!(
+            rt.block_on(driver::migration_status(a, None)).unwrap().is_empty(),
+            "{a}"
+        );
+    }
+    rt.block_on(s.cluster.stop());
+}
+
+#[test]
+fn bad_input_is_refused_and_a_dead_target_loses_nothing() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-bad");
+    let mut s = rt.block_on(setup_with(&dir.0, DURABLE));
+    let n = 3000;
+    rt.block_on(bulk_load(&s.source.1, n));
+    let slot = s.slot.to_string();
+    let err = |addr: &str, args: &[&str]| -> String {
+        rt.block_on(async {
+            let mut c = driver::Conn::connect(addr).await.unwrap();
+            let a: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            match c.request(&a).await.unwrap() {
+                driver::Value::Error(e) => e,
+                v => panic!("{args:?} was accepted: {v:?}"),
+            }
+        })
+    };
+    let unknown = "f".repeat(40);
+    let (src, dst) = (s.source.1.clone(), s.target.1.clone());
+    // START for a slot the node does not serve, to unknown nodes, to itself.
+    let not_mine = (0..16384u16)
+        .find(|&x| driver::slot_owner(&s.cluster.topology, x) != Some(s.source.2.as_str()))
+        .unwrap()
+        .to_string();
+    assert!(err(&src, &["CLUSTER", "MIGRATION", "START", &not_mine, &s.target.2]).contains("not served"));
+    assert!(err(&src, &["CLUSTER", "MIGRATION", "START", &slot, &unknown]).contains("unknown node"));
+    assert!(err(&src, &["CLUSTER", "MIGRATION", "START", &slot, &s.source.2]).contains("this node's shard"));
+    assert!(err(&src, &["CLUSTER", "MIGRATION", "START", "99999", &s.target.2]).contains("Invalid slot"));
+    // IMPORT of a slot the target serves, or from a node that does not serve it.
+    assert!(err(&dst, &["CLUSTER", "MIGRATION", "IMPORT", &slot, &unknown]).contains("unknown node"));
+    assert!(err(&dst, &["CLUSTER", "MIGRATION", "IMPORT", &slot, &s.target.2]).contains("not the primary serving"));
+    assert!(err(&src, &["CLUSTER", "MIGRATION", "IMPORT", &slot, &s.target.2]).contains("already served"));
+    // RESTOREBATCH is refused unless the slot is imported from that source.
+    assert!(err(&dst, &["CLUSTER", "RESTOREBATCH", &slot, &s.source.2, ""]).contains("not being imported"));
+    assert!(err(&src, &["CLUSTER", "MIGRATION", "RESUME", &slot]).contains("no migration"));
+
+    // A target that dies mid-stream: the source keeps every key it did not
+    // see acknowledged, says why, and finishes once the target is back.
+    rt.block_on(async {
+        let mut t = driver::Conn::connect(&dst).await.unwrap();
+        t.ok(&[
+            b"CLUSTER",
+            b"MIGRATION",
+            b"IMPORT",
+            slot.as_bytes(),
+            s.source.2.as_bytes(),
+        ])
+        .await
+        .unwrap();
+        // A garbage payload is refused whole.
+        match t
+            .request(&[
+                b"CLUSTER",
+                b"RESTOREBATCH",
+                slot.as_bytes(),
+                s.source.2.as_bytes(),
+                b"\x00\x00",
+            ])
+            .await
+            .unwrap()
+        {
+            driver::Value::Error(e) => assert!(e.contains("bad restore payload"), "{e}"),
+            v => panic!("garbage accepted: {v:?}"),
+        }
+        let mut c = driver::Conn::connect(&src).await.unwrap();
+        c.ok(&[
+            b"CLUSTER",
+            b"MIGRATION",
+            b"START",
+            slot.as_bytes(),
+            s.target.2.as_bytes(),
+            b"BATCH",
+            b"4",
+        ])
+        .await
+        .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rt.block_on(driver::migration_status(&src, Some(s.slot))).unwrap()[0].keys_moved < 100 {
+        assert!(Instant::now() < deadline, "stream made no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // kill -9 of the target: what it acknowledged is in its log (fsynced
+    // before each reply), the rest is still on the source.
+    rt.block_on(s.cluster.shards[s.target.0][0].kill());
+    // The stream notices on its next batch and keeps reconnecting.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = rt.block_on(driver::migration_status(&src, Some(s.slot))).unwrap();
+        if !st[0].last_error.is_empty() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "source did not notice the dead target: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    eprintln!("source after the target died: {st:?}");
+    // Nothing the target did not acknowledge is gone from the source.
+    let left = rt.block_on(count_in_slot(&src, s.slot)) as u64;
+    assert_eq!(left + st[0].keys_moved, n as u64, "{st:?}");
+    assert!(left > 0 && st[0].keys_moved > 0, "{st:?}");
+    let keys: Vec<String> = rt.block_on(async {
+        let client = redis::Client::open(format!("redis://{src}/")).unwrap();
+        let mut con = connect(&client).await;
+        redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(s.slot)
+            .arg(n)
+            .query_async(&mut con)
+            .await
+            .unwrap()
+    });
+    let here: std::collections::HashSet<String> = keys.iter().cloned().collect();
+    assert_eq!(here.len() as u64, left);
+    // Redirects of a half-moved slot on the source: a key still here is
+    // served, a moved one gets -ASK to the target, a mix gets -TRYAGAIN.
+    let moved_key = (0..n).map(bulk_key).find(|k| !here.contains(k)).unwrap();
+    let kept_key = keys[0].clone();
+    let ask = format!("ASK {} {dst}", s.slot);
+    let req = |addr: &str, args: &[&[u8]]| -> driver::Value {
+        rt.block_on(async { driver::Conn::connect(addr).await.unwrap().request(args).await.unwrap() })
+    };
+    assert_eq!(
+        req(&src, &[b"GET", moved_key.as_bytes()]),
+        driver::Value::Error(ask.clone())
+    );
+    assert!(matches!(
+        req(&src, &[b"GET", kept_key.as_bytes()]),
+        driver::Value::Bulk(_)
+    ));
+    assert!(matches!(
+        req(&src, &[b"MGET", kept_key.as_bytes(), moved_key.as_bytes()]),
+        driver::Value::Error(e) if e.starts_with("TRYAGAIN")
+    ));
+    // The target comes back (its log + persisted IMPORTING state); the
+    // driver resumes and every key ends on the target exactly once.
+    rt.block_on(s.cluster.restart(node_bin(), s.target.0, 0)).unwrap();
+    // The importing target serves a moved key only after ASKING.
+    assert_eq!(
+        req(&dst, &[b"GET", moved_key.as_bytes()]),
+        driver::Value::Error(format!("MOVED {} {src}", s.slot))
+    );
+    let asked = rt.block_on(async {
+        let mut c = driver::Conn::connect(&dst).await.unwrap();
+        c.ok(&[b"ASKING"]).await.unwrap();
+        c.request(&[b"GET", moved_key.as_bytes()]).await.unwrap()
+    });
+    let i: usize = moved_key.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(asked, driver::Value::Bulk(bulk_value(i).into_bytes()));
+    let next = rt
+        .block_on(driver::resume_migration(
+            &s.cluster.topology,
+            s.slot,
+            &MigrateOptions::default(),
+        ))
+        .unwrap();
+    assert_eq!(driver::slot_owner(&next, s.slot), Some(s.target.2.as_str()));
+    assert_eq!(rt.block_on(count_in_slot(&src, s.slot)), 0);
+    assert_eq!(rt.block_on(count_in_slot(&dst, s.slot)), n as i64);
+    rt.block_on(check_bulk(&dst, n));
+    rt.block_on(s.cluster.stop());
+}
+
+/// The Prometheus counters follow a migration (in-process nodes, so the
+/// rendered text is read straight from their state).
+#[test]
+fn metrics_count_moved_keys() {
+    use ferrokv_node::cluster::{Node, Shard};
+    use ferrokv_node::config::ServeArgs;
+    let dirs = [TempDir::new("migrate-metrics-a"), TempDir::new("migrate-metrics-b")];
+    let servers: Vec<support::Server> = dirs
+        .iter()
+        .map(|d| {
+            support::server_with(ServeArgs {
+                cluster_enabled: Some("yes".into()),
+                dir: Some(d.0.clone()),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let rt = runtime();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    let ids: Vec<String> = addrs.iter().map(|a| rt.block_on(driver::node_id(a)).unwrap()).collect();
+    let t = Topology {
+        epoch: 1,
+        nodes: servers
+            .iter()
+            .zip(&ids)
+            .map(|(s, id)| Node {
+                id: id.clone(),
+                ip: "127.0.0.1".into(),
+                port: s.addr.port(),
+                cport: None,
+            })
+            .collect(),
+        shards: vec![
+            Shard {
+                slots: vec![[0, 8191]],
+                primary: ids[0].clone(),
+                replicas: vec![],
+            },
+            Shard {
+                slots: vec![[8192, 16383]],
+                primary: ids[1].clone(),
+                replicas: vec![],
+            },
+        ],
+    };
+    rt.block_on(driver::push_topology(&t)).unwrap();
+    let slot = key_slot(TAG.as_bytes());
+    let (src, dst) = if driver::slot_owner(&t, slot) == Some(ids[0].as_str()) {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    rt.block_on(bulk_load(&addrs[src], 500));
+    let sample = |i: usize, name: &str| -> f64 {
+        let text = servers[i].state.metrics.render(&servers[i].state);
+        let line = text
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(sample(src, "ferrokv_migration_keys_moved_total"), 0.0);
+    let next = rt
+        .block_on(driver::migrate_slot(&t, slot, &ids[dst], &MigrateOptions::default()))
+        .unwrap();
+    assert_eq!(next.epoch, 2);
+    assert_eq!(sample(src, "ferrokv_migration_keys_moved_total"), 500.0);
+    assert!(sample(src, "ferrokv_migration_bytes_moved_total") > 500.0 * 100.0);
+    assert_eq!(sample(dst, "ferrokv_migration_keys_received_total"), 500.0);
+    assert_eq!(sample(src, "ferrokv_migrations_in_progress"), 0.0);
+    rt.block_on(check_bulk(&addrs[dst], 500));
+}
