@@ -456,12 +456,18 @@ impl Sandbox {
         Fut: std::future::Future<Output = Result<Option<()>, String>>,
     {
         let deadline = Instant::now() + READY_TIMEOUT;
+        // "Not running" must hold twice, a second apart, before start-up is
+        // declared failed: one look was seen to misjudge a process that was
+        // just started (CI, loaded machine), failing `up` for nothing.
+        let mut gone_since: Option<Instant> = None;
         loop {
             let last = match probe().await {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
-            if self.running(component).is_none() {
+            if self.running(component).is_some() {
+                gone_since = None;
+            } else if gone_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(1) {
                 return Err(SandboxError::Exited {
                     component: component.name(),
                     log: self.daemons.log_tail(component.name(), 4000),
