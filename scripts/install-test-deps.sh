@@ -45,6 +45,10 @@ apt_missing=()
 command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
 { command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1; } || apt_missing+=(redis-tools)
 command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
+# The sandbox kubelet: network namespaces, veths and a bridge (ip), and
+# setpriv to tie container processes to its own life.
+{ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]; } || apt_missing+=(iproute2)
+command -v setpriv >/dev/null 2>&1 || apt_missing+=(util-linux)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
     say "installing Debian packages: ${apt_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
