@@ -168,6 +168,8 @@ fn acknowledged_writes_survive_kill_9() {
                 std::thread::spawn(move || (prefix.clone(), writer(addr, prefix, stop)))
             })
             .collect();
+        // The sleep is the thing under test: the kill must land at a random
+        // moment of the write stream, not at a state a condition could name.
         std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
         // SIGKILL by PID: no shutdown, no final flush.
         node.child.kill().expect("kill -9");
