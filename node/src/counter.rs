@@ -41,6 +41,13 @@ impl Counter {
         self.0[shard()].0.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Take `n` off the sum (kept in this thread's shard, wrapping: only
+    /// the sum over shards means anything). The caller must not take more
+    /// than the sum holds.
+    pub fn sub(&self, n: u64) {
+        self.0[shard()].0.fetch_sub(n, Ordering::Relaxed);
+    }
+
     pub fn load(&self, _: Ordering) -> u64 {
         self.0
             .iter()
@@ -230,6 +237,13 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(c.load(Ordering::Relaxed), 12_000);
+        std::thread::spawn({
+            let c = c.clone();
+            move || c.sub(2_000)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(c.load(Ordering::Relaxed), 10_000);
         c.store(0, Ordering::Relaxed);
         assert_eq!(c.load(Ordering::Relaxed), 0);
     }

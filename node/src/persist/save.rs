@@ -31,7 +31,8 @@ pub const RETRY_DELAY: Duration = Duration::from_secs(5);
 
 pub struct SaveState {
     /// Changes since the last successful save (`rdb_changes_since_last_save`).
-    pub dirty: AtomicU64,
+    /// Bumped by every write: sharded per thread (see `crate::counter`).
+    pub dirty: crate::counter::Counter,
     /// `dirty` when the running save started.
     dirty_at_start: AtomicU64,
     /// Unix seconds of the last successful save (start time until then).
@@ -53,7 +54,7 @@ pub struct SaveState {
 impl Default for SaveState {
     fn default() -> Self {
         SaveState {
-            dirty: AtomicU64::new(0),
+            dirty: crate::counter::Counter::default(),
             dirty_at_start: AtomicU64::new(0),
             lastsave: AtomicU64::new(now_ms() / 1000),
             in_progress: AtomicBool::new(false),
@@ -135,9 +136,9 @@ pub fn bgsave(state: &Arc<State>) -> Result<std::thread::JoinHandle<Result<(), S
             let out = match result {
                 Ok(sum) => {
                     let at_start = s.dirty_at_start.load(Ordering::Relaxed);
-                    let _ = s.dirty.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
-                        Some(d.saturating_sub(at_start))
-                    });
+                    // Changes only grow meanwhile, so the count still holds `at_start`.
+                    let now = s.dirty.load(Ordering::Relaxed);
+                    s.dirty.sub(at_start.min(now));
                     s.lastsave.store(now_ms() / 1000, Ordering::Relaxed);
                     s.last_ok.store(true, Ordering::Relaxed);
                     s.saves.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +233,10 @@ pub fn info(state: &State, out: &mut String) {
     let fields: [(&str, String); 13] = [
         ("loading", (s.loading.load(Ordering::Relaxed) as u8).to_string()),
         ("async_loading", "0".into()),
-        ("rdb_changes_since_last_save", l(&s.dirty).to_string()),
+        (
+            "rdb_changes_since_last_save",
+            s.dirty.load(Ordering::Relaxed).to_string(),
+        ),
         ("rdb_bgsave_in_progress", (in_progress as u8).to_string()),
         ("rdb_last_save_time", l(&s.lastsave).to_string()),
         ("rdb_last_bgsave_status", if s.last_ok() { "ok" } else { "err" }.into()),
