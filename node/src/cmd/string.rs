@@ -717,19 +717,21 @@ fn msetnx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 /// INCR, DECR, INCRBY, DECRBY: the value must be an integer `string2ll`
 /// accepts; the result is stored int-encoded, keeping the TTL.
 fn incr_by(ctx: &mut Ctx, key: &[u8], delta: i64) -> CmdResult {
-    let old = write_lookup(ctx, key)?;
-    let cur = match &old {
-        Some(v) => parse_i64(v).ok_or(Reply::err(ERR_NOT_INT))?,
-        None => 0,
-    };
-    let new = cur.checked_add(delta).ok_or(Reply::err(ERR_OVERFLOW))?;
     let mut buf = itoa::Buffer::new();
-    let s = buf.format(new).as_bytes();
-    if old.is_some() {
-        overwrite(ctx, key, s, 0);
-    } else {
-        create(ctx, key, s, 0);
-    }
+    // One lookup for the read and the write: the counter is edited in place.
+    let new = match ctx.ks.entry_mut_touched(key) {
+        Some(e) => {
+            let cur = parse_i64(e.str_value().ok_or(Reply::err(WRONGTYPE))?).ok_or(Reply::err(ERR_NOT_INT))?;
+            let new = cur.checked_add(delta).ok_or(Reply::err(ERR_OVERFLOW))?;
+            e.set_str_value(buf.format(new).as_bytes());
+            e.flags &= !(FLAG_RAW | FLAG_EMBSTR | FLAG_UNSHARED);
+            new
+        }
+        None => {
+            create(ctx, key, buf.format(delta).as_bytes(), 0);
+            delta
+        }
+    };
     ctx.changed(key, STRING, "incrby");
     Ok(Reply::Int(new))
 }

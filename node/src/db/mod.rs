@@ -349,7 +349,14 @@ impl<'a> Keys<'a> {
 
     fn find_for(&mut self, key: &[u8], write: bool) -> Option<&mut Entry> {
         let hash = self.db.hash(key);
-        let slot = key_slot(key);
+        self.find_hashed(key, hash, key_slot(key), write)
+    }
+
+    /// [`Self::find_for`] with the key's hash and slot already computed: a write
+    /// looks its key up more than once (find, then find again after noting the
+    /// memory it started with), and hashing it each time is a visible share of
+    /// a pipelined INCR.
+    fn find_hashed(&mut self, key: &[u8], hash: u64, slot: u16, write: bool) -> Option<&mut Entry> {
         let now = self.now;
         let hasher = &self.db.hasher;
         let part = self.part_ref(slot);
@@ -509,10 +516,26 @@ impl<'a> Keys<'a> {
     /// Raw mutable access to an entry (expiry changes, string edits). Memory is
     /// fixed up at the end of the command.
     pub fn entry_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.entry_mut_with(key, false)
+    }
+
+    /// [`Self::entry_mut`] that also counts as an access (Redis'
+    /// `lookupKeyWrite`): for read-modify-write commands such as INCR, which
+    /// then need one lookup instead of a read followed by a write.
+    pub fn entry_mut_touched(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.entry_mut_with(key, true)
+    }
+
+    fn entry_mut_with(&mut self, key: &[u8], touch: bool) -> Option<&mut Entry> {
         let hash = self.db.hash(key);
-        let mem = self.find(key)?.mem_usage();
-        self.remember_touched(key, hash, mem);
         let slot = key_slot(key);
+        let (clock, lfu, now) = (self.lru_clock, self.lfu, self.now);
+        let e = self.find_hashed(key, hash, slot, true)?;
+        if touch {
+            evict::touch(e, clock, lfu, now);
+        }
+        let mem = e.mem_usage();
+        self.remember_touched(key, hash, mem);
         self.part_mut(slot)
             .slot_mut(slot)
             .table
