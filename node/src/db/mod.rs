@@ -262,6 +262,17 @@ impl Db {
     }
 }
 
+/// A key handed out mutably during a command, with what is needed to find it
+/// again when the command ends. The key is copied inline (no allocation for
+/// keys up to 32 bytes) and its slot kept: this runs for every write.
+struct Touched {
+    key: SmallVec<[u8; 32]>,
+    hash: u64,
+    slot: u16,
+    /// Memory accounted for the entry before it was handed out.
+    before: usize,
+}
+
 /// The partitions one command holds, and everything it may do to keys.
 pub struct Keys<'a> {
     db: &'a Db,
@@ -274,7 +285,7 @@ pub struct Keys<'a> {
     /// `CLIENT NO-TOUCH`: reads do not update access clocks.
     pub no_touch: bool,
     /// Keys handed out mutably; fixed up (empty → deleted, memory) on drop.
-    touched: SmallVec<[(Bytes, u64, usize); 2]>,
+    touched: SmallVec<[Touched; 2]>,
     /// Keys deleted by lazy expiry during this command (for notifications and
     /// replication, in the order they happened).
     pub expired: Vec<Bytes>,
@@ -406,8 +417,8 @@ impl<'a> Keys<'a> {
         // A key handed out mutably earlier in this command (or transaction)
         // is still accounted at its size back then, not at its current size:
         // take back what was accounted, and drop the pending fix-up.
-        let mem = match self.touched.iter().position(|(k, _, _)| k.as_ref() == key) {
-            Some(i) => self.touched.swap_remove(i).2,
+        let mem = match self.touched.iter().position(|t| t.key.as_slice() == key) {
+            Some(i) => self.touched.swap_remove(i).before,
             None => e.mem_usage(),
         };
         let part = self.part_mut(slot);
@@ -458,9 +469,14 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn remember_touched(&mut self, key: &[u8], hash: u64, mem_before: usize) {
-        if !self.touched.iter().any(|(k, _, _)| k.as_ref() == key) {
-            self.touched.push((Bytes::copy_from_slice(key), hash, mem_before));
+    fn remember_touched(&mut self, key: &[u8], hash: u64, slot: u16, mem_before: usize) {
+        if !self.touched.iter().any(|t| t.key.as_slice() == key) {
+            self.touched.push(Touched {
+                key: SmallVec::from_slice(key),
+                hash,
+                slot,
+                before: mem_before,
+            });
         }
     }
 
@@ -478,8 +494,8 @@ impl<'a> Keys<'a> {
             return Err(WRONGTYPE);
         }
         let mem = e.mem_usage();
-        self.remember_touched(key, hash, mem);
         let slot = key_slot(key);
+        self.remember_touched(key, hash, slot, mem);
         let e = self
             .part_mut(slot)
             .slot_mut(slot)
@@ -500,7 +516,7 @@ impl<'a> Keys<'a> {
                 .table
                 .find(hash, |e| e.key() == key)
                 .map_or(0, Entry::mem_usage);
-            self.remember_touched(key, hash, mem);
+            self.remember_touched(key, hash, key_slot(key), mem);
         }
         let slot = key_slot(key);
         let hash = self.db.hash(key);
@@ -535,7 +551,7 @@ impl<'a> Keys<'a> {
             evict::touch(e, clock, lfu, now);
         }
         let mem = e.mem_usage();
-        self.remember_touched(key, hash, mem);
+        self.remember_touched(key, hash, slot, mem);
         self.part_mut(slot)
             .slot_mut(slot)
             .table
@@ -572,8 +588,8 @@ impl<'a> Keys<'a> {
         let accounted = self
             .touched
             .iter()
-            .position(|(k, _, _)| k.as_ref() == key)
-            .map(|i| self.touched.swap_remove(i).2);
+            .position(|t| t.key.as_slice() == key)
+            .map(|i| self.touched.swap_remove(i).before);
         let hasher = &self.db.hasher;
         let part = self.part_mut(slot);
         let st = part.slot_mut(slot);
@@ -614,7 +630,7 @@ impl<'a> Keys<'a> {
         self.find(key)?;
         let hash = self.db.hash(key);
         let e = self.delete_hashed(key, hash, key_slot(key));
-        self.touched.retain(|(k, _, _)| k.as_ref() != key);
+        self.touched.retain(|t| t.key.as_slice() != key);
         e
     }
 
@@ -648,8 +664,8 @@ impl<'a> Keys<'a> {
         // accounted at its size back then until `finish`, which adds its
         // growth since: count this change in that base too, or `finish`
         // would count it a second time (and a later delete underflow).
-        if let Some(t) = self.touched.iter_mut().find(|(k, _, _)| k.as_ref() == key) {
-            t.2 = (t.2 + after).saturating_sub(before);
+        if let Some(t) = self.touched.iter_mut().find(|t| t.key.as_slice() == key) {
+            t.before = (t.before + after).saturating_sub(before);
         }
         true
     }
@@ -836,11 +852,16 @@ impl<'a> Keys<'a> {
     /// Fix up keys handed out mutably: delete emptied collections, account memory.
     fn finish(&mut self) {
         let touched = std::mem::take(&mut self.touched);
-        for (key, hash, before) in touched {
-            let slot = key_slot(&key);
+        for Touched {
+            key,
+            hash,
+            slot,
+            before,
+        } in touched
+        {
             let part = self.part_mut(slot);
             let st = part.slot_mut(slot);
-            let Some(e) = st.table.find(hash, |e| e.key() == key.as_ref()) else {
+            let Some(e) = st.table.find(hash, |e| e.key() == key.as_slice()) else {
                 continue;
             };
             if e.obj().is_some_and(Value::is_empty_collection) {
