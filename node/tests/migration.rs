@@ -893,3 +893,194 @@ fn migrate_slot_with_replicas() {
     });
     rt.block_on(cluster.stop());
 }
+
+/// `CLUSTER MIGRATION IMPORT` on the target, then `START` on the source
+/// with `batch` keys per batch (what `driver::migrate_slot` does before it
+/// waits), for tests that interrupt a migration at a chosen point.
+async fn begin_migration(s: &Setup, batch: usize) {
+    let slot = s.slot.to_string();
+    let batch = batch.to_string();
+    let mut t = driver::Conn::connect(&s.target.1).await.unwrap();
+    t.ok(&[
+        b"CLUSTER",
+        b"MIGRATION",
+        b"IMPORT",
+        slot.as_bytes(),
+        s.source.2.as_bytes(),
+    ])
+    .await
+    .unwrap();
+    let mut c = driver::Conn::connect(&s.source.1).await.unwrap();
+    c.ok(&[
+        b"CLUSTER",
+        b"MIGRATION",
+        b"START",
+        slot.as_bytes(),
+        s.target.2.as_bytes(),
+        b"BATCH",
+        batch.as_bytes(),
+    ])
+    .await
+    .unwrap();
+}
+
+/// The controller dies in the middle of the ownership flip: the target
+/// already holds the new topology (epoch + 1), the source and the third
+/// shard still hold the old one. Clients keep working in that state (the
+/// source's `-ASK` leads to a target that now serves the slot), and a new
+/// driver that starts from the old topology finishes the flip: every node
+/// ends on the new epoch, both migration states are gone, every key is on
+/// the target exactly once.
+#[test]
+fn controller_dies_mid_flip_and_a_new_one_finishes() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-mid-flip");
+    let n = key_count().min(20_000);
+    let s = rt.block_on(setup(&dir.0));
+    rt.block_on(bulk_load(&s.source.1, n));
+    rt.block_on(begin_migration(&s, 256));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = rt
+            .block_on(driver::migration_status(&s.source.1, Some(s.slot)))
+            .unwrap();
+        if st[0].state == "done" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stream did not finish: {st:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The first push of the flip (the target) and then the controller is gone.
+    let old = s.cluster.topology.clone();
+    let next = driver::move_slot(&old, s.slot, &s.target.2).unwrap();
+    rt.block_on(async {
+        let mut c = driver::Conn::connect(&s.target.1).await.unwrap();
+        c.ok(&[
+            b"CLUSTER",
+            b"SETTOPOLOGY",
+            next.epoch.to_string().as_bytes(),
+            next.to_json().as_bytes(),
+        ])
+        .await
+        .unwrap();
+    });
+    assert_eq!(
+        rt.block_on(driver::held_topology(&s.source.1)).unwrap().map(|t| t.epoch),
+        Some(old.epoch)
+    );
+    // A cluster client seeded with the source only works in the split state.
+    rt.block_on(async {
+        let client = redis::cluster::ClusterClient::builder(vec![format!("redis://{}/", s.source.1)])
+            .retries(30)
+            .response_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut con = client.get_async_connection().await.unwrap();
+        for i in (0..n).step_by(499) {
+            let v: Option<String> = redis::cmd("GET").arg(bulk_key(i)).query_async(&mut con).await.unwrap();
+            assert_eq!(v.as_deref(), Some(bulk_value(i).as_str()), "{}", bulk_key(i));
+        }
+        let _: () = redis::cmd("SET")
+            .arg(format!("{TAG}:split"))
+            .arg("x")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    });
+    // A new controller that only knows the old topology.
+    let done = rt
+        .block_on(driver::resume_migration(&old, s.slot, &MigrateOptions::default()))
+        .unwrap();
+    assert_eq!(done, next);
+    for n in s.cluster.shards.iter().flatten() {
+        let held = rt.block_on(driver::held_topology(&n.addr.to_string())).unwrap();
+        assert_eq!(held.as_ref(), Some(&next), "{}", n.addr);
+    }
+    for a in [&s.source.1, &s.target.1] {
+        assert!(
+            rt.block_on(driver::migration_status(a, None)).unwrap().is_empty(),
+            "{a}"
+        );
+    }
+    assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), 0);
+    assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), n as i64 + 1);
+    rt.block_on(check_bulk(&s.target.1, n));
+    // The source now sends the slot's keys to the target with -MOVED.
+    let reply = rt.block_on(async {
+        let mut c = driver::Conn::connect(&s.source.1).await.unwrap();
+        c.request(&[b"GET", bulk_key(0).as_bytes()]).await.unwrap()
+    });
+    assert_eq!(
+        reply,
+        driver::Value::Error(format!("MOVED {} {}", s.slot, s.target.1))
+    );
+    rt.block_on(s.cluster.stop());
+}
+
+/// A cancel interrupted by kill -9 of the target while it sends the keys
+/// back: the restarted target resumes its return stream from its persisted
+/// state, a driver's `resume_migration` sees the source still cancelling
+/// and completes the cancel, and every key ends on the source exactly once
+/// with the slot never having left it.
+#[test]
+fn cancel_interrupted_by_a_target_restart_resumes() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-cancel-restart");
+    let n = key_count().min(20_000);
+    let mut s = rt.block_on(setup_with(&dir.0, DURABLE));
+    rt.block_on(bulk_load(&s.source.1, n));
+    rt.block_on(begin_migration(&s, 64));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.block_on(count_in_slot(&s.target.1, s.slot)) < (n / 2) as i64 {
+        assert!(Instant::now() < deadline, "stream made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let slot = s.slot.to_string();
+    rt.block_on(async {
+        for a in [&s.source.1, &s.target.1] {
+            let mut c = driver::Conn::connect(a).await.unwrap();
+            c.ok(&[b"CLUSTER", b"MIGRATION", b"CANCEL", slot.as_bytes()])
+                .await
+                .unwrap();
+        }
+    });
+    let left_at_cancel = rt.block_on(count_in_slot(&s.source.1, s.slot));
+    // Kill the target once keys are flowing back but before all are.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let back = rt.block_on(count_in_slot(&s.source.1, s.slot));
+        let there = rt.block_on(count_in_slot(&s.target.1, s.slot));
+        assert!(there > 0, "the return stream finished before the kill ({back} back)");
+        if back > left_at_cancel {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the return stream made no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    rt.block_on(s.cluster.restart(node_bin(), s.target.0, 0)).unwrap();
+    let st = rt
+        .block_on(driver::migration_status(&s.target.1, Some(s.slot)))
+        .unwrap();
+    eprintln!("restarted target: {st:?}");
+    // Still the source's slot; the restarted target remembers it owes keys.
+    assert!(st.is_empty() || (st[0].role == "importing"), "{st:?}");
+    let t = rt
+        .block_on(driver::resume_migration(
+            &s.cluster.topology,
+            s.slot,
+            &MigrateOptions::default(),
+        ))
+        .unwrap();
+    assert_eq!(t.epoch, s.cluster.topology.epoch);
+    assert_eq!(driver::slot_owner(&t, s.slot), Some(s.source.2.as_str()));
+    for a in [&s.source.1, &s.target.1] {
+        assert!(
+            rt.block_on(driver::migration_status(a, None)).unwrap().is_empty(),
+            "{a}"
+        );
+    }
+    assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), 0);
+    assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), n as i64);
+    rt.block_on(check_bulk(&s.source.1, n));
+    rt.block_on(s.cluster.stop());
+}
