@@ -24,7 +24,7 @@
 # Every process is killed by PID on exit.
 #
 # Usage: bench/cluster-vs-redis.sh            (about 2 minutes on 2 cores)
-#   BENCH_N=200000 BENCH_CLIENTS=50 BENCH_THREADS=2 BENCH_KEYSPACE=100000
+#   BENCH_N=300000 BENCH_CLIENTS=50 BENCH_THREADS=2 BENCH_KEYSPACE=100000
 #   BENCH_TESTS=set,get,incr,hset
 #   BENCH_QUICK=1   small N: to check the script itself
 #   FERROKV_NODE_BIN=path   use this binary (the example is still built)
@@ -39,7 +39,7 @@ BENCH_KEYSPACE="${BENCH_KEYSPACE:-100000}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_N="${BENCH_N:-20000}"
 else
-    BENCH_N="${BENCH_N:-200000}"
+    BENCH_N="${BENCH_N:-300000}"
 fi
 # Upper bound for one redis-benchmark run.
 STEP_TIMEOUT=120
