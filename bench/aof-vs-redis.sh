@@ -19,6 +19,7 @@
 #   BENCH_N=100000 BENCH_CLIENTS=50 BENCH_QUICK=1 (small N: to check the script)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 BENCH_CLIENTS="${BENCH_CLIENTS:-50}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
@@ -27,41 +28,9 @@ else
     BENCH_N="${BENCH_N:-100000}"
 fi
 STEP_TIMEOUT=300
-say() { echo "bench: $*" >&2; }
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferrokv-aof-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-scripts/install-test-deps.sh
-say "building ferrokv-node (release)"
-cargo build --release --locked -q -p ferrokv-node --bin ferrokv-node
-NODE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/ferrokv-node"
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_ping() {
-    local port="$1" i
-    for i in $(seq 1 300); do
-        if [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ]; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    say "server on port $port did not answer PING"
-    return 1
-}
+bench_init aof-bench
+build_node
 
 # start_server KIND FSYNC -> sets PORT and SERVER_PID
 start_server() {
@@ -76,13 +45,12 @@ start_server() {
             --save '' --daemonize no --logfile "$dir/out.log" &
     fi
     SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    wait_ping "$PORT"
+    track "$SERVER_PID"
+    wait_ping "$PORT" "$SERVER_PID"
 }
 
 stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_pid "$SERVER_PID"
 }
 
 # rps PORT PIPELINE -> requests per second of SET

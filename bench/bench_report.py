@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Helpers of bench/node-vs-redis.sh (Python standard library only).
+"""Helpers of bench/node-vs-redis.sh and bench/cluster-vs-redis.sh (Python
+standard library only).
 
   gen-set  write a RESP stream of `SET key:N <value>` for `redis-cli --pipe`
   table    turn redis-benchmark CSVs and memory readings into a Markdown table
@@ -78,8 +79,9 @@ def fmt(v, digits=0) -> str:
 def table(args) -> None:
     rows = read_throughput(args.throughput)
     print()
+    title = f"{args.title}, " if args.title else ""
     print(
-        f"ferrokv vs Redis {args.redis_version}, same machine ({args.cores} cores), loopback, "
+        f"ferrokv vs Redis {args.redis_version}, {title}same machine ({args.cores} cores), loopback, "
         f"redis-benchmark -c {args.clients} -n {args.requests}, median of {args.repeat} run(s)"
     )
     print()
@@ -100,7 +102,7 @@ def table(args) -> None:
             theirs = rows.get(("redis", 1, "get"), {}).get(q)
             print(f"| GET {q} latency -P 1 (ms) | {fmt(ours, 3)} | {fmt(theirs, 3)} | {ratio(ours, theirs)} |")
     mem = {}
-    with open(args.memory) as f:
+    with open(args.memory) if args.memory else io.StringIO() as f:
         for line in f:
             server, size, keys, rss0, rss1, used0, used1 = line.strip().split(",")
             keys = int(keys)
@@ -129,7 +131,8 @@ def main() -> None:
     g.add_argument("--value-size", type=int, required=True)
     t = sub.add_parser("table")
     t.add_argument("--throughput", required=True)
-    t.add_argument("--memory", required=True)
+    t.add_argument("--memory", default="", help="memory readings (optional)")
+    t.add_argument("--title", default="", help="what was measured, for the table's heading")
     t.add_argument("--clients", required=True)
     t.add_argument("--requests", required=True)
     t.add_argument("--skipped", default="")

@@ -32,6 +32,7 @@
 #   FERROKV_NODE_BIN=path  use this binary instead of building a release one
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_KEYS="${BENCH_KEYS:-50000}"
@@ -42,61 +43,8 @@ BENCH_VALUE="${BENCH_VALUE:-100}"
 BENCH_REDIS_PIPELINE="${BENCH_REDIS_PIPELINE:-10}"
 BENCH_BATCH="${BENCH_BATCH:-256}"
 
-say() { echo "bench: $*" >&2; }
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferrokv-migrate-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [ -n "${FERROKV_NODE_BIN:-}" ]; then
-    NODE_BIN="$FERROKV_NODE_BIN"
-else
-    scripts/install-test-deps.sh
-    say "building ferrokv-node (release)"
-    cargo build --release --locked -q -p ferrokv-node --bin ferrokv-node
-    NODE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/ferrokv-node"
-fi
-
-# A free port below 55536 whose cluster bus port (+10000) is free too.
-free_port() {
-    python3 - <<'EOF'
-import random, socket
-while True:
-    p = random.randint(20000, 45000)
-    try:
-        for q in (p, p + 10000):
-            s = socket.socket()
-            s.bind(("127.0.0.1", q))
-            s.close()
-        print(p)
-        break
-    except OSError:
-        pass
-EOF
-}
-
-wait_ping() {
-    local port="$1" i
-    for i in $(seq 1 500); do
-        if [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ]; then
-            return 0
-        fi
-        sleep 0.02
-    done
-    say "server on port $port did not answer PING"
-    return 1
-}
+bench_init migrate-bench
+build_node
 
 # A hash tag whose slot is 0 (CRC16/XMODEM of the tag, mod 16384).
 TAG="$(python3 - <<'EOF'
@@ -156,13 +104,14 @@ with open(out, "w") as f:
     f.writelines(f"{at:.6f} {l:.6f}\n" for at, l in lat)
 EOF
     CLIENT_PID=$!
-    PIDS+=("$CLIENT_PID")
+    track "$CLIENT_PID"
     sleep 1
 }
 
 stop_client() {
     touch "$WORK/stop-client"
     wait "$CLIENT_PID" || true
+    untrack "$CLIENT_PID"
     rm -f "$WORK/stop-client"
 }
 
@@ -184,23 +133,7 @@ EOF
 
 # ---- Redis ----
 say "redis: 3-primary cluster"
-RPORTS=()
-for i in 0 1 2; do
-    port="$(free_port)"
-    dir="$WORK/redis$i"
-    mkdir -p "$dir"
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-        --cluster-enabled yes --cluster-config-file nodes.conf --daemonize no --logfile "$dir/log" &
-    PIDS+=("$!")
-    RPORTS+=("$port")
-done
-for p in "${RPORTS[@]}"; do wait_ping "$p"; done
-redis-cli --cluster create "127.0.0.1:${RPORTS[0]}" "127.0.0.1:${RPORTS[1]}" "127.0.0.1:${RPORTS[2]}" \
-    --cluster-replicas 0 --cluster-yes >/dev/null
-for i in $(seq 1 500); do
-    if redis-cli -p "${RPORTS[0]}" CLUSTER INFO | grep -q 'cluster_state:ok'; then break; fi
-    sleep 0.05
-done
+start_redis_cluster 3 "$WORK"
 src_id="$(redis-cli -p "${RPORTS[0]}" CLUSTER MYID)"
 dst_id="$(redis-cli -p "${RPORTS[1]}" CLUSTER MYID)"
 load_keys "${RPORTS[0]}"
@@ -220,14 +153,14 @@ read -r REDIS_P99 REDIS_OPS REDIS_ERR < <(during "$WORK/redis-client" "$t0" "$t1
 say "ferrokv: 3-primary cluster"
 FPORTS=()
 for i in 0 1 2; do
-    port="$(free_port)"
+    port="$(free_cluster_port)"
     dir="$WORK/ferro$i"
     mkdir -p "$dir"
     "$NODE_BIN" --port "$port" --bind 127.0.0.1 --cluster-enabled yes --dir "$dir" >"$dir/out" 2>"$dir/log" &
-    PIDS+=("$!")
+    track "$!"
     FPORTS+=("$port")
+    wait_ping "$port" "$!"
 done
-for p in "${FPORTS[@]}"; do wait_ping "$p"; done
 IDS=()
 for p in "${FPORTS[@]}"; do IDS+=("$(redis-cli -p "$p" CLUSTER MYID)"); done
 topology() {

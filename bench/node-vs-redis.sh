@@ -26,6 +26,7 @@
 #                   should come out near 1 (a check of the benchmark, not of ferrokv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 BENCH_TESTS="${BENCH_TESTS:-set,get,incr,lpush,rpop,sadd,hset,zadd,lrange_100}"
 BENCH_CLIENTS="${BENCH_CLIENTS:-50}"
@@ -44,22 +45,8 @@ VALUE_SIZES=(32 100)
 STEP_TIMEOUT=180
 
 REPORT=bench/bench_report.py
-say() { echo "bench: $*" >&2; }
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferrokv-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_init bench
 
 scripts/install-test-deps.sh
 if [ -n "${BENCH_NODE_BIN:-}" ]; then
@@ -70,23 +57,6 @@ else
     cargo build --release --locked -q -p ferrokv-node --bin ferrokv-node
     NODE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/ferrokv-node"
 fi
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_ping() {
-    local port="$1" pid="$2" i
-    for i in $(seq 1 200); do
-        if [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ]; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || { say "server on port $port exited"; return 1; }
-        sleep 0.05
-    done
-    say "server on port $port did not answer PING"
-    return 1
-}
 
 # Start a fresh Redis and a fresh ferrokv; sets REDIS_PORT/REDIS_PID/FK_PORT/FK_PID.
 ROUND=0
@@ -101,24 +71,16 @@ start_servers() {
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
         --dir "$dir/redis" --daemonize no --logfile "$dir/redis.log" &
     REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
+    track "$REDIS_PID"
     (cd "$dir/node" && exec "$NODE_BIN" --bind 127.0.0.1 --port "$FK_PORT" >"$dir/node.out" 2>"$dir/node.log") &
     FK_PID=$!
-    PIDS+=("$FK_PID")
+    track "$FK_PID"
     wait_ping "$REDIS_PORT" "$REDIS_PID"
     wait_ping "$FK_PORT" "$FK_PID"
 }
 
 stop_servers() {
-    kill "$REDIS_PID" "$FK_PID" 2>/dev/null || true
-    wait "$REDIS_PID" 2>/dev/null || true
-    wait "$FK_PID" 2>/dev/null || true
-    # Forget them, so that the exit trap never signals a recycled PID.
-    local keep=() pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        [ "$pid" = "$REDIS_PID" ] || [ "$pid" = "$FK_PID" ] || keep+=("$pid")
-    done
-    PIDS=("${keep[@]+"${keep[@]}"}")
+    stop_pid "$REDIS_PID" "$FK_PID"
 }
 
 # A command per benchmark test that tells whether ferrokv implements it.

@@ -30,6 +30,7 @@
 #   BENCH_QUICK=1   50000 keys, one round: to check the script itself
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_KEYS="${BENCH_KEYS:-50000}"
@@ -41,31 +42,9 @@ fi
 BENCH_VALUE="${BENCH_VALUE:-100}"
 STEP_TIMEOUT=300
 
-say() { echo "bench: $*" >&2; }
+bench_init persist-bench
+build_node
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferrokv-persist-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-scripts/install-test-deps.sh
-say "building ferrokv-node (release)"
-cargo build --release --locked -q -p ferrokv-node --bin ferrokv-node
-NODE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/ferrokv-node"
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 now() { date +%s.%N; }
 TICKS="$(getconf CLK_TCK)"
 # CPU seconds (user + system, all threads) a process has used so far.
@@ -95,17 +74,11 @@ start() {
         "$NODE_BIN" --bind 127.0.0.1 --port "$port" --dir "$dir" --save '' >"$dir/server.out" 2>"$dir/server.log" &
     fi
     PID=$!
-    PIDS+=("$PID")
+    track "$PID"
 }
 
 stop() {
-    local pid="$1" keep=() p
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]+"${PIDS[@]}"}"; do
-        [ "$p" = "$pid" ] || keep+=("$p")
-    done
-    PIDS=("${keep[@]+"${keep[@]}"}")
+    stop_pid "$1"
 }
 
 LOAD="$WORK/load.resp"

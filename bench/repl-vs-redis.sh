@@ -31,6 +31,7 @@
 #   BENCH_QUICK=1   50000 keys and 5 s of lag probing: to check the script itself
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_KEYS="${BENCH_KEYS:-50000}"
@@ -43,46 +44,11 @@ BENCH_VALUE="${BENCH_VALUE:-100}"
 BENCH_CLIENTS="${BENCH_CLIENTS:-50}"
 STEP_TIMEOUT=300
 
-say() { echo "bench: $*" >&2; }
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferrokv-repl-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-scripts/install-test-deps.sh
-say "building ferrokv-node (release)"
-cargo build --release --locked -q -p ferrokv-node --bin ferrokv-node
-NODE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/ferrokv-node"
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_ping() {
-    local port="$1" i
-    for i in $(seq 1 500); do
-        if [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ]; then
-            return 0
-        fi
-        sleep 0.02
-    done
-    say "server on port $port did not answer PING"
-    return 1
-}
+bench_init repl-bench
+build_node
 
 # start_server SYSTEM ROLE PORT DIR: starts a server in the background and
-# appends its PID to PIDS.
+# tracks its PID (bench/lib.sh).
 start_server() {
     local system="$1" role="$2" port="$3" dir="$4"
     mkdir -p "$dir"
@@ -94,19 +60,12 @@ start_server() {
     else
         RUST_LOG=info "$NODE_BIN" --port "$port" --bind 127.0.0.1 --dir "$dir" >"$dir/out" 2>"$dir/log" &
     fi
-    PIDS+=("$!")
-    wait_ping "$port"
+    track "$!"
+    wait_ping "$port" "$!"
 }
 
 stop_all() {
-    local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
+    stop_pid "${PIDS[@]+"${PIDS[@]}"}"
 }
 
 LOAD="$WORK/load.resp"
@@ -228,9 +187,9 @@ for system in redis ferrokv; do
     redis-benchmark -h 127.0.0.1 -p "$pport" -t set -n 100000000 -c "$BENCH_CLIENTS" -P 1 -d 100 \
         -r 1000000 -q >/dev/null 2>&1 &
     bench_pid=$!
-    PIDS+=("$bench_pid")
+    track "$bench_pid"
     lag="$(timeout "$STEP_TIMEOUT" python3 "$PROBE" lag "$pport" "$rport" "$BENCH_LAG_SECONDS")"
-    kill "$bench_pid" 2>/dev/null || true
+    stop_pid "$bench_pid"
     say "$system: lag p50/p99 ms, probes, primary commands/s: $lag"
     echo "$system $sync_s $lag" >>"$RESULTS"
     stop_all

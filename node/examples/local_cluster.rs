@@ -5,11 +5,12 @@
 //!
 //! ```sh
 //! cargo run -p ferrokv-node --example local_cluster -- target/release/ferrokv-node /tmp/fkv 3 1
-//! # node <shard> <primary|replica> <ip:port> <id>
+//! # node <shard> <primary|replica> <ip:port> <id> <pid>
 //! ```
 //!
-//! Replicas take their role in the topology, but they do not replicate until
-//! replication is in the binary.
+//! Replicas take their role from the topology (`REPLICAOF` of their shard's
+//! primary). The node PIDs are printed so that a script can still stop the
+//! nodes if this process is killed with SIGKILL (which it cannot catch).
 
 use std::path::PathBuf;
 
@@ -31,7 +32,8 @@ fn main() -> anyhow::Result<()> {
         for (s, members) in cluster.shards.iter().enumerate() {
             for (r, n) in members.iter().enumerate() {
                 let role = if r == 0 { "primary" } else { "replica" };
-                println!("node {s} {role} {} {}", n.addr, n.id);
+                let pid = n.pid().map_or_else(|| "-".to_string(), |p| p.to_string());
+                println!("node {s} {role} {} {} {pid}", n.addr, n.id);
             }
         }
         println!("ready");

@@ -672,3 +672,450 @@ fn metrics_count_moved_keys() {
     assert_eq!(sample(src, "ferrokv_migrations_in_progress"), 0.0);
     rt.block_on(check_bulk(&addrs[dst], 500));
 }
+
+/// `INFO replication` of `addr` as text.
+async fn info_replication(addr: &str) -> String {
+    let mut c = driver::Conn::connect(addr).await.unwrap();
+    match c.ok(&[b"INFO", b"replication"]).await.unwrap() {
+        driver::Value::Bulk(b) => String::from_utf8(b).unwrap(),
+        v => panic!("INFO replication: {v:?}"),
+    }
+}
+
+/// `DIGEST` (whole dataset) or `DIGEST SLOT <slot>` of `addr`; the error
+/// text if it answers with one (`-LOADING` from a replica in a full sync,
+/// which a replica that fell behind the backlog does).
+async fn digest(addr: &str, slot: Option<u16>) -> String {
+    let mut c = driver::Conn::connect(addr).await.unwrap();
+    let s = slot.map(|s| s.to_string());
+    let mut args: Vec<&[u8]> = vec![b"DIGEST"];
+    if let Some(s) = &s {
+        args.extend([b"SLOT".as_slice(), s.as_bytes()]);
+    }
+    match c.request(&args).await.unwrap() {
+        driver::Value::Bulk(b) => String::from_utf8(b).unwrap(),
+        driver::Value::Error(e) => format!("-{e}"),
+        v => panic!("DIGEST: {v:?}"),
+    }
+}
+
+/// `GET key` on `addr` on a connection that sent `READONLY` first.
+async fn readonly_get(addr: &str, key: &str) -> driver::Value {
+    let mut c = driver::Conn::connect(addr).await.unwrap();
+    c.ok(&[b"READONLY"]).await.unwrap();
+    c.request(&[b"GET", key.as_bytes()]).await.unwrap()
+}
+
+/// `CLUSTER COUNTKEYSINSLOT` of `addr` as shown in a failure message.
+async fn keys_in_slot(addr: &str, slot: u16) -> String {
+    let mut c = driver::Conn::connect(addr).await.unwrap();
+    let s = slot.to_string();
+    format!(
+        "{:?}",
+        c.request(&[b"CLUSTER", b"COUNTKEYSINSLOT", s.as_bytes()])
+            .await
+            .unwrap()
+    )
+}
+
+/// The value of `field` in an INFO text.
+fn info_field(info: &str, field: &str) -> String {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Poll until `replica` holds what `primary` holds: the same `DIGEST SLOT`
+/// for `slot`, the same whole-dataset `DIGEST` (every other slot), and the
+/// same replication offset (its log is the primary's, byte for byte).
+async fn await_same_data(primary: &str, replica: &str, slot: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ps, rs) = (digest(primary, Some(slot)).await, digest(replica, Some(slot)).await);
+        let (pa, ra) = (digest(primary, None).await, digest(replica, None).await);
+        let po = info_field(&info_replication(primary).await, "master_repl_offset");
+        let ro = info_field(&info_replication(replica).await, "slave_repl_offset");
+        if ps == rs && pa == ra && po == ro && !ps.starts_with('-') && !pa.starts_with('-') {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {replica} never caught up with {primary}: slot {slot} digests {ps} / {rs}, \
+             dataset digests {pa} / {ra}, offsets {po} / {ro}, slot keys {} / {}\n{}",
+            keys_in_slot(primary, slot).await,
+            keys_in_slot(replica, slot).await,
+            info_replication(replica).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Source and target shards each have a replica (3 shards × 1 replica, as
+/// the topology sets it up: every replica follows its shard's primary). A
+/// slot moves while a cluster client writes. Afterwards each replica holds
+/// exactly its primary's data, for the moved slot and for the rest; the
+/// source's replica no longer has the slot's keys; no key is lost or
+/// duplicated; `READONLY` reads on either replica go where the new owner is.
+#[test]
+fn migrate_slot_with_replicas() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-replicas");
+    let n = key_count();
+    let cluster = rt.block_on(LocalCluster::start(node_bin(), &dir.0, 3, 1)).unwrap();
+    let slot = key_slot(TAG.as_bytes());
+    let owner = driver::slot_owner(&cluster.topology, slot).unwrap().to_string();
+    let s = cluster.shards.iter().position(|m| m[0].id == owner).unwrap();
+    let d = (s + 1) % 3;
+    let addr = |shard: usize, member: usize| cluster.shards[shard][member].addr.to_string();
+    let (src, src_replica) = (addr(s, 0), addr(s, 1));
+    let (dst, dst_replica) = (addr(d, 0), addr(d, 1));
+    let target_id = cluster.shards[d][0].id.clone();
+
+    // Every replica is linked to its primary before any data goes in.
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for shard in &cluster.shards {
+            let (p, r) = (shard[0].addr, shard[1].addr.to_string());
+            loop {
+                let info = info_replication(&r).await;
+                if info.contains("role:slave")
+                    && info.contains(&format!("master_port:{}\r\n", p.port()))
+                    && info.contains("master_link_status:up")
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "replica {r} never linked to {p}:\n{info}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+
+    rt.block_on(bulk_load(&src, n));
+    // Keys of other slots on every shard: the rest of the data, which the
+    // move must leave alone on primaries and replicas.
+    let rest: Vec<String> = (0..)
+        .map(|i| format!("rest:{i}"))
+        .filter(|k| key_slot(k.as_bytes()) != slot)
+        .take(3000)
+        .collect();
+    let seeds: Vec<String> = cluster.addrs().iter().map(|a| format!("redis://{a}/")).collect();
+    rt.block_on(async {
+        let client = redis::cluster::ClusterClient::builder(seeds.clone())
+            .response_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut con = client.get_async_connection().await.unwrap();
+        for k in &rest {
+            let _: () = redis::cmd("SET").arg(k).arg("r").query_async(&mut con).await.unwrap();
+        }
+    });
+    rt.block_on(await_same_data(&src, &src_replica, slot));
+    assert_eq!(rt.block_on(count_in_slot(&src_replica, slot)), n as i64);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let client = spawn_client(&rt, seeds.clone(), n, stop.clone(), ops.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ops.load(Ordering::Relaxed) < 100 {
+        assert!(Instant::now() < deadline, "client made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let next = rt
+        .block_on(driver::migrate_slot(
+            &cluster.topology,
+            slot,
+            &target_id,
+            &MigrateOptions::default(),
+        ))
+        .unwrap_or_else(|e| dump_logs(&dir.0, e));
+    assert_eq!(driver::slot_owner(&next, slot), Some(target_id.as_str()));
+    let after = ops.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ops.load(Ordering::Relaxed) < after + 200 {
+        assert!(Instant::now() < deadline, "client stalled after the flip");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let w = rt.block_on(client).unwrap_or_else(|e| dump_logs(&dir.0, e));
+
+    // Primaries: every key in exactly one place, with its last value.
+    let expected = (n + w.counters.len() + w.sets.len()) as i64;
+    assert_eq!(rt.block_on(count_in_slot(&src, slot)), 0);
+    assert_eq!(rt.block_on(count_in_slot(&dst, slot)), expected);
+    rt.block_on(check_bulk(&dst, n));
+    rt.block_on(check_written(&dst, &w));
+
+    // Replicas: the same data as their primaries, slot and rest.
+    rt.block_on(await_same_data(&src, &src_replica, slot));
+    rt.block_on(await_same_data(&dst, &dst_replica, slot));
+    assert_eq!(rt.block_on(count_in_slot(&src_replica, slot)), 0);
+    assert_eq!(rt.block_on(count_in_slot(&dst_replica, slot)), expected);
+    // Nothing else moved: each primary (and its replica) holds exactly the
+    // `rest:*` keys of the slots its shard serves, plus the moved slot on
+    // the target.
+    let rest_in = |id: &str| {
+        rest.iter()
+            .filter(|k| driver::slot_owner(&next, key_slot(k.as_bytes())) == Some(id))
+            .count() as i64
+    };
+    let dbsize = |a: &str| -> i64 {
+        rt.block_on(async {
+            let mut c = driver::Conn::connect(a).await.unwrap();
+            match c.ok(&[b"DBSIZE"]).await.unwrap() {
+                driver::Value::Int(n) => n,
+                v => panic!("DBSIZE: {v:?}"),
+            }
+        })
+    };
+    let source_rest = rest_in(&cluster.shards[s][0].id);
+    let target_rest = rest_in(&target_id);
+    for a in [&src, &src_replica] {
+        assert_eq!(dbsize(a), source_rest, "{a}");
+    }
+    for a in [&dst, &dst_replica] {
+        assert_eq!(dbsize(a), target_rest + expected, "{a}");
+    }
+
+    // READONLY reads after the flip: the source's replica sends the moved
+    // slot to the target primary; the target's replica serves it itself
+    // (and still sends a write, or a read without READONLY, to its primary).
+    let key = bulk_key(0);
+    let moved_to_dst = driver::Value::Error(format!("MOVED {slot} {dst}"));
+    assert_eq!(rt.block_on(readonly_get(&src_replica, &key)), moved_to_dst);
+    assert_eq!(
+        rt.block_on(readonly_get(&dst_replica, &key)),
+        driver::Value::Bulk(bulk_value(0).into_bytes())
+    );
+    let plain = rt.block_on(async {
+        let mut c = driver::Conn::connect(&dst_replica).await.unwrap();
+        c.request(&[b"GET", key.as_bytes()]).await.unwrap()
+    });
+    assert_eq!(plain, moved_to_dst);
+    // A slot the source still serves: its replica serves it, the target's
+    // replica sends it to the source primary.
+    let kept = rest
+        .iter()
+        .find(|k| driver::slot_owner(&next, key_slot(k.as_bytes())) == Some(cluster.shards[s][0].id.as_str()))
+        .unwrap();
+    let kept_slot = key_slot(kept.as_bytes());
+    assert_eq!(
+        rt.block_on(readonly_get(&src_replica, kept)),
+        driver::Value::Bulk(b"r".to_vec())
+    );
+    assert_eq!(
+        rt.block_on(readonly_get(&dst_replica, kept)),
+        driver::Value::Error(format!("MOVED {kept_slot} {src}"))
+    );
+    // A real cluster client reading from replicas finds every moved key.
+    rt.block_on(async {
+        let client = redis::cluster::ClusterClient::builder(seeds)
+            .read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy)
+            .response_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut con = client.get_async_connection().await.unwrap();
+        for i in (0..n).step_by(97) {
+            let v: Option<String> = redis::cmd("GET").arg(bulk_key(i)).query_async(&mut con).await.unwrap();
+            assert_eq!(
+                v.as_deref(),
+                Some(bulk_value(i).as_str()),
+                "replica read of {}",
+                bulk_key(i)
+            );
+        }
+    });
+    rt.block_on(cluster.stop());
+}
+
+/// `CLUSTER MIGRATION IMPORT` on the target, then `START` on the source
+/// with `batch` keys per batch (what `driver::migrate_slot` does before it
+/// waits), for tests that interrupt a migration at a chosen point.
+async fn begin_migration(s: &Setup, batch: usize) {
+    let slot = s.slot.to_string();
+    let batch = batch.to_string();
+    let mut t = driver::Conn::connect(&s.target.1).await.unwrap();
+    t.ok(&[
+        b"CLUSTER",
+        b"MIGRATION",
+        b"IMPORT",
+        slot.as_bytes(),
+        s.source.2.as_bytes(),
+    ])
+    .await
+    .unwrap();
+    let mut c = driver::Conn::connect(&s.source.1).await.unwrap();
+    c.ok(&[
+        b"CLUSTER",
+        b"MIGRATION",
+        b"START",
+        slot.as_bytes(),
+        s.target.2.as_bytes(),
+        b"BATCH",
+        batch.as_bytes(),
+    ])
+    .await
+    .unwrap();
+}
+
+/// The controller dies in the middle of the ownership flip: the target
+/// already holds the new topology (epoch + 1), the source and the third
+/// shard still hold the old one. Clients keep working in that state (the
+/// source's `-ASK` leads to a target that now serves the slot), and a new
+/// driver that starts from the old topology finishes the flip: every node
+/// ends on the new epoch, both migration states are gone, every key is on
+/// the target exactly once.
+#[test]
+fn controller_dies_mid_flip_and_a_new_one_finishes() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-mid-flip");
+    let n = key_count().min(20_000);
+    let s = rt.block_on(setup(&dir.0));
+    rt.block_on(bulk_load(&s.source.1, n));
+    rt.block_on(begin_migration(&s, 256));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = rt
+            .block_on(driver::migration_status(&s.source.1, Some(s.slot)))
+            .unwrap();
+        if st[0].state == "done" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stream did not finish: {st:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The first push of the flip (the target) and then the controller is gone.
+    let old = s.cluster.topology.clone();
+    let next = driver::move_slot(&old, s.slot, &s.target.2).unwrap();
+    rt.block_on(async {
+        let mut c = driver::Conn::connect(&s.target.1).await.unwrap();
+        c.ok(&[
+            b"CLUSTER",
+            b"SETTOPOLOGY",
+            next.epoch.to_string().as_bytes(),
+            next.to_json().as_bytes(),
+        ])
+        .await
+        .unwrap();
+    });
+    assert_eq!(
+        rt.block_on(driver::held_topology(&s.source.1))
+            .unwrap()
+            .map(|t| t.epoch),
+        Some(old.epoch)
+    );
+    // A cluster client seeded with the source only works in the split state.
+    rt.block_on(async {
+        let client = redis::cluster::ClusterClient::builder(vec![format!("redis://{}/", s.source.1)])
+            .retries(30)
+            .response_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut con = client.get_async_connection().await.unwrap();
+        for i in (0..n).step_by(499) {
+            let v: Option<String> = redis::cmd("GET").arg(bulk_key(i)).query_async(&mut con).await.unwrap();
+            assert_eq!(v.as_deref(), Some(bulk_value(i).as_str()), "{}", bulk_key(i));
+        }
+        let _: () = redis::cmd("SET")
+            .arg(format!("{TAG}:split"))
+            .arg("x")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    });
+    // A new controller that only knows the old topology.
+    let done = rt
+        .block_on(driver::resume_migration(&old, s.slot, &MigrateOptions::default()))
+        .unwrap();
+    assert_eq!(done, next);
+    for n in s.cluster.shards.iter().flatten() {
+        let held = rt.block_on(driver::held_topology(&n.addr.to_string())).unwrap();
+        assert_eq!(held.as_ref(), Some(&next), "{}", n.addr);
+    }
+    for a in [&s.source.1, &s.target.1] {
+        assert!(
+            rt.block_on(driver::migration_status(a, None)).unwrap().is_empty(),
+            "{a}"
+        );
+    }
+    assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), 0);
+    assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), n as i64 + 1);
+    rt.block_on(check_bulk(&s.target.1, n));
+    // The source now sends the slot's keys to the target with -MOVED.
+    let reply = rt.block_on(async {
+        let mut c = driver::Conn::connect(&s.source.1).await.unwrap();
+        c.request(&[b"GET", bulk_key(0).as_bytes()]).await.unwrap()
+    });
+    assert_eq!(reply, driver::Value::Error(format!("MOVED {} {}", s.slot, s.target.1)));
+    rt.block_on(s.cluster.stop());
+}
+
+/// A cancel interrupted by kill -9 of the target while it sends the keys
+/// back: the restarted target resumes its return stream from its persisted
+/// state, a driver's `resume_migration` sees the source still cancelling
+/// and completes the cancel, and every key ends on the source exactly once
+/// with the slot never having left it.
+#[test]
+fn cancel_interrupted_by_a_target_restart_resumes() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-cancel-restart");
+    let n = key_count().min(20_000);
+    let mut s = rt.block_on(setup_with(&dir.0, DURABLE));
+    rt.block_on(bulk_load(&s.source.1, n));
+    rt.block_on(begin_migration(&s, 64));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.block_on(count_in_slot(&s.target.1, s.slot)) < (n / 2) as i64 {
+        assert!(Instant::now() < deadline, "stream made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let slot = s.slot.to_string();
+    rt.block_on(async {
+        for a in [&s.source.1, &s.target.1] {
+            let mut c = driver::Conn::connect(a).await.unwrap();
+            c.ok(&[b"CLUSTER", b"MIGRATION", b"CANCEL", slot.as_bytes()])
+                .await
+                .unwrap();
+        }
+    });
+    let left_at_cancel = rt.block_on(count_in_slot(&s.source.1, s.slot));
+    // Kill the target once keys are flowing back but before all are.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let back = rt.block_on(count_in_slot(&s.source.1, s.slot));
+        let there = rt.block_on(count_in_slot(&s.target.1, s.slot));
+        assert!(there > 0, "the return stream finished before the kill ({back} back)");
+        if back > left_at_cancel {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the return stream made no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    rt.block_on(s.cluster.restart(node_bin(), s.target.0, 0)).unwrap();
+    let st = rt
+        .block_on(driver::migration_status(&s.target.1, Some(s.slot)))
+        .unwrap();
+    eprintln!("restarted target: {st:?}");
+    // The restarted target remembers that it owes the source keys (and has
+    // resumed sending them by itself).
+    assert!(st.len() == 1 && st[0].role == "importing", "{st:?}");
+    let t = rt
+        .block_on(driver::resume_migration(
+            &s.cluster.topology,
+            s.slot,
+            &MigrateOptions::default(),
+        ))
+        .unwrap();
+    assert_eq!(t.epoch, s.cluster.topology.epoch);
+    assert_eq!(driver::slot_owner(&t, s.slot), Some(s.source.2.as_str()));
+    for a in [&s.source.1, &s.target.1] {
+        assert!(
+            rt.block_on(driver::migration_status(a, None)).unwrap().is_empty(),
+            "{a}"
+        );
+    }
+    assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), 0);
+    assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), n as i64);
+    rt.block_on(check_bulk(&s.source.1, n));
+    rt.block_on(s.cluster.stop());
+}

@@ -804,7 +804,7 @@ fn run_stream(state: &State, m: &SlotMigration) -> Result<bool, String> {
 /// `CLUSTER RESTOREBATCH <slot> <source-id> <payload>`: decode everything
 /// first (all or nothing), then insert under the slot's partition lock and
 /// log the command itself so replicas and the append-only log apply the
-/// same batch. Returns the keys and the log offset the reply waits for
+/// same batch (a replica applies it from its primary's stream, as a write). Returns the keys and the log offset the reply waits for
 /// (with `appendfsync always` the source hears back only once the batch is
 /// durable here, so an acknowledged key survives a crash of this node).
 pub fn restore_batch(
@@ -855,7 +855,14 @@ pub fn restore_batch(
         Bytes::from(source.into_owned()),
         payload.clone(),
     ];
-    let end = state.db.wlog.append(&[cmd], false);
+    // A replica's log is its primary's stream byte for byte: the frame it
+    // applied is relayed into it by `Ctx::flush_log`, so logging the batch
+    // here as well would write it twice and shift the replica's offsets.
+    let end = if session.repl.master || state.repl.is_replica() {
+        state.db.wlog.offset()
+    } else {
+        state.db.wlog.append(&[cmd], false)
+    };
     drop(ks);
     state.saves.count_changes(n as u64);
     state

@@ -206,7 +206,9 @@ pub static COMMANDS: &[CommandSpec] = &[
             spec!(
                 "restorebatch",
                 5,
-                ADMIN | STALE | NO_MULTI,
+                // WRITE: a replica applies only the write commands of its
+                // primary's stream, and this one carries a migration's keys.
+                WRITE | ADMIN | STALE | NO_MULTI,
                 KeySpec::None,
                 restorebatch,
                 "0.1.0",
