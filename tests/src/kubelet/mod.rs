@@ -28,6 +28,7 @@
 //!   `kubernetes` Service is to in-cluster clients (there is no kube-proxy here).
 //! - [`services`]: ClusterIP Services, proxied in userspace from the host bridge to ready
 //!   endpoints (there is no kube-proxy).
+//! - [`logs`]: the kubelet's HTTPS API, serving container logs to the apiserver (`kubectl logs`).
 //! - [`cli`]: the arguments of a `ferrokv-sandbox kubelet` process.
 //!
 //! Everything needs root (network and mount namespaces), which the sandbox machines have.
@@ -38,6 +39,7 @@ pub mod container;
 pub mod env;
 pub mod faults;
 pub mod images;
+pub mod logs;
 pub mod mounts;
 pub mod netns;
 pub mod node;
@@ -90,6 +92,10 @@ pub enum Error {
     },
     #[error("api forwarder failed: {0}")]
     ApiProxy(#[source] std::io::Error),
+    #[error("kubelet api failed: {0}")]
+    KubeletApi(#[source] std::io::Error),
+    #[error(transparent)]
+    KubeletApiTls(#[from] logs::Error),
     #[error("node registration failed: {0}")]
     Node(#[from] node::Error),
     #[error("a kubelet task ended: {0}")]
@@ -122,6 +128,16 @@ pub struct KubeletConfig {
     /// SANs, or in-cluster clients reject it.
     pub apiserver: Option<SocketAddr>,
     pub apiserver_pod_port: u16,
+    /// The kubelet's HTTPS API (container logs) on the gateway; `None`: not served, and the Node
+    /// advertises port 0, so the apiserver does not try.
+    pub api: Option<KubeletApi>,
+}
+
+/// Where and with which certificates the kubelet's API is served.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubeletApi {
+    pub port: u16,
+    pub tls: logs::TlsFiles,
 }
 
 impl KubeletConfig {
@@ -138,6 +154,7 @@ impl KubeletConfig {
             restart_backoff_max: Duration::from_secs(30),
             apiserver: None,
             apiserver_pod_port: 6443,
+            api: None,
         }
     }
 
@@ -228,6 +245,14 @@ impl Kubelet {
             let listen = SocketAddr::new(ctx.network.gateway().into(), ctx.config.apiserver_pod_port);
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(Error::ApiProxy)?;
             tasks.spawn(apiproxy::serve(listener, target, cancel.clone()));
+        }
+        if let Some(api) = &ctx.config.api {
+            let tls = logs::tls_config(&api.tls)?;
+            let listen = SocketAddr::new(ctx.network.gateway().into(), api.port);
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(Error::KubeletApi)?;
+            tasks.spawn(logs::serve(listener, tls, ctx.config.logs_dir(), cancel.clone()));
         }
         tasks.spawn(node::heartbeat(ctx.clone(), cancel.clone()));
         tasks.spawn(scheduler::run(ctx.clone(), cancel.clone()));

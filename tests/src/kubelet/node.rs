@@ -113,7 +113,8 @@ async fn patch_status(ctx: &Ctx) -> Result<(), kube::Error> {
                 { "type": "InternalIP", "address": ctx.network.gateway().to_string() },
                 { "type": "Hostname", "address": config.node_name },
             ],
-            "daemonEndpoints": { "kubeletEndpoint": { "Port": 0 } },
+            // Where the apiserver finds the kubelet's API (`kubectl logs`), with the InternalIP.
+            "daemonEndpoints": { "kubeletEndpoint": { "Port": config.api.as_ref().map_or(0, |a| a.port) } },
             "nodeInfo": {
                 "machineID": config.node_name,
                 "systemUUID": config.node_name,
