@@ -133,7 +133,7 @@ mod tests {
         assert!(Cli::try_parse_from(base).is_err());
         let full = [
             &base[..],
-            &["--tls-cert-file", "/c", "--tls-private-key-file", "/k", "--client-ca-file", "/ca"],
+            &["--tls-cert-file", "/c", "--tls-private-key-file", "/k", "--client-ca-file", "/ca"][..],
         ]
         .concat();
         let config = Cli::parse_from(full).kubelet.config();

@@ -14,15 +14,19 @@
 //! A log file holds every run of a container (and of earlier Pods of the same name), each run
 //! after a `--- <time> start of <container> (pod <uid>)` line. The current run is the last one;
 //! `previous` is the run before it if it belongs to the same Pod, as a kubelet keeps exactly one
-//! terminated container per container. `follow` is refused rather than answered with a
-//! snapshot, so that `kubectl logs -f` fails plainly instead of silently not following.
+//! terminated container per container. `follow` streams what the run appends until the
+//! container stops running (per the kubelet's Pod record) or restarts, or the client leaves.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
+
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
@@ -84,13 +88,20 @@ pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Error> 
     Ok(Arc::new(config))
 }
 
-/// Serves the API until cancelled; each connection in its own task.
+/// How often a followed log is checked for new output.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Serves the API until cancelled; each connection in its own task. `sandbox_dir` is the
+/// kubelet's directory (its `logs/` and the Pod records of `run/`).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    logs_dir: PathBuf,
+    sandbox_dir: PathBuf,
     cancel: CancellationToken,
 ) -> Result<(), super::Error> {
+    let logs_dir = sandbox_dir.join("logs");
     info!(listen = ?listener.local_addr().ok(), "serving the kubelet api");
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
@@ -100,6 +111,7 @@ pub async fn serve(
         };
         let (stream, peer) = accepted.map_err(super::Error::KubeletApi)?;
         let (acceptor, logs_dir, cancel) = (acceptor.clone(), logs_dir.clone(), cancel.clone());
+        let sandbox_dir = sandbox_dir.clone();
         tokio::spawn(async move {
             let stream = match acceptor.accept(stream).await {
                 Ok(stream) => stream,
@@ -109,8 +121,8 @@ pub async fn serve(
                 }
             };
             let service = hyper::service::service_fn(move |req| {
-                let logs_dir = logs_dir.clone();
-                async move { Ok::<_, Infallible>(handle(&req, &logs_dir)) }
+                let (logs_dir, sandbox_dir) = (logs_dir.clone(), sandbox_dir.clone());
+                async move { Ok::<_, Infallible>(handle(&req, &logs_dir, &sandbox_dir)) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             tokio::select! {
@@ -125,9 +137,9 @@ pub async fn serve(
     }
 }
 
-fn handle(req: &Request<Incoming>, logs_dir: &Path) -> Response<Full<Bytes>> {
+fn handle(req: &Request<Incoming>, logs_dir: &Path, sandbox_dir: &Path) -> Response<Body> {
     let reply = |status: StatusCode, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
         *response.status_mut() = status;
         response
     };
@@ -153,6 +165,22 @@ fn handle(req: &Request<Incoming>, logs_dir: &Path) -> Response<Full<Bytes>> {
         }
     };
     match select_run(&text, container, query.previous) {
+        Some(run) if query.follow && !query.previous => {
+            let first = query.trim(run);
+            let follow = Follow {
+                path,
+                offset: text.len() as u64,
+                faults: super::Faults::new(sandbox_dir),
+                namespace: namespace.to_string(),
+                pod: pod.to_string(),
+                container: container.to_string(),
+                done: false,
+            };
+            let head = futures::stream::once(async move { Ok(Frame::data(Bytes::from(first))) });
+            let tail = futures::stream::unfold(follow, Follow::next);
+            use futures::StreamExt as _;
+            Response::new(StreamBody::new(head.chain(tail)).boxed_unsync())
+        }
         Some(run) => reply(StatusCode::OK, query.trim(run)),
         None if query.previous => reply(
             StatusCode::BAD_REQUEST,
@@ -165,10 +193,69 @@ fn handle(req: &Request<Incoming>, logs_dir: &Path) -> Response<Full<Bytes>> {
     }
 }
 
+/// A followed log: where the next output starts.
+struct Follow {
+    path: PathBuf,
+    offset: u64,
+    faults: super::Faults,
+    namespace: String,
+    pod: String,
+    container: String,
+    done: bool,
+}
+
+impl Follow {
+    /// The next piece of output, once there is one; `None` once the run is over.
+    async fn next(mut self) -> Option<(Result<Frame<Bytes>, Infallible>, Self)> {
+        let marker = format!(" start of {} (pod ", self.container);
+        loop {
+            if self.done {
+                return None;
+            }
+            let bytes = self.read_new().unwrap_or_default();
+            if !bytes.is_empty() {
+                self.offset += bytes.len() as u64;
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                // A new run's header: the followed run is over.
+                let next_run = text
+                    .match_indices("--- ")
+                    .map(|(at, _)| at)
+                    .filter(|at| *at == 0 || text.as_bytes()[at - 1] == b'\n')
+                    .find(|at| text[*at..].lines().next().is_some_and(|line| line.contains(&marker)));
+                let text = match next_run {
+                    Some(at) => {
+                        self.done = true;
+                        text[..at].to_owned()
+                    }
+                    None => text,
+                };
+                return Some((Ok(Frame::data(Bytes::from(text))), self));
+            }
+            let running = self
+                .faults
+                .record(&self.namespace, &self.pod)
+                .is_ok_and(|r| r.containers.contains_key(&self.container));
+            if !running {
+                return None;
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+
+    fn read_new(&self) -> std::io::Result<Vec<u8>> {
+        let mut file = std::fs::File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+}
+
 /// The query parameters of a log request this kubelet understands.
 #[derive(Debug, Default, PartialEq)]
 struct LogQuery {
     previous: bool,
+    follow: bool,
     tail_lines: Option<usize>,
     limit_bytes: Option<usize>,
 }
@@ -181,9 +268,7 @@ impl LogQuery {
             let number = || value.parse::<usize>().map_err(|_| format!("{key}={value} is not a number\n"));
             match key {
                 "previous" => out.previous = value == "true" || value == "1",
-                "follow" if value == "true" || value == "1" => {
-                    return Err("follow is not supported by the sandbox kubelet\n".to_owned());
-                }
+                "follow" => out.follow = value == "true" || value == "1",
                 "tailLines" => out.tail_lines = Some(number()?),
                 "limitBytes" => out.limit_bytes = Some(number()?),
                 // timestamps, sinceSeconds, sinceTime: the files have no per-line times; the
@@ -270,12 +355,13 @@ mod tests {
     }
 
     #[test]
-    fn query_tail_limit_and_follow() {
+    fn query_parameters() {
         let q = LogQuery::parse("previous=true&tailLines=1&timestamps=true").unwrap();
         assert_eq!(
             q,
             LogQuery {
                 previous: true,
+                follow: false,
                 tail_lines: Some(1),
                 limit_bytes: None
             }
@@ -283,8 +369,8 @@ mod tests {
         assert_eq!(q.trim("a\nb\nc\n"), "c\n");
         let q = LogQuery::parse("limitBytes=3").unwrap();
         assert_eq!(q.trim("abcdef"), "abc");
-        assert!(LogQuery::parse("follow=true").is_err());
-        assert!(LogQuery::parse("follow=false").is_ok());
+        assert!(LogQuery::parse("follow=true").unwrap().follow);
+        assert!(!LogQuery::parse("follow=false").unwrap().follow);
         assert!(LogQuery::parse("tailLines=x").is_err());
     }
 }

@@ -211,6 +211,8 @@ impl Kubelet {
                 source,
             })?;
         }
+        // A broken certificate fails the start before anything is set up.
+        let api_tls = config.api.as_ref().map(|api| logs::tls_config(&api.tls)).transpose()?;
         let network = netns::Network::setup(config.network.clone()).await?;
         let ctx = Arc::new(Ctx {
             client,
@@ -246,13 +248,12 @@ impl Kubelet {
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(Error::ApiProxy)?;
             tasks.spawn(apiproxy::serve(listener, target, cancel.clone()));
         }
-        if let Some(api) = &ctx.config.api {
-            let tls = logs::tls_config(&api.tls)?;
+        if let (Some(api), Some(tls)) = (&ctx.config.api, api_tls) {
             let listen = SocketAddr::new(ctx.network.gateway().into(), api.port);
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(Error::KubeletApi)?;
-            tasks.spawn(logs::serve(listener, tls, ctx.config.logs_dir(), cancel.clone()));
+            tasks.spawn(logs::serve(listener, tls, ctx.config.sandbox_dir.clone(), cancel.clone()));
         }
         tasks.spawn(node::heartbeat(ctx.clone(), cancel.clone()));
         tasks.spawn(scheduler::run(ctx.clone(), cancel.clone()));
