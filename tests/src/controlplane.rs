@@ -453,7 +453,14 @@ impl Sandbox {
                     vec![self.pki.kubelet().cert],
                 ),
             };
-            let program_bytes = program.as_os_str().as_encoded_bytes().to_vec();
+            // The program's modification time too: a rebuilt `ferrokv-sandbox` (new kubelet
+            // code) must not leave the previous build's kubelet running.
+            let modified = fs::metadata(&program)
+                .and_then(|m| m.modified())
+                .map(|t| format!("{t:?}"))
+                .unwrap_or_default();
+            let mut program_bytes = program.as_os_str().as_encoded_bytes().to_vec();
+            program_bytes.extend_from_slice(modified.as_bytes());
             let contents: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap_or_default()).collect();
             let mut parts: Vec<&[u8]> = vec![&program_bytes];
             parts.extend(args.iter().map(|a| a.as_bytes()));
@@ -494,8 +501,7 @@ impl Sandbox {
         .await?;
         let apiserver_ready = t0.elapsed();
         spawn(Component::ControllerManager)?;
-        let kubelet_spawned = k8s_openapi::jiff::Timestamp::now();
-        let kubelet_started = spawn(Component::Kubelet)?;
+        spawn(Component::Kubelet)?;
         let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         self.wait_ready(Component::ControllerManager, || async {
             match service_accounts.get_opt("default").await {
@@ -523,12 +529,14 @@ impl Sandbox {
             }
         })
         .await?;
-        // A Node left Ready by an earlier kubelet says nothing about this one: a kubelet started
-        // now must have posted a heartbeat since (timestamps have whole seconds).
-        let fresh_since = kubelet_started.then(|| kubelet_spawned - k8s_openapi::jiff::SignedDuration::from_secs(1));
+        // A Node left Ready by an earlier kubelet says nothing about the running one: its Ready
+        // condition must name the running kubelet's PID.
         let nodes: Api<Node> = Api::all(client.clone());
         let node_name = crate::kubelet::KubeletConfig::new("", ImageMap::new()).node_name;
         self.wait_ready(Component::Kubelet, || async {
+            let pid = self
+                .running(Component::Kubelet)
+                .ok_or_else(|| "the kubelet does not run".to_string())?;
             let node = nodes.get_opt(&node_name).await.map_err(|e| e.to_string())?;
             let ready = node
                 .and_then(|n| n.status?.conditions)
@@ -536,15 +544,11 @@ impl Sandbox {
                 .into_iter()
                 .find(|c| c.type_ == "Ready")
                 .ok_or_else(|| format!("no node {node_name} with a Ready condition yet"))?;
-            let fresh = match (fresh_since, &ready.last_heartbeat_time) {
-                (None, _) => true,
-                (Some(since), Some(beat)) => beat.0 >= since,
-                (Some(_), None) => false,
-            };
-            if ready.status == "True" && fresh {
+            let message = ready.message.unwrap_or_default();
+            if ready.status == "True" && message == crate::kubelet::node::ready_message_of(pid) {
                 Ok(None)
             } else {
-                Err(format!("node {node_name} Ready={} (fresh heartbeat: {fresh})", ready.status))
+                Err(format!("node {node_name} Ready={}: {message}", ready.status))
             }
         })
         .await?;

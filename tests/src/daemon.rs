@@ -8,8 +8,8 @@
 //! starts with that path: a recycled PID is never signalled.
 //!
 //! A PID file also records a fingerprint of the configuration the process was started with
-//! (its program, arguments and the contents of the files it was told to read, such as
-//! certificates), so that `up` restarts exactly the processes whose configuration changed since
+//! (its program and the program's modification time, arguments and the contents of the files
+//! it was told to read, such as certificates), so that `up` restarts exactly the processes whose configuration changed since
 //! and leaves the others running.
 
 use std::fs::{self, File, OpenOptions};

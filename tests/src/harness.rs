@@ -352,7 +352,10 @@ async fn dump(client: &Client, ns: &str, sandbox: &Sandbox) -> String {
                     out,
                     "{name}: phase={} node={} ip={}",
                     status.phase.unwrap_or_default(),
-                    pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "<none>".into()),
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_else(|| "<none>".into()),
                     status.pod_ip.unwrap_or_else(|| "<none>".into()),
                 );
                 for c in status.conditions.unwrap_or_default() {

@@ -70,7 +70,11 @@ impl Pki {
         pki.ensure_serving("apiserver", "kube-apiserver", sans)?;
         // The kubelet's API (container logs) is served at the Node's InternalIP, the Pod
         // bridge's gateway, which is where the apiserver connects and what it verifies.
-        pki.ensure_serving("kubelet", "sandbox-kubelet", kubelet_ips.iter().map(IpAddr::to_string).collect())?;
+        pki.ensure_serving(
+            "kubelet",
+            "sandbox-kubelet",
+            kubelet_ips.iter().map(IpAddr::to_string).collect(),
+        )?;
         if !pki.admin().cert.exists() {
             // system:masters bypasses RBAC: the admin is the sandbox's operator, not a test subject.
             pki.issue_client("admin", "sandbox-admin", &["system:masters"])?;

@@ -370,16 +370,28 @@ async fn up_is_a_no_op_when_healthy_and_restarts_a_dead_kubelet() -> anyhow::Res
     let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e)?;
 
     let again = sandbox.up(exe).await?;
-    assert!(again.started.is_empty(), "a healthy sandbox restarted {:?}", again.started);
+    assert!(
+        again.started.is_empty(),
+        "a healthy sandbox restarted {:?}",
+        again.started
+    );
     println!("warm up (nothing to start): {:.1}s", again.elapsed.as_secs_f64());
 
     // A kubelet that died (SIGKILL: no chance to clean up) is started again, and its Node is
     // Ready with a fresh heartbeat before `up` returns.
-    let pid = sandbox.running(Component::Kubelet).context("the kubelet does not run")?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid)?), nix::sys::signal::Signal::SIGKILL)?;
+    let pid = sandbox
+        .running(Component::Kubelet)
+        .context("the kubelet does not run")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
     let deadline = std::time::Instant::now() + WAIT;
     while sandbox.running(Component::Kubelet).is_some() {
-        assert!(std::time::Instant::now() < deadline, "the killed kubelet is still there");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed kubelet is still there"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let restarted = sandbox.up(exe).await?;

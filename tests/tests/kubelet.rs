@@ -813,11 +813,15 @@ async fn logs(env: &Env, ns: &str) -> Result<()> {
     })
     .await?;
     // The second run's lines are written right after it starts: poll until they are there.
-    let current = wait_for("kubectl logs to show the second run", Duration::from_secs(30), || async {
-        kubectl_logs(env, ns, &["talker"])
-            .ok()
-            .filter(|out| out.contains("run 2 second line"))
-    })
+    let current = wait_for(
+        "kubectl logs to show the second run",
+        Duration::from_secs(30),
+        || async {
+            kubectl_logs(env, ns, &["talker"])
+                .ok()
+                .filter(|out| out.contains("run 2 second line"))
+        },
+    )
     .await?;
     if current != "run 2 first line\nrun 2 second line\n" {
         bail!("kubectl logs talker: {current:?}");

@@ -74,7 +74,12 @@ impl KubeletArgs {
         config.apiserver = self.apiserver;
         config.apiserver_pod_port = self.apiserver_pod_port;
         config.restart_backoff = Duration::from_millis(self.restart_backoff_ms);
-        config.api = match (self.port, &self.tls_cert_file, &self.tls_private_key_file, &self.client_ca_file) {
+        config.api = match (
+            self.port,
+            &self.tls_cert_file,
+            &self.tls_private_key_file,
+            &self.client_ca_file,
+        ) {
             (Some(port), Some(cert), Some(key), Some(client_ca)) => Some(KubeletApi {
                 port,
                 tls: TlsFiles {
@@ -129,11 +134,28 @@ mod tests {
 
     #[test]
     fn the_api_needs_its_certificates() {
-        let base = ["x", "--kubeconfig", "/k", "--dir", "/s", "--bin-dir", "/b", "--port", "10250"];
+        let base = [
+            "x",
+            "--kubeconfig",
+            "/k",
+            "--dir",
+            "/s",
+            "--bin-dir",
+            "/b",
+            "--port",
+            "10250",
+        ];
         assert!(Cli::try_parse_from(base).is_err());
         let full = [
             &base[..],
-            &["--tls-cert-file", "/c", "--tls-private-key-file", "/k", "--client-ca-file", "/ca"][..],
+            &[
+                "--tls-cert-file",
+                "/c",
+                "--tls-private-key-file",
+                "/k",
+                "--client-ca-file",
+                "/ca",
+            ][..],
         ]
         .concat();
         let config = Cli::parse_from(full).kubelet.config();

@@ -145,10 +145,16 @@ fn handle(req: &Request<Incoming>, logs_dir: &Path, sandbox_dir: &Path) -> Respo
     };
     let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
     let [root, namespace, pod, container] = segments.as_slice() else {
-        return reply(StatusCode::NOT_FOUND, format!("{} is not served here\n", req.uri().path()));
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!("{} is not served here\n", req.uri().path()),
+        );
     };
     if *root != "containerLogs" {
-        return reply(StatusCode::NOT_FOUND, format!("{} is not served here\n", req.uri().path()));
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!("{} is not served here\n", req.uri().path()),
+        );
     }
     let query = match LogQuery::parse(req.uri().query().unwrap_or_default()) {
         Ok(query) => query,
@@ -265,7 +271,11 @@ impl LogQuery {
         let mut out = Self::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let number = || value.parse::<usize>().map_err(|_| format!("{key}={value} is not a number\n"));
+            let number = || {
+                value
+                    .parse::<usize>()
+                    .map_err(|_| format!("{key}={value} is not a number\n"))
+            };
             match key {
                 "previous" => out.previous = value == "true" || value == "1",
                 "follow" => out.follow = value == "true" || value == "1",
@@ -345,7 +355,10 @@ mod tests {
         );
         assert_eq!(select_run(LOG, "main", true), Some("run 1 a\nrun 1 b\n"));
         let first_run_of_new_pod = &LOG[..LOG.find("--- 2026-01-01T00:00:02Z").unwrap()];
-        assert_eq!(select_run(first_run_of_new_pod, "main", false), Some("run 1 a\nrun 1 b\n"));
+        assert_eq!(
+            select_run(first_run_of_new_pod, "main", false),
+            Some("run 1 a\nrun 1 b\n")
+        );
         assert_eq!(
             select_run(first_run_of_new_pod, "main", true),
             None,

@@ -250,10 +250,13 @@ impl Kubelet {
         }
         if let (Some(api), Some(tls)) = (&ctx.config.api, api_tls) {
             let listen = SocketAddr::new(ctx.network.gateway().into(), api.port);
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(Error::KubeletApi)?;
-            tasks.spawn(logs::serve(listener, tls, ctx.config.sandbox_dir.clone(), cancel.clone()));
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(Error::KubeletApi)?;
+            tasks.spawn(logs::serve(
+                listener,
+                tls,
+                ctx.config.sandbox_dir.clone(),
+                cancel.clone(),
+            ));
         }
         tasks.spawn(node::heartbeat(ctx.clone(), cancel.clone()));
         tasks.spawn(scheduler::run(ctx.clone(), cancel.clone()));
