@@ -356,6 +356,17 @@ spec:
         "{sample}"
     );
     server.abort();
+    // No kubelet runs on `no-such-node` to confirm the Pod's termination: without a forced
+    // delete it, and so the namespace, would stay Terminating forever.
+    t.api::<Pod>()
+        .delete(
+            "scraped",
+            &kube::api::DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await?;
     t.cleanup().await?;
     Ok(())
 }
