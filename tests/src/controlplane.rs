@@ -1,12 +1,17 @@
 //! The sandbox's control plane: etcd, kube-apiserver and kube-controller-manager (real binaries
-//! built by `scripts/sandbox-bootstrap.sh`), the local S3 endpoint and Prometheus, started as
-//! background processes on loopback with their state under one sandbox directory.
+//! built by `scripts/sandbox-bootstrap.sh`), the local S3 endpoint, Prometheus and our kubelet,
+//! started as background processes with their state under one sandbox directory.
 //!
 //! Layout of a sandbox directory (default `~/.cache/ferrokv/sandbox`, `FERROKV_SANDBOX_DIR`):
-//! `state.json` (ports and S3 credentials, chosen once so that kubeconfigs and `env` output stay
-//! valid across `down`/`up`), `pki/`, `admin.kubeconfig`, `etcd/`, `s3/`, `prometheus/`,
+//! `state.json` (ports, S3 credentials and the Pod network, chosen once so that kubeconfigs and
+//! `env` output stay valid across `down`/`up`), `pki/`, `admin.kubeconfig`, `etcd/`, `s3/`,
+//! `prometheus/`, `kubelet/` (Pod dirs, volumes, container logs, fault-injection records),
 //! `serviceaccounts/` (per-ServiceAccount kubeconfigs), `logs/<component>.log`,
 //! `pids/<component>.pid`.
+//!
+//! `up` is idempotent: a component that runs with the configuration `up` would give it is left
+//! alone, a dead one is started, and one whose configuration changed (flags, certificates, the
+//! kubelet's binary directory) is restarted; see [`crate::daemon`] for the fingerprint.
 //!
 //! Why every component starts at once and readiness is awaited afterwards: the apiserver retries
 //! etcd and the controller manager retries the apiserver, so starting them together overlaps
@@ -21,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -30,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::daemon::{DaemonError, Daemons};
+use crate::kubelet::{ImageMap, NetworkConfig};
 use crate::pki::{Pki, PkiError};
 
 /// The Kubernetes release `scripts/sandbox-bootstrap.sh` builds (its `K8S_VERSION`; a unit test
@@ -45,6 +51,24 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How long a component gets to exit on SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// How long the kubelet gets to exit on SIGTERM: it first stops every Pod within its grace
+/// period (the kubelet bounds its own shutdown at 30 s), and a SIGKILL before that would leave
+/// network namespaces behind (its container processes die with it through their death signal).
+const KUBELET_STOP_GRACE: Duration = Duration::from_secs(45);
+
+/// Port of the kubelet's API (container logs) on the Pod network's gateway, as on real nodes.
+pub const KUBELET_PORT: u16 = 10250;
+
+/// The environment variable that picks the Pod network (0..=9, see
+/// [`NetworkConfig::indexed`]) of a sandbox created from now on. Two sandboxes that run at the
+/// same time on one machine need different ones.
+pub const POD_NETWORK_ENV: &str = "FERROKV_SANDBOX_NET";
+
+/// The environment variable naming the directory of the workspace binaries Pods run
+/// (`ferrokv-node`, `ferrokv-operator`, `sandbox-testimg`), if not the `ferrokv-sandbox`
+/// binary's own directory.
+pub const BIN_DIR_ENV: &str = "FERROKV_BIN_DIR";
 
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 
@@ -114,6 +138,10 @@ pub enum SandboxError {
     EmptyToken { namespace: String, name: String },
     #[error("{component} exited during start-up; last log lines:\n{log}")]
     Exited { component: &'static str, log: String },
+    #[error("{POD_NETWORK_ENV}={0:?} is not a number in 0..=9")]
+    PodNetwork(String),
+    #[error("failed to remove the network namespaces the kubelet left: {0}")]
+    Netns(String),
     #[error("{component} was not ready within {timeout:?} (last: {last}); last log lines:\n{log}")]
     NotReady {
         component: &'static str,
@@ -132,17 +160,20 @@ pub enum Component {
     S3,
     PrometheusSd,
     Prometheus,
+    Kubelet,
 }
 
 impl Component {
-    /// In start order; `down` stops them in reverse.
-    pub const ALL: [Component; 6] = [
+    /// In start order; `down` stops them in reverse, so the kubelet stops first, while the
+    /// apiserver still takes its Pods' final status.
+    pub const ALL: [Component; 7] = [
         Component::Etcd,
         Component::Apiserver,
         Component::ControllerManager,
         Component::S3,
         Component::PrometheusSd,
         Component::Prometheus,
+        Component::Kubelet,
     ];
 
     pub fn name(self) -> &'static str {
@@ -153,6 +184,7 @@ impl Component {
             Component::S3 => "s3",
             Component::PrometheusSd => "prometheus-sd",
             Component::Prometheus => "prometheus",
+            Component::Kubelet => "kubelet",
         }
     }
 }
@@ -182,6 +214,9 @@ pub struct S3Credentials {
 pub struct State {
     pub ports: Ports,
     pub s3: S3Credentials,
+    /// The kubelet's Pod network (a sandbox made before it was recorded has the default one).
+    #[serde(default)]
+    pub pod_network: NetworkConfig,
 }
 
 /// What `up` did and how long it took.
@@ -191,6 +226,9 @@ pub struct UpReport {
     pub elapsed: Duration,
     pub apiserver_ready: Duration,
     pub controller_manager_ready: Duration,
+    pub kubelet_ready: Duration,
+    /// Components restarted because their configuration changed.
+    pub restarted: Vec<&'static str>,
 }
 
 /// One sandbox directory and the processes that run from it.
@@ -198,6 +236,8 @@ pub struct UpReport {
 pub struct Sandbox {
     dir: PathBuf,
     bin_dir: PathBuf,
+    /// Where Pods' binaries come from (see [`BIN_DIR_ENV`]); `None`: next to `ferrokv-sandbox`.
+    pod_bin_dir: Option<PathBuf>,
     state: State,
     pki: Pki,
     daemons: Daemons,
@@ -237,17 +277,14 @@ impl Sandbox {
             source,
         })?;
         let state = load_or_create_state(&dir.join("state.json"))?;
-        // Pods reach the apiserver through a forwarder on their bridge's
-        // gateway: the serving certificate must name those addresses (the
-        // sandbox kubelet's network and the e2e tests' own kubelet's).
-        let gateways = [
-            IpAddr::V4(crate::kubelet::netns::NetworkConfig::default().gateway()),
-            IpAddr::V4(crate::kubelet::netns::NetworkConfig::e2e_tests().gateway()),
-        ];
-        let pki = Pki::ensure(&dir.join("pki"), &gateways)?;
+        // Pods reach the apiserver through a forwarder on their bridge's gateway, and the
+        // apiserver reaches the kubelet's API there: both certificates must name it.
+        let gateway = [IpAddr::V4(state.pod_network.gateway())];
+        let pki = Pki::ensure(&dir.join("pki"), &gateway, &gateway)?;
         let daemons = Daemons::new(dir.join("pids"), dir.join("logs"));
         let sandbox = Self {
             bin_dir: bin_dir()?,
+            pod_bin_dir: std::env::var_os(BIN_DIR_ENV).map(PathBuf::from),
             dir,
             state,
             pki,
@@ -262,6 +299,34 @@ impl Sandbox {
     /// The sandbox at [`default_dir`].
     pub fn open_default() -> Result<Self, SandboxError> {
         Self::open(&default_dir()?)
+    }
+
+    /// Run Pods' binaries from `dir` (e.g. `target/release`) instead of [`BIN_DIR_ENV`] or the
+    /// directory of the `ferrokv-sandbox` binary that runs `up`.
+    pub fn with_pod_bin_dir(mut self, dir: PathBuf) -> Self {
+        self.pod_bin_dir = Some(dir);
+        self
+    }
+
+    /// The kubelet's directory: Pod dirs, volumes, `logs/<ns>/<pod>/<container>.log`, `run/`.
+    pub fn kubelet_dir(&self) -> PathBuf {
+        self.dir.join("kubelet")
+    }
+
+    /// Fault injection into the kubelet's Pods (crash, freeze, cut the network).
+    pub fn faults(&self) -> crate::kubelet::Faults {
+        crate::kubelet::Faults::new(&self.kubelet_dir())
+    }
+
+    /// The log file of a container (every run appended, see
+    /// [`crate::kubelet::container::container_log`]).
+    pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        crate::kubelet::container::container_log(&self.kubelet_dir().join("logs"), namespace, pod, container)
+    }
+
+    /// The kubelet's API, as the apiserver reaches it.
+    pub fn kubelet_url(&self) -> String {
+        format!("https://{}:{KUBELET_PORT}", self.state.pod_network.gateway())
     }
 
     pub fn dir(&self) -> &Path {
@@ -345,8 +410,10 @@ impl Sandbox {
         client_from_kubeconfig(&self.admin_kubeconfig()).await
     }
 
-    /// Start whatever is not running and wait until everything is ready. `sandbox_exe` is the
-    /// `ferrokv-sandbox` binary, which serves S3 in its own process (`s3-serve`).
+    /// Start whatever is not running (or runs with an outdated configuration) and wait until
+    /// everything is ready, the kubelet's Node included. `sandbox_exe` is the `ferrokv-sandbox`
+    /// binary, which serves S3 (`s3-serve`) and runs the kubelet (`kubelet`) in processes of
+    /// their own.
     pub async fn up(&self, sandbox_exe: &Path) -> Result<UpReport, SandboxError> {
         let t0 = Instant::now();
         let etcd = self.binary("etcd")?;
@@ -361,35 +428,67 @@ impl Sandbox {
             source,
         })?;
         self.write_prometheus_config()?;
-
-        let spawn = |component: Component, started: &mut Vec<&'static str>| -> Result<(), SandboxError> {
-            if self.running(component).is_some() {
-                return Ok(());
-            }
-            let (program, args) = match component {
-                Component::Etcd => (etcd.clone(), self.etcd_args()),
-                Component::Apiserver => (apiserver.clone(), self.apiserver_args()),
-                Component::ControllerManager => (kcm.clone(), self.controller_manager_args()),
-                Component::S3 => (sandbox_exe.to_path_buf(), self.s3_args()),
-                Component::PrometheusSd => (sandbox_exe.to_path_buf(), self.prometheus_sd_args()),
-                Component::Prometheus => (prometheus.clone(), self.prometheus_args()),
-            };
-            let pid = self.daemons.spawn(component.name(), &program, &args)?;
-            tracing::info!(component = component.name(), pid, "started");
-            started.push(component.name());
-            Ok(())
+        let pod_bin_dir = match &self.pod_bin_dir {
+            Some(dir) => dir.clone(),
+            None => sandbox_exe.parent().map(Path::to_path_buf).unwrap_or_default(),
         };
+
         let mut started = Vec::new();
+        let mut restarted = Vec::new();
+        let mut spawn = |component: Component| -> Result<bool, SandboxError> {
+            let (program, args, files) = match component {
+                Component::Etcd => (etcd.clone(), self.etcd_args(), vec![]),
+                Component::Apiserver => (
+                    apiserver.clone(),
+                    self.apiserver_args(),
+                    vec![self.pki.apiserver().cert, self.pki.apiserver_kubelet_client().cert],
+                ),
+                Component::ControllerManager => (kcm.clone(), self.controller_manager_args(), vec![]),
+                Component::S3 => (sandbox_exe.to_path_buf(), self.s3_args(), vec![]),
+                Component::PrometheusSd => (sandbox_exe.to_path_buf(), self.prometheus_sd_args(), vec![]),
+                Component::Prometheus => (prometheus.clone(), self.prometheus_args(), vec![]),
+                Component::Kubelet => (
+                    sandbox_exe.to_path_buf(),
+                    self.kubelet_args(&pod_bin_dir),
+                    vec![self.pki.kubelet().cert],
+                ),
+            };
+            // The program's modification time too: a rebuilt `ferrokv-sandbox` (new kubelet
+            // code) must not leave the previous build's kubelet running.
+            let modified = fs::metadata(&program)
+                .and_then(|m| m.modified())
+                .map(|t| format!("{t:?}"))
+                .unwrap_or_default();
+            let mut program_bytes = program.as_os_str().as_encoded_bytes().to_vec();
+            program_bytes.extend_from_slice(modified.as_bytes());
+            let contents: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap_or_default()).collect();
+            let mut parts: Vec<&[u8]> = vec![&program_bytes];
+            parts.extend(args.iter().map(|a| a.as_bytes()));
+            parts.extend(contents.iter().map(Vec::as_slice));
+            let fingerprint = crate::daemon::fingerprint(&parts);
+            let name = component.name();
+            if self.running(component).is_some() {
+                if self.daemons.fingerprint(name) == fingerprint {
+                    return Ok(false);
+                }
+                tracing::info!(component = name, "configuration changed, restarting");
+                self.stop_component(component)?;
+                restarted.push(name);
+            }
+            let pid = self.daemons.spawn(name, &program, &args, &fingerprint)?;
+            tracing::info!(component = name, pid, "started");
+            started.push(name);
+            Ok(true)
+        };
         for component in Component::ALL {
             // The controller manager exits at once if the apiserver cannot yet serve its
-            // authentication config (or RBAC is not bootstrapped): it starts once that is ready.
-            if component != Component::ControllerManager {
-                spawn(component, &mut started)?;
+            // authentication config (or RBAC is not bootstrapped), and the kubelet gives up
+            // registering after a minute, which a cold apiserver may need: both start once the
+            // apiserver is ready.
+            if !matches!(component, Component::ControllerManager | Component::Kubelet) {
+                spawn(component)?;
             }
         }
-        // KUBELET HOOK (issue 5): once the kubelet branch is merged, start our kubelet here as one
-        // more Component (a `ferrokv-sandbox kubelet` subprocess with the admin kubeconfig), and
-        // wait for its Node to be Ready below. Nothing runs Pods until then.
 
         let client = self.admin_client().await?;
         self.wait_ready(Component::Apiserver, || async {
@@ -401,7 +500,8 @@ impl Sandbox {
         })
         .await?;
         let apiserver_ready = t0.elapsed();
-        spawn(Component::ControllerManager, &mut started)?;
+        spawn(Component::ControllerManager)?;
+        spawn(Component::Kubelet)?;
         let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         self.wait_ready(Component::ControllerManager, || async {
             match service_accounts.get_opt("default").await {
@@ -429,11 +529,37 @@ impl Sandbox {
             }
         })
         .await?;
+        // A Node left Ready by an earlier kubelet says nothing about the running one: its Ready
+        // condition must name the running kubelet's PID.
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node_name = crate::kubelet::KubeletConfig::new("", ImageMap::new()).node_name;
+        self.wait_ready(Component::Kubelet, || async {
+            let pid = self
+                .running(Component::Kubelet)
+                .ok_or_else(|| "the kubelet does not run".to_string())?;
+            let node = nodes.get_opt(&node_name).await.map_err(|e| e.to_string())?;
+            let ready = node
+                .and_then(|n| n.status?.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .ok_or_else(|| format!("no node {node_name} with a Ready condition yet"))?;
+            let message = ready.message.unwrap_or_default();
+            if ready.status == "True" && message == crate::kubelet::node::ready_message_of(pid) {
+                Ok(None)
+            } else {
+                Err(format!("node {node_name} Ready={}: {message}", ready.status))
+            }
+        })
+        .await?;
+        let kubelet_ready = t0.elapsed();
         Ok(UpReport {
             started,
             elapsed: t0.elapsed(),
             apiserver_ready,
             controller_manager_ready,
+            kubelet_ready,
+            restarted,
         })
     }
 
@@ -441,11 +567,51 @@ impl Sandbox {
     pub fn down(&self) -> Result<Vec<&'static str>, SandboxError> {
         let mut stopped = Vec::new();
         for component in Component::ALL.iter().rev() {
-            if self.daemons.stop(component.name(), STOP_GRACE)? {
+            if self.stop_component(*component)? {
                 stopped.push(component.name());
             }
         }
         Ok(stopped)
+    }
+
+    /// Stop one component. For the kubelet, also make sure no Pod network namespace of this
+    /// sandbox survives it: it removes them itself on SIGTERM, but one killed by SIGKILL (or a
+    /// crash) cannot, and a leftover namespace would keep its veth and address on the bridge.
+    fn stop_component(&self, component: Component) -> Result<bool, SandboxError> {
+        let grace = match component {
+            Component::Kubelet => KUBELET_STOP_GRACE,
+            _ => STOP_GRACE,
+        };
+        let stopped = self.daemons.stop(component.name(), grace)?;
+        if component == Component::Kubelet {
+            self.remove_pod_namespaces()?;
+        }
+        Ok(stopped)
+    }
+
+    /// Deletes the network namespaces named with this sandbox's Pod network prefix, if any.
+    fn remove_pod_namespaces(&self) -> Result<(), SandboxError> {
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .env("PATH", crate::kubelet::process::DEFAULT_PATH)
+                .output()
+                .map_err(|e| SandboxError::Netns(e.to_string()))
+        };
+        let listing = ip(&["netns", "list"])?;
+        let prefix = format!("{}-", self.state.pod_network.name_prefix);
+        for name in String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+        {
+            tracing::warn!(netns = name, "removing a Pod network namespace the kubelet left");
+            let out = ip(&["netns", "del", name])?;
+            if !out.status.success() {
+                return Err(SandboxError::Netns(String::from_utf8_lossy(&out.stderr).into_owned()));
+            }
+        }
+        Ok(())
     }
 
     /// Poll `probe` until it reports ready (`Ok(None)`), failing early if the component's process
@@ -532,6 +698,10 @@ impl Sandbox {
                 pki.apiserver_kubelet_client().cert.display()
             ),
             format!("--kubelet-client-key={}", pki.apiserver_kubelet_client().key.display()),
+            // `kubectl logs` goes through the apiserver to the kubelet's API, at the Node's
+            // InternalIP (the Pod bridge's gateway), verified against the sandbox CA.
+            format!("--kubelet-certificate-authority={}", pki.ca().cert.display()),
+            "--kubelet-preferred-address-types=InternalIP".into(),
             "--allow-privileged=true".into(),
             // A loopback address is not a valid Endpoints address: the `kubernetes` Service's
             // endpoints would be rejected on every reconcile, so do not reconcile them.
@@ -561,6 +731,26 @@ impl Sandbox {
             "--leader-elect=false".into(),
             format!("--cert-dir={}", self.dir.join("controller-manager").display()),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        ]
+    }
+
+    fn kubelet_args(&self, pod_bin_dir: &Path) -> Vec<String> {
+        let net = &self.state.pod_network;
+        let kubelet = self.pki.kubelet();
+        vec![
+            "kubelet".into(),
+            format!("--kubeconfig={}", self.admin_kubeconfig().display()),
+            format!("--dir={}", self.kubelet_dir().display()),
+            format!("--bin-dir={}", pod_bin_dir.display()),
+            format!("--bridge={}", net.bridge),
+            format!("--subnet={}", net.subnet),
+            format!("--prefix-len={}", net.prefix_len),
+            format!("--name-prefix={}", net.name_prefix),
+            format!("--apiserver=127.0.0.1:{}", self.state.ports.apiserver),
+            format!("--port={KUBELET_PORT}"),
+            format!("--tls-cert-file={}", kubelet.cert.display()),
+            format!("--tls-private-key-file={}", kubelet.key.display()),
+            format!("--client-ca-file={}", self.pki.ca().cert.display()),
         ]
     }
 
@@ -774,7 +964,15 @@ fn load_or_create_state(path: &Path) -> Result<State, SandboxError> {
             source,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pod_network = match std::env::var(POD_NETWORK_ENV) {
+                Ok(value) => match value.parse::<u8>() {
+                    Ok(index) if index <= 9 => NetworkConfig::indexed(index),
+                    _ => return Err(SandboxError::PodNetwork(value)),
+                },
+                Err(_) => NetworkConfig::default(),
+            };
             let state = State {
+                pod_network,
                 ports: free_ports()?,
                 s3: S3Credentials {
                     access_key: format!(

@@ -6,6 +6,11 @@
 //! it by PID, never by name, because other sandboxes may run on the same machine. A PID file
 //! records the program path too, and a PID only counts as ours while `/proc/<pid>/cmdline` still
 //! starts with that path: a recycled PID is never signalled.
+//!
+//! A PID file also records a fingerprint of the configuration the process was started with
+//! (its program and the program's modification time, arguments and the contents of the files
+//! it was told to read, such as certificates), so that `up` restarts exactly the processes whose configuration changed since
+//! and leaves the others running.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -51,7 +56,8 @@ impl Daemons {
 
     /// Start `program` detached: in its own process group (a Ctrl-C of the starting command
     /// does not reach it), stdin closed, stdout and stderr appended to `<logs>/<name>.log`.
-    pub fn spawn(&self, name: &str, program: &Path, args: &[String]) -> Result<u32, DaemonError> {
+    /// `fingerprint` is recorded for [`Daemons::fingerprint`].
+    pub fn spawn(&self, name: &str, program: &Path, args: &[String], fingerprint: &str) -> Result<u32, DaemonError> {
         for dir in [&self.pids, &self.logs] {
             fs::create_dir_all(dir).map_err(|source| DaemonError::Write {
                 path: dir.clone(),
@@ -85,7 +91,7 @@ impl Daemons {
         // that a dead process never lingers as a zombie that looks alive.
         std::thread::spawn(move || child.wait());
         let pid_path = self.pid_path(name);
-        fs::write(&pid_path, format!("{pid}\n{}\n", program.display()))
+        fs::write(&pid_path, format!("{pid}\n{}\n{fingerprint}\n", program.display()))
             .map_err(|source| DaemonError::Write { path: pid_path, source })?;
         Ok(pid)
     }
@@ -105,6 +111,15 @@ impl Daemons {
         // The state follows the parenthesized command name, which may itself contain spaces.
         let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
         (state != "Z" && state != "X").then_some(pid)
+    }
+
+    /// The configuration fingerprint `name` was started with (empty for a PID file written by an
+    /// older version, which then counts as changed).
+    pub fn fingerprint(&self, name: &str) -> String {
+        fs::read_to_string(self.pid_path(name))
+            .ok()
+            .and_then(|recorded| recorded.lines().nth(2).map(str::to_owned))
+            .unwrap_or_default()
     }
 
     /// Stop `name`: SIGTERM, up to `grace` for it to exit, then SIGKILL. A process that is not
@@ -159,5 +174,30 @@ impl Daemons {
         let mut buf = Vec::new();
         let _ = file.read_to_end(&mut buf);
         String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// A stable digest (64-bit FNV-1a, hex) of a configuration: stable across Rust versions, unlike
+/// `DefaultHasher`, so a toolchain update does not restart every component.
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        // A separator byte that cannot occur in arguments keeps ["ab", "c"] apart from ["a", "bc"].
+        for byte in part.iter().chain(std::iter::once(&0u8)) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_separates_parts() {
+        assert_eq!(fingerprint(&[b"a", b"b"]), fingerprint(&[b"a", b"b"]));
+        assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
     }
 }

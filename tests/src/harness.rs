@@ -10,8 +10,10 @@
 //! Every test gets a new kube `Client`: a client's connection pool belongs to the tokio runtime
 //! that created it, and each `#[tokio::test]` has its own runtime.
 //!
-//! When a test fails (panics) its namespace is kept and a dump of its Pods and Events, with the
-//! sandbox's log directory, goes to stderr, which the test runner shows with the failure.
+//! When a test fails (panics) its namespace is kept and a dump of its Pods, the tail of each of
+//! their containers' logs (the kubelet's log files, what `kubectl logs` serves) and its Events,
+//! with the sandbox's log directory, goes to stderr, which the test runner shows with the
+//! failure.
 
 use std::fmt::Display;
 use std::fs::OpenOptions;
@@ -245,7 +247,7 @@ impl TestNs {
     /// Pods (phase, IP, conditions, container states) and Events of this namespace, and where
     /// the sandbox's logs are.
     pub async fn dump(&self) -> String {
-        dump(&self.client, &self.name, &self.sandbox.logs_dir()).await
+        dump(&self.client, &self.name, &self.sandbox).await
     }
 
     /// Delete the namespace (unless `FERROKV_E2E_KEEP_NAMESPACES` is set). Not waiting for it
@@ -273,11 +275,7 @@ impl Drop for TestNs {
         }
         // The test failed: dump what it left. Drop cannot await, and this thread's runtime may
         // be the one panicking, so the dump runs on a thread with its own runtime.
-        let (kubeconfig, ns, logs) = (
-            self.sandbox.admin_kubeconfig(),
-            self.name.clone(),
-            self.sandbox.logs_dir(),
-        );
+        let (kubeconfig, ns, sandbox) = (self.sandbox.admin_kubeconfig(), self.name.clone(), self.sandbox.clone());
         let handle = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -285,7 +283,7 @@ impl Drop for TestNs {
                 .ok()?;
             runtime.block_on(async {
                 let client = crate::controlplane::client_from_kubeconfig(&kubeconfig).await.ok()?;
-                Some(dump(&client, &ns, &logs).await)
+                Some(dump(&client, &ns, &sandbox).await)
             })
         });
         match handle.join() {
@@ -335,7 +333,10 @@ fn percent_encode(value: &str) -> String {
     out
 }
 
-async fn dump(client: &Client, ns: &str, logs: &Path) -> String {
+/// How much of each container log a dump shows (its end).
+const DUMP_LOG_TAIL: usize = 3000;
+
+async fn dump(client: &Client, ns: &str, sandbox: &Sandbox) -> String {
     use std::fmt::Write as _;
     let mut out = format!("===== e2e dump of namespace {ns} =====\n");
     match Api::<Pod>::namespaced(client.clone(), ns)
@@ -351,7 +352,10 @@ async fn dump(client: &Client, ns: &str, logs: &Path) -> String {
                     out,
                     "{name}: phase={} node={} ip={}",
                     status.phase.unwrap_or_default(),
-                    pod.spec.and_then(|s| s.node_name).unwrap_or_else(|| "<none>".into()),
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_else(|| "<none>".into()),
                     status.pod_ip.unwrap_or_else(|| "<none>".into()),
                 );
                 for c in status.conditions.unwrap_or_default() {
@@ -372,6 +376,27 @@ async fn dump(client: &Client, ns: &str, logs: &Path) -> String {
                         c.restart_count,
                         serde_json::to_string(&c.state).unwrap_or_default()
                     );
+                }
+                let containers = pod
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>();
+                for container in containers {
+                    let path = sandbox.container_log(ns, &name, &container);
+                    let text = match std::fs::read(&path) {
+                        Ok(bytes) => {
+                            let text = String::from_utf8_lossy(&bytes);
+                            let mut from = text.len().saturating_sub(DUMP_LOG_TAIL);
+                            while !text.is_char_boundary(from) {
+                                from += 1;
+                            }
+                            text[from..].to_string()
+                        }
+                        Err(e) => format!("({e})\n"),
+                    };
+                    let _ = write!(out, "    --- log of {container} ({}):\n{text}", path.display());
                 }
             }
         }
@@ -405,8 +430,9 @@ async fn dump(client: &Client, ns: &str, logs: &Path) -> String {
     }
     let _ = writeln!(
         out,
-        "--- sandbox logs (and container logs, once the kubelet runs): {}",
-        logs.display()
+        "--- sandbox logs: {}; container logs: {}",
+        sandbox.logs_dir().display(),
+        sandbox.kubelet_dir().join("logs").display()
     );
     out
 }

@@ -2,7 +2,7 @@
 //!
 //! The sandbox is a real Kubernetes control plane on one machine, without containers: etcd,
 //! kube-apiserver and kube-controller-manager built from the Kubernetes Go modules by
-//! `scripts/sandbox-bootstrap.sh`, beside a local S3 endpoint and Prometheus.
+//! `scripts/sandbox-bootstrap.sh`, our kubelet, a local S3 endpoint and Prometheus.
 //!
 //! # Layout
 //! - [`pki`]: the CA, serving and client certificates and the ServiceAccount signing key.
@@ -13,7 +13,9 @@
 //! - [`s3`]: the S3 endpoint (`s3s` over `s3s-fs`), served by `ferrokv-sandbox s3-serve`.
 //! - [`harness`]: what e2e tests use: the shared sandbox, a namespace per test, `apply`,
 //!   `wait_for`, dumps on failure.
-//! - [`kubelet`]: our kubelet, which runs each Pod's containers as local processes.
+//! - [`kubelet`]: our kubelet, which runs each Pod's containers as local processes; `up` runs
+//!   it as one more component (`ferrokv-sandbox kubelet`), and it serves container logs to the
+//!   apiserver for `kubectl logs`.
 //!
 //! Data flows one way: the `ferrokv-sandbox` binary and the harness open a `Sandbox`, which
 //! writes its PKI and kubeconfigs, starts its components through `daemon`, and hands out

@@ -46,8 +46,9 @@ pub struct Pki {
 
 impl Pki {
     /// The PKI under `dir`, generating whatever is missing. `server_ips` are extra addresses the
-    /// apiserver is reached at (loopback is always included).
-    pub fn ensure(dir: &Path, server_ips: &[IpAddr]) -> Result<Self, PkiError> {
+    /// apiserver is reached at (loopback is always included); `kubelet_ips` those of the
+    /// kubelet's API.
+    pub fn ensure(dir: &Path, server_ips: &[IpAddr], kubelet_ips: &[IpAddr]) -> Result<Self, PkiError> {
         fs::create_dir_all(dir).map_err(|source| PkiError::Write {
             path: dir.to_path_buf(),
             source,
@@ -66,22 +67,14 @@ impl Pki {
             KUBERNETES_SERVICE_IP.to_string(),
         ];
         sans.extend(server_ips.iter().map(IpAddr::to_string));
-        sans.dedup();
-        // The names are recorded beside the certificate, so a sandbox made by
-        // an older version (fewer names) gets a new serving certificate.
-        let sans_file = dir.join("apiserver.sans");
-        let wanted = sans.join("\n");
-        let recorded = fs::read_to_string(&sans_file).unwrap_or_default();
-        if !pki.apiserver().cert.exists() || recorded != wanted {
-            pki.issue(
-                "apiserver",
-                "kube-apiserver",
-                &[],
-                sans,
-                ExtendedKeyUsagePurpose::ServerAuth,
-            )?;
-            write(&sans_file, &wanted)?;
-        }
+        pki.ensure_serving("apiserver", "kube-apiserver", sans)?;
+        // The kubelet's API (container logs) is served at the Node's InternalIP, the Pod
+        // bridge's gateway, which is where the apiserver connects and what it verifies.
+        pki.ensure_serving(
+            "kubelet",
+            "sandbox-kubelet",
+            kubelet_ips.iter().map(IpAddr::to_string).collect(),
+        )?;
         if !pki.admin().cert.exists() {
             // system:masters bypasses RBAC: the admin is the sandbox's operator, not a test subject.
             pki.issue_client("admin", "sandbox-admin", &["system:masters"])?;
@@ -90,7 +83,8 @@ impl Pki {
             pki.issue_client("controller-manager", "system:kube-controller-manager", &[])?;
         }
         if !pki.apiserver_kubelet_client().cert.exists() {
-            // What the apiserver presents to a kubelet's API (logs, exec), should our kubelet serve one.
+            // What the apiserver presents to the kubelet's API (container logs); the kubelet
+            // accepts any client certificate of the sandbox CA.
             pki.issue_client(
                 "apiserver-kubelet-client",
                 "kube-apiserver-kubelet-client",
@@ -129,6 +123,11 @@ impl Pki {
         self.files("controller-manager")
     }
 
+    /// The serving certificate of the kubelet's API.
+    pub fn kubelet(&self) -> CertFiles {
+        self.files("kubelet")
+    }
+
     pub fn apiserver_kubelet_client(&self) -> CertFiles {
         self.files("apiserver-kubelet-client")
     }
@@ -162,6 +161,20 @@ impl Pki {
             Vec::new(),
             ExtendedKeyUsagePurpose::ClientAuth,
         )
+    }
+
+    /// A serving certificate `name` for `sans`. The names are recorded beside it
+    /// (`<name>.sans`), so that a sandbox made by an older version (other names) gets a new one.
+    fn ensure_serving(&self, name: &str, common_name: &str, mut sans: Vec<String>) -> Result<(), PkiError> {
+        sans.dedup();
+        let sans_file = self.dir.join(format!("{name}.sans"));
+        let wanted = sans.join("\n");
+        let recorded = fs::read_to_string(&sans_file).unwrap_or_default();
+        if !self.files(name).cert.exists() || recorded != wanted {
+            self.issue(name, common_name, &[], sans, ExtendedKeyUsagePurpose::ServerAuth)?;
+            write(&sans_file, &wanted)?;
+        }
+        Ok(())
     }
 
     fn files(&self, name: &str) -> CertFiles {

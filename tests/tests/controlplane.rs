@@ -1,6 +1,7 @@
-//! The sandbox's control plane, proven without a kubelet: TLS and authentication, real RBAC for
-//! ServiceAccounts, controllers that act (Deployment → ReplicaSet → Pods), helm, the S3 endpoint
-//! with SigV4, and Prometheus discovering Pods through the apiserver.
+//! The sandbox's control plane: TLS and authentication, real RBAC for ServiceAccounts,
+//! controllers that act (Deployment → ReplicaSet → Pods), helm, the S3 endpoint with SigV4,
+//! Prometheus discovering Pods through the apiserver, and `up` itself (a no-op when healthy, a
+//! dead kubelet restarted). Pods run by the kubelet are `tests/kubelet.rs`'s.
 //!
 //! These need the binaries of `scripts/sandbox-bootstrap.sh`; without them they fail with a
 //! message naming the script. They share one sandbox (started on first use, left running; stop
@@ -298,9 +299,9 @@ async fn s3_endpoint_stores_objects_for_signed_requests_only() -> anyhow::Result
 #[tokio::test]
 async fn prometheus_scrapes_an_annotated_pod_it_discovers_through_the_apiserver() -> anyhow::Result<()> {
     let t = test_ns("prom").await?;
-    // The Pod's metrics endpoint. No kubelet runs Pods here yet, so the test serves it and
-    // writes the Pod's IP into its status as a kubelet would; the Pod names a node that does not
-    // exist so that no kubelet ever claims it.
+    // The Pod's metrics endpoint: the test serves it itself and writes the Pod's IP into its
+    // status as a kubelet would; the Pod names a node that does not exist so that the sandbox's
+    // kubelet never claims it (the kubelet tests cover Pods it runs).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let server = tokio::spawn(async move {
@@ -355,6 +356,62 @@ spec:
         "{sample}"
     );
     server.abort();
+    // No kubelet runs on `no-such-node` to confirm the Pod's termination: without a forced
+    // delete it, and so the namespace, would stay Terminating forever.
+    t.api::<Pod>()
+        .delete(
+            "scraped",
+            &kube::api::DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await?;
     t.cleanup().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn up_is_a_no_op_when_healthy_and_restarts_a_dead_kubelet() -> anyhow::Result<()> {
+    use ferrokv_tests::controlplane::Component;
+    let sandbox = shared_sandbox(Path::new(SANDBOX_EXE)).await?;
+    let exe = Path::new(SANDBOX_EXE);
+    // Under the harness's lock, as every `up` of a test run.
+    let lock = std::fs::File::create(sandbox.dir().join("up.lock"))?;
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e)?;
+
+    let again = sandbox.up(exe).await?;
+    assert!(
+        again.started.is_empty(),
+        "a healthy sandbox restarted {:?}",
+        again.started
+    );
+    println!("warm up (nothing to start): {:.1}s", again.elapsed.as_secs_f64());
+
+    // A kubelet that died (SIGKILL: no chance to clean up) is started again, and its Node is
+    // Ready with a fresh heartbeat before `up` returns.
+    let pid = sandbox
+        .running(Component::Kubelet)
+        .context("the kubelet does not run")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while sandbox.running(Component::Kubelet).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed kubelet is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let restarted = sandbox.up(exe).await?;
+    assert_eq!(restarted.started, vec!["kubelet"]);
+    println!(
+        "up with a dead kubelet: {:.1}s (node Ready at {:.1}s)",
+        restarted.elapsed.as_secs_f64(),
+        restarted.kubelet_ready.as_secs_f64()
+    );
+    drop(lock);
     Ok(())
 }

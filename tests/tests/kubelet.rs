@@ -1,13 +1,11 @@
 //! The sandbox kubelet against a real kube-apiserver and kube-controller-manager.
 //!
-//! One control plane and one kubelet serve every scenario; each scenario works in a namespace of
-//! its own and they run concurrently, so the whole file costs one control-plane start. The
-//! kubelet gets a bridge and subnet of its own (`fkvkt0`, 10.246.0.0/16) so it cannot collide
-//! with a sandbox started by `ferrokv-sandbox up` on the same machine.
-//!
-//! The control plane: the harness's shared sandbox, or the cluster of `FERROKV_KUBECONFIG`. With
-//! `FERROKV_KUBELET_DIR` (the `--dir` of that sandbox's kubelet) the sandbox's own kubelet runs the
-//! Pods; without it the test starts a kubelet of its own, which must then be the only one.
+//! The kubelet is the shared sandbox's own (`ferrokv-sandbox up` runs it as a daemon; the
+//! harness starts the sandbox if needed), the one a user of the sandbox has: one kubelet per
+//! sandbox. Its Pods run the workspace binaries of the `ferrokv-sandbox` binary's directory
+//! (here this build's `sandbox-testimg`). Each scenario works in a namespace of its own and they
+//! run concurrently. Fault injection goes through the kubelet's per-Pod records in its
+//! directory (`<sandbox>/kubelet/run`), so it works from this process.
 //!
 //! Container mount paths are under `/var/lib/sandbox-test`: the kubelet runs processes on the
 //! host's filesystem, so mount points it has to create are left there as empty directories.
@@ -16,9 +14,8 @@
 //! - `statefulset`: 3 replicas of the test image become Ready with distinct IPs, reach each
 //!   other from inside their network namespaces by IP and by their headless-Service DNS names,
 //!   and have their own hostname; a ClusterIP Service reaches them from the host and from a Pod
-//!   (by IP and by name);
-//!   a Pod deleted is
-//!   recreated by the StatefulSet controller and finds the data it wrote in its PVC.
+//!   (by IP and by name); a Pod deleted is recreated by the StatefulSet controller and finds the
+//!   data it wrote in its PVC.
 //! - `job`: a Job whose init container writes into an emptyDir and whose container reads it
 //!   runs to completion (`Succeeded`, Job `succeeded: 1`), its output in the log file; a Job
 //!   whose container exits 3 under `Never` fails with exit code 3.
@@ -32,13 +29,15 @@
 //!   container that ignores it once the grace period is over; then the Pod object goes away.
 //! - `config`: env from Secret / ConfigMap / downward API and `$(VAR)` expansion, ConfigMap,
 //!   Secret and downward-API volumes, as seen by the process.
+//! - `logs`: `kubectl logs` (apiserver → the kubelet's HTTPS API) shows a container's output,
+//!   `--tail` its last lines, and after a crash restart `--previous` the previous run's output.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferrokv_tests::kubelet::{ImageMap, Kubelet, KubeletConfig, NetworkConfig};
+use ferrokv_tests::controlplane::Sandbox;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service};
@@ -49,14 +48,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IMAGE: &str = "ferrokv/sandbox-testimg:dev";
 
-fn kubelet_config(sandbox_dir: PathBuf, apiserver: std::net::SocketAddr) -> KubeletConfig {
-    let images = ImageMap::new().with("ferrokv/sandbox-testimg", env!("CARGO_BIN_EXE_sandbox-testimg"));
-    let mut config = KubeletConfig::new(sandbox_dir, images);
-    config.apiserver = Some(apiserver);
-    config.network = NetworkConfig::e2e_tests();
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubelet_scenarios() -> Result<()> {
     let _ = tracing_subscriber::fmt()
@@ -64,23 +55,14 @@ async fn kubelet_scenarios() -> Result<()> {
         .with_test_writer()
         .try_init();
     let started = Instant::now();
-    let cp = control_plane::start().await?;
-    println!("control plane up in {:?}", started.elapsed());
-    // A sandbox whose kubelet already runs (`ferrokv-sandbox up`) is used as it is: its
-    // kubelet dir gives the fault records and logs. Otherwise the test runs its own kubelet.
-    let (kubelet, sandbox_dir) = match std::env::var_os("FERROKV_KUBELET_DIR") {
-        Some(dir) => (None, PathBuf::from(dir)),
-        None => {
-            let dir = cp.dir().join("kubelet");
-            let config = kubelet_config(dir.clone(), apiserver_addr(&cp.kubeconfig())?);
-            (Some(Kubelet::start(&cp.kubeconfig(), config).await?), dir)
-        }
-    };
-    let client = ferrokv_tests::kubelet::client_from_kubeconfig(&cp.kubeconfig()).await?;
+    let sandbox = ferrokv_tests::harness::shared_sandbox(Path::new(env!("CARGO_BIN_EXE_ferrokv-sandbox"))).await?;
+    println!("sandbox (with its kubelet) up in {:?}", started.elapsed());
+    let client = sandbox.admin_client().await?;
     let env = Env {
         client,
-        faults: ferrokv_tests::kubelet::Faults::new(&sandbox_dir),
-        sandbox_dir,
+        faults: sandbox.faults(),
+        sandbox_dir: sandbox.kubelet_dir(),
+        sandbox,
     };
     wait_for("node Ready", Duration::from_secs(60), || async {
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
@@ -105,9 +87,10 @@ async fn kubelet_scenarios() -> Result<()> {
         "config",
         "apiaccess",
         "termination",
+        "logs",
     ]
     .map(ns);
-    let (a, b, c, d, e, f, g) = tokio::join!(
+    let (a, b, c, d, e, f, g, h) = tokio::join!(
         run(&names[0], &env, statefulset(&env, &names[0])),
         run(&names[1], &env, job(&env, &names[1])),
         run(&names[2], &env, crash(&env, &names[2])),
@@ -115,11 +98,9 @@ async fn kubelet_scenarios() -> Result<()> {
         run(&names[4], &env, config(&env, &names[4])),
         run(&names[5], &env, api_access(&env, &names[5])),
         run(&names[6], &env, termination(&env, &names[6])),
+        run(&names[7], &env, logs(&env, &names[7])),
     );
-    let scenarios = [a, b, c, d, e, f, g];
-    if let Some(kubelet) = kubelet {
-        kubelet.shutdown().await?;
-    }
+    let scenarios = [a, b, c, d, e, f, g, h];
     let failures: Vec<String> = scenarios
         .into_iter()
         .filter_map(Result::err)
@@ -129,16 +110,15 @@ async fn kubelet_scenarios() -> Result<()> {
         bail!("{} scenario(s) failed:\n{}", failures.len(), failures.join("\n\n"));
     }
     println!("all scenarios passed in {:?}", started.elapsed());
-    if std::env::var_os("FERROKV_KUBELET_DIR").is_none() {
-        let _ = std::fs::remove_dir_all(&env.sandbox_dir);
-    }
     Ok(())
 }
 
 struct Env {
     client: Client,
     faults: ferrokv_tests::kubelet::Faults,
+    /// The sandbox kubelet's directory (volumes, logs, records).
     sandbox_dir: PathBuf,
+    sandbox: Sandbox,
 }
 
 /// Runs a scenario in a fresh namespace named after it; on failure, dumps the namespace's Pods
@@ -695,60 +675,6 @@ async fn config(env: &Env, ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// The control plane of this test run.
-mod control_plane {
-    use std::path::{Path, PathBuf};
-
-    pub struct ControlPlane {
-        kubeconfig: PathBuf,
-        dir: PathBuf,
-    }
-
-    impl ControlPlane {
-        pub fn dir(&self) -> &Path {
-            &self.dir
-        }
-
-        pub fn kubeconfig(&self) -> PathBuf {
-            self.kubeconfig.clone()
-        }
-    }
-
-    /// `FERROKV_KUBECONFIG` names a running cluster; otherwise the harness's shared sandbox is
-    /// used (started if needed, left running for the next test run).
-    pub async fn start() -> anyhow::Result<ControlPlane> {
-        let dir = std::env::temp_dir().join(format!("ferrokv-kubelet-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let kubeconfig = match std::env::var_os("FERROKV_KUBECONFIG") {
-            Some(path) => PathBuf::from(path),
-            None => {
-                let exe = Path::new(env!("CARGO_BIN_EXE_ferrokv-sandbox"));
-                ferrokv_tests::harness::shared_sandbox(exe).await?.admin_kubeconfig()
-            }
-        };
-        Ok(ControlPlane { kubeconfig, dir })
-    }
-}
-
-/// The apiserver's address from a kubeconfig's current cluster (an IP URL, as the sandbox writes).
-fn apiserver_addr(kubeconfig: &std::path::Path) -> Result<std::net::SocketAddr> {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let server = config
-        .clusters
-        .iter()
-        .find_map(|c| c.cluster.as_ref()?.server.clone())
-        .context("kubeconfig without a cluster server")?;
-    let authority = server
-        .trim_start_matches("https://")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    authority
-        .parse()
-        .with_context(|| format!("apiserver address {authority:?} is not IP:port"))
-}
-
 async fn api_access(env: &Env, ns: &str) -> Result<()> {
     create_namespace(env, ns).await?;
     // Plain shell variables ($SA), not Kubernetes' $(VAR) references, are left to the shell.
@@ -835,5 +761,78 @@ async fn termination(env: &Env, ns: &str) -> Result<()> {
         bail!("preStop hook wrote {hook:?}");
     }
     println!("termination: a SIGTERM-ignoring pod was gone {took:?} after deletion (grace {grace} s)");
+    let _ = std::fs::remove_dir_all(&hook_dir);
+    Ok(())
+}
+
+/// `kubectl logs` as the sandbox admin; `Err` with kubectl's stderr when it fails.
+fn kubectl_logs(env: &Env, ns: &str, args: &[&str]) -> Result<String> {
+    let output = std::process::Command::new(env.sandbox.binary("kubectl")?)
+        .env("KUBECONFIG", env.sandbox.admin_kubeconfig())
+        .args(["--namespace", ns, "logs"])
+        .args(args)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "kubectl logs {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+async fn logs(env: &Env, ns: &str) -> Result<()> {
+    create_namespace(env, ns).await?;
+    // Each run counts itself in an emptyDir (which outlives container restarts) and prints two
+    // lines naming its run; the first run then fails, the second stays up.
+    let script = "f=/var/lib/sandbox-test/count/n; n=$(( $(cat $f 2>/dev/null || echo 0) + 1 )); echo $n > $f; \
+        echo \"run $n first line\"; echo \"run $n second line\"; \
+        if [ $n = 1 ]; then exit 1; fi; exec sleep 3600";
+    create::<Pod>(
+        env,
+        ns,
+        json!({
+            "metadata": { "name": "talker" },
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "volumes": [{ "name": "count", "emptyDir": {} }],
+                "containers": [{
+                    "name": "main", "image": IMAGE,
+                    "command": ["bash", "-c", script],
+                    "volumeMounts": [{ "name": "count", "mountPath": "/var/lib/sandbox-test/count" }],
+                }],
+            },
+        }),
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    wait_for("talker restarted once and running", Duration::from_secs(60), || async {
+        let pod = pods.get("talker").await.ok()?;
+        let status = pod.status?.container_statuses?.into_iter().next()?;
+        (status.restart_count >= 1 && status.state?.running.is_some()).then_some(())
+    })
+    .await?;
+    // The second run's lines are written right after it starts: poll until they are there.
+    let current = wait_for(
+        "kubectl logs to show the second run",
+        Duration::from_secs(30),
+        || async {
+            kubectl_logs(env, ns, &["talker"])
+                .ok()
+                .filter(|out| out.contains("run 2 second line"))
+        },
+    )
+    .await?;
+    if current != "run 2 first line\nrun 2 second line\n" {
+        bail!("kubectl logs talker: {current:?}");
+    }
+    let previous = kubectl_logs(env, ns, &["talker", "-c", "main", "--previous"])?;
+    if previous != "run 1 first line\nrun 1 second line\n" {
+        bail!("kubectl logs --previous talker: {previous:?}");
+    }
+    let tail = kubectl_logs(env, ns, &["talker", "--tail=1"])?;
+    if tail != "run 2 second line\n" {
+        bail!("kubectl logs --tail=1 talker: {tail:?}");
+    }
     Ok(())
 }

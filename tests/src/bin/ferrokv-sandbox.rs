@@ -1,7 +1,7 @@
 //! `ferrokv-sandbox`: start, stop and describe the local Kubernetes sandbox (issue 5).
 //!
-//! `up` starts etcd, kube-apiserver, kube-controller-manager, the S3 endpoint and Prometheus in
-//! the background and returns once all are ready; `down` stops them by PID; `env` prints what a
+//! `up` starts etcd, kube-apiserver, kube-controller-manager, the S3 endpoint, Prometheus and
+//! our kubelet in the background and returns once all are ready (the kubelet's Node Ready); `down` stops them by PID; `env` prints what a
 //! shell needs to use them (`eval "$(ferrokv-sandbox env)"`).
 
 use std::net::SocketAddr;
@@ -27,8 +27,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start whatever is not running and wait until everything is ready.
-    Up,
+    /// Start whatever is not running (restart what runs with an outdated configuration) and
+    /// wait until everything is ready, the kubelet's Node included.
+    Up {
+        /// Directory of the workspace binaries Pods run (`ferrokv-node`, `ferrokv-operator`,
+        /// `sandbox-testimg`). Default: $FERROKV_BIN_DIR or this binary's own directory.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// Stop every sandbox process (by PID). State is kept for the next `up`.
     Down,
     /// Show which components run, with their PIDs and addresses.
@@ -51,6 +57,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the sandbox kubelet in the foreground (what `up` runs in the background).
+    Kubelet(ferrokv_tests::kubelet::cli::KubeletArgs),
     /// Serve the sandbox's S3 endpoint in the foreground (what `up` runs in the background).
     S3Serve {
         #[arg(long)]
@@ -91,8 +99,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Ok(Sandbox::open(&dir)?)
     };
     match &cli.command {
-        Command::Up => {
-            let sandbox = open()?;
+        Command::Up { bin_dir } => {
+            let mut sandbox = open()?;
+            if let Some(dir) = bin_dir {
+                sandbox = sandbox.with_pod_bin_dir(dir.clone());
+            }
             let exe = std::env::current_exe().context("locating ferrokv-sandbox itself")?;
             let report = sandbox.up(&exe).await?;
             if report.started.is_empty() {
@@ -102,14 +113,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 eprintln!(
-                    "ferrokv-sandbox: up in {:.1}s (apiserver ready at {:.1}s, controller-manager at {:.1}s); started {}",
+                    "ferrokv-sandbox: up in {:.1}s (apiserver ready at {:.1}s, controller-manager at {:.1}s, \
+                     kubelet's node at {:.1}s); started {}",
                     report.elapsed.as_secs_f64(),
                     report.apiserver_ready.as_secs_f64(),
                     report.controller_manager_ready.as_secs_f64(),
+                    report.kubelet_ready.as_secs_f64(),
                     report.started.join(", ")
                 );
+                if !report.restarted.is_empty() {
+                    eprintln!(
+                        "ferrokv-sandbox: restarted because their configuration changed: {}",
+                        report.restarted.join(", ")
+                    );
+                }
             }
-            eprintln!("ferrokv-sandbox: the kubelet is not started by this version (no Pod will run)");
             eprintln!("ferrokv-sandbox: eval \"$(ferrokv-sandbox env)\" to use it");
         }
         Command::Down => {
@@ -135,6 +153,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "kube-controller-manager" => format!("https://127.0.0.1:{}", ports.controller_manager),
                     "s3" => sandbox.s3_endpoint(),
                     "prometheus-sd" => sandbox.prometheus_targets().display().to_string(),
+                    "kubelet" => format!(
+                        "{} (pods on {} {}/{})",
+                        sandbox.kubelet_url(),
+                        sandbox.state().pod_network.bridge,
+                        sandbox.state().pod_network.subnet,
+                        sandbox.state().pod_network.prefix_len
+                    ),
                     _ => sandbox.prometheus_url(),
                 };
                 match pid {
@@ -142,7 +167,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     None => println!("{name:<24} stopped"),
                 }
             }
-            println!("{:<24} not part of this version", "kubelet");
         }
         Command::Env => {
             for (key, value) in open()?.env() {
@@ -161,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = controlplane::client_from_kubeconfig(kubeconfig).await?;
             ferrokv_tests::prometheus_sd::run(client, out).await
         }
+        Command::Kubelet(args) => ferrokv_tests::kubelet::cli::run(args.clone()).await?,
         Command::S3Serve {
             root,
             listen,

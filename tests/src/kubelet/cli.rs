@@ -8,7 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Error, ImageMap, KubeletConfig, NetworkConfig};
+use super::logs::TlsFiles;
+use super::{Error, ImageMap, KubeletApi, KubeletConfig, NetworkConfig};
 
 /// Run the sandbox kubelet: a Node whose Pods are local processes.
 #[derive(Clone, Debug, clap::Args)]
@@ -44,6 +45,17 @@ pub struct KubeletArgs {
     /// Port of the forwarded apiserver on the gateway.
     #[arg(long, default_value_t = 6443)]
     pub apiserver_pod_port: u16,
+    /// Port of the kubelet's HTTPS API (container logs) on the gateway; needs the three TLS files.
+    #[arg(long, requires_all = ["tls_cert_file", "tls_private_key_file", "client_ca_file"])]
+    pub port: Option<u16>,
+    /// Serving certificate of the kubelet's API (must name the gateway IP).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA whose client certificates (the apiserver's) the kubelet's API accepts.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
     /// First restart backoff of a failed container, in milliseconds (doubles up to 30 s).
     #[arg(long, default_value_t = 1000)]
     pub restart_backoff_ms: u64,
@@ -62,6 +74,22 @@ impl KubeletArgs {
         config.apiserver = self.apiserver;
         config.apiserver_pod_port = self.apiserver_pod_port;
         config.restart_backoff = Duration::from_millis(self.restart_backoff_ms);
+        config.api = match (
+            self.port,
+            &self.tls_cert_file,
+            &self.tls_private_key_file,
+            &self.client_ca_file,
+        ) {
+            (Some(port), Some(cert), Some(key), Some(client_ca)) => Some(KubeletApi {
+                port,
+                tls: TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: client_ca.clone(),
+                },
+            }),
+            _ => None,
+        };
         config
     }
 }
@@ -101,5 +129,36 @@ mod tests {
         assert_eq!(config.apiserver, Some("127.0.0.1:6443".parse().unwrap()));
         assert!(config.images.lookup("ferrokv/node:1").is_some());
         assert_eq!(config.sandbox_dir, PathBuf::from("/s"));
+        assert_eq!(config.api, None);
+    }
+
+    #[test]
+    fn the_api_needs_its_certificates() {
+        let base = [
+            "x",
+            "--kubeconfig",
+            "/k",
+            "--dir",
+            "/s",
+            "--bin-dir",
+            "/b",
+            "--port",
+            "10250",
+        ];
+        assert!(Cli::try_parse_from(base).is_err());
+        let full = [
+            &base[..],
+            &[
+                "--tls-cert-file",
+                "/c",
+                "--tls-private-key-file",
+                "/k",
+                "--client-ca-file",
+                "/ca",
+            ][..],
+        ]
+        .concat();
+        let config = Cli::parse_from(full).kubelet.config();
+        assert_eq!(config.api.map(|a| a.port), Some(10250));
     }
 }

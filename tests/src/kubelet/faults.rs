@@ -1,10 +1,10 @@
 //! Fault injection into sandbox Pods: crash, freeze, cut off the network.
 //!
-//! The kubelet keeps one record file per live Pod (`<sandbox>/run/<namespace>_<name>.json`:
+//! The kubelet keeps one record file per live Pod (`<kubelet dir>/run/<namespace>_<name>.json`:
 //! its network and the PID of each running container), rewritten whenever a container starts.
-//! [`Faults`] reads those records, so a test can inject faults whether the kubelet runs in its
-//! own process (`ferrokv-sandbox up`) or in the test's: the faults are real signals and real
-//! link state, which the kubelet then notices the way a kubelet would (a process that died, a
+//! [`Faults`] reads those records, so a test injects faults from its own process into the Pods
+//! of the sandbox's kubelet (a process `ferrokv-sandbox up` started): the faults are real
+//! signals and real link state, which the kubelet then notices the way a kubelet would (a process that died, a
 //! probe that fails).
 
 use std::collections::BTreeMap;

@@ -28,6 +28,7 @@
 //!   `kubernetes` Service is to in-cluster clients (there is no kube-proxy here).
 //! - [`services`]: ClusterIP Services, proxied in userspace from the host bridge to ready
 //!   endpoints (there is no kube-proxy).
+//! - [`logs`]: the kubelet's HTTPS API, serving container logs to the apiserver (`kubectl logs`).
 //! - [`cli`]: the arguments of a `ferrokv-sandbox kubelet` process.
 //!
 //! Everything needs root (network and mount namespaces), which the sandbox machines have.
@@ -38,6 +39,7 @@ pub mod container;
 pub mod env;
 pub mod faults;
 pub mod images;
+pub mod logs;
 pub mod mounts;
 pub mod netns;
 pub mod node;
@@ -90,6 +92,10 @@ pub enum Error {
     },
     #[error("api forwarder failed: {0}")]
     ApiProxy(#[source] std::io::Error),
+    #[error("kubelet api failed: {0}")]
+    KubeletApi(#[source] std::io::Error),
+    #[error(transparent)]
+    KubeletApiTls(#[from] logs::Error),
     #[error("node registration failed: {0}")]
     Node(#[from] node::Error),
     #[error("a kubelet task ended: {0}")]
@@ -122,6 +128,16 @@ pub struct KubeletConfig {
     /// SANs, or in-cluster clients reject it.
     pub apiserver: Option<SocketAddr>,
     pub apiserver_pod_port: u16,
+    /// The kubelet's HTTPS API (container logs) on the gateway; `None`: not served, and the Node
+    /// advertises port 0, so the apiserver does not try.
+    pub api: Option<KubeletApi>,
+}
+
+/// Where and with which certificates the kubelet's API is served.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubeletApi {
+    pub port: u16,
+    pub tls: logs::TlsFiles,
 }
 
 impl KubeletConfig {
@@ -138,6 +154,7 @@ impl KubeletConfig {
             restart_backoff_max: Duration::from_secs(30),
             apiserver: None,
             apiserver_pod_port: 6443,
+            api: None,
         }
     }
 
@@ -170,115 +187,91 @@ pub(crate) struct Ctx {
     pub started_at: k8s_openapi::jiff::Timestamp,
 }
 
-/// A running kubelet. Dropping it does not stop it; call [`Kubelet::shutdown`].
-pub struct Kubelet {
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), Error>>,
-    sandbox_dir: PathBuf,
-}
-
-impl Kubelet {
-    /// Runs a kubelet until `cancel` fires or one of its loops fails for good.
-    ///
-    /// On cancellation every Pod's processes are stopped (SIGTERM, then SIGKILL after their
-    /// grace period) and their network namespaces removed, so nothing outlives the sandbox.
-    pub async fn run(client: kube::Client, config: KubeletConfig, cancel: CancellationToken) -> Result<(), Error> {
-        for dir in [
-            config.pods_dir(),
-            config.volumes_dir(),
-            config.logs_dir(),
-            config.records_dir(),
-        ] {
-            std::fs::create_dir_all(&dir).map_err(|source| Error::SandboxDir {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        let network = netns::Network::setup(config.network.clone()).await?;
-        let ctx = Arc::new(Ctx {
-            client,
-            config,
-            network,
-            hosts: Default::default(),
-            started_at: k8s_openapi::jiff::Timestamp::now(),
-        });
-        // The apiserver may still be starting (a sandbox starts everything at once): retry the
-        // first writes for a while before giving up.
-        let deadline = std::time::Instant::now() + STARTUP_RETRY;
-        loop {
-            let attempt = async {
-                node::register(&ctx).await?;
-                volumes::ensure_storage_class(&ctx).await
-            };
-            match attempt.await {
-                Ok(()) => break,
-                Err(err) if std::time::Instant::now() < deadline && !cancel.is_cancelled() => {
-                    tracing::info!(%err, "apiserver not ready for the kubelet yet, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(err) => {
-                    ctx.network.teardown().await;
-                    return Err(err);
-                }
+/// Runs a kubelet until `cancel` fires or one of its loops fails for good.
+///
+/// On cancellation every Pod's processes are stopped (SIGTERM, then SIGKILL after their
+/// grace period) and their network namespaces removed, so nothing outlives the sandbox.
+pub async fn run(client: kube::Client, config: KubeletConfig, cancel: CancellationToken) -> Result<(), Error> {
+    for dir in [
+        config.pods_dir(),
+        config.volumes_dir(),
+        config.logs_dir(),
+        config.records_dir(),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(|source| Error::SandboxDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    // A broken certificate fails the start before anything is set up.
+    let api_tls = config.api.as_ref().map(|api| logs::tls_config(&api.tls)).transpose()?;
+    let network = netns::Network::setup(config.network.clone()).await?;
+    let ctx = Arc::new(Ctx {
+        client,
+        config,
+        network,
+        hosts: Default::default(),
+        started_at: k8s_openapi::jiff::Timestamp::now(),
+    });
+    // The apiserver may still be starting (a sandbox starts everything at once): retry the
+    // first writes for a while before giving up.
+    let deadline = std::time::Instant::now() + STARTUP_RETRY;
+    loop {
+        let attempt = async {
+            node::register(&ctx).await?;
+            volumes::ensure_storage_class(&ctx).await
+        };
+        match attempt.await {
+            Ok(()) => break,
+            Err(err) if std::time::Instant::now() < deadline && !cancel.is_cancelled() => {
+                tracing::info!(%err, "apiserver not ready for the kubelet yet, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => {
+                ctx.network.teardown().await;
+                return Err(err);
             }
         }
-
-        let mut tasks = tokio::task::JoinSet::new();
-        if let Some(target) = ctx.config.apiserver {
-            let listen = SocketAddr::new(ctx.network.gateway().into(), ctx.config.apiserver_pod_port);
-            let listener = tokio::net::TcpListener::bind(listen).await.map_err(Error::ApiProxy)?;
-            tasks.spawn(apiproxy::serve(listener, target, cancel.clone()));
-        }
-        tasks.spawn(node::heartbeat(ctx.clone(), cancel.clone()));
-        tasks.spawn(scheduler::run(ctx.clone(), cancel.clone()));
-        tasks.spawn(volumes::run(ctx.clone(), cancel.clone()));
-        tasks.spawn(pods::run(ctx.clone(), cancel.clone()));
-        tasks.spawn(services::run(ctx.clone(), cancel.clone()));
-
-        // The first task to end decides: a clean end means cancellation, anything else is a
-        // failure that would leave the node half-working, so everything stops.
-        let first = tasks.join_next().await;
-        cancel.cancel();
-        // Pods get their grace periods; past this bound whatever is left is aborted, which
-        // drops (and so SIGKILLs) any container process still running.
-        let drained = tokio::time::timeout(SHUTDOWN_BOUND, async { while tasks.join_next().await.is_some() {} });
-        if drained.await.is_err() {
-            tracing::warn!("kubelet tasks did not stop in time, aborting them");
-            tasks.shutdown().await;
-        }
-        ctx.network.teardown().await;
-        match first {
-            Some(Ok(result)) => result,
-            Some(Err(join)) => Err(Error::Task(join.to_string())),
-            None => Ok(()),
-        }
     }
 
-    /// Starts a kubelet as a tokio task with the client of `kubeconfig`.
-    pub async fn start(kubeconfig: &std::path::Path, config: KubeletConfig) -> Result<Self, Error> {
-        let client = client_from_kubeconfig(kubeconfig).await?;
-        let cancel = CancellationToken::new();
-        let sandbox_dir = config.sandbox_dir.clone();
-        let task = tokio::spawn(Self::run(client, config, cancel.clone()));
-        Ok(Self {
-            cancel,
-            task,
-            sandbox_dir,
-        })
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(target) = ctx.config.apiserver {
+        let listen = SocketAddr::new(ctx.network.gateway().into(), ctx.config.apiserver_pod_port);
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(Error::ApiProxy)?;
+        tasks.spawn(apiproxy::serve(listener, target, cancel.clone()));
     }
-
-    /// Fault injection into this kubelet's Pods.
-    pub fn faults(&self) -> Faults {
-        Faults::new(&self.sandbox_dir)
+    if let (Some(api), Some(tls)) = (&ctx.config.api, api_tls) {
+        let listen = SocketAddr::new(ctx.network.gateway().into(), api.port);
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(Error::KubeletApi)?;
+        tasks.spawn(logs::serve(
+            listener,
+            tls,
+            ctx.config.sandbox_dir.clone(),
+            cancel.clone(),
+        ));
     }
+    tasks.spawn(node::heartbeat(ctx.clone(), cancel.clone()));
+    tasks.spawn(scheduler::run(ctx.clone(), cancel.clone()));
+    tasks.spawn(volumes::run(ctx.clone(), cancel.clone()));
+    tasks.spawn(pods::run(ctx.clone(), cancel.clone()));
+    tasks.spawn(services::run(ctx.clone(), cancel.clone()));
 
-    /// Stops every Pod process and the kubelet's loops, and waits for them.
-    pub async fn shutdown(self) -> Result<(), Error> {
-        self.cancel.cancel();
-        match self.task.await {
-            Ok(result) => result,
-            Err(join) => Err(Error::Task(join.to_string())),
-        }
+    // The first task to end decides: a clean end means cancellation, anything else is a
+    // failure that would leave the node half-working, so everything stops.
+    let first = tasks.join_next().await;
+    cancel.cancel();
+    // Pods get their grace periods; past this bound whatever is left is aborted, which
+    // drops (and so SIGKILLs) any container process still running.
+    let drained = tokio::time::timeout(SHUTDOWN_BOUND, async { while tasks.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        tracing::warn!("kubelet tasks did not stop in time, aborting them");
+        tasks.shutdown().await;
+    }
+    ctx.network.teardown().await;
+    match first {
+        Some(Ok(result)) => result,
+        Some(Err(join)) => Err(Error::Task(join.to_string())),
+        None => Ok(()),
     }
 }
 
@@ -297,7 +290,7 @@ pub async fn run_until_signal(kubeconfig: &std::path::Path, config: KubeletConfi
         }
         on_signal.cancel();
     });
-    Kubelet::run(client, config, cancel).await
+    run(client, config, cancel).await
 }
 
 /// A client for the cluster of a kubeconfig file.

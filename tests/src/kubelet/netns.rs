@@ -35,8 +35,8 @@ pub enum Error {
     Config(String),
 }
 
-/// Where Pod networks live.
-#[derive(Clone, Debug, PartialEq)]
+/// Where Pod networks live. Recorded in a sandbox's `state.json`, so it is serializable.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkConfig {
     /// Host bridge every Pod's veth is enslaved to (created if missing, removed on teardown).
     pub bridge: String,
@@ -60,14 +60,20 @@ impl Default for NetworkConfig {
 }
 
 impl NetworkConfig {
-    /// The network of the kubelet the e2e tests start themselves (its own
-    /// bridge and subnet, so it never collides with a sandbox's kubelet).
-    pub fn e2e_tests() -> Self {
+    /// The `index`th (0..=9) Pod network of a machine: 0 is [`NetworkConfig::default`]; others
+    /// get the bridge `fkvbr<index>`, subnet `10.<244+index>.0.0/16` and name prefix
+    /// `fk<index>`, so that several sandboxes (one per developer checkout) run side by side.
+    /// Why not `fkv<index>`: veth names are the prefix plus a hex Pod number, and `fkv1` + `a`
+    /// would be the default network's `fkv` + `1a`. One digit for the same reason.
+    pub fn indexed(index: u8) -> Self {
+        if index == 0 {
+            return Self::default();
+        }
         Self {
-            bridge: "fkvkt0".to_owned(),
-            subnet: Ipv4Addr::new(10, 246, 0, 0),
+            bridge: format!("fkvbr{index}"),
+            subnet: Ipv4Addr::new(10, 244u8.saturating_add(index), 0, 0),
             prefix_len: 16,
-            name_prefix: "fkt".to_owned(),
+            name_prefix: format!("fk{index}"),
         }
     }
 

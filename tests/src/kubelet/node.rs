@@ -107,13 +107,14 @@ async fn patch_status(ctx: &Ctx) -> Result<(), kube::Error> {
                 condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory"),
                 condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                 condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                condition("Ready", "True", "KubeletReady", "ferrokv sandbox kubelet is posting ready status"),
+                condition("Ready", "True", "KubeletReady", &ready_message()),
             ],
             "addresses": [
                 { "type": "InternalIP", "address": ctx.network.gateway().to_string() },
                 { "type": "Hostname", "address": config.node_name },
             ],
-            "daemonEndpoints": { "kubeletEndpoint": { "Port": 0 } },
+            // Where the apiserver finds the kubelet's API (`kubectl logs`), with the InternalIP.
+            "daemonEndpoints": { "kubeletEndpoint": { "Port": config.api.as_ref().map_or(0, |a| a.port) } },
             "nodeInfo": {
                 "machineID": config.node_name,
                 "systemUUID": config.node_name,
@@ -132,6 +133,17 @@ async fn patch_status(ctx: &Ctx) -> Result<(), kube::Error> {
         .patch_status(&config.node_name, &apply(), &Patch::Apply(&status))
         .await
         .map(drop)
+}
+
+/// The Ready condition's message. It names the kubelet's PID, so that `ferrokv-sandbox up` can
+/// tell the Ready status of the kubelet it just started from one an earlier kubelet left (the
+/// timestamps have whole seconds, too coarse for a kubelet restarted within one).
+pub fn ready_message() -> String {
+    ready_message_of(std::process::id())
+}
+
+pub fn ready_message_of(pid: u32) -> String {
+    format!("ferrokv sandbox kubelet (pid {pid}) is posting ready status")
 }
 
 async fn renew_lease(ctx: &Ctx) -> Result<(), kube::Error> {
