@@ -94,6 +94,19 @@ pub struct KvClusterSpec {
 
     /// CPU and memory of each node container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Kubernetes' own schema for these quantities is a bare int-or-string: without the rules
+    // below, `cpu: lots` would be accepted here and refused only later, on the StatefulSet.
+    #[x_kube(validation = Rule::new(
+        "(!has(self.requests) || self.requests.all(k, isQuantity(string(self.requests[k])))) && \
+         (!has(self.limits) || self.limits.all(k, isQuantity(string(self.limits[k]))))")
+        .message("resources: every request and limit must be a quantity such as 500m, 2, 256Mi or 1Gi")
+        .reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new(
+        "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || \
+         !isQuantity(string(self.requests[k])) || !isQuantity(string(self.limits[k])) || \
+         quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)")
+        .message("resources: a request may not exceed its limit")
+        .reason(Reason::FieldValueInvalid))]
     pub resources: Option<ResourceRequirements>,
 
     /// Each node's data volume (snapshot, append-only log, cluster state).
@@ -162,6 +175,9 @@ pub enum PullPolicy {
 pub struct StorageSpec {
     /// Size of each node's volume claim.
     #[serde(default = "default_storage_size")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).sign() > 0")
+        .message("storage.size must be a positive quantity such as 500Mi or 1Gi")
+        .reason(Reason::FieldValueInvalid))]
     pub size: Quantity,
     /// StorageClass of the volume claims; the cluster's default class when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
