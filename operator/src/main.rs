@@ -125,7 +125,8 @@ fn run_blocking(args: RunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "operator failed");
+            let error = format!("{e:#}");
+            tracing::error!(%error, "operator failed");
             ExitCode::FAILURE
         }
     }
@@ -280,4 +281,23 @@ fn default_identity() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "ferrokv-operator".to_string());
     format!("{host}_{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_run_is_the_default() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["ferrokv-operator", "--lease-name", "x"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.lease_name, "x");
+        assert_eq!(cli.run.node_image, format!("ferrokv/node:{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(cli.run.log_format, LogFormat::Json);
+        let cli = Cli::try_parse_from(["ferrokv-operator", "run", "--log-format", "text"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Run(ref a)) if a.log_format == LogFormat::Text));
+        assert!(Cli::try_parse_from(["ferrokv-operator", "--lease-name", "x", "crd"]).is_err());
+    }
 }

@@ -105,22 +105,33 @@ const BAD: &[(&str, &str, &[&str])] = &[
     (
         "storage size not a quantity",
         "  shards: 3\n  storage:\n    size: lots",
-        &["spec.storage.size", "storage.size must be a positive quantity"],
+        &["spec.storage.size: Invalid value: \"lots\"", "should match"],
     ),
     (
         "negative storage size",
         "  shards: 3\n  storage:\n    size: -1Gi",
-        &["spec.storage.size", "storage.size must be a positive quantity"],
+        &["spec.storage.size: Invalid value: \"-1Gi\"", "should match"],
+    ),
+    (
+        "zero storage size",
+        "  shards: 3\n  storage:\n    size: \"0\"",
+        &["spec.storage.size: Invalid value: \"0\"", "should match"],
     ),
     (
         "cpu not a quantity",
         "  shards: 3\n  resources:\n    requests:\n      cpu: lots",
-        &["spec.resources", "every request and limit must be a quantity"],
+        &["spec.resources.requests.cpu: Invalid value: \"lots\"", "should match"],
     ),
     (
-        "request above limit",
-        "  shards: 3\n  resources:\n    requests:\n      memory: 2Gi\n    limits:\n      memory: 1Gi",
-        &["spec.resources", "a request may not exceed its limit"],
+        "memory limit not a quantity",
+        "  shards: 3\n  resources:\n    limits:\n      memory: 1 GB",
+        &["spec.resources.limits.memory: Invalid value: \"1 GB\"", "should match"],
+    ),
+    (
+        // An int-or-string takes no YAML float: a fractional CPU must be quoted or in millicores.
+        "fractional cpu as a YAML number",
+        "  shards: 3\n  resources:\n    requests:\n      cpu: 0.5",
+        &["spec.resources.requests.cpu", "must be of type integer,string"],
     ),
     (
         "unknown anti-affinity",
@@ -147,7 +158,7 @@ async fn newest_rules_served(t: &TestNs) -> anyhow::Result<()> {
         let result = kubectl_apply(t, &probe, true);
         async move {
             match result {
-                Ok((false, out)) if out.contains("storage.size must be a positive quantity") => Ok(Some(())),
+                Ok((false, out)) if out.contains("spec.storage.size: Invalid value") => Ok(Some(())),
                 Ok((_, out)) => Err(format!("probe not refused as expected: {out}")),
                 Err(e) => Err(e.to_string()),
             }
@@ -236,7 +247,7 @@ async fn good_manifests_and_the_examples_are_accepted_with_defaults() -> anyhow:
             "numeric quantities",
             manifest(
                 "numeric",
-                "  shards: 1\n  resources:\n    requests:\n      cpu: 0.5\n      memory: 1000000\n    limits:\n      cpu: 1\n  storage:\n    size: 1073741824",
+                "  shards: 1\n  resources:\n    requests:\n      cpu: \"0.5\"\n      memory: 1000000\n    limits:\n      cpu: 1\n  storage:\n    size: 1073741824",
             ),
         ),
         (

@@ -195,10 +195,16 @@ async fn values_schema_refuses_bad_values() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kubectl auth can-i VERB RESOURCE` as the chart's ServiceAccount.
+/// `kubectl auth can-i VERB RESOURCE` as the chart's ServiceAccount. `RESOURCE` is `TYPE`,
+/// `TYPE/NAME`, or `TYPE#SUBRESOURCE`.
 fn can_i(t: &TestNs, sa: &str, verb: &str, resource: &str, namespace: &str) -> anyhow::Result<bool> {
     let mut cmd = t.kubectl()?;
-    cmd.args(["auth", "can-i", verb, resource])
+    cmd.args(["auth", "can-i", verb]);
+    match resource.split_once('#') {
+        Some((resource, subresource)) => cmd.arg(resource).arg(format!("--subresource={subresource}")),
+        None => cmd.arg(resource),
+    };
+    cmd
         .arg(format!("--as=system:serviceaccount:{}:{sa}", t.name))
         .args(["--namespace", namespace]);
     let output = run_with_stdin(cmd, "")?;
@@ -217,13 +223,13 @@ async fn rbac_grants_what_the_operator_needs_and_nothing_more() -> anyhow::Resul
     let cluster_role = apply_chart_rbac(&t, "op")?;
 
     let sa = "op-ferrokv-operator";
-    let ns = t.name.clone();
+    let ns = t.name.as_str();
     let elsewhere = "default";
     let allowed = [
         ("watch", "kvclusters.ferrokv.io", elsewhere),
         ("patch", "kvclusters.ferrokv.io", elsewhere),
-        ("patch", "kvclusters.ferrokv.io/status", elsewhere),
-        ("update", "kvclusters.ferrokv.io/finalizers", elsewhere),
+        ("patch", "kvclusters.ferrokv.io#status", elsewhere),
+        ("update", "kvclusters.ferrokv.io#finalizers", elsewhere),
         ("create", "statefulsets.apps", elsewhere),
         ("delete", "statefulsets.apps", elsewhere),
         ("deletecollection", "statefulsets.apps", elsewhere),
@@ -236,14 +242,14 @@ async fn rbac_grants_what_the_operator_needs_and_nothing_more() -> anyhow::Resul
         ("patch", "pods", elsewhere),
         ("delete", "pods", elsewhere),
         ("create", "events.events.k8s.io", elsewhere),
-        ("create", "leases.coordination.k8s.io", &ns),
-        ("update", "leases.coordination.k8s.io/op-ferrokv-operator", &ns),
+        ("create", "leases.coordination.k8s.io", ns),
+        ("update", "leases.coordination.k8s.io/op-ferrokv-operator", ns),
     ];
     let denied = [
         ("create", "kvclusters.ferrokv.io", elsewhere),
         ("delete", "kvclusters.ferrokv.io", elsewhere),
         ("create", "pods", elsewhere),
-        ("create", "pods/exec", elsewhere),
+        ("create", "pods#exec", elsewhere),
         ("update", "secrets", elsewhere),
         ("create", "deployments.apps", elsewhere),
         ("create", "persistentvolumes", elsewhere),
@@ -251,10 +257,10 @@ async fn rbac_grants_what_the_operator_needs_and_nothing_more() -> anyhow::Resul
         ("delete", "namespaces", elsewhere),
         ("list", "nodes", elsewhere),
         ("create", "clusterroles.rbac.authorization.k8s.io", elsewhere),
-        ("create", "rolebindings.rbac.authorization.k8s.io", &ns),
+        ("create", "rolebindings.rbac.authorization.k8s.io", ns),
         ("create", "leases.coordination.k8s.io", elsewhere),
-        ("update", "leases.coordination.k8s.io/someone-elses", &ns),
-        ("delete", "leases.coordination.k8s.io/op-ferrokv-operator", &ns),
+        ("update", "leases.coordination.k8s.io/someone-elses", ns),
+        ("delete", "leases.coordination.k8s.io/op-ferrokv-operator", ns),
     ];
     let mut wrong = Vec::new();
     for (verb, resource, namespace) in allowed {

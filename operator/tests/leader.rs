@@ -119,7 +119,7 @@ async fn holder(t: &TestNs) -> anyhow::Result<Option<String>> {
 /// leader; returns how long that took.
 async fn wait_for_leader(t: &TestNs, operators: &[&Operator], expected: Option<&str>, timeout: Duration) -> anyhow::Result<String> {
     let what = format!("one leader among {:?}", operators.iter().map(|o| &o.identity).collect::<Vec<_>>());
-    let leader = wait_for(&what, timeout, || async {
+    let leader = wait_for(&what, timeout, move || async move {
         let Some(holder) = holder(t).await? else {
             return Ok::<_, anyhow::Error>(None);
         };
@@ -231,8 +231,9 @@ async fn scenario(t: &TestNs) -> anyhow::Result<()> {
     // takes over at its next poll.
     let mut old = follower;
     let c = Operator::start(t, &kubeconfig, "operator-c")?;
-    wait_for("operator-c ready as a standby", Duration::from_secs(30), || async {
-        Ok::<_, anyhow::Error>((c.ready().await? && c.leader_metric().await? == 0).then_some(()))
+    let standby = &c;
+    wait_for("operator-c ready as a standby", Duration::from_secs(30), move || async move {
+        Ok::<_, anyhow::Error>((standby.ready().await? && standby.leader_metric().await? == 0).then_some(()))
     })
     .await?;
     let stopped = Instant::now();
