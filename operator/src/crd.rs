@@ -132,8 +132,7 @@ pub struct KvClusterSpec {
 }
 
 /// A Kubernetes quantity (`resource.Quantity`'s own grammar, as controller-gen writes it).
-pub const QUANTITY_PATTERN: &str =
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
 /// `ResourceRequirements` with [`QUANTITY_PATTERN`] on every request and limit.
 fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -81,7 +81,8 @@ pub enum Error {
         what: &'static str,
         namespace: String,
         name: String,
-        source: kube::Error,
+        // Boxed: kube's error is large, and this enum travels through every attempt.
+        source: Box<kube::Error>,
     },
     #[error("lease {0} was written by another candidate since it was read")]
     Conflict(String),
@@ -371,7 +372,7 @@ impl Elector {
             what,
             namespace: self.settings.namespace.clone(),
             name: self.settings.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 }

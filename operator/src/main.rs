@@ -294,7 +294,10 @@ mod tests {
         let cli = Cli::try_parse_from(["ferrokv-operator", "--lease-name", "x"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.run.lease_name, "x");
-        assert_eq!(cli.run.node_image, format!("ferrokv/node:{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            cli.run.node_image,
+            format!("ferrokv/node:{}", env!("CARGO_PKG_VERSION"))
+        );
         assert_eq!(cli.run.log_format, LogFormat::Json);
         let cli = Cli::try_parse_from(["ferrokv-operator", "run", "--log-format", "text"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Run(ref a)) if a.log_format == LogFormat::Text));

@@ -37,9 +37,21 @@ fn kubectl_apply(t: &TestNs, yaml: &str, dry_run: bool) -> anyhow::Result<(bool,
 /// Bad manifests: (what is wrong, spec, substrings the refusal must contain).
 const BAD: &[(&str, &str, &[&str])] = &[
     ("no shards", "  replicasPerShard: 1", &["spec.shards: Required value"]),
-    ("zero shards", "  shards: 0", &["spec.shards", "greater than or equal to 1"]),
-    ("too many shards", "  shards: 16385", &["spec.shards", "less than or equal to 16384"]),
-    ("shards not a number", "  shards: three", &["spec.shards", "must be of type integer"]),
+    (
+        "zero shards",
+        "  shards: 0",
+        &["spec.shards", "greater than or equal to 1"],
+    ),
+    (
+        "too many shards",
+        "  shards: 16385",
+        &["spec.shards", "less than or equal to 16384"],
+    ),
+    (
+        "shards not a number",
+        "  shards: three",
+        &["spec.shards", "must be of type integer"],
+    ),
     (
         "too many replicas",
         "  shards: 3\n  replicasPerShard: 6",
@@ -86,7 +98,11 @@ const BAD: &[(&str, &str, &[&str])] = &[
         "  shards: 3\n  config:\n    maxmemory: \"111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111\"",
         &["spec.config.maxmemory: Too long"],
     ),
-    ("empty image", "  shards: 3\n  image: \"\"", &["spec.image", "at least 1 chars long"]),
+    (
+        "empty image",
+        "  shards: 3\n  image: \"\"",
+        &["spec.image", "at least 1 chars long"],
+    ),
     (
         "unknown pull policy",
         "  shards: 3\n  imagePullPolicy: Sometimes",
@@ -216,7 +232,12 @@ async fn bad_manifests_are_refused_with_a_message_naming_the_field() -> anyhow::
         ));
     }
     if !failures.is_empty() {
-        bail!("{} of {} bad manifests misjudged:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+        bail!(
+            "{} of {} bad manifests misjudged:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n\n")
+        );
     }
     eprintln!("{} bad manifests refused with the expected messages", cases.len());
     t.cleanup().await?;
@@ -319,7 +340,10 @@ async fn immutable_fields_cannot_change_and_mutable_ones_can() -> anyhow::Result
         eprintln!("refused ({what}): {}", out.trim());
     }
     let unchanged = t.api::<KvCluster>().get("kv").await?;
-    assert_eq!(unchanged.metadata.generation, generation, "a refused update changed the object");
+    assert_eq!(
+        unchanged.metadata.generation, generation,
+        "a refused update changed the object"
+    );
 
     let (accepted, out) = kubectl_apply(
         &t,

@@ -59,7 +59,10 @@ async fn chart_lints_and_renders_objects_the_apiserver_accepts() -> anyhow::Resu
     let out = text(&output);
     assert!(output.status.success(), "helm lint: {out}");
     assert!(out.contains("0 chart(s) failed"), "helm lint: {out}");
-    assert!(!out.contains("[WARNING]") && !out.contains("[ERROR]"), "helm lint: {out}");
+    assert!(
+        !out.contains("[WARNING]") && !out.contains("[ERROR]"),
+        "helm lint: {out}"
+    );
 
     // The chart is versioned with the workspace.
     let chart: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml"))?)?;
@@ -88,7 +91,10 @@ async fn chart_lints_and_renders_objects_the_apiserver_accepts() -> anyhow::Resu
     ] {
         assert!(kinds.contains(&kind), "no {kind} rendered: {kinds:?}");
     }
-    assert!(!kinds.contains(&"ServiceMonitor"), "ServiceMonitor must be off by default");
+    assert!(
+        !kinds.contains(&"ServiceMonitor"),
+        "ServiceMonitor must be off by default"
+    );
     let applied = dry_run_apply(&t, &rendered)?;
     eprintln!("dry-run apply (defaults):\n{}", applied.trim());
 
@@ -111,12 +117,18 @@ async fn chart_lints_and_renders_objects_the_apiserver_accepts() -> anyhow::Resu
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     let env = container["env"].as_array().context("container env")?;
     let env_value = |name: &str| env.iter().find(|e| e["name"] == name).cloned().unwrap_or_default();
-    assert_eq!(env_value("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    assert_eq!(
+        env_value("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
     assert_eq!(
         env_value("POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
     );
-    assert_eq!(env_value("FERROKV_NODE_IMAGE")["value"], format!("ferrokv/node:{VERSION}"));
+    assert_eq!(
+        env_value("FERROKV_NODE_IMAGE")["value"],
+        format!("ferrokv/node:{VERSION}")
+    );
     let args: Vec<&str> = container["args"]
         .as_array()
         .context("container args")?
@@ -190,7 +202,10 @@ async fn values_schema_refuses_bad_values() -> anyhow::Result<()> {
     let output = helm_template(&t, "op", &["leaderElection.renewDeadline=20"])?;
     let out = text(&output);
     assert!(!output.status.success(), "renewDeadline ≥ leaseDuration was accepted");
-    assert!(out.contains("need retryPeriod < renewDeadline < leaseDuration"), "{out}");
+    assert!(
+        out.contains("need retryPeriod < renewDeadline < leaseDuration"),
+        "{out}"
+    );
     t.cleanup().await?;
     Ok(())
 }
@@ -204,8 +219,7 @@ fn can_i(t: &TestNs, sa: &str, verb: &str, resource: &str, namespace: &str) -> a
         Some((resource, subresource)) => cmd.arg(resource).arg(format!("--subresource={subresource}")),
         None => cmd.arg(resource),
     };
-    cmd
-        .arg(format!("--as=system:serviceaccount:{}:{sa}", t.name))
+    cmd.arg(format!("--as=system:serviceaccount:{}:{sa}", t.name))
         .args(["--namespace", namespace]);
     let output = run_with_stdin(cmd, "")?;
     let answer = String::from_utf8_lossy(&output.stdout).trim().to_string();

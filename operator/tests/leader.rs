@@ -117,8 +117,16 @@ async fn holder(t: &TestNs) -> anyhow::Result<Option<String>> {
 
 /// Wait until `expected` holds the Lease and is the only one of `operators` reporting itself
 /// leader; returns how long that took.
-async fn wait_for_leader(t: &TestNs, operators: &[&Operator], expected: Option<&str>, timeout: Duration) -> anyhow::Result<String> {
-    let what = format!("one leader among {:?}", operators.iter().map(|o| &o.identity).collect::<Vec<_>>());
+async fn wait_for_leader(
+    t: &TestNs,
+    operators: &[&Operator],
+    expected: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let what = format!(
+        "one leader among {:?}",
+        operators.iter().map(|o| &o.identity).collect::<Vec<_>>()
+    );
     let leader = wait_for(&what, timeout, move || async move {
         let Some(holder) = holder(t).await? else {
             return Ok::<_, anyhow::Error>(None);
@@ -198,7 +206,12 @@ async fn scenario(t: &TestNs) -> anyhow::Result<()> {
     // Several renewal periods: the leader keeps the Lease, the other never claims it.
     let steady = exactly_one_leader_for(t, &[&a, &b], RETRY_PERIOD * 3).await?;
     assert_eq!(steady, first);
-    let transitions_before = t.api::<Lease>().get(LEASE).await?.spec.and_then(|s| s.lease_transitions);
+    let transitions_before = t
+        .api::<Lease>()
+        .get(LEASE)
+        .await?
+        .spec
+        .and_then(|s| s.lease_transitions);
 
     // SIGKILL: the leader cannot release; the other must wait out the lease, and no longer.
     let (mut leader, follower) = if first == a.identity { (a, b) } else { (b, a) };
@@ -219,11 +232,23 @@ async fn scenario(t: &TestNs) -> anyhow::Result<()> {
         takeover.as_secs_f64(),
         LEASE_DURATION.as_secs()
     );
+    // The last renewal was at most one retry period before the kill: the lease expired between
+    // LEASE_DURATION - RETRY_PERIOD and LEASE_DURATION after it. Sooner would mean the follower
+    // took a live lease; later, that it did not watch the expiry.
     assert!(
         takeover <= LEASE_DURATION + RETRY_PERIOD / 2,
         "takeover took {takeover:?}, more than the lease duration"
     );
-    let transitions_after = t.api::<Lease>().get(LEASE).await?.spec.and_then(|s| s.lease_transitions);
+    assert!(
+        takeover + Duration::from_millis(500) >= LEASE_DURATION - RETRY_PERIOD,
+        "takeover after {takeover:?}: the lease of the killed leader cannot have expired yet"
+    );
+    let transitions_after = t
+        .api::<Lease>()
+        .get(LEASE)
+        .await?
+        .spec
+        .and_then(|s| s.lease_transitions);
     assert_eq!(transitions_after, transitions_before.map(|n| n + 1), "leaseTransitions");
     drop(leader);
 
@@ -232,9 +257,13 @@ async fn scenario(t: &TestNs) -> anyhow::Result<()> {
     let mut old = follower;
     let c = Operator::start(t, &kubeconfig, "operator-c")?;
     let standby = &c;
-    wait_for("operator-c ready as a standby", Duration::from_secs(30), move || async move {
-        Ok::<_, anyhow::Error>((standby.ready().await? && standby.leader_metric().await? == 0).then_some(()))
-    })
+    wait_for(
+        "operator-c ready as a standby",
+        Duration::from_secs(30),
+        move || async move {
+            Ok::<_, anyhow::Error>((standby.ready().await? && standby.leader_metric().await? == 0).then_some(()))
+        },
+    )
     .await?;
     let stopped = Instant::now();
     old.signal("TERM")?;
@@ -250,7 +279,12 @@ async fn scenario(t: &TestNs) -> anyhow::Result<()> {
         async move { exited.map_err(|e| e.to_string()) }
     })
     .await?;
-    assert!(status.success(), "{} exited with {status}:\n{}", old.identity, old.logs());
+    assert!(
+        status.success(),
+        "{} exited with {status}:\n{}",
+        old.identity,
+        old.logs()
+    );
     assert!(
         old.logs().contains("released the lease"),
         "no release logged:\n{}",

@@ -80,8 +80,14 @@ pub fn text(output: &Output) -> String {
 pub async fn install_crds(t: &TestNs) -> anyhow::Result<()> {
     let path = repo().join("crds/kvcluster.yaml");
     let mut cmd = t.kubectl()?;
-    cmd.args(["apply", "--server-side", "--force-conflicts", "--field-manager=ferrokv-operator-tests", "-f"])
-        .arg(&path);
+    cmd.args([
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=ferrokv-operator-tests",
+        "-f",
+    ])
+    .arg(&path);
     let output = run_with_stdin(cmd, "")?;
     if !output.status.success() {
         bail!("kubectl apply {}: {}", path.display(), text(&output));
@@ -127,7 +133,15 @@ pub fn apply_chart_rbac(t: &TestNs, release: &str) -> anyhow::Result<String> {
     for doc in serde_yaml_ng::Deserializer::from_str(&rendered) {
         let value = serde_json::Value::deserialize(doc)?;
         let kind = value["kind"].as_str().unwrap_or_default();
-        if ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"].contains(&kind) {
+        if [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+        ]
+        .contains(&kind)
+        {
             rbac.push(serde_yaml_ng::to_string(&value)?);
         }
     }
