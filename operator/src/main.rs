@@ -99,9 +99,17 @@ fn main() -> ExitCode {
 fn print_crds() -> ExitCode {
     match ferrokv_operator::crd_documents() {
         Ok(docs) => {
+            use std::io::Write as _;
             let docs: Vec<String> = docs.into_iter().map(|(_, yaml)| yaml).collect();
-            print!("{}", docs.join("---\n"));
-            ExitCode::SUCCESS
+            // `write!`, not `print!`: a closed pipe (`| head`) is an error to report, not a panic.
+            match write!(std::io::stdout().lock(), "{}", docs.join("---\n")) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferrokv-operator: cannot write the CRDs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(e) => {
             eprintln!("ferrokv-operator: cannot render the CRDs: {e}");
