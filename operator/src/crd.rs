@@ -94,6 +94,9 @@ pub struct KvClusterSpec {
 
     /// CPU and memory of each node container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Kubernetes' own schema for these quantities is a bare int-or-string: without a pattern,
+    // `cpu: lots` would be accepted here and refused only later, on the StatefulSet.
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
 
     /// Each node's data volume (snapshot, append-only log, cluster state).
@@ -126,6 +129,27 @@ pub struct KvClusterSpec {
     /// Where the node Pods run.
     #[serde(default)]
     pub placement: Placement,
+}
+
+/// A Kubernetes quantity (`resource.Quantity`'s own grammar, as controller-gen writes it).
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// `ResourceRequirements` with [`QUANTITY_PATTERN`] on every request and limit.
+fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = <ResourceRequirements as schemars::JsonSchema>::json_schema(generator);
+    // What kube writes for the `Option` this replaces.
+    schema.insert("nullable".into(), true.into());
+    for list in ["requests", "limits"] {
+        let values = schema
+            .get_mut("properties")
+            .and_then(|p| p.get_mut(list))
+            .and_then(|l| l.get_mut("additionalProperties"))
+            .and_then(|v| v.as_object_mut());
+        if let Some(values) = values {
+            values.insert("pattern".into(), QUANTITY_PATTERN.into());
+        }
+    }
+    schema
 }
 
 fn default_replicas() -> i32 {
@@ -162,6 +186,10 @@ pub enum PullPolicy {
 pub struct StorageSpec {
     /// Size of each node's volume claim.
     #[serde(default = "default_storage_size")]
+    // A positive byte quantity (`500Mi`, `1Gi`, `1073741824`): refused here rather than on the
+    // volume claims. A pattern, not a CEL rule: CEL's cost estimate for an unbounded
+    // int-or-string exceeds the apiserver's budget.
+    #[schemars(extend("pattern" = r"^(0*[1-9][0-9]*(\.[0-9]*)?|0*\.[0-9]*[1-9][0-9]*)([KMGTPE]i|[kMGTPE])?$"))]
     pub size: Quantity,
     /// StorageClass of the volume claims; the cluster's default class when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,10 +6,18 @@
 //!   The CRD YAML in `crds/` and in the chart is generated from it (`ferrokv-operator crd`).
 //! - [`controller`]: the KvCluster reconcile loop.
 //! - [`metrics`]: the operator's Prometheus metrics.
+//! - [`leader`]: leader election through a Lease; the binary runs the controller only while
+//!   [`leader::Elector`] says this replica leads.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, reading the readiness the election loop and
+//!   the binary record in [`http::Health`].
+//! - [`telemetry`]: JSON or text logs.
 
 pub mod controller;
 pub mod crd;
+pub mod http;
+pub mod leader;
 pub mod metrics;
+pub mod telemetry;
 
 use kube::CustomResourceExt;
 
