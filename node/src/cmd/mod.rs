@@ -410,6 +410,13 @@ impl<'a> Ctx<'a> {
     /// SREM batches, XREADGROUP's XCLAIMs + XGROUP SETID, a transaction), so
     /// a replica or a log replay never applies half of one command.
     pub fn flush_log(&mut self, args: &[Bytes], atomic: bool) {
+        self.flush_log_framed(args, None, atomic);
+    }
+
+    /// [`Ctx::flush_log`] given the bytes `args` arrived as (a canonical
+    /// multibulk, see [`crate::resp::parse::take_with_frame`]): a command
+    /// that logs itself verbatim appends those bytes as they are.
+    pub fn flush_log_framed(&mut self, args: &[Bytes], frame: Option<&[u8]>, atomic: bool) {
         // On a replica the log holds the primary's stream, byte for byte:
         // the primary's commands relay what they were received as, and a
         // writable replica's local writes are not logged (as Redis 4+).
@@ -428,7 +435,20 @@ impl<'a> Ctx<'a> {
             && self.dirty > self.log_mark.0
             && self.ks.expired.len() == self.log_mark.1
         {
-            let end = self.state.db.wlog.append(&[args], false);
+            let end = match frame {
+                Some(frame) => {
+                    debug_assert!(
+                        {
+                            let mut encoded = Vec::new();
+                            crate::wlog::encode_command(&mut encoded, args);
+                            encoded == frame
+                        },
+                        "a request's frame is the encoding of its arguments"
+                    );
+                    self.state.db.wlog.append_raw(frame)
+                }
+                None => self.state.db.wlog.append(&[args], false),
+            };
             self.session.handle.write_offset.fetch_max(end, Ordering::Relaxed);
             self.log_mark = (self.dirty, self.ks.expired.len());
             return;
@@ -569,6 +589,7 @@ fn enforce_maxmemory(state: &State) -> bool {
 
 /// Execute one client request.
 pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcome {
+    let frame = session.frame.take();
     if args.is_empty() {
         return Outcome::Reply(Reply::Raw(Bytes::new()));
     }
@@ -656,7 +677,7 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
             Reply::err("OOM command not allowed when used memory > 'maxmemory'."),
         );
     }
-    run(state, session, spec, id, args, false)
+    run_request(state, session, spec, id, args, frame)
 }
 
 /// `-LOADING` while a full sync replaces the dataset, `-READONLY` /
@@ -699,6 +720,31 @@ pub fn run(
     id: usize,
     args: Vec<Bytes>,
     retry: bool,
+) -> Outcome {
+    run_with(state, session, spec, id, args, retry, None)
+}
+
+/// [`run`] for a client's request, with the request's bytes when it came as
+/// a multibulk (the write log copies them if the command logs itself).
+fn run_request(
+    state: &State,
+    session: &mut Session,
+    spec: &'static CommandSpec,
+    id: usize,
+    args: Vec<Bytes>,
+    frame: Option<Bytes>,
+) -> Outcome {
+    run_with(state, session, spec, id, args, false, frame)
+}
+
+fn run_with(
+    state: &State,
+    session: &mut Session,
+    spec: &'static CommandSpec,
+    id: usize,
+    args: Vec<Bytes>,
+    retry: bool,
+    frame: Option<Bytes>,
 ) -> Outcome {
     // quanta reads the TSC directly: two clock reads per command through
     // the vDSO were a tenth of a pipelined GET's cost on our VMs.
@@ -743,7 +789,7 @@ pub fn run(
             log_mark: (0, 0),
         };
         let result = (spec.handler)(&mut ctx, &args);
-        ctx.flush_log(&args, true);
+        ctx.flush_log_framed(&args, frame.as_deref(), true);
         state.saves.count_changes(ctx.dirty);
         let Ctx {
             mut ks,

@@ -368,40 +368,42 @@ impl<'a> Keys<'a> {
     /// memory it started with), and hashing it each time is a visible share of
     /// a pipelined INCR.
     fn find_hashed(&mut self, key: &[u8], hash: u64, slot: u16, write: bool) -> Option<&mut Entry> {
+        let idx = self.find_index(key, hash, slot, write)?;
+        self.entry_at(slot, idx)
+    }
+
+    /// The bucket index of a live entry in its slot table (lazy expiry
+    /// applied; for a write, a running cut has captured the slot). An index
+    /// rather than a reference, so that a write can do its bookkeeping and
+    /// then reach the entry again with [`Self::entry_at`] without a second
+    /// hash-table probe: the index stays valid until the table changes.
+    fn find_index(&mut self, key: &[u8], hash: u64, slot: u16, write: bool) -> Option<usize> {
         let now = self.now;
-        let hasher = &self.db.hasher;
-        let part = self.part_ref(slot);
-        let expired = {
-            let table = &mut part.slot_mut(slot).table;
-            let e = table.find(hash, |e| e.key() == key)?;
-            e.is_expired(now)
-        };
-        if expired && self.master_apply {
-            let part = if write {
-                self.part_mut(slot)
-            } else {
-                self.part_ref(slot)
-            };
-            return part.slot_mut(slot).table.find_mut(hash, |e| e.key() == key);
-        }
-        if expired && self.db.no_expire.load(Ordering::Relaxed) {
-            // A replica's reader sees the key as gone; deleting it is the
-            // primary's call.
-            return None;
-        }
-        if expired {
-            let _ = hasher;
+        let table = &self.part_ref(slot).slot(slot).table;
+        let idx = table.find_bucket_index(hash, |e| e.key() == key)?;
+        let expired = table.get_bucket(idx).is_some_and(|e| e.is_expired(now));
+        if expired && !self.master_apply {
+            if self.db.no_expire.load(Ordering::Relaxed) {
+                // A replica's reader sees the key as gone; deleting it is the
+                // primary's call.
+                return None;
+            }
             self.delete_hashed(key, hash, slot);
             self.db.expired_keys.fetch_add(1, Ordering::Relaxed);
             self.expired.push(Bytes::copy_from_slice(key));
             return None;
         }
-        let part = if write {
-            self.part_mut(slot)
-        } else {
-            self.part_ref(slot)
-        };
-        part.slot_mut(slot).table.find_mut(hash, |e| e.key() == key)
+        if write {
+            // Capturing the slot only reads the table, so `idx` stays valid.
+            self.part_mut(slot);
+        }
+        Some(idx)
+    }
+
+    /// The entry at a bucket index [`Self::find_index`] returned (no table
+    /// change in between).
+    fn entry_at(&mut self, slot: u16, idx: usize) -> Option<&mut Entry> {
+        self.part_ref(slot).slot_mut(slot).table.get_bucket_mut(idx)
     }
 
     fn delete_hashed(&mut self, key: &[u8], hash: u64, slot: u16) -> Option<Entry> {
@@ -485,45 +487,46 @@ impl<'a> Keys<'a> {
     /// the command ends.
     pub fn get_obj_mut<T: Kind>(&mut self, key: &[u8]) -> Result<Option<&mut T>, &'static str> {
         let hash = self.db.hash(key);
-        let (clock, lfu, now) = (self.lru_clock, self.lfu, self.now);
-        let Some(e) = self.find(key) else {
+        let slot = key_slot(key);
+        let Some(idx) = self.find_index(key, hash, slot, true) else {
             return Ok(None);
+        };
+        self.obj_mut_at(key, hash, slot, idx).map(Some)
+    }
+
+    /// The collection at a bucket index, for writing: counts as an access,
+    /// checks the type, remembers the key for the end-of-command fix-up.
+    fn obj_mut_at<T: Kind>(&mut self, key: &[u8], hash: u64, slot: u16, idx: usize) -> Result<&mut T, &'static str> {
+        let (clock, lfu, now) = (self.lru_clock, self.lfu, self.now);
+        let Some(e) = self.entry_at(slot, idx) else {
+            return Err(WRONGTYPE);
         };
         evict::touch(e, clock, lfu, now);
         if e.obj().and_then(T::from_value).is_none() {
             return Err(WRONGTYPE);
         }
         let mem = e.mem_usage();
-        let slot = key_slot(key);
         self.remember_touched(key, hash, slot, mem);
-        let e = self
-            .part_mut(slot)
-            .slot_mut(slot)
-            .table
-            .find_mut(hash, |e| e.key() == key);
-        Ok(e.and_then(|e| e.obj_mut()).and_then(T::from_value_mut))
+        self.entry_at(slot, idx)
+            .and_then(|e| e.obj_mut())
+            .and_then(T::from_value_mut)
+            .ok_or(WRONGTYPE)
     }
 
     /// Like [`Keys::get_obj_mut`], creating an empty collection when absent.
     pub fn get_obj_mut_or_create<T: Kind>(&mut self, key: &[u8]) -> Result<&mut T, &'static str> {
-        if self.get_obj_mut::<T>(key)?.is_none() {
-            self.insert(key, T::new_value(), None);
-            let hash = self.db.hash(key);
-            let slot = key_slot(key);
-            let mem = self
-                .part_ref(slot)
-                .slot(slot)
-                .table
-                .find(hash, |e| e.key() == key)
-                .map_or(0, Entry::mem_usage);
-            self.remember_touched(key, hash, key_slot(key), mem);
-        }
-        let slot = key_slot(key);
         let hash = self.db.hash(key);
-        self.part_mut(slot)
-            .slot_mut(slot)
-            .table
-            .find_mut(hash, |e| e.key() == key)
+        let slot = key_slot(key);
+        if let Some(idx) = self.find_index(key, hash, slot, true) {
+            return self.obj_mut_at(key, hash, slot, idx);
+        }
+        let entry = Entry::new(key, T::new_value(), None, evict::new_lru(self.lru_clock, self.db));
+        self.insert_entry_hashed(key, hash, slot, entry);
+        let table = &self.part_ref(slot).slot(slot).table;
+        let idx = table.find_bucket_index(hash, |e| e.key() == key);
+        let mem = idx.and_then(|i| table.get_bucket(i)).map_or(0, Entry::mem_usage);
+        self.remember_touched(key, hash, slot, mem);
+        idx.and_then(|i| self.entry_at(slot, i))
             .and_then(|e| e.obj_mut())
             .and_then(T::from_value_mut)
             .ok_or(WRONGTYPE)
@@ -546,16 +549,14 @@ impl<'a> Keys<'a> {
         let hash = self.db.hash(key);
         let slot = key_slot(key);
         let (clock, lfu, now) = (self.lru_clock, self.lfu, self.now);
-        let e = self.find_hashed(key, hash, slot, true)?;
+        let idx = self.find_index(key, hash, slot, true)?;
+        let e = self.entry_at(slot, idx)?;
         if touch {
             evict::touch(e, clock, lfu, now);
         }
         let mem = e.mem_usage();
         self.remember_touched(key, hash, slot, mem);
-        self.part_mut(slot)
-            .slot_mut(slot)
-            .table
-            .find_mut(hash, |e| e.key() == key)
+        self.entry_at(slot, idx)
     }
 
     /// Insert or overwrite a key. `expire` is an absolute ms time or none.
@@ -581,6 +582,10 @@ impl<'a> Keys<'a> {
     pub fn insert_entry(&mut self, key: &[u8], entry: Entry) {
         let hash = self.db.hash(key);
         let slot = key_slot(key);
+        self.insert_entry_hashed(key, hash, slot, entry);
+    }
+
+    fn insert_entry_hashed(&mut self, key: &[u8], hash: u64, slot: u16, entry: Entry) {
         let mem = entry.mem_usage();
         let volatile = entry.expire_at().is_some();
         // A key handed out mutably earlier in this command is accounted at

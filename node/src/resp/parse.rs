@@ -218,10 +218,22 @@ fn check_inline(buf: &[u8]) -> Result<Check, ProtocolError> {
 
 /// Phase two: split the request off `buf` as zero-copy arguments.
 pub fn take(buf: &mut BytesMut, req: Request) -> Vec<Bytes> {
+    take_with_frame(buf, req).0
+}
+
+/// [`take`], also returning the request's bytes when it was a multibulk.
+/// [`check`] accepts only canonical lengths (no sign, no leading zeros), so
+/// those bytes are exactly the RESP encoding of the arguments: a command
+/// that the write log records verbatim is logged by copying them instead of
+/// encoding its arguments again.
+pub fn take_with_frame(buf: &mut BytesMut, req: Request) -> (Vec<Bytes>, Option<Bytes>) {
     let frame = buf.split_to(req.len).freeze();
     match req.args {
-        Args::Ranges(ranges) => ranges.into_iter().map(|(s, e)| frame.slice(s..e)).collect(),
-        Args::Owned(args) => args.into_iter().map(Bytes::from).collect(),
+        Args::Ranges(ranges) => {
+            let args = ranges.into_iter().map(|(s, e)| frame.slice(s..e)).collect();
+            (args, Some(frame))
+        }
+        Args::Owned(args) => (args.into_iter().map(Bytes::from).collect(), None),
     }
 }
 
@@ -343,6 +355,23 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_multibulk_frame_is_the_canonical_encoding_of_its_arguments() {
+        let input = b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$12\r\nhello\r\nworld\r\n*1\r\n$4\r\nPING\r\n";
+        let mut buf = BytesMut::from(&input[..]);
+        while let Check::Complete(req) = check(&buf, &Limits::default()).unwrap() {
+            let (args, frame) = take_with_frame(&mut buf, req);
+            let mut encoded = Vec::new();
+            crate::wlog::encode_command(&mut encoded, &args);
+            assert_eq!(frame.as_deref(), Some(&encoded[..]));
+        }
+        let mut buf = BytesMut::from(&b"SET k v\r\n"[..]);
+        let Check::Complete(req) = check(&buf, &Limits::default()).unwrap() else {
+            panic!("inline request incomplete");
+        };
+        assert_eq!(take_with_frame(&mut buf, req).1, None);
     }
 
     #[test]

@@ -271,10 +271,11 @@ impl Conn {
                     return Ok(Step::Close);
                 }
             };
-            let args = parse::take(&mut self.inbuf, req);
+            let (args, frame) = parse::take_with_frame(&mut self.inbuf, req);
             if args.is_empty() {
                 continue;
             }
+            self.session.frame = frame;
             self.handle.touch(self.session.clock_ms.unwrap_or_default());
             // `CLIENT REPLY SKIP` sets the flag for the command after it.
             let skip = std::mem::take(&mut self.session.reply_skip);
