@@ -357,9 +357,10 @@ pub fn plan(kv: &KvCluster, observed: &Observed, now: Time) -> Plan {
                 let stale: Vec<&str> = next
                     .iter()
                     .flat_map(|s| std::iter::once(&s.primary).chain(&s.replicas))
-                    .filter_map(|m| pods.get(m.pod.as_str()))
-                    .filter(|p| usable(p).is_some_and(|(_, n)| n.held_epoch() < epoch))
-                    .map(|p| p.name.as_str())
+                    .filter_map(|m| Some((m, pods.get(m.pod.as_str())?)))
+                    // The member itself, behind: not another node that took over its Pod.
+                    .filter(|(m, p)| usable(p).is_some_and(|(_, n)| n.id == m.node.id && n.held_epoch() < epoch))
+                    .map(|(_, p)| p.name.as_str())
                     .collect();
                 if stale.is_empty() {
                     None
