@@ -181,7 +181,10 @@ async fn wait_ready(ns: &TestNs, replicas: usize, timeout: Duration) -> Result<K
                 "phase {:?}, ready nodes {:?}, conditions {:?}",
                 phase(&kv),
                 s.ready_nodes,
-                s.conditions.iter().map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message)).collect::<Vec<_>>()
+                s.conditions
+                    .iter()
+                    .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+                    .collect::<Vec<_>>()
             )
         }
     })
@@ -190,7 +193,10 @@ async fn wait_ready(ns: &TestNs, replicas: usize, timeout: Duration) -> Result<K
 
 async fn password(ns: &TestNs) -> Result<String> {
     let secret = ns.api::<Secret>().get(&build::auth_secret_name(NAME)).await?;
-    let bytes = secret.data.and_then(|d| d.get("password").cloned()).context("no password")?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get("password").cloned())
+        .context("no password")?;
     Ok(String::from_utf8(bytes.0)?)
 }
 
@@ -203,20 +209,24 @@ async fn digest(address: &str, password: &str) -> Result<String> {
 
 /// Every replica's DIGEST equals its primary's (polled: replication is asynchronous).
 async fn wait_digests_equal(ns: &TestNs, password: &str) -> Result<()> {
-    wait_for("replica digests to equal their primary's", Duration::from_secs(60), || async {
-        let kv = cluster(ns).await?;
-        let status = kv.status.context("no status")?;
-        for s in &status.shards {
-            let primary = digest(&s.primary.as_ref().context("no primary")?.address, password).await?;
-            for r in &s.replicas {
-                let d = digest(&r.address, password).await?;
-                if d != primary {
-                    bail!("shard {} replica {}: {d} != primary {primary}", s.index, r.pod);
+    wait_for(
+        "replica digests to equal their primary's",
+        Duration::from_secs(60),
+        || async {
+            let kv = cluster(ns).await?;
+            let status = kv.status.context("no status")?;
+            for s in &status.shards {
+                let primary = digest(&s.primary.as_ref().context("no primary")?.address, password).await?;
+                for r in &s.replicas {
+                    let d = digest(&r.address, password).await?;
+                    if d != primary {
+                        bail!("shard {} replica {}: {d} != primary {primary}", s.index, r.pod);
+                    }
                 }
             }
-        }
-        anyhow::Ok(Some(()))
-    })
+            anyhow::Ok(Some(()))
+        },
+    )
     .await?;
     Ok(())
 }
@@ -272,7 +282,13 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         ns.apply(&crd).await?;
     }
     wait_for("the KvCluster CRD to be served", Duration::from_secs(30), || async {
-        anyhow::Ok(ns.api::<KvCluster>().list(&ListParams::default()).await.ok().map(|_| ()))
+        anyhow::Ok(
+            ns.api::<KvCluster>()
+                .list(&ListParams::default())
+                .await
+                .ok()
+                .map(|_| ()),
+        )
     })
     .await?;
     let rbac = include_str!("fixtures/e2e-rbac.yaml")
@@ -306,9 +322,18 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
     let kv = wait_ready(ns, 1, Duration::from_secs(240)).await?;
     println!("3x1 KvCluster Ready in {:.1}s", t0.elapsed().as_secs_f64());
     let status = kv.status.clone().context("no status")?;
-    ensure!(status.epoch == 1, "one topology push expected, epoch is {}", status.epoch);
+    ensure!(
+        status.epoch == 1,
+        "one topology push expected, epoch is {}",
+        status.epoch
+    );
     for (s, r) in status.shards.iter().zip(even_ranges(SHARDS)) {
-        ensure!(s.slots == vec![format!("{}-{}", r[0], r[1])], "shard {} slots {:?}", s.index, s.slots);
+        ensure!(
+            s.slots == vec![format!("{}-{}", r[0], r[1])],
+            "shard {} slots {:?}",
+            s.index,
+            s.slots
+        );
         let primary = s.primary.as_ref().context("no primary")?;
         ensure!(primary.pod == build::pod_name(NAME, s.index, 0), "primary {primary:?}");
     }
@@ -317,7 +342,11 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         .api::<Pod>()
         .list(&ListParams::default().labels("ferrokv.io/role=primary"))
         .await?;
-    ensure!(primaries.items.len() == SHARDS, "{} primary-labelled Pods", primaries.items.len());
+    ensure!(
+        primaries.items.len() == SHARDS,
+        "{} primary-labelled Pods",
+        primaries.items.len()
+    );
 
     // 2. Data through the cluster client, seeded with Pod IPs.
     let password = password(ns).await?;
@@ -355,7 +384,10 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
             }
         });
         for (i, v) in futures::future::try_join_all(reads).await? {
-            ensure!(v.as_deref() == Some(format!("value:{i}").as_str()), "key:{i} read {v:?}");
+            ensure!(
+                v.as_deref() == Some(format!("value:{i}").as_str()),
+                "key:{i} read {v:?}"
+            );
         }
     }
     println!("{KEYS} keys written and read back in {:.1}s", t.elapsed().as_secs_f64());
@@ -368,7 +400,11 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
             .args(args)
             .output()
             .context("redis-cli (Debian redis-tools, scripts/install-test-deps.sh)")?;
-        ensure!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            out.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     // "foo" hashes to slot 12182: shard 2, not the shard redis-cli connects to.
@@ -392,9 +428,16 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
     wait_digests_equal(ns, &password).await?;
     for s in &kv.status.as_ref().context("no status")?.shards {
         let r = even_ranges(SHARDS)[s.index as usize];
-        ensure!(s.slots == vec![format!("{}-{}", r[0], r[1])], "slots moved: {:?}", s.slots);
+        ensure!(
+            s.slots == vec![format!("{}-{}", r[0], r[1])],
+            "slots moved: {:?}",
+            s.slots
+        );
     }
-    println!("replicas 1 -> 2: joined and in sync in {:.1}s (epoch {epoch})", t.elapsed().as_secs_f64());
+    println!(
+        "replicas 1 -> 2: joined and in sync in {:.1}s (epoch {epoch})",
+        t.elapsed().as_secs_f64()
+    );
 
     // 4. A replica Pod deleted comes back, resyncs, Ready again.
     let t = Instant::now();
@@ -406,21 +449,27 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         anyhow::Ok(p.filter(|p| p.uid() != old_uid).map(|_| ()))
     })
     .await?;
-    wait_for("the cluster to notice the missing replica", Duration::from_secs(30), || async {
-        let kv = cluster(ns).await?;
-        let back = kv
-            .status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Ready) && s.shards.iter().all(|s| s.ready));
-        // Either it was seen Degraded, or it was back fast enough that it never had to be.
-        anyhow::Ok((phase(&kv) == Some(Phase::Degraded) || back).then_some(()))
-    })
+    wait_for(
+        "the cluster to notice the missing replica",
+        Duration::from_secs(30),
+        || async {
+            let kv = cluster(ns).await?;
+            let back = kv
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(Phase::Ready) && s.shards.iter().all(|s| s.ready));
+            // Either it was seen Degraded, or it was back fast enough that it never had to be.
+            anyhow::Ok((phase(&kv) == Some(Phase::Degraded) || back).then_some(()))
+        },
+    )
     .await?;
     let kv = wait_ready(ns, 2, Duration::from_secs(120)).await?;
     wait_digests_equal(ns, &password).await?;
-    let member = kv.status.as_ref().and_then(|s| s.shards.get(1)).and_then(|s| {
-        s.replicas.iter().find(|r| r.pod == victim).cloned()
-    });
+    let member = kv
+        .status
+        .as_ref()
+        .and_then(|s| s.shards.get(1))
+        .and_then(|s| s.replicas.iter().find(|r| r.pod == victim).cloned());
     ensure!(member.is_some(), "the recreated replica is a member again");
     println!(
         "replica Pod deleted: back, resynced, Ready in {:.1}s (epoch {})",
@@ -468,7 +517,10 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         }
     })
     .await?;
-    println!("KvCluster deleted: every child gone in {:.1}s", t.elapsed().as_secs_f64());
+    println!(
+        "KvCluster deleted: every child gone in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     operator.stop().await?;
     Ok(())
 }

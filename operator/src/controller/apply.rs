@@ -6,9 +6,9 @@ use std::fmt::Debug;
 
 use ferrokv_node::cluster::topology::{Node, Topology};
 use futures::future::{BoxFuture, FutureExt, join_all, try_join_all};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
-use k8s_openapi::NamespaceResourceScope;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
@@ -61,7 +61,12 @@ pub async fn generate_secret(client: &kube::Client, kv: &KvCluster) -> Result<St
 }
 
 /// Write the status (server-side apply of the status subresource).
-pub async fn status(client: &kube::Client, fm: &str, kv: &KvCluster, status: &KvClusterStatus) -> Result<(), kube::Error> {
+pub async fn status(
+    client: &kube::Client,
+    fm: &str,
+    kv: &KvCluster,
+    status: &KvClusterStatus,
+) -> Result<(), kube::Error> {
     let api: Api<KvCluster> = Api::namespaced(client.clone(), &kv.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": KvCluster::api_version(&()),

@@ -263,9 +263,8 @@ fn affinity(kv: &KvCluster, shard: i32) -> Result<Option<Affinity>, BuildError> 
     if !empty {
         affinity.pod_anti_affinity = Some(anti);
     }
-    let none = affinity.node_affinity.is_none()
-        && affinity.pod_affinity.is_none()
-        && affinity.pod_anti_affinity.is_none();
+    let none =
+        affinity.node_affinity.is_none() && affinity.pod_affinity.is_none() && affinity.pod_anti_affinity.is_none();
     Ok((!none).then_some(affinity))
 }
 
@@ -382,7 +381,12 @@ mod tests {
         assert_eq!(spec.replicas, Some(2));
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
         assert_eq!(
-            spec.selector.match_labels.as_ref().unwrap().get(LABEL_SHARD).map(String::as_str),
+            spec.selector
+                .match_labels
+                .as_ref()
+                .unwrap()
+                .get(LABEL_SHARD)
+                .map(String::as_str),
             Some("1")
         );
         let owner = &sts.metadata.owner_references.as_ref().unwrap()[0];
@@ -390,16 +394,35 @@ mod tests {
         assert_eq!(owner.controller, Some(true));
         let pod = spec.template.spec.as_ref().unwrap();
         let anti = pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap();
-        assert_eq!(anti.preferred_during_scheduling_ignored_during_execution.as_ref().unwrap().len(), 1);
+        assert_eq!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
         let container = &pod.containers[0];
         assert_eq!(container.image.as_deref(), Some("ferrokv/node:0.1.0"));
         let env = container.env.as_ref().unwrap();
         assert_eq!(
-            env[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name,
+            env[0]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
             "kv-auth"
         );
-        assert_eq!(c.client.spec.as_ref().unwrap().selector.as_ref().unwrap()[LABEL_ROLE], "primary");
-        assert_eq!(c.headless.spec.as_ref().unwrap().publish_not_ready_addresses, Some(true));
+        assert_eq!(
+            c.client.spec.as_ref().unwrap().selector.as_ref().unwrap()[LABEL_ROLE],
+            "primary"
+        );
+        assert_eq!(
+            c.headless.spec.as_ref().unwrap().publish_not_ready_addresses,
+            Some(true)
+        );
     }
 
     #[test]

@@ -226,7 +226,11 @@ async fn reconcile(kv: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, Erro
 
 async fn record(ctx: &Context, kv: &KvCluster, d: &Decision) {
     let event = Event {
-        type_: if d.warning { EventType::Warning } else { EventType::Normal },
+        type_: if d.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: d.reason.into(),
         note: Some(d.note.chars().take(1000).collect()),
         action: "Reconcile".into(),
@@ -250,7 +254,10 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
             &Decision {
                 warning: false,
                 reason: "SecretGenerated",
-                note: format!("generated the password Secret {}", build::auth_secret_name(&kv.name_any())),
+                note: format!(
+                    "generated the password Secret {}",
+                    build::auth_secret_name(&kv.name_any())
+                ),
             },
         )
         .await;
@@ -263,7 +270,10 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
         plan.decisions.push(Decision {
             warning: true,
             reason: "AuthSecretMissing",
-            note: format!("the auth Secret {} does not exist (or lacks its key)", build::auth_ref(kv).0),
+            note: format!(
+                "the auth Secret {} does not exist (or lacks its key)",
+                build::auth_ref(kv).0
+            ),
         });
     }
 

@@ -83,10 +83,7 @@ fn pod_obs(cluster: &str, pod: &Pod) -> Option<PodObs> {
     let name = pod.name_any();
     let shard: i32 = pod.labels().get(LABEL_SHARD)?.parse().ok()?;
     // `<cluster>-<shard>-<ordinal>`: the StatefulSet's naming, which also tells the ordinal.
-    let ordinal: i32 = name
-        .strip_prefix(&format!("{cluster}-{shard}-"))?
-        .parse()
-        .ok()?;
+    let ordinal: i32 = name.strip_prefix(&format!("{cluster}-{shard}-"))?.parse().ok()?;
     let status = pod.status.as_ref();
     let ready = status
         .and_then(|s| s.conditions.as_ref())
@@ -158,8 +155,12 @@ async fn node_state(addr: &str, password: Option<&str>) -> Result<NodeObs, Drive
         held,
         replica,
         link_up: replica && field("master_link_status") == Some("up"),
-        offset: field(if replica { "slave_repl_offset" } else { "master_repl_offset" })
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
+        offset: field(if replica {
+            "slave_repl_offset"
+        } else {
+            "master_repl_offset"
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0),
     })
 }

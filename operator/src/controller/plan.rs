@@ -458,9 +458,15 @@ pub fn plan(kv: &KvCluster, observed: &Observed, now: Time) -> Plan {
     if phase == Phase::Degraded && problems.is_empty() {
         let missing = desired_nodes - ready_pods;
         problems.push(if missing > 0 {
-            ("MembersNotReady", format!("{ready_pods}/{desired_nodes} node Pods ready"))
+            (
+                "MembersNotReady",
+                format!("{ready_pods}/{desired_nodes} node Pods ready"),
+            )
         } else {
-            ("MembersSyncing", "a topology change is being applied or replicas are syncing".into())
+            (
+                "MembersSyncing",
+                "a topology change is being applied or replicas are syncing".into(),
+            )
         });
     }
     if let Some(a) = &action {
@@ -495,10 +501,7 @@ pub fn plan(kv: &KvCluster, observed: &Observed, now: Time) -> Plan {
         .first()
         .cloned()
         .unwrap_or(("AsExpected", "every member is serving".into()));
-    let (progress_reason, progress_msg) = progress
-        .first()
-        .cloned()
-        .unwrap_or(("Stable", "nothing to do".into()));
+    let (progress_reason, progress_msg) = progress.first().cloned().unwrap_or(("Stable", "nothing to do".into()));
     let conditions = vec![
         condition(
             "Ready",
@@ -510,17 +513,16 @@ pub fn plan(kv: &KvCluster, observed: &Observed, now: Time) -> Plan {
                 format!("phase {phase:?}")
             },
         ),
-        condition(
-            "Progressing",
-            !progress.is_empty(),
-            progress_reason,
-            progress_msg,
-        ),
+        condition("Progressing", !progress.is_empty(), progress_reason, progress_msg),
         condition(
             "Degraded",
             degraded,
             if degraded { degraded_reason } else { "AsExpected" },
-            if degraded { degraded_msg.clone() } else { "every member is serving".into() },
+            if degraded {
+                degraded_msg.clone()
+            } else {
+                "every member is serving".into()
+            },
         ),
     ];
 
@@ -888,7 +890,14 @@ pub(crate) mod tests {
     #[test]
     fn replicas_one_to_two_join_with_a_new_epoch() {
         let (mut kv, mut obs) = ready_cluster(2, 1);
-        let slots_before: Vec<_> = kv.status.as_ref().unwrap().shards.iter().map(|s| s.slots.clone()).collect();
+        let slots_before: Vec<_> = kv
+            .status
+            .as_ref()
+            .unwrap()
+            .shards
+            .iter()
+            .map(|s| s.slots.clone())
+            .collect();
         kv.spec.replicas_per_shard = 2;
         // The new Pods are not ready yet: Degraded (redundancy below the spec), no push.
         obs.pods.push(PodObs {
