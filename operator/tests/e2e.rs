@@ -20,7 +20,7 @@
 //! the binary are merged; then: `helm install` and the Deployment through the kubelet).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use ferrokv_operator::controller::{self, build};
 use ferrokv_operator::crd::{KvCluster, Phase};
 use ferrokv_operator::metrics::Metrics;
 use ferrokv_tests::harness::{TestNs, wait_for};
+use ferrokv_tests::kubelet::{ImageMap, Kubelet, KubeletConfig};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
@@ -71,28 +72,10 @@ fn build_binaries() -> Result<()> {
     Ok(())
 }
 
-/// A kubelet this test started (stopped by PID, with SIGTERM, when dropped).
-struct KubeletProcess(Child);
-
-impl Drop for KubeletProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// WORKAROUND until `ferrokv-sandbox up` starts the kubelet: use a kubelet whose Node is Ready
 /// (the sandbox's, or another test's), or start one as a subprocess that lives as long as this
 /// test. At merge this becomes a no-op (the sandbox's kubelet is always there).
-async fn ensure_kubelet(ns: &TestNs) -> Result<Option<KubeletProcess>> {
+async fn ensure_kubelet(ns: &TestNs) -> Result<Option<Kubelet>> {
     // A Node's Ready condition outlives its kubelet here (no node lifecycle controller runs):
     // a kubelet is alive when it renewed its Lease lately.
     let leases: Api<Lease> = Api::namespaced(ns.client.clone(), "kube-node-lease");
@@ -108,22 +91,11 @@ async fn ensure_kubelet(ns: &TestNs) -> Result<Option<KubeletProcess>> {
     if alive().await? {
         return Ok(None);
     }
+    // This branch's `ferrokv-sandbox` has no `kubelet` command yet: the library's kubelet runs
+    // in this process (its Pods' processes stop with it).
     let sandbox = ns.sandbox();
-    let log = std::fs::File::create(sandbox.logs_dir().join("e2e-operator-kubelet.log"))?;
-    let child = Command::new(bin_dir().join("ferrokv-sandbox"))
-        .arg("kubelet")
-        .arg("--kubeconfig")
-        .arg(sandbox.admin_kubeconfig())
-        .arg("--dir")
-        .arg(sandbox.dir().join("kubelet"))
-        .arg("--bin-dir")
-        .arg(bin_dir())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting ferrokv-sandbox kubelet")?;
-    let guard = KubeletProcess(child);
+    let config = KubeletConfig::new(sandbox.dir().join("kubelet"), ImageMap::ferrokv(&bin_dir()));
+    let guard = Kubelet::start(&sandbox.admin_kubeconfig(), config).await?;
     wait_for("the kubelet to renew its Lease", Duration::from_secs(60), || async {
         anyhow::Ok(alive().await?.then_some(()))
     })
@@ -266,8 +238,11 @@ async fn kvcluster_lifecycle() -> Result<()> {
         .try_init();
     build_binaries()?;
     let ns = TestNs::new("operator", &bin_dir().join("ferrokv-sandbox")).await?;
-    let _kubelet = ensure_kubelet(&ns).await?;
+    let kubelet = ensure_kubelet(&ns).await?;
     let result = scenarios(&ns).await;
+    if let Some(k) = kubelet {
+        k.shutdown().await?;
+    }
     if let Err(e) = &result {
         eprintln!("e2e failed: {e:#}\n{}", ns.dump().await);
         return result;
