@@ -75,7 +75,7 @@ pub async fn observe(client: &kube::Client, kv: &KvCluster, password: Option<&st
     for (p, node) in pods.iter_mut().zip(answers) {
         p.node = node;
     }
-    pods.sort_by(|a, b| (a.shard, a.ordinal).cmp(&(b.shard, b.ordinal)));
+    pods.sort_by_key(|p| (p.shard, p.ordinal));
     Ok(Observed { pods })
 }
 
