@@ -1,10 +1,78 @@
-//! PLACEHOLDER (being written on branch `operator-reconcile`): the KvCluster controller.
-//! `run` is the interface the binary calls; its body is replaced by the real controller.
+//! The KvCluster controller: a kube-rs runtime `Controller` whose reconcile is the pipeline
+//! **observe → plan → apply → status**.
+//!
+//! # Layout
+//!
+//! - [`observe`]: the cluster's Pods (IP, readiness) from the API and each node's view over
+//!   RESP at its Pod IP (node ID, held topology and epoch, role, replication link and offset).
+//! - [`build`]: the children, pure functions of the spec: StatefulSet + PodDisruptionBudget per
+//!   shard, headless and client Services, ConfigMap with the node config file, auth Secret.
+//! - [`plan`]: the pure decision: at most one topology action, Pod role labels, the status, and
+//!   the Events to record. Unit-tested with fixtures.
+//! - [`apply`]: server-side apply with one field manager, the status write, the topology push,
+//!   the role labels, and the finalizer's cleanup.
+//!
+//! # Why one StatefulSet per shard
+//!
+//! A shard's members are interchangeable Pods with stable names and volumes, which is exactly
+//! what a StatefulSet gives (stable `<name>-<shard>-<ordinal>`, a PVC per ordinal that survives
+//! the Pod, `Parallel` start). One per shard keeps shards independent: a shard's size, its
+//! PodDisruptionBudget and its anti-affinity are per shard, and adding a shard (resharding) is
+//! adding a StatefulSet without touching the others. A single StatefulSet for the whole cluster
+//! would tie every shard's members to one ordinal space; Pods managed directly would mean
+//! re-implementing what the StatefulSet controller does for volumes and identity.
+//!
+//! Roles are *not* tied to ordinals: ordinal 0 is the primary only at creation. The primary
+//! is whatever the topology in status says, and the `ferrokv.io/role` label follows it.
+//! - **Failover** (a later issue) is therefore a topology change only: promote the replica with
+//!   the highest replication offset with a new epoch, push, move the `role=primary` label. No
+//!   Kubernetes object changes, and the old primary comes back as a replica (epoch fencing).
+//! - **Scale-in of a chosen member**: a StatefulSet only removes its highest ordinal. To remove
+//!   another member, the operator first makes the highest ordinal's node take the chosen one's
+//!   place in the topology (failing over to it if the chosen one is the primary), then scales
+//!   the StatefulSet down; since roles are not ordinals, "which Pod goes" and "which node keeps
+//!   serving" are separate decisions. Today `replicasPerShard` going down drops the highest
+//!   ordinals, which are always replicas while no failover has happened.
+//!
+//! # Status is the operator's memory
+//!
+//! The topology decided is written to status *before* it is pushed. An operator that restarts
+//! (or a new leader) reads it back and re-pushes what nodes miss; it never computes a fresh
+//! layout for a cluster that has one, so slots are never reshuffled.
+//!
+//! Every decision is recorded as a Kubernetes Event (events.k8s.io, through the kube-rs
+//! `Recorder`) on the KvCluster, and every reconcile's duration and result, and every
+//! topology push, in [`Metrics`].
+
+pub mod apply;
+pub mod build;
+pub mod observe;
+pub mod plan;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+
+use self::build::LABEL_CLUSTER;
+use self::plan::{Decision, PushReason};
+use crate::crd::KvCluster;
 use crate::metrics::Metrics;
+
+/// The finalizer that makes deletion run [`apply::cleanup`] first.
+pub const FINALIZER: &str = "ferrokv.io/cleanup";
 
 /// What the controller needs from the command line.
 #[derive(Clone, Debug)]
@@ -19,15 +87,244 @@ pub struct Config {
 pub enum Error {
     #[error("kubernetes API error: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
+    #[error(transparent)]
+    Observe(#[from] observe::ObserveError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("the KvCluster CRD is not served by the API server: {0}")]
+    NoCrd(#[source] kube::Error),
+}
+
+impl Error {
+    /// A short label for metrics and Events.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Build(_) => "build",
+            Error::Observe(_) => "observe",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoCrd(_) => "no_crd",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
 }
 
 /// Run the controller until `shutdown` resolves (only while this process leads).
 pub async fn run(
-    _client: kube::Client,
-    _config: Config,
-    _metrics: Arc<Metrics>,
+    client: kube::Client,
+    config: Config,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    shutdown.await;
+    let clusters: Api<KvCluster> = Api::all(client.clone());
+    // Fail fast and clearly when the CRD is missing, instead of a watcher retrying forever.
+    clusters
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::NoCrd)?;
+    let reporter = Reporter {
+        controller: config.field_manager.clone(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        config,
+        metrics,
+    });
+    // Only our children are watched (by the managed-by label), not every object of their kinds.
+    let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=ferrokv-operator");
+    let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+    let controller = Controller::new(clusters, watcher::Config::default())
+        .owns(Api::<StatefulSet>::all(client.clone()), ours.clone())
+        .owns(Api::<Service>::all(client.clone()), ours.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), ours.clone())
+        .owns(Api::<Secret>::all(client.clone()), ours.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
+        // Pods are not owned by the KvCluster (their StatefulSet is), but their readiness and IP
+        // are what the topology waits for: map them to their cluster by label.
+        .watches(
+            Api::<Pod>::all(client),
+            watcher::Config::default().labels(LABEL_CLUSTER),
+            |pod| {
+                let cluster = pod.labels().get(LABEL_CLUSTER).cloned();
+                let ns = pod.namespace();
+                cluster.map(|c| ObjectRef::<KvCluster>::new(&c).within(ns.as_deref().unwrap_or_default()))
+            },
+        )
+        .graceful_shutdown_on(async move {
+            let _ = stopped.await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+        });
+    tokio::pin!(controller);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut controller => {}
+        _ = &mut shutdown => {
+            tracing::info!("controller stopping: finishing the reconciles in flight");
+            let _ = stop.send(());
+            controller.await;
+        }
+    }
     Ok(())
+}
+
+fn error_policy(kv: Arc<KvCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %kv.name_any(), namespace = ?kv.namespace(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(kv: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let api: Api<KvCluster> = Api::namespaced(ctx.client.clone(), &kv.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, kv, |event| async {
+        match event {
+            Finalizer::Apply(kv) => reconcile_apply(&kv, &ctx).await,
+            Finalizer::Cleanup(kv) => {
+                apply::cleanup(&ctx.client, &kv).await?;
+                record(
+                    &ctx,
+                    &kv,
+                    &Decision {
+                        warning: false,
+                        reason: "Cleanup",
+                        note: "deleting the StatefulSets and data volumes".into(),
+                    },
+                )
+                .await;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    ctx.metrics.reconciles.with_label_values(&[label]).inc();
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn record(ctx: &Context, kv: &KvCluster, d: &Decision) {
+    let event = Event {
+        type_: if d.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: d.reason.into(),
+        note: Some(d.note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &kv.object_ref(&())).await {
+        tracing::warn!(error = %e, reason = d.reason, "failed to record an event");
+    }
+}
+
+async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let fm = ctx.config.field_manager.as_str();
+    let ns = kv.namespace().unwrap_or_default();
+    let mut password = observe::password(client, kv).await?;
+    if password.is_none() && kv.spec.auth.is_none() {
+        password = Some(apply::generate_secret(client, kv).await?);
+        record(
+            ctx,
+            kv,
+            &Decision {
+                warning: false,
+                reason: "SecretGenerated",
+                note: format!(
+                    "generated the password Secret {}",
+                    build::auth_secret_name(&kv.name_any())
+                ),
+            },
+        )
+        .await;
+    }
+    let children = build::children(kv, &ctx.config.node_image)?;
+    apply::children(client, fm, &children).await?;
+    let observed = observe::observe(client, kv, password.as_deref()).await?;
+    let mut plan = plan::plan(kv, &observed, Time(k8s_openapi::jiff::Timestamp::now()));
+    if kv.spec.auth.is_some() && password.is_none() {
+        plan.decisions.push(Decision {
+            warning: true,
+            reason: "AuthSecretMissing",
+            note: format!(
+                "the auth Secret {} does not exist (or lacks its key)",
+                build::auth_ref(kv).0
+            ),
+        });
+    }
+
+    if let Some(action) = &plan.topology {
+        // Write-ahead: the status names the topology before any node holds it, so a crash
+        // between the two is finished by the next reconcile (re-push), never redone differently.
+        apply::status(client, fm, kv, &plan.status).await?;
+        let outcome = apply::push(&action.topology, password.as_deref()).await;
+        let result = match (outcome.accepted, outcome.failed.len()) {
+            (_, 0) => "ok",
+            (0, _) => "error",
+            _ => "partial",
+        };
+        ctx.metrics.topology_pushes.with_label_values(&[result]).inc();
+        let d = if outcome.failed.is_empty() {
+            Decision {
+                warning: false,
+                reason: "TopologyPushed",
+                note: format!(
+                    "epoch {} pushed to {} nodes ({})",
+                    action.topology.epoch,
+                    outcome.accepted,
+                    match action.reason {
+                        PushReason::Initial => "first topology",
+                        PushReason::MembersChanged => "members changed",
+                        PushReason::Resync => "nodes behind caught up",
+                    }
+                ),
+            }
+        } else {
+            let failed: Vec<String> = outcome.failed.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+            Decision {
+                warning: true,
+                reason: "TopologyPushFailed",
+                note: format!(
+                    "epoch {}: {} nodes took it, {} did not ({})",
+                    action.topology.epoch,
+                    outcome.accepted,
+                    outcome.failed.len(),
+                    failed.join("; ")
+                ),
+            }
+        };
+        plan.decisions.push(d);
+    } else if kv.status.as_ref() != Some(&plan.status) {
+        apply::status(client, fm, kv, &plan.status).await?;
+    }
+    apply::roles(client, &ns, &plan.roles).await?;
+    for d in &plan.decisions {
+        tracing::info!(cluster = %kv.name_any(), namespace = %ns, reason = d.reason, "{}", d.note);
+        record(ctx, kv, d).await;
+    }
+    Ok(Action::requeue(plan.requeue))
 }

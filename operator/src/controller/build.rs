@@ -1,0 +1,456 @@
+//! The child objects of a `KvCluster`, built from its spec alone (pure functions).
+//!
+//! Everything here is a function of the spec and the object's identity (name, namespace, uid),
+//! never of what is observed, so that applying the result is idempotent: the same spec always
+//! server-side-applies to the same objects, and a reconcile that changes nothing writes nothing.
+//!
+//! Names: StatefulSet and PodDisruptionBudget `<name>-<shard>`, Pods `<name>-<shard>-<ordinal>`,
+//! headless Service `<name>-nodes`, client Service `<name>`, ConfigMap `<name>-config`,
+//! generated auth Secret `<name>-auth`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Affinity, ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{AntiAffinity, KvCluster};
+
+/// Client port of every node.
+pub const CLIENT_PORT: u16 = 6379;
+/// Admin HTTP port (`/metrics`, `/healthz`, `/readyz`).
+pub const ADMIN_PORT: u16 = 9121;
+/// Where the data volume is mounted (snapshot, append-only log, `nodes.json`).
+pub const DATA_DIR: &str = "/var/lib/ferrokv";
+/// Where the ConfigMap is mounted.
+pub const CONFIG_DIR: &str = "/etc/ferrokv";
+pub const CONFIG_FILE: &str = "ferrokv.conf";
+
+pub const LABEL_CLUSTER: &str = "ferrokv.io/cluster";
+pub const LABEL_SHARD: &str = "ferrokv.io/shard";
+/// `primary` or `replica`, set on Pods by the operator (not by the StatefulSet template) once a
+/// topology naming them was pushed: the client Service selects `primary`.
+pub const LABEL_ROLE: &str = "ferrokv.io/role";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the KvCluster has no {0}")]
+    MissingMeta(&'static str),
+    #[error("failed to build {what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Every object the operator applies for one cluster (the auth Secret is created, not applied:
+/// see [`auth_secret`]).
+#[derive(Clone, Debug)]
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub headless: Service,
+    pub client: Service,
+    pub statefulsets: Vec<StatefulSet>,
+    pub pdbs: Vec<PodDisruptionBudget>,
+}
+
+pub fn statefulset_name(cluster: &str, shard: i32) -> String {
+    format!("{cluster}-{shard}")
+}
+
+pub fn pod_name(cluster: &str, shard: i32, ordinal: i32) -> String {
+    format!("{cluster}-{shard}-{ordinal}")
+}
+
+pub fn headless_name(cluster: &str) -> String {
+    format!("{cluster}-nodes")
+}
+
+pub fn config_map_name(cluster: &str) -> String {
+    format!("{cluster}-config")
+}
+
+pub fn auth_secret_name(cluster: &str) -> String {
+    format!("{cluster}-auth")
+}
+
+/// The Secret and key the nodes' password comes from: the user's, or the generated one.
+pub fn auth_ref(kv: &KvCluster) -> (String, String) {
+    match &kv.spec.auth {
+        Some(a) => (a.secret_name.clone(), a.key.clone()),
+        None => (auth_secret_name(&kv.name_any()), "password".into()),
+    }
+}
+
+/// Labels every child carries; the selector labels are the stable subset.
+pub fn labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "ferrokv".into()),
+        ("app.kubernetes.io/instance".into(), cluster.into()),
+        ("app.kubernetes.io/managed-by".into(), "ferrokv-operator".into()),
+        (LABEL_CLUSTER.into(), cluster.into()),
+    ])
+}
+
+fn shard_selector(cluster: &str, shard: i32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_CLUSTER.into(), cluster.into()),
+        (LABEL_SHARD.into(), shard.to_string()),
+    ])
+}
+
+fn owner(kv: &KvCluster) -> Result<OwnerReference, BuildError> {
+    kv.controller_owner_ref(&()).ok_or(BuildError::MissingMeta("uid"))
+}
+
+fn meta(kv: &KvCluster, name: String, extra: BTreeMap<String, String>) -> Result<ObjectMeta, BuildError> {
+    let mut l = labels(&kv.name_any());
+    l.extend(extra);
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: Some(kv.namespace().ok_or(BuildError::MissingMeta("namespace"))?),
+        labels: Some(l),
+        owner_references: Some(vec![owner(kv)?]),
+        ..Default::default()
+    })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, v: serde_json::Value) -> Result<T, BuildError> {
+    serde_json::from_value(v).map_err(|source| BuildError::Json {
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// The node config file. Ports, data directory, cluster mode and persistence are fixed here
+/// (the CRD refuses overrides of them): the operator addresses nodes on these ports and the
+/// data must live on the volume, or a restart would lose it.
+pub fn node_config(kv: &KvCluster) -> String {
+    let p = &kv.spec.persistence;
+    let mut out = format!(
+        "# Generated by ferrokv-operator for KvCluster {}/{}; edits are overwritten.\n\
+         bind 0.0.0.0\nport {CLIENT_PORT}\nadmin-port {ADMIN_PORT}\ncluster-enabled yes\n\
+         dir {DATA_DIR}\nappendonly yes\nappendfsync {}\nsave \"{}\"\n",
+        kv.namespace().unwrap_or_default(),
+        kv.name_any(),
+        p.appendfsync.as_str(),
+        p.snapshot_schedule,
+    );
+    for (k, v) in &kv.spec.config {
+        out.push_str(&format!("{k} {v}\n"));
+    }
+    out
+}
+
+/// A short stable hash of the config file, put on the Pod template so that a config change rolls
+/// the Pods (a ConfigMap edit alone is not seen by a running node).
+fn config_hash(config: &str) -> String {
+    // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in config.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+pub fn children(kv: &KvCluster, default_image: &str) -> Result<Children, BuildError> {
+    let name = kv.name_any();
+    let config = node_config(kv);
+    let config_map = ConfigMap {
+        metadata: meta(kv, config_map_name(&name), BTreeMap::new())?,
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), config.clone())])),
+        ..Default::default()
+    };
+    let ports = json!([{"name": "redis", "port": CLIENT_PORT, "targetPort": CLIENT_PORT}]);
+    let headless: Service = from_json(
+        "headless service",
+        json!({
+            "metadata": meta(kv, headless_name(&name), BTreeMap::new())?,
+            "spec": {
+                "clusterIP": "None",
+                // Nodes must find each other (and the operator its nodes) before they are Ready:
+                // readiness is what the topology waits for, not a precondition of being named.
+                "publishNotReadyAddresses": true,
+                "selector": {LABEL_CLUSTER: name},
+                "ports": [
+                    {"name": "redis", "port": CLIENT_PORT, "targetPort": CLIENT_PORT},
+                    {"name": "admin", "port": ADMIN_PORT, "targetPort": ADMIN_PORT},
+                ],
+            },
+        }),
+    )?;
+    let client: Service = from_json(
+        "client service",
+        json!({
+            "metadata": meta(kv, name.clone(), BTreeMap::new())?,
+            "spec": {
+                "selector": {LABEL_CLUSTER: name, LABEL_ROLE: "primary"},
+                "ports": ports,
+            },
+        }),
+    )?;
+    let hash = config_hash(&config);
+    let mut statefulsets = Vec::new();
+    let mut pdbs = Vec::new();
+    for shard in 0..kv.spec.shards {
+        statefulsets.push(statefulset(kv, shard, default_image, &hash)?);
+        pdbs.push(from_json(
+            "pod disruption budget",
+            json!({
+                "metadata": meta(kv, statefulset_name(&name, shard), shard_selector(&name, shard))?,
+                "spec": {
+                    // One member of a shard at a time: a drain never takes a primary and its
+                    // replica together.
+                    "maxUnavailable": 1,
+                    "selector": {"matchLabels": shard_selector(&name, shard)},
+                },
+            }),
+        )?);
+    }
+    Ok(Children {
+        config_map,
+        headless,
+        client,
+        statefulsets,
+        pdbs,
+    })
+}
+
+/// The auth Secret generated when `spec.auth` is absent. Created once and never applied again,
+/// so the password is never regenerated (clients and replicas hold it).
+pub fn auth_secret(kv: &KvCluster, password: &str) -> Result<Secret, BuildError> {
+    Ok(Secret {
+        metadata: meta(kv, auth_secret_name(&kv.name_any()), BTreeMap::new())?,
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            "password".to_string(),
+            ByteString(password.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    })
+}
+
+fn affinity(kv: &KvCluster, shard: i32) -> Result<Option<Affinity>, BuildError> {
+    let name = kv.name_any();
+    let mut affinity = kv.spec.placement.affinity.clone().unwrap_or_default();
+    let term = json!({
+        "labelSelector": {"matchLabels": shard_selector(&name, shard)},
+        "topologyKey": "kubernetes.io/hostname",
+    });
+    let mut anti = affinity.pod_anti_affinity.take().unwrap_or_default();
+    match kv.spec.placement.shard_anti_affinity {
+        AntiAffinity::None => {}
+        AntiAffinity::Preferred => anti
+            .preferred_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(from_json(
+                "anti-affinity",
+                json!({"weight": 100, "podAffinityTerm": term}),
+            )?),
+        AntiAffinity::Required => anti
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(from_json("anti-affinity", term)?),
+    }
+    let empty = anti.preferred_during_scheduling_ignored_during_execution.is_none()
+        && anti.required_during_scheduling_ignored_during_execution.is_none();
+    if !empty {
+        affinity.pod_anti_affinity = Some(anti);
+    }
+    let none =
+        affinity.node_affinity.is_none() && affinity.pod_affinity.is_none() && affinity.pod_anti_affinity.is_none();
+    Ok((!none).then_some(affinity))
+}
+
+fn statefulset(kv: &KvCluster, shard: i32, default_image: &str, hash: &str) -> Result<StatefulSet, BuildError> {
+    let name = kv.name_any();
+    let spec = &kv.spec;
+    let selector = shard_selector(&name, shard);
+    let mut pod_labels = labels(&name);
+    pod_labels.extend(selector.clone());
+    let (secret, key) = auth_ref(kv);
+    let secret_env = |var: &str| json!({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}});
+    let mut pvc_spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    });
+    if let Some(class) = &spec.storage.storage_class_name {
+        pvc_spec["storageClassName"] = json!(class);
+    }
+    let mut pod_spec = json!({
+        "terminationGracePeriodSeconds": 30,
+        "containers": [{
+            "name": "node",
+            "image": spec.image.as_deref().unwrap_or(default_image),
+            "args": ["--config", format!("{CONFIG_DIR}/{CONFIG_FILE}")],
+            // The password reaches the node through the environment (clap reads these
+            // variables), never through the ConfigMap or the command line, which are readable
+            // by anyone who can read Pods.
+            "env": [secret_env("FERROKV_REQUIREPASS"), secret_env("FERROKV_MASTERAUTH")],
+            "ports": [
+                {"name": "redis", "containerPort": CLIENT_PORT},
+                {"name": "admin", "containerPort": ADMIN_PORT},
+            ],
+            // Readiness gates the topology push, so it is probed often (a cheap local HTTP GET).
+            "readinessProbe": {
+                "httpGet": {"path": "/readyz", "port": ADMIN_PORT},
+                "periodSeconds": 2,
+                "failureThreshold": 3,
+            },
+            "livenessProbe": {
+                "httpGet": {"path": "/healthz", "port": ADMIN_PORT},
+                "initialDelaySeconds": 10,
+                "periodSeconds": 10,
+                "failureThreshold": 6,
+            },
+            "volumeMounts": [
+                {"name": "data", "mountPath": DATA_DIR},
+                {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
+            ],
+        }],
+        "volumes": [{"name": "config", "configMap": {"name": config_map_name(&name)}}],
+    });
+    if let Some(r) = &spec.resources {
+        pod_spec["containers"][0]["resources"] = json!(r);
+    }
+    if let Some(p) = spec.image_pull_policy {
+        pod_spec["containers"][0]["imagePullPolicy"] = json!(p);
+    }
+    if !spec.placement.node_selector.is_empty() {
+        pod_spec["nodeSelector"] = json!(spec.placement.node_selector);
+    }
+    if !spec.placement.tolerations.is_empty() {
+        pod_spec["tolerations"] = json!(spec.placement.tolerations);
+    }
+    if let Some(a) = affinity(kv, shard)? {
+        pod_spec["affinity"] = json!(a);
+    }
+    if let Some(p) = &spec.placement.priority_class_name {
+        pod_spec["priorityClassName"] = json!(p);
+    }
+    from_json(
+        "statefulset",
+        json!({
+            "metadata": meta(kv, statefulset_name(&name, shard), selector.clone())?,
+            "spec": {
+                "replicas": 1 + spec.replicas_per_shard,
+                "serviceName": headless_name(&name),
+                // Members of a shard are peers whose roles the topology decides, not an ordered
+                // start-up chain: all start at once.
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": selector},
+                // Deleting the cluster deletes its data; scaling in keeps the volume, so a
+                // replica scaled back out resumes instead of copying everything again.
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        "annotations": {"ferrokv.io/config-hash": hash},
+                    },
+                    "spec": pod_spec,
+                },
+                "volumeClaimTemplates": [{
+                    "metadata": {"name": "data", "labels": labels(&name)},
+                    "spec": pvc_spec,
+                }],
+            },
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::plan::tests::cluster;
+
+    #[test]
+    fn children_are_named_labelled_and_owned() {
+        let kv = cluster(3, 1);
+        let c = children(&kv, "ferrokv/node:0.1.0").unwrap();
+        assert_eq!(c.statefulsets.len(), 3);
+        assert_eq!(c.pdbs.len(), 3);
+        let sts = &c.statefulsets[1];
+        assert_eq!(sts.name_any(), "kv-1");
+        let spec = sts.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(
+            spec.selector
+                .match_labels
+                .as_ref()
+                .unwrap()
+                .get(LABEL_SHARD)
+                .map(String::as_str),
+            Some("1")
+        );
+        let owner = &sts.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "KvCluster");
+        assert_eq!(owner.controller, Some(true));
+        let pod = spec.template.spec.as_ref().unwrap();
+        let anti = pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap();
+        assert_eq!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("ferrokv/node:0.1.0"));
+        let env = container.env.as_ref().unwrap();
+        assert_eq!(
+            env[0]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "kv-auth"
+        );
+        assert_eq!(
+            c.client.spec.as_ref().unwrap().selector.as_ref().unwrap()[LABEL_ROLE],
+            "primary"
+        );
+        assert_eq!(
+            c.headless.spec.as_ref().unwrap().publish_not_ready_addresses,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn config_file_fixes_the_contract_and_adds_overrides() {
+        let mut kv = cluster(1, 0);
+        kv.spec.config.insert("maxmemory".into(), "100mb".into());
+        let conf = node_config(&kv);
+        for line in [
+            "port 6379",
+            "admin-port 9121",
+            "cluster-enabled yes",
+            "dir /var/lib/ferrokv",
+            "appendonly yes",
+            "appendfsync everysec",
+            "save \"3600 1 300 100 60 10000\"",
+            "maxmemory 100mb",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} missing in\n{conf}");
+        }
+    }
+
+    #[test]
+    fn required_anti_affinity_and_no_anti_affinity() {
+        let mut kv = cluster(1, 1);
+        kv.spec.placement.shard_anti_affinity = AntiAffinity::Required;
+        let a = affinity(&kv, 0).unwrap().unwrap().pod_anti_affinity.unwrap();
+        assert_eq!(a.required_during_scheduling_ignored_during_execution.unwrap().len(), 1);
+        kv.spec.placement.shard_anti_affinity = AntiAffinity::None;
+        assert!(affinity(&kv, 0).unwrap().is_none());
+    }
+}

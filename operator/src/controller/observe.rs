@@ -1,0 +1,166 @@
+//! Observe: the cluster's Pods from the API and each node's own view over RESP.
+//!
+//! Nodes are asked directly at their Pod IP (never through a Service or DNS: the operator must
+//! see each node, including one no Service routes to). One connection per node, all nodes at
+//! once, each bounded by [`NODE_TIMEOUT`], so a hung node costs one timeout, not one per node.
+//! A node that does not answer is observed as "not reachable" (`node: None`), which the planner
+//! treats like a Pod that is not Ready.
+
+use std::time::Duration;
+
+use ferrokv_node::cluster::driver::{Conn, DriverError, Value};
+use ferrokv_node::cluster::topology::Topology;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+
+use super::build::{CLIENT_PORT, LABEL_CLUSTER, LABEL_ROLE, LABEL_SHARD, auth_ref};
+use super::plan::{NodeObs, Observed, PodObs};
+use crate::crd::KvCluster;
+
+/// How long one node may take to answer all the questions of one observation.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("failed to list the pods of the cluster: {0}")]
+    Pods(#[source] kube::Error),
+    #[error("failed to read the auth secret {name}: {source}")]
+    Secret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("auth secret {name} has no key {key}")]
+    SecretKey { name: String, key: String },
+}
+
+/// The password the nodes require, `None` while its Secret does not exist.
+pub async fn password(client: &kube::Client, kv: &KvCluster) -> Result<Option<String>, ObserveError> {
+    let ns = kv.namespace().unwrap_or_default();
+    let (name, key) = auth_ref(kv);
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|source| ObserveError::Secret {
+            name: name.clone(),
+            source,
+        })?;
+    let Some(secret) = secret else { return Ok(None) };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&key))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&key)).cloned());
+    value.map(Some).ok_or(ObserveError::SecretKey { name, key })
+}
+
+/// Pods of the cluster (by label) and, for the Ready ones, what their nodes say.
+pub async fn observe(client: &kube::Client, kv: &KvCluster, password: Option<&str>) -> Result<Observed, ObserveError> {
+    let ns = kv.namespace().unwrap_or_default();
+    let name = kv.name_any();
+    let list = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={name}")))
+        .await
+        .map_err(ObserveError::Pods)?;
+    let mut pods: Vec<PodObs> = list.items.iter().filter_map(|p| pod_obs(&name, p)).collect();
+    let asks = pods.iter().map(|p| async move {
+        match (&p.ip, p.ready && !p.terminating) {
+            (Some(ip), true) => ask_node(&format!("{ip}:{CLIENT_PORT}"), password).await,
+            _ => None,
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    for (p, node) in pods.iter_mut().zip(answers) {
+        p.node = node;
+    }
+    pods.sort_by_key(|p| (p.shard, p.ordinal));
+    Ok(Observed { pods })
+}
+
+fn pod_obs(cluster: &str, pod: &Pod) -> Option<PodObs> {
+    let name = pod.name_any();
+    let shard: i32 = pod.labels().get(LABEL_SHARD)?.parse().ok()?;
+    // `<cluster>-<shard>-<ordinal>`: the StatefulSet's naming, which also tells the ordinal.
+    let ordinal: i32 = name.strip_prefix(&format!("{cluster}-{shard}-"))?.parse().ok()?;
+    let status = pod.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Some(PodObs {
+        name,
+        shard,
+        ordinal,
+        ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
+        ready,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        role_label: pod.labels().get(LABEL_ROLE).cloned(),
+        node: None,
+    })
+}
+
+async fn ask_node(addr: &str, password: Option<&str>) -> Option<NodeObs> {
+    match tokio::time::timeout(NODE_TIMEOUT, node_state(addr, password)).await {
+        Ok(Ok(n)) => Some(n),
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "node did not answer");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "node timed out");
+            None
+        }
+    }
+}
+
+/// Open an authenticated admin connection to a node.
+pub async fn connect(addr: &str, password: Option<&str>) -> Result<Conn, DriverError> {
+    let mut c = Conn::connect(addr).await?;
+    if let Some(pw) = password {
+        c.ok(&[b"AUTH", pw.as_bytes()]).await?;
+    }
+    Ok(c)
+}
+
+fn protocol(addr: &str, msg: String) -> DriverError {
+    DriverError::Protocol {
+        addr: addr.to_string(),
+        msg,
+    }
+}
+
+async fn node_state(addr: &str, password: Option<&str>) -> Result<NodeObs, DriverError> {
+    let mut c = connect(addr, password).await?;
+    let id = match c.ok(&[b"CLUSTER", b"MYID"]).await? {
+        Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        v => return Err(protocol(addr, format!("unexpected CLUSTER MYID reply {v:?}"))),
+    };
+    let held = match c.ok(&[b"CLUSTER", b"GETTOPOLOGY"]).await? {
+        Value::Nil => None,
+        Value::Bulk(b) => Some(Topology::from_json(&b).map_err(|e| protocol(addr, e.to_string()))?),
+        v => return Err(protocol(addr, format!("unexpected CLUSTER GETTOPOLOGY reply {v:?}"))),
+    };
+    let info = match c.ok(&[b"INFO", b"replication"]).await? {
+        Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        v => return Err(protocol(addr, format!("unexpected INFO reply {v:?}"))),
+    };
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':').map(str::trim))
+    };
+    let replica = field("role") == Some("slave");
+    Ok(NodeObs {
+        id,
+        held,
+        replica,
+        link_up: replica && field("master_link_status") == Some("up"),
+        offset: field(if replica {
+            "slave_repl_offset"
+        } else {
+            "master_repl_offset"
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0),
+    })
+}
