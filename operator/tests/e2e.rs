@@ -13,31 +13,24 @@
 //! 5. reconcile p50/p99 from the operator's metrics;
 //! 6. KvCluster deleted: every child gone.
 //!
-//! Two pieces stand in for what other branches bring, each in one small function so that they
-//! can be swapped at merge: [`ensure_kubelet`] (until `ferrokv-sandbox up` starts the kubelet)
-//! and [`Operator::start`] (the controller runs in this process, with the kubeconfig of a
-//! ServiceAccount bound to `fixtures/e2e-rbac.yaml`, until the chart and the `run` command of
-//! the binary are merged; then: `helm install` and the Deployment through the kubelet).
+//! The operator is installed with the Helm chart and runs as its Deployment's Pod under the
+//! sandbox kubelet, as the chart's ServiceAccount: an RBAC rule the chart lacks fails here.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use ferrokv_node::cluster::driver::even_ranges;
-use ferrokv_operator::controller::{self, build};
+use ferrokv_operator::controller::build;
 use ferrokv_operator::crd::{KvCluster, Phase};
-use ferrokv_operator::metrics::Metrics;
 use ferrokv_tests::harness::{TestNs, wait_for};
-use ferrokv_tests::kubelet::{ImageMap, Kubelet, KubeletConfig};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const NAME: &str = "kv";
 const SHARDS: usize = 3;
@@ -52,8 +45,17 @@ fn bin_dir() -> PathBuf {
 }
 
 /// The node (the image `ferrokv/node` runs) and the sandbox binary are other crates' bins:
-/// cargo does not build them for this test, so it does (a no-op when they are fresh).
+/// `cargo test --workspace` builds them, `cargo test -p ferrokv-operator` does not, so this
+/// builds them when they are missing. Only then: a build with another package selection
+/// unifies features differently and would replace the binaries the sandbox runs, which
+/// restarts its components (and stops every Pod).
 fn build_binaries() -> Result<()> {
+    if ["ferrokv-node", "ferrokv-sandbox"]
+        .iter()
+        .all(|b| bin_dir().join(b).is_file())
+    {
+        return Ok(());
+    }
     let status = Command::new(env!("CARGO"))
         .args([
             "build",
@@ -72,62 +74,94 @@ fn build_binaries() -> Result<()> {
     Ok(())
 }
 
-/// WORKAROUND until `ferrokv-sandbox up` starts the kubelet: use a kubelet whose Node is Ready
-/// (the sandbox's, or another test's), or start one as a subprocess that lives as long as this
-/// test. At merge this becomes a no-op (the sandbox's kubelet is always there).
-async fn ensure_kubelet(ns: &TestNs) -> Result<Option<Kubelet>> {
-    // A Node's Ready condition outlives its kubelet here (no node lifecycle controller runs):
-    // a kubelet is alive when it renewed its Lease lately.
-    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), "kube-node-lease");
-    let alive = || async {
-        let now = k8s_openapi::jiff::Timestamp::now();
-        anyhow::Ok(leases.list(&ListParams::default()).await?.items.iter().any(|l| {
-            l.spec
-                .as_ref()
-                .and_then(|s| s.renew_time.as_ref())
-                .is_some_and(|t| now.duration_since(t.0).as_secs() < 20)
-        }))
-    };
-    if alive().await? {
-        return Ok(None);
-    }
-    // This branch's `ferrokv-sandbox` has no `kubelet` command yet: the library's kubelet runs
-    // in this process (its Pods' processes stop with it).
-    let sandbox = ns.sandbox();
-    let config = KubeletConfig::new(sandbox.dir().join("kubelet"), ImageMap::ferrokv(&bin_dir()));
-    let guard = Kubelet::start(&sandbox.admin_kubeconfig(), config).await?;
-    wait_for("the kubelet to renew its Lease", Duration::from_secs(60), || async {
-        anyhow::Ok(alive().await?.then_some(()))
-    })
-    .await?;
-    Ok(Some(guard))
-}
-
-/// The operator: the controller with a ServiceAccount's client, in this process.
+/// The operator as a user runs it: the Helm chart installed in the test namespace, its
+/// Deployment's Pod run by the sandbox kubelet (image `ferrokv/operator` → this checkout's
+/// `ferrokv-operator`), acting as the chart's ServiceAccount with the chart's RBAC.
 struct Operator {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), controller::Error>>,
+    release: String,
 }
 
 impl Operator {
-    async fn start(kubeconfig: &Path, metrics: Arc<Metrics>) -> Result<Operator> {
-        let client = ferrokv_tests::controlplane::client_from_kubeconfig(kubeconfig).await?;
-        let config = controller::Config {
-            node_image: "ferrokv/node:0.1.0".into(),
-            field_manager: "ferrokv-operator".into(),
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(client, config, metrics, async move {
-            let _ = stopped.await;
-        }));
-        Ok(Operator { stop, task })
+    async fn install(ns: &TestNs) -> Result<Operator> {
+        // The release name also names the chart's cluster-scoped RBAC objects: one per test namespace.
+        let release = ns.name.clone();
+        let out = ns
+            .helm()?
+            .args(["install", &release])
+            .arg(repo().join("charts/ferrokv-operator"))
+            .args(["--skip-crds", "--wait", "--timeout", "120s"])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "helm install: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let op = Operator { release };
+        op.wait_ready(ns, None).await?;
+        Ok(op)
     }
 
-    async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task).await???;
+    fn selector(&self) -> String {
+        format!("app.kubernetes.io/instance={}", self.release)
+    }
+
+    /// The running, Ready operator Pod (other than `not`): its name and IP.
+    async fn wait_ready(&self, ns: &TestNs, not: Option<&str>) -> Result<(String, String)> {
+        let pods = ns.api::<Pod>();
+        let lp = ListParams::default().labels(&self.selector());
+        Ok(
+            wait_for("the operator Pod to be Ready", Duration::from_secs(120), || async {
+                let ready = pods.list(&lp).await?.items.into_iter().find_map(|p| {
+                    let name = p.name_any();
+                    let status = p.status?;
+                    let ready = status
+                        .conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True");
+                    (ready && Some(name.as_str()) != not && p.metadata.deletion_timestamp.is_none())
+                        .then_some((name, status.pod_ip?))
+                });
+                anyhow::Ok(ready)
+            })
+            .await?,
+        )
+    }
+
+    /// Delete the operator's Pod (the Deployment starts a new one) and wait for its successor.
+    async fn restart(&self, ns: &TestNs) -> Result<()> {
+        let (pod, _) = self.wait_ready(ns, None).await?;
+        ns.api::<Pod>().delete(&pod, &DeleteParams::default()).await?;
+        self.wait_ready(ns, Some(&pod)).await?;
         Ok(())
     }
+
+    /// The operator's `/metrics`, fetched from its Pod IP.
+    async fn metrics(&self, ns: &TestNs) -> Result<String> {
+        let (_, ip) = self.wait_ready(ns, None).await?;
+        let mut stream = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await?;
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+            .await?;
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut body)).await??;
+        Ok(body)
+    }
+
+    async fn uninstall(self, ns: &TestNs) -> Result<()> {
+        let out = ns.helm()?.args(["uninstall", &self.release, "--wait"]).output()?;
+        ensure!(
+            out.status.success(),
+            "helm uninstall: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 async fn cluster(ns: &TestNs) -> Result<KvCluster> {
@@ -203,31 +237,34 @@ async fn wait_digests_equal(ns: &TestNs, password: &str) -> Result<()> {
     Ok(())
 }
 
-fn quantile(metrics: &Metrics, q: f64) -> Option<f64> {
-    let h = metrics.reconcile_duration.with_label_values(&["ok"]);
-    let proto = prometheus::core::Metric::metric(&h);
-    let hist = proto.get_histogram();
-    let total = hist.get_sample_count() as f64;
+/// Upper bound of the histogram bucket holding quantile `q` of the operator's successful
+/// reconciles, from its `/metrics` text.
+fn quantile(metrics: &str, q: f64) -> Option<f64> {
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("ferrokv_operator_reconcile_duration_seconds_bucket{"))
+        .filter(|l| l.contains("result=\"ok\""))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, count))
+        })
+        .collect();
+    let total = buckets.last()?.1;
     if total == 0.0 {
         return None;
     }
-    hist.get_bucket()
-        .iter()
-        .find(|b| b.cumulative_count() as f64 >= q * total)
-        .map(|b| b.upper_bound())
+    buckets.iter().find(|(_, c)| *c >= q * total).map(|(le, _)| *le)
 }
 
-fn rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
+fn rss_mib(metrics: &str) -> Option<f64> {
+    let bytes: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))?
         .trim()
         .parse()
         .ok()?;
-    Some(kb / 1024.0)
+    Some(bytes / (1024.0 * 1024.0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -238,11 +275,7 @@ async fn kvcluster_lifecycle() -> Result<()> {
         .try_init();
     build_binaries()?;
     let ns = TestNs::new("operator", &bin_dir().join("ferrokv-sandbox")).await?;
-    let kubelet = ensure_kubelet(&ns).await?;
     let result = scenarios(&ns).await;
-    if let Some(k) = kubelet {
-        k.shutdown().await?;
-    }
     if let Err(e) = &result {
         eprintln!("e2e failed: {e:#}\n{}", ns.dump().await);
         return result;
@@ -266,16 +299,7 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         )
     })
     .await?;
-    let rbac = include_str!("fixtures/e2e-rbac.yaml")
-        .replace("NAMESPACE", &ns.name)
-        .replace("NAME", &format!("ferrokv-operator-{}", ns.name));
-    ns.apply(&rbac).await?;
-    let kubeconfig = ns
-        .sandbox()
-        .service_account_kubeconfig(&ns.client, &ns.name, "ferrokv-operator", Duration::from_secs(3600))
-        .await?;
-    let metrics = Arc::new(Metrics::new()?);
-    let mut operator = Operator::start(&kubeconfig, metrics.clone()).await?;
+    let operator = Operator::install(ns).await?;
 
     // 1. Create; restart the operator while the Pods start.
     let t0 = Instant::now();
@@ -291,8 +315,7 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
     })
     .await?;
     let restarted_in = phase(&cluster(ns).await?);
-    operator.stop().await?;
-    operator = Operator::start(&kubeconfig, metrics.clone()).await?;
+    operator.restart(ns).await?;
     println!("operator restarted mid-creation (phase {restarted_in:?})");
     let kv = wait_ready(ns, 1, Duration::from_secs(240)).await?;
     println!("3x1 KvCluster Ready in {:.1}s", t0.elapsed().as_secs_f64());
@@ -451,23 +474,23 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         t.elapsed().as_secs_f64(),
         kv.status.as_ref().map_or(0, |s| s.epoch)
     );
+    // 5. The operator's own numbers (this process has run since the restart mid-creation).
+    let metrics = operator.metrics(ns).await?;
+    println!(
+        "reconcile p50 <= {:?} s, p99 <= {:?} s (histogram bucket bounds; target p99 <= 0.05); \
+         operator RSS {:.1} MiB (target <= 64)",
+        quantile(&metrics, 0.5),
+        quantile(&metrics, 0.99),
+        rss_mib(&metrics).unwrap_or(f64::NAN)
+    );
+
     // A restart of a Ready cluster's operator changes nothing.
     let before = cluster(ns).await?.status;
-    operator.stop().await?;
-    operator = Operator::start(&kubeconfig, metrics.clone()).await?;
+    operator.restart(ns).await?;
     let settled = wait_ready(ns, 2, Duration::from_secs(30)).await?;
     ensure!(
         settled.status.as_ref().map(|s| (s.epoch, &s.shards)) == before.as_ref().map(|s| (s.epoch, &s.shards)),
         "an operator restart changed the topology"
-    );
-
-    // 5. The operator's own numbers.
-    println!(
-        "reconcile p50 <= {:?} s, p99 <= {:?} s (histogram bucket bounds; target p99 <= 0.05); \
-         RSS of this test process (operator in-process + test + clients): {:.1} MiB",
-        quantile(&metrics, 0.5),
-        quantile(&metrics, 0.99),
-        rss_mib().unwrap_or(f64::NAN)
     );
 
     // 6. Delete: every child goes.
@@ -496,6 +519,6 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         "KvCluster deleted: every child gone in {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    operator.stop().await?;
+    operator.uninstall(ns).await?;
     Ok(())
 }
