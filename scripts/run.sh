@@ -65,7 +65,7 @@ up() {
     eval "$(sandbox env)"
     local t0=$SECONDS
     say "installing the operator chart into $OPERATOR_NAMESPACE"
-    helm upgrade --install ferrokv-operator charts/ferrokv-operator \
+    helm upgrade --install ferrokv charts/ferrokv-operator \
         --namespace "$OPERATOR_NAMESPACE" --create-namespace --wait --timeout 180s
     say "applying $EXAMPLE"
     kubectl apply -n "$NAMESPACE" -f "$EXAMPLE"
