@@ -88,6 +88,10 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // kube's rustls needs exactly one process-wide crypto provider. A build that unifies
+    // features with the workspace's S3 code compiles aws-lc-rs in beside ring, and rustls then
+    // refuses to pick one (it panics on the first TLS connection): choose ring explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crd) => print_crds(),
