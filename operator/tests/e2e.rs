@@ -16,6 +16,8 @@
 //! The operator is installed with the Helm chart and runs as its Deployment's Pod under the
 //! sandbox kubelet, as the chart's ServiceAccount: an RBAC rule the chart lacks fails here.
 
+mod sandbox;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,13 +26,13 @@ use anyhow::{Context as _, Result, bail, ensure};
 use ferrokv_node::cluster::driver::even_ranges;
 use ferrokv_operator::controller::build;
 use ferrokv_operator::crd::{KvCluster, Phase};
+use ferrokv_tests::controlplane::plain_http_get_at;
 use ferrokv_tests::harness::{TestNs, wait_for};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const NAME: &str = "kv";
 const SHARDS: usize = 3;
@@ -88,7 +90,7 @@ impl Operator {
         let out = ns
             .helm()?
             .args(["install", &release])
-            .arg(repo().join("charts/ferrokv-operator"))
+            .arg(sandbox::chart_dir())
             .args(["--skip-crds", "--wait", "--timeout", "120s"])
             .output()?;
         ensure!(
@@ -140,12 +142,10 @@ impl Operator {
     /// The operator's `/metrics`, fetched from its Pod IP.
     async fn metrics(&self, ns: &TestNs) -> Result<String> {
         let (_, ip) = self.wait_ready(ns, None).await?;
-        let mut stream = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await?;
-        stream
-            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
-            .await?;
-        let mut body = String::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut body)).await??;
+        let addr = std::net::SocketAddr::new(ip.parse()?, 8080);
+        let (status, body) =
+            tokio::time::timeout(Duration::from_secs(10), plain_http_get_at(addr, "/metrics")).await??;
+        ensure!(status == 200, "/metrics answered {status}");
         Ok(body)
     }
 
@@ -158,10 +158,6 @@ impl Operator {
         );
         Ok(())
     }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 async fn cluster(ns: &TestNs) -> Result<KvCluster> {
@@ -286,19 +282,7 @@ async fn kvcluster_lifecycle() -> Result<()> {
 
 async fn scenarios(ns: &TestNs) -> Result<()> {
     // CRD and RBAC, then the operator as the ServiceAccount.
-    for (_, crd) in ferrokv_operator::crd_documents()? {
-        ns.apply(&crd).await?;
-    }
-    wait_for("the KvCluster CRD to be served", Duration::from_secs(30), || async {
-        anyhow::Ok(
-            ns.api::<KvCluster>()
-                .list(&ListParams::default())
-                .await
-                .ok()
-                .map(|_| ()),
-        )
-    })
-    .await?;
+    sandbox::install_crds(ns).await?;
     let operator = Operator::install(ns).await?;
 
     // 1. Create; restart the operator while the Pods start.

@@ -933,9 +933,14 @@ fn http_get(path: &str) -> Result<http::Request<Vec<u8>>, String> {
 /// A plain-HTTP GET on loopback (Prometheus has no TLS here), returning status and body: a few
 /// lines of HTTP/1.0 spare the crate an HTTP client dependency for probes and queries.
 pub async fn plain_http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+    plain_http_get_at(std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port)), path_and_query).await
+}
+
+/// [`plain_http_get`] at any address, e.g. a Pod IP on the sandbox's Pod network.
+pub async fn plain_http_get_at(addr: std::net::SocketAddr, path_and_query: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {}\r\n\r\n", addr.ip()).as_bytes())
         .await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
