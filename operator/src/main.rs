@@ -82,6 +82,12 @@ struct RunArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
     retry_period: u64,
 
+    /// Namespaces whose KvClusters this operator runs (repeat the flag, or separate with
+    /// commas). Without it, every namespace. Scoped to namespaces, the operator needs only
+    /// Roles there (the chart's `watchNamespaces`).
+    #[arg(long = "watch-namespace", env = "FERROKV_WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
+
     /// Log format (level from RUST_LOG, default info).
     #[arg(long, env = "FERROKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -165,6 +171,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = controller::Config {
         node_image: args.node_image.clone(),
         field_manager: FIELD_MANAGER.to_string(),
+        namespaces: watch_namespaces(&args.watch_namespaces)?,
     };
 
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -269,6 +276,28 @@ async fn lead_while_elected(
     }
 }
 
+/// The namespaces to watch, trimmed, deduplicated and checked to be namespace names (an env
+/// value like `"a, b,"` is a list of two).
+fn watch_namespaces(raw: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for ns in raw.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let valid = ns.len() <= 63
+            && ns
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !ns.starts_with('-')
+            && !ns.ends_with('-');
+        anyhow::ensure!(
+            valid,
+            "--watch-namespace {ns:?} is not a namespace name (RFC 1123 label)"
+        );
+        if !out.iter().any(|o| o == ns) {
+            out.push(ns.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// Resolves once `rx` reads `true` (or its sender is gone).
 async fn became_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
@@ -314,5 +343,20 @@ mod tests {
         let cli = Cli::try_parse_from(["ferrokv-operator", "run", "--log-format", "text"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Run(ref a)) if a.log_format == LogFormat::Text));
         assert!(Cli::try_parse_from(["ferrokv-operator", "--lease-name", "x", "crd"]).is_err());
+    }
+
+    #[test]
+    fn watch_namespaces_are_a_checked_list() {
+        let cli =
+            Cli::try_parse_from(["ferrokv-operator", "--watch-namespace", "a,b", "--watch-namespace", "a"]).unwrap();
+        assert_eq!(watch_namespaces(&cli.run.watch_namespaces).unwrap(), ["a", "b"]);
+        assert_eq!(
+            watch_namespaces(&[" team-1 ".into(), String::new()]).unwrap(),
+            ["team-1"]
+        );
+        assert!(watch_namespaces(&[]).unwrap().is_empty(), "no flag: every namespace");
+        for bad in ["Upper", "-x", "x-", "a_b", &"n".repeat(64)] {
+            assert!(watch_namespaces(&[bad.to_string()]).is_err(), "{bad} accepted");
+        }
     }
 }

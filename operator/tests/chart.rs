@@ -188,6 +188,7 @@ async fn values_schema_refuses_bad_values() -> anyhow::Result<()> {
         ("metrics.serviceMonitor.interval=often", "interval"),
         ("replicas=2", "replicas"),
         ("serviceAccount.nmae=x", "nmae"),
+        ("watchNamespaces={Team_A}", "watchNamespaces"),
     ];
     for (set, field) in bad {
         let output = helm_template(&t, "op", &[set])?;
@@ -234,7 +235,7 @@ fn can_i(t: &TestNs, sa: &str, verb: &str, resource: &str, namespace: &str) -> a
 async fn rbac_grants_what_the_operator_needs_and_nothing_more() -> anyhow::Result<()> {
     let t = test_ns("chart-rbac").await?;
     // Only the ServiceAccount and RBAC objects, for real (no Deployment: no operator runs here).
-    let cluster_role = apply_chart_rbac(&t, "op")?;
+    let cluster_role = apply_chart_rbac(&t, "op", &[])?;
 
     let sa = "op-ferrokv-operator";
     let ns = t.name.as_str();
@@ -291,6 +292,51 @@ async fn rbac_grants_what_the_operator_needs_and_nothing_more() -> anyhow::Resul
     // Cluster-scoped objects outlive the namespace: remove them whatever the outcome.
     delete_cluster_rbac(&t, &cluster_role)?;
     assert!(wrong.is_empty(), "the chart's RBAC is wrong:\n  {}", wrong.join("\n  "));
+    t.cleanup().await?;
+    Ok(())
+}
+
+/// `watchNamespaces`: the operator's rules as Roles in exactly those namespaces, nothing
+/// cluster-wide, and the Deployment told which namespaces to watch.
+#[tokio::test]
+async fn watch_namespaces_grant_roles_only_there() -> anyhow::Result<()> {
+    let t = test_ns("chart-scoped").await?;
+    let ns = t.name.clone();
+    let set = format!("watchNamespaces={{{ns}}}");
+    let docs = documents(&render(&t, "op", &[&set])?)?;
+    assert!(
+        of_kind(&docs, "ClusterRole").is_empty() && of_kind(&docs, "ClusterRoleBinding").is_empty(),
+        "a namespace-scoped install renders cluster-wide RBAC"
+    );
+    let deployment = of_kind(&docs, "Deployment");
+    let env = &deployment[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array().is_some_and(|e| e
+            .iter()
+            .any(|v| v["name"] == "FERROKV_WATCH_NAMESPACES" && v["value"] == ns.as_str())),
+        "the operator is not told to watch {ns}: {env}"
+    );
+    let cluster_role = apply_chart_rbac(&t, "op", &[&set])?;
+    let sa = "op-ferrokv-operator";
+    let elsewhere = "default";
+    let mut wrong = Vec::new();
+    for (verb, resource) in [
+        ("watch", "kvclusters.ferrokv.io"),
+        ("patch", "kvclusters.ferrokv.io#status"),
+        ("create", "statefulsets.apps"),
+        ("patch", "pods"),
+        ("create", "secrets"),
+        ("create", "events.events.k8s.io"),
+    ] {
+        if !can_i(&t, sa, verb, resource, &ns)? {
+            wrong.push(format!("cannot {verb} {resource} in {ns}"));
+        }
+        if can_i(&t, sa, verb, resource, elsewhere)? {
+            wrong.push(format!("can {verb} {resource} in {elsewhere}"));
+        }
+    }
+    delete_cluster_rbac(&t, &cluster_role)?;
+    assert!(wrong.is_empty(), "the scoped RBAC is wrong:\n  {}", wrong.join("\n  "));
     t.cleanup().await?;
     Ok(())
 }

@@ -76,7 +76,8 @@ fn build_binaries() -> Result<()> {
     Ok(())
 }
 
-/// The operator as a user runs it: the Helm chart installed in the test namespace, its
+/// The operator as a user runs it: the Helm chart installed in the test namespace (watching
+/// only that namespace), its
 /// Deployment's Pod run by the sandbox kubelet (image `ferrokv/operator` → this checkout's
 /// `ferrokv-operator`), acting as the chart's ServiceAccount with the chart's RBAC.
 struct Operator {
@@ -85,13 +86,18 @@ struct Operator {
 
 impl Operator {
     async fn install(ns: &TestNs) -> Result<Operator> {
-        // The release name also names the chart's cluster-scoped RBAC objects: one per test namespace.
+        // One release per test namespace, named after it (its Roles live only there).
         let release = ns.name.clone();
         let out = ns
             .helm()?
             .args(["install", &release])
             .arg(sandbox::chart_dir())
             .args(["--skip-crds", "--wait", "--timeout", "120s"])
+            // Scoped to the test namespace (Roles, no ClusterRole): an operator another test
+            // run left behind in the shared sandbox never reconciles this test's cluster,
+            // and this one never touches theirs.
+            .arg("--set")
+            .arg(format!("watchNamespaces={{{}}}", ns.name))
             .output()?;
         ensure!(
             out.status.success(),

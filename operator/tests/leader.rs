@@ -184,7 +184,7 @@ async fn exactly_one_leader_for(t: &TestNs, operators: &[&Operator], period: Dur
 async fn one_leader_and_fast_takeover() -> anyhow::Result<()> {
     let t = test_ns("leader").await?;
     install_crds(&t).await?;
-    let cluster_rbac = apply_chart_rbac(&t, "op")?;
+    let cluster_rbac = apply_chart_rbac(&t, "op", &[])?;
     let result = scenario(&t).await;
     delete_cluster_rbac(&t, &cluster_rbac)?;
     result?;

@@ -10,6 +10,9 @@
 //! Every test gets a new kube `Client`: a client's connection pool belongs to the tokio runtime
 //! that created it, and each `#[tokio::test]` has its own runtime.
 //!
+//! Test namespaces older than an hour are leftovers of earlier runs and are deleted when a test
+//! process first opens the sandbox.
+//!
 //! When a test fails (panics) its namespace is kept and a dump of its Pods, the tail of each of
 //! their containers' logs (the kubelet's log files, what `kubectl logs` serves) and its Events,
 //! with the sandbox's log directory, goes to stderr, which the test runner shows with the
@@ -100,8 +103,43 @@ pub async fn shared_sandbox(sandbox_exe: &Path) -> Result<Sandbox, HarnessError>
             sandbox.dir().display()
         );
     }
+    remove_stale_namespaces(&sandbox).await;
     *shared = Some(sandbox.clone());
     Ok(sandbox)
+}
+
+/// Test namespaces older than this are leftovers of earlier runs (kept because their test
+/// failed, or because the run was killed). No test uses its namespace this long: a cargo test
+/// step is bounded well below it.
+const STALE_NAMESPACE_AGE: Duration = Duration::from_secs(3600);
+
+/// Delete the test namespaces earlier runs left on the shared sandbox. What they hold keeps
+/// running otherwise (an operator Pod of a failed e2e keeps reconciling, for ever, on every
+/// kubelet restart), costing every later run CPU and descriptors. Best effort: a failure here
+/// only means the leftovers stay another run.
+async fn remove_stale_namespaces(sandbox: &Sandbox) {
+    let Ok(client) = sandbox.admin_client().await else {
+        return;
+    };
+    let api = Api::<Namespace>::all(client);
+    let Ok(list) = api.list(&ListParams::default().labels("ferrokv.dev/e2e=true")).await else {
+        return;
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    for ns in list.items {
+        let created = ns.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let stale = created.is_some_and(|c| {
+            let age = now.duration_since(c);
+            age.is_positive() && age.unsigned_abs() >= STALE_NAMESPACE_AGE
+        });
+        if stale && ns.metadata.deletion_timestamp.is_none() {
+            let name = ns.name_any();
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => tracing::info!(namespace = %name, "deleted a test namespace left by an earlier run"),
+                Err(err) => tracing::warn!(namespace = %name, %err, "could not delete a stale test namespace"),
+            }
+        }
+    }
 }
 
 /// One test's namespace on the shared sandbox.

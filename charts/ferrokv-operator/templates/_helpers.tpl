@@ -58,3 +58,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "ferrokv-operator.nodeImage" -}}
 {{- printf "%s:%s" .Values.nodeImage.repository (default .Chart.AppVersion .Values.nodeImage.tag) }}
 {{- end }}
+
+{{- /* The operator's API rules: one list for the ClusterRole and for the per-namespace Roles. */}}
+{{- define "ferrokv-operator.rules" -}}
+- apiGroups: ["ferrokv.io"]
+  resources: ["kvclusters"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["ferrokv.io"]
+  resources: ["kvclusters/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["ferrokv.io"]
+  # Children carry ownerReferences with blockOwnerDeletion, which needs update on this.
+  resources: ["kvclusters/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  # deletecollection: a deleted KvCluster's StatefulSets go at once, by label.
+  verbs: ["get", "list", "watch", "create", "patch", "delete", "deletecollection"]
+- apiGroups: [""]
+  # The data volumes of a deleted KvCluster, which no owner reference covers.
+  resources: ["persistentvolumeclaims"]
+  verbs: ["deletecollection"]
+- apiGroups: [""]
+  resources: ["services", "configmaps", "secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

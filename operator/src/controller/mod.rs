@@ -81,6 +81,8 @@ pub struct Config {
     pub node_image: String,
     /// Field manager of every server-side apply.
     pub field_manager: String,
+    /// Namespaces whose KvClusters this operator runs; empty means every namespace.
+    pub namespaces: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,18 +121,29 @@ pub struct Context {
 }
 
 /// Run the controller until `shutdown` resolves (only while this process leads).
+///
+/// With [`Config::namespaces`] set, one kube-rs `Controller` runs per namespace, each with its
+/// own namespaced watches: the operator then needs (and the chart grants) only Roles in those
+/// namespaces, and it never sees, let alone touches, KvClusters elsewhere. Two operators
+/// installed for different namespaces therefore cannot fight over one cluster.
 pub async fn run(
     client: kube::Client,
     config: Config,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let clusters: Api<KvCluster> = Api::all(client.clone());
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
     // Fail fast and clearly when the CRD is missing, instead of a watcher retrying forever.
-    clusters
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(Error::NoCrd)?;
+    for scope in &scopes {
+        scoped::<KvCluster>(&client, scope.as_deref())
+            .list(&ListParams::default().limit(1))
+            .await
+            .map_err(Error::NoCrd)?;
+    }
     let reporter = Reporter {
         controller: config.field_manager.clone(),
         instance: std::env::var("POD_NAME").ok(),
@@ -141,19 +154,56 @@ pub async fn run(
         config,
         metrics,
     });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let controllers = futures::future::join_all(
+        scopes
+            .iter()
+            .map(|scope| controller(&client, scope.as_deref(), ctx.clone(), stopped.clone())),
+    );
+    tokio::pin!(controllers);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut controllers => {}
+        _ = &mut shutdown => {
+            tracing::info!("controller stopping: finishing the reconciles in flight");
+            let _ = stop.send(true);
+            controllers.await;
+        }
+    }
+    Ok(())
+}
+
+/// `Api` over one namespace, or over all of them.
+fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// One kube-rs `Controller` over `namespace` (or all), until `stopped` turns `true`.
+async fn controller(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     // Only our children are watched (by the managed-by label), not every object of their kinds.
     let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=ferrokv-operator");
-    let (stop, stopped) = futures::channel::oneshot::channel::<()>();
-    let controller = Controller::new(clusters, watcher::Config::default())
-        .owns(Api::<StatefulSet>::all(client.clone()), ours.clone())
-        .owns(Api::<Service>::all(client.clone()), ours.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), ours.clone())
-        .owns(Api::<Secret>::all(client.clone()), ours.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
+    Controller::new(scoped::<KvCluster>(client, namespace), watcher::Config::default())
+        .owns(scoped::<StatefulSet>(client, namespace), ours.clone())
+        .owns(scoped::<Service>(client, namespace), ours.clone())
+        .owns(scoped::<ConfigMap>(client, namespace), ours.clone())
+        .owns(scoped::<Secret>(client, namespace), ours.clone())
+        .owns(scoped::<PodDisruptionBudget>(client, namespace), ours)
         // Pods are not owned by the KvCluster (their StatefulSet is), but their readiness and IP
         // are what the topology waits for: map them to their cluster by label.
         .watches(
-            Api::<Pod>::all(client),
+            scoped::<Pod>(client, namespace),
             watcher::Config::default().labels(LABEL_CLUSTER),
             |pod| {
                 let cluster = pod.labels().get(LABEL_CLUSTER).cloned();
@@ -162,25 +212,15 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(async move {
-            let _ = stopped.await;
+            let _ = stopped.wait_for(|s| *s).await;
         })
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "reconcile failed");
             }
-        });
-    tokio::pin!(controller);
-    tokio::pin!(shutdown);
-    tokio::select! {
-        _ = &mut controller => {}
-        _ = &mut shutdown => {
-            tracing::info!("controller stopping: finishing the reconciles in flight");
-            let _ = stop.send(());
-            controller.await;
-        }
-    }
-    Ok(())
+        })
+        .await;
 }
 
 fn error_policy(kv: Arc<KvCluster>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -118,13 +118,13 @@ pub fn helm_template(t: &TestNs, release: &str, sets: &[&str]) -> anyhow::Result
     run_with_stdin(cmd, "")
 }
 
-/// Apply the chart's ServiceAccount and RBAC (release `release`, default values) for real, as
+/// Apply the chart's ServiceAccount and RBAC (release `release`, values `sets`) for real, as
 /// `helm install` would, without the Deployment. Returns the name of the cluster-scoped
-/// objects (ClusterRole and ClusterRoleBinding), which outlive the namespace: delete them
-/// with [`delete_cluster_rbac`].
-pub fn apply_chart_rbac(t: &TestNs, release: &str) -> anyhow::Result<String> {
+/// objects (ClusterRole and ClusterRoleBinding, rendered when `watchNamespaces` is empty),
+/// which outlive the namespace: delete them with [`delete_cluster_rbac`].
+pub fn apply_chart_rbac(t: &TestNs, release: &str, sets: &[&str]) -> anyhow::Result<String> {
     use serde::Deserialize as _;
-    let output = helm_template(t, release, &[])?;
+    let output = helm_template(t, release, sets)?;
     if !output.status.success() {
         bail!("helm template: {}", text(&output));
     }

@@ -13,21 +13,36 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-/// Accepts until cancelled; each connection is piped to `target` in its own task.
+use super::tcp::{self, PeerLimit};
+
+/// Bound on connecting to the apiserver: a connection that cannot be made in this time
+/// frees its descriptors rather than waiting out the kernel's SYN retries.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts until cancelled; each connection is piped to `target` in its own task. Running out
+/// of descriptors pauses accepting instead of ending the forwarder (see [`super::tcp`]).
 pub async fn serve(listener: TcpListener, target: SocketAddr, cancel: CancellationToken) -> Result<(), super::Error> {
     info!(listen = ?listener.local_addr().ok(), %target, "forwarding pod api traffic");
+    let limit = PeerLimit::default();
     loop {
-        let accepted = tokio::select! {
+        let (mut inbound, peer) = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            accepted = listener.accept() => accepted,
+            accepted = tcp::accept(&listener, "pod api") => accepted,
         };
-        let (mut inbound, peer) = accepted.map_err(super::Error::ApiProxy)?;
+        let Some(slot) = limit.admit(peer.ip(), "pod api") else {
+            continue;
+        };
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            let mut outbound = match TcpStream::connect(target).await {
-                Ok(stream) => stream,
-                Err(err) => {
+            let _slot = slot;
+            let mut outbound = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
                     debug!(%peer, %err, "apiserver unreachable");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "apiserver did not accept in time");
                     return;
                 }
             };

@@ -28,6 +28,8 @@
 //!   `kubernetes` Service is to in-cluster clients (there is no kube-proxy here).
 //! - [`services`]: ClusterIP Services, proxied in userspace from the host bridge to ready
 //!   endpoints (there is no kube-proxy).
+//! - [`tcp`]: what both forwarders share: an accept that waits out descriptor exhaustion
+//!   instead of failing (which would stop the kubelet), and a per-peer connection cap.
 //! - [`logs`]: the kubelet's HTTPS API, serving container logs to the apiserver (`kubectl logs`).
 //! - [`cli`]: the arguments of a `ferrokv-sandbox kubelet` process.
 //!
@@ -49,6 +51,7 @@ pub mod process;
 pub mod scheduler;
 pub mod services;
 pub mod status;
+pub mod tcp;
 pub mod volumes;
 
 use std::net::SocketAddr;

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::Ctx;
 use super::mounts::ServiceEntry;
+use super::tcp::{self, PeerLimit};
 
 /// How often listeners are reconciled with the Services.
 const RESYNC: Duration = Duration::from_millis(500);
@@ -205,17 +206,20 @@ fn endpoints(slices: &Store<EndpointSlice>, target: &Target, apiserver: Option<S
 
 async fn proxy(listener: TcpListener, target: Target, slices: Store<EndpointSlice>, apiserver: Option<SocketAddr>) {
     let next = Arc::new(AtomicUsize::new(0));
+    let limit = PeerLimit::default();
     loop {
-        let Ok((mut inbound, peer)) = listener.accept().await else {
-            continue;
-        };
+        let (mut inbound, peer) = tcp::accept(&listener, &target.service).await;
         let candidates = endpoints(&slices, &target, apiserver);
         if candidates.is_empty() {
             debug!(service = %target.service, %peer, "no ready endpoint, connection refused");
             continue;
         }
+        let Some(slot) = limit.admit(peer.ip(), &target.service) else {
+            continue;
+        };
         let pick = candidates[next.fetch_add(1, Ordering::Relaxed) % candidates.len()];
         tokio::spawn(async move {
+            let _slot = slot;
             let connect = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(pick)).await;
             let Ok(Ok(mut outbound)) = connect else {
                 debug!(%pick, "service endpoint unreachable");
