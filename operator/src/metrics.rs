@@ -15,6 +15,9 @@ pub struct Metrics {
     pub reconcile_duration: HistogramVec,
     /// Topology pushes to the nodes, by result.
     pub topology_pushes: IntCounterVec,
+    /// Child objects per reconcile by outcome: `applied` (a server-side apply was sent) or
+    /// `unchanged` (skipped: the object is as this process last applied it).
+    pub child_applies: IntCounterVec,
     /// 1 while this process holds the leader Lease.
     pub leader: IntGaugeVec,
 }
@@ -33,6 +36,13 @@ impl Metrics {
             Opts::new("topology_pushes_total", "Topology pushes to the nodes by result."),
             &["result"],
         )?;
+        let child_applies = IntCounterVec::new(
+            Opts::new(
+                "child_applies_total",
+                "Children server-side applied (applied) or found as last applied (unchanged).",
+            ),
+            &["outcome"],
+        )?;
         let leader = IntGaugeVec::new(
             Opts::new("leader", "1 while this process holds the leader Lease."),
             &["lease"],
@@ -40,12 +50,14 @@ impl Metrics {
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(topology_pushes.clone()))?;
+        registry.register(Box::new(child_applies.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Metrics {
             registry,
             reconciles,
             reconcile_duration,
             topology_pushes,
+            child_applies,
             leader,
         })
     }

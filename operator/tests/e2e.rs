@@ -259,6 +259,36 @@ fn quantile(metrics: &str, q: f64) -> Option<f64> {
     buckets.iter().find(|(_, c)| *c >= q * total).map(|(le, _)| *le)
 }
 
+/// `le:count` of each non-empty bucket of the successful reconciles (counts per bucket, not
+/// cumulative), e.g. `0.01:40 0.02:12 0.2:1`.
+fn buckets(metrics: &str) -> String {
+    let mut previous = 0.0;
+    let mut out = Vec::new();
+    for l in metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("ferrokv_operator_reconcile_duration_seconds_bucket{"))
+        .filter(|l| l.contains("result=\"ok\""))
+    {
+        let (Some(le), Some(count)) = (
+            l.split("le=\"").nth(1).and_then(|r| r.split('"').next()),
+            l.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        if count > previous {
+            out.push(format!("{le}:{}", count - previous));
+        }
+        previous = count;
+    }
+    out.join(" ")
+}
+
+fn counter(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 fn rss_mib(metrics: &str) -> Option<f64> {
     let bytes: f64 = metrics
         .lines()
@@ -468,10 +498,13 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
     let metrics = operator.metrics(ns).await?;
     println!(
         "reconcile p50 <= {:?} s, p99 <= {:?} s (histogram bucket bounds; target p99 <= 0.05); \
-         operator RSS {:.1} MiB (target <= 64)",
+         operator RSS {:.1} MiB (target <= 64); reconciles per bucket: {}; children applied/unchanged: {}/{}",
         quantile(&metrics, 0.5),
         quantile(&metrics, 0.99),
-        rss_mib(&metrics).unwrap_or(f64::NAN)
+        rss_mib(&metrics).unwrap_or(f64::NAN),
+        buckets(&metrics),
+        counter(&metrics, "ferrokv_operator_child_applies_total{outcome=\"applied\"}").unwrap_or(0.0),
+        counter(&metrics, "ferrokv_operator_child_applies_total{outcome=\"unchanged\"}").unwrap_or(0.0),
     );
 
     // A restart of a Ready cluster's operator changes nothing.

@@ -2,14 +2,19 @@
 //! Secret (created once), the status (write-ahead of a topology push), the push itself, the
 //! Pods' role labels — and the cleanup run by the finalizer.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::hash::{Hash as _, Hasher as _};
 
 use ferrokv_node::cluster::topology::{Node, Topology};
 use futures::future::{BoxFuture, FutureExt, join_all, try_join_all};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
@@ -20,33 +25,134 @@ use super::build::{self, Children, LABEL_CLUSTER, LABEL_ROLE};
 use super::observe::{NODE_TIMEOUT, connect};
 use super::plan::Role;
 use crate::crd::{KvCluster, KvClusterStatus};
+use crate::metrics::Metrics;
 
 /// Length of a generated password: 32 alphanumerics are ~190 bits.
 const PASSWORD_LEN: usize = 32;
 
-fn apply_one<'a, K>(client: &kube::Client, fm: &'a str, obj: &'a K) -> BoxFuture<'a, Result<(), kube::Error>>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
-    K: Send + Sync + 'a,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), obj.meta().namespace.as_deref().unwrap_or_default());
-    async move {
-        api.patch(&obj.name_any(), &PatchParams::apply(fm).force(), &Patch::Apply(obj))
-            .await
-            .map(|_| ())
-    }
-    .boxed()
+/// What this process last server-side applied to each child: the hash of the object it sent
+/// and the [`written_state`] of the object the apiserver answered with.
+///
+/// A reconcile runs on every change of a cluster's Pods, children and status, and applying ten
+/// unchanged children each time is most of its latency and of the apiserver's work for it. A
+/// child is skipped when the watch cache ([`ChildStores`]) holds it in exactly the written state
+/// this process's last apply produced, with the same desired object: nobody has changed it
+/// since, so the apply would be a no-op. Any other write (a user's `kubectl edit`) changes that
+/// state, and the next reconcile applies again and undoes the drift. The cache is memory only: a restarted operator (or a new
+/// leader) applies everything once.
+#[derive(Default)]
+pub struct AppliedCache {
+    entries: parking_lot::Mutex<HashMap<ChildKey, (u64, String)>>,
 }
 
-/// Server-side apply of every child, all at once (one round trip of latency, not ten).
-pub async fn children(client: &kube::Client, fm: &str, c: &Children) -> Result<(), kube::Error> {
+type ChildKey = (String, String, String);
+
+/// Watch caches of the children (by the managed-by label), read to skip unchanged applies.
+#[derive(Clone)]
+pub struct ChildStores {
+    pub config_maps: Store<ConfigMap>,
+    pub services: Store<Service>,
+    pub statefulsets: Store<StatefulSet>,
+    pub pdbs: Store<PodDisruptionBudget>,
+}
+
+/// What identifies the written (non-status) state of a stored object. Objects with a
+/// `generation` (StatefulSets, PodDisruptionBudgets) bump it on every spec change, and their
+/// controllers rewrite their status all the time: the generation with the metadata the operator
+/// sets (labels, annotations, owners) tells a status update from drift, where the
+/// `resourceVersion` would call every status update a change. Others (ConfigMaps, Services)
+/// have no generation and next to no status writes: their `resourceVersion` is it.
+fn written_state(meta: &ObjectMeta) -> Option<String> {
+    match meta.generation {
+        Some(generation) => {
+            let mut h = std::hash::DefaultHasher::new();
+            (generation, &meta.labels, &meta.annotations).hash(&mut h);
+            if let Some(owners) = &meta.owner_references {
+                for o in owners {
+                    (&o.uid, &o.controller).hash(&mut h);
+                }
+            }
+            Some(format!("g{generation}-{:x}", h.finish()))
+        }
+        None => meta.resource_version.clone(),
+    }
+}
+
+fn hash_of<K: Serialize>(obj: &K) -> Option<u64> {
+    let bytes = serde_json::to_vec(obj).ok()?;
+    let mut h = std::hash::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+struct Applier<'a> {
+    client: &'a kube::Client,
+    fm: &'a str,
+    cache: &'a AppliedCache,
+    metrics: &'a Metrics,
+}
+
+impl Applier<'_> {
+    fn apply<'a, K>(&'a self, store: &'a Store<K>, obj: &'a K) -> BoxFuture<'a, Result<(), kube::Error>>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+        K: Send + Sync + 'a,
+    {
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        let name = obj.name_any();
+        let key: ChildKey = (K::kind(&()).into_owned(), ns.clone(), name.clone());
+        let hash = hash_of(obj);
+        let current = store
+            .get(&ObjectRef::<K>::new(&name).within(&ns))
+            .and_then(|o| written_state(o.meta()));
+        let unchanged = match (hash, current, self.cache.entries.lock().get(&key)) {
+            (Some(h), Some(rv), Some((last_h, last_rv))) => h == *last_h && rv == *last_rv,
+            _ => false,
+        };
+        async move {
+            if unchanged {
+                self.metrics.child_applies.with_label_values(&["unchanged"]).inc();
+                return Ok(());
+            }
+            let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+            let applied = api
+                .patch(&name, &PatchParams::apply(self.fm).force(), &Patch::Apply(obj))
+                .await?;
+            self.metrics.child_applies.with_label_values(&["applied"]).inc();
+            let mut entries = self.cache.entries.lock();
+            match (hash, written_state(applied.meta())) {
+                (Some(h), Some(rv)) => entries.insert(key, (h, rv)),
+                _ => entries.remove(&key),
+            };
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// Server-side apply of every child that changed, all at once (one round trip of latency,
+/// not ten).
+pub async fn children(
+    client: &kube::Client,
+    fm: &str,
+    c: &Children,
+    stores: &ChildStores,
+    cache: &AppliedCache,
+    metrics: &Metrics,
+) -> Result<(), kube::Error> {
+    let applier = Applier {
+        client,
+        fm,
+        cache,
+        metrics,
+    };
     let mut writes = vec![
-        apply_one(client, fm, &c.config_map),
-        apply_one(client, fm, &c.headless),
-        apply_one(client, fm, &c.client),
+        applier.apply(&stores.config_maps, &c.config_map),
+        applier.apply(&stores.services, &c.headless),
+        applier.apply(&stores.services, &c.client),
     ];
-    writes.extend(c.statefulsets.iter().map(|s| apply_one(client, fm, s)));
-    writes.extend(c.pdbs.iter().map(|p| apply_one(client, fm, p)));
+    writes.extend(c.statefulsets.iter().map(|s| applier.apply(&stores.statefulsets, s)));
+    writes.extend(c.pdbs.iter().map(|p| applier.apply(&stores.pdbs, p)));
     try_join_all(writes).await.map(|_| ())
 }
 
@@ -157,4 +263,34 @@ pub async fn cleanup(client: &kube::Client, kv: &KvCluster) -> Result<(), kube::
         .delete_collection(&dp, &selector)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(generation: Option<i64>, rv: &str, label: &str) -> ObjectMeta {
+        ObjectMeta {
+            generation,
+            resource_version: Some(rv.into()),
+            labels: Some([("app".to_string(), label.to_string())].into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn status_writes_are_not_drift_but_spec_and_label_changes_are() {
+        let applied = written_state(&meta(Some(3), "100", "a"));
+        // The StatefulSet controller wrote status: new resourceVersion, same generation.
+        assert_eq!(written_state(&meta(Some(3), "107", "a")), applied);
+        // Someone edited the spec, or a label.
+        assert_ne!(written_state(&meta(Some(4), "108", "a")), applied);
+        assert_ne!(written_state(&meta(Some(3), "109", "b")), applied);
+        // Without a generation every write counts.
+        assert_eq!(written_state(&meta(None, "5", "a")).as_deref(), Some("5"));
+        assert_ne!(
+            written_state(&meta(None, "6", "a")),
+            written_state(&meta(None, "5", "a"))
+        );
+    }
 }

@@ -3,14 +3,26 @@
 //!
 //! # Layout
 //!
-//! - [`observe`]: the cluster's Pods (IP, readiness) from the API and each node's view over
-//!   RESP at its Pod IP (node ID, held topology and epoch, role, replication link and offset).
+//! - [`observe`]: the cluster's Pods (IP, readiness) from the watch cache and each node's view
+//!   over RESP at its Pod IP (node ID, held topology and epoch, role, replication link and
+//!   offset).
 //! - [`build`]: the children, pure functions of the spec: StatefulSet + PodDisruptionBudget per
 //!   shard, headless and client Services, ConfigMap with the node config file, auth Secret.
 //! - [`plan`]: the pure decision: at most one topology action, Pod role labels, the status, and
 //!   the Events to record. Unit-tested with fixtures.
-//! - [`apply`]: server-side apply with one field manager, the status write, the topology push,
-//!   the role labels, and the finalizer's cleanup.
+//! - [`apply`]: server-side apply with one field manager (skipped for children still as this
+//!   process last applied them), the status write, the topology push, the role labels, and the
+//!   finalizer's cleanup.
+//!
+//! # Watches and caches
+//!
+//! Per watch scope (every namespace, or each of `--watch-namespace`) one `Controller` runs,
+//! triggered by the KvClusters and by reflector-backed watches of the node Pods, the children
+//! and the generated Secrets. A reconcile reads those caches instead of the API: the trigger
+//! comes from the same watch after the cache took the change, so what a reconcile reads is never
+//! older than what woke it. A steady-state reconcile therefore costs no API round trip (one GET
+//! when the password Secret is the user's), only the nodes' answers; writes happen only when
+//! something changed.
 //!
 //! # Why one StatefulSet per shard
 //!
@@ -62,8 +74,8 @@ use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use self::build::LABEL_CLUSTER;
@@ -97,6 +109,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the KvCluster CRD is not served by the API server: {0}")]
     NoCrd(#[source] kube::Error),
+    #[error("the Pod watch cache stopped")]
+    CacheClosed,
 }
 
 impl Error {
@@ -108,16 +122,24 @@ impl Error {
             Error::Observe(_) => "observe",
             Error::Finalizer(_) => "finalizer",
             Error::NoCrd(_) => "no_crd",
+            Error::CacheClosed => "cache_closed",
         }
     }
 }
 
-/// What every reconcile shares.
+/// What every reconcile of one watch scope (a namespace, or all) shares.
 pub struct Context {
     pub client: kube::Client,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// The scope's node Pods (by the cluster label), kept by a watch: what observe reads.
+    pub pods: Store<Pod>,
+    /// The Secrets the operator generated (by the managed-by label), kept by a watch.
+    pub secrets: Store<Secret>,
+    /// The scope's children, kept by watches: what lets apply skip unchanged objects.
+    pub children: apply::ChildStores,
+    pub applied: apply::AppliedCache,
 }
 
 /// Run the controller until `shutdown` resolves (only while this process leads).
@@ -148,17 +170,12 @@ pub async fn run(
         controller: config.field_manager.clone(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client: client.clone(),
-        config,
-        metrics,
-    });
+    let recorder = Recorder::new(client.clone(), reporter);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let controllers = futures::future::join_all(
         scopes
             .iter()
-            .map(|scope| controller(&client, scope.as_deref(), ctx.clone(), stopped.clone())),
+            .map(|scope| controller(&client, scope.as_deref(), &config, &metrics, &recorder, stopped.clone())),
     );
     tokio::pin!(controllers);
     tokio::pin!(shutdown);
@@ -185,32 +202,72 @@ where
     }
 }
 
+/// A watch feeding a reflector store, and the stream of the objects it applied. The controller
+/// is triggered by that same stream, after the store has the change: a reconcile never reads a
+/// cache older than the event that started it.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config).default_backoff().reflect(writer).applied_objects();
+    (store, stream)
+}
+
 /// One kube-rs `Controller` over `namespace` (or all), until `stopped` turns `true`.
 async fn controller(
     client: &kube::Client,
     namespace: Option<&str>,
-    ctx: Arc<Context>,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    recorder: &Recorder,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     // Only our children are watched (by the managed-by label), not every object of their kinds.
     let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=ferrokv-operator");
+    let (pods, pod_events) = reflect(
+        scoped::<Pod>(client, namespace),
+        watcher::Config::default().labels(LABEL_CLUSTER),
+    );
+    let (config_maps, cm_events) = reflect(scoped::<ConfigMap>(client, namespace), ours.clone());
+    let (services, svc_events) = reflect(scoped::<Service>(client, namespace), ours.clone());
+    let (statefulsets, sts_events) = reflect(scoped::<StatefulSet>(client, namespace), ours.clone());
+    let (pdbs, pdb_events) = reflect(scoped::<PodDisruptionBudget>(client, namespace), ours.clone());
+    let (secrets, secret_events) = reflect(scoped::<Secret>(client, namespace), ours);
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        recorder: recorder.clone(),
+        pods,
+        secrets,
+        children: apply::ChildStores {
+            config_maps,
+            services,
+            statefulsets,
+            pdbs,
+        },
+        applied: apply::AppliedCache::default(),
+    });
     Controller::new(scoped::<KvCluster>(client, namespace), watcher::Config::default())
-        .owns(scoped::<StatefulSet>(client, namespace), ours.clone())
-        .owns(scoped::<Service>(client, namespace), ours.clone())
-        .owns(scoped::<ConfigMap>(client, namespace), ours.clone())
-        .owns(scoped::<Secret>(client, namespace), ours.clone())
-        .owns(scoped::<PodDisruptionBudget>(client, namespace), ours)
+        .owns_stream(sts_events)
+        .owns_stream(svc_events)
+        .owns_stream(cm_events)
+        .owns_stream(secret_events)
+        .owns_stream(pdb_events)
         // Pods are not owned by the KvCluster (their StatefulSet is), but their readiness and IP
         // are what the topology waits for: map them to their cluster by label.
-        .watches(
-            scoped::<Pod>(client, namespace),
-            watcher::Config::default().labels(LABEL_CLUSTER),
-            |pod| {
-                let cluster = pod.labels().get(LABEL_CLUSTER).cloned();
-                let ns = pod.namespace();
-                cluster.map(|c| ObjectRef::<KvCluster>::new(&c).within(ns.as_deref().unwrap_or_default()))
-            },
-        )
+        .watches_stream(pod_events, |pod| {
+            let cluster = pod.labels().get(LABEL_CLUSTER).cloned();
+            let ns = pod.namespace();
+            cluster.map(|c| ObjectRef::<KvCluster>::new(&c).within(ns.as_deref().unwrap_or_default()))
+        })
         .graceful_shutdown_on(async move {
             let _ = stopped.wait_for(|s| *s).await;
         })
@@ -265,6 +322,10 @@ async fn reconcile(kv: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, Erro
 }
 
 async fn record(ctx: &Context, kv: &KvCluster, d: &Decision) {
+    publish(&ctx.recorder, &kv.object_ref(&()), d).await;
+}
+
+async fn publish(recorder: &Recorder, reference: &k8s_openapi::api::core::v1::ObjectReference, d: &Decision) {
     let event = Event {
         type_: if d.warning {
             EventType::Warning
@@ -276,7 +337,7 @@ async fn record(ctx: &Context, kv: &KvCluster, d: &Decision) {
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &kv.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, reference).await {
         tracing::warn!(error = %e, reason = d.reason, "failed to record an event");
     }
 }
@@ -285,7 +346,10 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
     let client = &ctx.client;
     let fm = ctx.config.field_manager.as_str();
     let ns = kv.namespace().unwrap_or_default();
-    let mut password = observe::password(client, kv).await?;
+    // Where a reconcile's time goes, in the debug log: the phases wait on different parties
+    // (apiserver, nodes), which is what one needs to know when reconciles are slow.
+    let t0 = Instant::now();
+    let mut password = observe::password(client, &ctx.secrets, kv).await?;
     if password.is_none() && kv.spec.auth.is_none() {
         password = Some(apply::generate_secret(client, kv).await?);
         record(
@@ -303,8 +367,13 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
         .await;
     }
     let children = build::children(kv, &ctx.config.node_image)?;
-    apply::children(client, fm, &children).await?;
-    let observed = observe::observe(client, kv, password.as_deref()).await?;
+    let t_secret = t0.elapsed();
+    apply::children(client, fm, &children, &ctx.children, &ctx.applied, &ctx.metrics).await?;
+    let t_children = t0.elapsed();
+    // A Pod cache that has not finished its first list would show a cluster without Pods.
+    ctx.pods.wait_until_ready().await.map_err(|_| Error::CacheClosed)?;
+    let observed = observe::observe(&ctx.pods, kv, password.as_deref()).await?;
+    let t_observe = t0.elapsed();
     let mut plan = plan::plan(kv, &observed, Time(k8s_openapi::jiff::Timestamp::now()));
     if kv.spec.auth.is_some() && password.is_none() {
         plan.decisions.push(Decision {
@@ -361,10 +430,30 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
     } else if kv.status.as_ref() != Some(&plan.status) {
         apply::status(client, fm, kv, &plan.status).await?;
     }
+    let t_topology = t0.elapsed();
     apply::roles(client, &ns, &plan.roles).await?;
+    tracing::debug!(
+        cluster = %kv.name_any(),
+        secret_ms = t_secret.as_millis() as u64,
+        children_ms = (t_children - t_secret).as_millis() as u64,
+        observe_ms = (t_observe - t_children).as_millis() as u64,
+        status_and_push_ms = (t_topology - t_observe).as_millis() as u64,
+        roles_ms = (t0.elapsed() - t_topology).as_millis() as u64,
+        "reconcile phases"
+    );
     for d in &plan.decisions {
         tracing::info!(cluster = %kv.name_any(), namespace = %ns, reason = d.reason, "{}", d.note);
-        record(ctx, kv, d).await;
+    }
+    // Events are a report of what was decided and done, not part of doing it: they are posted
+    // in the background (in order), so a slow apiserver delays them, never the reconcile.
+    // The log lines above carry the same text should a post fail.
+    if !plan.decisions.is_empty() {
+        let (recorder, reference, decisions) = (ctx.recorder.clone(), kv.object_ref(&()), plan.decisions);
+        tokio::spawn(async move {
+            for d in &decisions {
+                publish(&recorder, &reference, d).await;
+            }
+        });
     }
     Ok(Action::requeue(plan.requeue))
 }

@@ -1,4 +1,4 @@
-//! Observe: the cluster's Pods from the API and each node's own view over RESP.
+//! Observe: the cluster's Pods from the watch cache and each node's own view over RESP.
 //!
 //! Nodes are asked directly at their Pod IP (never through a Service or DNS: the operator must
 //! see each node, including one no Service routes to). One connection per node, all nodes at
@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferrokv_node::cluster::driver::{Conn, DriverError, Value};
 use ferrokv_node::cluster::topology::Topology;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::ListParams;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 
 use super::build::{CLIENT_PORT, LABEL_CLUSTER, LABEL_ROLE, LABEL_SHARD, auth_ref};
@@ -23,8 +23,6 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
-    #[error("failed to list the pods of the cluster: {0}")]
-    Pods(#[source] kube::Error),
     #[error("failed to read the auth secret {name}: {source}")]
     Secret {
         name: String,
@@ -36,16 +34,26 @@ pub enum ObserveError {
 }
 
 /// The password the nodes require, `None` while its Secret does not exist.
-pub async fn password(client: &kube::Client, kv: &KvCluster) -> Result<Option<String>, ObserveError> {
+/// The cluster's password: from the watch cache of the Secrets the operator generated when it is
+/// one of them (no round trip), else (a Secret the user provides, which the operator does not
+/// watch) read from the API.
+pub async fn password(
+    client: &kube::Client,
+    generated: &Store<Secret>,
+    kv: &KvCluster,
+) -> Result<Option<String>, ObserveError> {
     let ns = kv.namespace().unwrap_or_default();
     let (name, key) = auth_ref(kv);
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
-        .get_opt(&name)
-        .await
-        .map_err(|source| ObserveError::Secret {
-            name: name.clone(),
-            source,
-        })?;
+    let secret = match generated.get(&ObjectRef::new(&name).within(&ns)) {
+        Some(cached) => Some(Secret::clone(&cached)),
+        None => Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(|source| ObserveError::Secret {
+                name: name.clone(),
+                source,
+            })?,
+    };
     let Some(secret) = secret else { return Ok(None) };
     let value = secret
         .data
@@ -56,15 +64,17 @@ pub async fn password(client: &kube::Client, kv: &KvCluster) -> Result<Option<St
     value.map(Some).ok_or(ObserveError::SecretKey { name, key })
 }
 
-/// Pods of the cluster (by label) and, for the Ready ones, what their nodes say.
-pub async fn observe(client: &kube::Client, kv: &KvCluster, password: Option<&str>) -> Result<Observed, ObserveError> {
+/// The cluster's Pods from the watch cache `pods` (no API round trip: the reconcile was
+/// triggered by the very watch that fills it), and each ready node's own view over RESP.
+pub async fn observe(pods: &Store<Pod>, kv: &KvCluster, password: Option<&str>) -> Result<Observed, ObserveError> {
     let ns = kv.namespace().unwrap_or_default();
     let name = kv.name_any();
-    let list = Api::<Pod>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={name}")))
-        .await
-        .map_err(ObserveError::Pods)?;
-    let mut pods: Vec<PodObs> = list.items.iter().filter_map(|p| pod_obs(&name, p)).collect();
+    let list: Vec<_> = pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.labels().get(LABEL_CLUSTER) == Some(&name))
+        .collect();
+    let mut pods: Vec<PodObs> = list.iter().filter_map(|p| pod_obs(&name, p)).collect();
     let asks = pods.iter().map(|p| async move {
         match (&p.ip, p.ready && !p.terminating) {
             (Some(ip), true) => ask_node(&format!("{ip}:{CLIENT_PORT}"), password).await,
