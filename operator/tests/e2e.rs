@@ -9,7 +9,10 @@
 //!    (time printed), slots evenly split, one epoch (no reshuffle);
 //! 2. 10k keys written and read back with the cluster client via Pod IPs; `redis-cli -c` works;
 //! 3. `replicasPerShard` 1 → 2: new replicas join the topology and sync (DIGEST equal);
-//! 4. a replica Pod deleted comes back, resyncs, the cluster is Ready again;
+//! 4. a replica Pod deleted comes back, resyncs, the cluster is Ready again; a change no node
+//!    can run (a CPU request beyond the node) replaces one replica only and sets Degraded
+//!    (Unschedulable), and reverting it makes the cluster Ready; a config change rolls through
+//!    every member one at a time, data intact;
 //! 5. reconcile p50/p99 from the operator's metrics;
 //! 6. KvCluster deleted: every child gone.
 //!
@@ -494,6 +497,164 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         t.elapsed().as_secs_f64(),
         kv.status.as_ref().map_or(0, |s| s.epoch)
     );
+    // 4b. A change the cluster cannot run: a CPU request no node has. The roll starts with one
+    // replica (the canary), whose replacement cannot be scheduled: Degraded with the
+    // scheduler's reason, and nothing else is touched.
+    let sts_revision = |ns: &TestNs| {
+        let ns = ns.api::<StatefulSet>();
+        async move {
+            let mut revisions = Vec::new();
+            for s in 0..SHARDS {
+                let sts = ns.get(&build::statefulset_name(NAME, s as i32)).await?;
+                revisions.push(sts.status.and_then(|s| s.update_revision).unwrap_or_default());
+            }
+            anyhow::Ok(revisions)
+        }
+    };
+    let before_pods: Vec<(String, Option<String>)> = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("{}={NAME}", build::LABEL_CLUSTER)))
+        .await?
+        .items
+        .iter()
+        .map(|p| (p.name_any(), p.metadata.uid.clone()))
+        .collect();
+    let kvs = ns.api::<KvCluster>();
+    kvs.patch(
+        NAME,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"resources": {"requests": {"cpu": "1000"}}}})),
+    )
+    .await?;
+    let degraded = wait_for(
+        "the KvCluster to be Degraded: Unschedulable",
+        Duration::from_secs(90),
+        || async {
+            let kv = cluster(ns).await?;
+            let c = kv
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+                .cloned();
+            anyhow::Ok(c.filter(|c| c.status == "True" && c.reason == "Unschedulable"))
+        },
+    )
+    .await?;
+    ensure!(
+        degraded.message.contains("Insufficient cpu"),
+        "Degraded message: {}",
+        degraded.message
+    );
+    // Exactly one member was replaced (a replica); every primary kept its Pod.
+    let after: Vec<(String, Option<String>)> = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("{}={NAME}", build::LABEL_CLUSTER)))
+        .await?
+        .items
+        .iter()
+        .map(|p| (p.name_any(), p.metadata.uid.clone()))
+        .collect();
+    let replaced: Vec<&String> = before_pods
+        .iter()
+        .filter(|b| !after.contains(b))
+        .map(|(n, _)| n)
+        .collect();
+    ensure!(replaced.len() == 1, "replaced by the bad change: {replaced:?}");
+    let status = cluster(ns).await?.status.context("no status")?;
+    ensure!(
+        status
+            .shards
+            .iter()
+            .all(|s| s.primary.as_ref().is_some_and(|p| !replaced.contains(&&p.pod))),
+        "a primary was touched: {replaced:?}"
+    );
+    println!(
+        "unschedulable change: Degraded ({}), only {} replaced",
+        degraded.message, replaced[0]
+    );
+    // Reverted: the stuck Pod is replaced from the old template and the cluster is Ready again.
+    kvs.patch(
+        NAME,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"resources": null}})),
+    )
+    .await?;
+    wait_ready(ns, 2, Duration::from_secs(120)).await?;
+    println!("reverted: Ready again");
+
+    // 4c. A change that runs: a config directive, rolled through all nine members one at a time.
+    let t = Instant::now();
+    let revisions_before = sts_revision(ns).await?;
+    kvs.patch(
+        NAME,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"config": {"maxmemory-policy": "allkeys-lru"}}})),
+    )
+    .await?;
+    let kv = wait_for(
+        "every member to run the new template",
+        Duration::from_secs(240),
+        || async {
+            let revisions = sts_revision(ns).await?;
+            if revisions == revisions_before {
+                return anyhow::Ok(None);
+            }
+            let pods = ns
+                .api::<Pod>()
+                .list(&ListParams::default().labels(&format!("{}={NAME}", build::LABEL_CLUSTER)))
+                .await?;
+            let current = pods.items.iter().all(|p| {
+                let shard: usize = p
+                    .labels()
+                    .get(build::LABEL_SHARD)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(usize::MAX);
+                revisions
+                    .get(shard)
+                    .is_some_and(|r| p.labels().get("controller-revision-hash") == Some(r))
+            });
+            let kv = cluster(ns).await?;
+            anyhow::Ok((current && phase(&kv) == Some(Phase::Ready)).then_some(kv))
+        },
+    )
+    .await?;
+    let status = kv.status.context("no status")?;
+    for member in status.shards.iter().flat_map(|s| s.primary.iter().chain(&s.replicas)) {
+        let client = redis::Client::open(format!("redis://:{password}@{}/", member.address))?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        let policy: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut con)
+            .await?;
+        ensure!(
+            policy.get(1).map(String::as_str) == Some("allkeys-lru"),
+            "{}: {policy:?}",
+            member.pod
+        );
+    }
+    wait_digests_equal(ns, &password).await?;
+    let seeds: Vec<String> = status
+        .shards
+        .iter()
+        .filter_map(|s| s.primary.as_ref())
+        .map(|p| format!("redis://:{password}@{}/", p.address))
+        .collect();
+    let client = redis::cluster::ClusterClient::builder(seeds).retries(10).build()?;
+    let mut con = client.get_async_connection().await?;
+    for i in (0..KEYS).step_by(97) {
+        let v: Option<String> = redis::cmd("GET").arg(format!("key:{i}")).query_async(&mut con).await?;
+        ensure!(
+            v.as_deref() == Some(format!("value:{i}").as_str()),
+            "after the roll key:{i} is {v:?}"
+        );
+    }
+    println!(
+        "config change rolled through {} members in {:.1}s, data intact",
+        SHARDS * 3,
+        t.elapsed().as_secs_f64()
+    );
+
     // 5. The operator's own numbers (this process has run since the restart mid-creation).
     let metrics = operator.metrics(ns).await?;
     println!(

@@ -156,6 +156,19 @@ pub async fn children(
     try_join_all(writes).await.map(|_| ())
 }
 
+/// Delete a Pod for a rolling update: its StatefulSet (`OnDelete`) recreates it from the
+/// current template, with the same name and volume. Already gone is fine.
+pub async fn delete_pod(client: &kube::Client, ns: &str, pod: &str) -> Result<(), kube::Error> {
+    match Api::<Pod>::namespaced(client.clone(), ns)
+        .delete(pod, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Create the generated auth Secret when it does not exist; returns its password. Create, not
 /// apply: an existing Secret is never rewritten, so the password clients hold stays valid.
 pub async fn generate_secret(client: &kube::Client, kv: &KvCluster) -> Result<String, super::Error> {

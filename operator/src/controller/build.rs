@@ -344,6 +344,11 @@ fn statefulset(kv: &KvCluster, shard: i32, default_image: &str, hash: &str) -> R
                 // Members of a shard are peers whose roles the topology decides, not an ordered
                 // start-up chain: all start at once.
                 "podManagementPolicy": "Parallel",
+                // The operator, not the StatefulSet controller, decides when a member restarts
+                // for a template change: one at a time, replicas first, only while the cluster
+                // is Ready (plan::rolling_update). RollingUpdate would restart every shard's
+                // highest ordinal at once and keep going whatever the topology says.
+                "updateStrategy": {"type": "OnDelete"},
                 "selector": {"matchLabels": selector},
                 // Deleting the cluster deletes its data; scaling in keeps the volume, so a
                 // replica scaled back out resumes instead of copying everything again.

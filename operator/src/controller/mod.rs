@@ -372,7 +372,7 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
     let t_children = t0.elapsed();
     // A Pod cache that has not finished its first list would show a cluster without Pods.
     ctx.pods.wait_until_ready().await.map_err(|_| Error::CacheClosed)?;
-    let observed = observe::observe(&ctx.pods, kv, password.as_deref()).await?;
+    let observed = observe::observe(&ctx.pods, &ctx.children.statefulsets, kv, password.as_deref()).await?;
     let t_observe = t0.elapsed();
     let mut plan = plan::plan(kv, &observed, Time(k8s_openapi::jiff::Timestamp::now()));
     if kv.spec.auth.is_some() && password.is_none() {
@@ -432,6 +432,9 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
     }
     let t_topology = t0.elapsed();
     apply::roles(client, &ns, &plan.roles).await?;
+    if let Some(pod) = &plan.delete {
+        apply::delete_pod(client, &ns, pod).await?;
+    }
     tracing::debug!(
         cluster = %kv.name_any(),
         secret_ms = t_secret.as_millis() as u64,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ferrokv_node::cluster::driver::{Conn, DriverError, Value};
 use ferrokv_node::cluster::topology::Topology;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
@@ -66,7 +67,12 @@ pub async fn password(
 
 /// The cluster's Pods from the watch cache `pods` (no API round trip: the reconcile was
 /// triggered by the very watch that fills it), and each ready node's own view over RESP.
-pub async fn observe(pods: &Store<Pod>, kv: &KvCluster, password: Option<&str>) -> Result<Observed, ObserveError> {
+pub async fn observe(
+    pods: &Store<Pod>,
+    statefulsets: &Store<StatefulSet>,
+    kv: &KvCluster,
+    password: Option<&str>,
+) -> Result<Observed, ObserveError> {
     let ns = kv.namespace().unwrap_or_default();
     let name = kv.name_any();
     let list: Vec<_> = pods
@@ -86,7 +92,16 @@ pub async fn observe(pods: &Store<Pod>, kv: &KvCluster, password: Option<&str>) 
         p.node = node;
     }
     pods.sort_by_key(|p| (p.shard, p.ordinal));
-    Ok(Observed { pods })
+    let update_revisions = statefulsets
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.labels().get(LABEL_CLUSTER) == Some(&name))
+        .filter_map(|s| {
+            let shard: i32 = s.labels().get(LABEL_SHARD)?.parse().ok()?;
+            Some((shard, s.status.as_ref()?.update_revision.clone()?))
+        })
+        .collect();
+    Ok(Observed { pods, update_revisions })
 }
 
 fn pod_obs(cluster: &str, pod: &Pod) -> Option<PodObs> {
@@ -107,6 +122,15 @@ fn pod_obs(cluster: &str, pod: &Pod) -> Option<PodObs> {
         terminating: pod.metadata.deletion_timestamp.is_some(),
         role_label: pod.labels().get(LABEL_ROLE).cloned(),
         node: None,
+        revision: pod.labels().get("controller-revision-hash").cloned(),
+        unschedulable: status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| {
+                c.iter().find(|c| {
+                    c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+                })
+            })
+            .map(|c| c.message.clone().unwrap_or_else(|| "no node can run it".into())),
     })
 }
 

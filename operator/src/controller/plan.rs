@@ -44,6 +44,11 @@ pub struct PodObs {
     pub role_label: Option<String>,
     /// What the node answered over RESP; `None` when it could not be asked.
     pub node: Option<NodeObs>,
+    /// The StatefulSet revision the Pod was created from (`controller-revision-hash`).
+    pub revision: Option<String>,
+    /// The scheduler's message when it cannot place the Pod (`PodScheduled=False`,
+    /// `Unschedulable`): the spec asks for more than the cluster has.
+    pub unschedulable: Option<String>,
 }
 
 /// A node's own view, read over RESP.
@@ -67,6 +72,8 @@ impl NodeObs {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
     pub pods: Vec<PodObs>,
+    /// Per shard, the revision its StatefulSet's Pods should run (`status.updateRevision`).
+    pub update_revisions: BTreeMap<i32, String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +124,9 @@ pub struct Plan {
     pub status: KvClusterStatus,
     pub decisions: Vec<Decision>,
     pub requeue: Duration,
+    /// The Pod to delete so its StatefulSet recreates it from the current template (rolling
+    /// update, one Pod at a time; see [`rolling_update`]).
+    pub delete: Option<String>,
 }
 
 /// How soon to look again while something is in progress: replica sync and node state are not
@@ -469,6 +479,46 @@ pub fn plan(kv: &KvCluster, observed: &Observed, now: Time) -> Plan {
             )
         });
     }
+    // A Pod the scheduler cannot place: the spec asks for more than the cluster has. It is the
+    // reason the cluster is degraded (also while it is being created: it would never finish).
+    let unschedulable: Vec<&PodObs> = observed
+        .pods
+        .iter()
+        .filter(|p| p.unschedulable.is_some() && !p.terminating)
+        .collect();
+    let phase = if unschedulable.is_empty() {
+        phase
+    } else {
+        for p in unschedulable.iter().rev() {
+            problems.insert(
+                0,
+                (
+                    "Unschedulable",
+                    format!(
+                        "Pod {} cannot be scheduled: {}",
+                        p.name,
+                        p.unschedulable.as_deref().unwrap_or_default()
+                    ),
+                ),
+            );
+        }
+        Phase::Degraded
+    };
+    let delete = rolling_update(observed, &shard_status, ready && action.is_none());
+    if let Some((pod, from, to)) = &delete {
+        let note = format!("replacing Pod {pod} (revision {from} -> {to})");
+        progress.push(("RollingUpdate", note.clone()));
+        decisions.push(Decision {
+            warning: false,
+            reason: "RollingUpdate",
+            note,
+        });
+    } else if let Some(p) = observed.pods.iter().find(|p| outdated(observed, p)) {
+        progress.push((
+            "RollingUpdate",
+            format!("Pod {} waits for the cluster to be Ready to be replaced", p.name),
+        ));
+    }
     if let Some(a) = &action {
         progress.insert(
             0,
@@ -566,8 +616,63 @@ pub fn plan(kv: &KvCluster, observed: &Observed, now: Time) -> Plan {
         roles,
         status,
         decisions,
-        requeue: if ready { REQUEUE_IDLE } else { REQUEUE_BUSY },
+        requeue: if ready && delete.is_none() {
+            REQUEUE_IDLE
+        } else {
+            REQUEUE_BUSY
+        },
+        delete: delete.map(|(pod, _, _)| pod),
     }
+}
+
+/// The Pod runs an older revision than its StatefulSet's current template.
+fn outdated(observed: &Observed, p: &PodObs) -> bool {
+    match (&p.revision, observed.update_revisions.get(&p.shard)) {
+        (Some(have), Some(want)) => have != want,
+        _ => false,
+    }
+}
+
+/// The next Pod of a rolling update, with its old and new revision.
+///
+/// StatefulSets use `OnDelete`, so a template change (image, resources, config) reaches a Pod
+/// only when the operator deletes it, and the operator does it the way a database must be
+/// restarted:
+/// - one Pod at a time, and only while the cluster is Ready (every member serving and in sync),
+///   so that at most one member of the whole cluster is ever down for an update;
+/// - replicas before primaries: the first replaced replica is the canary. If the new template
+///   cannot run (the scheduler cannot place it, the image does not start), the cluster stops
+///   being Ready and the update stops there, with one replica down and every primary serving:
+///   a bad change never takes a shard's slots away. (Without replicas the first primary is the
+///   canary: nothing else can be.)
+/// - an outdated Pod the scheduler cannot place holds no process and no data: it is replaced at
+///   once, even while the cluster is not Ready, so reverting a bad change undoes it.
+fn rolling_update(observed: &Observed, shards: &[ShardStatus], ready: bool) -> Option<(String, String, String)> {
+    let revisions = |p: &PodObs| {
+        Some((
+            p.name.clone(),
+            p.revision.clone()?,
+            observed.update_revisions.get(&p.shard)?.clone(),
+        ))
+    };
+    let stuck = observed
+        .pods
+        .iter()
+        .find(|p| outdated(observed, p) && p.unschedulable.is_some() && !p.terminating);
+    if let Some(p) = stuck {
+        return revisions(p);
+    }
+    if !ready || observed.pods.iter().any(|p| p.terminating) {
+        return None;
+    }
+    let by_name: HashMap<&str, &PodObs> = observed.pods.iter().map(|p| (p.name.as_str(), p)).collect();
+    let replicas = shards.iter().flat_map(|s| s.replicas.iter().rev());
+    let primaries = shards.iter().filter_map(|s| s.primary.as_ref());
+    replicas
+        .chain(primaries)
+        .filter_map(|m| by_name.get(m.pod.as_str()))
+        .find(|p| outdated(observed, p))
+        .and_then(|p| revisions(p))
 }
 
 /// The next members of one shard (see the module doc for the rules).
@@ -697,7 +802,10 @@ pub(crate) mod tests {
                 pods.push(pod(s, o, held));
             }
         }
-        Observed { pods }
+        Observed {
+            pods,
+            update_revisions: BTreeMap::new(),
+        }
     }
 
     fn pod(s: i32, o: i32, held: Option<&Topology>) -> PodObs {
@@ -716,6 +824,8 @@ pub(crate) mod tests {
                 link_up: o > 0,
                 offset: 0,
             }),
+            revision: Some("rev-1".into()),
+            unschedulable: None,
         }
     }
 
@@ -1040,5 +1150,107 @@ pub(crate) mod tests {
         assert_eq!(parse_range("7"), Some([7, 7]));
         assert_eq!(format_range(&[7, 7]), "7");
         assert_eq!(parse_range("x"), None);
+    }
+
+    /// Every StatefulSet's template moved to `rev` (a spec change): the Pods still run rev-1.
+    fn template_changed(obs: &mut Observed, shards: i32, rev: &str) {
+        obs.update_revisions = (0..shards).map(|s| (s, rev.to_string())).collect();
+    }
+
+    /// The Pod `name` deleted and recreated by its StatefulSet from `rev`, Ready again.
+    fn recreated(obs: &mut Observed, name: &str, rev: &str) {
+        let p = obs.pods.iter_mut().find(|p| p.name == name).unwrap();
+        p.revision = Some(rev.into());
+    }
+
+    #[test]
+    fn a_template_change_rolls_one_pod_at_a_time_replicas_first_primaries_last() {
+        let (mut kv, mut obs) = ready_cluster(2, 1);
+        template_changed(&mut obs, 2, "rev-2");
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let p = plan(&kv, &obs, now());
+            let pod = p.delete.clone().expect("a Pod to replace");
+            assert!(
+                p.decisions
+                    .iter()
+                    .any(|d| d.reason == "RollingUpdate" && d.note.contains(&pod))
+            );
+            assert_eq!(cond(&p.status, "Progressing").reason, "RollingUpdate");
+            converge(&mut kv, &mut obs, &p);
+            // While the replaced Pod is away, nothing else is touched.
+            let away = obs.pods.iter_mut().find(|x| x.name == pod).unwrap();
+            away.ready = false;
+            let p2 = plan(&kv, &obs, now());
+            assert_eq!(p2.delete, None, "a second Pod replaced while {pod} is down");
+            converge(&mut kv, &mut obs, &p2);
+            obs.pods.iter_mut().find(|x| x.name == pod).unwrap().ready = true;
+            recreated(&mut obs, &pod, "rev-2");
+            let p3 = plan(&kv, &obs, now());
+            converge(&mut kv, &mut obs, &p3);
+            order.push(pod);
+        }
+        assert_eq!(
+            order,
+            ["kv-0-1", "kv-1-1", "kv-0-0", "kv-1-0"],
+            "replicas first, then primaries"
+        );
+        let p = plan(&kv, &obs, now());
+        assert_eq!(p.delete, None);
+        assert_eq!(p.status.phase, Some(Phase::Ready));
+    }
+
+    #[test]
+    fn an_unschedulable_replica_degrades_the_cluster_and_stops_the_roll() {
+        let (mut kv, mut obs) = ready_cluster(2, 1);
+        template_changed(&mut obs, 2, "rev-2");
+        let p = plan(&kv, &obs, now());
+        assert_eq!(p.delete.as_deref(), Some("kv-0-1"));
+        converge(&mut kv, &mut obs, &p);
+        // Recreated from rev-2, which asks for more CPU than any node has.
+        let canary = obs.pods.iter_mut().find(|x| x.name == "kv-0-1").unwrap();
+        *canary = PodObs {
+            name: "kv-0-1".into(),
+            shard: 0,
+            ordinal: 1,
+            revision: Some("rev-2".into()),
+            unschedulable: Some("0/1 nodes are available: 1 Insufficient cpu.".into()),
+            ..PodObs::default()
+        };
+        let p = plan(&kv, &obs, now());
+        assert_eq!(p.status.phase, Some(Phase::Degraded));
+        let d = cond(&p.status, "Degraded");
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "Unschedulable"));
+        assert!(
+            d.message.contains("kv-0-1") && d.message.contains("Insufficient cpu"),
+            "{}",
+            d.message
+        );
+        assert_eq!(p.delete, None, "no other Pod is touched: every primary keeps serving");
+        assert!(p.topology.is_none(), "the member stays in the topology");
+        converge(&mut kv, &mut obs, &p);
+
+        // The spec reverted: rev-1 again. The stuck Pod is replaced at once (not Ready, but it
+        // holds nothing), the others are current.
+        template_changed(&mut obs, 2, "rev-1");
+        let p = plan(&kv, &obs, now());
+        assert_eq!(p.delete.as_deref(), Some("kv-0-1"));
+    }
+
+    #[test]
+    fn an_unschedulable_pod_of_a_new_cluster_is_degraded_not_creating() {
+        let kv = cluster(1, 0);
+        let obs = Observed {
+            pods: vec![PodObs {
+                name: "kv-0-0".into(),
+                unschedulable: Some("0/1 nodes are available: 1 Insufficient memory.".into()),
+                ..PodObs::default()
+            }],
+            update_revisions: BTreeMap::new(),
+        };
+        let p = plan(&kv, &obs, now());
+        assert_eq!(p.status.phase, Some(Phase::Degraded));
+        assert_eq!(cond(&p.status, "Degraded").reason, "Unschedulable");
+        assert!(p.topology.is_none());
     }
 }
