@@ -3,6 +3,8 @@
 //!
 //! - of two replicas exactly one holds the Lease, and only its `ferrokv_operator_leader` metric
 //!   is 1 (checked repeatedly over several renewal periods); both are ready;
+//! - only the leader acts: a KvCluster created and deleted meanwhile is reconciled (and cleaned
+//!   up) by the leader, and the standby's reconcile counter stays at 0;
 //! - the leader killed with SIGKILL (no chance to release) is replaced within the lease
 //!   duration;
 //! - a leader stopped with SIGTERM releases the Lease: a third replica takes over at its next
@@ -18,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use ferrokv_operator::crd::KvCluster;
 use ferrokv_tests::controlplane::plain_http_get;
 use ferrokv_tests::harness::{TestNs, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -47,6 +50,7 @@ impl Operator {
             .arg(format!("--http-addr=127.0.0.1:{port}"))
             .arg(format!("--lease-name={LEASE}"))
             .arg("--log-format=text")
+            .arg(format!("--watch-namespace={}", t.name))
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", identity)
             .env("POD_NAMESPACE", &t.name)
@@ -75,6 +79,19 @@ impl Operator {
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse().ok())
             .with_context(|| format!("{}: no leader metric in:\n{body}", self.identity))
+    }
+
+    /// Reconciles this process ran (`ferrokv_operator_reconciles_total`, every result).
+    async fn reconciles(&self) -> anyhow::Result<u64> {
+        let (status, body) = plain_http_get(self.port, "/metrics").await?;
+        if status != 200 {
+            bail!("{}: /metrics answered {status}", self.identity);
+        }
+        Ok(body
+            .lines()
+            .filter_map(|l| l.strip_prefix("ferrokv_operator_reconciles_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum())
     }
 
     async fn ready(&self) -> anyhow::Result<bool> {
@@ -184,7 +201,9 @@ async fn exactly_one_leader_for(t: &TestNs, operators: &[&Operator], period: Dur
 async fn one_leader_and_fast_takeover() -> anyhow::Result<()> {
     let t = test_ns("leader").await?;
     install_crds(&t).await?;
-    let cluster_rbac = apply_chart_rbac(&t, "op", &[])?;
+    // Scoped to the test namespace (Roles there), as `--watch-namespace` is.
+    let scope = format!("watchNamespaces={{{}}}", t.name);
+    let cluster_rbac = apply_chart_rbac(&t, "op", &[&scope])?;
     let result = scenario(&t).await;
     delete_cluster_rbac(&t, &cluster_rbac)?;
     result?;
@@ -206,6 +225,36 @@ async fn scenario(t: &TestNs) -> anyhow::Result<()> {
     // Several renewal periods: the leader keeps the Lease, the other never claims it.
     let steady = exactly_one_leader_for(t, &[&a, &b], RETRY_PERIOD * 3).await?;
     assert_eq!(steady, first);
+
+    // Only the leader acts: a KvCluster is reconciled by it, never by the standby.
+    let (lead, standby) = if first == a.identity { (&a, &b) } else { (&b, &a) };
+    t.apply(
+        "apiVersion: ferrokv.io/v1alpha1\nkind: KvCluster\nmetadata:\n  name: only\n\
+         spec:\n  shards: 1\n  replicasPerShard: 0\n  storage:\n    size: 16Mi\n",
+    )
+    .await?;
+    let kvs = t.api::<KvCluster>();
+    wait_for(
+        "the leader to reconcile the KvCluster",
+        Duration::from_secs(30),
+        || async {
+            let phase = kvs.get("only").await?.status.and_then(|s| s.phase);
+            anyhow::Ok(phase.map(|_| ()))
+        },
+    )
+    .await?;
+    let (by_leader, by_standby) = (lead.reconciles().await?, standby.reconciles().await?);
+    assert!(by_leader > 0, "{} leads but reconciled nothing", lead.identity);
+    assert_eq!(by_standby, 0, "the standby {} reconciled", standby.identity);
+    kvs.delete("only", &Default::default()).await?;
+    wait_for(
+        "the KvCluster to be cleaned up and gone",
+        Duration::from_secs(60),
+        || async { anyhow::Ok(kvs.get_opt("only").await?.is_none().then_some(())) },
+    )
+    .await?;
+    assert_eq!(standby.reconciles().await?, 0, "the standby reconciled the deletion");
+    eprintln!("only the leader reconciled: {by_leader} reconciles, the standby none");
     let transitions_before = t
         .api::<Lease>()
         .get(LEASE)
