@@ -202,6 +202,44 @@ async fn wait_ready(ns: &TestNs, replicas: usize, timeout: Duration) -> Result<K
     .await?)
 }
 
+/// Merge-patch the KvCluster (`{"spec": ...}`), as `kubectl patch --type=merge` does.
+async fn merge_spec(ns: &TestNs, patch: serde_json::Value) -> Result<()> {
+    ns.api::<KvCluster>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+/// The cluster's node Pods.
+async fn member_pods(ns: &TestNs) -> Result<Vec<Pod>> {
+    let selector = format!("{}={NAME}", build::LABEL_CLUSTER);
+    Ok(ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
+/// Name and UID of every node Pod: a Pod recreated under its old name has a new UID.
+async fn pod_uids(ns: &TestNs) -> Result<Vec<(String, Option<String>)>> {
+    Ok(member_pods(ns)
+        .await?
+        .iter()
+        .map(|p| (p.name_any(), p.metadata.uid.clone()))
+        .collect())
+}
+
+/// Per shard, the revision its StatefulSet's Pods should run.
+async fn update_revisions(ns: &TestNs) -> Result<Vec<String>> {
+    let api = ns.api::<StatefulSet>();
+    let mut revisions = Vec::new();
+    for s in 0..SHARDS {
+        let sts = api.get(&build::statefulset_name(NAME, s as i32)).await?;
+        revisions.push(sts.status.and_then(|s| s.update_revision).unwrap_or_default());
+    }
+    Ok(revisions)
+}
+
 async fn password(ns: &TestNs) -> Result<String> {
     let secret = ns.api::<Secret>().get(&build::auth_secret_name(NAME)).await?;
     let bytes = secret
@@ -436,13 +474,7 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
 
     // 3. replicasPerShard 1 → 2.
     let t = Instant::now();
-    ns.api::<KvCluster>()
-        .patch(
-            NAME,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"replicasPerShard": 2}})),
-        )
-        .await?;
+    merge_spec(ns, serde_json::json!({"spec": {"replicasPerShard": 2}})).await?;
     let kv = wait_ready(ns, 2, Duration::from_secs(180)).await?;
     let epoch = kv.status.as_ref().map_or(0, |s| s.epoch);
     ensure!(epoch > 1, "the new replicas must come with a new epoch");
@@ -500,30 +532,10 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
     // 4b. A change the cluster cannot run: a CPU request no node has. The roll starts with one
     // replica (the canary), whose replacement cannot be scheduled: Degraded with the
     // scheduler's reason, and nothing else is touched.
-    let sts_revision = |ns: &TestNs| {
-        let ns = ns.api::<StatefulSet>();
-        async move {
-            let mut revisions = Vec::new();
-            for s in 0..SHARDS {
-                let sts = ns.get(&build::statefulset_name(NAME, s as i32)).await?;
-                revisions.push(sts.status.and_then(|s| s.update_revision).unwrap_or_default());
-            }
-            anyhow::Ok(revisions)
-        }
-    };
-    let before_pods: Vec<(String, Option<String>)> = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels(&format!("{}={NAME}", build::LABEL_CLUSTER)))
-        .await?
-        .items
-        .iter()
-        .map(|p| (p.name_any(), p.metadata.uid.clone()))
-        .collect();
-    let kvs = ns.api::<KvCluster>();
-    kvs.patch(
-        NAME,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"resources": {"requests": {"cpu": "1000"}}}})),
+    let before_pods = pod_uids(ns).await?;
+    merge_spec(
+        ns,
+        serde_json::json!({"spec": {"resources": {"requests": {"cpu": "1000"}}}}),
     )
     .await?;
     let degraded = wait_for(
@@ -546,14 +558,7 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         degraded.message
     );
     // Exactly one member was replaced (a replica); every primary kept its Pod.
-    let after: Vec<(String, Option<String>)> = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels(&format!("{}={NAME}", build::LABEL_CLUSTER)))
-        .await?
-        .items
-        .iter()
-        .map(|p| (p.name_any(), p.metadata.uid.clone()))
-        .collect();
+    let after = pod_uids(ns).await?;
     let replaced: Vec<&String> = before_pods
         .iter()
         .filter(|b| !after.contains(b))
@@ -573,37 +578,27 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         degraded.message, replaced[0]
     );
     // Reverted: the stuck Pod is replaced from the old template and the cluster is Ready again.
-    kvs.patch(
-        NAME,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"resources": null}})),
-    )
-    .await?;
+    merge_spec(ns, serde_json::json!({"spec": {"resources": null}})).await?;
     wait_ready(ns, 2, Duration::from_secs(120)).await?;
     println!("reverted: Ready again");
 
     // 4c. A change that runs: a config directive, rolled through all nine members one at a time.
     let t = Instant::now();
-    let revisions_before = sts_revision(ns).await?;
-    kvs.patch(
-        NAME,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"config": {"maxmemory-policy": "allkeys-lru"}}})),
+    let revisions_before = update_revisions(ns).await?;
+    merge_spec(
+        ns,
+        serde_json::json!({"spec": {"config": {"maxmemory-policy": "allkeys-lru"}}}),
     )
     .await?;
     let kv = wait_for(
         "every member to run the new template",
         Duration::from_secs(240),
         || async {
-            let revisions = sts_revision(ns).await?;
+            let revisions = update_revisions(ns).await?;
             if revisions == revisions_before {
                 return anyhow::Ok(None);
             }
-            let pods = ns
-                .api::<Pod>()
-                .list(&ListParams::default().labels(&format!("{}={NAME}", build::LABEL_CLUSTER)))
-                .await?;
-            let current = pods.items.iter().all(|p| {
+            let current = member_pods(ns).await?.iter().all(|p| {
                 let shard: usize = p
                     .labels()
                     .get(build::LABEL_SHARD)
