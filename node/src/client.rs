@@ -22,7 +22,11 @@ pub struct ClientHandle {
     pub lib_ver: Mutex<Option<Bytes>>,
     /// Unix time (ms) of the last command.
     pub last_interaction_ms: AtomicU64,
-    pub last_cmd: Mutex<&'static str>,
+    /// The last command run, as its index in [`crate::cmd::table`] plus one
+    /// (0: none yet). An atomic, not a `Mutex<&str>`: it is written after
+    /// every command, and a lock/unlock pair per command was a visible share
+    /// of a pipelined command's cost; `CLIENT LIST` resolves the name.
+    pub last_cmd: AtomicUsize,
     pub proto: AtomicU8,
     pub subscriptions: AtomicUsize,
     pub psubscriptions: AtomicUsize,
@@ -57,7 +61,7 @@ impl ClientHandle {
             lib_name: Mutex::new(None),
             lib_ver: Mutex::new(None),
             last_interaction_ms: AtomicU64::new(crate::db::now_ms()),
-            last_cmd: Mutex::new("NULL"),
+            last_cmd: AtomicUsize::new(0),
             proto: AtomicU8::new(2),
             subscriptions: AtomicUsize::new(0),
             psubscriptions: AtomicUsize::new(0),
@@ -73,6 +77,14 @@ impl ClientHandle {
             qbuf: AtomicUsize::new(0),
             net_in: AtomicU64::new(0),
             net_out: AtomicU64::new(0),
+        }
+    }
+
+    /// `CLIENT LIST`'s `cmd=`: the full name of the last command, or `NULL`.
+    pub fn last_cmd_name(&self) -> &'static str {
+        match self.last_cmd.load(Ordering::Relaxed) {
+            0 => "NULL",
+            i => crate::cmd::table().all.get(i - 1).map_or("NULL", |(_, name)| name.as_str()),
         }
     }
 
@@ -154,7 +166,7 @@ impl ClientHandle {
             ssubs,
             multi,
             self.qbuf.load(Ordering::Relaxed),
-            self.last_cmd.lock(),
+            self.last_cmd_name(),
             self.proto.load(Ordering::Relaxed),
             lib_name,
             lib_ver,

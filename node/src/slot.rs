@@ -6,8 +6,11 @@
 /// Number of hash slots in the keyspace (Redis Cluster's fixed value).
 pub const SLOTS: usize = 16384;
 
-const fn make_table() -> [u16; 256] {
-    let mut table = [0u16; 256];
+/// `TABLES[k][b]`: the CRC16/XMODEM register after byte `b` followed by
+/// `k` zero bytes, starting from zero. `TABLES[0]` is the classic
+/// byte-at-a-time table.
+const fn make_tables() -> [[u16; 256]; 8] {
+    let mut t = [[0u16; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let mut crc = (i as u16) << 8;
@@ -20,19 +23,58 @@ const fn make_table() -> [u16; 256] {
             };
             j += 1;
         }
-        table[i] = crc;
+        t[0][i] = crc;
         i += 1;
     }
-    table
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev << 8) ^ t[0][(prev >> 8) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    t
 }
 
-static CRC16_TABLE: [u16; 256] = make_table();
+static TABLES: [[u16; 256]; 8] = make_tables();
 
 /// CRC16 with the XMODEM polynomial (0x1021), as used by Redis Cluster.
+///
+/// Slicing-by-8: the byte-at-a-time loop is one long dependency chain (each
+/// byte's table index needs the previous byte's result), about 8 cycles a
+/// byte, and every command hashes its keys, so a 16-byte key cost more than
+/// the hash-table lookup itself. Eight bytes at a time are eight independent
+/// lookups XORed together. The CRC is linear, so the 16-bit register folds
+/// into the first two bytes of each block and byte `i` of the block
+/// contributes `TABLES[7 - i]` (its value followed by `7 - i` zero bytes).
 pub fn crc16(data: &[u8]) -> u16 {
     let mut crc: u16 = 0;
+    let mut blocks = data.chunks_exact(8);
+    for b in &mut blocks {
+        crc = TABLES[7][(b[0] ^ (crc >> 8) as u8) as usize]
+            ^ TABLES[6][(b[1] ^ crc as u8) as usize]
+            ^ TABLES[5][b[2] as usize]
+            ^ TABLES[4][b[3] as usize]
+            ^ TABLES[3][b[4] as usize]
+            ^ TABLES[2][b[5] as usize]
+            ^ TABLES[1][b[6] as usize]
+            ^ TABLES[0][b[7] as usize];
+    }
+    for &b in blocks.remainder() {
+        crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
+    }
+    crc
+}
+
+/// The byte-at-a-time reference [`crc16`] is checked against.
+#[cfg(test)]
+fn crc16_bytewise(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
     for &b in data {
-        crc = (crc << 8) ^ CRC16_TABLE[(((crc >> 8) as u8) ^ b) as usize];
+        crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
     }
     crc
 }
@@ -49,19 +91,16 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
     key
 }
 
-/// The slot of `key`. This runs for every key of every command, so the CRC
-/// is computed in the same pass that looks for a `{`: only a key that has
-/// one goes through [`hash_tag`] (a second pass over the key was a
-/// measurable share of a pipelined command).
+/// The slot of `key`. This runs for every key of every command: the `{`
+/// search is `core`'s word-at-a-time byte search and the CRC is [`crc16`]'s
+/// slicing-by-8, both far shorter than a byte loop doing both at once.
 pub fn key_slot(key: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in key {
-        if b == b'{' {
-            return crc16(hash_tag(key)) & (SLOTS as u16 - 1);
-        }
-        crc = (crc << 8) ^ CRC16_TABLE[(((crc >> 8) as u8) ^ b) as usize];
-    }
-    crc & (SLOTS as u16 - 1)
+    let hashed = if key.contains(&b'{') {
+        hash_tag(key)
+    } else {
+        key
+    };
+    crc16(hashed) & (SLOTS as u16 - 1)
 }
 
 #[cfg(test)]
@@ -72,6 +111,19 @@ mod tests {
     fn crc16_reference_value() {
         // The reference check value of CRC-16/XMODEM.
         assert_eq!(crc16(b"123456789"), 0x31C3);
+    }
+
+    #[test]
+    fn sliced_crc_equals_bytewise() {
+        // Every length up to three blocks plus a remainder, varied contents.
+        let data: Vec<u8> = (0..64u32).map(|i| (i.wrapping_mul(167) ^ (i >> 3)) as u8).collect();
+        for start in 0..8 {
+            for end in start..data.len() {
+                let d = &data[start..end];
+                assert_eq!(crc16(d), crc16_bytewise(d), "{d:?}");
+            }
+        }
+        assert_eq!(crc16(&[0xff; 40]), crc16_bytewise(&[0xff; 40]));
     }
 
     #[test]

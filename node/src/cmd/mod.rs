@@ -174,6 +174,11 @@ impl Table {
     pub fn top_level(&self) -> impl Iterator<Item = &'static CommandSpec> + '_ {
         self.all.iter().filter(|(_, n)| !n.contains('|')).map(|(s, _)| *s)
     }
+    /// Index of a command by its full name (`client|list`): for the rare
+    /// caller that needs it, a linear scan.
+    pub fn id_of(&self, full_name: &str) -> Option<usize> {
+        self.all.iter().position(|(_, n)| n == full_name)
+    }
     pub fn get(&self, name: &str) -> Option<&'static CommandSpec> {
         self.by_name.get(name).map(|&i| self.all[i].0)
     }
@@ -964,5 +969,5 @@ fn record(
         };
         state.latency.add(event, micros / 1000);
     }
-    *session.handle.last_cmd.lock() = &table().all[id].1;
+    session.handle.last_cmd.store(id + 1, Ordering::Relaxed);
 }
