@@ -48,6 +48,9 @@ pub struct ClientHandle {
     pub write_offset: AtomicU64,
     /// `crate::repl::client_role`: replica stream, link to our primary, or neither.
     pub repl_role: AtomicU8,
+    /// A connection from our listener: server shutdown notifies `kill`
+    /// (see [`Clients::close_all`]).
+    pub stop_on_shutdown: bool,
 }
 
 impl ClientHandle {
@@ -77,6 +80,7 @@ impl ClientHandle {
             qbuf: AtomicUsize::new(0),
             net_in: AtomicU64::new(0),
             net_out: AtomicU64::new(0),
+            stop_on_shutdown: false,
         }
     }
 
@@ -84,7 +88,10 @@ impl ClientHandle {
     pub fn last_cmd_name(&self) -> &'static str {
         match self.last_cmd.load(Ordering::Relaxed) {
             0 => "NULL",
-            i => crate::cmd::table().all.get(i - 1).map_or("NULL", |(_, name)| name.as_str()),
+            i => crate::cmd::table()
+                .all
+                .get(i - 1)
+                .map_or("NULL", |(_, name)| name.as_str()),
         }
     }
 
@@ -178,14 +185,56 @@ impl ClientHandle {
 pub struct Clients {
     next_id: AtomicU64,
     map: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    /// [`Clients::close_all`] has run: client connections registered from
+    /// now on are told to stop at once.
+    closing: AtomicBool,
 }
 
 impl Clients {
+    /// Register a connection that is not a client of our listener (the
+    /// link to our primary): shutdown does not go through its `kill`.
     pub fn register(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientHandle> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let h = Arc::new(ClientHandle::new(id, addr, laddr));
-        self.map.lock().insert(id, h.clone());
+        self.insert(ClientHandle::new(self.next_id(), addr, laddr))
+    }
+
+    /// Register a client connection accepted by a listener: its `kill` is
+    /// notified when the server shuts down.
+    pub fn register_client(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientHandle> {
+        let mut h = ClientHandle::new(self.next_id(), addr, laddr);
+        h.stop_on_shutdown = true;
+        self.insert(h)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn insert(&self, h: ClientHandle) -> Arc<ClientHandle> {
+        let h = Arc::new(h);
+        let mut map = self.map.lock();
+        map.insert(h.id, h.clone());
+        // Under the map lock, which `close_all` takes after setting
+        // `closing`: either it sees this handle or we see the flag.
+        if h.stop_on_shutdown && self.closing.load(Ordering::Relaxed) {
+            h.kill.notify_one();
+        }
+        drop(map);
         h
+    }
+
+    /// Server shutdown: tell every client connection to stop, through the
+    /// same per-connection `kill` signal as CLIENT KILL (without marking
+    /// it killed). A connection waits on that one signal only; also
+    /// waiting on the server-wide shutdown broadcast cost a lock of the
+    /// broadcast's shared tail mutex per request batch, on a line every
+    /// worker thread wrote.
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        for h in self.map.lock().values() {
+            if h.stop_on_shutdown {
+                h.kill.notify_one();
+            }
+        }
     }
 
     pub fn unregister(&self, id: u64) {

@@ -369,7 +369,11 @@ mod tests {
         let mut owned: Vec<usize> = shards.iter().copied().filter(|&s| s < SHARDS).collect();
         owned.sort_unstable();
         owned.dedup();
-        assert_eq!(owned.len(), shards.iter().filter(|&&s| s < SHARDS).count(), "an owned shard had two owners");
+        assert_eq!(
+            owned.len(),
+            shards.iter().filter(|&&s| s < SHARDS).count(),
+            "an owned shard had two owners"
+        );
     }
 
     #[test]

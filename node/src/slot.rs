@@ -52,8 +52,8 @@ static TABLES: [[u16; 256]; 8] = make_tables();
 /// contributes `TABLES[7 - i]` (its value followed by `7 - i` zero bytes).
 pub fn crc16(data: &[u8]) -> u16 {
     let mut crc: u16 = 0;
-    let mut blocks = data.chunks_exact(8);
-    for b in &mut blocks {
+    let (blocks, rest) = data.as_chunks::<8>();
+    for b in blocks {
         crc = TABLES[7][(b[0] ^ (crc >> 8) as u8) as usize]
             ^ TABLES[6][(b[1] ^ crc as u8) as usize]
             ^ TABLES[5][b[2] as usize]
@@ -63,7 +63,7 @@ pub fn crc16(data: &[u8]) -> u16 {
             ^ TABLES[1][b[6] as usize]
             ^ TABLES[0][b[7] as usize];
     }
-    for &b in blocks.remainder() {
+    for &b in rest {
         crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
     }
     crc
@@ -91,16 +91,42 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
     key
 }
 
-/// The slot of `key`. This runs for every key of every command: the `{`
-/// search is `core`'s word-at-a-time byte search and the CRC is [`crc16`]'s
-/// slicing-by-8, both far shorter than a byte loop doing both at once.
+/// The slot of `key`. This runs for every key of every command, up to three
+/// times (partition lock, lookup, insert), so it is one pass: each 8-byte
+/// block is checked for a `{` with a word-wide test (a byte-at-a-time
+/// search cost more than the CRC itself) and folded into the CRC as in
+/// [`crc16`]; only a key that has a `{` goes through [`hash_tag`].
 pub fn key_slot(key: &[u8]) -> u16 {
-    let hashed = if key.contains(&b'{') {
-        hash_tag(key)
-    } else {
-        key
-    };
-    crc16(hashed) & (SLOTS as u16 - 1)
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const BRACES: u64 = u64::from_ne_bytes([b'{'; 8]);
+    let tagged = |key: &[u8]| crc16(hash_tag(key)) & (SLOTS as u16 - 1);
+    let mut crc: u16 = 0;
+    // Fixed-size blocks: one 8-byte load for the word, no bounds checks.
+    let (blocks, rest) = key.as_chunks::<8>();
+    for b in blocks {
+        let word = u64::from_ne_bytes(*b);
+        // Some byte of `x` is zero, i.e. some byte of the block is `{`.
+        let x = word ^ BRACES;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            return tagged(key);
+        }
+        crc = TABLES[7][(b[0] ^ (crc >> 8) as u8) as usize]
+            ^ TABLES[6][(b[1] ^ crc as u8) as usize]
+            ^ TABLES[5][b[2] as usize]
+            ^ TABLES[4][b[3] as usize]
+            ^ TABLES[3][b[4] as usize]
+            ^ TABLES[2][b[5] as usize]
+            ^ TABLES[1][b[6] as usize]
+            ^ TABLES[0][b[7] as usize];
+    }
+    for &b in rest {
+        if b == b'{' {
+            return tagged(key);
+        }
+        crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
+    }
+    crc & (SLOTS as u16 - 1)
 }
 
 #[cfg(test)]
@@ -152,8 +178,30 @@ mod tests {
             b"{{}}",
             b"\x00\xff{\x7f}",
             b"mylist",
+            b"key:000000123456",
+            b"key:0000{0123456",
+            b"key:00000123456{x}",
+            b"0123456789abcdef{",
+            b"\x7a\x7b\x7c\xfb\x7b\x00\x01\x02\x03",
+            b"\xfb\xfb\xfb\xfb\xfb\xfb\xfb\xfb\x7b",
         ] {
             assert_eq!(key_slot(key), crc16(hash_tag(key)) & 16383, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn brace_found_at_every_position() {
+        // A `{` (and a tag after it) at each offset of keys up to three
+        // blocks long: the word-wide test must see it in every byte lane.
+        for len in 0..24usize {
+            let base: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert_eq!(key_slot(&base), crc16(&base) & 16383);
+            for at in 0..len {
+                let mut key = base.clone();
+                key[at] = b'{';
+                key.extend_from_slice(b"tag}");
+                assert_eq!(key_slot(&key), crc16(hash_tag(&key)) & 16383, "{key:?}");
+            }
         }
     }
 }
