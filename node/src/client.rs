@@ -22,7 +22,11 @@ pub struct ClientHandle {
     pub lib_ver: Mutex<Option<Bytes>>,
     /// Unix time (ms) of the last command.
     pub last_interaction_ms: AtomicU64,
-    pub last_cmd: Mutex<&'static str>,
+    /// The last command run, as its index in [`crate::cmd::table`] plus one
+    /// (0: none yet). An atomic, not a `Mutex<&str>`: it is written after
+    /// every command, and a lock/unlock pair per command was a visible share
+    /// of a pipelined command's cost; `CLIENT LIST` resolves the name.
+    pub last_cmd: AtomicUsize,
     pub proto: AtomicU8,
     pub subscriptions: AtomicUsize,
     pub psubscriptions: AtomicUsize,
@@ -44,6 +48,9 @@ pub struct ClientHandle {
     pub write_offset: AtomicU64,
     /// `crate::repl::client_role`: replica stream, link to our primary, or neither.
     pub repl_role: AtomicU8,
+    /// A connection from our listener: server shutdown notifies `kill`
+    /// (see [`Clients::close_all`]).
+    pub stop_on_shutdown: bool,
 }
 
 impl ClientHandle {
@@ -57,7 +64,7 @@ impl ClientHandle {
             lib_name: Mutex::new(None),
             lib_ver: Mutex::new(None),
             last_interaction_ms: AtomicU64::new(crate::db::now_ms()),
-            last_cmd: Mutex::new("NULL"),
+            last_cmd: AtomicUsize::new(0),
             proto: AtomicU8::new(2),
             subscriptions: AtomicUsize::new(0),
             psubscriptions: AtomicUsize::new(0),
@@ -73,6 +80,18 @@ impl ClientHandle {
             qbuf: AtomicUsize::new(0),
             net_in: AtomicU64::new(0),
             net_out: AtomicU64::new(0),
+            stop_on_shutdown: false,
+        }
+    }
+
+    /// `CLIENT LIST`'s `cmd=`: the full name of the last command, or `NULL`.
+    pub fn last_cmd_name(&self) -> &'static str {
+        match self.last_cmd.load(Ordering::Relaxed) {
+            0 => "NULL",
+            i => crate::cmd::table()
+                .all
+                .get(i - 1)
+                .map_or("NULL", |(_, name)| name.as_str()),
         }
     }
 
@@ -154,7 +173,7 @@ impl ClientHandle {
             ssubs,
             multi,
             self.qbuf.load(Ordering::Relaxed),
-            self.last_cmd.lock(),
+            self.last_cmd_name(),
             self.proto.load(Ordering::Relaxed),
             lib_name,
             lib_ver,
@@ -166,14 +185,56 @@ impl ClientHandle {
 pub struct Clients {
     next_id: AtomicU64,
     map: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    /// [`Clients::close_all`] has run: client connections registered from
+    /// now on are told to stop at once.
+    closing: AtomicBool,
 }
 
 impl Clients {
+    /// Register a connection that is not a client of our listener (the
+    /// link to our primary): shutdown does not go through its `kill`.
     pub fn register(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientHandle> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let h = Arc::new(ClientHandle::new(id, addr, laddr));
-        self.map.lock().insert(id, h.clone());
+        self.insert(ClientHandle::new(self.next_id(), addr, laddr))
+    }
+
+    /// Register a client connection accepted by a listener: its `kill` is
+    /// notified when the server shuts down.
+    pub fn register_client(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientHandle> {
+        let mut h = ClientHandle::new(self.next_id(), addr, laddr);
+        h.stop_on_shutdown = true;
+        self.insert(h)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn insert(&self, h: ClientHandle) -> Arc<ClientHandle> {
+        let h = Arc::new(h);
+        let mut map = self.map.lock();
+        map.insert(h.id, h.clone());
+        // Under the map lock, which `close_all` takes after setting
+        // `closing`: either it sees this handle or we see the flag.
+        if h.stop_on_shutdown && self.closing.load(Ordering::Relaxed) {
+            h.kill.notify_one();
+        }
+        drop(map);
         h
+    }
+
+    /// Server shutdown: tell every client connection to stop, through the
+    /// same per-connection `kill` signal as CLIENT KILL (without marking
+    /// it killed). A connection waits on that one signal only; also
+    /// waiting on the server-wide shutdown broadcast cost a lock of the
+    /// broadcast's shared tail mutex per request batch, on a line every
+    /// worker thread wrote.
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        for h in self.map.lock().values() {
+            if h.stop_on_shutdown {
+                h.kill.notify_one();
+            }
+        }
     }
 
     pub fn unregister(&self, id: u64) {

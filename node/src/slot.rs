@@ -6,8 +6,11 @@
 /// Number of hash slots in the keyspace (Redis Cluster's fixed value).
 pub const SLOTS: usize = 16384;
 
-const fn make_table() -> [u16; 256] {
-    let mut table = [0u16; 256];
+/// `TABLES[k][b]`: the CRC16/XMODEM register after byte `b` followed by
+/// `k` zero bytes, starting from zero. `TABLES[0]` is the classic
+/// byte-at-a-time table.
+const fn make_tables() -> [[u16; 256]; 8] {
+    let mut t = [[0u16; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let mut crc = (i as u16) << 8;
@@ -20,19 +23,58 @@ const fn make_table() -> [u16; 256] {
             };
             j += 1;
         }
-        table[i] = crc;
+        t[0][i] = crc;
         i += 1;
     }
-    table
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev << 8) ^ t[0][(prev >> 8) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    t
 }
 
-static CRC16_TABLE: [u16; 256] = make_table();
+static TABLES: [[u16; 256]; 8] = make_tables();
 
 /// CRC16 with the XMODEM polynomial (0x1021), as used by Redis Cluster.
+///
+/// Slicing-by-8: the byte-at-a-time loop is one long dependency chain (each
+/// byte's table index needs the previous byte's result), about 8 cycles a
+/// byte, and every command hashes its keys, so a 16-byte key cost more than
+/// the hash-table lookup itself. Eight bytes at a time are eight independent
+/// lookups XORed together. The CRC is linear, so the 16-bit register folds
+/// into the first two bytes of each block and byte `i` of the block
+/// contributes `TABLES[7 - i]` (its value followed by `7 - i` zero bytes).
 pub fn crc16(data: &[u8]) -> u16 {
     let mut crc: u16 = 0;
+    let (blocks, rest) = data.as_chunks::<8>();
+    for b in blocks {
+        crc = TABLES[7][(b[0] ^ (crc >> 8) as u8) as usize]
+            ^ TABLES[6][(b[1] ^ crc as u8) as usize]
+            ^ TABLES[5][b[2] as usize]
+            ^ TABLES[4][b[3] as usize]
+            ^ TABLES[3][b[4] as usize]
+            ^ TABLES[2][b[5] as usize]
+            ^ TABLES[1][b[6] as usize]
+            ^ TABLES[0][b[7] as usize];
+    }
+    for &b in rest {
+        crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
+    }
+    crc
+}
+
+/// The byte-at-a-time reference [`crc16`] is checked against.
+#[cfg(test)]
+fn crc16_bytewise(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
     for &b in data {
-        crc = (crc << 8) ^ CRC16_TABLE[(((crc >> 8) as u8) ^ b) as usize];
+        crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
     }
     crc
 }
@@ -49,17 +91,40 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
     key
 }
 
-/// The slot of `key`. This runs for every key of every command, so the CRC
-/// is computed in the same pass that looks for a `{`: only a key that has
-/// one goes through [`hash_tag`] (a second pass over the key was a
-/// measurable share of a pipelined command).
+/// The slot of `key`. This runs for every key of every command, up to three
+/// times (partition lock, lookup, insert), so it is one pass: each 8-byte
+/// block is checked for a `{` with a word-wide test (a byte-at-a-time
+/// search cost more than the CRC itself) and folded into the CRC as in
+/// [`crc16`]; only a key that has a `{` goes through [`hash_tag`].
 pub fn key_slot(key: &[u8]) -> u16 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const BRACES: u64 = u64::from_ne_bytes([b'{'; 8]);
+    let tagged = |key: &[u8]| crc16(hash_tag(key)) & (SLOTS as u16 - 1);
     let mut crc: u16 = 0;
-    for &b in key {
-        if b == b'{' {
-            return crc16(hash_tag(key)) & (SLOTS as u16 - 1);
+    // Fixed-size blocks: one 8-byte load for the word, no bounds checks.
+    let (blocks, rest) = key.as_chunks::<8>();
+    for b in blocks {
+        let word = u64::from_ne_bytes(*b);
+        // Some byte of `x` is zero, i.e. some byte of the block is `{`.
+        let x = word ^ BRACES;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            return tagged(key);
         }
-        crc = (crc << 8) ^ CRC16_TABLE[(((crc >> 8) as u8) ^ b) as usize];
+        crc = TABLES[7][(b[0] ^ (crc >> 8) as u8) as usize]
+            ^ TABLES[6][(b[1] ^ crc as u8) as usize]
+            ^ TABLES[5][b[2] as usize]
+            ^ TABLES[4][b[3] as usize]
+            ^ TABLES[3][b[4] as usize]
+            ^ TABLES[2][b[5] as usize]
+            ^ TABLES[1][b[6] as usize]
+            ^ TABLES[0][b[7] as usize];
+    }
+    for &b in rest {
+        if b == b'{' {
+            return tagged(key);
+        }
+        crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
     }
     crc & (SLOTS as u16 - 1)
 }
@@ -72,6 +137,19 @@ mod tests {
     fn crc16_reference_value() {
         // The reference check value of CRC-16/XMODEM.
         assert_eq!(crc16(b"123456789"), 0x31C3);
+    }
+
+    #[test]
+    fn sliced_crc_equals_bytewise() {
+        // Every length up to three blocks plus a remainder, varied contents.
+        let data: Vec<u8> = (0..64u32).map(|i| (i.wrapping_mul(167) ^ (i >> 3)) as u8).collect();
+        for start in 0..8 {
+            for end in start..data.len() {
+                let d = &data[start..end];
+                assert_eq!(crc16(d), crc16_bytewise(d), "{d:?}");
+            }
+        }
+        assert_eq!(crc16(&[0xff; 40]), crc16_bytewise(&[0xff; 40]));
     }
 
     #[test]
@@ -100,8 +178,30 @@ mod tests {
             b"{{}}",
             b"\x00\xff{\x7f}",
             b"mylist",
+            b"key:000000123456",
+            b"key:0000{0123456",
+            b"key:00000123456{x}",
+            b"0123456789abcdef{",
+            b"\x7a\x7b\x7c\xfb\x7b\x00\x01\x02\x03",
+            b"\xfb\xfb\xfb\xfb\xfb\xfb\xfb\xfb\x7b",
         ] {
             assert_eq!(key_slot(key), crc16(hash_tag(key)) & 16383, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn brace_found_at_every_position() {
+        // A `{` (and a tag after it) at each offset of keys up to three
+        // blocks long: the word-wide test must see it in every byte lane.
+        for len in 0..24usize {
+            let base: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert_eq!(key_slot(&base), crc16(&base) & 16383);
+            for at in 0..len {
+                let mut key = base.clone();
+                key[at] = b'{';
+                key.extend_from_slice(b"tag}");
+                assert_eq!(key_slot(&key), crc16(hash_tag(&key)) & 16383, "{key:?}");
+            }
         }
     }
 }

@@ -174,6 +174,11 @@ impl Table {
     pub fn top_level(&self) -> impl Iterator<Item = &'static CommandSpec> + '_ {
         self.all.iter().filter(|(_, n)| !n.contains('|')).map(|(s, _)| *s)
     }
+    /// Index of a command by its full name (`client|list`): for the rare
+    /// caller that needs it, a linear scan.
+    pub fn id_of(&self, full_name: &str) -> Option<usize> {
+        self.all.iter().position(|(_, n)| n == full_name)
+    }
     pub fn get(&self, name: &str) -> Option<&'static CommandSpec> {
         self.by_name.get(name).map(|&i| self.all[i].0)
     }
@@ -694,12 +699,7 @@ fn refuse_by_replication(state: &State, spec: &'static CommandSpec) -> Option<Re
 
 /// Refuse a command before it runs: counted as a rejected call and an error reply.
 fn reject(state: &State, id: usize, e: Reply) -> Outcome {
-    state
-        .stats
-        .commands
-        .local(id)
-        .rejected_calls
-        .fetch_add(1, Ordering::Relaxed);
+    state.stats.commands.local(id).rejected();
     count_error(state, &e);
     Outcome::Reply(e)
 }
@@ -940,14 +940,12 @@ fn record(
     elapsed: Duration,
     reply: &Reply,
 ) {
-    let st = state.stats.commands.local(id);
     let micros = elapsed.as_micros() as u64;
     // A command that blocks is counted once, when it is first run.
-    st.calls.fetch_add(1, Ordering::Relaxed);
-    st.usec.fetch_add(micros, Ordering::Relaxed);
+    let failed = reply.is_error();
+    state.stats.commands.local(id).call(micros, failed);
     state.stats.total_commands_processed.fetch_add(1, Ordering::Relaxed);
-    if reply.is_error() {
-        st.failed_calls.fetch_add(1, Ordering::Relaxed);
+    if failed {
         count_error(state, reply);
     }
     state.metrics.observe_command(id, elapsed);
@@ -964,5 +962,5 @@ fn record(
         };
         state.latency.add(event, micros / 1000);
     }
-    *session.handle.last_cmd.lock() = &table().all[id].1;
+    session.handle.last_cmd.store(id + 1, Ordering::Relaxed);
 }

@@ -142,12 +142,11 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
             Ok(r) | Err(r) => r,
         };
         ctx.collect_log(&args);
-        let st = ctx.state.stats.commands.local(super::table().id(spec));
-        st.calls.fetch_add(1, Ordering::Relaxed);
-        st.usec.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if r.is_error() {
-            st.failed_calls.fetch_add(1, Ordering::Relaxed);
-        }
+        ctx.state
+            .stats
+            .commands
+            .local(super::table().id(spec))
+            .call(start.elapsed().as_micros() as u64, r.is_error());
         replies.push(r);
     }
     ctx.block = None;

@@ -124,6 +124,41 @@ fn parse_len(digits: &[u8]) -> Option<i64> {
     if neg { Some(v) } else { v.checked_neg() }
 }
 
+/// The common header line at `buf[pos..]` (`pos` is just after the `*` or
+/// `$`): 1 to 18 digits without a leading zero, or a lone `0`, then CRLF.
+/// Returns the value and the index after the LF, in one pass over the
+/// bytes. `None` for anything else (a sign, a leading zero, a line not all
+/// in the buffer, a malformed one), which the caller hands to the general
+/// path, [`find_crlf`] + [`parse_len`]: whatever this accepts, that path
+/// would accept with the same value, so errors and incomplete input are
+/// decided in one place only.
+#[inline]
+fn quick_len(buf: &[u8], pos: usize) -> Option<(i64, usize)> {
+    let digits = buf.get(pos..)?;
+    let first = *digits.first()?;
+    if !first.is_ascii_digit() {
+        return None;
+    }
+    let mut v = (first - b'0') as i64;
+    let mut i = 1;
+    while let Some(&d) = digits.get(i) {
+        if !d.is_ascii_digit() {
+            break;
+        }
+        if i == 18 {
+            // A 19th digit may overflow: the general path decides.
+            return None;
+        }
+        v = v * 10 + (d - b'0') as i64;
+        i += 1;
+    }
+    // 18 digits cannot overflow an i64; a leading zero is only "0" itself.
+    if (first == b'0' && i > 1) || digits.get(i..i + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some((v, pos + i + 2))
+}
+
 /// Phase one: is there a whole request at the front of `buf`?
 pub fn check(buf: &[u8], limits: &Limits) -> Result<Check, ProtocolError> {
     if buf.is_empty() {
@@ -132,23 +167,30 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Check, ProtocolError> {
     if buf[0] != b'*' {
         return check_inline(buf);
     }
-    let Some(nl) = find_crlf(buf, 0) else {
-        if buf.len() > INLINE_MAX {
-            return Err(ProtocolError::MbulkCountTooBig);
+    let (count, mut pos) = match quick_len(buf, 1) {
+        Some(quick) => quick,
+        None => {
+            let Some(nl) = find_crlf(buf, 0) else {
+                if buf.len() > INLINE_MAX {
+                    return Err(ProtocolError::MbulkCountTooBig);
+                }
+                return Ok(Check::Incomplete);
+            };
+            if nl == 0 || buf[nl - 1] != b'\r' {
+                return Err(ProtocolError::MultibulkLength);
+            }
+            (
+                parse_len(&buf[1..nl - 1]).ok_or(ProtocolError::MultibulkLength)?,
+                nl + 1,
+            )
         }
-        return Ok(Check::Incomplete);
     };
-    if nl == 0 || buf[nl - 1] != b'\r' {
-        return Err(ProtocolError::MultibulkLength);
-    }
-    let count = parse_len(&buf[1..nl - 1]).ok_or(ProtocolError::MultibulkLength)?;
     if count > MULTIBULK_MAX {
         return Err(ProtocolError::MultibulkLength);
     }
     if limits.unauthenticated && count > 10 {
         return Err(ProtocolError::UnauthenticatedMultibulk);
     }
-    let mut pos = nl + 1;
     if count <= 0 {
         // Redis ignores empty and null multibulks.
         return Ok(Check::Complete(Request {
@@ -164,23 +206,30 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Check, ProtocolError> {
         if buf[pos] != b'$' {
             return Err(ProtocolError::ExpectedBulk(buf[pos] as char));
         }
-        let Some(nl) = find_crlf(buf, pos) else {
-            if buf.len() - pos > INLINE_MAX {
-                return Err(ProtocolError::BulkCountTooBig);
+        let (len, start) = match quick_len(buf, pos + 1) {
+            Some(quick) => quick,
+            None => {
+                let Some(nl) = find_crlf(buf, pos) else {
+                    if buf.len() - pos > INLINE_MAX {
+                        return Err(ProtocolError::BulkCountTooBig);
+                    }
+                    return Ok(Check::Incomplete);
+                };
+                if nl == pos || buf[nl - 1] != b'\r' {
+                    return Err(ProtocolError::BulkLength);
+                }
+                (
+                    parse_len(&buf[pos + 1..nl - 1]).ok_or(ProtocolError::BulkLength)?,
+                    nl + 1,
+                )
             }
-            return Ok(Check::Incomplete);
         };
-        if nl == pos || buf[nl - 1] != b'\r' {
-            return Err(ProtocolError::BulkLength);
-        }
-        let len = parse_len(&buf[pos + 1..nl - 1]).ok_or(ProtocolError::BulkLength)?;
         if len < 0 || len > limits.max_bulk_len {
             return Err(ProtocolError::BulkLength);
         }
         if limits.unauthenticated && len > 16384 {
             return Err(ProtocolError::UnauthenticatedBulk);
         }
-        let start = nl + 1;
         let end = start + len as usize;
         if buf.len() < end + 2 {
             return Ok(Check::Incomplete);
@@ -343,6 +392,42 @@ mod tests {
     fn multibulk_and_pipelining() {
         let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n").unwrap();
         assert_eq!(got, vec![vec![b"GET".to_vec(), b"k".to_vec()], vec![b"PING".to_vec()]]);
+    }
+
+    #[test]
+    fn quick_len_agrees_with_the_general_path() {
+        let lines: &[&[u8]] = &[
+            b"0\r\n",
+            b"00\r\n",
+            b"7\r\n",
+            b"16\r\n",
+            b"-1\r\n",
+            b"+1\r\n",
+            b"012\r\n",
+            b"123456789012345678\r\n",
+            b"1234567890123456789\r\n",
+            b"9223372036854775807\r\n",
+            b"9223372036854775808\r\n",
+            b"12\r",
+            b"12\n",
+            b"12",
+            b"1x\r\n",
+            b"1 \r\n",
+            b"\r\n",
+            b"",
+        ];
+        for line in lines {
+            let mut buf = b"$".to_vec();
+            buf.extend_from_slice(line);
+            let general = find_crlf(&buf, 0)
+                .filter(|&nl| nl > 0 && buf[nl - 1] == b'\r')
+                .and_then(|nl| parse_len(&buf[1..nl - 1]).map(|v| (v, nl + 1)));
+            if let Some(quick) = quick_len(&buf, 1) {
+                assert_eq!(Some(quick), general, "{:?}", String::from_utf8_lossy(line));
+            }
+        }
+        assert_eq!(quick_len(b"$16\r\n", 1), Some((16, 5)));
+        assert_eq!(quick_len(b"*0\r\n", 1), Some((0, 4)));
     }
 
     #[test]

@@ -74,6 +74,10 @@ struct Conn {
     /// Replies in `out` that acknowledge writes: (start, end, write-log
     /// offset after the write), so a failed fsync can turn them into errors.
     write_replies: Vec<(usize, usize, u64)>,
+    /// The client has subscribed at some point: only then can pub/sub
+    /// messages arrive, and only then is the queue polled (polling it
+    /// registers a waker, a few atomic operations per request batch).
+    push_used: bool,
 }
 
 enum Step {
@@ -84,7 +88,7 @@ enum Step {
 }
 
 /// Serve one connection until it closes, is killed, or the server shuts down.
-pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandle>, mut shutdown: Shutdown) {
+pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandle>, shutdown: Shutdown) {
     let _ = stream.set_nodelay(true);
     let (push_tx, push_rx) = mpsc::channel(QUEUE_LEN);
     let authenticated = state.config.requirepass.read().is_none();
@@ -98,19 +102,17 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
         push_rx,
         handle: handle.clone(),
         write_replies: Vec::new(),
+        push_used: false,
     };
-    // One future for "stop now" (CLIENT KILL or server shutdown), created
-    // once per connection. Building it afresh on every read would register
-    // and unregister a waiter on the server-wide shutdown channel — one
-    // mutex every connection shares — twice per request batch.
+    // One future for "stop now" (CLIENT KILL, or server shutdown through
+    // `Clients::close_all`), created once per connection and polled once
+    // per request batch. It is the connection's own signal only: polling
+    // the server-wide shutdown broadcast as well locked that channel's
+    // shared tail mutex on every poll, a lock every connection on every
+    // worker thread took once per batch.
     let outcome = {
         let kill = handle.clone();
-        let cancel = async {
-            tokio::select! {
-                _ = kill.kill.notified() => {}
-                _ = shutdown.recv() => {}
-            }
-        };
+        let cancel = kill.kill.notified();
         tokio::pin!(cancel);
         conn.run(cancel.as_mut()).await
     };
@@ -153,6 +155,9 @@ impl Conn {
             if self.handle.killed.load(Ordering::Relaxed) {
                 return Ok(None);
             }
+            // Once set it stays set: messages sent before an unsubscribe
+            // are still delivered, as before.
+            self.push_used |= self.session.subscription_count() > 0;
             let idle = self.state.config.timeout.load(Ordering::Relaxed);
             // A timer only when `timeout` is set: arming and disarming one per
             // read is a measurable share of a pipelined request's cost.
@@ -178,7 +183,7 @@ impl Conn {
                         return Ok(None);
                     }
                 }
-                Some(msg) = self.push_rx.recv() => {
+                Some(msg) = self.push_rx.recv(), if self.push_used => {
                     self.write_push(msg);
                     while let Ok(msg) = self.push_rx.try_recv() {
                         self.write_push(msg);

@@ -55,6 +55,8 @@ impl Running {
     /// shutdown loses nothing whatever `appendfsync` says.
     pub async fn shutdown(mut self) {
         let _ = self.notify_shutdown.send(());
+        // Client connections listen to their own `kill` signal only.
+        self.state.clients.close_all();
         drop(self.done_tx.take());
         let _ = self.done_rx.recv().await;
         let state = self.state.clone();
@@ -207,7 +209,7 @@ async fn accept_loop(
             continue;
         }
         let local = stream.local_addr().unwrap_or(peer);
-        let handle = state.clients.register(peer, local);
+        let handle = state.clients.register_client(peer, local);
         let conn_shutdown = Shutdown::new(notify.subscribe(), done.clone());
         tokio::spawn(conn::serve(state.clone(), stream, handle, conn_shutdown));
     }

@@ -29,7 +29,9 @@ pub fn getname(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
 
 pub fn info(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     // As Redis, the running command is already this client's last command.
-    *ctx.session.handle.last_cmd.lock() = "client|info";
+    if let Some(id) = crate::cmd::table().id_of("client|info") {
+        ctx.session.handle.last_cmd.store(id + 1, Ordering::Relaxed);
+    }
     let mut line = ctx.session.handle.info_line();
     line.push('\n');
     Ok(Reply::Verbatim(Bytes::from(line)))
@@ -70,7 +72,9 @@ fn type_of(c: &ClientHandle) -> Type {
 }
 
 pub fn list(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    *ctx.session.handle.last_cmd.lock() = "client|list";
+    if let Some(id) = crate::cmd::table().id_of("client|list") {
+        ctx.session.handle.last_cmd.store(id + 1, Ordering::Relaxed);
+    }
     let mut ty = None;
     let mut ids: Option<Vec<u64>> = None;
     let mut i = 2;
