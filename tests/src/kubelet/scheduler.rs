@@ -96,7 +96,9 @@ impl Resources {
         fallback: Option<&BTreeMap<String, Quantity>>,
     ) -> Result<Self, Error> {
         let get = |name: &str, scale: u32| -> Result<i64, Error> {
-            let quantity = list.and_then(|l| l.get(name)).or_else(|| fallback.and_then(|l| l.get(name)));
+            let quantity = list
+                .and_then(|l| l.get(name))
+                .or_else(|| fallback.and_then(|l| l.get(name)));
             quantity.map_or(Ok(0), |q| quantity_scaled(&q.0, scale))
         };
         Ok(Self {
@@ -116,10 +118,6 @@ impl Resources {
         self.milli_cpu = self.milli_cpu.max(other.milli_cpu);
         self.memory = self.memory.max(other.memory);
         self.ephemeral_storage = self.ephemeral_storage.max(other.ephemeral_storage);
-    }
-
-    fn is_zero(&self) -> bool {
-        *self == Self::default()
     }
 }
 
@@ -280,7 +278,10 @@ impl Misfit {
         } else {
             "0/1 nodes are available: 1 No preemption victims found for incoming pod."
         };
-        format!("0/1 nodes are available: {}. preemption: {preemption}", reasons.join(", "))
+        format!(
+            "0/1 nodes are available: {}. preemption: {preemption}",
+            reasons.join(", ")
+        )
     }
 }
 
@@ -540,7 +541,9 @@ impl State {
 
     /// One scheduling attempt: bind the Pod if it fits, otherwise say why on the Pod.
     async fn schedule(&mut self, ctx: &Ctx, key: &Key) {
-        let Some(pod) = self.pending.get(key) else { return };
+        let Some(pod) = self.pending.get(key).cloned() else {
+            return;
+        };
         let uid = pod.uid().unwrap_or_default();
         if self.bound.contains_key(&uid) || self.assumed.contains_key(&uid) {
             // A stale event of a Pod already bound.
@@ -574,11 +577,11 @@ impl State {
             Err(misfit) => {
                 let never = spec.preemption_policy.as_deref() == Some("Never");
                 let message = misfit.message(never);
-                let current = unschedulable_condition(pod);
+                let current = unschedulable_condition(&pod);
                 if current.as_ref().and_then(|c| c.message.as_deref()) == Some(message.as_str()) {
                     return;
                 }
-                match report_unschedulable(ctx, pod, current.as_ref(), &message).await {
+                match report_unschedulable(ctx, &pod, current.as_ref(), &message).await {
                     Ok(condition) => {
                         if let Some(pod) = self.pending.get_mut(key) {
                             set_condition(pod, condition);
@@ -751,13 +754,20 @@ mod tests {
         assert_eq!(value("1e-100"), 1);
         // Eighty tenths of a cpu are exactly 8 cpus (floats would not sum to that).
         assert_eq!((0..80).map(|_| milli("0.1")).sum::<i64>(), milli("8"));
-        for bad in ["", "x", ".", "1.2.3", "1Mb", "1 Gi", "-1", "1e", "e3", "1e+", "Mi", "1ee3", "1.5e3.5"] {
+        for bad in [
+            "", "x", ".", "1.2.3", "1Mb", "1 Gi", "-1", "1e", "e3", "1e+", "Mi", "1ee3", "1.5e3.5",
+        ] {
             assert!(quantity_scaled(bad, 3).is_err(), "{bad:?} should be refused");
         }
     }
 
     fn quantities(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
-        Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned()))).collect())
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+                .collect(),
+        )
     }
 
     fn container(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Container {
@@ -858,7 +868,11 @@ mod tests {
     fn fit_checks_what_is_left() {
         let node = sandbox_node();
         let none = Resources::default();
-        assert_eq!(fit(&res(8000, 16 << 30), None, &node, &none, 0), Ok(()), "exactly full fits");
+        assert_eq!(
+            fit(&res(8000, 16 << 30), None, &node, &none, 0),
+            Ok(()),
+            "exactly full fits"
+        );
         assert_eq!(fit(&res(2000, 0), None, &node, &res(6000, 0), 3), Ok(()));
 
         let misfit = fit(&res(2001, 0), None, &node, &res(6000, 0), 3).unwrap_err();
