@@ -650,11 +650,13 @@ async fn report_unschedulable(
     info!(pod = %format!("{namespace}/{name}"), %message, "pod unschedulable");
     // The Event is what `kubectl describe pod` shows; losing one only costs that.
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &namespace);
+    let now = Timestamp::now();
     let event = json!({
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
-        "metadata": { "generateName": format!("{name}."), "namespace": namespace },
-        "eventTime": Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        // client-go's event name: the object's name and the time in hex nanoseconds.
+        "metadata": { "name": format!("{name}.{:x}", now.as_nanosecond()), "namespace": namespace },
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
         "reportingController": SCHEDULER_NAME,
         "reportingInstance": format!("{SCHEDULER_NAME}-{}", ctx.config.node_name),
         "action": "Scheduling",
