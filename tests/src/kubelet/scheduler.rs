@@ -339,6 +339,8 @@ type Key = (String, String);
 struct State {
     /// Unbound Pods of the default scheduler that are not bound yet, by namespace and name.
     pending: BTreeMap<Key, Pod>,
+    /// The Pods of the relist in progress of unbound Pods.
+    unscheduled_relist: Option<Vec<Key>>,
     /// Requests of the non-terminal Pods bound to the node, by uid.
     bound: BTreeMap<String, Resources>,
     /// The relist in progress of bound Pods (replaces `bound` when complete).
@@ -430,6 +432,9 @@ impl State {
         match event {
             Event::Apply(pod) | Event::InitApply(pod) => {
                 let key = key_of(&pod);
+                if let Some(listed) = self.unscheduled_relist.as_mut() {
+                    listed.push(key.clone());
+                }
                 let assigned = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
                 if pod.metadata.deletion_timestamp.is_some() || is_gated(&pod) || assigned {
                     self.pending.remove(&key);
@@ -443,8 +448,18 @@ impl State {
                 self.pending.remove(&key_of(&pod));
                 None
             }
-            // A relist: entries of Pods deleted meanwhile go away at their next attempt (404).
-            Event::Init | Event::InitDone => None,
+            // A relist (after a watch gap): Pods not in it were bound or deleted meanwhile.
+            Event::Init => {
+                self.unscheduled_relist = Some(Vec::new());
+                None
+            }
+            Event::InitDone => {
+                if let Some(listed) = self.unscheduled_relist.take() {
+                    let listed: std::collections::BTreeSet<Key> = listed.into_iter().collect();
+                    self.pending.retain(|key, _| listed.contains(key));
+                }
+                None
+            }
         }
     }
 
