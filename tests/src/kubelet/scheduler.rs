@@ -4,7 +4,8 @@
 //! There is no kube-scheduler in the sandbox. With a single node there is nothing to choose, but
 //! there is something to refuse: the operator must see what a real cluster shows when a spec
 //! cannot be satisfied, so this module runs kube-scheduler's resource and node-selector filters
-//! (v1.36 `NodeResourcesFit` and the `nodeSelector` half of `NodeAffinity`) against the Node:
+//! (v1.36 `NodeResourcesFit`: cpu, memory, ephemeral-storage and the Pod count; the `nodeSelector`
+//! half of `NodeAffinity`) against the Node:
 //! - A Pod's request is kube-scheduler's: per resource, the sum of its containers plus its
 //!   restartable (sidecar) init containers, or the largest init container (plus the sidecars
 //!   started before it) if that is more; pod-level `resources.requests` replace it where set;
@@ -26,7 +27,7 @@
 //! Pods just bound count against the node until the watch of bound Pods shows them (kube-scheduler's
 //! "assumed" Pods), so two Pods seen at once cannot both take the last free capacity.
 //!
-//! Deliberately not enforced: (anti-)affinity, topology spread and taints. The sandbox has one
+//! Deliberately not enforced: node affinity, Pod (anti-)affinity, topology spread and taints. The sandbox has one
 //! node, and its purpose is to run the operator's shards: a required anti-affinity between a
 //! shard's members (what a production spec sets) could never be satisfied on one node, so every
 //! such cluster would stay Pending and nothing could be tested. Nor does it preempt: the message's
