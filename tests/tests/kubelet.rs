@@ -31,6 +31,12 @@
 //!   Secret and downward-API volumes, as seen by the process.
 //! - `logs`: `kubectl logs` (apiserver → the kubelet's HTTPS API) shows a container's output,
 //!   `--tail` its last lines, and after a crash restart `--previous` the previous run's output.
+//! - `scheduling`: a Pod requesting more cpu than the node has, or with a `nodeSelector` the node
+//!   does not match, stays Pending with kube-scheduler's `PodScheduled=False`/`Unschedulable`
+//!   condition and message (written once, no churn) and a `FailedScheduling` Event; a Pod that
+//!   fits runs; a Pod waiting for cpu a running Pod holds is bound and runs once that Pod is
+//!   deleted. Its big Pod holds 6 of the node's 8 cpus for a few seconds: another test on the same
+//!   sandbox that requests more than the rest meanwhile waits for it (nothing here requests any).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -88,9 +94,10 @@ async fn kubelet_scenarios() -> Result<()> {
         "apiaccess",
         "termination",
         "logs",
+        "scheduling",
     ]
     .map(ns);
-    let (a, b, c, d, e, f, g, h) = tokio::join!(
+    let (a, b, c, d, e, f, g, h, i) = tokio::join!(
         run(&names[0], &env, statefulset(&env, &names[0])),
         run(&names[1], &env, job(&env, &names[1])),
         run(&names[2], &env, crash(&env, &names[2])),
@@ -99,8 +106,9 @@ async fn kubelet_scenarios() -> Result<()> {
         run(&names[5], &env, api_access(&env, &names[5])),
         run(&names[6], &env, termination(&env, &names[6])),
         run(&names[7], &env, logs(&env, &names[7])),
+        run(&names[8], &env, scheduling(&env, &names[8])),
     );
-    let scenarios = [a, b, c, d, e, f, g, h];
+    let scenarios = [a, b, c, d, e, f, g, h, i];
     let failures: Vec<String> = scenarios
         .into_iter()
         .filter_map(Result::err)
@@ -833,6 +841,140 @@ async fn logs(env: &Env, ns: &str) -> Result<()> {
     let tail = kubectl_logs(env, ns, &["talker", "--tail=1"])?;
     if tail != "run 2 second line\n" {
         bail!("kubectl logs --tail=1 talker: {tail:?}");
+    }
+    Ok(())
+}
+
+/// The Pod's `PodScheduled=False` condition's message, if kube-scheduler's `Unschedulable`.
+fn unschedulable_message(pod: &Pod) -> Option<String> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    (condition.status == "False" && condition.reason.as_deref() == Some("Unschedulable"))
+        .then(|| condition.message.clone().unwrap_or_default())
+}
+
+fn bound_node(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
+}
+
+/// A test-image Pod requesting `cpu` (and 64Mi), with an optional `nodeSelector`.
+async fn create_requesting(env: &Env, ns: &str, name: &str, cpu: &str, selector: serde_json::Value) -> Result<()> {
+    let mut container = serve_container("srv");
+    container["resources"] = json!({ "requests": { "cpu": cpu, "memory": "64Mi" } });
+    create::<Pod>(
+        env,
+        ns,
+        json!({
+            "metadata": { "name": name },
+            "spec": { "terminationGracePeriodSeconds": 2, "nodeSelector": selector, "containers": [container] },
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits for a Pod to be reported unschedulable with `message`, checking it stays unbound.
+async fn unschedulable(env: &Env, ns: &str, name: &str, message: &str) -> Result<Pod> {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let pod = wait_for(
+        &format!("pod {ns}/{name} Unschedulable with {message:?}"),
+        Duration::from_secs(30),
+        || async {
+            let pod = pods.get_opt(name).await.ok()??;
+            (unschedulable_message(&pod).as_deref() == Some(message)).then_some(pod)
+        },
+    )
+    .await?;
+    if let Some(node) = bound_node(&pod) {
+        bail!("unschedulable pod {name} bound to {node}");
+    }
+    Ok(pod)
+}
+
+async fn scheduling(env: &Env, ns: &str) -> Result<()> {
+    const NO_VICTIMS: &str = "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
+    const NOT_HELPFUL: &str = "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+    create_namespace(env, ns).await?;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+
+    // More cpu than the node has (8): never bound.
+    create_requesting(env, ns, "too-big", "9", json!({})).await?;
+    let too_big = unschedulable(
+        env,
+        ns,
+        "too-big",
+        &format!("0/1 nodes are available: 1 Insufficient cpu. {NOT_HELPFUL}"),
+    )
+    .await?;
+    // A label the node lacks: never bound either.
+    create_requesting(env, ns, "elsewhere", "100m", json!({ "disktype": "ssd" })).await?;
+    unschedulable(
+        env,
+        ns,
+        "elsewhere",
+        &format!("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. {NOT_HELPFUL}"),
+    )
+    .await?;
+
+    // Fits (and selects the node by its hostname label): runs.
+    create_requesting(env, ns, "small", "100m", json!({ "kubernetes.io/hostname": "sandbox" })).await?;
+    ready_pod(env, ns, "small", None).await?;
+
+    // A big Pod that fits, then one that fits only without it.
+    create_requesting(env, ns, "big", "6", json!({})).await?;
+    ready_pod(env, ns, "big", None).await?;
+    create_requesting(env, ns, "waiting", "3", json!({})).await?;
+    unschedulable(
+        env,
+        ns,
+        "waiting",
+        &format!("0/1 nodes are available: 1 Insufficient cpu. {NO_VICTIMS}"),
+    )
+    .await?;
+    pods.delete("big", &DeleteParams::default()).await?;
+    let waiting = ready_pod(env, ns, "waiting", None).await?;
+    if bound_node(&waiting) != Some("sandbox") {
+        bail!("waiting pod bound to {:?}", bound_node(&waiting));
+    }
+    let scheduled = waiting
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+        .map(|c| c.status.clone());
+    if scheduled.as_deref() != Some("True") {
+        bail!("bound pod's PodScheduled condition: {scheduled:?}");
+    }
+
+    // Through all of that (several retry rounds) the unschedulable Pod was written once.
+    let now = pods.get("too-big").await?;
+    if bound_node(&now).is_some() || now.resource_version() != too_big.resource_version() {
+        bail!(
+            "too-big changed while unschedulable: resourceVersion {:?} -> {:?}, node {:?}",
+            too_big.resource_version(),
+            now.resource_version(),
+            bound_node(&now)
+        );
+    }
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), ns);
+    let failed: Vec<_> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("FailedScheduling")
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("too-big")
+        })
+        .collect();
+    if failed.len() != 1 {
+        bail!("FailedScheduling events of too-big: {failed:?}, expected one");
     }
     Ok(())
 }

@@ -8,8 +8,11 @@
 //! ## Layout
 //! - [`node`]: registers one Ready `Node` with capacity and renews its `Lease` in
 //!   `kube-node-lease`, so the node lifecycle controller never taints it away.
-//! - [`scheduler`]: binds every unscheduled Pod (default scheduler name) to that node through
-//!   the `binding` subresource; one node makes scheduling a formality.
+//! - [`scheduler`]: binds the unscheduled Pods (default scheduler name) that fit that node
+//!   (kube-scheduler's resource and `nodeSelector` filters against its allocatable and the Pods
+//!   already there) through the `binding` subresource; one that does not fit stays Pending with
+//!   kube-scheduler's `Unschedulable` condition and Event until it does. Affinity and taints are
+//!   ignored: one node could never satisfy a shard's anti-affinity.
 //! - [`volumes`]: the provisioner of the `sandbox` StorageClass: a PVC becomes a PV backed by a
 //!   directory under the sandbox dir, bound to the claim, so StatefulSet volumeClaimTemplates bind
 //!   and data outlives Pods.
@@ -116,7 +119,8 @@ pub struct KubeletConfig {
     pub images: ImageMap,
     /// Bridge and address range of Pod networks.
     pub network: NetworkConfig,
-    /// Capacity advertised on the Node (what the scheduler-less cluster shows, not enforced).
+    /// Capacity (and allocatable) advertised on the Node, which [`scheduler`] enforces: Pods
+    /// whose requests exceed what is left stay Pending, as with kube-scheduler.
     pub capacity_cpu: String,
     pub capacity_memory: String,
     pub capacity_pods: u32,
