@@ -55,6 +55,11 @@ pub struct Session {
     /// migrating: the check under the locks must redirect it if the
     /// ownership flipped in between.
     pub routed_migrating: bool,
+    /// The slot every key of the command hashes to, when cluster routing
+    /// computed it (cluster mode guarantees one slot per command): the
+    /// command then locks that slot's partition without hashing its keys
+    /// again.
+    pub routed_slot: Option<u16>,
     /// A connection the node itself drives (role changes, and the
     /// replication stream from a primary): never redirected.
     pub cluster_internal: bool,
@@ -88,6 +93,7 @@ impl Session {
             asking: false,
             admitted_asking: false,
             routed_migrating: false,
+            routed_slot: None,
             cluster_internal: false,
             repl: crate::repl::SessionRepl::default(),
             frame: None,

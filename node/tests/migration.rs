@@ -1187,10 +1187,7 @@ fn cancel_interrupted_by_a_source_restart_resumes() {
     let st = rt
         .block_on(driver::migration_status(&s.source.1, Some(s.slot)))
         .unwrap();
-    assert!(
-        st.len() == 1 && st[0].role == "migrating" && st[0].cancelling,
-        "{st:?}"
-    );
+    assert!(st.len() == 1 && st[0].role == "migrating" && st[0].cancelling, "{st:?}");
     assert!(rt.block_on(count_in_slot(&s.target.1, s.slot)) > 0);
     // The controller runs the cancel again (idempotent on both sides).
     rt.block_on(driver::cancel_migration(&s.cluster.topology, s.slot, &opts))
@@ -1259,11 +1256,8 @@ fn spawn_wait_writer(
                     Some(c) => c.clone(),
                     None => {
                         let client = redis::Client::open(format!("redis://{at}/")).unwrap();
-                        match tokio::time::timeout(
-                            Duration::from_secs(2),
-                            client.get_multiplexed_async_connection(),
-                        )
-                        .await
+                        match tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
+                            .await
                         {
                             Ok(Ok(mut c)) => {
                                 c.set_response_timeout(Duration::from_secs(10));
@@ -1336,7 +1330,10 @@ async fn check_acked(addr: &str, w: &Acked) -> usize {
         match got {
             Some(v) => {
                 present += 1;
-                assert!(acked.is_none_or(|a| a <= v), "{k}: {v} older than acknowledged {acked:?}");
+                assert!(
+                    acked.is_none_or(|a| a <= v),
+                    "{k}: {v} older than acknowledged {acked:?}"
+                );
                 assert!(v <= *sent, "{k}: {v} never sent (last {sent})");
             }
             None => assert!(acked.is_none(), "{k}: acknowledged write {acked:?} lost"),
@@ -1465,8 +1462,15 @@ fn failover_mid_migration(name: &str, case: Failover) {
     assert_eq!(driver::slot_owner(&t, slot), Some(owner_id.as_str()), "{case:?}");
     for n in t.nodes.iter() {
         let a = format!("{}:{}", n.ip, n.port);
-        assert_eq!(rt.block_on(driver::held_topology(&a)).unwrap().as_ref(), Some(&t), "{a}");
-        assert!(rt.block_on(driver::migration_status(&a, None)).unwrap().is_empty(), "{a}");
+        assert_eq!(
+            rt.block_on(driver::held_topology(&a)).unwrap().as_ref(),
+            Some(&t),
+            "{a}"
+        );
+        assert!(
+            rt.block_on(driver::migration_status(&a, None)).unwrap().is_empty(),
+            "{a}"
+        );
     }
     let present = rt.block_on(check_acked(&owner_addr, &w));
     assert_eq!(rt.block_on(count_in_slot(&primary(other_shard), slot)), 0, "{case:?}");

@@ -803,11 +803,7 @@ pub async fn promote_replica(t: &Topology, replica: &str) -> Result<(Topology, V
             let mut cmds = vec![if st.role == "importing" {
                 // The dead primary was the source: its replica continues
                 // sending the slot's keys it holds to this primary.
-                vec![
-                    b"START".to_vec(),
-                    slot.clone(),
-                    s.primary.clone().into_bytes(),
-                ]
+                vec![b"START".to_vec(), slot.clone(), s.primary.clone().into_bytes()]
             } else {
                 vec![b"IMPORT".to_vec(), slot.clone(), s.primary.clone().into_bytes()]
             }];

@@ -1083,10 +1083,7 @@ pub fn status(state: &State, only: Option<u16>) -> Reply {
                 kv("state", Reply::bulk_static(m.state_name())),
                 // Separate from `state`, which a failed stream shows as
                 // `failed` whichever way it was going.
-                kv(
-                    "cancelling",
-                    Reply::Int(m.cancelling.load(Ordering::Relaxed) as i64),
-                ),
+                kv("cancelling", Reply::Int(m.cancelling.load(Ordering::Relaxed) as i64)),
                 kv("keys-moved", Reply::Int(m.keys_moved.load(Ordering::Relaxed) as i64)),
                 kv("bytes-moved", Reply::Int(m.bytes_moved.load(Ordering::Relaxed) as i64)),
                 kv("keys-left", Reply::Int(left as i64)),

@@ -88,7 +88,7 @@ pub mod topology;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -193,9 +193,71 @@ pub struct Cluster {
     pub role: Mutex<Option<(Role, u64)>>,
     /// Slots migrating from or importing to this node.
     pub migrations: migrate::Migrations,
+    /// Changes with every view installed (see [`Cluster::with_view`]); 0
+    /// before the first.
+    generation: AtomicU64,
+}
+
+/// Source of [`Cluster::generation`] values: unique across every `Cluster`
+/// of the process (tests run several nodes in one), so a per-thread cache
+/// keyed by (cluster, generation) can never confuse two of them.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+/// A worker thread's copy of the view it last routed with (see
+/// [`Cluster::with_view`]).
+struct CachedView {
+    cluster: usize,
+    generation: u64,
+    view: Option<Arc<View>>,
+}
+
+thread_local! {
+    static CACHED_VIEW: std::cell::RefCell<Option<CachedView>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Cluster {
+    /// Run `f` with the held view, for the command path. Every command in
+    /// cluster mode routes, and taking the view's read lock for it made two
+    /// atomic read-modify-writes per command on one cache line that every
+    /// worker thread shares (and bounced between cores); instead each thread
+    /// keeps the `Arc` it last used and only re-reads the lock when the
+    /// generation (a plain load of a line written once per topology change)
+    /// moved.
+    pub fn with_view<R>(&self, f: impl FnOnce(Option<&View>) -> R) -> R {
+        // Generation first, then the view: a view read after the generation
+        // is at least as new as it (writers store the view, then the
+        // generation), so a cache entry is never newer-numbered than its view.
+        let generation = self.generation.load(Ordering::Acquire);
+        let me = self as *const Cluster as usize;
+        CACHED_VIEW.with(|cell| {
+            let Ok(mut cache) = cell.try_borrow_mut() else {
+                // Re-entered from `f` (nothing does this): read the lock.
+                let view = self.view();
+                return f(view.as_deref());
+            };
+            let fresh = cache
+                .as_ref()
+                .is_some_and(|c| c.cluster == me && c.generation == generation);
+            if !fresh {
+                *cache = Some(CachedView {
+                    cluster: me,
+                    generation,
+                    view: self.view(),
+                });
+            }
+            // Borrowed, not cloned: an `Arc` clone is again a write to a
+            // shared cache line.
+            f(cache.as_ref().and_then(|c| c.view.as_deref()))
+        })
+    }
+
+    /// Install a new view and announce it to [`Cluster::with_view`]'s caches.
+    fn install(&self, view: Option<Arc<View>>) {
+        *self.view.write() = view;
+        self.generation
+            .store(GENERATIONS.fetch_add(1, Ordering::Relaxed), Ordering::Release);
+    }
+
     pub fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
     }
@@ -210,7 +272,7 @@ impl Cluster {
                 let view = View::new(t.validate()?, &file.myid)?;
                 let role = view.role();
                 *self.role.lock() = Some((role.clone(), view.epoch()));
-                *self.view.write() = Some(Arc::new(view));
+                self.install(Some(Arc::new(view)));
                 Some(role)
             }
             None => None,
@@ -267,7 +329,7 @@ impl Cluster {
         file.save(Some(&view.layout.topology), &records)?;
         let role = view.role();
         *self.role.lock() = Some((role.clone(), epoch));
-        *self.view.write() = Some(Arc::new(view));
+        self.install(Some(Arc::new(view)));
         if finished {
             self.retain_records(&records);
         }
@@ -348,6 +410,7 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
     let asking = session.asking;
     session.admitted_asking = false;
     session.routed_migrating = false;
+    session.routed_slot = None;
     if spec.name != "asking" && session.multi.is_none() {
         session.asking = false;
     }
@@ -359,6 +422,22 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
         return Some(Reply::err("ERR SELECT is not allowed in cluster mode"));
     }
     let mut write = spec.is_write();
+    // One key at a fixed position (GET, SET, INCR, HSET...: most commands):
+    // its slot directly, without the generic walk below (a closure called
+    // through `dyn` per key), which cost about as much as the CRC16 itself
+    // per GET. Sharded pub/sub and EXEC have `KeySpec::None`, so they never
+    // take this path.
+    if let KeySpec::Range { first, last, .. } = spec.keys
+        && first == last
+        && first > 0
+        && let Some(key) = args.get(first as usize)
+    {
+        let slot = key_slot(key);
+        session.routed_slot = Some(slot);
+        return state
+            .cluster
+            .with_view(|view| route_slot(state, session, view, slot, write, asking));
+    }
     let mut slot: Option<u16> = None;
     let mut check = |key: &[u8]| -> Result<(), Reply> {
         let s = key_slot(key);
@@ -384,8 +463,24 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
         return Some(e);
     }
     let slot = slot?;
-    let view = state.cluster.view.read();
-    let Some(view) = view.as_ref() else {
+    if !matches!(spec.keys, KeySpec::None | KeySpec::All) {
+        session.routed_slot = Some(slot);
+    }
+    state
+        .cluster
+        .with_view(|view| route_slot(state, session, view, slot, write, asking))
+}
+
+/// [`route`] once the command's slot is known.
+fn route_slot(
+    state: &State,
+    session: &mut Session,
+    view: Option<&View>,
+    slot: u16,
+    write: bool,
+    asking: bool,
+) -> Option<Reply> {
+    let Some(view) = view else {
         return Some(Reply::err("CLUSTERDOWN The cluster is down"));
     };
     let Some(owner) = view.layout.owner(slot) else {
