@@ -60,6 +60,9 @@ pub struct Session {
     /// command then locks that slot's partition without hashing its keys
     /// again.
     pub routed_slot: Option<u16>,
+    /// The cluster view this connection last routed with, and its
+    /// generation (see `Cluster::with_view`).
+    pub cluster_view: Option<(u64, std::sync::Arc<crate::cluster::View>)>,
     /// A connection the node itself drives (role changes, and the
     /// replication stream from a primary): never redirected.
     pub cluster_internal: bool,
@@ -94,6 +97,7 @@ impl Session {
             admitted_asking: false,
             routed_migrating: false,
             routed_slot: None,
+            cluster_view: None,
             cluster_internal: false,
             repl: crate::repl::SessionRepl::default(),
             frame: None,
