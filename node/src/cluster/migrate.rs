@@ -101,6 +101,13 @@
 //!   wake it (Redis unblocks such clients with a redirect).
 //! - `CANCEL` on the source waits (up to twice [`REPLY_TIMEOUT`]) for the
 //!   batch in flight, on the connection's thread.
+//! - Failover is handled for a primary that died ([`super::driver::promote_replica`]
+//!   drops it from the layout). A planned switchover of a live primary in a
+//!   migration is not: the demoted primary drops its state, so the control
+//!   plane must finish or cancel the migration first.
+//! - A replica that stays behind longer than [`REPLY_TIMEOUT`] is no longer
+//!   waited for; promoting it after that can fork or lose keys of the slot,
+//!   as it would lose any write it had not received.
 //!
 //! # Failover during a migration
 //!
