@@ -55,6 +55,14 @@ pub struct Session {
     /// migrating: the check under the locks must redirect it if the
     /// ownership flipped in between.
     pub routed_migrating: bool,
+    /// The slot every key of the command hashes to, when cluster routing
+    /// computed it (cluster mode guarantees one slot per command): the
+    /// command then locks that slot's partition without hashing its keys
+    /// again.
+    pub routed_slot: Option<u16>,
+    /// The cluster view this connection last routed with, and its
+    /// generation (see `Cluster::with_view`).
+    pub cluster_view: Option<(u64, std::sync::Arc<crate::cluster::View>)>,
     /// A connection the node itself drives (role changes, and the
     /// replication stream from a primary): never redirected.
     pub cluster_internal: bool,
@@ -88,6 +96,8 @@ impl Session {
             asking: false,
             admitted_asking: false,
             routed_migrating: false,
+            routed_slot: None,
+            cluster_view: None,
             cluster_internal: false,
             repl: crate::repl::SessionRepl::default(),
             frame: None,

@@ -752,6 +752,27 @@ async fn await_same_data(primary: &str, replica: &str, slot: u16) {
     }
 }
 
+/// Poll until every replica of `cluster` streams from its shard's primary.
+async fn await_linked(cluster: &LocalCluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for shard in &cluster.shards {
+        let p = shard[0].addr;
+        for r in shard[1..].iter().map(|n| n.addr.to_string()) {
+            loop {
+                let info = info_replication(&r).await;
+                if info.contains("role:slave")
+                    && info.contains(&format!("master_port:{}\r\n", p.port()))
+                    && info.contains("master_link_status:up")
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "replica {r} never linked to {p}:\n{info}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 /// Source and target shards each have a replica (3 shards × 1 replica, as
 /// the topology sets it up: every replica follows its shard's primary). A
 /// slot moves while a cluster client writes. Afterwards each replica holds
@@ -774,23 +795,7 @@ fn migrate_slot_with_replicas() {
     let target_id = cluster.shards[d][0].id.clone();
 
     // Every replica is linked to its primary before any data goes in.
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for shard in &cluster.shards {
-            let (p, r) = (shard[0].addr, shard[1].addr.to_string());
-            loop {
-                let info = info_replication(&r).await;
-                if info.contains("role:slave")
-                    && info.contains(&format!("master_port:{}\r\n", p.port()))
-                    && info.contains("master_link_status:up")
-                {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "replica {r} never linked to {p}:\n{info}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
+    rt.block_on(await_linked(&cluster));
 
     rt.block_on(bulk_load(&src, n));
     // Keys of other slots on every shard: the rest of the data, which the
@@ -1118,4 +1123,388 @@ fn cancel_interrupted_by_a_target_restart_resumes() {
     assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), n as i64);
     rt.block_on(check_bulk(&s.source.1, n));
     rt.block_on(s.cluster.stop());
+}
+
+/// A cancel interrupted by kill -9 of the source while the target sends
+/// the keys back: the target's return stream waits for the restarted source
+/// (same port, same data directory, its cancelling state persisted), the
+/// driver's `cancel_migration` run again completes the cancel, and the slot
+/// ends on the source exactly as it was before the migration (same
+/// `DIGEST SLOT`, same key count), with no key left on the target.
+#[test]
+fn cancel_interrupted_by_a_source_restart_resumes() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-cancel-source-restart");
+    let n = key_count().min(20_000);
+    let mut s = rt.block_on(setup_with(&dir.0, DURABLE));
+    rt.block_on(bulk_load(&s.source.1, n));
+    let before = rt.block_on(digest(&s.source.1, Some(s.slot)));
+    assert!(!before.starts_with('-'), "{before}");
+    rt.block_on(begin_migration(&s, 64));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.block_on(count_in_slot(&s.target.1, s.slot)) < (n / 2) as i64 {
+        assert!(Instant::now() < deadline, "stream made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The cancel the controller started: source first, then the target,
+    // which starts sending the keys back.
+    let opts = MigrateOptions {
+        timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let slot = s.slot.to_string();
+    rt.block_on(async {
+        for a in [&s.source.1, &s.target.1] {
+            let mut c = driver::Conn::connect(a).await.unwrap();
+            c.ok(&[b"CLUSTER", b"MIGRATION", b"CANCEL", slot.as_bytes()])
+                .await
+                .unwrap();
+        }
+    });
+    let left_at_cancel = rt.block_on(count_in_slot(&s.source.1, s.slot));
+    // Kill the source once keys are flowing back but before all are.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let back = rt.block_on(count_in_slot(&s.source.1, s.slot));
+        let there = rt.block_on(count_in_slot(&s.target.1, s.slot));
+        assert!(there > 0, "the return stream finished before the kill ({back} back)");
+        if back > left_at_cancel {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the return stream made no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pid = s.cluster.shards[s.source.0][0].pid();
+    rt.block_on(s.cluster.restart(node_bin(), s.source.0, 0)).unwrap();
+    assert_ne!(pid, s.cluster.shards[s.source.0][0].pid());
+    eprintln!(
+        "source restarted mid-cancel: {left_at_cancel} keys on it at the cancel, {} now, {} on the target",
+        rt.block_on(count_in_slot(&s.source.1, s.slot)),
+        rt.block_on(count_in_slot(&s.target.1, s.slot))
+    );
+    // The restarted source remembers it is undoing the migration: it does
+    // not stream forward again, and it accepts its keys back.
+    let st = rt
+        .block_on(driver::migration_status(&s.source.1, Some(s.slot)))
+        .unwrap();
+    assert!(st.len() == 1 && st[0].role == "migrating" && st[0].cancelling, "{st:?}");
+    assert!(rt.block_on(count_in_slot(&s.target.1, s.slot)) > 0);
+    // The controller runs the cancel again (idempotent on both sides).
+    rt.block_on(driver::cancel_migration(&s.cluster.topology, s.slot, &opts))
+        .unwrap_or_else(|e| dump_logs(&dir.0, e));
+    for a in [&s.source.1, &s.target.1] {
+        assert!(
+            rt.block_on(driver::migration_status(a, None)).unwrap().is_empty(),
+            "{a}"
+        );
+    }
+    let held = rt.block_on(driver::held_topology(&s.source.1)).unwrap().unwrap();
+    assert_eq!(held.epoch, s.cluster.topology.epoch);
+    assert_eq!(driver::slot_owner(&held, s.slot), Some(s.source.2.as_str()));
+    assert_eq!(rt.block_on(count_in_slot(&s.target.1, s.slot)), 0);
+    assert_eq!(rt.block_on(count_in_slot(&s.source.1, s.slot)), n as i64);
+    assert_eq!(rt.block_on(digest(&s.source.1, Some(s.slot))), before);
+    rt.block_on(check_bulk(&s.source.1, n));
+    // And once more after a second restart: the cancel is over for good.
+    rt.block_on(s.cluster.restart(node_bin(), s.source.0, 0)).unwrap();
+    assert!(
+        rt.block_on(driver::migration_status(&s.source.1, None))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(rt.block_on(digest(&s.source.1, Some(s.slot))), before);
+    rt.block_on(s.cluster.stop());
+}
+
+/// What a WAIT writer sent and had acknowledged: per key, the sequence
+/// number of its last SET that `WAIT 1` confirmed a replica has, and of the
+/// last one sent at all.
+#[derive(Default)]
+struct Acked {
+    acked: HashMap<String, u64>,
+    sent: HashMap<String, u64>,
+    ops: u64,
+    /// Writes WAIT did not confirm (a replica had gone).
+    unconfirmed: u64,
+}
+
+/// A client that SETs keys of the slot, each followed by `WAIT 1 250` on
+/// the same connection, following `-MOVED` and `-ASK` itself (the redis
+/// crate's cluster client would send WAIT to a random node) and retrying
+/// on `-TRYAGAIN`, `-CLUSTERDOWN` and dead nodes by trying the next seed.
+/// A write not accepted within 40 s fails the test.
+fn spawn_wait_writer(
+    rt: &tokio::runtime::Runtime,
+    seeds: Vec<String>,
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Acked> {
+    rt.spawn(async move {
+        let mut conns: HashMap<String, redis::aio::MultiplexedConnection> = HashMap::new();
+        let mut w = Acked::default();
+        let mut seed = 0usize;
+        let mut at = seeds[0].clone();
+        let mut j: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            j += 1;
+            let key = format!("{TAG}:w:{}", j % 128);
+            let deadline = Instant::now() + Duration::from_secs(40);
+            let mut asking = false;
+            loop {
+                assert!(Instant::now() < deadline, "write of {key} not accepted for 40 s");
+                let mut con = match conns.get(&at) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let client = redis::Client::open(format!("redis://{at}/")).unwrap();
+                        match tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
+                            .await
+                        {
+                            Ok(Ok(mut c)) => {
+                                c.set_response_timeout(Duration::from_secs(10));
+                                conns.insert(at.clone(), c.clone());
+                                c
+                            }
+                            _ => {
+                                seed += 1;
+                                at = seeds[seed % seeds.len()].clone();
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                        }
+                    }
+                };
+                // One command at a time on this connection (no other task
+                // uses it): ASKING holds for the next command only.
+                let sent = async {
+                    if std::mem::take(&mut asking) {
+                        let () = redis::cmd("ASKING").query_async(&mut con).await?;
+                    }
+                    let () = redis::cmd("SET").arg(&key).arg(j).query_async(&mut con).await?;
+                    // Short: a promoted replica has no replica of its own,
+                    // so WAIT there always runs to its timeout.
+                    redis::cmd("WAIT").arg(1).arg(250).query_async::<i64>(&mut con).await
+                };
+                w.sent.insert(key.clone(), j);
+                match sent.await {
+                    Ok(n) => {
+                        if n >= 1 {
+                            w.acked.insert(key.clone(), j);
+                        } else {
+                            w.unconfirmed += 1;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        if let Some((addr, _)) = e.redirect_node() {
+                            asking = e.code() == Some("ASK");
+                            at = addr.to_string();
+                            continue;
+                        }
+                        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
+                            conns.remove(&at);
+                            seed += 1;
+                            at = seeds[seed % seeds.len()].clone();
+                        }
+                        // -TRYAGAIN / -CLUSTERDOWN: the layout is changing.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            w.ops += 1;
+            ops.fetch_add(1, Ordering::Relaxed);
+        }
+        w
+    })
+}
+
+/// Every acknowledged write is on `addr` (a key's value is at least its
+/// last acknowledged sequence number, at most its last sent one). Returns
+/// how many of the writer's keys `addr` holds.
+async fn check_acked(addr: &str, w: &Acked) -> usize {
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let mut con = connect(&client).await;
+    let mut present = 0;
+    for (k, sent) in &w.sent {
+        let got: Option<u64> = redis::cmd("GET").arg(k).query_async(&mut con).await.unwrap();
+        let acked = w.acked.get(k).copied();
+        match got {
+            Some(v) => {
+                present += 1;
+                assert!(
+                    acked.is_none_or(|a| a <= v),
+                    "{k}: {v} older than acknowledged {acked:?}"
+                );
+                assert!(v <= *sent, "{k}: {v} never sent (last {sent})");
+            }
+            None => assert!(acked.is_none(), "{k}: acknowledged write {acked:?} lost"),
+        }
+    }
+    present
+}
+
+/// Which primary a failover test kills mid-migration, and what the
+/// controller then does with the migration.
+#[derive(Clone, Copy, Debug)]
+enum Failover {
+    SourceThenResume,
+    TargetThenCancel,
+    SourceThenCancel,
+    TargetThenResume,
+}
+
+/// 2 shards × 1 replica; a slot migrates while a client writes with
+/// `WAIT 1`; mid-stream one side's primary is killed, `promote_replica`
+/// promotes its replica (topology at a higher epoch, migration carried
+/// over), and the migration is resumed or cancelled against the new
+/// primary. Then: no acknowledged write lost, every bulk key once, the slot
+/// in exactly one shard (the other holds none of its keys), no migration
+/// state left, and the surviving shard's replica holds its primary's data.
+fn failover_mid_migration(name: &str, case: Failover) {
+    let rt = runtime();
+    let dir = TempDir::new(name);
+    let n = key_count().min(10_000);
+    let mut cluster = rt.block_on(LocalCluster::start(node_bin(), &dir.0, 2, 1)).unwrap();
+    let slot = key_slot(TAG.as_bytes());
+    let owner = driver::slot_owner(&cluster.topology, slot).unwrap().to_string();
+    let s = cluster.shards.iter().position(|m| m[0].id == owner).unwrap();
+    let d = 1 - s;
+    let addr = |c: &LocalCluster, shard: usize, member: usize| c.shards[shard][member].addr.to_string();
+    let id = |c: &LocalCluster, shard: usize, member: usize| c.shards[shard][member].id.clone();
+    let (src, dst) = (addr(&cluster, s, 0), addr(&cluster, d, 0));
+    rt.block_on(await_linked(&cluster));
+    rt.block_on(bulk_load(&src, n));
+    rt.block_on(await_same_data(&src, &addr(&cluster, s, 1), slot));
+
+    let seeds: Vec<String> = cluster.addrs().iter().map(|a| a.to_string()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let writer = spawn_wait_writer(&rt, seeds, stop.clone(), ops.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ops.load(Ordering::Relaxed) < 50 {
+        assert!(Instant::now() < deadline, "writer made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rt.block_on(async {
+        let slot = slot.to_string();
+        let mut t = driver::Conn::connect(&dst).await.unwrap();
+        t.ok(&[b"CLUSTER", b"MIGRATION", b"IMPORT", slot.as_bytes(), owner.as_bytes()])
+            .await
+            .unwrap();
+        let mut c = driver::Conn::connect(&src).await.unwrap();
+        let target = id(&cluster, d, 0);
+        c.ok(&[
+            b"CLUSTER",
+            b"MIGRATION",
+            b"START",
+            slot.as_bytes(),
+            target.as_bytes(),
+            b"BATCH",
+            b"32",
+        ])
+        .await
+        .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.block_on(count_in_slot(&dst, slot)) < (n / 3) as i64 {
+        assert!(Instant::now() < deadline, "stream made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (dead, survivor) = match case {
+        Failover::SourceThenResume | Failover::SourceThenCancel => (s, d),
+        Failover::TargetThenCancel | Failover::TargetThenResume => (d, s),
+    };
+    rt.block_on(cluster.shards[dead][0].kill());
+    let promoted = id(&cluster, dead, 1);
+    let (t, slots) = rt
+        .block_on(driver::promote_replica(&cluster.topology, &promoted))
+        .unwrap_or_else(|e| dump_logs(&dir.0, e));
+    assert_eq!(slots, vec![slot]);
+    let opts = MigrateOptions {
+        timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let resume = matches!(case, Failover::SourceThenResume | Failover::TargetThenResume);
+    let t = if resume {
+        rt.block_on(driver::resume_migration(&t, slot, &opts))
+            .unwrap_or_else(|e| dump_logs(&dir.0, e))
+    } else {
+        rt.block_on(driver::cancel_migration(&t, slot, &opts))
+            .unwrap_or_else(|e| dump_logs(&dir.0, e));
+        t
+    };
+    // The writer keeps going across the end of the migration.
+    let after = ops.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ops.load(Ordering::Relaxed) < after + 20 {
+        assert!(Instant::now() < deadline, "writer stalled after the migration");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let w = rt.block_on(writer).unwrap_or_else(|e| dump_logs(&dir.0, e));
+    eprintln!(
+        "{case:?}: {} writes ({} acknowledged keys, {} unconfirmed)",
+        w.ops,
+        w.acked.len(),
+        w.unconfirmed
+    );
+
+    // The primaries now: the promoted replica in the dead one's shard.
+    let primary = |shard: usize| {
+        if shard == dead {
+            addr(&cluster, dead, 1)
+        } else {
+            addr(&cluster, shard, 0)
+        }
+    };
+    let (owner_shard, other_shard) = if resume { (d, s) } else { (s, d) };
+    let owner_addr = primary(owner_shard);
+    let owner_id = id(&cluster, owner_shard, usize::from(owner_shard == dead));
+    assert_eq!(driver::slot_owner(&t, slot), Some(owner_id.as_str()), "{case:?}");
+    for n in t.nodes.iter() {
+        let a = format!("{}:{}", n.ip, n.port);
+        assert_eq!(
+            rt.block_on(driver::held_topology(&a)).unwrap().as_ref(),
+            Some(&t),
+            "{a}"
+        );
+        assert!(
+            rt.block_on(driver::migration_status(&a, None)).unwrap().is_empty(),
+            "{a}"
+        );
+    }
+    let present = rt.block_on(check_acked(&owner_addr, &w));
+    assert_eq!(rt.block_on(count_in_slot(&primary(other_shard), slot)), 0, "{case:?}");
+    assert_eq!(
+        rt.block_on(count_in_slot(&owner_addr, slot)),
+        (n + present) as i64,
+        "{case:?}"
+    );
+    rt.block_on(check_bulk(&owner_addr, n));
+    // The shard that kept its replica: it holds exactly its primary's data.
+    rt.block_on(await_same_data(
+        &addr(&cluster, survivor, 0),
+        &addr(&cluster, survivor, 1),
+        slot,
+    ));
+    rt.block_on(cluster.stop());
+}
+
+#[test]
+fn source_failover_mid_migration_then_resume() {
+    failover_mid_migration("migrate-failover-source-resume", Failover::SourceThenResume);
+}
+
+#[test]
+fn target_failover_mid_migration_then_cancel() {
+    failover_mid_migration("migrate-failover-target-cancel", Failover::TargetThenCancel);
+}
+
+#[test]
+fn source_failover_mid_migration_then_cancel() {
+    failover_mid_migration("migrate-failover-source-cancel", Failover::SourceThenCancel);
+}
+
+#[test]
+fn target_failover_mid_migration_then_resume() {
+    failover_mid_migration("migrate-failover-target-resume", Failover::TargetThenResume);
 }

@@ -13,7 +13,8 @@
 //!   a cluster, kill and restart them by PID.
 //! - Slot migration ([`migrate_slot`], [`resume_migration`],
 //!   [`cancel_migration`], [`migration_status`]): the control plane's side of
-//!   [`super::migrate`]. Every step is idempotent and reads back what the
+//!   [`super::migrate`]. [`promote_replica`] fails a shard over while it is
+//!   in a migration (the migration is carried over to the promoted replica). Every step is idempotent and reads back what the
 //!   nodes hold, so a driver that restarts resumes from what the nodes
 //!   report, not from memory it lost.
 
@@ -426,6 +427,8 @@ pub struct MigrationStatus {
     pub peer: String,
     /// idle, streaming, done, failed, cancelling, cancelled.
     pub state: String,
+    /// The migration is being undone (also when `state` is `failed`).
+    pub cancelling: bool,
     pub keys_moved: u64,
     pub bytes_moved: u64,
     pub keys_left: u64,
@@ -470,6 +473,7 @@ pub async fn migration_status(addr: &str, slot: Option<u16>) -> Result<Vec<Migra
                 "role" => st.role = text(v),
                 "peer" => st.peer = text(v),
                 "state" => st.state = text(v),
+                "cancelling" => st.cancelling = n() != 0,
                 "keys-moved" => st.keys_moved = n(),
                 "bytes-moved" => st.bytes_moved = n(),
                 "keys-left" => st.keys_left = n(),
@@ -673,7 +677,7 @@ pub async fn resume_migration(t: &Topology, slot: u16, opts: &MigrateOptions) ->
     };
     let dst = node_addr(&t, &st.peer, slot)?;
     let s = slot.to_string();
-    if st.state == "cancelling" || st.state == "cancelled" {
+    if st.cancelling {
         // Undo, not finish: the target owes the source its keys back.
         ok_at(&dst, &[b"CLUSTER", b"MIGRATION", b"CANCEL", s.as_bytes()]).await?;
         await_cancel(&src, &dst, slot, opts.timeout).await?;
@@ -735,6 +739,95 @@ pub async fn cancel_migration(t: &Topology, slot: u16, opts: &MigrateOptions) ->
     ok_at(&src, &[b"CLUSTER", b"MIGRATION", b"CANCEL", s.as_bytes()]).await?;
     ok_at(&dst, &[b"CLUSTER", b"MIGRATION", b"CANCEL", s.as_bytes()]).await?;
     await_cancel(&src, &dst, slot, opts.timeout).await
+}
+
+/// `t` at the next epoch with `replica` as its shard's primary and that
+/// shard's old primary gone from the layout (it is dead; the control plane
+/// adds its replacement later as a replica).
+pub fn promote(t: &Topology, replica: &str) -> Result<Topology, DriverError> {
+    let bad = |msg: String| DriverError::Protocol {
+        addr: String::new(),
+        msg,
+    };
+    let shard = t
+        .shards
+        .iter()
+        .position(|s| s.replicas.iter().any(|r| r == replica))
+        .ok_or_else(|| bad(format!("{replica} is not a replica in the topology")))?;
+    let mut next = t.clone();
+    next.epoch += 1;
+    let s = &mut next.shards[shard];
+    let dead = std::mem::replace(&mut s.primary, replica.to_string());
+    s.replicas.retain(|r| r != replica);
+    next.nodes.retain(|n| n.id != dead);
+    Ok(next)
+}
+
+/// Fail a shard over to `replica` when its primary died, carrying on the
+/// slot migrations that primary was in (see "Failover during a migration"
+/// in [`super::migrate`]): mark the replica with its side of each of them,
+/// push [`promote`]'s topology, then re-point the other side at it. The
+/// migrations are then finished with [`resume_migration`] or undone with
+/// [`cancel_migration`] against the returned topology, as after any
+/// interruption. Returns the new topology and the slots that were in
+/// migration with the dead primary.
+pub async fn promote_replica(t: &Topology, replica: &str) -> Result<(Topology, Vec<u16>), DriverError> {
+    let t = newest_topology(t).await?;
+    let next = promote(&t, replica)?;
+    let shard = next
+        .shards
+        .iter()
+        .position(|s| s.primary == replica)
+        .ok_or_else(|| DriverError::Protocol {
+            addr: String::new(),
+            msg: format!("{replica} is not a replica in the topology"),
+        })?;
+    let dead = t.shards[shard].primary.clone();
+    let replica_addr = next
+        .node(replica)
+        .map(|n| format!("{}:{}", n.ip, n.port))
+        .unwrap_or_default();
+    // The dead primary cannot say what it was doing; the other primaries
+    // hold the other side of each of its migrations.
+    let mut repoint: Vec<(String, u16)> = Vec::new();
+    for (i, s) in t.shards.iter().enumerate() {
+        if i == shard {
+            continue;
+        }
+        let addr = node_addr(&t, &s.primary, 0)?;
+        for st in migration_status(&addr, None).await? {
+            if st.peer != dead {
+                continue;
+            }
+            let slot = st.slot.to_string().into_bytes();
+            let mut cmds = vec![if st.role == "importing" {
+                // The dead primary was the source: its replica continues
+                // sending the slot's keys it holds to this primary.
+                vec![b"START".to_vec(), slot.clone(), s.primary.clone().into_bytes()]
+            } else {
+                vec![b"IMPORT".to_vec(), slot.clone(), s.primary.clone().into_bytes()]
+            }];
+            if st.cancelling {
+                cmds.push(vec![b"CANCEL".to_vec(), slot]);
+            }
+            for c in cmds {
+                let mut args: Vec<&[u8]> = vec![b"CLUSTER", b"MIGRATION"];
+                args.extend(c.iter().map(Vec::as_slice));
+                ok_at(&replica_addr, &args).await?;
+            }
+            repoint.push((addr.clone(), st.slot));
+        }
+    }
+    push_topology(&next).await?;
+    for (addr, slot) in &repoint {
+        let s = slot.to_string();
+        ok_at(
+            addr,
+            &[b"CLUSTER", b"MIGRATION", b"PEER", s.as_bytes(), replica.as_bytes()],
+        )
+        .await?;
+    }
+    Ok((next, repoint.into_iter().map(|(_, s)| s).collect()))
 }
 
 #[cfg(test)]

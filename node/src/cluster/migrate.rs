@@ -23,11 +23,15 @@
 //!   stream, then accepts the target's keys back), then on the target (which
 //!   streams the slot's keys back to the source and, once it holds none,
 //!   clears both nodes' states). The slot never leaves the source's shard.
+//! - `CLUSTER MIGRATION PEER <slot> <node-id>`: point this node's migration
+//!   of the slot at the primary that replaced its failed peer (see
+//!   "Failover during a migration").
 //! - `CLUSTER MIGRATION CLEAR <slot>`: drop this node's migration state of
 //!   the slot (the end of a cancel; an operator's last resort).
 //! - `CLUSTER MIGRATION STATUS [<slot>]`: one map per migration: `slot`,
 //!   `role` (migrating/importing), `peer`, `state`
-//!   (idle/streaming/done/failed/cancelling/cancelled), `keys-moved`,
+//!   (idle/streaming/done/failed/cancelling/cancelled), `cancelling` (0/1),
+//!   `keys-moved`,
 //!   `bytes-moved`, `keys-left` (keys of the slot still on this node),
 //!   `last-error`.
 //! - `CLUSTER RESTOREBATCH <slot> <source-id> <payload>` (internal, sent by
@@ -66,7 +70,9 @@
 //! backoff for [`RECONNECT_FOR`] (a target that restarts is picked up again)
 //! and then stops as `failed` until `RESUME`. Re-sending a key the target
 //! already had is harmless: a restore replaces it with the source's copy,
-//! which is the authoritative one for any key still on the source.
+//! which is the authoritative one for any key still on the source. For the
+//! same reason keys a cancel brings back never replace one the source
+//! holds.
 //!
 //! # Redirects (Redis' rules)
 //!
@@ -95,6 +101,48 @@
 //!   wake it (Redis unblocks such clients with a redirect).
 //! - `CANCEL` on the source waits (up to twice [`REPLY_TIMEOUT`]) for the
 //!   batch in flight, on the connection's thread.
+//! - Failover is handled for a primary that died ([`super::driver::promote_replica`]
+//!   drops it from the layout). A planned switchover of a live primary in a
+//!   migration is not: the demoted primary drops its state, so the control
+//!   plane must finish or cancel the migration first.
+//! - A replica that stays behind longer than [`REPLY_TIMEOUT`] is no longer
+//!   waited for; promoting it after that can fork or lose keys of the slot,
+//!   as it would lose any write it had not received.
+//!
+//! # Failover during a migration
+//!
+//! A migration's state lives on the two primaries, so when one of them dies
+//! and the control plane promotes its replica, the new primary must be told
+//! what the old one was doing before it serves the slot, and the other side
+//! must follow it. The control plane ([`super::driver::promote_replica`]):
+//!
+//! 1. marks the replica it promotes with its shard's side of every migration
+//!    the dead primary was in (`START <slot> <target>` on a source replica,
+//!    `IMPORT <slot> <source>` on a target replica, then `CANCEL` if the
+//!    migration was being cancelled). A replica records the state without
+//!    streaming, so from its first command as a primary the new source
+//!    answers `-ASK` for keys it no longer holds instead of creating them
+//!    again (a forked key), and the new target accepts `ASKING` and batches;
+//! 2. pushes the topology that promotes it (higher epoch);
+//! 3. re-points the surviving side: `CLUSTER MIGRATION PEER <slot> <new
+//!    primary>` (refused while the old peer is still a primary);
+//! 4. resumes or cancels the migration as after any interruption.
+//!
+//! This is safe because neither side lets go of a key before its replicas
+//! have it: the target answers a batch once its online replicas acknowledged
+//! it (like `WAIT`), and the source deletes a batch's keys and, until its
+//! replicas acknowledged the deletes, answers `-TRYAGAIN` instead of `-ASK`
+//! for keys it does not hold (so no client writes a moved key on the target
+//! before the source's replicas know it moved). So a
+//! promoted target holds every key the source deleted, and a promoted source
+//! holds no stale copy of a key that moved (a key on both sides is one whose
+//! batch was in flight: the same value on both). Resuming then streams the
+//! promoted source's keys over the target's copies, and cancelling brings
+//! the target's keys back; either ends with each key once, in one shard.
+//! Both waits are bounded by [`REPLY_TIMEOUT`]: a replica that does not
+//! acknowledge in time has fallen behind and is not the one to promote.
+//! A demoted primary drops its migration states when it applies the
+//! topology that demotes it.
 //!
 //! # Persistence and resume
 //!
@@ -181,6 +229,10 @@ pub enum MigrateError {
     NotImporting { slot: u16, source_id: String },
     #[error("slot {0} is being cancelled; resume the cancel instead")]
     Cancelling(u16),
+    #[error("node {0} is still a primary; a migration is re-pointed only after its peer failed over")]
+    PeerStillPrimary(String),
+    #[error("node {0} is not a shard primary")]
+    PeerNotPrimary(String),
     #[error("slot {0} is not being cancelled on this node")]
     NotCancelling(u16),
     #[error("bad restore payload: {0}")]
@@ -247,6 +299,9 @@ pub struct SlotMigration {
     last_error: Mutex<Option<String>>,
     /// Asks the running stream to stop after its current batch.
     stop: AtomicBool,
+    /// The last batch's deletes are not yet acknowledged by this node's
+    /// replicas: a key missing here gets `-TRYAGAIN`, not `-ASK`.
+    fence: AtomicBool,
     /// A stream thread is running for this slot (at most one).
     running: AtomicBool,
 }
@@ -264,6 +319,7 @@ impl SlotMigration {
             phase: Mutex::new(Phase::Idle),
             last_error: Mutex::new(None),
             stop: AtomicBool::new(false),
+            fence: AtomicBool::new(false),
             running: AtomicBool::new(false),
         }
     }
@@ -391,11 +447,20 @@ impl Cluster {
     /// finished. Called by `set_topology` before it persists.
     pub(super) fn records_after(&self, view: &View) -> (Vec<Record>, bool) {
         let mut changed = false;
+        // A primary the new layout demotes drops every migration: its peer
+        // has been (or is being) re-pointed at the replica that replaced it,
+        // and the state it remembers would only redirect clients wrongly
+        // if it were promoted again later.
+        let demoted = self.view().is_some_and(|v| v.primary) && !view.primary;
         let kept = self
             .migrations
             .records()
             .into_iter()
             .filter(|r| {
+                if demoted {
+                    changed = true;
+                    return false;
+                }
                 let mine = view.layout.owner(r.slot) == Some(view.my_shard);
                 let keep = match r.kind {
                     Kind::Migrating => mine,
@@ -436,9 +501,10 @@ fn peer_addr(view: &View, id: &str) -> Option<String> {
 /// `CLUSTER MIGRATION IMPORT`.
 pub fn import(state: &State, slot: u16, source: &str) -> Result<(), MigrateError> {
     state.cluster.edit_migrations(|view, map| {
-        if !view.primary {
-            return Err(MigrateError::NotPrimary);
-        }
+        // A replica of the target shard records the import (the replica the
+        // control plane is about to promote; see "Failover during a
+        // migration" above); it receives the keys through its primary's
+        // replication stream meanwhile.
         let owner = view.layout.owner(slot).ok_or(MigrateError::BadSlot)?;
         if owner == view.my_shard {
             return Err(MigrateError::AlreadyOwner(slot));
@@ -478,10 +544,11 @@ pub fn import(state: &State, slot: u16, source: &str) -> Result<(), MigrateError
 
 /// `CLUSTER MIGRATION START`: mark (persisted first) and start the stream.
 pub fn start(state: &State, slot: u16, target: &str, batch: Option<usize>) -> Result<(), MigrateError> {
-    let m = state.cluster.edit_migrations(|view, map| {
-        if !view.primary {
-            return Err(MigrateError::NotPrimary);
-        }
+    let (m, primary) = state.cluster.edit_migrations(|view, map| {
+        // A replica of the source shard accepts the state without streaming:
+        // the control plane marks the replica it is about to promote, so the
+        // new primary redirects the slot's missing keys from its first
+        // command on (see "Failover during a migration" above).
         if view.layout.owner(slot) != Some(view.my_shard) {
             return Err(MigrateError::NotOwner(slot));
         }
@@ -500,7 +567,7 @@ pub fn start(state: &State, slot: u16, target: &str, batch: Option<usize>) -> Re
                 if m.cancelling.load(Ordering::Relaxed) {
                     return Err(MigrateError::Cancelling(slot));
                 }
-                return Ok(m.clone());
+                return Ok((m.clone(), view.primary));
             }
             return Err(MigrateError::Busy {
                 slot,
@@ -516,13 +583,15 @@ pub fn start(state: &State, slot: u16, target: &str, batch: Option<usize>) -> Re
         };
         let m = Arc::new(SlotMigration::new(&r));
         map.insert(slot, m.clone());
-        Ok(m)
+        Ok((m, view.primary))
     })?;
     if let Some(b) = batch {
         m.batch_keys.store(b.clamp(1, 100_000), Ordering::Relaxed);
     }
-    tracing::info!(slot, target, "slot migrating");
-    spawn_stream(state, m);
+    tracing::info!(slot, target, primary, "slot migrating");
+    if primary {
+        spawn_stream(state, m);
+    }
     Ok(())
 }
 
@@ -582,6 +651,93 @@ pub fn clear(state: &State, slot: u16) -> Result<bool, MigrateError> {
         tracing::info!(slot, kind = m.kind.name(), "slot migration state cleared");
     }
     Ok(removed.is_some())
+}
+
+/// `CLUSTER MIGRATION PEER <slot> <node-id>`: point this node's migration
+/// of `slot` at the node that replaced its peer in a failover. Refused while
+/// the old peer is still a primary: two nodes sending or receiving one
+/// slot's keys would fork them. The new peer must be a primary, of the shard
+/// serving the slot when this node imports it, of another shard when this
+/// node sends it. Kind and cancel state are kept; a running stream toward
+/// the old peer is stopped (RESUME, START or CANCEL restarts it).
+pub fn repoint(state: &State, slot: u16, peer: &str) -> Result<(), MigrateError> {
+    let old = state.cluster.edit_migrations(|view, map| {
+        let m = map.get(&slot).ok_or(MigrateError::NoMigration(slot))?;
+        if m.peer == peer {
+            return Ok(None);
+        }
+        let layout = &view.layout;
+        if let Some(i) = layout.node_index(&m.peer)
+            && layout.primaries[layout.shard_of[i]] == i
+        {
+            return Err(MigrateError::PeerStillPrimary(m.peer.clone()));
+        }
+        let idx = layout
+            .node_index(peer)
+            .ok_or_else(|| MigrateError::UnknownNode(peer.to_string()))?;
+        let shard = layout.shard_of[idx];
+        if layout.primaries[shard] != idx {
+            return Err(MigrateError::PeerNotPrimary(peer.to_string()));
+        }
+        let ok = match m.kind {
+            Kind::Importing => layout.owner(slot) == Some(shard),
+            Kind::Migrating => shard != view.my_shard,
+        };
+        if !ok {
+            return Err(MigrateError::PeerNotOwner {
+                node: peer.to_string(),
+                slot,
+            });
+        }
+        let mut r = m.record();
+        r.peer = peer.to_string();
+        let fresh = Arc::new(SlotMigration::new(&r));
+        fresh
+            .batch_keys
+            .store(m.batch_keys.load(Ordering::Relaxed), Ordering::Relaxed);
+        Ok(map.insert(slot, fresh))
+    })?;
+    if let Some(old) = old {
+        old.stop.store(true, Ordering::Relaxed);
+        tracing::info!(slot, from = %old.peer, to = peer, "slot migration re-pointed after a failover");
+    }
+    Ok(())
+}
+
+/// Replicas streaming from this node (past their initial sync).
+pub fn online_replicas(state: &State) -> usize {
+    state
+        .repl
+        .replicas
+        .lock()
+        .iter()
+        .filter(|p| p.state.load(Ordering::Relaxed) == crate::repl::sender_state::ONLINE)
+        .count()
+}
+
+/// Wait (on a stream's thread) until every replica online now acknowledged
+/// log offset `end`, one went offline, or [`REPLY_TIMEOUT`] passed. A
+/// replica that does not answer in time is not waited for further: it has
+/// fallen behind, and is then not the one a failover promotes (the control
+/// plane picks the replica with the highest offset).
+fn await_replicas(state: &State, end: u64) {
+    let online = || online_replicas(state);
+    let want = online();
+    if want == 0 || state.repl.acked_count(end) >= want {
+        return;
+    }
+    state.repl.getack.fetch_add(1, Ordering::Relaxed);
+    state.db.wlog.appended.notify_waiters();
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let mut pause = Duration::from_micros(20);
+    while state.repl.acked_count(end) < want.min(online()) {
+        if Instant::now() > deadline {
+            tracing::warn!(end, want, "replicas did not acknowledge migrated keys' deletes in time");
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(1));
+    }
 }
 
 /// Start the stream threads of migrations loaded from the state file: a
@@ -688,6 +844,11 @@ fn run_stream(state: &State, m: &SlotMigration) -> Result<bool, String> {
             return Ok(false);
         }
         let view = state.cluster.view().ok_or("no topology held")?;
+        // Only a primary moves keys: a replica holds the state for the day
+        // it is promoted, and a deposed primary must not send its stale copy.
+        if !view.primary {
+            return Ok(false);
+        }
         let addr = peer_addr(&view, &m.peer).ok_or_else(|| format!("peer {} not in the topology", m.peer))?;
         let c = match conn.as_mut() {
             Some(c) => c,
@@ -777,7 +938,22 @@ fn run_stream(state: &State, m: &SlotMigration) -> Result<bool, String> {
                 while state.aof.must_wait(end) && !state.aof.is_poisoned() {
                     std::thread::sleep(Duration::from_micros(50));
                 }
+                // Likewise the replicas get the deletes before a client can
+                // write a moved key on the target: a replica promoted after
+                // this node dies then holds no stale copy of a moved key, so
+                // every key it holds is the authoritative one and a resumed
+                // stream may send it over the target's copy. The partition
+                // is not held for that wait (the acknowledgements are read
+                // by the async runtime, whose workers may be blocked on this
+                // very partition): the fence, set while it is still held,
+                // answers `-TRYAGAIN` instead of `-ASK` until they arrive.
+                let fence = online_replicas(state) > 0 && state.repl.acked_count(end) < online_replicas(state);
+                m.fence.store(fence, Ordering::Release);
                 drop(ks);
+                if fence {
+                    await_replicas(state, end);
+                    m.fence.store(false, Ordering::Release);
+                }
                 state.saves.count_changes(keys.len() as u64);
                 let n = keys.len() as u64;
                 m.keys_moved.fetch_add(n, Ordering::Relaxed);
@@ -827,23 +1003,45 @@ pub fn restore_batch(
             source_id: source.into_owned(),
         });
     }
+    // Keys coming back to the source of a cancelled migration do not replace
+    // the ones it holds: a key still on the source is the authoritative copy
+    // (clients write it there), and the target can hold an older one from a
+    // batch whose acknowledgement was lost (the target died, or failed over,
+    // with the batch applied). Forward batches do replace, by the same rule.
+    let keep_existing = !session.repl.master
+        && state
+            .cluster
+            .migrations
+            .get(slot)
+            .is_some_and(|m| m.kind == Kind::Migrating && m.cancelling.load(Ordering::Relaxed));
     let mut input: &[u8] = payload;
     let mut entries = Vec::new();
     while !input.is_empty() {
+        let at = payload.len() - input.len();
         let d = crate::persist::codec::decode_entry(&mut input).map_err(|e| MigrateError::Payload(e.to_string()))?;
+        let range = at..payload.len() - input.len();
         if key_slot(&d.key) != slot {
             return Err(MigrateError::Payload(format!(
                 "key {} is not in slot {slot}",
                 String::from_utf8_lossy(&d.key)
             )));
         }
-        entries.push(d);
+        entries.push((d, range));
     }
     let n = entries.len();
     let mut ks = state.db.lock_slot(slot, crate::db::now_ms());
     let lru = ks.lru_clock();
-    for d in entries {
+    // What is logged (and so replicated) is what was applied: the payload
+    // itself, or the entries kept of it.
+    let mut logged: Option<Vec<u8>> = keep_existing.then(Vec::new);
+    for (d, range) in entries {
         let key = d.key.clone();
+        if let Some(out) = logged.as_mut() {
+            if ks.contains_live(&key) {
+                continue;
+            }
+            out.extend_from_slice(&payload[range]);
+        }
         let e = d.into_entry(crate::db::evict::new_lru(lru, &state.db));
         ks.insert_entry(&key, e);
         state.watches.touch(&key);
@@ -853,7 +1051,7 @@ pub fn restore_batch(
         Bytes::from_static(b"RESTOREBATCH"),
         Bytes::from(slot.to_string()),
         Bytes::from(source.into_owned()),
-        payload.clone(),
+        logged.map_or_else(|| payload.clone(), Bytes::from),
     ];
     // A replica's log is its primary's stream byte for byte: the frame it
     // applied is relayed into it by `Ctx::flush_log`, so logging the batch
@@ -890,6 +1088,9 @@ pub fn status(state: &State, only: Option<u16>) -> Reply {
                 kv("role", Reply::bulk_static(m.kind.name())),
                 kv("peer", Reply::bulk(&m.peer)),
                 kv("state", Reply::bulk_static(m.state_name())),
+                // Separate from `state`, which a failed stream shows as
+                // `failed` whichever way it was going.
+                kv("cancelling", Reply::Int(m.cancelling.load(Ordering::Relaxed) as i64)),
                 kv("keys-moved", Reply::Int(m.keys_moved.load(Ordering::Relaxed) as i64)),
                 kv("bytes-moved", Reply::Int(m.bytes_moved.load(Ordering::Relaxed) as i64)),
                 kv("keys-left", Reply::Int(left as i64)),
@@ -945,8 +1146,16 @@ pub fn check_locked(
             if present > 0 {
                 return Some(Reply::err("TRYAGAIN Multiple keys request during rehashing of slot"));
             }
+            if m.fence.load(Ordering::Acquire) {
+                return Some(Reply::err("TRYAGAIN Slot migration waits for this shard's replicas"));
+            }
             let view = state.cluster.view()?;
-            let addr = peer_addr(&view, &m.peer)?;
+            // A target dropped from the topology (it failed and the control
+            // plane has not re-pointed the migration yet): the key may be on
+            // its promoted replica, so neither serve it here nor guess.
+            let Some(addr) = peer_addr(&view, &m.peer) else {
+                return Some(Reply::err("TRYAGAIN Slot migration target is failing over"));
+            };
             Some(Reply::err(format!("ASK {slot} {addr}")))
         }
         Some(Kind::Importing) if admitted && missing > 0 && present + missing > 1 => {

@@ -201,7 +201,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "0.1.0",
                 "O(1), STATUS: O(N) where N is the number of migrations",
                 "Slot migration: IMPORT <slot> <source-id> | START <slot> <target-id> [BATCH <keys>] | \
-                 RESUME <slot> | CANCEL <slot> | CLEAR <slot> | STATUS [<slot>]."
+                 RESUME <slot> | CANCEL <slot> | CLEAR <slot> | PEER <slot> <node-id> | STATUS [<slot>]."
             ),
             spec!(
                 "restorebatch",
@@ -281,6 +281,8 @@ fn help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
             "    Mark <slot> migrating to <target-id> and stream its keys (on the source).",
             "MIGRATION RESUME|CANCEL|CLEAR <slot>",
             "    Restart a stopped stream; undo a migration (source first, then target); drop the state.",
+            "MIGRATION PEER <slot> <node-id>",
+            "    Point the migration of <slot> at the primary that replaced its failed peer.",
             "MIGRATION STATUS [<slot>]",
             "    Progress of this node's slot migrations.",
             "NODES",
@@ -573,6 +575,12 @@ fn migration(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             migrate::start(state, slot, &String::from_utf8_lossy(&args[4]), batch).map_err(migrate_err)?;
             Ok(Reply::Ok)
         }
+        b"peer" => {
+            arity(5)?;
+            let slot = slot_required(args.get(3))?;
+            migrate::repoint(state, slot, &String::from_utf8_lossy(&args[4])).map_err(migrate_err)?;
+            Ok(Reply::Ok)
+        }
         b"resume" | b"cancel" | b"clear" => {
             arity(4)?;
             let slot = slot_required(args.get(3))?;
@@ -613,5 +621,17 @@ fn restorebatch(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         .write_offset
         .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
     ctx.propagate_nothing();
+    // The source deletes the keys once this answers, so the answer waits for
+    // this node's replicas too (bounded like WAIT; the reply becomes the
+    // number of replicas that have the batch): a replica promoted after
+    // this node dies then has every key the source let go of.
+    let online = migrate::online_replicas(ctx.state);
+    if online > 0 && !ctx.session.repl.master && !ctx.session.cluster_internal {
+        ctx.session.repl.wait = Some(crate::repl::primary::WaitRequest {
+            numreplicas: online,
+            target: end,
+            timeout: Some(migrate::REPLY_TIMEOUT / 2),
+        });
+    }
     Ok(Reply::Int(n as i64))
 }

@@ -750,9 +750,11 @@ fn run_with(
     // the vDSO were a tenth of a pipelined GET's cost on our VMs.
     let start = quanta::Instant::now();
     let now = session.clock_ms.unwrap_or_else(now_ms);
-    let mut ks = match spec.keys {
-        KeySpec::None => state.db.lock_keys(std::iter::empty::<&[u8]>(), now),
-        KeySpec::All => state.db.lock_all(now),
+    let mut ks = match (spec.keys, session.routed_slot.take()) {
+        (KeySpec::None, _) => state.db.lock_keys(std::iter::empty::<&[u8]>(), now),
+        (KeySpec::All, _) => state.db.lock_all(now),
+        // Cluster routing hashed the keys already (all to this slot).
+        (_, Some(slot)) => state.db.lock_slot(slot, now),
         _ => state
             .db
             .lock_keys(key_positions_iter(spec, &args).map(|i| &args[i]), now),
