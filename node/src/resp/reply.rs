@@ -79,8 +79,8 @@ impl Reply {
         let resp3 = proto >= 3;
         match self {
             Reply::Ok => out.put_slice(b"+OK\r\n"),
-            Reply::Status(s) => line(out, b'+', s.as_bytes()),
-            Reply::Error(s) => line(out, b'-', s.as_bytes()),
+            Reply::Status(s) => simple_line(out, b'+', s.as_bytes()),
+            Reply::Error(s) => simple_line(out, b'-', s.as_bytes()),
             Reply::Int(i) => int_line(out, b':', *i),
             Reply::Bulk(b) => bulk(out, b),
             Reply::Null => out.put_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" }),
@@ -156,6 +156,19 @@ fn line(out: &mut BytesMut, prefix: u8, s: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
+/// A simple string or error: one line, so a CR or LF in it (an error quoting a client's byte,
+/// say) would end the frame early and desynchronise the client. Like Redis
+/// (`addReplyErrorFormat`), they become spaces.
+fn simple_line(out: &mut BytesMut, prefix: u8, s: &[u8]) {
+    if !s.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return line(out, prefix, s);
+    }
+    out.reserve(s.len() + 3);
+    out.put_u8(prefix);
+    out.extend(s.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.put_slice(b"\r\n");
+}
+
 fn int_line(out: &mut BytesMut, prefix: u8, i: i64) {
     let mut buf = itoa::Buffer::new();
     line(out, prefix, buf.format(i).as_bytes());
@@ -219,6 +232,15 @@ mod tests {
         let mut b = BytesMut::new();
         r.encode(&mut b, proto);
         b.to_vec()
+    }
+
+    #[test]
+    fn errors_and_statuses_stay_one_line() {
+        // The parser's error quotes the byte it found: a raw newline from the client.
+        let e = Reply::err(crate::resp::parse::ProtocolError::ExpectedBulk('\n').to_string());
+        assert_eq!(enc(&e, 2), b"-Protocol error: expected '$', got ' '\r\n");
+        assert_eq!(enc(&Reply::status("a\r\nb"), 3), b"+a  b\r\n");
+        assert_eq!(enc(&Reply::err("ERR plain"), 2), b"-ERR plain\r\n");
     }
 
     #[test]
