@@ -1056,19 +1056,12 @@ fn controller_dies_mid_flip_and_a_new_one_finishes() {
     rt.block_on(s.cluster.stop());
 }
 
-/// A cancel interrupted by kill -9 of the target while it sends the keys
-/// back: the restarted target resumes its return stream from its persisted
-/// state, a driver's `resume_migration` sees the source still cancelling
-/// and completes the cancel, and every key ends on the source exactly once
-/// with the slot never having left it.
-#[test]
-fn cancel_interrupted_by_a_target_restart_resumes() {
-    let rt = runtime();
-    let dir = TempDir::new("migrate-cancel-restart");
-    let n = key_count().min(20_000);
-    let mut s = rt.block_on(setup_with(&dir.0, DURABLE));
-    rt.block_on(bulk_load(&s.source.1, n));
-    rt.block_on(begin_migration(&s, 64));
+/// Start migrating the slot (batches of 64), and once half of its `n` keys are on the target,
+/// cancel on both sides (source first, then the target, which starts sending the keys back);
+/// returns, with the number of the slot's keys the source held at the cancel, when keys are
+/// flowing back but the target still holds some.
+fn cancel_midway(rt: &tokio::runtime::Runtime, s: &Setup, n: usize) -> i64 {
+    rt.block_on(begin_migration(s, 64));
     let deadline = Instant::now() + Duration::from_secs(60);
     while rt.block_on(count_in_slot(&s.target.1, s.slot)) < (n / 2) as i64 {
         assert!(Instant::now() < deadline, "stream made no progress");
@@ -1084,18 +1077,37 @@ fn cancel_interrupted_by_a_target_restart_resumes() {
         }
     });
     let left_at_cancel = rt.block_on(count_in_slot(&s.source.1, s.slot));
-    // Kill the target once keys are flowing back but before all are.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let back = rt.block_on(count_in_slot(&s.source.1, s.slot));
         let there = rt.block_on(count_in_slot(&s.target.1, s.slot));
-        assert!(there > 0, "the return stream finished before the kill ({back} back)");
+        assert!(
+            there > 0,
+            "the return stream finished before the interruption ({back} back)"
+        );
         if back > left_at_cancel {
             break;
         }
         assert!(Instant::now() < deadline, "the return stream made no progress");
         std::thread::sleep(Duration::from_millis(1));
     }
+    left_at_cancel
+}
+
+/// A cancel interrupted by kill -9 of the target while it sends the keys
+/// back: the restarted target resumes its return stream from its persisted
+/// state, a driver's `resume_migration` sees the source still cancelling
+/// and completes the cancel, and every key ends on the source exactly once
+/// with the slot never having left it.
+#[test]
+fn cancel_interrupted_by_a_target_restart_resumes() {
+    let rt = runtime();
+    let dir = TempDir::new("migrate-cancel-restart");
+    let n = key_count().min(20_000);
+    let mut s = rt.block_on(setup_with(&dir.0, DURABLE));
+    rt.block_on(bulk_load(&s.source.1, n));
+    // Kill the target once keys are flowing back but before all are.
+    cancel_midway(&rt, &s, n);
     rt.block_on(s.cluster.restart(node_bin(), s.target.0, 0)).unwrap();
     let st = rt
         .block_on(driver::migration_status(&s.target.1, Some(s.slot)))
@@ -1140,40 +1152,13 @@ fn cancel_interrupted_by_a_source_restart_resumes() {
     rt.block_on(bulk_load(&s.source.1, n));
     let before = rt.block_on(digest(&s.source.1, Some(s.slot)));
     assert!(!before.starts_with('-'), "{before}");
-    rt.block_on(begin_migration(&s, 64));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rt.block_on(count_in_slot(&s.target.1, s.slot)) < (n / 2) as i64 {
-        assert!(Instant::now() < deadline, "stream made no progress");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    // The cancel the controller started: source first, then the target,
-    // which starts sending the keys back.
     let opts = MigrateOptions {
         timeout: Duration::from_secs(60),
         ..Default::default()
     };
-    let slot = s.slot.to_string();
-    rt.block_on(async {
-        for a in [&s.source.1, &s.target.1] {
-            let mut c = driver::Conn::connect(a).await.unwrap();
-            c.ok(&[b"CLUSTER", b"MIGRATION", b"CANCEL", slot.as_bytes()])
-                .await
-                .unwrap();
-        }
-    });
-    let left_at_cancel = rt.block_on(count_in_slot(&s.source.1, s.slot));
-    // Kill the source once keys are flowing back but before all are.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let back = rt.block_on(count_in_slot(&s.source.1, s.slot));
-        let there = rt.block_on(count_in_slot(&s.target.1, s.slot));
-        assert!(there > 0, "the return stream finished before the kill ({back} back)");
-        if back > left_at_cancel {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the return stream made no progress");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // The cancel the controller started; kill the source once keys are flowing back but
+    // before all are.
+    let left_at_cancel = cancel_midway(&rt, &s, n);
     let pid = s.cluster.shards[s.source.0][0].pid();
     rt.block_on(s.cluster.restart(node_bin(), s.source.0, 0)).unwrap();
     assert_ne!(pid, s.cluster.shards[s.source.0][0].pid());
