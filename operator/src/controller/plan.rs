@@ -848,13 +848,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// One reconcile: plan, then apply it as [`converge`] does; returns the plan.
+    fn step(kv: &mut KvCluster, obs: &mut Observed) -> Plan {
+        let p = plan(kv, obs, now());
+        converge(kv, obs, &p);
+        p
+    }
+
     /// A cluster brought to Ready: first push, then a look that sees every node in sync.
     fn ready_cluster(shards: i32, replicas: i32) -> (KvCluster, Observed) {
         let mut kv = cluster(shards, replicas);
         let mut obs = all_pods(shards, replicas + 1, None);
         for _ in 0..2 {
-            let p = plan(&kv, &obs, now());
-            converge(&mut kv, &mut obs, &p);
+            step(&mut kv, &mut obs);
         }
         assert_eq!(kv.status.as_ref().unwrap().phase, Some(Phase::Ready));
         (kv, obs)
@@ -931,8 +937,7 @@ pub(crate) mod tests {
     fn first_sync_after_the_first_push_is_still_creating() {
         let mut kv = cluster(1, 1);
         let mut obs = all_pods(1, 2, None);
-        let p = plan(&kv, &obs, now());
-        converge(&mut kv, &mut obs, &p);
+        step(&mut kv, &mut obs);
         obs.pods[1].node.as_mut().unwrap().link_up = false;
         let p = plan(&kv, &obs, now());
         assert_eq!(p.topology, None);
@@ -944,10 +949,8 @@ pub(crate) mod tests {
     fn replicas_not_synced_keep_the_cluster_from_ready() {
         let mut kv = cluster(2, 1);
         let mut obs = all_pods(2, 2, None);
-        let p = plan(&kv, &obs, now());
-        converge(&mut kv, &mut obs, &p);
-        let p = plan(&kv, &obs, now());
-        converge(&mut kv, &mut obs, &p);
+        step(&mut kv, &mut obs);
+        step(&mut kv, &mut obs);
         obs.pods[1].node.as_mut().unwrap().link_up = false;
         let p = plan(&kv, &obs, now());
         assert_eq!(p.topology, None);
@@ -988,8 +991,7 @@ pub(crate) mod tests {
     fn lost_status_adopts_the_held_topology() {
         let mut kv = cluster(2, 0);
         let mut obs = all_pods(2, 1, None);
-        let p = plan(&kv, &obs, now());
-        converge(&mut kv, &mut obs, &p);
+        step(&mut kv, &mut obs);
         kv.status = None;
         let p = plan(&kv, &obs, now());
         assert_eq!(p.topology, None);
@@ -1082,8 +1084,7 @@ pub(crate) mod tests {
     fn replica_restarted_with_a_stale_epoch_gets_a_resync() {
         let mut kv = cluster(1, 1);
         let mut obs = all_pods(1, 2, None);
-        let p = plan(&kv, &obs, now());
-        converge(&mut kv, &mut obs, &p);
+        step(&mut kv, &mut obs);
         obs.pods[1].node.as_mut().unwrap().held = None;
         let p = plan(&kv, &obs, now());
         let a = p.topology.unwrap();
@@ -1095,10 +1096,8 @@ pub(crate) mod tests {
     fn primary_missing_is_degraded_and_never_promoted() {
         let mut kv = cluster(2, 1);
         let mut obs = all_pods(2, 2, None);
-        let p = plan(&kv, &obs, now());
-        converge(&mut kv, &mut obs, &p);
-        let p = plan(&kv, &obs, now());
-        converge(&mut kv, &mut obs, &p);
+        step(&mut kv, &mut obs);
+        step(&mut kv, &mut obs);
         obs.pods.retain(|p| p.name != "kv-0-0");
         let p = plan(&kv, &obs, now());
         assert_eq!(p.topology, None, "no failover in this version");
@@ -1121,8 +1120,7 @@ pub(crate) mod tests {
     fn primary_back_at_a_new_ip_is_moved() {
         let mut kv = cluster(1, 0);
         let mut obs = all_pods(1, 1, None);
-        let p = plan(&kv, &obs, now());
-        converge(&mut kv, &mut obs, &p);
+        step(&mut kv, &mut obs);
         obs.pods[0].ip = Some("10.244.7.7".into());
         let p = plan(&kv, &obs, now());
         let a = p.topology.unwrap();
@@ -1135,8 +1133,7 @@ pub(crate) mod tests {
     fn replicas_lowered_drops_the_highest_ordinals() {
         let mut kv = cluster(1, 2);
         let mut obs = all_pods(1, 3, None);
-        let p = plan(&kv, &obs, now());
-        converge(&mut kv, &mut obs, &p);
+        step(&mut kv, &mut obs);
         kv.spec.replicas_per_shard = 1;
         let p = plan(&kv, &obs, now());
         let a = p.topology.unwrap();
@@ -1186,8 +1183,7 @@ pub(crate) mod tests {
             converge(&mut kv, &mut obs, &p2);
             obs.pods.iter_mut().find(|x| x.name == pod).unwrap().ready = true;
             recreated(&mut obs, &pod, "rev-2");
-            let p3 = plan(&kv, &obs, now());
-            converge(&mut kv, &mut obs, &p3);
+            step(&mut kv, &mut obs);
             order.push(pod);
         }
         assert_eq!(
