@@ -54,19 +54,32 @@ pub fn crc16(data: &[u8]) -> u16 {
     let mut crc: u16 = 0;
     let (blocks, rest) = data.as_chunks::<8>();
     for b in blocks {
-        crc = TABLES[7][(b[0] ^ (crc >> 8) as u8) as usize]
-            ^ TABLES[6][(b[1] ^ crc as u8) as usize]
-            ^ TABLES[5][b[2] as usize]
-            ^ TABLES[4][b[3] as usize]
-            ^ TABLES[3][b[4] as usize]
-            ^ TABLES[2][b[5] as usize]
-            ^ TABLES[1][b[6] as usize]
-            ^ TABLES[0][b[7] as usize];
+        crc = fold_block(crc, b);
     }
     for &b in rest {
-        crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
+        crc = fold_byte(crc, b);
     }
     crc
+}
+
+/// One 8-byte block folded into the CRC (see [`crc16`]). Inlined into both callers: they are
+/// on every command's path.
+#[inline(always)]
+fn fold_block(crc: u16, b: &[u8; 8]) -> u16 {
+    TABLES[7][(b[0] ^ (crc >> 8) as u8) as usize]
+        ^ TABLES[6][(b[1] ^ crc as u8) as usize]
+        ^ TABLES[5][b[2] as usize]
+        ^ TABLES[4][b[3] as usize]
+        ^ TABLES[3][b[4] as usize]
+        ^ TABLES[2][b[5] as usize]
+        ^ TABLES[1][b[6] as usize]
+        ^ TABLES[0][b[7] as usize]
+}
+
+/// One byte folded into the CRC: the classic table step.
+#[inline(always)]
+fn fold_byte(crc: u16, b: u8) -> u16 {
+    (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize]
 }
 
 /// The byte-at-a-time reference [`crc16`] is checked against.
@@ -74,7 +87,7 @@ pub fn crc16(data: &[u8]) -> u16 {
 fn crc16_bytewise(data: &[u8]) -> u16 {
     let mut crc: u16 = 0;
     for &b in data {
-        crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
+        crc = fold_byte(crc, b);
     }
     crc
 }
@@ -111,20 +124,13 @@ pub fn key_slot(key: &[u8]) -> u16 {
         if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
             return tagged(key);
         }
-        crc = TABLES[7][(b[0] ^ (crc >> 8) as u8) as usize]
-            ^ TABLES[6][(b[1] ^ crc as u8) as usize]
-            ^ TABLES[5][b[2] as usize]
-            ^ TABLES[4][b[3] as usize]
-            ^ TABLES[3][b[4] as usize]
-            ^ TABLES[2][b[5] as usize]
-            ^ TABLES[1][b[6] as usize]
-            ^ TABLES[0][b[7] as usize];
+        crc = fold_block(crc, b);
     }
     for &b in rest {
         if b == b'{' {
             return tagged(key);
         }
-        crc = (crc << 8) ^ TABLES[0][(((crc >> 8) as u8) ^ b) as usize];
+        crc = fold_byte(crc, b);
     }
     crc & (SLOTS as u16 - 1)
 }
