@@ -58,7 +58,7 @@ pub struct Session {
     /// The slot every key of the command hashes to, when cluster routing
     /// computed it (cluster mode guarantees one slot per command): the
     /// command then locks that slot's partition without hashing its keys
-    /// again.
+    /// again. Set by routing, taken by the dispatcher right after it.
     pub routed_slot: Option<u16>,
     /// The cluster view this connection last routed with, and its
     /// generation (see `Cluster::with_view`).

@@ -636,6 +636,9 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
         }
         return reject(state, id, e);
     }
+    // The slot routing hashed the keys to, for this command only: taken here, so that a
+    // command refused below (or queued in MULTI) leaves nothing behind for the next one.
+    let routed_slot = session.routed_slot.take();
     if !session.repl.master
         && let Some(e) = refuse_by_replication(state, spec)
     {
@@ -682,7 +685,7 @@ pub fn execute(state: &State, session: &mut Session, args: Vec<Bytes>) -> Outcom
             Reply::err("OOM command not allowed when used memory > 'maxmemory'."),
         );
     }
-    run_request(state, session, spec, id, args, frame)
+    run_with(state, session, spec, id, args, false, frame, routed_slot)
 }
 
 /// `-LOADING` while a full sync replaces the dataset, `-READONLY` /
@@ -721,22 +724,13 @@ pub fn run(
     args: Vec<Bytes>,
     retry: bool,
 ) -> Outcome {
-    run_with(state, session, spec, id, args, retry, None)
+    run_with(state, session, spec, id, args, retry, None, None)
 }
 
-/// [`run`] for a client's request, with the request's bytes when it came as
-/// a multibulk (the write log copies them if the command logs itself).
-fn run_request(
-    state: &State,
-    session: &mut Session,
-    spec: &'static CommandSpec,
-    id: usize,
-    args: Vec<Bytes>,
-    frame: Option<Bytes>,
-) -> Outcome {
-    run_with(state, session, spec, id, args, false, frame)
-}
-
+/// [`run`] for a client's request: with the request's bytes when it came as a multibulk (the
+/// write log copies them if the command logs itself), and the slot cluster routing computed
+/// for its keys (so they are not hashed again to lock their partition).
+#[allow(clippy::too_many_arguments)]
 fn run_with(
     state: &State,
     session: &mut Session,
@@ -745,12 +739,13 @@ fn run_with(
     args: Vec<Bytes>,
     retry: bool,
     frame: Option<Bytes>,
+    routed_slot: Option<u16>,
 ) -> Outcome {
     // quanta reads the TSC directly: two clock reads per command through
     // the vDSO were a tenth of a pipelined GET's cost on our VMs.
     let start = quanta::Instant::now();
     let now = session.clock_ms.unwrap_or_else(now_ms);
-    let mut ks = match (spec.keys, session.routed_slot.take()) {
+    let mut ks = match (spec.keys, routed_slot) {
         (KeySpec::None, _) => state.db.lock_keys(std::iter::empty::<&[u8]>(), now),
         (KeySpec::All, _) => state.db.lock_all(now),
         // Cluster routing hashed the keys already (all to this slot).
