@@ -110,15 +110,30 @@ histogram >"$WORK/h1"
 for i in $(seq "$TOUCHES"); do
     kubectl -n "$NS" annotate kvc bench "bench/touch=$i" --overwrite >/dev/null
 done
-# The last touch's reconcile has run once the counter stops moving.
-sleep 2
+# The last touch's reconcile has run once the reconcile count stops moving (the controller
+# may fold touches that arrive while a reconcile runs into one).
+count() { histogram | awk '$1 == "+Inf" {print $2}'; }
+previous=-1
+for i in $(seq 100); do
+    now="$(count)"
+    [ "$now" = "$previous" ] && break
+    previous="$now"
+    sleep 0.5
+done
 histogram >"$WORK/h2"
 
+# A replica Pod deleted: wait for its successor (a new UID), then for Ready.
+old_uid="$(kubectl -n "$NS" get pod bench-1-1 -o jsonpath='{.metadata.uid}')"
 kubectl -n "$NS" delete pod bench-1-1 --wait=false >/dev/null
-sleep 1
+for i in $(seq 600); do
+    uid="$(kubectl -n "$NS" get pod bench-1-1 -o jsonpath='{.metadata.uid}' 2>/dev/null || true)"
+    [ -n "$uid" ] && [ "$uid" != "$old_uid" ] && break
+    sleep 0.2
+done
+kubectl -n "$NS" wait --for=condition=Ready pod/bench-1-1 --timeout=120s >/dev/null
 wait_phase Ready 1
+# Three more replicas: Ready means 9/9 nodes ready (wait_phase checks the count).
 kubectl -n "$NS" patch kvc bench --type=merge -p '{"spec":{"replicasPerShard":2}}' >/dev/null
-sleep 1
 wait_phase Ready 2
 histogram >"$WORK/h3"
 

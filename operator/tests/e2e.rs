@@ -283,7 +283,17 @@ async fn wait_digests_equal(ns: &TestNs, password: &str) -> Result<()> {
 /// Upper bound of the histogram bucket holding quantile `q` of the operator's successful
 /// reconciles, from its `/metrics` text.
 fn quantile(metrics: &str, q: f64) -> Option<f64> {
-    let buckets: Vec<(f64, f64)> = metrics
+    let buckets = ok_buckets(metrics);
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets.iter().find(|(_, c)| *c >= q * total).map(|(le, _)| *le)
+}
+
+/// `(le, cumulative count)` of the successful reconciles' histogram buckets, `+Inf` last.
+fn ok_buckets(metrics: &str) -> Vec<(f64, f64)> {
+    metrics
         .lines()
         .filter_map(|l| l.strip_prefix("ferrokv_operator_reconcile_duration_seconds_bucket{"))
         .filter(|l| l.contains("result=\"ok\""))
@@ -292,12 +302,7 @@ fn quantile(metrics: &str, q: f64) -> Option<f64> {
             let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
             Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, count))
         })
-        .collect();
-    let total = buckets.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    buckets.iter().find(|(_, c)| *c >= q * total).map(|(le, _)| *le)
+        .collect()
 }
 
 /// `le:count` of each non-empty bucket of the successful reconciles (counts per bucket, not
@@ -305,17 +310,7 @@ fn quantile(metrics: &str, q: f64) -> Option<f64> {
 fn buckets(metrics: &str) -> String {
     let mut previous = 0.0;
     let mut out = Vec::new();
-    for l in metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("ferrokv_operator_reconcile_duration_seconds_bucket{"))
-        .filter(|l| l.contains("result=\"ok\""))
-    {
-        let (Some(le), Some(count)) = (
-            l.split("le=\"").nth(1).and_then(|r| r.split('"').next()),
-            l.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok()),
-        ) else {
-            continue;
-        };
+    for (le, count) in ok_buckets(metrics) {
         if count > previous {
             out.push(format!("{le}:{}", count - previous));
         }
