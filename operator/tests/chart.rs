@@ -316,6 +316,24 @@ async fn watch_namespaces_grant_roles_only_there() -> anyhow::Result<()> {
             .any(|v| v["name"] == "FERROKV_WATCH_NAMESPACES" && v["value"] == ns.as_str())),
         "the operator is not told to watch {ns}: {env}"
     );
+    // Several namespaces: a Role and a RoleBinding in each, and all of them told to the operator.
+    let docs = documents(&render(&t, "op", &["watchNamespaces={team-a,team-b}"])?)?;
+    for kind in ["Role", "RoleBinding"] {
+        let mut namespaces: Vec<&str> = of_kind(&docs, kind)
+            .iter()
+            .filter(|d| d["metadata"]["name"] == "op-ferrokv-operator")
+            .filter_map(|d| d["metadata"]["namespace"].as_str())
+            .collect();
+        namespaces.sort();
+        assert_eq!(namespaces, ["team-a", "team-b"], "{kind}s of the watched namespaces");
+    }
+    let env = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array().is_some_and(|e| e
+            .iter()
+            .any(|v| v["name"] == "FERROKV_WATCH_NAMESPACES" && v["value"] == "team-a,team-b")),
+        "{env}"
+    );
     let cluster_role = apply_chart_rbac(&t, "op", &[&set])?;
     let sa = "op-ferrokv-operator";
     let elsewhere = "default";

@@ -657,6 +657,13 @@ async fn scenarios(ns: &TestNs) -> Result<()> {
         counter(&metrics, "ferrokv_operator_child_applies_total{outcome=\"applied\"}").unwrap_or(0.0),
         counter(&metrics, "ferrokv_operator_child_applies_total{outcome=\"unchanged\"}").unwrap_or(0.0),
     );
+    // Most reconciles find the children as last applied and write nothing.
+    let unchanged = counter(&metrics, "ferrokv_operator_child_applies_total{outcome=\"unchanged\"}");
+    let applied = counter(&metrics, "ferrokv_operator_child_applies_total{outcome=\"applied\"}");
+    ensure!(
+        unchanged.zip(applied).is_some_and(|(u, a)| u > a),
+        "children applied {applied:?} times, found unchanged {unchanged:?}"
+    );
 
     // A restart of a Ready cluster's operator changes nothing.
     let before = cluster(ns).await?.status;
