@@ -13,6 +13,8 @@
 #            a reconcile with nothing to do, the common case
 #   churn    a replica Pod deleted (back, resynced), then replicasPerShard 1 -> 2
 # The machine is shared: run it twice and report both.
+# BENCH_OPERATOR_LOG=path keeps the operator's log there (RUST_LOG=ferrokv_operator=debug adds
+# each reconcile's phase timings to it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -148,5 +150,6 @@ echo "operator RSS: $rss MiB (target <= 64)"
 
 kubectl -n "$NS" delete kvc bench --wait=true --timeout=120s >/dev/null
 stop_pid "$OPERATOR"
+if [ -n "${BENCH_OPERATOR_LOG:-}" ]; then cp "$WORK/operator.log" "$BENCH_OPERATOR_LOG"; fi
 kubectl delete namespace "$NS" --wait=false >/dev/null
 "$SANDBOX" down >&2

@@ -200,7 +200,8 @@ pub async fn status(
 /// What a push achieved.
 #[derive(Debug, Default)]
 pub struct PushOutcome {
-    pub accepted: usize,
+    /// Addresses of the nodes that took it.
+    pub accepted: Vec<String>,
     /// `(address, error)` of the nodes that did not take it.
     pub failed: Vec<(String, String)>,
 }
@@ -236,7 +237,7 @@ pub async fn push(t: &Topology, password: Option<&str>) -> PushOutcome {
         });
         for (addr, r) in join_all(sends).await {
             match r {
-                Ok(()) => out.accepted += 1,
+                Ok(()) => out.accepted.push(addr),
                 Err(e) => out.failed.push((addr, e)),
             }
         }

@@ -4,15 +4,17 @@
 //! # Layout
 //!
 //! - [`observe`]: the cluster's Pods (IP, readiness) from the watch cache and each node's view
-//!   over RESP at its Pod IP (node ID, held topology and epoch, role, replication link and
-//!   offset).
+//!   (node ID, held topology and epoch, role, replication link and offset) from [`nodes`].
+//! - [`nodes`]: background pollers that ask each node its state at its Pod IP and wake the
+//!   cluster's reconcile when it changes, and the background topology pushes: a reconcile never
+//!   waits on a node.
 //! - [`build`]: the children, pure functions of the spec: StatefulSet + PodDisruptionBudget per
 //!   shard, headless and client Services, ConfigMap with the node config file, auth Secret.
 //! - [`plan`]: the pure decision: at most one topology action, Pod role labels, the status, and
 //!   the Events to record. Unit-tested with fixtures.
 //! - [`apply`]: server-side apply with one field manager (skipped for children still as this
-//!   process last applied them), the status write, the topology push, the role labels, and the
-//!   finalizer's cleanup.
+//!   process last applied them), the status write, the topology push (run by [`nodes`]), the
+//!   role labels, and the finalizer's cleanup.
 //!
 //! # Watches and caches
 //!
@@ -20,9 +22,11 @@
 //! triggered by the KvClusters and by reflector-backed watches of the node Pods, the children
 //! and the generated Secrets. A reconcile reads those caches instead of the API: the trigger
 //! comes from the same watch after the cache took the change, so what a reconcile reads is never
-//! older than what woke it. A steady-state reconcile therefore costs no API round trip (one GET
-//! when the password Secret is the user's), only the nodes' answers; writes happen only when
-//! something changed.
+//! older than what woke it. The nodes are watched the same way, by pollers ([`nodes`]) that
+//! trigger a reconcile when a node's state changes. A steady-state reconcile therefore costs no
+//! round trip at all (one GET when the password Secret is the user's); writes happen only when
+//! something changed, and a topology push is handed to a background task once the status names
+//! it.
 //!
 //! # Why one StatefulSet per shard
 //!
@@ -58,6 +62,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod nodes;
 pub mod observe;
 pub mod plan;
 
@@ -79,7 +84,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use self::build::LABEL_CLUSTER;
-use self::plan::{Decision, PushReason};
+use self::plan::{Decision, PushReason, TopologyAction};
 use crate::crd::KvCluster;
 use crate::metrics::Metrics;
 
@@ -140,6 +145,8 @@ pub struct Context {
     /// The scope's children, kept by watches: what lets apply skip unchanged objects.
     pub children: apply::ChildStores,
     pub applied: apply::AppliedCache,
+    /// The nodes' states, kept by pollers, and the topology pushes in flight.
+    pub nodes: Arc<nodes::Nodes>,
 }
 
 /// Run the controller until `shutdown` resolves (only while this process leads).
@@ -240,6 +247,7 @@ async fn controller(
     let (statefulsets, sts_events) = reflect(scoped::<StatefulSet>(client, namespace), ours.clone());
     let (pdbs, pdb_events) = reflect(scoped::<PodDisruptionBudget>(client, namespace), ours.clone());
     let (secrets, secret_events) = reflect(scoped::<Secret>(client, namespace), ours);
+    let (node_changes, node_events) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: config.clone(),
@@ -254,6 +262,7 @@ async fn controller(
             pdbs,
         },
         applied: apply::AppliedCache::default(),
+        nodes: nodes::Nodes::new(node_changes),
     });
     Controller::new(scoped::<KvCluster>(client, namespace), watcher::Config::default())
         .owns_stream(sts_events)
@@ -268,6 +277,8 @@ async fn controller(
             let ns = pod.namespace();
             cluster.map(|c| ObjectRef::<KvCluster>::new(&c).within(ns.as_deref().unwrap_or_default()))
         })
+        // A node's state changed (polled), or a topology push ended.
+        .reconcile_on(node_events)
         .graceful_shutdown_on(async move {
             let _ = stopped.wait_for(|s| *s).await;
         })
@@ -292,6 +303,7 @@ async fn reconcile(kv: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, Erro
         match event {
             Finalizer::Apply(kv) => reconcile_apply(&kv, &ctx).await,
             Finalizer::Cleanup(kv) => {
+                ctx.nodes.forget(&ObjectRef::from_obj(kv.as_ref()));
                 apply::cleanup(&ctx.client, &kv).await?;
                 record(
                     &ctx,
@@ -368,11 +380,15 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
     }
     let children = build::children(kv, &ctx.config.node_image)?;
     let t_secret = t0.elapsed();
-    apply::children(client, fm, &children, &ctx.children, &ctx.applied, &ctx.metrics).await?;
-    let t_children = t0.elapsed();
     // A Pod cache that has not finished its first list would show a cluster without Pods.
     ctx.pods.wait_until_ready().await.map_err(|_| Error::CacheClosed)?;
-    let observed = observe::observe(&ctx.pods, &ctx.children.statefulsets, kv, password.as_deref()).await?;
+    let observed = observe::observe(
+        &ctx.pods,
+        &ctx.children.statefulsets,
+        &ctx.nodes,
+        kv,
+        password.as_deref(),
+    );
     let t_observe = t0.elapsed();
     let mut plan = plan::plan(kv, &observed, Time(k8s_openapi::jiff::Timestamp::now()));
     if kv.spec.auth.is_some() && password.is_none() {
@@ -386,62 +402,43 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
         });
     }
 
-    if let Some(action) = &plan.topology {
-        // Write-ahead: the status names the topology before any node holds it, so a crash
+    let cluster = ObjectRef::from_obj(kv);
+    let pending = ctx.nodes.pending_push(&cluster);
+    // The writes of a reconcile are independent of each other (the plan was made from caches,
+    // not from what they return), so they go to the apiserver together: a reconcile that
+    // changes a child, the status and labels costs one round trip of latency, not three.
+    let children_write = apply::children(client, fm, &children, &ctx.children, &ctx.applied, &ctx.metrics);
+    let status_write = async {
+        // Write-ahead: the status names a topology before any node is sent it, so a crash
         // between the two is finished by the next reconcile (re-push), never redone differently.
-        apply::status(client, fm, kv, &plan.status).await?;
-        let outcome = apply::push(&action.topology, password.as_deref()).await;
-        let result = match (outcome.accepted, outcome.failed.len()) {
-            (_, 0) => "ok",
-            (0, _) => "error",
-            _ => "partial",
-        };
-        ctx.metrics.topology_pushes.with_label_values(&[result]).inc();
-        let d = if outcome.failed.is_empty() {
-            Decision {
-                warning: false,
-                reason: "TopologyPushed",
-                note: format!(
-                    "epoch {} pushed to {} nodes ({})",
-                    action.topology.epoch,
-                    outcome.accepted,
-                    match action.reason {
-                        PushReason::Initial => "first topology",
-                        PushReason::MembersChanged => "members changed",
-                        PushReason::Resync => "nodes behind caught up",
-                    }
-                ),
-            }
-        } else {
-            let failed: Vec<String> = outcome.failed.iter().map(|(a, e)| format!("{a}: {e}")).collect();
-            Decision {
-                warning: true,
-                reason: "TopologyPushFailed",
-                note: format!(
-                    "epoch {}: {} nodes took it, {} did not ({})",
-                    action.topology.epoch,
-                    outcome.accepted,
-                    outcome.failed.len(),
-                    failed.join("; ")
-                ),
-            }
-        };
-        plan.decisions.push(d);
-    } else if kv.status.as_ref() != Some(&plan.status) {
-        apply::status(client, fm, kv, &plan.status).await?;
-    }
-    let t_topology = t0.elapsed();
-    apply::roles(client, &ns, &plan.roles).await?;
+        if kv.status.as_ref() != Some(&plan.status) {
+            apply::status(client, fm, kv, &plan.status).await?;
+        }
+        if let Some(action) = &plan.topology
+            && pending != Some(action.topology.epoch)
+        {
+            push(ctx, &cluster, kv, action, password.clone());
+        }
+        Ok::<_, kube::Error>(())
+    };
+    // A role label follows the topology the node holds: not while a push is still on its way.
+    let roles_write = async {
+        if plan.topology.is_none() && pending.is_none() {
+            apply::roles(client, &ns, &plan.roles).await?;
+        }
+        Ok::<_, kube::Error>(())
+    };
+    futures::try_join!(children_write, status_write, roles_write)?;
+    let t_writes = t0.elapsed();
     if let Some(pod) = &plan.delete {
         apply::delete_pod(client, &ns, pod).await?;
     }
     tracing::debug!(
         cluster = %kv.name_any(),
         secret_ms = t_secret.as_millis() as u64,
-        children_ms = (t_children - t_secret).as_millis() as u64,
-        observe_ms = (t_observe - t_children).as_millis() as u64,
-        status_and_push_ms = (t_topology - t_observe).as_millis() as u64,
-        roles_ms = (t0.elapsed() - t_topology).as_millis() as u64,
+        observe_ms = (t_observe - t_secret).as_millis() as u64,
+        writes_ms = (t_writes - t_observe).as_millis() as u64,
+        delete_ms = (t0.elapsed() - t_writes).as_millis() as u64,
         "reconcile phases"
     );
     for d in &plan.decisions {
@@ -459,4 +456,65 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
         });
     }
     Ok(Action::requeue(plan.requeue))
+}
+
+/// Hand `action`'s push to the background (see [`nodes`]); when it ends, count it and record
+/// its Event.
+fn push(
+    ctx: &Context,
+    cluster: &ObjectRef<KvCluster>,
+    kv: &KvCluster,
+    action: &TopologyAction,
+    password: Option<String>,
+) {
+    let (metrics, recorder, reference) = (ctx.metrics.clone(), ctx.recorder.clone(), kv.object_ref(&()));
+    let (epoch, reason) = (action.topology.epoch, action.reason);
+    ctx.nodes.push(
+        cluster.clone(),
+        action.topology.clone(),
+        password,
+        move |outcome| async move {
+            let d = push_decision(epoch, reason, &outcome);
+            let result = match (outcome.accepted.len(), outcome.failed.len()) {
+                (_, 0) => "ok",
+                (0, _) => "error",
+                _ => "partial",
+            };
+            metrics.topology_pushes.with_label_values(&[result]).inc();
+            let name = reference.name.clone().unwrap_or_default();
+            tracing::info!(cluster = %name, reason = d.reason, "{}", d.note);
+            publish(&recorder, &reference, &d).await;
+        },
+    );
+}
+
+/// The Event recording how a topology push went.
+fn push_decision(epoch: u64, reason: PushReason, outcome: &apply::PushOutcome) -> Decision {
+    if outcome.failed.is_empty() {
+        Decision {
+            warning: false,
+            reason: "TopologyPushed",
+            note: format!(
+                "epoch {epoch} pushed to {} nodes ({})",
+                outcome.accepted.len(),
+                match reason {
+                    PushReason::Initial => "first topology",
+                    PushReason::MembersChanged => "members changed",
+                    PushReason::Resync => "nodes behind caught up",
+                }
+            ),
+        }
+    } else {
+        let failed: Vec<String> = outcome.failed.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+        Decision {
+            warning: true,
+            reason: "TopologyPushFailed",
+            note: format!(
+                "epoch {epoch}: {} nodes took it, {} did not ({})",
+                outcome.accepted.len(),
+                outcome.failed.len(),
+                failed.join("; ")
+            ),
+        }
+    }
 }

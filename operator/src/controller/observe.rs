@@ -1,11 +1,13 @@
-//! Observe: the cluster's Pods from the watch cache and each node's own view over RESP.
+//! Observe: the cluster's Pods from the watch cache and each node's own view, as last polled
+//! by [`Nodes`](super::nodes::Nodes).
 //!
 //! Nodes are asked directly at their Pod IP (never through a Service or DNS: the operator must
-//! see each node, including one no Service routes to). One connection per node, all nodes at
-//! once, each bounded by [`NODE_TIMEOUT`], so a hung node costs one timeout, not one per node.
-//! A node that does not answer is observed as "not reachable" (`node: None`), which the planner
-//! treats like a Pod that is not Ready.
+//! see each node, including one no Service routes to), by background pollers: observing costs
+//! no round trip. A node that does not answer (within [`NODE_TIMEOUT`]), or has not answered
+//! yet, is observed as "not reachable" (`node: None`), which the planner treats like a Pod that
+//! is not Ready.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrokv_node::cluster::driver::{Conn, DriverError, Value};
@@ -16,6 +18,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 
 use super::build::{CLIENT_PORT, LABEL_CLUSTER, LABEL_ROLE, LABEL_SHARD, auth_ref};
+use super::nodes::{NodeKey, Nodes};
 use super::plan::{NodeObs, Observed, PodObs};
 use crate::crd::KvCluster;
 
@@ -66,13 +69,14 @@ pub async fn password(
 }
 
 /// The cluster's Pods from the watch cache `pods` (no API round trip: the reconcile was
-/// triggered by the very watch that fills it), and each ready node's own view over RESP.
-pub async fn observe(
+/// triggered by the very watch that fills it), and each Ready node's own view from `nodes`.
+pub fn observe(
     pods: &Store<Pod>,
     statefulsets: &Store<StatefulSet>,
+    nodes: &Arc<Nodes>,
     kv: &KvCluster,
     password: Option<&str>,
-) -> Result<Observed, ObserveError> {
+) -> Observed {
     let ns = kv.namespace().unwrap_or_default();
     let name = kv.name_any();
     let list: Vec<_> = pods
@@ -80,17 +84,33 @@ pub async fn observe(
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.labels().get(LABEL_CLUSTER) == Some(&name))
         .collect();
-    let mut pods: Vec<PodObs> = list.iter().filter_map(|p| pod_obs(&name, p)).collect();
-    let asks = pods.iter().map(|p| async move {
-        match (&p.ip, p.ready && !p.terminating) {
-            (Some(ip), true) => ask_node(&format!("{ip}:{CLIENT_PORT}"), password).await,
-            _ => None,
-        }
-    });
-    let answers = futures::future::join_all(asks).await;
-    for (p, node) in pods.iter_mut().zip(answers) {
-        p.node = node;
-    }
+    let cluster = ObjectRef::from_obj(kv);
+    let found: Vec<(PodObs, Option<NodeKey>)> = list
+        .iter()
+        .filter_map(|p| {
+            let obs = pod_obs(&name, p)?;
+            let key = match (&obs.ip, obs.ready && !obs.terminating, &p.metadata.uid) {
+                (Some(ip), true, Some(uid)) => Some(NodeKey {
+                    cluster: cluster.clone(),
+                    pod_uid: uid.clone(),
+                    addr: format!("{ip}:{CLIENT_PORT}"),
+                }),
+                _ => None,
+            };
+            Some((obs, key))
+        })
+        .collect();
+    let wanted: Vec<NodeKey> = found.iter().filter_map(|(_, k)| k.clone()).collect();
+    let mut answers = nodes.read(&cluster, &wanted, password).into_iter();
+    let mut pods: Vec<PodObs> = found
+        .into_iter()
+        .map(|(mut obs, key)| {
+            if key.is_some() {
+                obs.node = answers.next().flatten();
+            }
+            obs
+        })
+        .collect();
     pods.sort_by_key(|p| (p.shard, p.ordinal));
     let update_revisions = statefulsets
         .state()
@@ -101,7 +121,7 @@ pub async fn observe(
             Some((shard, s.status.as_ref()?.update_revision.clone()?))
         })
         .collect();
-    Ok(Observed { pods, update_revisions })
+    Observed { pods, update_revisions }
 }
 
 fn pod_obs(cluster: &str, pod: &Pod) -> Option<PodObs> {
@@ -134,20 +154,6 @@ fn pod_obs(cluster: &str, pod: &Pod) -> Option<PodObs> {
     })
 }
 
-async fn ask_node(addr: &str, password: Option<&str>) -> Option<NodeObs> {
-    match tokio::time::timeout(NODE_TIMEOUT, node_state(addr, password)).await {
-        Ok(Ok(n)) => Some(n),
-        Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "node did not answer");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%addr, "node timed out");
-            None
-        }
-    }
-}
-
 /// Open an authenticated admin connection to a node.
 pub async fn connect(addr: &str, password: Option<&str>) -> Result<Conn, DriverError> {
     let mut c = Conn::connect(addr).await?;
@@ -164,8 +170,8 @@ fn protocol(addr: &str, msg: String) -> DriverError {
     }
 }
 
-async fn node_state(addr: &str, password: Option<&str>) -> Result<NodeObs, DriverError> {
-    let mut c = connect(addr, password).await?;
+/// A node's state: its ID, the topology it holds, its replication role, link and offset.
+pub async fn node_state(c: &mut Conn, addr: &str) -> Result<NodeObs, DriverError> {
     let id = match c.ok(&[b"CLUSTER", b"MYID"]).await? {
         Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
         v => return Err(protocol(addr, format!("unexpected CLUSTER MYID reply {v:?}"))),

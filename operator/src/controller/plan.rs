@@ -129,8 +129,8 @@ pub struct Plan {
     pub delete: Option<String>,
 }
 
-/// How soon to look again while something is in progress: replica sync and node state are not
-/// Kubernetes events, so nothing else would trigger the next step.
+/// How soon to look again while something is in progress. Node state changes wake a reconcile
+/// through the node pollers; this is the backstop should a wake-up be missed.
 pub const REQUEUE_BUSY: Duration = Duration::from_secs(2);
 /// How often a Ready cluster is looked at anyway (a node can fall behind without any Pod change).
 pub const REQUEUE_IDLE: Duration = Duration::from_secs(30);
