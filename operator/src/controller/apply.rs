@@ -179,13 +179,14 @@ pub async fn generate_secret(client: &kube::Client, kv: &KvCluster) -> Result<St
     Ok(password)
 }
 
-/// Write the status (server-side apply of the status subresource).
+/// Write the status (server-side apply of the status subresource); returns the
+/// resourceVersion the write produced.
 pub async fn status(
     client: &kube::Client,
     fm: &str,
     kv: &KvCluster,
     status: &KvClusterStatus,
-) -> Result<(), kube::Error> {
+) -> Result<Option<String>, kube::Error> {
     let api: Api<KvCluster> = Api::namespaced(client.clone(), &kv.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": KvCluster::api_version(&()),
@@ -194,7 +195,47 @@ pub async fn status(
     });
     api.patch_status(&kv.name_any(), &PatchParams::apply(fm).force(), &Patch::Apply(&patch))
         .await
-        .map(|_| ())
+        .map(|kv| kv.resource_version())
+}
+
+/// The resourceVersion of each KvCluster's last status write by this process (by UID), to tell
+/// a reconcile that its copy of the object predates that write.
+///
+/// The controller hands a reconcile the KvCluster from its watch cache, and the cache learns of
+/// a status write only when the watch event for it arrives, a few milliseconds later. A
+/// reconcile woken in between (by a Pod or a node change) would plan from the status before the
+/// write: write the same status again, or worse, decide a topology the write already recorded
+/// and push it under a new epoch. Such a reconcile does nothing instead: the write's own watch
+/// event wakes a reconcile with the fresh object at once.
+///
+/// resourceVersions are opaque to clients by contract; the apiserver's etcd storage makes them
+/// increasing integers, and one that does not parse as one is treated as fresh (the old
+/// behaviour: at worst a redundant write).
+#[derive(Default)]
+pub struct StatusWrites {
+    last: parking_lot::Mutex<HashMap<String, u64>>,
+}
+
+impl StatusWrites {
+    pub fn wrote(&self, kv: &KvCluster, resource_version: Option<&str>) {
+        if let (Some(uid), Some(rv)) = (kv.uid(), resource_version.and_then(|v| v.parse().ok())) {
+            self.last.lock().insert(uid, rv);
+        }
+    }
+
+    /// `kv` is older than this process's last status write of it.
+    pub fn is_stale(&self, kv: &KvCluster) -> bool {
+        let (Some(uid), Some(rv)) = (kv.uid(), kv.resource_version().and_then(|v| v.parse::<u64>().ok())) else {
+            return false;
+        };
+        self.last.lock().get(&uid).is_some_and(|&written| rv < written)
+    }
+
+    pub fn forget(&self, kv: &KvCluster) {
+        if let Some(uid) = kv.uid() {
+            self.last.lock().remove(&uid);
+        }
+    }
 }
 
 /// What a push achieved.
@@ -290,6 +331,32 @@ mod tests {
             labels: Some([("app".to_string(), label.to_string())].into()),
             ..ObjectMeta::default()
         }
+    }
+
+    #[test]
+    fn a_cached_cluster_older_than_our_status_write_is_stale() {
+        let kv_at = |uid: &str, rv: &str| {
+            let mut kv = crate::controller::plan::tests::cluster(1, 0);
+            kv.metadata.uid = Some(uid.into());
+            kv.metadata.resource_version = Some(rv.into());
+            kv
+        };
+        let writes = StatusWrites::default();
+        assert!(!writes.is_stale(&kv_at("u1", "10")), "nothing written yet");
+        writes.wrote(&kv_at("u1", "10"), Some("15"));
+        assert!(writes.is_stale(&kv_at("u1", "10")), "the copy from before the write");
+        assert!(!writes.is_stale(&kv_at("u1", "15")), "the write itself");
+        assert!(!writes.is_stale(&kv_at("u1", "16")), "later");
+        assert!(
+            !writes.is_stale(&kv_at("u2", "10")),
+            "another object (recreated: new UID)"
+        );
+        assert!(
+            !writes.is_stale(&kv_at("u1", "not-a-number")),
+            "opaque: treated as fresh"
+        );
+        writes.forget(&kv_at("u1", "10"));
+        assert!(!writes.is_stale(&kv_at("u1", "10")));
     }
 
     #[test]

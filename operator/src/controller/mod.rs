@@ -147,6 +147,7 @@ pub struct Context {
     pub applied: apply::AppliedCache,
     /// The nodes' states, kept by pollers, and the topology pushes in flight.
     pub nodes: Arc<nodes::Nodes>,
+    pub status_writes: apply::StatusWrites,
 }
 
 /// Run the controller until `shutdown` resolves (only while this process leads).
@@ -263,6 +264,7 @@ async fn controller(
         },
         applied: apply::AppliedCache::default(),
         nodes: nodes::Nodes::new(node_changes),
+        status_writes: apply::StatusWrites::default(),
     });
     Controller::new(scoped::<KvCluster>(client, namespace), watcher::Config::default())
         .owns_stream(sts_events)
@@ -304,6 +306,7 @@ async fn reconcile(kv: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, Erro
             Finalizer::Apply(kv) => reconcile_apply(&kv, &ctx).await,
             Finalizer::Cleanup(kv) => {
                 ctx.nodes.forget(&ObjectRef::from_obj(kv.as_ref()));
+                ctx.status_writes.forget(&kv);
                 apply::cleanup(&ctx.client, &kv).await?;
                 record(
                     &ctx,
@@ -355,6 +358,12 @@ async fn publish(recorder: &Recorder, reference: &k8s_openapi::api::core::v1::Ob
 }
 
 async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error> {
+    if ctx.status_writes.is_stale(kv) {
+        // See `StatusWrites`: the watch event of our own write is on its way and wakes a
+        // reconcile with the object as written; the requeue is the backstop.
+        tracing::debug!(cluster = %kv.name_any(), "the cached object predates our last status write");
+        return Ok(Action::requeue(plan::REQUEUE_BUSY));
+    }
     let client = &ctx.client;
     let fm = ctx.config.field_manager.as_str();
     let ns = kv.namespace().unwrap_or_default();
@@ -411,15 +420,17 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
     let status_write = async {
         // Write-ahead: the status names a topology before any node is sent it, so a crash
         // between the two is finished by the next reconcile (re-push), never redone differently.
-        if kv.status.as_ref() != Some(&plan.status) {
-            apply::status(client, fm, kv, &plan.status).await?;
+        let write = kv.status.as_ref() != Some(&plan.status);
+        if write {
+            let rv = apply::status(client, fm, kv, &plan.status).await?;
+            ctx.status_writes.wrote(kv, rv.as_deref());
         }
         if let Some(action) = &plan.topology
             && pending != Some(action.topology.epoch)
         {
             push(ctx, &cluster, kv, action, password.clone());
         }
-        Ok::<_, kube::Error>(())
+        Ok::<_, kube::Error>(write)
     };
     // A role label follows the topology the node holds: not while a push is still on its way.
     let roles_write = async {
@@ -428,7 +439,7 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
         }
         Ok::<_, kube::Error>(())
     };
-    futures::try_join!(children_write, status_write, roles_write)?;
+    let ((), status_written, ()) = futures::try_join!(children_write, status_write, roles_write)?;
     let t_writes = t0.elapsed();
     if let Some(pod) = &plan.delete {
         apply::delete_pod(client, &ns, pod).await?;
@@ -439,6 +450,8 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
         observe_ms = (t_observe - t_secret).as_millis() as u64,
         writes_ms = (t_writes - t_observe).as_millis() as u64,
         delete_ms = (t0.elapsed() - t_writes).as_millis() as u64,
+        status_written,
+        resource_version = kv.resource_version().unwrap_or_default(),
         "reconcile phases"
     );
     for d in &plan.decisions {
