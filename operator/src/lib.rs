@@ -4,8 +4,9 @@
 //!
 //! - [`crd`]: the `KvCluster` resource (`ferrokv.io/v1alpha1`), its schema rules and status.
 //!   The CRD YAML in `crds/` and in the chart is generated from it (`ferrokv-operator crd`).
-//! - [`controller`]: the KvCluster reconcile loop: observe (Pods from the API, nodes over RESP at
-//!   their Pod IPs) → plan (pure) → apply (server-side apply, topology push) → status.
+//! - [`controller`]: the KvCluster reconcile loop: observe (Pods from watch caches, nodes from
+//!   background pollers at their Pod IPs) → plan (pure) → apply (server-side apply, status,
+//!   topology push handed to a background task) → status.
 //! - [`metrics`]: the operator's Prometheus metrics.
 //! - [`leader`]: leader election through a Lease; the binary runs the controller only while
 //!   [`leader::Elector`] says this replica leads.
