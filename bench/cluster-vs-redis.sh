@@ -18,9 +18,12 @@
 #              (ferrokv / Redis, below 1 is better).
 #
 # The order of the two systems alternates between the -P 1 and -P 16 rounds.
-# Redis runs single-threaded per process, ferrokv with its defaults (one
-# worker thread per core per process); servers and the benchmark client share
-# the machine's cores: quote the machine and its load with the numbers.
+# Redis runs single-threaded per process; each ferrokv node gets the
+# LocalCluster share of the cores, cores / nodes worker threads (at least
+# one: 1 on 2 cores), as a Pod CPU limit of that share would give it (see
+# ARCHITECTURE.md, "Runtime and worker threads"); servers and the benchmark
+# client share the machine's cores: quote the machine and its load with the
+# numbers.
 # Every process is killed by PID on exit.
 #
 # Usage: bench/cluster-vs-redis.sh            (about 2 minutes on 2 cores)
