@@ -37,13 +37,20 @@ fn spawn_node(extra: &[&str]) -> Node {
         .stderr(Stdio::null())
         .spawn()
         .expect("start ferrokv-node");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let out = child.stdout.take().unwrap();
+    // Owned by a `Node` from here on, so a failed start is still killed and reaped.
+    let mut node = Node {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let mut out = BufReader::new(out);
     loop {
         let mut line = String::new();
         if out.read_line(&mut line).unwrap() == 0 {
             panic!("ferrokv-node exited before printing its address");
         }
         if let Some(a) = line.trim().strip_prefix("ferrokv-node listening on ") {
+            node.addr = a.parse().unwrap();
             // Keep draining stdout so a later print never blocks the node.
             std::thread::spawn(move || {
                 let mut sink = String::new();
@@ -51,10 +58,7 @@ fn spawn_node(extra: &[&str]) -> Node {
                     sink.clear();
                 }
             });
-            return Node {
-                child,
-                addr: a.parse().unwrap(),
-            };
+            return node;
         }
     }
 }
@@ -79,7 +83,11 @@ fn workers(addr: SocketAddr) -> usize {
 #[test]
 fn threads_come_from_the_flag_the_config_file_or_the_usable_cores() {
     let cores = std::thread::available_parallelism().unwrap().get();
-    assert_eq!(workers(spawn_node(&[]).addr), cores, "default: one worker per usable core");
+    assert_eq!(
+        workers(spawn_node(&[]).addr),
+        cores,
+        "default: one worker per usable core"
+    );
     assert_eq!(workers(spawn_node(&["--threads", "3"]).addr), 3);
     assert_eq!(workers(spawn_node(&["--threads", "1"]).addr), 1);
     // The runtime is built before the server reads its config: the file's
@@ -118,15 +126,18 @@ fn one_worker_serves_blocking_pops_group_commit_and_saves() {
         info.contains("blocked_clients:1").then_some(())
     });
     assert_eq!(b.cmd(&["RPUSH", "list", "x"]), Frame::Int(1));
-    assert_eq!(
-        a.read(),
-        Frame::Array(vec![Frame::bulk("list"), Frame::bulk("x")])
-    );
+    assert_eq!(a.read(), Frame::Array(vec![Frame::bulk("list"), Frame::bulk("x")]));
     // SAVE and CONFIG SET appendonly run inline on the only thread.
     assert_eq!(b.cmd(&["SAVE"]), Frame::Simple("OK".into()));
     assert!(dir.0.join("dump.fkv").exists(), "SAVE wrote the snapshot");
-    assert_eq!(b.cmd(&["CONFIG", "SET", "appendonly", "no"]), Frame::Simple("OK".into()));
-    assert_eq!(b.cmd(&["CONFIG", "SET", "appendonly", "yes"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        b.cmd(&["CONFIG", "SET", "appendonly", "no"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(
+        b.cmd(&["CONFIG", "SET", "appendonly", "yes"]),
+        Frame::Simple("OK".into())
+    );
     assert_eq!(a.cmd(&["INCR", "n"]), Frame::Int(1));
     assert_eq!(b.cmd(&["GET", "k"]), Frame::bulk("v"));
 }
