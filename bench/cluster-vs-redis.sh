@@ -82,6 +82,10 @@ redis-cli -p "$FERRO_SEED" CLUSTER INFO | grep -q 'cluster_state:ok' || {
     exit 1
 }
 
+# What the LocalCluster gave each node (cores / nodes): quoted in the title.
+WORKERS="$(redis-cli -p "$FERRO_SEED" INFO server | tr -d '\r' | sed -n 's/^ferrokv_worker_threads://p')"
+say "ferrokv: $WORKERS worker thread(s) per node"
+
 CSV="$WORK/throughput.csv"
 : >"$CSV"
 round=0
@@ -120,7 +124,7 @@ for port in "$REDIS_SEED" "$FERRO_SEED"; do
 done
 
 python3 bench/bench_report.py table --throughput "$CSV" \
-    --title "3-shard cluster (3 primaries, no replicas), redis-benchmark --cluster --threads $BENCH_THREADS -r $BENCH_KEYSPACE" \
+    --title "3-shard cluster (3 primaries, no replicas, ferrokv $WORKERS worker thread(s) per node), redis-benchmark --cluster --threads $BENCH_THREADS -r $BENCH_KEYSPACE" \
     --clients "$BENCH_CLIENTS" --requests "$BENCH_N (-P 1), $((BENCH_N * 10)) (-P 16)" \
     --redis-version "$(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')" --cores "$(nproc)"
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

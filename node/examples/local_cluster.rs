@@ -8,6 +8,9 @@
 //! # node <shard> <primary|replica> <ip:port> <id> <pid>
 //! ```
 //!
+//! The nodes share this machine's cores: each runs `cores / nodes` worker
+//! threads (at least one), as [`LocalCluster::start_with`] explains.
+//!
 //! Replicas take their role from the topology (`REPLICAOF` of their shard's
 //! primary). The node PIDs are printed so that a script can still stop the
 //! nodes if this process is killed with SIGKILL (which it cannot catch).
