@@ -1,4 +1,5 @@
-//! The network side: listeners, the accept loop, background jobs, shutdown.
+//! The network side: the runtime ([`runtime`]), listeners, the accept loop,
+//! background jobs, shutdown.
 
 pub mod admin;
 pub mod conn;
@@ -74,9 +75,10 @@ impl Running {
 /// I/O driver on one thread that sleeps in `epoll_wait` between batches, as
 /// a Redis process does. A one-worker multi-thread runtime costs more: its
 /// I/O driver and scheduler go through the shared, cross-thread paths
-/// (measured on a 3-node cluster on 2 cores: ~0.2 fewer context switches and
-/// a few percent less server CPU per unpipelined request with the
-/// current-thread runtime). Blocking commands (SAVE, CONFIG SET appendonly)
+/// (measured on a 3-node cluster on 2 cores, unpipelined: 2–6% more server
+/// CPU per request than the current-thread runtime; two workers per node
+/// cost ~20% more and 0.36 instead of 0.23 context switches per request,
+/// see ARCHITECTURE.md). Blocking commands (SAVE, CONFIG SET appendonly)
 /// then run inline on that thread, holding up every client while they run,
 /// as in Redis; with more workers they use `block_in_place`.
 pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
