@@ -17,9 +17,10 @@
 //! - Slot migration ([`migrate_slot`], [`resume_migration`],
 //!   [`cancel_migration`], [`migration_status`]): the control plane's side of
 //!   [`super::migrate`]. [`promote_replica`] fails a shard over while it is
-//!   in a migration (the migration is carried over to the promoted replica). Every step is idempotent and reads back what the
-//!   nodes hold, so a driver that restarts resumes from what the nodes
-//!   report, not from memory it lost.
+//!   in a migration (the migration is carried over to the promoted replica).
+//!   Every step is idempotent and reads back what the nodes hold, so a
+//!   driver that restarts resumes from what the nodes report, not from
+//!   memory it lost.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
