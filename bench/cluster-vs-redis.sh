@@ -31,6 +31,8 @@
 #   BENCH_TESTS=set,get,incr,hset
 #   BENCH_QUICK=1   small N: to check the script itself
 #   FERROKV_NODE_BIN=path   use this binary (the example is still built)
+#   FERROKV_THREADS=N       --threads N for every ferrokv node instead of the
+#                           LocalCluster's share of the cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -60,7 +62,9 @@ REDIS_SEED="${RPORTS[0]}"
 
 # ---- ferrokv ----
 say "ferrokv: 3-primary cluster (local_cluster example)"
-"$EXAMPLE" "$NODE_BIN" "$WORK/ferrokv" 3 0 >"$WORK/ferrokv.out" 2>"$WORK/ferrokv.err" &
+NODE_ARGS=()
+[ -z "${FERROKV_THREADS:-}" ] || NODE_ARGS=(--threads "$FERROKV_THREADS")
+"$EXAMPLE" "$NODE_BIN" "$WORK/ferrokv" 3 0 "${NODE_ARGS[@]+"${NODE_ARGS[@]}"}" >"$WORK/ferrokv.out" 2>"$WORK/ferrokv.err" &
 EXAMPLE_PID=$!
 track "$EXAMPLE_PID"
 for i in $(seq 1 1500); do
