@@ -18,9 +18,12 @@
 #              (ferrokv / Redis, below 1 is better).
 #
 # The order of the two systems alternates between the -P 1 and -P 16 rounds.
-# Redis runs single-threaded per process, ferrokv with its defaults (one
-# worker thread per core per process); servers and the benchmark client share
-# the machine's cores: quote the machine and its load with the numbers.
+# Redis runs single-threaded per process; each ferrokv node gets the
+# LocalCluster share of the cores, cores / nodes worker threads (at least
+# one: 1 on 2 cores), as a Pod CPU limit of that share would give it (see
+# ARCHITECTURE.md, "Runtime and worker threads"); servers and the benchmark
+# client share the machine's cores: quote the machine and its load with the
+# numbers.
 # Every process is killed by PID on exit.
 #
 # Usage: bench/cluster-vs-redis.sh            (about 2 minutes on 2 cores)
@@ -28,6 +31,8 @@
 #   BENCH_TESTS=set,get,incr,hset
 #   BENCH_QUICK=1   small N: to check the script itself
 #   FERROKV_NODE_BIN=path   use this binary (the example is still built)
+#   FERROKV_THREADS=N       --threads N for every ferrokv node instead of the
+#                           LocalCluster's share of the cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -57,7 +62,9 @@ REDIS_SEED="${RPORTS[0]}"
 
 # ---- ferrokv ----
 say "ferrokv: 3-primary cluster (local_cluster example)"
-"$EXAMPLE" "$NODE_BIN" "$WORK/ferrokv" 3 0 >"$WORK/ferrokv.out" 2>"$WORK/ferrokv.err" &
+NODE_ARGS=()
+[ -z "${FERROKV_THREADS:-}" ] || NODE_ARGS=(--threads "$FERROKV_THREADS")
+"$EXAMPLE" "$NODE_BIN" "$WORK/ferrokv" 3 0 "${NODE_ARGS[@]+"${NODE_ARGS[@]}"}" >"$WORK/ferrokv.out" 2>"$WORK/ferrokv.err" &
 EXAMPLE_PID=$!
 track "$EXAMPLE_PID"
 for i in $(seq 1 1500); do
@@ -78,6 +85,10 @@ redis-cli -p "$FERRO_SEED" CLUSTER INFO | grep -q 'cluster_state:ok' || {
     say "ferrokv cluster is not ok"
     exit 1
 }
+
+# What the LocalCluster gave each node (cores / nodes): quoted in the title.
+WORKERS="$(redis-cli -p "$FERRO_SEED" INFO server | tr -d '\r' | sed -n 's/^ferrokv_worker_threads://p')"
+say "ferrokv: $WORKERS worker thread(s) per node"
 
 CSV="$WORK/throughput.csv"
 : >"$CSV"
@@ -117,7 +128,7 @@ for port in "$REDIS_SEED" "$FERRO_SEED"; do
 done
 
 python3 bench/bench_report.py table --throughput "$CSV" \
-    --title "3-shard cluster (3 primaries, no replicas), redis-benchmark --cluster --threads $BENCH_THREADS -r $BENCH_KEYSPACE" \
+    --title "3-shard cluster (3 primaries, no replicas, ferrokv $WORKERS worker thread(s) per node), redis-benchmark --cluster --threads $BENCH_THREADS -r $BENCH_KEYSPACE" \
     --clients "$BENCH_CLIENTS" --requests "$BENCH_N (-P 1), $((BENCH_N * 10)) (-P 16)" \
     --redis-version "$(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')" --cores "$(nproc)"
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -8,6 +8,11 @@
 //! # node <shard> <primary|replica> <ip:port> <id> <pid>
 //! ```
 //!
+//! Arguments after `replicas` go to every node (e.g. `--threads 2`). The
+//! nodes share this machine's cores: unless those arguments say otherwise,
+//! each runs `cores / nodes` worker threads (at least one), as
+//! [`LocalCluster::start_with`] explains.
+//!
 //! Replicas take their role from the topology (`REPLICAOF` of their shard's
 //! primary). The node PIDs are printed so that a script can still stop the
 //! nodes if this process is killed with SIGKILL (which it cannot catch).
@@ -17,7 +22,7 @@ use std::path::PathBuf;
 use ferrokv_node::cluster::driver::LocalCluster;
 
 fn usage() -> anyhow::Error {
-    anyhow::anyhow!("usage: local_cluster <ferrokv-node binary> <dir> [shards=3] [replicas=0]")
+    anyhow::anyhow!("usage: local_cluster <ferrokv-node binary> <dir> [shards=3] [replicas=0] [node args...]")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,7 +33,8 @@ fn main() -> anyhow::Result<()> {
     let replicas: usize = args.get(3).map_or(Ok(0), |s| s.parse()).map_err(|_| usage())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let cluster = LocalCluster::start(&bin, &dir, shards, replicas).await?;
+        let extra: Vec<&str> = args.iter().skip(4).map(String::as_str).collect();
+        let cluster = LocalCluster::start_with(&bin, &dir, shards, replicas, &extra).await?;
         for (s, members) in cluster.shards.iter().enumerate() {
             for (r, n) in members.iter().enumerate() {
                 let role = if r == 0 { "primary" } else { "replica" };

@@ -62,8 +62,13 @@ pub struct ServeArgs {
     /// Entries kept in the SLOWLOG.
     #[arg(long)]
     pub slowlog_max_len: Option<usize>,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
+    /// Worker threads (default: the cores this process may use, counting
+    /// its CPU affinity and cgroup CPU quota rounded down, so a container
+    /// limited to less than 2 CPUs gets 1). With 1, one thread serves every
+    /// connection and sleeps in epoll_wait between batches, as a Redis
+    /// process does; SAVE and other blocking commands then hold up every
+    /// client while they run.
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Data directory: the snapshot file, the append-only log, the cluster
     /// state file and the persisted config epoch (`config-epoch`).

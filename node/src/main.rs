@@ -52,12 +52,10 @@ fn main() -> anyhow::Result<()> {
         None => cli.serve,
     };
     init_logging(&args.log_format);
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = rt.build()?;
+    // The runtime exists before `server::start` reads the config, so the
+    // worker count (flag or config-file `threads`) is resolved here.
+    let threads = ferrokv_node::config::Config::from_args(&args, &Default::default())?.threads;
+    let rt = ferrokv_node::server::runtime(threads)?;
     rt.block_on(async move {
         let running = ferrokv_node::server::start(&args).await?;
         for a in &running.addrs {

@@ -159,6 +159,10 @@ fn server(state: &State, s: &mut Section) {
             .unwrap_or_default(),
     );
     s.field("io_threads_active", 0);
+    // The runtime's worker count (`--threads`, or the cores this process may
+    // use): what an operator checks when a CPU limit should have lowered it.
+    let workers = tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_workers());
+    s.field("ferrokv_worker_threads", workers);
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
