@@ -401,14 +401,22 @@ impl WriteLog {
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
-/// Decimal digits of `n`.
-fn digits(mut n: usize) -> usize {
-    let mut d = 1;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
+/// Decimal digits of `n` (compares for the usual short lengths).
+#[inline]
+fn digits(n: usize) -> usize {
+    match n {
+        0..10 => 1,
+        10..100 => 2,
+        100..1000 => 3,
+        _ => {
+            let (mut n, mut d) = (n / 1000, 4);
+            while n >= 10 {
+                n /= 10;
+                d += 1;
+            }
+            d
+        }
     }
-    d
 }
 
 /// Length of [`encode_command`]'s output for `args`, without encoding.
@@ -523,6 +531,12 @@ mod tests {
             encode_command(&mut encoded, &cmds[0]);
             assert_eq!(encoded.len(), encoded_len(&cmds[0]));
             assert_eq!(counted.append_raw(&encoded), kept.append_raw(&encoded));
+        }
+        for n in [0, 9, 10, 99, 100, 999, 1000, 9999, 10_000, 123_456, 1 << 20] {
+            let c = [Bytes::from(vec![b'y'; n])];
+            let mut encoded = Vec::new();
+            encode_command(&mut encoded, &c);
+            assert_eq!(encoded.len(), encoded_len(&c), "length {n}");
         }
         assert!(!counted.keeps_backlog());
         assert_eq!(counted.backlog_len(), 0);
