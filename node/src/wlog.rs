@@ -422,7 +422,11 @@ fn digits(n: usize) -> usize {
 /// Length of [`encode_command`]'s output for `args`, without encoding.
 pub fn encoded_len(args: &[Bytes]) -> usize {
     let header = 1 + digits(args.len()) + 2;
-    header + args.iter().map(|a| 1 + digits(a.len()) + 2 + a.len() + 2).sum::<usize>()
+    header
+        + args
+            .iter()
+            .map(|a| 1 + digits(a.len()) + 2 + a.len() + 2)
+            .sum::<usize>()
 }
 
 /// Append one command as a RESP multibulk.
@@ -578,7 +582,9 @@ mod tests {
                 std::thread::yield_now();
                 log.keep_backlog();
             });
-            let total: u64 = (0..3000usize).map(|i| encoded_len(&[Bytes::from(vec![0; 1 + i % 50])]) as u64).sum();
+            let total: u64 = (0..3000usize)
+                .map(|i| encoded_len(&[Bytes::from(vec![0; 1 + i % 50])]) as u64)
+                .sum();
             assert_eq!(log.offset(), 4 * total);
             let start = log.backlog_start();
             let mut b = &log.read_from(start, usize::MAX).unwrap()[..];

@@ -749,9 +749,11 @@ fn run_with(
         (KeySpec::None, _) => state.db.lock_keys(std::iter::empty::<&[u8]>(), now),
         (KeySpec::All, _) => state.db.lock_all(now),
         // Cluster routing hashed the keys already (all to this slot).
-        (_, Some(slot)) => state
-            .db
-            .lock_slot_args(slot, key_positions_iter(spec, &args).next().map(|i| args[i].as_ref()), now),
+        (_, Some(slot)) => state.db.lock_slot_args(
+            slot,
+            key_positions_iter(spec, &args).next().map(|i| args[i].as_ref()),
+            now,
+        ),
         _ => state
             .db
             .lock_args(key_positions_iter(spec, &args).map(|i| args[i].as_ref()), now),
