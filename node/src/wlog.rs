@@ -20,6 +20,32 @@
 //! The log keeps a backlog of the last `repl-backlog-size` bytes for replicas
 //! that reconnect (partial resync), and the bytes not yet handed to the
 //! append-only file writer.
+//!
+//! Counting without keeping: until something reads the log's bytes — a
+//! replica attaches (PSYNC/SYNC), this node starts replicating from a
+//! primary, or an append-only file is attached — nothing is kept, only the
+//! offset advances, by exactly the bytes the commands encode to (one atomic
+//! compare-and-swap per write, no lock, no copy, not even the encoding). Taking
+//! the log's mutex and copying into the backlog on every write, for a backlog
+//! no one would ever read, was a measurable share of a pipelined write's CPU.
+//! Offsets mean the same either way: `master_repl_offset`, the offsets
+//! snapshots record and the offsets WAIT compares are all the same number,
+//! and a replica that attaches later is fully synchronized at a snapshot cut
+//! taken after the backlog was switched on, from which point on every byte is
+//! kept. This is what Redis does too: a primary creates its backlog when the
+//! first replica connects (and every replica keeps one, so that once promoted
+//! its own replicas can resume partially). Once on, the backlog stays on for
+//! the life of the process (Redis frees it after `repl-backlog-ttl`; keeping
+//! it is never wrong). What a replica could ask of a primary whose backlog was
+//! never on is a partial resync at an offset before the switch: none exists,
+//! since no replica ever had this history, and the request gets a full sync
+//! (as from Redis, which answers it with a full sync as well).
+//!
+//! The switch is a bit in the offset word itself, so that it and the offset
+//! change in one atomic step: a writer that counted its bytes without the
+//! lock did so entirely before the backlog was switched on (and the backlog
+//! starts after those bytes); every later writer sees the bit, its
+//! compare-and-swap fails, and it appends under the lock.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,9 +56,15 @@ use parking_lot::{Condvar, Mutex};
 /// Default backlog size, as Redis' `repl-backlog-size`.
 pub const DEFAULT_BACKLOG: usize = 1024 * 1024;
 
+/// Bit of [`WriteLog::offset`]'s word: the log's bytes are kept (see the
+/// module doc). Offsets stay far below it (2^62 bytes).
+const KEEP: u64 = 1 << 63;
+
 pub struct WriteLog {
     inner: Mutex<Inner>,
-    /// Mirror of `Inner::offset` for readers that must not take the lock.
+    /// Offset after the last appended byte, with the [`KEEP`] bit. Once
+    /// `KEEP` is set it changes only under `inner`'s lock (and before that,
+    /// only by compare-and-swap of writers that keep nothing).
     offset: AtomicU64,
     /// Wakes the append-only-file writer thread.
     pub aof_wake: Condvar,
@@ -132,8 +164,6 @@ thread_local! {
 }
 
 struct Inner {
-    /// Offset after the last appended byte.
-    offset: u64,
     backlog: Ring,
     /// Bytes not yet taken by the append-only-file writer (only collected
     /// while one is attached: without an AOF they would grow forever).
@@ -148,16 +178,24 @@ pub struct OutOfBacklog;
 
 impl Default for WriteLog {
     fn default() -> Self {
-        Self::new(0, DEFAULT_BACKLOG)
+        Self::counting(0, DEFAULT_BACKLOG)
     }
 }
 
 impl WriteLog {
-    /// A log whose next byte will have offset `offset`.
+    /// A log whose next byte will have offset `offset`, keeping its bytes
+    /// from the start.
     pub fn new(offset: u64, backlog_cap: usize) -> Self {
+        let log = Self::counting(offset, backlog_cap);
+        log.keep_backlog();
+        log
+    }
+
+    /// A log that only counts its bytes until [`WriteLog::keep_backlog`]
+    /// (a node's log: see the module doc).
+    pub fn counting(offset: u64, backlog_cap: usize) -> Self {
         WriteLog {
             inner: Mutex::new(Inner {
-                offset,
                 backlog: Ring::new(backlog_cap),
                 unpersisted: BytesMut::new(),
                 collect_unpersisted: false,
@@ -171,7 +209,49 @@ impl WriteLog {
 
     /// Offset after the last appended byte (`master_repl_offset`).
     pub fn offset(&self) -> u64 {
-        self.offset.load(Ordering::Acquire)
+        self.offset.load(Ordering::Acquire) & !KEEP
+    }
+
+    /// Keep the log's bytes from now on (a replica attaches, this node
+    /// becomes a replica, an append-only file is attached): the backlog
+    /// starts, empty, at the current offset. Idempotent, never undone.
+    pub fn keep_backlog(&self) {
+        if self.keeps_backlog() {
+            return;
+        }
+        self.keep_locked(&mut self.inner.lock());
+    }
+
+    /// [`WriteLog::keep_backlog`] with the lock held: no locked writer runs
+    /// meanwhile, and a counting writer either counted before this (its
+    /// bytes precede the backlog) or sees the bit.
+    fn keep_locked(&self, g: &mut Inner) {
+        if self.offset.fetch_or(KEEP, Ordering::AcqRel) & KEEP == 0 {
+            // Nothing was kept while counting; a backlog that starts now is empty.
+            g.backlog.clear();
+        }
+    }
+
+    /// Whether the log's bytes are kept (INFO's `repl_backlog_active`).
+    pub fn keeps_backlog(&self) -> bool {
+        self.offset.load(Ordering::Acquire) & KEEP != 0
+    }
+
+    /// Count `len` bytes without keeping them, unless the log keeps its
+    /// bytes (`None`: append under the lock).
+    #[inline]
+    fn count_only(&self, len: u64) -> Option<u64> {
+        let mut cur = self.offset.load(Ordering::Relaxed);
+        while cur & KEEP == 0 {
+            match self
+                .offset
+                .compare_exchange_weak(cur, cur + len, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(cur + len),
+                Err(now) => cur = now,
+            }
+        }
+        None
     }
 
     /// Append commands (each an argument vector). With `atomic` and more
@@ -183,6 +263,16 @@ impl WriteLog {
         if cmds.is_empty() {
             return self.offset();
         }
+        let wrap = atomic && cmds.len() > 1;
+        if !self.keeps_backlog() {
+            let mut len: usize = cmds.iter().map(|c| encoded_len(c.as_ref())).sum();
+            if wrap {
+                len += MULTI.len() + EXEC.len();
+            }
+            if let Some(end) = self.count_only(len as u64) {
+                return end;
+            }
+        }
         SCRATCH.with(|scratch| {
             // A re-entrant use (impossible today) gets a fresh buffer rather than a panic.
             let mut fresh = Vec::new();
@@ -192,15 +282,14 @@ impl WriteLog {
                 Err(_) => &mut fresh,
             };
             buf.clear();
-            let wrap = atomic && cmds.len() > 1;
             if wrap {
-                encode_command(buf, &[Bytes::from_static(b"MULTI")]);
+                buf.extend_from_slice(MULTI);
             }
             for c in cmds {
                 encode_command(buf, c.as_ref());
             }
             if wrap {
-                encode_command(buf, &[Bytes::from_static(b"EXEC")]);
+                buf.extend_from_slice(EXEC);
             }
             let end = self.append_raw(buf);
             // Do not keep a huge buffer alive after one huge command.
@@ -220,14 +309,16 @@ impl WriteLog {
     /// Append bytes that already are RESP commands (a replica relaying its
     /// primary's stream unchanged keeps the primary's offsets).
     pub fn append_raw(&self, bytes: &[u8]) -> u64 {
+        if let Some(end) = self.count_only(bytes.len() as u64) {
+            return end;
+        }
         let mut g = self.inner.lock();
-        g.offset += bytes.len() as u64;
         g.backlog.push(bytes);
         if g.collect_unpersisted {
             g.unpersisted.extend_from_slice(bytes);
         }
-        let end = g.offset;
-        self.offset.store(end, Ordering::Release);
+        let n = bytes.len() as u64;
+        let end = (self.offset.fetch_add(n, Ordering::AcqRel) & !KEEP) + n;
         drop(g);
         if self.listeners.load(Ordering::Relaxed) > 0 {
             self.appended.notify_waiters();
@@ -239,8 +330,9 @@ impl WriteLog {
     /// Up to `max` bytes starting at `from`; empty when `from` is the end.
     pub fn read_from(&self, from: u64, max: usize) -> Result<Bytes, OutOfBacklog> {
         let g = self.inner.lock();
-        let start = g.offset - g.backlog.len as u64;
-        if from < start || from > g.offset {
+        let offset = self.offset();
+        let start = offset - g.backlog.len as u64;
+        if from < start || from > offset {
             return Err(OutOfBacklog);
         }
         let skip = (from - start) as usize;
@@ -252,7 +344,7 @@ impl WriteLog {
     /// is this + 1 in Redis' INFO, which counts from 1).
     pub fn backlog_start(&self) -> u64 {
         let g = self.inner.lock();
-        g.offset - g.backlog.len as u64
+        self.offset() - g.backlog.len as u64
     }
 
     pub fn backlog_len(&self) -> usize {
@@ -268,9 +360,13 @@ impl WriteLog {
         self.inner.lock().backlog.set_cap(cap);
     }
 
-    /// Start (or stop) collecting bytes for an append-only-file writer.
+    /// Start (or stop) collecting bytes for an append-only-file writer
+    /// (starting also keeps the backlog: the bytes are read now).
     pub fn collect_unpersisted(&self, on: bool) {
         let mut g = self.inner.lock();
+        if on {
+            self.keep_locked(&mut g);
+        }
         g.collect_unpersisted = on;
         if !on {
             g.unpersisted.clear();
@@ -285,7 +381,7 @@ impl WriteLog {
             self.aof_wake.wait_for(&mut g, wait);
         }
         let bytes = g.unpersisted.split().freeze();
-        (g.offset - bytes.len() as u64, bytes)
+        (self.offset() - bytes.len() as u64, bytes)
     }
 
     /// Start a new history at `offset` (after loading a snapshot, or when a
@@ -293,11 +389,44 @@ impl WriteLog {
     /// describes the dataset.
     pub fn reset(&self, offset: u64) {
         let mut g = self.inner.lock();
-        g.offset = offset;
         g.backlog.clear();
         g.unpersisted.clear();
-        self.offset.store(offset, Ordering::Release);
+        // A counting writer's compare-and-swap fails on the new word and
+        // counts from `offset`, as a locked writer would after the reset.
+        let keep = self.offset.load(Ordering::Acquire) & KEEP;
+        self.offset.store(offset | keep, Ordering::Release);
     }
+}
+
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+
+/// Decimal digits of `n` (compares for the usual short lengths).
+#[inline]
+fn digits(n: usize) -> usize {
+    match n {
+        0..10 => 1,
+        10..100 => 2,
+        100..1000 => 3,
+        _ => {
+            let (mut n, mut d) = (n / 1000, 4);
+            while n >= 10 {
+                n /= 10;
+                d += 1;
+            }
+            d
+        }
+    }
+}
+
+/// Length of [`encode_command`]'s output for `args`, without encoding.
+pub fn encoded_len(args: &[Bytes]) -> usize {
+    let header = 1 + digits(args.len()) + 2;
+    header
+        + args
+            .iter()
+            .map(|a| 1 + digits(a.len()) + 2 + a.len() + 2)
+            .sum::<usize>()
 }
 
 /// Append one command as a RESP multibulk.
@@ -382,6 +511,93 @@ mod tests {
             let from = log.offset() - rng.random_range(0..=held) as u64;
             let got = log.read_from(from, 1000).unwrap();
             assert_eq!(got.as_ref(), &model[from as usize..], "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_counting_log_advances_exactly_as_a_keeping_one() {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let kept = WriteLog::new(7, 1 << 20);
+        let counted = WriteLog::counting(7, 1 << 20);
+        for _ in 0..2000 {
+            let n = rng.random_range(1..4);
+            let cmds: Vec<Vec<Bytes>> = (0..n)
+                .map(|_| {
+                    (0..rng.random_range(1..14))
+                        .map(|_| Bytes::from(vec![b'x'; rng.random_range(0..120)]))
+                        .collect()
+                })
+                .collect();
+            let atomic = rng.random();
+            assert_eq!(counted.append(&cmds, atomic), kept.append(&cmds, atomic));
+            let mut encoded = Vec::new();
+            encode_command(&mut encoded, &cmds[0]);
+            assert_eq!(encoded.len(), encoded_len(&cmds[0]));
+            assert_eq!(counted.append_raw(&encoded), kept.append_raw(&encoded));
+        }
+        for n in [0, 9, 10, 99, 100, 999, 1000, 9999, 10_000, 123_456, 1 << 20] {
+            let c = [Bytes::from(vec![b'y'; n])];
+            let mut encoded = Vec::new();
+            encode_command(&mut encoded, &c);
+            assert_eq!(encoded.len(), encoded_len(&c), "length {n}");
+        }
+        assert!(!counted.keeps_backlog());
+        assert_eq!(counted.backlog_len(), 0);
+        assert_eq!(counted.read_from(counted.offset(), 10).map(|b| b.len()), Ok(0));
+        assert_eq!(counted.read_from(counted.offset() - 1, 10), Err(OutOfBacklog));
+        // Switched on: kept from exactly that offset.
+        counted.keep_backlog();
+        let from = counted.offset();
+        counted.append(&[cmd(&["SET", "k", "v"])], false);
+        assert_eq!(
+            counted.read_from(from, 100).unwrap().as_ref(),
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+        );
+        assert_eq!(counted.read_from(from - 1, 100), Err(OutOfBacklog));
+    }
+
+    /// Writers on several threads while the backlog is switched on: what
+    /// the backlog holds is whole commands, ending at the offset.
+    #[test]
+    fn switching_the_backlog_on_under_concurrent_writers_keeps_whole_commands() {
+        for _ in 0..20 {
+            let log = WriteLog::counting(0, 1 << 24);
+            std::thread::scope(|s| {
+                for t in 0..4u8 {
+                    let log = &log;
+                    s.spawn(move || {
+                        for i in 0..3000usize {
+                            let c = [Bytes::from(vec![b'a' + t; 1 + i % 50])];
+                            if i % 2 == 0 {
+                                log.append(&[c], false);
+                            } else {
+                                let mut raw = Vec::new();
+                                encode_command(&mut raw, &c);
+                                log.append_raw(&raw);
+                            }
+                        }
+                    });
+                }
+                std::thread::yield_now();
+                log.keep_backlog();
+            });
+            let total: u64 = (0..3000usize)
+                .map(|i| encoded_len(&[Bytes::from(vec![0; 1 + i % 50])]) as u64)
+                .sum();
+            assert_eq!(log.offset(), 4 * total);
+            let start = log.backlog_start();
+            let mut b = &log.read_from(start, usize::MAX).unwrap()[..];
+            assert_eq!(start + b.len() as u64, log.offset());
+            while !b.is_empty() {
+                // `*1\r\n$<n>\r\n<n bytes of one letter>\r\n`
+                assert!(b.starts_with(b"*1\r\n$"), "not a command boundary");
+                let digits = b[5..].iter().position(|&c| c == b'\r').unwrap();
+                let n: usize = std::str::from_utf8(&b[5..5 + digits]).unwrap().parse().unwrap();
+                let body = &b[5 + digits + 2..5 + digits + 2 + n];
+                assert!(body.iter().all(|&c| c == body[0]));
+                b = &b[5 + digits + 2 + n + 2..];
+            }
         }
     }
 

@@ -131,6 +131,7 @@ fn bgsave_under_concurrent_writes_is_point_in_time() {
     let server = server_with(args_in(&dir.0));
     // Keep the whole log in the backlog so it can be replayed from the cut.
     server.state.db.wlog.set_backlog_cap(512 << 20);
+    server.state.db.wlog.keep_backlog();
     let mut c = RawClient::connect(server.addr);
     // Enough data that the save takes a while; pipelined.
     for chunk in 0..50 {

@@ -92,6 +92,9 @@ struct Node {
 impl Node {
     fn new() -> Node {
         let srv = server();
+        // The log is read back: keep its bytes (a node only counts them
+        // until a replica or an append-only file reads them).
+        srv.state.db.wlog.keep_backlog();
         let c = RawClient::connect(srv.addr);
         Node { srv, c }
     }
@@ -1110,6 +1113,8 @@ fn note_forms(cmds: &[Vec<Vec<u8>>]) {
 
 fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
     let a = server();
+    // Read back below (see Node::new).
+    a.state.db.wlog.keep_backlog();
     let mut c = RawClient::connect(a.addr);
     let mut bg = RawClient::connect(a.addr);
     let mut pending_bg = 0;

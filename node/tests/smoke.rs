@@ -144,6 +144,7 @@ fn auth_required() {
 #[test]
 fn writes_reach_the_write_log_in_order_and_reads_do_not() {
     let srv = support::server();
+    srv.state.db.wlog.keep_backlog();
     let mut c = support::RawClient::connect(srv.addr);
     let start = srv.state.db.wlog.offset();
     c.cmd(&["SET", "k", "1"]);

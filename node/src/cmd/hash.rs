@@ -343,10 +343,10 @@ fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let incr = parse::int(&args[3])?;
     let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
     let old = match h.get(&args[2]) {
-        Some(v) => parse::parse_i64(v).ok_or(Reply::err(ERR_HASH_NOT_INT))?,
+        Some(v) => parse::parse_i64(v).ok_or_else(|| Reply::err(ERR_HASH_NOT_INT))?,
         None => 0,
     };
-    let new = old.checked_add(incr).ok_or(Reply::err(ERR_OVERFLOW))?;
+    let new = old.checked_add(incr).ok_or_else(|| Reply::err(ERR_OVERFLOW))?;
     h.insert(owned(&args[2]), parse::i64_bytes(new));
     ctx.changed(&args[1], notify::HASH, "hincrby");
     Ok(Reply::Int(new))
@@ -365,7 +365,7 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         Some(Parsed::Infinite) => return Err(Reply::err(ERR_NAN_RESULT)),
         None => return Err(Reply::err(ERR_HASH_NOT_FLOAT)),
     };
-    let new = old.checked_add(incr).ok_or(Reply::err(ERR_NAN_RESULT))?;
+    let new = old.checked_add(incr).ok_or_else(|| Reply::err(ERR_NAN_RESULT))?;
     let text = Bytes::from(new.to_human());
     h.insert(owned(&args[2]), text.clone());
     ctx.changed(&args[1], notify::HASH, "hincrbyfloat");

@@ -749,10 +749,14 @@ fn run_with(
         (KeySpec::None, _) => state.db.lock_keys(std::iter::empty::<&[u8]>(), now),
         (KeySpec::All, _) => state.db.lock_all(now),
         // Cluster routing hashed the keys already (all to this slot).
-        (_, Some(slot)) => state.db.lock_slot(slot, now),
+        (_, Some(slot)) => state.db.lock_slot_args(
+            slot,
+            key_positions_iter(spec, &args).next().map(|i| args[i].as_ref()),
+            now,
+        ),
         _ => state
             .db
-            .lock_keys(key_positions_iter(spec, &args).map(|i| &args[i]), now),
+            .lock_args(key_positions_iter(spec, &args).map(|i| args[i].as_ref()), now),
     };
     ks.no_touch = session.handle.no_touch.load(Ordering::Relaxed) && spec.name != "touch";
     ks.master_apply = session.repl.master;
@@ -889,7 +893,7 @@ fn run_for_waiter(
 ) -> (Option<Reply>, Vec<Bytes>) {
     let now = now_ms();
     let pos = key_positions(spec, &args);
-    let ks = state.db.lock_keys(pos.iter().map(|&i| &args[i]), now);
+    let ks = state.db.lock_args(pos.iter().map(|&i| args[i].as_ref()), now);
     let mut ctx = Ctx {
         state,
         ks,

@@ -46,7 +46,7 @@ pub fn parse_i64(b: &[u8]) -> Option<i64> {
 
 /// Parse an integer argument or fail with Redis' message.
 pub fn int(b: &[u8]) -> Result<i64, Reply> {
-    parse_i64(b).ok_or(Reply::err(ERR_NOT_INT))
+    parse_i64(b).ok_or_else(|| Reply::err(ERR_NOT_INT))
 }
 
 /// A non-negative integer argument.
@@ -88,7 +88,7 @@ pub fn parse_f64(b: &[u8]) -> Option<f64> {
 }
 
 pub fn float(b: &[u8]) -> Result<f64, Reply> {
-    parse_f64(b).ok_or(Reply::err(ERR_NOT_FLOAT))
+    parse_f64(b).ok_or_else(|| Reply::err(ERR_NOT_FLOAT))
 }
 
 /// Blocking-command timeout in seconds (float), Redis 7.0 rules. `None` = forever.
@@ -100,7 +100,7 @@ pub fn float(b: &[u8]) -> Result<f64, Reply> {
 /// forever: no client can tell the difference, and it keeps clock
 /// arithmetic far from overflow.
 pub fn timeout(b: &[u8]) -> Result<Option<std::time::Duration>, Reply> {
-    let v = parse_f64(b).ok_or(Reply::err(ERR_TIMEOUT))?;
+    let v = parse_f64(b).ok_or_else(|| Reply::err(ERR_TIMEOUT))?;
     let ms = (v * 1000.0).ceil();
     // 2^63: the first value a `long long` cannot hold.
     if !(0.0..9_223_372_036_854_775_808.0).contains(&ms) {

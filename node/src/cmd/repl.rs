@@ -258,6 +258,8 @@ fn psync(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 
 fn sync(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     may_serve_replica(ctx)?;
+    // As PSYNC (see `primary::plan_psync`): the stream after the snapshot is kept.
+    ctx.state.db.wlog.keep_backlog();
     ctx.session.repl.psync = Some(primary::PsyncPlan { full: true, from: 0 });
     Ok(Reply::Raw(Bytes::new()))
 }

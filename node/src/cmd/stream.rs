@@ -335,13 +335,13 @@ fn strict_id(arg: &[u8]) -> Result<StreamId, Reply> {
 fn strict_id_seq(arg: &[u8], missing_seq: u64) -> Result<StreamId, Reply> {
     parse_id(arg, true, missing_seq, false)
         .map(|p| p.id)
-        .ok_or(Reply::err(ERR_INVALID_ID))
+        .ok_or_else(|| Reply::err(ERR_INVALID_ID))
 }
 
 fn loose_id(arg: &[u8], missing_seq: u64) -> Result<StreamId, Reply> {
     parse_id(arg, false, missing_seq, false)
         .map(|p| p.id)
-        .ok_or(Reply::err(ERR_INVALID_ID))
+        .ok_or_else(|| Reply::err(ERR_INVALID_ID))
 }
 
 /// An XRANGE/XPENDING/XAUTOCLAIM bound: `(` makes it exclusive (and then
@@ -357,7 +357,7 @@ fn interval_id(arg: &[u8], missing_seq: u64) -> Result<(StreamId, bool), Reply> 
 fn start_bound(arg: &[u8]) -> Result<StreamId, Reply> {
     let (id, ex) = interval_id(arg, 0)?;
     if ex {
-        id.incr().ok_or(Reply::err(ERR_START_ID))
+        id.incr().ok_or_else(|| Reply::err(ERR_START_ID))
     } else {
         Ok(id)
     }
@@ -366,7 +366,7 @@ fn start_bound(arg: &[u8]) -> Result<StreamId, Reply> {
 fn end_bound(arg: &[u8]) -> Result<StreamId, Reply> {
     let (id, ex) = interval_id(arg, u64::MAX)?;
     if ex {
-        id.decr().ok_or(Reply::err(ERR_END_ID))
+        id.decr().ok_or_else(|| Reply::err(ERR_END_ID))
     } else {
         Ok(id)
     }
@@ -508,7 +508,7 @@ fn parse_add_trim(args: &[Bytes], xadd: bool) -> Result<AddTrimArgs, Reply> {
         } else if xadd && is(opt, "nomkstream") {
             a.nomkstream = true;
         } else if xadd {
-            a.id = Some(parse_id(opt, true, 0, true).ok_or(Reply::err(ERR_INVALID_ID))?);
+            a.id = Some(parse_id(opt, true, 0, true).ok_or_else(|| Reply::err(ERR_INVALID_ID))?);
             a.id_pos = i;
             break;
         } else {
@@ -732,7 +732,8 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
         let o = &args[i];
         if is(o, "block") && more > 0 {
             i += 1;
-            let t = parse::parse_i64(&args[i]).ok_or(Reply::err("ERR timeout is not an integer or out of range"))?;
+            let t = parse::parse_i64(&args[i])
+                .ok_or_else(|| Reply::err("ERR timeout is not an integer or out of range"))?;
             if t < 0 {
                 return Err(Reply::err(parse::ERR_TIMEOUT_NEG));
             }
@@ -1489,7 +1490,7 @@ fn xclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Err(nogroup(key, &args[2], ""));
     }
     let min_idle = parse::parse_i64(&args[4])
-        .ok_or(Reply::err("ERR Invalid min-idle-time argument for XCLAIM"))?
+        .ok_or_else(|| Reply::err("ERR Invalid min-idle-time argument for XCLAIM"))?
         .max(0);
     let mut ids = Vec::new();
     let mut j = 5;
@@ -1582,7 +1583,7 @@ fn xclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 fn xautoclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let key = &args[1];
     let min_idle = parse::parse_i64(&args[4])
-        .ok_or(Reply::err("ERR Invalid min-idle-time argument for XAUTOCLAIM"))?
+        .ok_or_else(|| Reply::err("ERR Invalid min-idle-time argument for XAUTOCLAIM"))?
         .max(0);
     let start = start_bound(&args[5])?;
     let mut count: usize = 100;

@@ -399,7 +399,7 @@ fn check_len(ctx: &Ctx, size: u64, append: u64) -> Result<(), Reply> {
 fn with_str<R>(ctx: &mut Ctx, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Reply> {
     let r = match ctx.ks.get(key) {
         None => Ok(None),
-        Some(e) => e.str_value().map(|v| Some(f(v))).ok_or(Reply::err(WRONGTYPE)),
+        Some(e) => e.str_value().map(|v| Some(f(v))).ok_or_else(|| Reply::err(WRONGTYPE)),
     };
     ctx.hit(!matches!(r, Ok(None)));
     r
@@ -417,7 +417,7 @@ fn write_lookup(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, Reply> {
         Some(e) => e
             .str_value()
             .map(|v| Some(Bytes::copy_from_slice(v)))
-            .ok_or(Reply::err(WRONGTYPE)),
+            .ok_or_else(|| Reply::err(WRONGTYPE)),
     }
 }
 
@@ -425,7 +425,10 @@ fn write_lookup(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, Reply> {
 fn write_len(ctx: &mut Ctx, key: &[u8]) -> Result<Option<usize>, Reply> {
     match ctx.ks.get(key) {
         None => Ok(None),
-        Some(e) => e.str_value().map(|v| Some(v.len())).ok_or(Reply::err(WRONGTYPE)),
+        Some(e) => e
+            .str_value()
+            .map(|v| Some(v.len()))
+            .ok_or_else(|| Reply::err(WRONGTYPE)),
     }
 }
 
@@ -721,8 +724,9 @@ fn incr_by(ctx: &mut Ctx, key: &[u8], delta: i64) -> CmdResult {
     // One lookup for the read and the write: the counter is edited in place.
     let new = match ctx.ks.entry_mut_touched(key) {
         Some(e) => {
-            let cur = parse_i64(e.str_value().ok_or(Reply::err(WRONGTYPE))?).ok_or(Reply::err(ERR_NOT_INT))?;
-            let new = cur.checked_add(delta).ok_or(Reply::err(ERR_OVERFLOW))?;
+            let cur = parse_i64(e.str_value().ok_or_else(|| Reply::err(WRONGTYPE))?)
+                .ok_or_else(|| Reply::err(ERR_NOT_INT))?;
+            let new = cur.checked_add(delta).ok_or_else(|| Reply::err(ERR_OVERFLOW))?;
             e.set_str_value(buf.format(new).as_bytes());
             e.flags &= !(FLAG_RAW | FLAG_EMBSTR | FLAG_UNSHARED);
             new
@@ -1403,7 +1407,7 @@ fn lcs(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         Some(e) => e
             .str_value()
             .map(Bytes::copy_from_slice)
-            .ok_or(Reply::err(ERR_LCS_TYPE)),
+            .ok_or_else(|| Reply::err(ERR_LCS_TYPE)),
     };
     let a = lookup(ctx, &args[1]);
     let b = lookup(ctx, &args[2]);

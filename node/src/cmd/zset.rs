@@ -586,7 +586,7 @@ fn parse_score(b: &[u8]) -> Option<f64> {
 }
 
 fn score_arg(b: &[u8]) -> Result<f64, Reply> {
-    parse_score(b).ok_or(Reply::err(parse::ERR_NOT_FLOAT))
+    parse_score(b).ok_or_else(|| Reply::err(parse::ERR_NOT_FLOAT))
 }
 
 /// One end of a score range (`zslParseRangeItem`): `(` makes it exclusive;
@@ -1443,7 +1443,7 @@ fn setop_generic(
         if op != SetOp::Diff && !card_only && remaining > setnum && is(a, "weights") {
             j += 1;
             for s in srcs.iter_mut() {
-                s.weight = parse_score(&args[j]).ok_or(Reply::err(ERR_WEIGHT))?;
+                s.weight = parse_score(&args[j]).ok_or_else(|| Reply::err(ERR_WEIGHT))?;
                 j += 1;
             }
         } else if op != SetOp::Diff && !card_only && remaining >= 2 && is(a, "aggregate") {
@@ -1688,7 +1688,7 @@ fn scan_cursor(b: &[u8]) -> Option<u64> {
 /// the next hash to visit, which does not move when the set changes, so every
 /// member present for the whole scan is returned.
 fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let cursor = scan_cursor(&args[2]).ok_or(Reply::err(ERR_CURSOR))?;
+    let cursor = scan_cursor(&args[2]).ok_or_else(|| Reply::err(ERR_CURSOR))?;
     let empty = || Reply::Array(vec![Reply::bulk_static("0"), Reply::Array(Vec::new())]);
     let Some(z) = read(ctx, &args[1])? else {
         return Ok(empty());

@@ -198,6 +198,34 @@ impl Db {
         self.lock_parts(parts, now)
     }
 
+    /// [`Db::lock_keys`] for a command's own key arguments, which outlive
+    /// the returned [`Keys`]: the first one's slot, computed here to find its
+    /// partition, is remembered for the command's lookups (see
+    /// [`Keys::slot_of`]).
+    pub fn lock_args<'a>(&'a self, keys: impl IntoIterator<Item = &'a [u8]>, now: u64) -> Keys<'a> {
+        let mut first = None;
+        let mut parts: SmallVec<[usize; 4]> = SmallVec::new();
+        for k in keys {
+            let slot = key_slot(k);
+            first.get_or_insert((k, slot));
+            parts.push(Self::partition_of(slot));
+        }
+        parts.sort_unstable();
+        parts.dedup();
+        let mut ks = self.lock_parts(parts, now);
+        ks.arg_slot = first;
+        ks
+    }
+
+    /// [`Db::lock_slot`] for a command whose key arguments cluster routing
+    /// found all in `slot`: remembered as the first one's slot, as by
+    /// [`Db::lock_args`].
+    pub fn lock_slot_args<'a>(&'a self, slot: u16, first_key: Option<&'a [u8]>, now: u64) -> Keys<'a> {
+        let mut ks = self.lock_slot(slot, now);
+        ks.arg_slot = first_key.map(|k| (k, slot));
+        ks
+    }
+
     /// Lock every partition (whole-keyspace commands, MULTI/EXEC).
     pub fn lock_all(&self, now: u64) -> Keys<'_> {
         self.lock_parts((0..PARTITIONS).collect(), now)
@@ -215,6 +243,7 @@ impl Db {
             guards,
             now,
             touched: SmallVec::new(),
+            arg_slot: None,
             expired: Vec::new(),
             lru_clock: evict::lru_clock(now),
             lfu: self.eviction.lfu.load(Ordering::Relaxed),
@@ -286,6 +315,10 @@ pub struct Keys<'a> {
     pub no_touch: bool,
     /// Keys handed out mutably; fixed up (empty → deleted, memory) on drop.
     touched: SmallVec<[Touched; 2]>,
+    /// The command's first key argument and its slot, from locking (only
+    /// one: most commands name one key, and a `Keys` is moved by value
+    /// several times per command, so every byte of it costs).
+    arg_slot: Option<(&'a [u8], u16)>,
     /// Keys deleted by lazy expiry during this command (for notifications and
     /// replication, in the order they happened).
     pub expired: Vec<Bytes>,
@@ -300,6 +333,23 @@ pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong
 impl<'a> Keys<'a> {
     pub fn db(&self) -> &'a Db {
         self.db
+    }
+
+    /// The slot of `key`: remembered when `key` is the first key argument
+    /// the partitions were locked for (the same slice: same address and
+    /// length, and the borrow keeps those bytes alive and unchanged for as
+    /// long as `self` lives), else computed. A command's lookups name its
+    /// arguments, and hashing the key for its slot again was a visible share
+    /// of a pipelined write.
+    #[inline]
+    fn slot_of(&self, key: &[u8]) -> u16 {
+        match self.arg_slot {
+            Some((k, slot)) if std::ptr::eq(k, key) => {
+                debug_assert_eq!(slot, key_slot(key));
+                slot
+            }
+            _ => key_slot(key),
+        }
     }
 
     fn part_index(&self, p: usize) -> usize {
@@ -360,7 +410,7 @@ impl<'a> Keys<'a> {
 
     fn find_for(&mut self, key: &[u8], write: bool) -> Option<&mut Entry> {
         let hash = self.db.hash(key);
-        self.find_hashed(key, hash, key_slot(key), write)
+        self.find_hashed(key, hash, self.slot_of(key), write)
     }
 
     /// [`Self::find_for`] with the key's hash and slot already computed: a write
@@ -487,7 +537,7 @@ impl<'a> Keys<'a> {
     /// the command ends.
     pub fn get_obj_mut<T: Kind>(&mut self, key: &[u8]) -> Result<Option<&mut T>, &'static str> {
         let hash = self.db.hash(key);
-        let slot = key_slot(key);
+        let slot = self.slot_of(key);
         let Some(idx) = self.find_index(key, hash, slot, true) else {
             return Ok(None);
         };
@@ -516,7 +566,7 @@ impl<'a> Keys<'a> {
     /// Like [`Keys::get_obj_mut`], creating an empty collection when absent.
     pub fn get_obj_mut_or_create<T: Kind>(&mut self, key: &[u8]) -> Result<&mut T, &'static str> {
         let hash = self.db.hash(key);
-        let slot = key_slot(key);
+        let slot = self.slot_of(key);
         if let Some(idx) = self.find_index(key, hash, slot, true) {
             return self.obj_mut_at(key, hash, slot, idx);
         }
@@ -547,7 +597,7 @@ impl<'a> Keys<'a> {
 
     fn entry_mut_with(&mut self, key: &[u8], touch: bool) -> Option<&mut Entry> {
         let hash = self.db.hash(key);
-        let slot = key_slot(key);
+        let slot = self.slot_of(key);
         let (clock, lfu, now) = (self.lru_clock, self.lfu, self.now);
         let idx = self.find_index(key, hash, slot, true)?;
         let e = self.entry_at(slot, idx)?;
@@ -581,7 +631,7 @@ impl<'a> Keys<'a> {
     /// this is every SET of an existing key).
     pub fn insert_entry(&mut self, key: &[u8], entry: Entry) {
         let hash = self.db.hash(key);
-        let slot = key_slot(key);
+        let slot = self.slot_of(key);
         self.insert_entry_hashed(key, hash, slot, entry);
     }
 
@@ -634,7 +684,7 @@ impl<'a> Keys<'a> {
         // Expired keys count as absent, but are still reported as expired.
         self.find(key)?;
         let hash = self.db.hash(key);
-        let e = self.delete_hashed(key, hash, key_slot(key));
+        let e = self.delete_hashed(key, hash, self.slot_of(key));
         self.touched.retain(|t| t.key.as_slice() != key);
         e
     }
@@ -642,7 +692,7 @@ impl<'a> Keys<'a> {
     /// Set or clear a key's TTL. Returns false when the key does not exist.
     pub fn set_expire(&mut self, key: &[u8], expire: Option<u64>) -> bool {
         let hash = self.db.hash(key);
-        let slot = key_slot(key);
+        let slot = self.slot_of(key);
         let Some(e) = self.find(key) else {
             return false;
         };
@@ -709,7 +759,7 @@ impl<'a> Keys<'a> {
     /// command it runs for).
     pub fn contains_live(&mut self, key: &[u8]) -> bool {
         let hash = self.db.hash(key);
-        let slot = key_slot(key);
+        let slot = self.slot_of(key);
         let now = self.now;
         self.part_ref(slot)
             .slot(slot)

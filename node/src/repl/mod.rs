@@ -578,7 +578,10 @@ impl Repl {
         put("master_replid2", replid2);
         put("master_repl_offset", offset.to_string());
         put("second_repl_offset", second.to_string());
-        put("repl_backlog_active", "1".into());
+        put(
+            "repl_backlog_active",
+            u8::from(state.db.wlog.keeps_backlog()).to_string(),
+        );
         put("repl_backlog_size", state.db.wlog.backlog_cap().to_string());
         put(
             "repl_backlog_first_byte_offset",

@@ -52,6 +52,10 @@ pub struct WaitRequest {
 /// PSYNC `<replid> <offset>` (offset = 1-based index of the next byte the
 /// replica wants, as Redis counts).
 pub fn plan_psync(state: &State, replid: &[u8], offset: i64) -> PsyncPlan {
+    // From now on the write log keeps its bytes for replicas (a no-op after
+    // the first PSYNC). A full sync's snapshot is cut after this, so the
+    // stream it continues with is all kept (see `crate::wlog`).
+    state.db.wlog.keep_backlog();
     let (id, id2, second) = state.repl.ids();
     let same_history =
         replid == id.as_bytes() || (replid == id2.as_bytes() && id2 != super::NO_REPLID && offset <= second);

@@ -247,6 +247,9 @@ async fn link(
     }
     state.repl.epoch.raise(theirs).map_err(LinkError::Epoch)?;
 
+    // A replica keeps a backlog of its primary's stream (as Redis' replicas
+    // do): promoted, it lets its own replicas resume partially.
+    state.db.wlog.keep_backlog();
     let (replid, _, _) = state.repl.ids();
     let offset = state.db.wlog.offset();
     let want = (offset + 1).to_string();

@@ -9,7 +9,7 @@
 //! Every length a client sends is checked against limits before it is trusted,
 //! so a hostile `*2147483647` or `$9999999999` costs nothing but an error reply.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 /// Largest inline request and largest `*`/`$` header line (Redis' PROTO_INLINE_MAX_SIZE).
@@ -265,9 +265,26 @@ fn check_inline(buf: &[u8]) -> Result<Check, ProtocolError> {
     }))
 }
 
-/// Phase two: split the request off `buf` as zero-copy arguments.
+/// Phase two: split the request off `buf` as zero-copy arguments. The
+/// request's own reference becomes its last argument: one reference count
+/// (a locked increment and decrement) fewer per request than
+/// [`take_with_frame`], whose frame holds one more.
 pub fn take(buf: &mut BytesMut, req: Request) -> Vec<Bytes> {
-    take_with_frame(buf, req).0
+    let mut frame = buf.split_to(req.len).freeze();
+    match req.args {
+        Args::Ranges(ranges) => {
+            let Some((&(last_start, last_end), rest)) = ranges.split_last() else {
+                return Vec::new();
+            };
+            let mut args = Vec::with_capacity(ranges.len());
+            args.extend(rest.iter().map(|&(s, e)| frame.slice(s..e)));
+            frame.truncate(last_end);
+            frame.advance(last_start);
+            args.push(frame);
+            args
+        }
+        Args::Owned(args) => args.into_iter().map(Bytes::from).collect(),
+    }
 }
 
 /// [`take`], also returning the request's bytes when it was a multibulk.

@@ -276,7 +276,12 @@ impl Conn {
                     return Ok(Step::Close);
                 }
             };
-            let (args, frame) = parse::take_with_frame(&mut self.inbuf, req);
+            // The request's bytes only serve a write log that keeps them (see `crate::wlog`).
+            let (args, frame) = if self.state.db.wlog.keeps_backlog() {
+                parse::take_with_frame(&mut self.inbuf, req)
+            } else {
+                (parse::take(&mut self.inbuf, req), None)
+            };
             if args.is_empty() {
                 continue;
             }
