@@ -9,7 +9,7 @@
 # stopped it itself, so the trap never signals a recycled PID.
 #
 # Functions: say, bench_init, track, untrack, stop_pid, build_node,
-# free_port, free_cluster_port, wait_ping, start_redis_cluster.
+# free_port, free_cluster_port, wait_ping, start_pair, start_redis_cluster.
 
 say() { echo "bench: $*" >&2; }
 
@@ -144,4 +144,23 @@ start_redis_cluster() {
             sleep 0.05
         done
     done
+}
+
+# start_pair DIR: a Redis without persistence and a ferrokv node ($NODE_BIN)
+# side by side on free loopback ports, data under DIR/redis and DIR/node;
+# sets REDIS_PORT, REDIS_PID, FK_PORT, FK_PID and returns once both answer.
+start_pair() {
+    local dir="$1"
+    mkdir -p "$dir/redis" "$dir/node"
+    REDIS_PORT="$(free_port)"
+    FK_PORT="$(free_port)"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$dir/redis" --daemonize no --logfile "$dir/redis.log" &
+    REDIS_PID=$!
+    track "$REDIS_PID"
+    (cd "$dir/node" && exec "$NODE_BIN" --bind 127.0.0.1 --port "$FK_PORT" >"$dir/node.out" 2>"$dir/node.log") &
+    FK_PID=$!
+    track "$FK_PID"
+    wait_ping "$REDIS_PORT" "$REDIS_PID"
+    wait_ping "$FK_PORT" "$FK_PID"
 }

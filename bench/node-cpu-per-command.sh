@@ -43,18 +43,7 @@ bench_init cpu
 build_node
 
 dir="$WORK/run"
-mkdir -p "$dir/redis" "$dir/node"
-REDIS_PORT="$(free_port)"
-FK_PORT="$(free_port)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$dir/redis" --daemonize no --logfile "$dir/redis.log" &
-REDIS_PID=$!
-track "$REDIS_PID"
-(cd "$dir/node" && exec "$NODE_BIN" --bind 127.0.0.1 --port "$FK_PORT" >"$dir/node.out" 2>"$dir/node.log") &
-FK_PID=$!
-track "$FK_PID"
-wait_ping "$REDIS_PORT" "$REDIS_PID"
-wait_ping "$FK_PORT" "$FK_PID"
+start_pair "$dir"
 
 # utime + stime of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

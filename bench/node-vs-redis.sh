@@ -65,18 +65,7 @@ start_servers() {
     # file on shutdown, say) is loaded by the next one.
     ROUND=$((ROUND + 1))
     local dir="$WORK/round-$ROUND"
-    mkdir -p "$dir/redis" "$dir/node"
-    REDIS_PORT="$(free_port)"
-    FK_PORT="$(free_port)"
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --dir "$dir/redis" --daemonize no --logfile "$dir/redis.log" &
-    REDIS_PID=$!
-    track "$REDIS_PID"
-    (cd "$dir/node" && exec "$NODE_BIN" --bind 127.0.0.1 --port "$FK_PORT" >"$dir/node.out" 2>"$dir/node.log") &
-    FK_PID=$!
-    track "$FK_PID"
-    wait_ping "$REDIS_PORT" "$REDIS_PID"
-    wait_ping "$FK_PORT" "$FK_PID"
+    start_pair "$dir"
 }
 
 stop_servers() {
