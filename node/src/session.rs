@@ -44,6 +44,12 @@ pub struct Session {
     /// clock once per command is measurable, and like Redis' cached
     /// `mstime` a few microseconds of staleness cannot matter to expiry.
     pub clock_ms: Option<u64>,
+    /// Chain command timings through a batch (see [`Session::clock_mark`]):
+    /// set by client connections, whose batches run without awaiting.
+    pub chain_clock: bool,
+    /// When the previous command of this batch finished: the next one's
+    /// timing starts there instead of reading the clock again.
+    pub clock_mark: Option<quanta::Instant>,
     /// READONLY: reads of this node's shard are served here on a replica.
     pub readonly: bool,
     /// ASKING: the next command may use a slot being imported.
@@ -92,6 +98,8 @@ impl Session {
             reply_skip: false,
             last_command: None,
             clock_ms: None,
+            chain_clock: false,
+            clock_mark: None,
             readonly: false,
             asking: false,
             admitted_asking: false,

@@ -804,6 +804,41 @@ fn slowlog_records_commands_with_client_details() {
 }
 
 #[test]
+fn time_a_connection_spends_waiting_is_no_commands_time() {
+    // Commands of one batch are timed back to back (one clock read per
+    // command); whatever the connection waits for in between — the client,
+    // a blocking command, WAIT — must not be charged to the next command.
+    let s = support::server();
+    let mut c = RawClient::connect(s.addr);
+    let mut pipe = RawClient::encode(&["CONFIG", "SET", "slowlog-log-slower-than", "100000"]);
+    pipe.extend(RawClient::encode(&["SLOWLOG", "RESET"]));
+    pipe.extend(RawClient::encode(&["SET", "k", "v"]));
+    c.send_raw(&pipe);
+    for _ in 0..3 {
+        assert!(!c.read().is_error());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // After an idle client, a blocking command that times out, and a WAIT
+    // that times out, all in one pipeline:
+    let mut pipe = RawClient::encode(&["ECHO", "after idle"]);
+    pipe.extend(RawClient::encode(&["BLPOP", "nothing", "0.3"]));
+    pipe.extend(RawClient::encode(&["ECHO", "after block"]));
+    pipe.extend(RawClient::encode(&["WAIT", "1", "300"]));
+    pipe.extend(RawClient::encode(&["ECHO", "after wait"]));
+    c.send_raw(&pipe);
+    assert_eq!(c.read(), Frame::bulk("after idle"));
+    assert_eq!(c.read(), Frame::NullArray);
+    assert_eq!(c.read(), Frame::bulk("after block"));
+    assert_eq!(c.read(), Frame::Int(0));
+    assert_eq!(c.read(), Frame::bulk("after wait"));
+    assert_eq!(c.cmd(&["SLOWLOG", "GET"]), Frame::Array(vec![]));
+    // Commands still take time: with a zero threshold every one is logged.
+    c.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    c.cmd(&["ECHO", "logged"]);
+    assert!(int(&c.cmd(&["SLOWLOG", "LEN"])) >= 2);
+}
+
+#[test]
 fn latency_monitor_tracks_slow_commands() {
     let s = StateServer::start(ServeArgs::default());
     let mut c = s.client();

@@ -298,6 +298,10 @@ struct Touched {
     key: SmallVec<[u8; 32]>,
     hash: u64,
     slot: u16,
+    /// Its bucket in the slot table when handed out: where the fix-up
+    /// looks first (a hint, checked against the key: the table may have
+    /// changed since).
+    idx: usize,
     /// Memory accounted for the entry before it was handed out.
     before: usize,
 }
@@ -521,12 +525,13 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn remember_touched(&mut self, key: &[u8], hash: u64, slot: u16, mem_before: usize) {
+    fn remember_touched(&mut self, key: &[u8], hash: u64, slot: u16, idx: usize, mem_before: usize) {
         if !self.touched.iter().any(|t| t.key.as_slice() == key) {
             self.touched.push(Touched {
                 key: SmallVec::from_slice(key),
                 hash,
                 slot,
+                idx,
                 before: mem_before,
             });
         }
@@ -556,7 +561,7 @@ impl<'a> Keys<'a> {
             return Err(WRONGTYPE);
         }
         let mem = e.mem_usage();
-        self.remember_touched(key, hash, slot, mem);
+        self.remember_touched(key, hash, slot, idx, mem);
         self.entry_at(slot, idx)
             .and_then(|e| e.obj_mut())
             .and_then(T::from_value_mut)
@@ -575,7 +580,7 @@ impl<'a> Keys<'a> {
         let table = &self.part_ref(slot).slot(slot).table;
         let idx = table.find_bucket_index(hash, |e| e.key() == key);
         let mem = idx.and_then(|i| table.get_bucket(i)).map_or(0, Entry::mem_usage);
-        self.remember_touched(key, hash, slot, mem);
+        self.remember_touched(key, hash, slot, idx.unwrap_or(usize::MAX), mem);
         idx.and_then(|i| self.entry_at(slot, i))
             .and_then(|e| e.obj_mut())
             .and_then(T::from_value_mut)
@@ -605,7 +610,7 @@ impl<'a> Keys<'a> {
             evict::touch(e, clock, lfu, now);
         }
         let mem = e.mem_usage();
-        self.remember_touched(key, hash, slot, mem);
+        self.remember_touched(key, hash, slot, idx, mem);
         self.entry_at(slot, idx)
     }
 
@@ -911,12 +916,22 @@ impl<'a> Keys<'a> {
             key,
             hash,
             slot,
+            idx,
             before,
         } in touched
         {
             let part = self.part_mut(slot);
             let st = part.slot_mut(slot);
-            let Some(e) = st.table.find(hash, |e| e.key() == key.as_slice()) else {
+            // The bucket it was handed out from still holds the key unless the
+            // table changed since (a resize, a delete): then a probe finds it.
+            // Same key means same entry, since a slot table holds a key once.
+            let hinted = st.table.get_bucket(idx).is_some_and(|e| e.key() == key.as_slice());
+            let found = if hinted {
+                st.table.get_bucket(idx)
+            } else {
+                st.table.find(hash, |e| e.key() == key.as_slice())
+            };
+            let Some(e) = found else {
                 continue;
             };
             if e.obj().is_some_and(Value::is_empty_collection) {
@@ -1014,6 +1029,45 @@ mod tests {
         assert!(ks.remove(b"m").is_some());
         drop(ks);
         assert_eq!(db.used_memory(), 0);
+    }
+
+    /// Accounted bytes recomputed from every entry, to compare with `used_memory`.
+    fn accounted_from_entries(db: &Db) -> usize {
+        (0..SLOTS as u16)
+            .map(|s| db.with_slot(s, |st| st.table.iter().map(Entry::mem_usage).sum::<usize>()))
+            .sum()
+    }
+
+    #[test]
+    fn a_key_changed_after_its_table_grew_is_accounted_at_its_new_size() {
+        // The end-of-command fix-up looks for a changed key at the bucket it
+        // was handed out from; growing its slot's table moves it elsewhere.
+        let db = Db::new();
+        {
+            let mut ks = db.lock_keys([b"{t}l"], 0);
+            let l = ks.get_obj_mut_or_create::<list::List>(b"{t}l").expect("a list");
+            l.push_back(Bytes::from_static(b"x"));
+            for i in 0..2000 {
+                ks.set_str(format!("{{t}}k{i}").as_bytes(), b"v", Expiry::Clear);
+            }
+            let l = ks.get_obj_mut::<list::List>(b"{t}l").expect("a list").expect("present");
+            for i in 0..500 {
+                l.push_back(Bytes::from(format!("a longer element {i}")));
+            }
+        }
+        assert_eq!(db.key_counts().0, 2001);
+        assert_eq!(db.used_memory(), accounted_from_entries(&db));
+        {
+            // Emptied after the table moved it: still deleted.
+            let mut ks = db.lock_keys([b"{t}l"], 0);
+            let l = ks.get_obj_mut::<list::List>(b"{t}l").expect("a list").expect("present");
+            while l.pop(list::End::Left).is_some() {}
+            for i in 2000..6000 {
+                ks.set_str(format!("{{t}}k{i}").as_bytes(), b"v", Expiry::Clear);
+            }
+        }
+        assert_eq!(db.key_counts().0, 6000);
+        assert_eq!(db.used_memory(), accounted_from_entries(&db));
     }
 
     #[test]

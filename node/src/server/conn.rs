@@ -92,7 +92,8 @@ pub async fn serve(state: Arc<State>, stream: TcpStream, handle: Arc<ClientHandl
     let _ = stream.set_nodelay(true);
     let (push_tx, push_rx) = mpsc::channel(QUEUE_LEN);
     let authenticated = state.config.requirepass.read().is_none();
-    let session = Session::new(handle.clone(), push_tx, authenticated);
+    let mut session = Session::new(handle.clone(), push_tx, authenticated);
+    session.chain_clock = true;
     let mut conn = Conn {
         state: state.clone(),
         stream,
@@ -256,6 +257,8 @@ impl Conn {
     /// Execute every complete request in the input buffer.
     async fn process_input<F: Future<Output = ()>>(&mut self, mut cancel: Pin<&mut F>) -> std::io::Result<Step> {
         let mut since_clock = 0u32;
+        // A batch starts after an await: its first command reads the clock.
+        self.session.clock_mark = None;
         loop {
             // One wall-clock read per 32 commands of a batch (see Session::clock_ms).
             if since_clock == 0 {
@@ -298,6 +301,7 @@ impl Conn {
                     }
                     let r = match self.session.repl.wait.take() {
                         Some(w) => {
+                            self.session.clock_mark = None;
                             self.flush().await?;
                             let state = self.state.clone();
                             tokio::select! {
@@ -311,6 +315,7 @@ impl Conn {
                 }
                 Outcome::Block { spec, args } => {
                     since_clock = 0;
+                    self.session.clock_mark = None;
                     self.flush().await?;
                     start = 0;
                     match self.block(spec, args, cancel.as_mut()).await? {
@@ -327,6 +332,7 @@ impl Conn {
                 return Ok(Step::Close);
             }
             if self.out.len() > OUT_FLUSH {
+                self.session.clock_mark = None;
                 self.flush().await?;
             }
         }
