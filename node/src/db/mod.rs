@@ -148,6 +148,15 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The partitions of `slots`, ascending and without repeats: the order in
+/// which a command takes their locks.
+fn partitions_of(slots: impl Iterator<Item = u16>) -> SmallVec<[usize; 4]> {
+    let mut parts: SmallVec<[usize; 4]> = slots.map(Db::partition_of).collect();
+    parts.sort_unstable();
+    parts.dedup();
+    parts
+}
+
 impl Db {
     pub fn new() -> Self {
         Db {
@@ -189,13 +198,7 @@ impl Db {
 
     /// Lock the partitions holding `keys` (in ascending order) for one command.
     pub fn lock_keys<'a, K: AsRef<[u8]>>(&'a self, keys: impl IntoIterator<Item = K>, now: u64) -> Keys<'a> {
-        let mut parts: SmallVec<[usize; 4]> = keys
-            .into_iter()
-            .map(|k| Self::partition_of(key_slot(k.as_ref())))
-            .collect();
-        parts.sort_unstable();
-        parts.dedup();
-        self.lock_parts(parts, now)
+        self.lock_parts(partitions_of(keys.into_iter().map(|k| key_slot(k.as_ref()))), now)
     }
 
     /// [`Db::lock_keys`] for a command's own key arguments, which outlive
@@ -204,14 +207,12 @@ impl Db {
     /// [`Keys::slot_of`]).
     pub fn lock_args<'a>(&'a self, keys: impl IntoIterator<Item = &'a [u8]>, now: u64) -> Keys<'a> {
         let mut first = None;
-        let mut parts: SmallVec<[usize; 4]> = SmallVec::new();
-        for k in keys {
+        let slots = keys.into_iter().map(|k| {
             let slot = key_slot(k);
             first.get_or_insert((k, slot));
-            parts.push(Self::partition_of(slot));
-        }
-        parts.sort_unstable();
-        parts.dedup();
+            slot
+        });
+        let parts = partitions_of(slots);
         let mut ks = self.lock_parts(parts, now);
         ks.arg_slot = first;
         ks
