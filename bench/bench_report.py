@@ -3,6 +3,8 @@
 standard library only).
 
   gen-set  write a RESP stream of `SET key:N <value>` for `redis-cli --pipe`
+  gen-coll write a RESP stream that fills one hash, set, sorted set or list
+           with N elements, 100 per command
   table    turn redis-benchmark CSVs and memory readings into a Markdown table
            of ferrokv/Redis ratios
 """
@@ -26,6 +28,39 @@ def gen_set(keys: int, value_size: int) -> None:
             out.write(b"".join(chunk))
             chunk.clear()
     out.write(b"".join(chunk))
+
+
+def resp(args) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(parts)
+
+
+# Element shapes of the collection memory measure: members like
+# redis-benchmark's (`element:` + 12 digits), 16-byte hash values.
+COLLECTIONS = {
+    "hash": (b"HSET", lambda i: [b"element:%012d" % i, b"v" * 16]),
+    "set": (b"SADD", lambda i: [b"element:%012d" % i]),
+    "zset": (b"ZADD", lambda i: [b"%d" % i, b"element:%012d" % i]),
+    "list": (b"RPUSH", lambda i: [b"element:%012d" % i]),
+}
+
+
+def gen_coll(kind: str, elements: int) -> None:
+    out = sys.stdout.buffer
+    cmd, element = COLLECTIONS[kind]
+    key = b"big" + kind.encode()
+    for start in range(0, elements, 100):
+        args = [cmd, key]
+        for i in range(start, min(start + 100, elements)):
+            args.extend(element(i))
+        out.write(resp(args))
+
+
+def commands_in(elements: int) -> int:
+    """Commands gen_coll writes for `elements` elements."""
+    return (elements + 99) // 100
 
 
 def test_name(label: str) -> str | None:
@@ -116,11 +151,33 @@ def table(args) -> None:
             print(
                 f"| bytes/key, {size}-byte values ({what}) | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |"
             )
+    coll = {}
+    with open(args.collections) if args.collections else io.StringIO() as f:
+        for line in f:
+            server, kind, elements, rss0, rss1, used0, used1 = line.strip().split(",")
+            elements = int(elements)
+            coll[(server, kind)] = (
+                (int(used1) - int(used0)) / elements if used0 and used1 else None,
+                (int(rss1) - int(rss0)) * 1024 / elements,
+                elements,
+            )
+    for kind in [k for k in COLLECTIONS if ("redis", k) in coll]:
+        n = coll[("redis", kind)][2]
+        for i, what in enumerate(("used_memory", "RSS")):
+            ours = coll.get(("ferrokv", kind), (None, None, 0))[i]
+            theirs = coll[("redis", kind)][i]
+            print(
+                f"| bytes/element, one {kind} of {n:,} elements ({what}) | {fmt(ours)} | {fmt(theirs)} "
+                f"| {ratio(ours, theirs)} |"
+            )
     if args.skipped.strip():
         print()
         print(f"Not implemented by ferrokv yet (skipped): {args.skipped}")
     print()
-    print("Throughput ratio > 1 means ferrokv is faster; latency and bytes/key ratios < 1 mean ferrokv is better.")
+    print(
+        "Throughput ratio > 1 means ferrokv is faster; latency, bytes/key and bytes/element ratios < 1 "
+        "mean ferrokv is better."
+    )
 
 
 def main() -> None:
@@ -129,9 +186,15 @@ def main() -> None:
     g = sub.add_parser("gen-set")
     g.add_argument("--keys", type=int, required=True)
     g.add_argument("--value-size", type=int, required=True)
+    c = sub.add_parser("gen-coll")
+    c.add_argument("--type", choices=sorted(COLLECTIONS), required=True)
+    c.add_argument("--elements", type=int, required=True)
+    n = sub.add_parser("commands")
+    n.add_argument("--elements", type=int, required=True)
     t = sub.add_parser("table")
     t.add_argument("--throughput", required=True)
     t.add_argument("--memory", default="", help="memory readings (optional)")
+    t.add_argument("--collections", default="", help="collection memory readings (optional)")
     t.add_argument("--title", default="", help="what was measured, for the table's heading")
     t.add_argument("--clients", required=True)
     t.add_argument("--requests", required=True)
@@ -142,6 +205,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.cmd == "gen-set":
         gen_set(a.keys, a.value_size)
+    elif a.cmd == "gen-coll":
+        gen_coll(a.type, a.elements)
+    elif a.cmd == "commands":
+        print(commands_in(a.elements))
     else:
         table(a)
 

@@ -10,15 +10,19 @@
 #                loaded by `redis-cli --pipe` into a fresh server each; bytes per key
 #                from INFO used_memory and from the process RSS (/proc/PID/status
 #                VmRSS) deltas (ratio = ferrokv / Redis; < 1 is better)
+#   collections  one hash, set, sorted set and list of $BENCH_ELEMENTS elements each
+#                (members `element:` + 12 digits, 16-byte hash values), loaded 100
+#                per command into a fresh pair of servers per type; bytes per
+#                element, the same two ways
 #
 # Both servers listen on free loopback ports and are killed (by PID) on exit.
-# Redis runs with `--save '' --appendonly no` (ferrokv has no persistence yet);
-# ferrokv runs with its defaults (one worker thread per core), Redis is
+# Redis runs with `--save '' --appendonly no` (ferrokv's defaults persist nothing
+# either); ferrokv runs with its defaults (one worker thread per core), Redis is
 # single-threaded as configured by Debian: say so when quoting the numbers.
 # Tests whose command ferrokv does not implement are reported and skipped.
 #
 # Usage: bench/node-vs-redis.sh            (a few minutes)
-#   BENCH_N=100000 BENCH_KEYS=1000000 BENCH_CLIENTS=50
+#   BENCH_N=100000 BENCH_KEYS=1000000 BENCH_ELEMENTS=100000 BENCH_CLIENTS=50
 #   BENCH_TESTS=set,get,incr,lpush,rpop,sadd,hset,zadd,lrange_100
 #   BENCH_REPEAT=3  runs of each load; the table shows the median
 #   BENCH_QUICK=1   small N and key count, one run: to check the script itself
@@ -34,10 +38,12 @@ BENCH_REPEAT="${BENCH_REPEAT:-3}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_N="${BENCH_N:-20000}"
     BENCH_KEYS="${BENCH_KEYS:-50000}"
+    BENCH_ELEMENTS="${BENCH_ELEMENTS:-10000}"
     BENCH_REPEAT="${BENCH_REPEAT:-1}"
 else
     BENCH_N="${BENCH_N:-100000}"
     BENCH_KEYS="${BENCH_KEYS:-1000000}"
+    BENCH_ELEMENTS="${BENCH_ELEMENTS:-100000}"
 fi
 PIPELINES=(1 16)
 VALUE_SIZES=(32 100)
@@ -156,7 +162,9 @@ stop_servers
 MEM="$WORK/memory.csv"
 : >"$MEM"
 vm_rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# ferrokv reads jemalloc's allocated bytes at most every 100 ms: wait that out.
 used_memory() {
+    sleep 0.2
     redis-cli -h 127.0.0.1 -p "$1" INFO memory 2>/dev/null | tr -d '\r' \
         | awk -F: '/^used_memory:/ {print $2; found=1} END {if (!found) print ""}'
 }
@@ -185,6 +193,31 @@ for size in "${VALUE_SIZES[@]}"; do
     stop_servers
 done
 
-python3 "$REPORT" table --throughput "$CSV" --memory "$MEM" \
+# Memory per element of one large collection of each type (the shapes are
+# in bench_report.py), each type in a fresh pair of servers.
+COLL="$WORK/collections.csv"
+: >"$COLL"
+commands="$(python3 "$REPORT" commands --elements "$BENCH_ELEMENTS")"
+for kind in hash set zset list; do
+    load="$WORK/load-$kind.resp"
+    python3 "$REPORT" gen-coll --type "$kind" --elements "$BENCH_ELEMENTS" >"$load"
+    start_servers
+    for server in redis ferrokv; do
+        port="$REDIS_PORT" pid="$REDIS_PID"
+        [ "$server" = ferrokv ] && port="$FK_PORT" pid="$FK_PID"
+        rss0="$(vm_rss_kib "$pid")" used0="$(used_memory "$port")"
+        say "loading one $kind of $BENCH_ELEMENTS elements into $server"
+        summary="$(timeout "$STEP_TIMEOUT" redis-cli -h 127.0.0.1 -p "$port" --pipe <"$load" 2>&1 | tail -1)"
+        if [ "$summary" != "errors: 0, replies: $commands" ]; then
+            say "load into $server failed: $summary"
+            exit 1
+        fi
+        rss1="$(vm_rss_kib "$pid")" used1="$(used_memory "$port")"
+        echo "$server,$kind,$BENCH_ELEMENTS,$rss0,$rss1,$used0,$used1" >>"$COLL"
+    done
+    stop_servers
+done
+
+python3 "$REPORT" table --throughput "$CSV" --memory "$MEM" --collections "$COLL" \
     --clients "$BENCH_CLIENTS" --requests "$BENCH_N (-P 1), $((BENCH_N * 10)) (-P 16)" --skipped "${skipped[*]:-}" \
     --repeat "$BENCH_REPEAT" --redis-version "$(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')" --cores "$(nproc)"

@@ -238,7 +238,7 @@ fn set_pairs(ctx: &mut Ctx, args: &[Bytes], name: &str) -> Result<i64, Reply> {
     let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
     let mut added = 0;
     for pair in args[2..].chunks_exact(2) {
-        if h.insert(owned(&pair[0]), owned(&pair[1])) {
+        if h.insert(&pair[0], &pair[1]) {
             added += 1;
         }
     }
@@ -259,14 +259,14 @@ fn hsetnx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     if h.contains(&args[2]) {
         return Ok(Reply::Int(0));
     }
-    h.insert(owned(&args[2]), owned(&args[3]));
+    h.insert(&args[2], &args[3]);
     ctx.changed(&args[1], notify::HASH, "hset");
     Ok(Reply::Int(1))
 }
 
 fn hget(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let h = read(ctx, &args[1])?;
-    Ok(Reply::opt_bulk(h.and_then(|h| h.get(&args[2])).cloned()))
+    Ok(Reply::opt_bulk(h.and_then(|h| h.get(&args[2])).map(owned)))
 }
 
 fn hmget(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
@@ -274,7 +274,7 @@ fn hmget(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(
         args[2..]
             .iter()
-            .map(|f| Reply::opt_bulk(h.and_then(|h| h.get(f)).cloned()))
+            .map(|f| Reply::opt_bulk(h.and_then(|h| h.get(f)).map(owned)))
             .collect(),
     ))
 }
@@ -283,7 +283,7 @@ fn hdel(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(h) = ctx.ks.get_obj_mut::<Hash>(&args[1]).map_err(Reply::err)? else {
         return Ok(Reply::Int(0));
     };
-    let deleted = args[2..].iter().filter(|f| h.remove(f).is_some()).count();
+    let deleted = args[2..].iter().filter(|f| h.remove(f)).count();
     let emptied = h.is_empty();
     if deleted > 0 {
         ctx.changed(&args[1], notify::HASH, "hdel");
@@ -306,7 +306,7 @@ fn hlen(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 
 fn hstrlen(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let h = read(ctx, &args[1])?;
-    Ok(Reply::Int(h.and_then(|h| h.get(&args[2])).map_or(0, Bytes::len) as i64))
+    Ok(Reply::Int(h.and_then(|h| h.get(&args[2])).map_or(0, <[u8]>::len) as i64))
 }
 
 fn hkeys(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
@@ -314,7 +314,7 @@ fn hkeys(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(
         h.into_iter()
             .flat_map(Hash::iter)
-            .map(|(k, _)| Reply::Bulk(k.clone()))
+            .map(|(k, _)| Reply::Bulk(owned(k)))
             .collect(),
     ))
 }
@@ -324,7 +324,7 @@ fn hvals(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(
         h.into_iter()
             .flat_map(Hash::iter)
-            .map(|(_, v)| Reply::Bulk(v.clone()))
+            .map(|(_, v)| Reply::Bulk(owned(v)))
             .collect(),
     ))
 }
@@ -334,7 +334,7 @@ fn hgetall(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Map(
         h.into_iter()
             .flat_map(Hash::iter)
-            .map(|(k, v)| (Reply::Bulk(k.clone()), Reply::Bulk(v.clone())))
+            .map(|(k, v)| (Reply::Bulk(owned(k)), Reply::Bulk(owned(v))))
             .collect(),
     ))
 }
@@ -347,7 +347,7 @@ fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         None => 0,
     };
     let new = old.checked_add(incr).ok_or_else(|| Reply::err(ERR_OVERFLOW))?;
-    h.insert(owned(&args[2]), parse::i64_bytes(new));
+    h.insert(&args[2], &parse::i64_bytes(new));
     ctx.changed(&args[1], notify::HASH, "hincrby");
     Ok(Reply::Int(new))
 }
@@ -359,7 +359,7 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         None => return Err(Reply::err(ERR_NOT_FLOAT)),
     };
     let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
-    let old = match longdouble::parse(h.get(&args[2]).map_or(&b"0"[..], |v| v.as_ref())) {
+    let old = match longdouble::parse(h.get(&args[2]).unwrap_or(b"0")) {
         Some(Parsed::Finite(v)) => v,
         // A stored "inf" parses, but any sum with it is infinite.
         Some(Parsed::Infinite) => return Err(Reply::err(ERR_NAN_RESULT)),
@@ -367,7 +367,7 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     };
     let new = old.checked_add(incr).ok_or_else(|| Reply::err(ERR_NAN_RESULT))?;
     let text = Bytes::from(new.to_human());
-    h.insert(owned(&args[2]), text.clone());
+    h.insert(&args[2], &text);
     ctx.changed(&args[1], notify::HASH, "hincrbyfloat");
     // The result, not the increment (Redis 7.0): long double arithmetic and
     // its formatting must not be redone by whoever replays the log.
@@ -456,10 +456,10 @@ fn hscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     };
     let opts = scan_opts(&args[3..])?;
     let mut items = Vec::new();
-    let mut push = |k: &Bytes, v: &Bytes| {
+    let mut push = |k: &[u8], v: &[u8]| {
         if scan_matches(&opts, k) {
-            items.push(Reply::Bulk(k.clone()));
-            items.push(Reply::Bulk(v.clone()));
+            items.push(Reply::Bulk(owned(k)));
+            items.push(Reply::Bulk(owned(v)));
         }
     };
     if h.is_listpack() {
@@ -476,7 +476,7 @@ fn hscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let mut collected = Vec::new();
     loop {
         cursor = h.scan_bucket(cursor, |k, v| {
-            collected.push((k.clone(), v.clone()));
+            collected.push((owned(k), owned(v)));
             visited += 2;
         });
         if cursor == 0 || budget == 0 || visited >= opts.count {
@@ -499,7 +499,7 @@ fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     if args.len() == 2 {
         let h = read(ctx, &args[1])?;
         return Ok(match h {
-            Some(h) if !h.is_empty() => Reply::Bulk(h.at(rand::rng().random_range(0..h.len())).0.clone()),
+            Some(h) if !h.is_empty() => Reply::Bulk(owned(h.at(rand::rng().random_range(0..h.len())).0)),
             _ => Reply::Null,
         });
     }
@@ -527,12 +527,12 @@ fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let field = |i: usize, out: &mut Vec<Reply>| {
         let (k, v) = h.at(i);
         if !withvalues {
-            out.push(Reply::Bulk(k.clone()));
+            out.push(Reply::Bulk(owned(k)));
         } else if resp3 {
-            out.push(Reply::Array(vec![Reply::Bulk(k.clone()), Reply::Bulk(v.clone())]));
+            out.push(Reply::Array(vec![Reply::Bulk(owned(k)), Reply::Bulk(owned(v))]));
         } else {
-            out.push(Reply::Bulk(k.clone()));
-            out.push(Reply::Bulk(v.clone()));
+            out.push(Reply::Bulk(owned(k)));
+            out.push(Reply::Bulk(owned(v)));
         }
     };
     let len = h.len();

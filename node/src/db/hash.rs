@@ -11,9 +11,7 @@
 //! `bytes` tracks the allocations of fields and values so that
 //! [`Hash::mem_usage`] is O(1).
 
-use bytes::Bytes;
-
-use super::dict::Dict;
+use super::dict::{Dict, DictItem};
 use super::entry::round_alloc;
 
 /// Redis 7.0's `hash-max-listpack-entries` default.
@@ -21,9 +19,67 @@ pub const MAX_LISTPACK_ENTRIES: usize = 512;
 /// Redis 7.0's `hash-max-listpack-value` default.
 pub const MAX_LISTPACK_VALUE: usize = 64;
 
+/// One field and its value in a single allocation: the field's length
+/// (LEB128, one byte below 128), the field, the value. Two `Bytes` per
+/// field cost 64 bytes of table slot and two allocations; this costs 16 and
+/// one, which for a hash of 100k short fields takes less memory than Redis
+/// does for the same hash, and one cache miss fewer per lookup.
+#[derive(Clone)]
+pub struct Pair(Box<[u8]>);
+
+impl Pair {
+    fn new(field: &[u8], value: &[u8]) -> Pair {
+        let mut buf = Vec::with_capacity(10 + field.len() + value.len());
+        let mut n = field.len();
+        while n >= 0x80 {
+            buf.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        buf.push(n as u8);
+        buf.extend_from_slice(field);
+        buf.extend_from_slice(value);
+        Pair(buf.into_boxed_slice())
+    }
+
+    /// Where the field starts and ends.
+    #[inline]
+    fn field_range(&self) -> (usize, usize) {
+        let (mut len, mut shift, mut i) = (0usize, 0, 0);
+        loop {
+            let b = self.0[i];
+            len |= ((b & 0x7f) as usize) << shift;
+            i += 1;
+            if b < 0x80 {
+                return (i, i + len);
+            }
+            shift += 7;
+        }
+    }
+
+    pub fn field(&self) -> &[u8] {
+        let (start, end) = self.field_range();
+        &self.0[start..end]
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.0[self.field_range().1..]
+    }
+
+    /// Bytes accounted for the allocation.
+    fn cost(&self) -> usize {
+        round_alloc(self.0.len())
+    }
+}
+
+impl DictItem for Pair {
+    fn key(&self) -> &[u8] {
+        self.field()
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Hash {
-    dict: Dict<(Bytes, Bytes)>,
+    dict: Dict<Pair>,
     bytes: usize,
     hashtable: bool,
 }
@@ -54,29 +110,30 @@ impl Hash {
     pub fn is_listpack(&self) -> bool {
         !self.hashtable
     }
-    pub fn get(&self, f: &[u8]) -> Option<&Bytes> {
-        self.dict.get(f).map(|(_, v)| v)
+    pub fn get(&self, f: &[u8]) -> Option<&[u8]> {
+        self.dict.get(f).map(Pair::value)
     }
     pub fn contains(&self, f: &[u8]) -> bool {
         self.dict.find(f).is_some()
     }
     /// Insert or replace (a replaced value keeps its position); returns true
-    /// when the field is new. Callers pass owned copies, not slices of a
-    /// request buffer, so a stored field never pins a connection's buffer.
-    pub fn insert(&mut self, f: Bytes, v: Bytes) -> bool {
+    /// when the field is new. Both are copied: a stored field never pins a
+    /// connection's request buffer.
+    pub fn insert(&mut self, f: &[u8], v: &[u8]) -> bool {
         if f.len() > MAX_LISTPACK_VALUE || v.len() > MAX_LISTPACK_VALUE {
             self.hashtable = true;
         }
-        let vlen = round_alloc(v.len());
-        match self.dict.find(&f) {
+        let pair = Pair::new(f, v);
+        let cost = pair.cost();
+        match self.dict.find(f) {
             Some(i) => {
-                let old = std::mem::replace(&mut self.dict.at_mut(i).1, v);
-                self.bytes = self.bytes + vlen - round_alloc(old.len());
+                let old = std::mem::replace(self.dict.at_mut(i), pair);
+                self.bytes = self.bytes + cost - old.cost();
                 false
             }
             None => {
-                self.bytes += round_alloc(f.len()) + vlen;
-                self.dict.push((f, v));
+                self.bytes += cost;
+                self.dict.push(pair);
                 if self.dict.len() > MAX_LISTPACK_ENTRIES {
                     self.hashtable = true;
                 }
@@ -84,27 +141,30 @@ impl Hash {
             }
         }
     }
-    pub fn remove(&mut self, f: &[u8]) -> Option<Bytes> {
-        let i = self.dict.find(f)?;
-        let (k, v) = if self.hashtable {
+    /// Remove a field; true when it was there.
+    pub fn remove(&mut self, f: &[u8]) -> bool {
+        let Some(i) = self.dict.find(f) else {
+            return false;
+        };
+        let pair = if self.hashtable {
             self.dict.swap_remove(i)
         } else {
             self.dict.ordered_remove(i)
         };
-        self.bytes -= round_alloc(k.len()) + round_alloc(v.len());
-        Some(v)
+        self.bytes -= pair.cost();
+        true
     }
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Bytes, &Bytes)> {
-        self.dict.iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> {
+        self.dict.iter().map(|p| (p.field(), p.value()))
     }
     /// The field/value at position `i` (`i < len`), for random picks.
-    pub fn at(&self, i: usize) -> (&Bytes, &Bytes) {
-        let (k, v) = self.dict.at(i);
-        (k, v)
+    pub fn at(&self, i: usize) -> (&[u8], &[u8]) {
+        let p = self.dict.at(i);
+        (p.field(), p.value())
     }
     /// One HSCAN step over a `hashtable` hash; see [`Dict::scan_bucket`].
-    pub fn scan_bucket(&self, cursor: u64, mut f: impl FnMut(&Bytes, &Bytes)) -> u64 {
-        self.dict.scan_bucket(cursor, |(k, v)| f(k, v))
+    pub fn scan_bucket(&self, cursor: u64, mut f: impl FnMut(&[u8], &[u8])) -> u64 {
+        self.dict.scan_bucket(cursor, |p| f(p.field(), p.value()))
     }
 }
 
@@ -112,15 +172,15 @@ impl Hash {
 mod tests {
     use super::*;
 
-    fn b(s: &str) -> Bytes {
-        Bytes::copy_from_slice(s.as_bytes())
+    fn b(s: &str) -> &[u8] {
+        s.as_bytes()
     }
 
     #[test]
     fn listpack_until_too_many_fields_and_never_back() {
         let mut h = Hash::default();
         for i in 0..MAX_LISTPACK_ENTRIES {
-            assert!(h.insert(b(&format!("f{i}")), b("v")));
+            assert!(h.insert(format!("f{i}").as_bytes(), b("v")));
         }
         assert_eq!(h.encoding(), "listpack");
         assert!(!h.insert(b("f0"), b("w")));
@@ -137,13 +197,25 @@ mod tests {
     #[test]
     fn long_field_or_value_converts() {
         let mut h = Hash::default();
-        h.insert(b("f"), Bytes::from(vec![b'x'; MAX_LISTPACK_VALUE]));
+        h.insert(b("f"), &[b'x'; MAX_LISTPACK_VALUE]);
         assert_eq!(h.encoding(), "listpack");
-        h.insert(b("f"), Bytes::from(vec![b'x'; MAX_LISTPACK_VALUE + 1]));
+        h.insert(b("f"), &[b'x'; MAX_LISTPACK_VALUE + 1]);
         assert_eq!(h.encoding(), "hashtable");
         let mut h = Hash::default();
-        h.insert(Bytes::from(vec![b'k'; MAX_LISTPACK_VALUE + 1]), b("v"));
+        h.insert(&[b'k'; MAX_LISTPACK_VALUE + 1], b("v"));
         assert_eq!(h.encoding(), "hashtable");
+    }
+
+    #[test]
+    fn a_pair_holds_any_field_and_value() {
+        for flen in [0, 1, 127, 128, 300, 16_384, 70_000] {
+            let field: Vec<u8> = (0..flen).map(|i| (i % 251) as u8).collect();
+            for value in [&b""[..], b"v", &[0x80; 200][..]] {
+                let p = Pair::new(&field, value);
+                assert_eq!(p.field(), &field[..]);
+                assert_eq!(p.value(), value);
+            }
+        }
     }
 
     #[test]
@@ -154,9 +226,9 @@ mod tests {
         }
         h.remove(b"a");
         h.insert(b("c"), b("2"));
-        let order: Vec<&[u8]> = h.iter().map(|(k, _)| k.as_ref()).collect();
+        let order: Vec<&[u8]> = h.iter().map(|(k, _)| k).collect();
         assert_eq!(order, vec![&b"c"[..], b"b", b"d"]);
-        assert_eq!(h.get(b"c").map(|v| v.as_ref()), Some(&b"2"[..]));
+        assert_eq!(h.get(b"c"), Some(&b"2"[..]));
         for f in ["b", "c", "d"] {
             h.remove(f.as_bytes());
         }

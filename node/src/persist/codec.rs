@@ -366,7 +366,7 @@ pub fn decode_entry(input: &mut &[u8]) -> Result<Decoded, CodecError> {
             for _ in 0..n {
                 let f = get_bytes(input, "hash field")?;
                 let v = get_bytes(input, "hash value")?;
-                if !h.insert(f, v) {
+                if !h.insert(&f, &v) {
                     return Err(CodecError::Invalid("hash: duplicate field"));
                 }
             }
@@ -568,9 +568,9 @@ mod tests {
 
         // A hashtable hash that shrank back below the listpack limits stays one.
         let mut h = Hash::default();
-        h.insert(b("long"), Bytes::from(vec![b'x'; 100]));
-        h.insert(b("f2"), b("v2"));
-        h.insert(b("f1"), b("v1"));
+        h.insert(b"long", &[b'x'; 100]);
+        h.insert(b"f2", b"v2");
+        h.insert(b"f1", b"v1");
         h.remove(b"long");
         let back = assert_stable(&Entry::new_obj(b"h", Value::Hash(h), Some(5), 0));
         assert_eq!(back.obj().map(Value::encoding), Some("hashtable"));
@@ -663,7 +663,7 @@ mod tests {
         let st = Entry::new_obj(b"st", Value::Stream(Box::new(sample_stream())), Some(9), 0);
         encode_entry(&mut out, st.key(), &st);
         let mut h = Hash::default();
-        h.insert(b("f"), b("v"));
+        h.insert(b"f", b"v");
         let he = Entry::new_obj(b"h", Value::Hash(h), None, 0);
         encode_entry(&mut out, he.key(), &he);
         let stream_len = {
@@ -725,7 +725,7 @@ mod tests {
                     2 => {
                         let mut h = Hash::default();
                         items.iter().for_each(|(m, _)| {
-                            h.insert(b(m), b(&m.len().to_string()));
+                            h.insert(&b(m), &b(&m.len().to_string()));
                         });
                         Value::Hash(h)
                     }

@@ -76,7 +76,7 @@ fn value_digest(h: &mut Xxh3, v: &Value) {
         Value::Hash(m) => {
             h.update(b"h");
             h.update(&(m.len() as u64).to_le_bytes());
-            let d = unordered(m.iter().map(|(f, x)| (&f[..], Some(&x[..]))));
+            let d = unordered(m.iter().map(|(f, x)| (f, Some(x))));
             h.update(&d.to_le_bytes());
         }
         Value::Set(s) => {
@@ -177,14 +177,13 @@ mod tests {
     use super::*;
     use crate::db::Expiry;
     use crate::db::hash::Hash;
-    use bytes::Bytes;
 
     fn fill(db: &Db, order: &[usize]) {
         let mut ks = db.lock_all(0);
         for &i in order {
             ks.set_str(format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), Expiry::Clear);
             let h = ks.get_obj_mut_or_create::<Hash>(b"h").expect("hash");
-            h.insert(Bytes::from(format!("f{i}")), Bytes::from_static(b"x"));
+            h.insert(format!("f{i}").as_bytes(), b"x");
         }
     }
 
