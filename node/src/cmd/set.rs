@@ -235,13 +235,15 @@ fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Set>, Reply> {
     Ok(s)
 }
 
-fn bulks<'a>(members: impl Iterator<Item = &'a Bytes>) -> Vec<Reply> {
-    members.map(|m| Reply::Bulk(m.clone())).collect()
+fn bulks<M: AsRef<[u8]>>(members: impl Iterator<Item = M>) -> Vec<Reply> {
+    members
+        .map(|m| Reply::Bulk(Bytes::copy_from_slice(m.as_ref())))
+        .collect()
 }
 
 fn sadd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let s = ctx.ks.get_obj_mut_or_create::<Set>(&args[1]).map_err(Reply::err)?;
-    let added = args[2..].iter().filter(|m| s.insert(owned(m))).count();
+    let added = args[2..].iter().filter(|m| s.insert(m)).count();
     if added > 0 {
         ctx.changed(&args[1], notify::SET, "sadd");
     }
@@ -375,7 +377,7 @@ fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let s = read(ctx, &args[1])?;
     let Some(count) = count else {
         return Ok(match s {
-            Some(s) if !s.is_empty() => Reply::Bulk(s.at(rand::rng().random_range(0..s.len())).clone()),
+            Some(s) if !s.is_empty() => Reply::Bulk(Bytes::copy_from_slice(s.at(rand::rng().random_range(0..s.len())))),
             _ => Reply::Null,
         });
     };
@@ -389,14 +391,14 @@ fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let out = if count < 0 {
         let mut rng = rand::rng();
         (0..count.unsigned_abs())
-            .map(|_| Reply::Bulk(s.at(rng.random_range(0..len)).clone()))
+            .map(|_| Reply::Bulk(Bytes::copy_from_slice(s.at(rng.random_range(0..len)))))
             .collect()
     } else if count as u64 >= len as u64 {
         bulks(s.iter())
     } else {
         distinct_positions(len, count as usize)
             .into_iter()
-            .map(|i| Reply::Bulk(s.at(i).clone()))
+            .map(|i| Reply::Bulk(owned(s.at(i))))
             .collect()
     };
     Ok(Reply::Array(out))
@@ -423,7 +425,7 @@ fn smove(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         ctx.notify(notify::GENERIC, "del", src);
     }
     let d = ctx.ks.get_obj_mut_or_create::<Set>(dst).map_err(Reply::err)?;
-    if d.insert(owned(member)) {
+    if d.insert(member) {
         ctx.changed(dst, notify::SET, "sadd");
     }
     Ok(Reply::Int(1))
@@ -455,7 +457,7 @@ fn source_sizes(ctx: &mut Ctx, keys: &[Bytes], lookup: Lookup) -> Result<Vec<Opt
 /// Members of an existing set, copied out (reference-count bumps).
 fn members(ctx: &mut Ctx, key: &[u8]) -> Vec<Bytes> {
     match ctx.ks.get_obj::<Set>(key) {
-        Ok(Some(s)) => s.iter().cloned().collect(),
+        Ok(Some(s)) => s.iter().map(Bytes::copy_from_slice).collect(),
         _ => Vec::new(),
     }
 }
@@ -541,7 +543,7 @@ fn sinterstore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let r = intersect(ctx, &args[2..], Lookup::Write, 0)?;
     let mut result = Set::default();
     for m in r {
-        result.insert(m);
+        result.insert(&m);
     }
     store(ctx, &args[1], result, "sinterstore")
 }
@@ -562,7 +564,7 @@ fn union_diff(ctx: &mut Ctx, keys: &[Bytes], op: Op, lookup: Lookup) -> Result<S
             for (k, size) in keys.iter().zip(&sizes) {
                 if size.is_some() {
                     for m in members(ctx, k) {
-                        result.insert(m);
+                        result.insert(&m);
                     }
                 }
             }
@@ -593,11 +595,11 @@ fn union_diff(ctx: &mut Ctx, keys: &[Bytes], op: Op, lookup: Lookup) -> Result<S
                     }
                 }
                 for m in cand {
-                    result.insert(m);
+                    result.insert(&m);
                 }
             } else {
                 for m in members(ctx, &keys[0]) {
-                    result.insert(m);
+                    result.insert(&m);
                 }
                 for &i in &present[1..] {
                     if result.is_empty() {
@@ -639,9 +641,9 @@ fn sscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Ok(scan_reply(0, Vec::new()));
     };
     let opts = scan_opts(&args[3..])?;
-    let keep = |m: &&Bytes| scan_matches(&opts, m);
+    let keep = |m: &[u8]| scan_matches(&opts, m);
     if s.is_intset() {
-        return Ok(scan_reply(0, bulks(s.iter().filter(keep))));
+        return Ok(scan_reply(0, bulks(s.iter().filter(|m| keep(m)))));
     }
     // As Redis: visit buckets until `count` members were collected, at most
     // 10×count buckets, filtering afterwards.
@@ -649,13 +651,13 @@ fn sscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let mut budget = opts.count.saturating_mul(10);
     let mut collected = Vec::new();
     loop {
-        cursor = s.scan_bucket(cursor, |m| collected.push(m.clone()));
+        cursor = s.scan_bucket(cursor, |m| collected.push(Bytes::copy_from_slice(m)));
         if cursor == 0 || budget == 0 || collected.len() >= opts.count {
             break;
         }
         budget -= 1;
     }
-    Ok(scan_reply(cursor, bulks(collected.iter().filter(keep))))
+    Ok(scan_reply(cursor, bulks(collected.iter().filter(|m| keep(m)))))
 }
 
 #[cfg(test)]

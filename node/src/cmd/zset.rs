@@ -1368,7 +1368,7 @@ fn source_len(ctx: &mut Ctx, key: &[u8]) -> Result<usize, Reply> {
 fn source_items(ctx: &mut Ctx, key: &[u8]) -> Vec<(Bytes, f64)> {
     match ctx.ks.peek(key).and_then(|e| e.obj()) {
         Some(Value::ZSet(z)) => z.iter().map(|(m, s)| (m.clone(), s)).collect(),
-        Some(Value::Set(s)) => s.iter().map(|m| (m.clone(), 1.0)).collect(),
+        Some(Value::Set(s)) => s.iter().map(|m| (Bytes::copy_from_slice(m), 1.0)).collect(),
         _ => Vec::new(),
     }
 }
@@ -1765,7 +1765,7 @@ mod tests {
             let mut ks = state.db.lock_all(crate::db::now_ms());
             let mut set = Set::default();
             for m in ["x", "y", "q"] {
-                set.insert(Bytes::from_static(m.as_bytes()));
+                set.insert(m.as_bytes());
             }
             ks.insert(b"{s}set", Value::Set(set), None);
             ks.set_str(b"{s}str", b"v", crate::db::Expiry::Clear);

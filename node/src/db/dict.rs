@@ -47,6 +47,12 @@ impl DictItem for Bytes {
     }
 }
 
+impl DictItem for Box<[u8]> {
+    fn key(&self) -> &[u8] {
+        self
+    }
+}
+
 impl DictItem for (Bytes, Bytes) {
     fn key(&self) -> &[u8] {
         &self.0

@@ -21,7 +21,10 @@ pub const MAX_INTSET_ENTRIES: usize = 512;
 
 #[derive(Clone, Default)]
 pub struct Set {
-    dict: Dict<Bytes>,
+    /// Members as boxed slices: 16 bytes of table slot each, where a
+    /// `Bytes` took 32, which put a large set above Redis' memory per member
+    /// (`bench/node-vs-redis.sh` measures it).
+    dict: Dict<Box<[u8]>>,
     bytes: usize,
     hashtable: bool,
 }
@@ -55,13 +58,14 @@ impl Set {
     pub fn contains(&self, m: &[u8]) -> bool {
         self.dict.find(m).is_some()
     }
-    /// Add a member; returns true when it is new. Callers pass owned copies,
-    /// not slices of a request buffer.
-    pub fn insert(&mut self, m: Bytes) -> bool {
-        if self.dict.find(&m).is_some() {
+    /// Add a member (copied: a stored member never pins a request buffer);
+    /// returns true when it is new.
+    pub fn insert(&mut self, m: &[u8]) -> bool {
+        if self.dict.find(m).is_some() {
             return false;
         }
         self.bytes += round_alloc(m.len());
+        let m: Box<[u8]> = m.into();
         if !self.hashtable {
             match parse_i64(&m) {
                 Some(v) if self.dict.len() < MAX_INTSET_ENTRIES => {
@@ -106,18 +110,18 @@ impl Set {
             self.dict.ordered_remove(i)
         };
         self.bytes -= round_alloc(m.len());
-        m
+        Bytes::from(m.into_vec())
     }
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Bytes> {
-        self.dict.iter()
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.dict.iter().map(|m| &m[..])
     }
     /// The member at position `i` (`i < len`), for random picks.
-    pub fn at(&self, i: usize) -> &Bytes {
+    pub fn at(&self, i: usize) -> &[u8] {
         self.dict.at(i)
     }
     /// One SSCAN step over a `hashtable` set; see [`Dict::scan_bucket`].
-    pub fn scan_bucket(&self, cursor: u64, f: impl FnMut(&Bytes)) -> u64 {
-        self.dict.scan_bucket(cursor, f)
+    pub fn scan_bucket(&self, cursor: u64, mut f: impl FnMut(&[u8])) -> u64 {
+        self.dict.scan_bucket(cursor, |m| f(m))
     }
 }
 
@@ -125,8 +129,8 @@ impl Set {
 mod tests {
     use super::*;
 
-    fn b(s: &str) -> Bytes {
-        Bytes::copy_from_slice(s.as_bytes())
+    fn b(s: &str) -> &[u8] {
+        s.as_bytes()
     }
 
     #[test]
@@ -137,7 +141,7 @@ mod tests {
         }
         assert!(!s.insert(b("7")));
         assert_eq!(s.encoding(), "intset");
-        let v: Vec<&[u8]> = s.iter().map(|m| m.as_ref()).collect();
+        let v: Vec<&[u8]> = s.iter().collect();
         assert_eq!(
             v,
             vec![
@@ -161,7 +165,7 @@ mod tests {
     fn intset_converts_past_512_members() {
         let mut s = Set::default();
         for i in 0..MAX_INTSET_ENTRIES {
-            s.insert(Bytes::from(i.to_string()));
+            s.insert(i.to_string().as_bytes());
         }
         assert_eq!(s.encoding(), "intset");
         s.insert(b("100000"));
@@ -176,7 +180,7 @@ mod tests {
     fn memory_balances() {
         let mut s = Set::default();
         for i in 0..1000 {
-            s.insert(Bytes::from(format!("m{i}")));
+            s.insert(format!("m{i}").as_bytes());
         }
         assert!(s.mem_usage() > 0);
         while !s.is_empty() {

@@ -376,7 +376,7 @@ pub fn decode_entry(input: &mut &[u8]) -> Result<Decoded, CodecError> {
             let n = get_count(input, 1, "set length")?;
             let mut s = if large { Set::new_hashtable() } else { Set::default() };
             for _ in 0..n {
-                if !s.insert(get_bytes(input, "set member")?) {
+                if !s.insert(&get_bytes(input, "set member")?) {
                     return Err(CodecError::Invalid("set: duplicate member"));
                 }
             }
@@ -578,18 +578,18 @@ mod tests {
         // A hashtable set of integers keeps its (unsorted) order.
         let mut s = Set::default();
         for m in ["x", "10", "2", "5"] {
-            s.insert(b(m));
+            s.insert(&b(m));
         }
         s.remove(b"x");
         let back = assert_stable(&Entry::new_obj(b"s", Value::Set(s), None, 0));
         let order: Vec<&[u8]> = match back.obj() {
-            Some(Value::Set(s)) => s.iter().map(|x| x.as_ref()).collect(),
+            Some(Value::Set(s)) => s.iter().collect(),
             _ => panic!("not a set"),
         };
         assert_eq!(order, vec![&b"5"[..], b"10", b"2"]);
         let mut s = Set::default();
         for m in ["3", "1", "2"] {
-            s.insert(b(m));
+            s.insert(&b(m));
         }
         let back = assert_stable(&Entry::new_obj(b"s", Value::Set(s), None, 0));
         assert_eq!(back.obj().map(Value::encoding), Some("intset"));
@@ -732,7 +732,7 @@ mod tests {
                     3 => {
                         let mut s = Set::default();
                         items.iter().for_each(|(m, _)| {
-                            s.insert(b(m));
+                            s.insert(&b(m));
                         });
                         Value::Set(s)
                     }

@@ -82,7 +82,7 @@ fn value_digest(h: &mut Xxh3, v: &Value) {
         Value::Set(s) => {
             h.update(b"t");
             h.update(&(s.len() as u64).to_le_bytes());
-            let d = unordered(s.iter().map(|m| (&m[..], None)));
+            let d = unordered(s.iter().map(|m| (m, None)));
             h.update(&d.to_le_bytes());
         }
         Value::ZSet(z) => {
