@@ -18,6 +18,8 @@
 use std::cmp::Ordering;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
+use smallvec::SmallVec;
 
 use super::entry::round_alloc;
 
@@ -31,7 +33,7 @@ const NIL: u32 = u32::MAX;
 const HEAD: u32 = 0;
 /// Bytes a member costs besides its own bytes: the node, its map entry, and
 /// the average of 1.33 levels (p = 1/4).
-const MEMBER_OVERHEAD: usize = std::mem::size_of::<Node>() + std::mem::size_of::<(Bytes, u32)>() + 1 + 16;
+const MEMBER_OVERHEAD: usize = std::mem::size_of::<Node>() + std::mem::size_of::<u32>() + 1;
 
 #[derive(Clone, Copy)]
 struct Level {
@@ -45,7 +47,9 @@ struct Node {
     member: Bytes,
     score: f64,
     prev: u32,
-    levels: Vec<Level>,
+    /// Inline up to two levels: with p = 1/4, 15 nodes in 16 have at most
+    /// two, and a separate allocation per node was 16 bytes of its memory.
+    levels: SmallVec<[Level; 2]>,
 }
 
 /// A score interval, as parsed by ZRANGEBYSCORE and friends.
@@ -103,7 +107,12 @@ impl LexRange {
 
 #[derive(Clone)]
 pub struct ZSet {
-    map: hashbrown::HashMap<Bytes, u32, foldhash::fast::RandomState>,
+    /// Member → node: the table holds node indexes and finds them by the
+    /// node's member, so a member is stored once (a map keyed by a second
+    /// handle on it cost 36 bytes of entry and a shared-buffer header).
+    map: HashTable<u32>,
+    /// Hashes members for `map` and orders ZSCAN (seeded per set).
+    hasher: foldhash::fast::RandomState,
     nodes: Vec<Node>,
     free: Vec<u32>,
     tail: u32,
@@ -126,10 +135,11 @@ impl Default for ZSet {
             member: Bytes::new(),
             score: 0.0,
             prev: NIL,
-            levels: vec![Level { next: NIL, span: 0 }; MAX_LEVEL],
+            levels: smallvec::smallvec![Level { next: NIL, span: 0 }; MAX_LEVEL],
         };
         ZSet {
-            map: Default::default(),
+            map: HashTable::new(),
+            hasher: Default::default(),
             nodes: vec![head],
             free: Vec::new(),
             tail: NIL,
@@ -174,7 +184,7 @@ impl ZSet {
     pub fn mem_usage(&self) -> usize {
         self.bytes
             + self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.map.capacity() * (std::mem::size_of::<(Bytes, u32)>() + 1)
+            + self.map.capacity() * (std::mem::size_of::<u32>() + 1)
             + self
                 .scan_index
                 .as_ref()
@@ -189,17 +199,53 @@ impl ZSet {
         !self.skiplist
     }
 
+    fn hash(&self, member: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(member)
+    }
+
+    /// The node holding `member`.
+    fn find(&self, member: &[u8]) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.map
+            .find(self.hash(member), |&i| nodes[i as usize].member.as_ref() == member)
+            .copied()
+    }
+
+    /// Take `member` out of the map (its node stays until unlinked).
+    fn unmap(&mut self, member: &[u8]) -> Option<u32> {
+        let h = self.hash(member);
+        let nodes = &self.nodes;
+        let entry = self
+            .map
+            .find_entry(h, |&i| nodes[i as usize].member.as_ref() == member)
+            .ok()?;
+        Some(entry.remove().0)
+    }
+
+    /// Map node `n` (whose member is not mapped yet).
+    fn map_node(&mut self, n: u32) {
+        let nodes = &self.nodes;
+        let hasher = &self.hasher;
+        let hash = |i: &u32| {
+            use std::hash::BuildHasher;
+            hasher.hash_one(nodes[*i as usize].member.as_ref())
+        };
+        self.map.insert_unique(hash(&n), n, hash);
+    }
+
     pub fn score(&self, member: &[u8]) -> Option<f64> {
-        self.map.get(member).map(|&i| self.nodes[i as usize].score)
+        self.find(member).map(|i| self.nodes[i as usize].score)
     }
 
     pub fn contains(&self, member: &[u8]) -> bool {
-        self.map.contains_key(member)
+        self.find(member).is_some()
     }
 
     /// Insert a member or change its score. Returns true when it is new.
     pub fn insert(&mut self, member: &[u8], mut score: f64) -> bool {
-        let new = !self.map.contains_key(member);
+        let found = self.find(member);
+        let new = found.is_none();
         if new && (self.map.len() + 1 > LISTPACK_MAX_ENTRIES || member.len() > LISTPACK_MAX_VALUE) {
             self.skiplist = true;
         }
@@ -207,31 +253,33 @@ impl ZSet {
             // A listpack stores -0 as the integer 0: the sign is lost in Redis.
             score = 0.0;
         }
-        if let Some(&i) = self.map.get(member) {
+        if let Some(i) = found {
             let old = self.nodes[i as usize].score;
             // Redis compares with `==`: 0 and -0 are the same score.
             if old == score {
                 return false;
             }
-            let m = self.nodes[i as usize].member.clone();
-            self.list_delete(old, &m);
-            let n = self.list_insert(m.clone(), score);
-            self.map.insert(m, n);
+            self.unmap(member);
+            let m = std::mem::take(&mut self.nodes[i as usize].member);
+            self.list_delete(old, &m, i);
+            let n = self.list_insert(m, score);
+            self.map_node(n);
             return false;
         }
         let m = Bytes::copy_from_slice(member);
         self.bytes += round_alloc(m.len()) + MEMBER_OVERHEAD;
         self.scan_index = None;
-        let n = self.list_insert(m.clone(), score);
-        self.map.insert(m, n);
+        let n = self.list_insert(m, score);
+        self.map_node(n);
         true
     }
 
     /// Remove a member; returns its score.
     pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
-        let (m, i) = self.map.remove_entry(member)?;
+        let i = self.unmap(member)?;
         let score = self.nodes[i as usize].score;
-        self.list_delete(score, &m);
+        let m = std::mem::take(&mut self.nodes[i as usize].member);
+        self.list_delete(score, &m, i);
         self.bytes -= round_alloc(m.len()) + MEMBER_OVERHEAD;
         // A scan index mostly made of removed members only holds memory;
         // dropping it is always safe (the next step rebuilds it, and the
@@ -256,7 +304,7 @@ impl ZSet {
 
     /// 0-based rank of a member in ascending order.
     pub fn rank(&self, member: &[u8]) -> Option<usize> {
-        let &i = self.map.get(member)?;
+        let i = self.find(member)?;
         let (s, m) = (self.nodes[i as usize].score, &self.nodes[i as usize].member);
         // Elements strictly before (s, m).
         Some(self.count_while(|n| cmp(n.score, &n.member, s, m) == Ordering::Less))
@@ -321,10 +369,15 @@ impl ZSet {
     /// end). The hash order does not move when members come and go, so a
     /// member present for the whole scan is returned exactly once.
     pub fn scan(&mut self, cursor: u64, count: usize) -> (u64, Vec<(Bytes, f64)>) {
-        use std::hash::BuildHasher;
         if self.scan_index.is_none() {
-            let h = self.map.hasher();
-            let mut idx: Vec<(u64, Bytes)> = self.map.keys().map(|m| (h.hash_one(m), m.clone())).collect();
+            let mut idx: Vec<(u64, Bytes)> = self
+                .map
+                .iter()
+                .map(|&i| {
+                    let m = &self.nodes[i as usize].member;
+                    (self.hash(m), m.clone())
+                })
+                .collect();
             idx.sort_unstable_by_key(|e| e.0);
             self.scan_index = Some(idx);
         }
@@ -336,7 +389,7 @@ impl ZSet {
         let mut visited = 0;
         // Members sharing a hash are returned together, so no cursor splits them.
         while i < idx.len() && (visited < count.max(1) || (i > 0 && idx[i].0 == idx[i - 1].0)) {
-            if let Some(&n) = self.map.get(&idx[i].1) {
+            if let Some(n) = self.find(&idx[i].1) {
                 out.push((idx[i].1.clone(), self.nodes[n as usize].score));
             }
             visited += 1;
@@ -460,7 +513,7 @@ impl ZSet {
             member,
             score,
             prev: NIL,
-            levels: vec![Level { next: NIL, span: 0 }; lvl],
+            levels: smallvec::smallvec![Level { next: NIL, span: 0 }; lvl],
         });
         for i in 0..lvl {
             let u = update[i];
@@ -485,13 +538,16 @@ impl ZSet {
         x
     }
 
-    fn list_delete(&mut self, score: f64, member: &[u8]) {
+    /// Unlink node `node`, which holds (or held: the caller may have taken
+    /// it) `member` with `score`.
+    fn list_delete(&mut self, score: f64, member: &[u8], node: u32) {
         let mut update = [HEAD; MAX_LEVEL];
         let mut x = HEAD;
         for i in (0..self.level).rev() {
             loop {
                 let n = self.next(x, i);
-                if n == NIL {
+                // Stop at the node itself: its member may have been taken.
+                if n == NIL || n == node {
                     break;
                 }
                 let nn = &self.nodes[n as usize];
@@ -503,7 +559,7 @@ impl ZSet {
             update[i] = x;
         }
         let x = self.next(x, 0);
-        if x == NIL || self.nodes[x as usize].member.as_ref() != member {
+        if x != node {
             debug_assert!(false, "skiplist and map disagree");
             return;
         }
@@ -528,7 +584,7 @@ impl ZSet {
         }
         let dead = &mut self.nodes[x as usize];
         dead.member = Bytes::new();
-        dead.levels = Vec::new();
+        dead.levels = SmallVec::new();
         self.free.push(x);
     }
 }
