@@ -131,6 +131,14 @@ pub fn bgsave(state: &Arc<State>) -> Result<std::thread::JoinHandle<Result<(), S
         .spawn(move || {
             let t0 = Instant::now();
             let result = snapshot::save_stream(stream, &path, &replid);
+            // The cut's dumper ends on its own once the stream is consumed or
+            // dropped (a failed save drops it early). Until it has, another
+            // cut cannot start: a SAVE right after this one returned would
+            // be refused as "already in progress". The save is over when the
+            // cut is.
+            if !cut::wait_idle(&st.db, Duration::from_secs(30)) {
+                tracing::warn!("the snapshot cut is still ending after 30 s");
+            }
             let s = &st.saves;
             s.last_time_sec.store(t0.elapsed().as_secs() as i64, Ordering::Relaxed);
             let out = match result {
