@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
 use ferrokv_node::db::list::List;
 use ferrokv_node::db::{Db, Expiry, Value, WRONGTYPE};
 use proptest::prelude::*;
@@ -127,7 +126,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn list_of(items: &[Vec<u8>]) -> List {
     let mut l = List::default();
     for i in items {
-        l.push_back(Bytes::copy_from_slice(i));
+        l.push_back(i);
     }
     l
 }
@@ -211,9 +210,7 @@ fn step(db: &Db, m: &mut Model, op: &Op) -> Result<(), String> {
         }
         Op::Push(k, v) => {
             let mut ks = db.lock_keys([k], now);
-            let got = ks
-                .get_obj_mut_or_create::<List>(k)
-                .map(|l| l.push_back(Bytes::copy_from_slice(v)));
+            let got = ks.get_obj_mut_or_create::<List>(k).map(|l| l.push_back(v));
             drop(ks);
             let want = match m.lookup(k) {
                 None => {

@@ -821,7 +821,7 @@ mod tests {
             let l = ks
                 .get_obj_mut_or_create::<crate::db::list::List>(b"list")
                 .expect("new list");
-            l.push_back(Bytes::from_static(b"x"));
+            l.push_back(b"x");
         }
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         let handle = std::sync::Arc::new(crate::client::ClientHandle::new(1, addr, addr));

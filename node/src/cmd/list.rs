@@ -498,8 +498,8 @@ fn push(ctx: &mut Ctx, args: &[Bytes], end: End, only_existing: bool) -> CmdResu
         ctx.ks.get_obj_mut_or_create::<List>(key).map_err(wrongtype)?
     };
     for v in &args[2..] {
-        // Copied so that a stored element does not pin the request buffer.
-        list.push(end, Bytes::copy_from_slice(v));
+        // Copied (by the list) so that a stored element does not pin the request buffer.
+        list.push(end, v);
     }
     let len = list.len() as i64;
     ctx.changed(key, notify::LIST, push_event(end));
@@ -660,7 +660,7 @@ fn positions(list: &List, ele: &[u8], rank: i64, from_tail: bool, count: Option<
             break;
         }
         let idx = if from_tail { len - 1 - scanned } else { scanned };
-        if list.get(idx).is_none_or(|v| v.as_ref() != ele) {
+        if list.get(idx).is_none_or(|v| v != ele) {
             continue;
         }
         matches += 1;
@@ -691,7 +691,7 @@ fn lset(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(i) = list.index(index) else {
         return Err(Reply::err(ERR_INDEX));
     };
-    list.set(i, Bytes::copy_from_slice(&args[3]));
+    list.set(i, &args[3]);
     ctx.changed(key, notify::LIST, "lset");
     Ok(Reply::Ok)
 }
@@ -751,7 +751,7 @@ fn linsert(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(pos) = list.position(&args[3]) else {
         return Ok(Reply::Int(-1));
     };
-    list.insert(pos + after as usize, Bytes::copy_from_slice(&args[4]));
+    list.insert(pos + after as usize, &args[4]);
     let len = list.len() as i64;
     ctx.changed(key, notify::LIST, "linsert");
     Ok(Reply::Int(len))
@@ -781,7 +781,7 @@ fn do_move(ctx: &mut Ctx, src: &Bytes, dst: &Bytes, from: End, to: End) -> Resul
     ctx.ks
         .get_obj_mut_or_create::<List>(dst)
         .map_err(wrongtype)?
-        .push(to, v);
+        .push(to, &v);
     // Redis' order: the push on the destination, then the pop on the source.
     ctx.changed(dst, notify::LIST, push_event(to));
     popped(ctx, src, from, emptied);

@@ -3,7 +3,9 @@
 //! Redis keeps lists in a quicklist (a linked list of listpacks); a ring
 //! buffer gives the same costs where they matter — O(1) pushes and pops at
 //! both ends, O(1) indexing from either end — with one allocation for the
-//! spine. Middle edits (LINSERT, LREM, LSET by far index) are O(N) as in
+//! spine. Each slot is an [`Elem`]: 24 bytes holding an element of up to 22
+//! bytes inline, a longer one boxed, so a list of short elements (queue
+//! entries, IDs) costs no allocation per element. Middle edits (LINSERT, LREM, LSET by far index) are O(N) as in
 //! Redis. The byte count is kept up to date on every change, so
 //! [`List::mem_usage`] stays O(1) for memory accounting and eviction, and the
 //! spine is shrunk when a list loses most of its elements so a drained list
@@ -17,10 +19,60 @@ use super::entry::round_alloc;
 /// Below this many slots a spine is never shrunk (not worth the copy).
 const MIN_SHRINK_CAPACITY: usize = 64;
 
+/// Longest element kept inline in an [`Elem`].
+const INLINE: usize = 22;
+
+/// One list element: inline up to [`INLINE`] bytes, else boxed. 24 bytes
+/// either way, where a `Bytes` took 32 plus an allocation of its own.
+#[derive(Clone)]
+pub enum Elem {
+    Inline { len: u8, data: [u8; INLINE] },
+    Boxed(Box<[u8]>),
+}
+
+impl Elem {
+    pub fn new(v: &[u8]) -> Elem {
+        if v.len() <= INLINE {
+            let mut data = [0u8; INLINE];
+            data[..v.len()].copy_from_slice(v);
+            Elem::Inline {
+                len: v.len() as u8,
+                data,
+            }
+        } else {
+            Elem::Boxed(v.into())
+        }
+    }
+
+    /// The element as a `Bytes` of its own (a boxed one is moved, not copied).
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Elem::Inline { len, data } => Bytes::copy_from_slice(&data[..len as usize]),
+            Elem::Boxed(b) => Bytes::from(b.into_vec()),
+        }
+    }
+}
+
+impl AsRef<[u8]> for Elem {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Elem::Inline { len, data } => &data[..*len as usize],
+            Elem::Boxed(b) => b,
+        }
+    }
+}
+
+impl std::ops::Deref for Elem {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct List {
-    items: VecDeque<Bytes>,
-    /// Sum of `round_alloc(len)` of the elements.
+    items: VecDeque<Elem>,
+    /// Sum of `round_alloc(len)` of the boxed elements.
     bytes: usize,
 }
 
@@ -31,8 +83,12 @@ pub enum End {
     Right,
 }
 
-fn cost(v: &Bytes) -> usize {
-    round_alloc(v.len())
+/// Bytes allocated for an element besides its slot.
+fn cost(v: &Elem) -> usize {
+    match v {
+        Elem::Inline { .. } => 0,
+        Elem::Boxed(b) => round_alloc(b.len()),
+    }
 }
 
 impl List {
@@ -43,14 +99,14 @@ impl List {
         self.items.is_empty()
     }
     pub fn mem_usage(&self) -> usize {
-        self.bytes + self.items.capacity() * std::mem::size_of::<Bytes>()
+        self.bytes + self.items.capacity() * std::mem::size_of::<Elem>()
     }
     pub fn encoding(&self) -> &'static str {
         // Redis 7.0 always reports quicklist for lists.
         "quicklist"
     }
 
-    pub fn push(&mut self, end: End, v: Bytes) {
+    pub fn push(&mut self, end: End, v: &[u8]) {
         match end {
             End::Left => self.push_front(v),
             End::Right => self.push_back(v),
@@ -62,11 +118,14 @@ impl List {
             End::Right => self.pop_back(),
         }
     }
-    pub fn push_back(&mut self, v: Bytes) {
+    /// Append a copy of `v` (a stored element never pins a request buffer).
+    pub fn push_back(&mut self, v: &[u8]) {
+        let v = Elem::new(v);
         self.bytes += cost(&v);
         self.items.push_back(v);
     }
-    pub fn push_front(&mut self, v: Bytes) {
+    pub fn push_front(&mut self, v: &[u8]) {
+        let v = Elem::new(v);
         self.bytes += cost(&v);
         self.items.push_front(v);
     }
@@ -74,23 +133,23 @@ impl List {
         let v = self.items.pop_front()?;
         self.bytes -= cost(&v);
         self.maybe_shrink();
-        Some(v)
+        Some(v.into_bytes())
     }
     pub fn pop_back(&mut self) -> Option<Bytes> {
         let v = self.items.pop_back()?;
         self.bytes -= cost(&v);
         self.maybe_shrink();
-        Some(v)
+        Some(v.into_bytes())
     }
-    pub fn get(&self, i: usize) -> Option<&Bytes> {
-        self.items.get(i)
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.items.get(i).map(Elem::as_ref)
     }
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Bytes> + ExactSizeIterator {
-        self.items.iter()
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        self.items.iter().map(Elem::as_ref)
     }
     /// Elements `start..=end` (already clamped by the caller).
-    pub fn range(&self, start: usize, end: usize) -> impl DoubleEndedIterator<Item = &Bytes> + ExactSizeIterator {
-        self.items.range(start..=end)
+    pub fn range(&self, start: usize, end: usize) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        self.items.range(start..=end).map(Elem::as_ref)
     }
 
     /// Resolve a Redis index (negative counts from the tail) to a position.
@@ -101,17 +160,19 @@ impl List {
     }
 
     /// Replace the element at `i`; false when out of range.
-    pub fn set(&mut self, i: usize, v: Bytes) -> bool {
+    pub fn set(&mut self, i: usize, v: &[u8]) -> bool {
         let Some(slot) = self.items.get_mut(i) else {
             return false;
         };
+        let v = Elem::new(v);
         self.bytes = self.bytes - cost(slot) + cost(&v);
         *slot = v;
         true
     }
 
     /// Insert `v` before position `i` (`i == len` appends).
-    pub fn insert(&mut self, i: usize, v: Bytes) {
+    pub fn insert(&mut self, i: usize, v: &[u8]) {
+        let v = Elem::new(v);
         self.bytes += cost(&v);
         self.items.insert(i, v);
     }
@@ -179,7 +240,7 @@ impl List {
     /// Pop up to `n` elements from one end, in pop order.
     pub fn pop_many(&mut self, end: End, n: usize) -> Vec<Bytes> {
         let n = n.min(self.items.len());
-        let out: Vec<Bytes> = match end {
+        let out: Vec<Elem> = match end {
             End::Left => self.items.drain(..n).collect(),
             End::Right => {
                 let at = self.items.len() - n;
@@ -189,6 +250,7 @@ impl List {
         for v in &out {
             self.bytes -= cost(v);
         }
+        let out: Vec<Bytes> = out.into_iter().map(Elem::into_bytes).collect();
         self.maybe_shrink();
         out
     }
@@ -208,7 +270,7 @@ mod tests {
     fn list(items: &[&str]) -> List {
         let mut l = List::default();
         for i in items {
-            l.push_back(Bytes::copy_from_slice(i.as_bytes()));
+            l.push_back(i.as_bytes());
         }
         l
     }
@@ -219,7 +281,19 @@ mod tests {
 
     /// The running byte count equals a full recount.
     fn check_bytes(l: &List) {
-        assert_eq!(l.bytes, l.iter().map(cost).sum::<usize>());
+        assert_eq!(l.bytes, l.items.iter().map(cost).sum::<usize>());
+    }
+
+    #[test]
+    fn elements_up_to_22_bytes_are_inline_and_every_slot_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Elem>(), 24);
+        for n in [0, 1, 21, 22, 23, 100] {
+            let v: Vec<u8> = (0..n as u8).collect();
+            let e = Elem::new(&v);
+            assert_eq!(&*e, &v[..]);
+            assert_eq!(matches!(e, Elem::Inline { .. }), n <= INLINE, "{n}");
+            assert_eq!(e.into_bytes(), Bytes::from(v));
+        }
     }
 
     #[test]
@@ -262,8 +336,8 @@ mod tests {
         l.trim(1, 1);
         assert_eq!(items(&l), ["bb", "ccc", "dddd"]);
         check_bytes(&l);
-        assert!(l.set(1, Bytes::from_static(b"a-much-longer-element-than-before")));
-        assert!(!l.set(3, Bytes::from_static(b"x")));
+        assert!(l.set(1, b"a-much-longer-element-than-before"));
+        assert!(!l.set(3, b"x"));
         check_bytes(&l);
         assert_eq!(l.pop_many(End::Right, 2).len(), 2);
         assert_eq!(items(&l), ["bb"]);
@@ -276,7 +350,7 @@ mod tests {
     fn drained_list_releases_its_spine() {
         let mut l = List::default();
         for i in 0..10_000 {
-            l.push_back(Bytes::from(format!("{i}")));
+            l.push_back(format!("{i}").as_bytes());
         }
         let peak = l.mem_usage();
         while l.len() > 10 {
@@ -325,7 +399,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Push(left, v) => {
-                        l.push(end(left), elem(v));
+                        l.push(end(left), &elem(v));
                         if left { model.insert(0, elem(v)) } else { model.push(elem(v)) }
                     }
                     Op::Pop(left) => {
@@ -341,13 +415,13 @@ mod tests {
                     }
                     Op::Set(i, v) => {
                         if let Some(at) = l.index(i) {
-                            proptest::prop_assert!(l.set(at, elem(v)));
+                            proptest::prop_assert!(l.set(at, &elem(v)));
                             model[at] = elem(v);
                         }
                     }
                     Op::Insert(i, v) => {
                         let i = i.min(model.len());
-                        l.insert(i, elem(v));
+                        l.insert(i, &elem(v));
                         model.insert(i, elem(v));
                     }
                     Op::Remove(v, limit, left) => {
@@ -367,8 +441,8 @@ mod tests {
                         model.truncate(model.len() - b);
                     }
                 }
-                proptest::prop_assert_eq!(l.iter().cloned().collect::<Vec<_>>(), model.clone());
-                proptest::prop_assert_eq!(l.bytes, model.iter().map(cost).sum::<usize>());
+                proptest::prop_assert_eq!(l.iter().map(Bytes::copy_from_slice).collect::<Vec<_>>(), model.clone());
+                proptest::prop_assert_eq!(l.bytes, model.iter().map(|m| cost(&Elem::new(m))).sum::<usize>());
             }
         }
     }

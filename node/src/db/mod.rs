@@ -992,8 +992,8 @@ mod tests {
         {
             let mut ks = db.lock_keys([b"l"], 0);
             let l = ks.get_obj_mut_or_create::<list::List>(b"l").unwrap();
-            l.push_back(Bytes::from_static(b"x"));
-            l.push_back(Bytes::from_static(b"y"));
+            l.push_back(b"x");
+            l.push_back(b"y");
         }
         assert_eq!(db.key_counts().0, 1);
         assert!(db.used_memory() > 0);
@@ -1019,7 +1019,7 @@ mod tests {
             for key in [&b"l"[..], b"m"] {
                 let l = ks.get_obj_mut_or_create::<list::List>(key).expect("a list");
                 for i in 0..100 {
-                    l.push_back(Bytes::from(format!("element-{i}")));
+                    l.push_back(format!("element-{i}").as_bytes());
                 }
             }
             assert!(ks.remove(b"l").is_some());
@@ -1047,13 +1047,13 @@ mod tests {
         {
             let mut ks = db.lock_keys([b"{t}l"], 0);
             let l = ks.get_obj_mut_or_create::<list::List>(b"{t}l").expect("a list");
-            l.push_back(Bytes::from_static(b"x"));
+            l.push_back(b"x");
             for i in 0..2000 {
                 ks.set_str(format!("{{t}}k{i}").as_bytes(), b"v", Expiry::Clear);
             }
             let l = ks.get_obj_mut::<list::List>(b"{t}l").expect("a list").expect("present");
             for i in 0..500 {
-                l.push_back(Bytes::from(format!("a longer element {i}")));
+                l.push_back(format!("a longer element {i}").as_bytes());
             }
         }
         assert_eq!(db.key_counts().0, 2001);

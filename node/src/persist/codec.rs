@@ -356,7 +356,7 @@ pub fn decode_entry(input: &mut &[u8]) -> Result<Decoded, CodecError> {
             let n = get_count(input, 1, "list length")?;
             let mut l = List::default();
             for _ in 0..n {
-                l.push_back(get_bytes(input, "list element")?);
+                l.push_back(&get_bytes(input, "list element")?);
             }
             Value::List(l)
         }
@@ -557,11 +557,11 @@ mod tests {
     fn collections_keep_order_and_encoding() {
         let mut l = List::default();
         for x in ["a", "b", "", "c"] {
-            l.push_back(b(x));
+            l.push_back(&b(x));
         }
         let back = assert_stable(&Entry::new_obj(b"l", Value::List(l), None, 0));
         let got: Vec<&[u8]> = match back.obj() {
-            Some(Value::List(l)) => l.iter().map(|x| x.as_ref()).collect(),
+            Some(Value::List(l)) => l.iter().collect(),
             _ => panic!("not a list"),
         };
         assert_eq!(got, vec![&b"a"[..], b"b", b"", b"c"]);
@@ -719,7 +719,7 @@ mod tests {
                     0 => Value::Str(b(&items[0].0)),
                     1 => {
                         let mut l = List::default();
-                        items.iter().for_each(|(m, _)| l.push_back(b(m)));
+                        items.iter().for_each(|(m, _)| l.push_back(&b(m)));
                         Value::List(l)
                     }
                     2 => {
