@@ -168,6 +168,25 @@ used_memory() {
     redis-cli -h 127.0.0.1 -p "$1" INFO memory 2>/dev/null | tr -d '\r' \
         | awk -F: '/^used_memory:/ {print $2; found=1} END {if (!found) print ""}'
 }
+# measure_load CSV LABEL COUNT FILE REPLIES: load FILE into both running
+# servers in turn (redis-cli --pipe, which must answer REPLIES replies) and
+# append "server,LABEL,COUNT,rss0,rss1,used0,used1" to CSV.
+measure_load() {
+    local csv="$1" label="$2" count="$3" load="$4" replies="$5" server port pid rss0 used0 rss1 used1 summary
+    for server in redis ferrokv; do
+        port="$REDIS_PORT" pid="$REDIS_PID"
+        [ "$server" = ferrokv ] && port="$FK_PORT" pid="$FK_PID"
+        rss0="$(vm_rss_kib "$pid")" used0="$(used_memory "$port")"
+        say "loading $load into $server"
+        summary="$(timeout "$STEP_TIMEOUT" redis-cli -h 127.0.0.1 -p "$port" --pipe <"$load" 2>&1 | tail -1)"
+        if [ "$summary" != "errors: 0, replies: $replies" ]; then
+            say "load into $server failed: $summary"
+            exit 1
+        fi
+        rss1="$(vm_rss_kib "$pid")" used1="$(used_memory "$port")"
+        echo "$server,$label,$count,$rss0,$rss1,$used0,$used1" >>"$csv"
+    done
+}
 for size in "${VALUE_SIZES[@]}"; do
     load="$WORK/load-$size.resp"
     python3 "$REPORT" gen-set --keys "$BENCH_KEYS" --value-size "$size" >"$load"
@@ -177,19 +196,7 @@ for size in "${VALUE_SIZES[@]}"; do
         stop_servers
         break
     fi
-    for server in redis ferrokv; do
-        port="$REDIS_PORT" pid="$REDIS_PID"
-        [ "$server" = ferrokv ] && port="$FK_PORT" pid="$FK_PID"
-        rss0="$(vm_rss_kib "$pid")" used0="$(used_memory "$port")"
-        say "loading $BENCH_KEYS keys with $size-byte values into $server"
-        summary="$(timeout "$STEP_TIMEOUT" redis-cli -h 127.0.0.1 -p "$port" --pipe <"$load" 2>&1 | tail -1)"
-        if [ "$summary" != "errors: 0, replies: $BENCH_KEYS" ]; then
-            say "load into $server failed: $summary"
-            exit 1
-        fi
-        rss1="$(vm_rss_kib "$pid")" used1="$(used_memory "$port")"
-        echo "$server,$size,$BENCH_KEYS,$rss0,$rss1,$used0,$used1" >>"$MEM"
-    done
+    measure_load "$MEM" "$size" "$BENCH_KEYS" "$load" "$BENCH_KEYS"
     stop_servers
 done
 
@@ -202,19 +209,7 @@ for kind in hash set zset list; do
     load="$WORK/load-$kind.resp"
     python3 "$REPORT" gen-coll --type "$kind" --elements "$BENCH_ELEMENTS" >"$load"
     start_servers
-    for server in redis ferrokv; do
-        port="$REDIS_PORT" pid="$REDIS_PID"
-        [ "$server" = ferrokv ] && port="$FK_PORT" pid="$FK_PID"
-        rss0="$(vm_rss_kib "$pid")" used0="$(used_memory "$port")"
-        say "loading one $kind of $BENCH_ELEMENTS elements into $server"
-        summary="$(timeout "$STEP_TIMEOUT" redis-cli -h 127.0.0.1 -p "$port" --pipe <"$load" 2>&1 | tail -1)"
-        if [ "$summary" != "errors: 0, replies: $commands" ]; then
-            say "load into $server failed: $summary"
-            exit 1
-        fi
-        rss1="$(vm_rss_kib "$pid")" used1="$(used_memory "$port")"
-        echo "$server,$kind,$BENCH_ELEMENTS,$rss0,$rss1,$used0,$used1" >>"$COLL"
-    done
+    measure_load "$COLL" "$kind" "$BENCH_ELEMENTS" "$load" "$commands"
     stop_servers
 done
 

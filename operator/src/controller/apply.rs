@@ -157,14 +157,20 @@ pub async fn children(
 }
 
 /// Delete a Pod for a rolling update: its StatefulSet (`OnDelete`) recreates it from the
-/// current template, with the same name and volume. Already gone is fine.
-pub async fn delete_pod(client: &kube::Client, ns: &str, pod: &str) -> Result<(), kube::Error> {
-    match Api::<Pod>::namespaced(client.clone(), ns)
-        .delete(pod, &DeleteParams::default())
-        .await
-    {
+/// current template, with the same name and volume. With `uid`, only that incarnation: a plan
+/// made from a cache that has not seen the Pod replaced must not delete its replacement.
+/// Already gone (or already replaced) is fine.
+pub async fn delete_pod(client: &kube::Client, ns: &str, pod: &str, uid: Option<&str>) -> Result<(), kube::Error> {
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match Api::<Pod>::namespaced(client.clone(), ns).delete(pod, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -234,6 +240,56 @@ impl StatusWrites {
     pub fn forget(&self, kv: &KvCluster) {
         if let Some(uid) = kv.uid() {
             self.last.lock().remove(&uid);
+        }
+    }
+}
+
+/// Rolling-update deletions this process made that its Pod cache has not shown yet — the
+/// "expectations" of Kubernetes' own controllers. A reconcile that runs before the watch
+/// event of its own deletion arrives sees the deleted Pod still serving and in sync, the
+/// cluster Ready, and would replace a second member: two down at once, where the rolling
+/// update promises one (seen in the e2e test: a bad change replaced the canary of one shard
+/// and then a replica of another). Until the cache shows the Pod terminating, gone or
+/// replaced (another UID), the reconcile treats it as terminating.
+#[derive(Default)]
+pub struct PodDeletes {
+    /// Cluster UID → (Pod name, Pod UID, when deleted).
+    pending: parking_lot::Mutex<HashMap<String, (String, String, std::time::Instant)>>,
+}
+
+/// Longest an expectation is kept: a watch event lost for good must not hold the rolling
+/// update forever (the reflector relists well within this).
+const DELETE_EXPECTATION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl PodDeletes {
+    /// This process deleted Pod `pod` (UID `uid`) of `kv`.
+    pub fn deleted(&self, kv: &KvCluster, pod: &str, uid: String) {
+        if let Some(cluster) = kv.uid() {
+            self.pending
+                .lock()
+                .insert(cluster, (pod.to_string(), uid, std::time::Instant::now()));
+        }
+    }
+
+    /// The Pod of `kv`'s last deletion when `pods` still shows it as it was (same UID, not
+    /// terminating); clears the expectation once the cache has caught up.
+    pub fn unseen(&self, kv: &KvCluster, pods: &Store<Pod>) -> Option<String> {
+        let cluster = kv.uid()?;
+        let ns = kv.namespace().unwrap_or_default();
+        let mut pending = self.pending.lock();
+        let (name, uid, at) = pending.get(&cluster)?;
+        let cached = pods.get(&ObjectRef::new(name).within(&ns));
+        let stale = cached.is_some_and(|p| p.uid().as_ref() == Some(uid) && p.metadata.deletion_timestamp.is_none());
+        if stale && at.elapsed() < DELETE_EXPECTATION_TTL {
+            return Some(name.clone());
+        }
+        pending.remove(&cluster);
+        None
+    }
+
+    pub fn forget(&self, kv: &KvCluster) {
+        if let Some(uid) = kv.uid() {
+            self.pending.lock().remove(&uid);
         }
     }
 }
@@ -357,6 +413,46 @@ mod tests {
         );
         writes.forget(&kv_at("u1", "10"));
         assert!(!writes.is_stale(&kv_at("u1", "10")));
+    }
+
+    #[test]
+    fn a_deleted_pod_counts_as_terminating_until_the_cache_shows_it() {
+        let mut kv = crate::controller::plan::tests::cluster(1, 1);
+        kv.metadata.uid = Some("cluster-uid".into());
+        kv.metadata.namespace = Some("ns".into());
+        let pod = |uid: &str, terminating: bool| Pod {
+            metadata: ObjectMeta {
+                name: Some("kv-0-1".into()),
+                namespace: Some("ns".into()),
+                uid: Some(uid.into()),
+                deletion_timestamp: terminating
+                    .then(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod("old", false)));
+        let deletes = PodDeletes::default();
+        assert_eq!(deletes.unseen(&kv, &store), None, "nothing deleted yet");
+        deletes.deleted(&kv, "kv-0-1", "old".into());
+        assert_eq!(deletes.unseen(&kv, &store).as_deref(), Some("kv-0-1"), "the cache lags");
+        assert_eq!(deletes.unseen(&kv, &store).as_deref(), Some("kv-0-1"), "still");
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod("old", true)));
+        assert_eq!(deletes.unseen(&kv, &store), None, "the cache shows it terminating");
+        // Cleared: even a cache that went back would not bring it back.
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod("old", false)));
+        assert_eq!(deletes.unseen(&kv, &store), None);
+        // Replaced (another UID) or gone also end the wait.
+        deletes.deleted(&kv, "kv-0-1", "old".into());
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod("new", false)));
+        assert_eq!(deletes.unseen(&kv, &store), None, "replaced");
+        deletes.deleted(&kv, "kv-0-1", "new".into());
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Delete(pod("new", true)));
+        assert_eq!(deletes.unseen(&kv, &store), None, "gone");
+        deletes.deleted(&kv, "kv-0-2", "other".into());
+        deletes.forget(&kv);
+        assert_eq!(deletes.unseen(&kv, &store), None, "forgotten with its cluster");
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub struct Context {
     /// The nodes' states, kept by pollers, and the topology pushes in flight.
     pub nodes: Arc<nodes::Nodes>,
     pub status_writes: apply::StatusWrites,
+    /// Rolling-update deletions not yet in the Pod cache (see `PodDeletes`).
+    pub pod_deletes: apply::PodDeletes,
 }
 
 /// Run the controller until `shutdown` resolves (only while this process leads).
@@ -265,6 +267,7 @@ async fn controller(
         applied: apply::AppliedCache::default(),
         nodes: nodes::Nodes::new(node_changes),
         status_writes: apply::StatusWrites::default(),
+        pod_deletes: apply::PodDeletes::default(),
     });
     Controller::new(scoped::<KvCluster>(client, namespace), watcher::Config::default())
         .owns_stream(sts_events)
@@ -307,6 +310,7 @@ async fn reconcile(kv: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, Erro
             Finalizer::Cleanup(kv) => {
                 ctx.nodes.forget(&ObjectRef::from_obj(kv.as_ref()));
                 ctx.status_writes.forget(&kv);
+                ctx.pod_deletes.forget(&kv);
                 apply::cleanup(&ctx.client, &kv).await?;
                 record(
                     &ctx,
@@ -391,13 +395,20 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
     let t_secret = t0.elapsed();
     // A Pod cache that has not finished its first list would show a cluster without Pods.
     ctx.pods.wait_until_ready().await.map_err(|_| Error::CacheClosed)?;
-    let observed = observe::observe(
+    let mut observed = observe::observe(
         &ctx.pods,
         &ctx.children.statefulsets,
         &ctx.nodes,
         kv,
         password.as_deref(),
     );
+    // A Pod this process deleted is terminating, whatever a lagging cache still says.
+    if let Some(deleted) = ctx.pod_deletes.unseen(kv, &ctx.pods) {
+        tracing::debug!(cluster = %kv.name_any(), pod = %deleted, "the Pod cache has not shown our deletion yet");
+        for p in observed.pods.iter_mut().filter(|p| p.name == deleted) {
+            p.terminating = true;
+        }
+    }
     let t_observe = t0.elapsed();
     let mut plan = plan::plan(kv, &observed, Time(k8s_openapi::jiff::Timestamp::now()));
     if kv.spec.auth.is_some() && password.is_none() {
@@ -442,7 +453,11 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
     let ((), status_written, ()) = futures::try_join!(children_write, status_write, roles_write)?;
     let t_writes = t0.elapsed();
     if let Some(pod) = &plan.delete {
-        apply::delete_pod(client, &ns, pod).await?;
+        let uid = ctx.pods.get(&ObjectRef::new(pod).within(&ns)).and_then(|p| p.uid());
+        apply::delete_pod(client, &ns, pod, uid.as_deref()).await?;
+        if let Some(uid) = uid {
+            ctx.pod_deletes.deleted(kv, pod, uid);
+        }
     }
     tracing::debug!(
         cluster = %kv.name_any(),
