@@ -1034,7 +1034,10 @@ fn zrange_generic(
             let n = hi - lo;
             // Rank intervals already count from the end when reversed.
             let start = if rev && paged { z.len() - hi } else { lo };
-            z.iter_from(start, rev).take(n).map(|(m, s)| (m.clone(), s)).collect()
+            z.iter_from(start, rev)
+                .take(n)
+                .map(|(m, s)| (Bytes::copy_from_slice(m), s))
+                .collect()
         }
     };
     match dst {
@@ -1367,7 +1370,7 @@ fn source_len(ctx: &mut Ctx, key: &[u8]) -> Result<usize, Reply> {
 
 fn source_items(ctx: &mut Ctx, key: &[u8]) -> Vec<(Bytes, f64)> {
     match ctx.ks.peek(key).and_then(|e| e.obj()) {
-        Some(Value::ZSet(z)) => z.iter().map(|(m, s)| (m.clone(), s)).collect(),
+        Some(Value::ZSet(z)) => z.iter().map(|(m, s)| (Bytes::copy_from_slice(m), s)).collect(),
         Some(Value::Set(s)) => s.iter().map(|m| (Bytes::copy_from_slice(m), 1.0)).collect(),
         _ => Vec::new(),
     }
@@ -1591,7 +1594,9 @@ fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             return Ok(Reply::Null);
         };
         let r = rand::rng().random_range(0..z.len().max(1));
-        return Ok(z.at(r).map_or(Reply::Null, |(m, _)| Reply::Bulk(m.clone())));
+        return Ok(z
+            .at(r)
+            .map_or(Reply::Null, |(m, _)| Reply::Bulk(Bytes::copy_from_slice(m))));
     }
     let count = match parse::parse_i64(&args[2]) {
         Some(i64::MIN) => {
@@ -1619,7 +1624,7 @@ fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Ok(Reply::Array(Vec::new()));
     }
     let mut rng = rand::rng();
-    let pick = |r: usize| z.at(r).map(|(m, s)| (m.clone(), s));
+    let pick = |r: usize| z.at(r).map(|(m, s)| (Bytes::copy_from_slice(m), s));
     // Repetitions allowed (negative count), or a single element.
     if count < 0 || count == 1 {
         let n = count.unsigned_abs();
@@ -1632,7 +1637,10 @@ fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let count = count as usize;
     // The whole set: Redis walks it from the highest element down.
     if count >= size {
-        let items: Vec<(Bytes, f64)> = z.iter_from(0, true).map(|(m, s)| (m.clone(), s)).collect();
+        let items: Vec<(Bytes, f64)> = z
+            .iter_from(0, true)
+            .map(|(m, s)| (Bytes::copy_from_slice(m), s))
+            .collect();
         return Ok(scored(proto, items, withscores));
     }
     // Distinct random ranks: a partial shuffle of all ranks when many are
@@ -1713,7 +1721,7 @@ fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         }
     }
     let (next, items) = if z.is_listpack() {
-        (0, z.iter().map(|(m, s)| (m.clone(), s)).collect())
+        (0, z.iter().map(|(m, s)| (Bytes::copy_from_slice(m), s)).collect())
     } else {
         // Stepping may build the set's scan index, which changes its memory.
         match write(ctx, &args[1])? {
