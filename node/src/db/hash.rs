@@ -65,6 +65,12 @@ impl Pair {
         &self.0[self.field_range().1..]
     }
 
+    /// Overwrite the value with one of the same length.
+    fn set_value(&mut self, v: &[u8]) {
+        let start = self.field_range().1;
+        self.0[start..].copy_from_slice(v);
+    }
+
     /// Bytes accounted for the allocation.
     fn cost(&self) -> usize {
         round_alloc(self.0.len())
@@ -123,16 +129,24 @@ impl Hash {
         if f.len() > MAX_LISTPACK_VALUE || v.len() > MAX_LISTPACK_VALUE {
             self.hashtable = true;
         }
-        let pair = Pair::new(f, v);
-        let cost = pair.cost();
         match self.dict.find(f) {
             Some(i) => {
-                let old = std::mem::replace(self.dict.at_mut(i), pair);
+                let old = self.dict.at_mut(i);
+                // A value of the same length (a counter, a fixed-size record) is
+                // overwritten where it is: no allocation, no accounting change.
+                if old.value().len() == v.len() {
+                    old.set_value(v);
+                    return false;
+                }
+                let pair = Pair::new(f, v);
+                let cost = pair.cost();
+                let old = std::mem::replace(old, pair);
                 self.bytes = self.bytes + cost - old.cost();
                 false
             }
             None => {
-                self.bytes += cost;
+                let pair = Pair::new(f, v);
+                self.bytes += pair.cost();
                 self.dict.push(pair);
                 if self.dict.len() > MAX_LISTPACK_ENTRIES {
                     self.hashtable = true;
@@ -229,6 +243,12 @@ mod tests {
         let order: Vec<&[u8]> = h.iter().map(|(k, _)| k).collect();
         assert_eq!(order, vec![&b"c"[..], b"b", b"d"]);
         assert_eq!(h.get(b"c"), Some(&b"2"[..]));
+        let before = h.mem_usage();
+        assert!(!h.insert(b("c"), b("3")), "same length: in place");
+        assert_eq!(h.get(b"c"), Some(&b"3"[..]));
+        assert!(!h.insert(b("c"), b("a longer value")), "another length: a new pair");
+        assert_eq!(h.get(b"c"), Some(&b"a longer value"[..]));
+        assert!(h.mem_usage() >= before);
         for f in ["b", "c", "d"] {
             h.remove(f.as_bytes());
         }
