@@ -722,15 +722,16 @@ fn msetnx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 fn incr_by(ctx: &mut Ctx, key: &[u8], delta: i64) -> CmdResult {
     let mut buf = itoa::Buffer::new();
     // One lookup for the read and the write: the counter is edited in place.
-    let new = match ctx.ks.entry_mut_touched(key) {
-        Some(e) => {
-            let cur = parse_i64(e.str_value().ok_or_else(|| Reply::err(WRONGTYPE))?)
-                .ok_or_else(|| Reply::err(ERR_NOT_INT))?;
-            let new = cur.checked_add(delta).ok_or_else(|| Reply::err(ERR_OVERFLOW))?;
-            e.set_str_value(buf.format(new).as_bytes());
-            e.flags &= !(FLAG_RAW | FLAG_EMBSTR | FLAG_UNSHARED);
-            new
-        }
+    let edited = ctx.ks.edit_touched(key, |e| {
+        let cur =
+            parse_i64(e.str_value().ok_or_else(|| Reply::err(WRONGTYPE))?).ok_or_else(|| Reply::err(ERR_NOT_INT))?;
+        let new = cur.checked_add(delta).ok_or_else(|| Reply::err(ERR_OVERFLOW))?;
+        e.set_str_value(buf.format(new).as_bytes());
+        e.flags &= !(FLAG_RAW | FLAG_EMBSTR | FLAG_UNSHARED);
+        Ok::<i64, Reply>(new)
+    });
+    let new = match edited {
+        Some(new) => new?,
         None => {
             create(ctx, key, buf.format(delta).as_bytes(), 0);
             delta

@@ -601,6 +601,32 @@ impl<'a> Keys<'a> {
         self.entry_mut_with(key, true)
     }
 
+    /// Change an entry in place (counting as an access) and account its
+    /// memory change at once, for read-modify-write commands on a string
+    /// (INCR and friends): no end-of-command fix-up, so no copy of the key
+    /// and no second lookup. `f` must not change the entry's expiry.
+    pub fn edit_touched<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+        let hash = self.db.hash(key);
+        let slot = self.slot_of(key);
+        let (clock, lfu, now, db) = (self.lru_clock, self.lfu, self.now, self.db);
+        let idx = self.find_index(key, hash, slot, true)?;
+        if self.touched.iter().any(|t| t.key.as_slice() == key) {
+            // Handed out earlier in this command: its pending fix-up covers this change too.
+            let e = self.entry_at(slot, idx)?;
+            evict::touch(e, clock, lfu, now);
+            return Some(f(e));
+        }
+        let part = self.part_ref(slot);
+        let e = part.slot_mut(slot).table.get_bucket_mut(idx)?;
+        evict::touch(e, clock, lfu, now);
+        let before = e.mem_usage();
+        let r = f(e);
+        let after = e.mem_usage();
+        part.mem = (part.mem + after).saturating_sub(before);
+        db.adjust_mem(after as i64 - before as i64);
+        Some(r)
+    }
+
     fn entry_mut_with(&mut self, key: &[u8], touch: bool) -> Option<&mut Entry> {
         let hash = self.db.hash(key);
         let slot = self.slot_of(key);
@@ -1037,6 +1063,32 @@ mod tests {
         (0..SLOTS as u16)
             .map(|s| db.with_slot(s, |st| st.table.iter().map(Entry::mem_usage).sum::<usize>()))
             .sum()
+    }
+
+    #[test]
+    fn an_edit_in_place_is_accounted_at_once_and_with_an_earlier_fix_up() {
+        let db = Db::new();
+        let long = vec![b'x'; 300];
+        {
+            let mut ks = db.lock_keys([&b"s"[..], b"missing"], 0);
+            ks.set_str(b"s", b"1", Expiry::Clear);
+            assert_eq!(ks.edit_touched(b"s", |e| e.set_str_value(&long)), Some(()));
+            assert_eq!(ks.edit_touched(b"missing", |_| ()), None);
+        }
+        assert_eq!(db.used_memory(), accounted_from_entries(&db));
+        {
+            // Handed out by `entry_mut` first (a pending fix-up), then edited.
+            let mut ks = db.lock_keys([b"s"], 0);
+            ks.entry_mut(b"s").expect("present").set_str_value(b"22");
+            assert_eq!(ks.edit_touched(b"s", |e| e.set_str_value(&long[..200])), Some(()));
+        }
+        assert_eq!(db.used_memory(), accounted_from_entries(&db));
+        {
+            let mut ks = db.lock_keys([b"s"], 0);
+            assert_eq!(ks.edit_touched(b"s", |e| e.set_str_value(b"3")), Some(()));
+            assert!(ks.remove(b"s").is_some());
+        }
+        assert_eq!(db.used_memory(), 0);
     }
 
     #[test]
