@@ -817,6 +817,7 @@ fn time_a_connection_spends_waiting_is_no_commands_time() {
     for _ in 0..3 {
         assert!(!c.read().is_error());
     }
+    // The idle time under test (not a wait for a condition): nothing may charge it to a command.
     std::thread::sleep(Duration::from_millis(300));
     // After an idle client, a blocking command that times out, and a WAIT
     // that times out, all in one pipeline:

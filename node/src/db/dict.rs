@@ -21,8 +21,6 @@
 use std::hash::BuildHasher;
 use std::sync::LazyLock;
 
-use bytes::Bytes;
-
 const NIL: u32 = u32::MAX;
 const MIN_BUCKETS: usize = 4;
 
@@ -41,21 +39,9 @@ pub trait DictItem {
     fn key(&self) -> &[u8];
 }
 
-impl DictItem for Bytes {
-    fn key(&self) -> &[u8] {
-        self
-    }
-}
-
 impl DictItem for Box<[u8]> {
     fn key(&self) -> &[u8] {
         self
-    }
-}
-
-impl DictItem for (Bytes, Bytes) {
-    fn key(&self) -> &[u8] {
-        &self.0
     }
 }
 
@@ -277,11 +263,11 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    fn b(s: String) -> Bytes {
-        Bytes::from(s)
+    fn b(s: String) -> Box<[u8]> {
+        s.into_bytes().into_boxed_slice()
     }
 
-    fn check_consistent(d: &Dict<Bytes>) {
+    fn check_consistent(d: &Dict<Box<[u8]>>) {
         for (i, it) in d.iter().enumerate() {
             assert_eq!(d.find(it), Some(i), "item {i} not reachable");
         }
@@ -298,7 +284,7 @@ mod tests {
 
     #[test]
     fn insert_find_remove_both_ways() {
-        let mut d: Dict<Bytes> = Dict::default();
+        let mut d: Dict<Box<[u8]>> = Dict::default();
         for i in 0..1000 {
             d.push(b(format!("m{i}")));
         }
@@ -327,9 +313,9 @@ mod tests {
 
     #[test]
     fn ordered_remove_keeps_order() {
-        let mut d: Dict<Bytes> = Dict::default();
+        let mut d: Dict<Box<[u8]>> = Dict::default();
         for s in ["a", "b", "c", "d"] {
-            d.push(Bytes::from_static(s.as_bytes()));
+            d.push(s.as_bytes().into());
         }
         d.ordered_remove(1);
         let v: Vec<&[u8]> = d.iter().map(|x| x.as_ref()).collect();
@@ -338,7 +324,7 @@ mod tests {
 
     #[test]
     fn scan_survives_growth_and_shrinking() {
-        let mut d: Dict<Bytes> = Dict::default();
+        let mut d: Dict<Box<[u8]>> = Dict::default();
         for i in 0..50 {
             d.push(b(format!("k{i}")));
         }
@@ -401,12 +387,12 @@ mod model {
     proptest! {
         #[test]
         fn behaves_like_a_set(ops in proptest::collection::vec(op(), 1..400)) {
-            let mut d: Dict<Bytes> = Dict::default();
+            let mut d: Dict<Box<[u8]>> = Dict::default();
             let mut model = BTreeSet::new();
             for op in ops {
                 match op {
                     Op::Push(k) | Op::InsertFront(k) => {
-                        let key = Bytes::from(k.to_string());
+                        let key: Box<[u8]> = k.to_string().as_bytes().into();
                         if d.find(&key).is_none() {
                             if matches!(op, Op::Push(_)) { d.push(key); } else { d.insert_at(0, key); }
                             model.insert(k);
@@ -414,7 +400,7 @@ mod model {
                     }
                     Op::SwapRemove(k) | Op::OrderedRemove(k) => {
                         if let Some(i) = d.find(k.to_string().as_bytes()) {
-                            let before: Vec<Bytes> = d.iter().cloned().collect();
+                            let before: Vec<Box<[u8]>> = d.iter().cloned().collect();
                             let removed = if matches!(op, Op::SwapRemove(_)) {
                                 d.swap_remove(i)
                             } else {
@@ -424,7 +410,7 @@ mod model {
                                 prop_assert!(d.iter().eq(expect.iter()), "order kept");
                                 r
                             };
-                            prop_assert_eq!(removed, Bytes::from(k.to_string()));
+                            prop_assert_eq!(removed, k.to_string().as_bytes().into());
                         }
                         model.remove(&k);
                     }
@@ -442,7 +428,7 @@ mod model {
                 if cursor == 0 { break; }
             }
             seen.sort();
-            let mut all: Vec<Bytes> = d.iter().cloned().collect();
+            let mut all: Vec<Box<[u8]>> = d.iter().cloned().collect();
             all.sort();
             prop_assert_eq!(seen, all);
         }

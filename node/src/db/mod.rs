@@ -89,6 +89,13 @@ impl Partition {
     pub fn slot_tables(&self) -> &[SlotTable] {
         &self.slots
     }
+
+    /// A key accounted at `before` bytes now takes `after`: this
+    /// partition's total and the keyspace's follow.
+    fn reaccount(&mut self, db: &Db, before: usize, after: usize) {
+        self.mem = (self.mem + after).saturating_sub(before);
+        db.adjust_mem(after as i64 - before as i64);
+    }
 }
 
 #[repr(align(128))]
@@ -622,8 +629,7 @@ impl<'a> Keys<'a> {
         let before = e.mem_usage();
         let r = f(e);
         let after = e.mem_usage();
-        part.mem = (part.mem + after).saturating_sub(before);
-        db.adjust_mem(after as i64 - before as i64);
+        part.reaccount(db, before, after);
         Some(r)
     }
 
@@ -939,6 +945,7 @@ impl<'a> Keys<'a> {
     /// Fix up keys handed out mutably: delete emptied collections, account memory.
     fn finish(&mut self) {
         let touched = std::mem::take(&mut self.touched);
+        let db = self.db;
         for Touched {
             key,
             hash,
@@ -952,26 +959,21 @@ impl<'a> Keys<'a> {
             // The bucket it was handed out from still holds the key unless the
             // table changed since (a resize, a delete): then a probe finds it.
             // Same key means same entry, since a slot table holds a key once.
-            let hinted = st.table.get_bucket(idx).is_some_and(|e| e.key() == key.as_slice());
-            let found = if hinted {
-                st.table.get_bucket(idx)
-            } else {
-                st.table.find(hash, |e| e.key() == key.as_slice())
-            };
+            let found = st
+                .table
+                .get_bucket(idx)
+                .filter(|e| e.key() == key.as_slice())
+                .or_else(|| st.table.find(hash, |e| e.key() == key.as_slice()));
             let Some(e) = found else {
                 continue;
             };
-            if e.obj().is_some_and(Value::is_empty_collection) {
-                // The entry's accounted memory is `before` plus any growth.
-                let cur = e.mem_usage();
-                part.mem = part.mem + cur - before;
-                self.db.adjust_mem(cur as i64 - before as i64);
-                self.delete_hashed(&key, hash, slot);
-                continue;
-            }
+            let emptied = e.obj().is_some_and(Value::is_empty_collection);
             let after = e.mem_usage();
-            part.mem = (part.mem + after).saturating_sub(before);
-            self.db.adjust_mem(after as i64 - before as i64);
+            part.reaccount(db, before, after);
+            if emptied {
+                // Accounted at its current size above: the delete takes that back.
+                self.delete_hashed(&key, hash, slot);
+            }
         }
     }
 }

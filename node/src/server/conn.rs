@@ -217,7 +217,11 @@ impl Conn {
         reply.encode(&mut self.out, self.session.proto);
     }
 
+    /// Send the replies. Every await between two commands of a batch (WAIT,
+    /// a blocking command, a huge pipeline's early flush) comes through
+    /// here, so this is where the batch's chain of command timings ends.
     async fn flush(&mut self) -> std::io::Result<()> {
+        self.session.clock_mark = None;
         if self.out.is_empty() {
             self.write_replies.clear();
             return Ok(());
@@ -301,7 +305,6 @@ impl Conn {
                     }
                     let r = match self.session.repl.wait.take() {
                         Some(w) => {
-                            self.session.clock_mark = None;
                             self.flush().await?;
                             let state = self.state.clone();
                             tokio::select! {
@@ -315,7 +318,6 @@ impl Conn {
                 }
                 Outcome::Block { spec, args } => {
                     since_clock = 0;
-                    self.session.clock_mark = None;
                     self.flush().await?;
                     start = 0;
                     match self.block(spec, args, cancel.as_mut()).await? {
@@ -332,7 +334,6 @@ impl Conn {
                 return Ok(Step::Close);
             }
             if self.out.len() > OUT_FLUSH {
-                self.session.clock_mark = None;
                 self.flush().await?;
             }
         }
