@@ -201,7 +201,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-/// An argument copied out of the request buffer, for storing.
+/// Bytes copied into a `Bytes` of their own: a stored member or value for a
+/// reply (collections store plain bytes), an argument to keep.
 pub(super) fn owned(b: &[u8]) -> Bytes {
     Bytes::copy_from_slice(b)
 }

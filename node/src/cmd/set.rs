@@ -236,9 +236,7 @@ fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Set>, Reply> {
 }
 
 fn bulks<M: AsRef<[u8]>>(members: impl Iterator<Item = M>) -> Vec<Reply> {
-    members
-        .map(|m| Reply::Bulk(Bytes::copy_from_slice(m.as_ref())))
-        .collect()
+    members.map(|m| Reply::Bulk(owned(m.as_ref()))).collect()
 }
 
 fn sadd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
@@ -377,7 +375,7 @@ fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let s = read(ctx, &args[1])?;
     let Some(count) = count else {
         return Ok(match s {
-            Some(s) if !s.is_empty() => Reply::Bulk(Bytes::copy_from_slice(s.at(rand::rng().random_range(0..s.len())))),
+            Some(s) if !s.is_empty() => Reply::Bulk(owned(s.at(rand::rng().random_range(0..s.len())))),
             _ => Reply::Null,
         });
     };
@@ -391,7 +389,7 @@ fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let out = if count < 0 {
         let mut rng = rand::rng();
         (0..count.unsigned_abs())
-            .map(|_| Reply::Bulk(Bytes::copy_from_slice(s.at(rng.random_range(0..len)))))
+            .map(|_| Reply::Bulk(owned(s.at(rng.random_range(0..len)))))
             .collect()
     } else if count as u64 >= len as u64 {
         bulks(s.iter())
@@ -454,10 +452,10 @@ fn source_sizes(ctx: &mut Ctx, keys: &[Bytes], lookup: Lookup) -> Result<Vec<Opt
     Ok(sizes)
 }
 
-/// Members of an existing set, copied out (reference-count bumps).
+/// Members of an existing set, copied out.
 fn members(ctx: &mut Ctx, key: &[u8]) -> Vec<Bytes> {
     match ctx.ks.get_obj::<Set>(key) {
-        Ok(Some(s)) => s.iter().map(Bytes::copy_from_slice).collect(),
+        Ok(Some(s)) => s.iter().map(owned).collect(),
         _ => Vec::new(),
     }
 }
@@ -651,7 +649,7 @@ fn sscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let mut budget = opts.count.saturating_mul(10);
     let mut collected = Vec::new();
     loop {
-        cursor = s.scan_bucket(cursor, |m| collected.push(Bytes::copy_from_slice(m)));
+        cursor = s.scan_bucket(cursor, |m| collected.push(owned(m)));
         if cursor == 0 || budget == 0 || collected.len() >= opts.count {
             break;
         }

@@ -433,6 +433,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
+/// A member and its score copied out of a sorted set (which stores plain
+/// bytes), for a reply or to keep past the set's borrow.
+fn owned_item((m, s): (&[u8], f64)) -> (Bytes, f64) {
+    (Bytes::copy_from_slice(m), s)
+}
+
 // --- key positions of numkeys-style commands ---------------------------------
 
 /// Keys `first..first+numkeys` where numkeys is at `at` (nothing if it does not parse).
@@ -1034,10 +1040,7 @@ fn zrange_generic(
             let n = hi - lo;
             // Rank intervals already count from the end when reversed.
             let start = if rev && paged { z.len() - hi } else { lo };
-            z.iter_from(start, rev)
-                .take(n)
-                .map(|(m, s)| (Bytes::copy_from_slice(m), s))
-                .collect()
+            z.iter_from(start, rev).take(n).map(owned_item).collect()
         }
     };
     match dst {
@@ -1370,7 +1373,7 @@ fn source_len(ctx: &mut Ctx, key: &[u8]) -> Result<usize, Reply> {
 
 fn source_items(ctx: &mut Ctx, key: &[u8]) -> Vec<(Bytes, f64)> {
     match ctx.ks.peek(key).and_then(|e| e.obj()) {
-        Some(Value::ZSet(z)) => z.iter().map(|(m, s)| (Bytes::copy_from_slice(m), s)).collect(),
+        Some(Value::ZSet(z)) => z.iter().map(owned_item).collect(),
         Some(Value::Set(s)) => s.iter().map(|m| (Bytes::copy_from_slice(m), 1.0)).collect(),
         _ => Vec::new(),
     }
@@ -1624,7 +1627,7 @@ fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Ok(Reply::Array(Vec::new()));
     }
     let mut rng = rand::rng();
-    let pick = |r: usize| z.at(r).map(|(m, s)| (Bytes::copy_from_slice(m), s));
+    let pick = |r: usize| z.at(r).map(owned_item);
     // Repetitions allowed (negative count), or a single element.
     if count < 0 || count == 1 {
         let n = count.unsigned_abs();
@@ -1637,10 +1640,7 @@ fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let count = count as usize;
     // The whole set: Redis walks it from the highest element down.
     if count >= size {
-        let items: Vec<(Bytes, f64)> = z
-            .iter_from(0, true)
-            .map(|(m, s)| (Bytes::copy_from_slice(m), s))
-            .collect();
+        let items: Vec<(Bytes, f64)> = z.iter_from(0, true).map(owned_item).collect();
         return Ok(scored(proto, items, withscores));
     }
     // Distinct random ranks: a partial shuffle of all ranks when many are
@@ -1721,7 +1721,7 @@ fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         }
     }
     let (next, items) = if z.is_listpack() {
-        (0, z.iter().map(|(m, s)| (Bytes::copy_from_slice(m), s)).collect())
+        (0, z.iter().map(owned_item).collect())
     } else {
         // Stepping may build the set's scan index, which changes its memory.
         match write(ctx, &args[1])? {

@@ -3,10 +3,10 @@
 //! Redis keeps lists in a quicklist (a linked list of listpacks); a ring
 //! buffer gives the same costs where they matter — O(1) pushes and pops at
 //! both ends, O(1) indexing from either end — with one allocation for the
-//! spine. Each slot is an [`Elem`]: 24 bytes holding an element of up to 22
+//! spine. Each slot is an `Elem`: 24 bytes holding an element of up to 22
 //! bytes inline, a longer one boxed, so a list of short elements (queue
-//! entries, IDs) costs no allocation per element. Middle edits (LINSERT, LREM, LSET by far index) are O(N) as in
-//! Redis. The byte count is kept up to date on every change, so
+//! entries, IDs) costs no allocation per element. Middle edits (LINSERT,
+//! LREM, LSET by far index) are O(N) as in Redis. The byte count is kept up to date on every change, so
 //! [`List::mem_usage`] stays O(1) for memory accounting and eviction, and the
 //! spine is shrunk when a list loses most of its elements so a drained list
 //! does not keep its peak footprint.
@@ -25,13 +25,13 @@ const INLINE: usize = 22;
 /// One list element: inline up to [`INLINE`] bytes, else boxed. 24 bytes
 /// either way, where a `Bytes` took 32 plus an allocation of its own.
 #[derive(Clone)]
-pub enum Elem {
+enum Elem {
     Inline { len: u8, data: [u8; INLINE] },
     Boxed(Box<[u8]>),
 }
 
 impl Elem {
-    pub fn new(v: &[u8]) -> Elem {
+    fn new(v: &[u8]) -> Elem {
         if v.len() <= INLINE {
             let mut data = [0u8; INLINE];
             data[..v.len()].copy_from_slice(v);
@@ -59,13 +59,6 @@ impl AsRef<[u8]> for Elem {
             Elem::Inline { len, data } => &data[..*len as usize],
             Elem::Boxed(b) => b,
         }
-    }
-}
-
-impl std::ops::Deref for Elem {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.as_ref()
     }
 }
 
@@ -290,7 +283,7 @@ mod tests {
         for n in [0, 1, 21, 22, 23, 100] {
             let v: Vec<u8> = (0..n as u8).collect();
             let e = Elem::new(&v);
-            assert_eq!(&*e, &v[..]);
+            assert_eq!(e.as_ref(), &v[..]);
             assert_eq!(matches!(e, Elem::Inline { .. }), n <= INLINE, "{n}");
             assert_eq!(e.into_bytes(), Bytes::from(v));
         }
