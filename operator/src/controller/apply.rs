@@ -204,92 +204,91 @@ pub async fn status(
         .map(|kv| kv.resource_version())
 }
 
-/// The resourceVersion of each KvCluster's last status write by this process (by UID), to tell
-/// a reconcile that its copy of the object predates that write.
+/// What this process wrote that its watch caches may not show yet, per KvCluster (by UID) —
+/// the "expectations" of Kubernetes' own controllers. The controller plans from caches, and a
+/// cache learns of a write only when the write's watch event arrives, a few milliseconds later;
+/// a reconcile woken in between (by a Pod or a node change) must not act on the older picture.
 ///
-/// The controller hands a reconcile the KvCluster from its watch cache, and the cache learns of
-/// a status write only when the watch event for it arrives, a few milliseconds later. A
-/// reconcile woken in between (by a Pod or a node change) would plan from the status before the
-/// write: write the same status again, or worse, decide a topology the write already recorded
-/// and push it under a new epoch. Such a reconcile does nothing instead: the write's own watch
-/// event wakes a reconcile with the fresh object at once.
-///
-/// resourceVersions are opaque to clients by contract; the apiserver's etcd storage makes them
-/// increasing integers, and one that does not parse as one is treated as fresh (the old
-/// behaviour: at worst a redundant write).
+/// - **Status writes**: the resourceVersion of the last one. A reconcile whose copy of the
+///   KvCluster predates it would write the same status again, or worse, decide a topology the
+///   write already recorded and push it under a new epoch. It does nothing instead: the write's
+///   own watch event wakes a reconcile with the fresh object at once. resourceVersions are
+///   opaque to clients by contract; the apiserver's etcd storage makes them increasing
+///   integers, and one that does not parse as one is treated as fresh (at worst a redundant
+///   write).
+/// - **Rolling-update deletions**: the Pod (name and UID) last deleted. A reconcile that runs
+///   before that deletion's watch event sees the Pod still serving and in sync, the cluster
+///   Ready, and would replace a second member: two down at once, where the rolling update
+///   promises one (seen in the e2e test: a bad change replaced the canary of one shard and then
+///   a replica of another). Until the cache shows the Pod terminating, gone or replaced (another
+///   UID), the reconcile treats it as terminating.
 #[derive(Default)]
-pub struct StatusWrites {
-    last: parking_lot::Mutex<HashMap<String, u64>>,
+pub struct Expectations {
+    by_cluster: parking_lot::Mutex<HashMap<String, Expected>>,
 }
 
-impl StatusWrites {
-    pub fn wrote(&self, kv: &KvCluster, resource_version: Option<&str>) {
-        if let (Some(uid), Some(rv)) = (kv.uid(), resource_version.and_then(|v| v.parse().ok())) {
-            self.last.lock().insert(uid, rv);
+#[derive(Default)]
+struct Expected {
+    status_rv: Option<u64>,
+    /// Pod name, Pod UID, when deleted.
+    deleted: Option<(String, String, std::time::Instant)>,
+}
+
+/// Longest a deletion is expected: a watch event lost for good must not hold the rolling update
+/// forever (the reflector relists well within this).
+const DELETE_EXPECTATION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Expectations {
+    fn with<R>(&self, kv: &KvCluster, f: impl FnOnce(&mut Expected) -> R) -> Option<R> {
+        let uid = kv.uid()?;
+        Some(f(self.by_cluster.lock().entry(uid).or_default()))
+    }
+
+    /// This process wrote `kv`'s status, which the apiserver stored as `resource_version`.
+    pub fn wrote_status(&self, kv: &KvCluster, resource_version: Option<&str>) {
+        if let Some(rv) = resource_version.and_then(|v| v.parse().ok()) {
+            self.with(kv, |e| e.status_rv = Some(rv));
         }
     }
 
     /// `kv` is older than this process's last status write of it.
-    pub fn is_stale(&self, kv: &KvCluster) -> bool {
-        let (Some(uid), Some(rv)) = (kv.uid(), kv.resource_version().and_then(|v| v.parse::<u64>().ok())) else {
+    pub fn status_is_stale(&self, kv: &KvCluster) -> bool {
+        let Some(rv) = kv.resource_version().and_then(|v| v.parse::<u64>().ok()) else {
             return false;
         };
-        self.last.lock().get(&uid).is_some_and(|&written| rv < written)
+        self.with(kv, |e| e.status_rv.is_some_and(|written| rv < written))
+            .unwrap_or(false)
     }
 
-    pub fn forget(&self, kv: &KvCluster) {
-        if let Some(uid) = kv.uid() {
-            self.last.lock().remove(&uid);
-        }
-    }
-}
-
-/// Rolling-update deletions this process made that its Pod cache has not shown yet — the
-/// "expectations" of Kubernetes' own controllers. A reconcile that runs before the watch
-/// event of its own deletion arrives sees the deleted Pod still serving and in sync, the
-/// cluster Ready, and would replace a second member: two down at once, where the rolling
-/// update promises one (seen in the e2e test: a bad change replaced the canary of one shard
-/// and then a replica of another). Until the cache shows the Pod terminating, gone or
-/// replaced (another UID), the reconcile treats it as terminating.
-#[derive(Default)]
-pub struct PodDeletes {
-    /// Cluster UID → (Pod name, Pod UID, when deleted).
-    pending: parking_lot::Mutex<HashMap<String, (String, String, std::time::Instant)>>,
-}
-
-/// Longest an expectation is kept: a watch event lost for good must not hold the rolling
-/// update forever (the reflector relists well within this).
-const DELETE_EXPECTATION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
-impl PodDeletes {
     /// This process deleted Pod `pod` (UID `uid`) of `kv`.
-    pub fn deleted(&self, kv: &KvCluster, pod: &str, uid: String) {
-        if let Some(cluster) = kv.uid() {
-            self.pending
-                .lock()
-                .insert(cluster, (pod.to_string(), uid, std::time::Instant::now()));
-        }
+    pub fn deleted_pod(&self, kv: &KvCluster, pod: &str, uid: String) {
+        self.with(kv, |e| {
+            e.deleted = Some((pod.to_string(), uid, std::time::Instant::now()))
+        });
     }
 
     /// The Pod of `kv`'s last deletion when `pods` still shows it as it was (same UID, not
-    /// terminating); clears the expectation once the cache has caught up.
-    pub fn unseen(&self, kv: &KvCluster, pods: &Store<Pod>) -> Option<String> {
-        let cluster = kv.uid()?;
+    /// terminating); forgets the deletion once the cache has caught up.
+    pub fn unseen_delete(&self, kv: &KvCluster, pods: &Store<Pod>) -> Option<String> {
         let ns = kv.namespace().unwrap_or_default();
-        let mut pending = self.pending.lock();
-        let (name, uid, at) = pending.get(&cluster)?;
-        let cached = pods.get(&ObjectRef::new(name).within(&ns));
-        let stale = cached.is_some_and(|p| p.uid().as_ref() == Some(uid) && p.metadata.deletion_timestamp.is_none());
-        if stale && at.elapsed() < DELETE_EXPECTATION_TTL {
-            return Some(name.clone());
-        }
-        pending.remove(&cluster);
-        None
+        self.with(kv, |e| {
+            let (name, uid, at) = e.deleted.as_ref()?;
+            let cached = pods.get(&ObjectRef::new(name).within(&ns));
+            let stale =
+                cached.is_some_and(|p| p.uid().as_ref() == Some(uid) && p.metadata.deletion_timestamp.is_none());
+            if stale && at.elapsed() < DELETE_EXPECTATION_TTL {
+                return Some(name.clone());
+            }
+            e.deleted = None;
+            None
+        })
+        .flatten()
     }
 
+    /// `kv` is gone: nothing more is expected of it.
     pub fn forget(&self, kv: &KvCluster) {
         if let Some(uid) = kv.uid() {
-            self.pending.lock().remove(&uid);
+            self.by_cluster.lock().remove(&uid);
         }
     }
 }
@@ -397,22 +396,25 @@ mod tests {
             kv.metadata.resource_version = Some(rv.into());
             kv
         };
-        let writes = StatusWrites::default();
-        assert!(!writes.is_stale(&kv_at("u1", "10")), "nothing written yet");
-        writes.wrote(&kv_at("u1", "10"), Some("15"));
-        assert!(writes.is_stale(&kv_at("u1", "10")), "the copy from before the write");
-        assert!(!writes.is_stale(&kv_at("u1", "15")), "the write itself");
-        assert!(!writes.is_stale(&kv_at("u1", "16")), "later");
+        let writes = Expectations::default();
+        assert!(!writes.status_is_stale(&kv_at("u1", "10")), "nothing written yet");
+        writes.wrote_status(&kv_at("u1", "10"), Some("15"));
         assert!(
-            !writes.is_stale(&kv_at("u2", "10")),
+            writes.status_is_stale(&kv_at("u1", "10")),
+            "the copy from before the write"
+        );
+        assert!(!writes.status_is_stale(&kv_at("u1", "15")), "the write itself");
+        assert!(!writes.status_is_stale(&kv_at("u1", "16")), "later");
+        assert!(
+            !writes.status_is_stale(&kv_at("u2", "10")),
             "another object (recreated: new UID)"
         );
         assert!(
-            !writes.is_stale(&kv_at("u1", "not-a-number")),
+            !writes.status_is_stale(&kv_at("u1", "not-a-number")),
             "opaque: treated as fresh"
         );
         writes.forget(&kv_at("u1", "10"));
-        assert!(!writes.is_stale(&kv_at("u1", "10")));
+        assert!(!writes.status_is_stale(&kv_at("u1", "10")));
     }
 
     #[test]
@@ -433,26 +435,34 @@ mod tests {
         };
         let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod("old", false)));
-        let deletes = PodDeletes::default();
-        assert_eq!(deletes.unseen(&kv, &store), None, "nothing deleted yet");
-        deletes.deleted(&kv, "kv-0-1", "old".into());
-        assert_eq!(deletes.unseen(&kv, &store).as_deref(), Some("kv-0-1"), "the cache lags");
-        assert_eq!(deletes.unseen(&kv, &store).as_deref(), Some("kv-0-1"), "still");
+        let deletes = Expectations::default();
+        assert_eq!(deletes.unseen_delete(&kv, &store), None, "nothing deleted yet");
+        deletes.deleted_pod(&kv, "kv-0-1", "old".into());
+        assert_eq!(
+            deletes.unseen_delete(&kv, &store).as_deref(),
+            Some("kv-0-1"),
+            "the cache lags"
+        );
+        assert_eq!(deletes.unseen_delete(&kv, &store).as_deref(), Some("kv-0-1"), "still");
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod("old", true)));
-        assert_eq!(deletes.unseen(&kv, &store), None, "the cache shows it terminating");
+        assert_eq!(
+            deletes.unseen_delete(&kv, &store),
+            None,
+            "the cache shows it terminating"
+        );
         // Cleared: even a cache that went back would not bring it back.
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod("old", false)));
-        assert_eq!(deletes.unseen(&kv, &store), None);
+        assert_eq!(deletes.unseen_delete(&kv, &store), None);
         // Replaced (another UID) or gone also end the wait.
-        deletes.deleted(&kv, "kv-0-1", "old".into());
+        deletes.deleted_pod(&kv, "kv-0-1", "old".into());
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod("new", false)));
-        assert_eq!(deletes.unseen(&kv, &store), None, "replaced");
-        deletes.deleted(&kv, "kv-0-1", "new".into());
+        assert_eq!(deletes.unseen_delete(&kv, &store), None, "replaced");
+        deletes.deleted_pod(&kv, "kv-0-1", "new".into());
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Delete(pod("new", true)));
-        assert_eq!(deletes.unseen(&kv, &store), None, "gone");
-        deletes.deleted(&kv, "kv-0-2", "other".into());
+        assert_eq!(deletes.unseen_delete(&kv, &store), None, "gone");
+        deletes.deleted_pod(&kv, "kv-0-2", "other".into());
         deletes.forget(&kv);
-        assert_eq!(deletes.unseen(&kv, &store), None, "forgotten with its cluster");
+        assert_eq!(deletes.unseen_delete(&kv, &store), None, "forgotten with its cluster");
     }
 
     #[test]

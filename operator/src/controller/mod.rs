@@ -147,9 +147,8 @@ pub struct Context {
     pub applied: apply::AppliedCache,
     /// The nodes' states, kept by pollers, and the topology pushes in flight.
     pub nodes: Arc<nodes::Nodes>,
-    pub status_writes: apply::StatusWrites,
-    /// Rolling-update deletions not yet in the Pod cache (see `PodDeletes`).
-    pub pod_deletes: apply::PodDeletes,
+    /// Status writes and Pod deletions the caches may not show yet.
+    pub expected: apply::Expectations,
 }
 
 /// Run the controller until `shutdown` resolves (only while this process leads).
@@ -266,8 +265,7 @@ async fn controller(
         },
         applied: apply::AppliedCache::default(),
         nodes: nodes::Nodes::new(node_changes),
-        status_writes: apply::StatusWrites::default(),
-        pod_deletes: apply::PodDeletes::default(),
+        expected: apply::Expectations::default(),
     });
     Controller::new(scoped::<KvCluster>(client, namespace), watcher::Config::default())
         .owns_stream(sts_events)
@@ -309,8 +307,7 @@ async fn reconcile(kv: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, Erro
             Finalizer::Apply(kv) => reconcile_apply(&kv, &ctx).await,
             Finalizer::Cleanup(kv) => {
                 ctx.nodes.forget(&ObjectRef::from_obj(kv.as_ref()));
-                ctx.status_writes.forget(&kv);
-                ctx.pod_deletes.forget(&kv);
+                ctx.expected.forget(&kv);
                 apply::cleanup(&ctx.client, &kv).await?;
                 record(
                     &ctx,
@@ -362,8 +359,8 @@ async fn publish(recorder: &Recorder, reference: &k8s_openapi::api::core::v1::Ob
 }
 
 async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error> {
-    if ctx.status_writes.is_stale(kv) {
-        // See `StatusWrites`: the watch event of our own write is on its way and wakes a
+    if ctx.expected.status_is_stale(kv) {
+        // See `Expectations`: the watch event of our own write is on its way and wakes a
         // reconcile with the object as written; the requeue is the backstop.
         tracing::debug!(cluster = %kv.name_any(), "the cached object predates our last status write");
         return Ok(Action::requeue(plan::REQUEUE_BUSY));
@@ -403,7 +400,7 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
         password.as_deref(),
     );
     // A Pod this process deleted is terminating, whatever a lagging cache still says.
-    if let Some(deleted) = ctx.pod_deletes.unseen(kv, &ctx.pods) {
+    if let Some(deleted) = ctx.expected.unseen_delete(kv, &ctx.pods) {
         tracing::debug!(cluster = %kv.name_any(), pod = %deleted, "the Pod cache has not shown our deletion yet");
         for p in observed.pods.iter_mut().filter(|p| p.name == deleted) {
             p.terminating = true;
@@ -434,7 +431,7 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
         let write = kv.status.as_ref() != Some(&plan.status);
         if write {
             let rv = apply::status(client, fm, kv, &plan.status).await?;
-            ctx.status_writes.wrote(kv, rv.as_deref());
+            ctx.expected.wrote_status(kv, rv.as_deref());
         }
         if let Some(action) = &plan.topology
             && pending != Some(action.topology.epoch)
@@ -456,7 +453,7 @@ async fn reconcile_apply(kv: &KvCluster, ctx: &Context) -> Result<Action, Error>
         let uid = ctx.pods.get(&ObjectRef::new(pod).within(&ns)).and_then(|p| p.uid());
         apply::delete_pod(client, &ns, pod, uid.as_deref()).await?;
         if let Some(uid) = uid {
-            ctx.pod_deletes.deleted(kv, pod, uid);
+            ctx.expected.deleted_pod(kv, pod, uid);
         }
     }
     tracing::debug!(
