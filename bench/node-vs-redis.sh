@@ -26,8 +26,10 @@
 #   BENCH_TESTS=set,get,incr,lpush,rpop,sadd,hset,zadd,lrange_100
 #   BENCH_REPEAT=3  runs of each load; the table shows the median
 #   BENCH_QUICK=1   small N and key count, one run: to check the script itself
-#   BENCH_NODE_BIN=/usr/bin/redis-server   compare Redis with itself: every ratio
-#                   should come out near 1 (a check of the benchmark, not of ferrokv)
+#   FERROKV_NODE_BIN=path   use this binary instead of building ferrokv-node (an
+#                   older build, to measure a change); /usr/bin/redis-server compares
+#                   Redis with itself: every ratio should come out near 1 (a check of
+#                   the benchmark, not of ferrokv). BENCH_NODE_BIN is the same setting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -54,15 +56,9 @@ REPORT=bench/bench_report.py
 
 bench_init bench
 
-scripts/install-test-deps.sh
-if [ -n "${BENCH_NODE_BIN:-}" ]; then
-    NODE_BIN="$BENCH_NODE_BIN"
-    say "comparing $NODE_BIN (BENCH_NODE_BIN) instead of ferrokv-node"
-else
-    say "building ferrokv-node (release)"
-    cargo build --release --locked -q -p ferrokv-node --bin ferrokv-node
-    NODE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/ferrokv-node"
-fi
+# BENCH_NODE_BIN is this script's older name for FERROKV_NODE_BIN.
+FERROKV_NODE_BIN="${BENCH_NODE_BIN:-${FERROKV_NODE_BIN:-}}"
+build_node
 
 # Start a fresh Redis and a fresh ferrokv; sets REDIS_PORT/REDIS_PID/FK_PORT/FK_PID.
 ROUND=0
