@@ -74,10 +74,6 @@ pub struct Session {
     pub cluster_internal: bool,
     /// Replication: handshake facts, PSYNC/WAIT hand-offs, the primary's session.
     pub repl: crate::repl::SessionRepl,
-    /// The bytes of the request about to be executed, when it came as a
-    /// multibulk (see [`crate::resp::parse::take_with_frame`]); taken by
-    /// [`crate::cmd::execute`] at once, so it never outlives its request.
-    pub frame: Option<Bytes>,
 }
 
 impl Session {
@@ -108,7 +104,6 @@ impl Session {
             cluster_view: None,
             cluster_internal: false,
             repl: crate::repl::SessionRepl::default(),
-            frame: None,
         }
     }
 

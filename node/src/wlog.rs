@@ -259,7 +259,7 @@ impl WriteLog {
     /// a log replay applies all or nothing of them. Returns the offset after
     /// the appended bytes: the client that caused them may be acknowledged
     /// once that offset is durable / replicated as required.
-    pub fn append<A: AsRef<[Bytes]>>(&self, cmds: &[A], atomic: bool) -> u64 {
+    pub fn append<A: AsRef<[T]>, T: AsRef<[u8]>>(&self, cmds: &[A], atomic: bool) -> u64 {
         if cmds.is_empty() {
             return self.offset();
         }
@@ -420,22 +420,23 @@ fn digits(n: usize) -> usize {
 }
 
 /// Length of [`encode_command`]'s output for `args`, without encoding.
-pub fn encoded_len(args: &[Bytes]) -> usize {
+pub fn encoded_len<T: AsRef<[u8]>>(args: &[T]) -> usize {
     let header = 1 + digits(args.len()) + 2;
     header
         + args
             .iter()
-            .map(|a| 1 + digits(a.len()) + 2 + a.len() + 2)
+            .map(|a| 1 + digits(a.as_ref().len()) + 2 + a.as_ref().len() + 2)
             .sum::<usize>()
 }
 
 /// Append one command as a RESP multibulk.
-pub fn encode_command(out: &mut Vec<u8>, args: &[Bytes]) {
+pub fn encode_command<T: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[T]) {
     let mut num = itoa::Buffer::new();
     out.push(b'*');
     out.extend_from_slice(num.format(args.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
     for a in args {
+        let a = a.as_ref();
         out.push(b'$');
         out.extend_from_slice(num.format(a.len()).as_bytes());
         out.extend_from_slice(b"\r\n");

@@ -988,7 +988,7 @@ pub fn restore_batch(
     session: &Session,
     slot: u16,
     source: &[u8],
-    payload: &Bytes,
+    payload: &[u8],
 ) -> Result<(usize, u64), MigrateError> {
     let source = String::from_utf8_lossy(source);
     let allowed = session.cluster_internal
@@ -1046,12 +1046,13 @@ pub fn restore_batch(
         ks.insert_entry(&key, e);
         state.watches.touch(&key);
     }
-    let cmd: [Bytes; 5] = [
-        Bytes::from_static(b"CLUSTER"),
-        Bytes::from_static(b"RESTOREBATCH"),
-        Bytes::from(slot.to_string()),
-        Bytes::from(source.into_owned()),
-        logged.map_or_else(|| payload.clone(), Bytes::from),
+    let slot_arg = slot.to_string();
+    let cmd: [&[u8]; 5] = [
+        b"CLUSTER",
+        b"RESTOREBATCH",
+        slot_arg.as_bytes(),
+        source.as_bytes(),
+        logged.as_deref().unwrap_or(payload),
     ];
     // A replica's log is its primary's stream byte for byte: the frame it
     // applied is relayed into it by `Ctx::flush_log`, so logging the batch
@@ -1102,12 +1103,12 @@ pub fn status(state: &State, only: Option<u16>) -> Reply {
 }
 
 /// Call `f` with every key a command names (no allocation for fixed specs).
-fn each_key(spec: &CommandSpec, args: &[Bytes], f: &mut dyn FnMut(&[u8])) {
+fn each_key(spec: &CommandSpec, args: &[&[u8]], f: &mut dyn FnMut(&[u8])) {
     if matches!(spec.keys, KeySpec::None | KeySpec::All) {
         return;
     }
     for i in key_positions(spec, args) {
-        f(&args[i]);
+        f(args[i]);
     }
 }
 
@@ -1117,7 +1118,7 @@ fn each_key(spec: &CommandSpec, args: &[Bytes], f: &mut dyn FnMut(&[u8])) {
 pub fn check_locked(
     state: &State,
     session: &mut Session,
-    queue: &[(&'static CommandSpec, &[Bytes])],
+    queue: &[(&'static CommandSpec, &[&[u8]])],
     ks: &mut Keys,
 ) -> Option<Reply> {
     let admitted = std::mem::take(&mut session.admitted_asking);

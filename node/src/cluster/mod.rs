@@ -351,7 +351,7 @@ pub fn apply_role(state: &State, role: Role, epoch: u64) {
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
     let mut session = Session::new(handle, tx, true);
     session.cluster_internal = true;
-    match crate::cmd::execute(state, &mut session, args) {
+    match crate::cmd::execute(state, &mut session, &crate::cmd::view(&args)) {
         crate::cmd::Outcome::Reply(Reply::Error(e)) => tracing::warn!(?role, error = %e, "role change refused"),
         _ => tracing::info!(?role, "role applied"),
     }
@@ -360,7 +360,7 @@ pub fn apply_role(state: &State, role: Role, epoch: u64) {
 /// Call `f` with each key (or shard channel) a command addresses. Sharded
 /// pub/sub channels are routed like keys, as in Redis. Fixed key positions
 /// are walked without allocating: this runs for every command in cluster mode.
-fn each_routed(spec: &CommandSpec, args: &[Bytes], f: &mut dyn FnMut(&[u8]) -> Result<(), Reply>) -> Result<(), Reply> {
+fn each_routed(spec: &CommandSpec, args: &[&[u8]], f: &mut dyn FnMut(&[u8]) -> Result<(), Reply>) -> Result<(), Reply> {
     match (spec.keys, spec.name) {
         (_, "spublish") => args.get(1).map_or(Ok(()), |c| f(c)),
         (_, "ssubscribe" | "sunsubscribe") => args.iter().skip(1).try_for_each(|c| f(c)),
@@ -369,19 +369,19 @@ fn each_routed(spec: &CommandSpec, args: &[Bytes], f: &mut dyn FnMut(&[u8]) -> R
             let last = if last < 0 { n + last } else { last.min(n - 1) };
             let mut i = first;
             while i <= last && i < n {
-                f(&args[i as usize])?;
+                f(args[i as usize])?;
                 i += step.max(1);
             }
             Ok(())
         }
-        (KeySpec::Custom(_), _) => key_positions(spec, args).into_iter().try_for_each(|i| f(&args[i])),
+        (KeySpec::Custom(_), _) => key_positions(spec, args).into_iter().try_for_each(|i| f(args[i])),
         (KeySpec::None | KeySpec::All, _) => Ok(()),
     }
 }
 
 /// The redirect check: `None` to run the command here, or the error reply
 /// (`-MOVED`, `-CROSSSLOT`, `-CLUSTERDOWN`, ...) that replaces it.
-pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, args: &[Bytes]) -> Option<Reply> {
+pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, args: &[&[u8]]) -> Option<Reply> {
     // ASKING holds for the next command only (for a whole transaction when
     // given inside MULTI), as in Redis.
     let asking = session.asking;
@@ -395,7 +395,7 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
     if session.cluster_internal || session.repl.master {
         return None;
     }
-    if spec.name == "select" && crate::cmd::parse::parse_i64(&args[1]).is_some_and(|n| n != 0) {
+    if spec.name == "select" && crate::cmd::parse::parse_i64(args[1]).is_some_and(|n| n != 0) {
         return Some(Reply::err("ERR SELECT is not allowed in cluster mode"));
     }
     let mut write = spec.is_write();
@@ -431,7 +431,7 @@ pub fn route(state: &State, session: &mut Session, spec: &'static CommandSpec, a
     {
         m.queue.iter().try_for_each(|(spec, args)| {
             write |= spec.is_write();
-            each_routed(spec, args, &mut check)
+            each_routed(spec, &crate::cmd::view(args), &mut check)
         })
     } else {
         each_routed(spec, args, &mut check)

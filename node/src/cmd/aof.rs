@@ -1,7 +1,5 @@
 //! Append-only log commands: BGREWRITEAOF.
 
-use bytes::Bytes;
-
 use super::flags::*;
 use super::{CmdResult, CommandSpec, Ctx, KeySpec};
 use crate::resp::Reply;
@@ -21,7 +19,7 @@ pub static COMMANDS: &[CommandSpec] = &[CommandSpec {
 
 /// Starts the rewrite on its own thread and answers at once, as Redis does;
 /// `INFO persistence` tells when it is done and how it went.
-fn bgrewriteaof(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn bgrewriteaof(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     match crate::persist::rewrite::start(ctx.state) {
         Ok(()) => Ok(Reply::status("Background append only file rewriting started")),
         Err(e) => Err(Reply::err(format!("ERR {e}"))),

@@ -230,12 +230,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
 ];
 
-fn no_subcommand(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn no_subcommand(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Err(Reply::err("ERR wrong number of arguments for 'cluster' command"))
 }
 
-fn keyslot(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    Ok(Reply::Int(key_slot(&args[2]) as i64))
+fn keyslot(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    Ok(Reply::Int(key_slot(args[2]) as i64))
 }
 
 /// A slot number, or `None` when it is an integer out of range.
@@ -244,22 +244,22 @@ fn slot_arg(arg: &[u8]) -> Result<Option<u16>, Reply> {
     Ok((0..SLOTS as i64).contains(&n).then_some(n as u16))
 }
 
-fn countkeysinslot(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let slot = slot_arg(&args[2])?.ok_or_else(|| Reply::err("ERR Invalid slot"))?;
+fn countkeysinslot(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let slot = slot_arg(args[2])?.ok_or_else(|| Reply::err("ERR Invalid slot"))?;
     Ok(Reply::Int(ctx.ks.count_in_slot(slot) as i64))
 }
 
-fn getkeysinslot(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn getkeysinslot(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let invalid = || Reply::err("ERR Invalid slot or number of keys");
-    let slot = slot_arg(&args[2])?;
-    let count = parse_i64(&args[3]).ok_or_else(|| Reply::err(super::parse::ERR_NOT_INT))?;
+    let slot = slot_arg(args[2])?;
+    let count = parse_i64(args[3]).ok_or_else(|| Reply::err(super::parse::ERR_NOT_INT))?;
     let (Some(slot), Ok(count)) = (slot, usize::try_from(count)) else {
         return Err(invalid());
     };
     Ok(Reply::bulks(ctx.ks.keys_in_slot(slot, count)))
 }
 
-fn help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn help(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(super::server::help_reply(
         "CLUSTER",
         &[
@@ -308,25 +308,25 @@ fn enabled(ctx: &Ctx) -> Result<(), Reply> {
     }
 }
 
-fn readonly(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn readonly(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     ctx.session.readonly = true;
     Ok(Reply::Ok)
 }
 
-fn readwrite(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn readwrite(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     ctx.session.readonly = false;
     Ok(Reply::Ok)
 }
 
-fn asking(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn asking(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     ctx.session.asking = true;
     Ok(Reply::Ok)
 }
 
-fn myid(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn myid(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     Ok(Reply::bulk(ctx.state.cluster.myid()))
 }
@@ -342,7 +342,7 @@ fn slot_node(n: &crate::cluster::Node) -> Reply {
     ])
 }
 
-fn slots(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn slots(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     let Some(view) = ctx.state.cluster.view() else {
         return Ok(Reply::Array(Vec::new()));
@@ -371,7 +371,7 @@ fn slots(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(out))
 }
 
-fn shards(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn shards(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     let Some(view) = ctx.state.cluster.view() else {
         return Ok(Reply::Array(Vec::new()));
@@ -457,7 +457,7 @@ pub fn nodes_text(view: Option<&View>, myid: &str, port: u16) -> String {
     out
 }
 
-fn nodes(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn nodes(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     let view = ctx.state.cluster.view();
     let port = ctx.state.port.load(std::sync::atomic::Ordering::Relaxed) as u16;
@@ -468,7 +468,7 @@ fn nodes(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ))))
 }
 
-fn info(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn info(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     let view = ctx.state.cluster.view();
     let (assigned, known, size, epoch) = match &view {
@@ -501,7 +501,7 @@ fn info(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
 
 /// What the control plane reads back to see whether a node holds the layout
 /// it pushed (drift after a restart, a missed push).
-fn gettopology(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn gettopology(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     Ok(match ctx.state.cluster.view() {
         Some(v) => Reply::bulk(v.layout.topology.to_json()),
@@ -509,13 +509,13 @@ fn gettopology(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     })
 }
 
-fn settopology(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn settopology(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
-    let epoch = std::str::from_utf8(&args[2])
+    let epoch = std::str::from_utf8(args[2])
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| Reply::err("ERR invalid topology epoch"))?;
-    match ctx.state.cluster.set_topology(epoch, &args[3]) {
+    match ctx.state.cluster.set_topology(epoch, args[3]) {
         Ok(Some(role)) => {
             crate::cluster::apply_role(ctx.state, role, epoch);
             Ok(Reply::Ok)
@@ -536,13 +536,13 @@ fn migrate_err(e: MigrateError) -> Reply {
     Reply::err(format!("ERR {e}"))
 }
 
-fn slot_required(arg: Option<&Bytes>) -> Result<u16, Reply> {
+fn slot_required(arg: Option<&&[u8]>) -> Result<u16, Reply> {
     let arg = arg.ok_or_else(|| Reply::err("ERR wrong number of arguments for 'cluster|migration' command"))?;
     slot_arg(arg)?.ok_or_else(|| Reply::err("ERR Invalid slot"))
 }
 
 /// `CLUSTER MIGRATION <IMPORT|START|RESUME|CANCEL|CLEAR|STATUS> ...`.
-fn migration(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn migration(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     enabled(ctx)?;
     let sub = args[2].to_ascii_lowercase();
     let arity = |n: usize| {
@@ -559,26 +559,26 @@ fn migration(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         b"import" => {
             arity(5)?;
             let slot = slot_required(args.get(3))?;
-            migrate::import(state, slot, &String::from_utf8_lossy(&args[4])).map_err(migrate_err)?;
+            migrate::import(state, slot, &String::from_utf8_lossy(args[4])).map_err(migrate_err)?;
             Ok(Reply::Ok)
         }
         b"start" => {
             let batch = match args.len() {
                 5 => None,
                 7 if args[5].eq_ignore_ascii_case(b"batch") => {
-                    let n = parse_i64(&args[6]).filter(|n| *n > 0);
+                    let n = parse_i64(args[6]).filter(|n| *n > 0);
                     Some(n.ok_or_else(|| Reply::err("ERR BATCH must be a positive integer"))? as usize)
                 }
                 _ => return Err(Reply::err("ERR syntax error")),
             };
             let slot = slot_required(args.get(3))?;
-            migrate::start(state, slot, &String::from_utf8_lossy(&args[4]), batch).map_err(migrate_err)?;
+            migrate::start(state, slot, &String::from_utf8_lossy(args[4]), batch).map_err(migrate_err)?;
             Ok(Reply::Ok)
         }
         b"peer" => {
             arity(5)?;
             let slot = slot_required(args.get(3))?;
-            migrate::repoint(state, slot, &String::from_utf8_lossy(&args[4])).map_err(migrate_err)?;
+            migrate::repoint(state, slot, &String::from_utf8_lossy(args[4])).map_err(migrate_err)?;
             Ok(Reply::Ok)
         }
         b"resume" | b"cancel" | b"clear" => {
@@ -602,20 +602,20 @@ fn migration(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         }
         _ => Err(Reply::err(format!(
             "ERR unknown subcommand 'migration {}'. Try CLUSTER HELP.",
-            String::from_utf8_lossy(&args[2])
+            String::from_utf8_lossy(args[2])
         ))),
     }
 }
 
 /// `CLUSTER RESTOREBATCH <slot> <source-id> <payload>`. The command logs
 /// itself (inside [`migrate::restore_batch`], under the slot's lock).
-fn restorebatch(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn restorebatch(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     // The log replayed at startup runs before cluster mode is enabled.
     if !(ctx.session.cluster_internal || ctx.session.repl.master) {
         enabled(ctx)?;
     }
-    let slot = slot_arg(&args[2])?.ok_or_else(|| Reply::err("ERR Invalid slot"))?;
-    let (n, end) = migrate::restore_batch(ctx.state, ctx.session, slot, &args[3], &args[4]).map_err(migrate_err)?;
+    let slot = slot_arg(args[2])?.ok_or_else(|| Reply::err("ERR Invalid slot"))?;
+    let (n, end) = migrate::restore_batch(ctx.state, ctx.session, slot, args[3], args[4]).map_err(migrate_err)?;
     ctx.session
         .handle
         .write_offset

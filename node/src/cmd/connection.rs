@@ -78,22 +78,22 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-fn ping(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn ping(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() > 2 {
         return Err(Reply::err("ERR wrong number of arguments for 'ping' command"));
     }
     if ctx.session.in_pubsub_context() {
-        let msg = args.get(1).cloned().unwrap_or_default();
+        let msg = args.get(1).map_or_else(Bytes::new, |m| Bytes::copy_from_slice(m));
         return Ok(Reply::Array(vec![Reply::bulk_static("pong"), Reply::Bulk(msg)]));
     }
     Ok(match args.get(1) {
-        Some(m) => Reply::Bulk(m.clone()),
+        Some(m) => Reply::Bulk(Bytes::copy_from_slice(m)),
         None => Reply::status("PONG"),
     })
 }
 
-fn echo(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    Ok(Reply::Bulk(args[1].clone()))
+fn echo(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    Ok(Reply::Bulk(Bytes::copy_from_slice(args[1])))
 }
 
 fn check_password(ctx: &Ctx, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Reply> {
@@ -119,10 +119,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn auth(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn auth(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (user, pass) = match args.len() {
         2 => (None, &args[1]),
-        3 => (Some(args[1].as_ref()), &args[2]),
+        3 => (Some(args[1]), &args[2]),
         _ => return Err(super::parse::syntax()),
     };
     if user.is_none() && ctx.state.config.requirepass.read().is_none() {
@@ -135,11 +135,11 @@ fn auth(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Ok)
 }
 
-fn hello(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn hello(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut proto = ctx.session.proto;
     let mut i = 1;
     if args.len() > 1 {
-        proto = match parse_i64(&args[1]) {
+        proto = match parse_i64(args[1]) {
             Some(v @ 2..=3) => v as u8,
             Some(_) => return Err(Reply::err("NOPROTO unsupported protocol version")),
             None => {
@@ -150,18 +150,18 @@ fn hello(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     }
     let mut setname = None;
     while i < args.len() {
-        if is(&args[i], "AUTH") && i + 2 < args.len() {
-            check_password(ctx, Some(&args[i + 1]), &args[i + 2])?;
+        if is(args[i], "AUTH") && i + 2 < args.len() {
+            check_password(ctx, Some(args[i + 1]), args[i + 2])?;
             ctx.session.authenticated = true;
             i += 3;
-        } else if is(&args[i], "SETNAME") && i + 1 < args.len() {
-            super::server::validate_client_name(&args[i + 1])?;
-            setname = Some(args[i + 1].clone());
+        } else if is(args[i], "SETNAME") && i + 1 < args.len() {
+            super::server::validate_client_name(args[i + 1])?;
+            setname = Some(Bytes::copy_from_slice(args[i + 1]));
             i += 2;
         } else {
             return Err(Reply::err(format!(
                 "ERR Syntax error in HELLO option '{}'",
-                String::from_utf8_lossy(&args[i])
+                String::from_utf8_lossy(args[i])
             )));
         }
     }
@@ -186,20 +186,20 @@ fn hello(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ]))
 }
 
-fn select(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    match parse_i64(&args[1]) {
+fn select(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    match parse_i64(args[1]) {
         Some(0) => Ok(Reply::Ok),
         Some(_) => Err(Reply::err("ERR DB index is out of range")),
         None => Err(Reply::err(super::parse::ERR_NOT_INT)),
     }
 }
 
-fn quit(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn quit(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     ctx.session.close = true;
     Ok(Reply::Ok)
 }
 
-fn reset(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn reset(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     super::txn::discard_state(ctx);
     super::pubsub::unsubscribe_everything(ctx);
     ctx.session.proto = 2;

@@ -232,46 +232,46 @@ fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Hash>, Reply> {
     Ok(h)
 }
 
-fn set_pairs(ctx: &mut Ctx, args: &[Bytes], name: &str) -> Result<i64, Reply> {
+fn set_pairs(ctx: &mut Ctx, args: &[&[u8]], name: &str) -> Result<i64, Reply> {
     if !args.len().is_multiple_of(2) {
         return Err(wrong_args(name));
     }
-    let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
+    let h = ctx.ks.get_obj_mut_or_create::<Hash>(args[1]).map_err(Reply::err)?;
     let mut added = 0;
     for pair in args[2..].chunks_exact(2) {
-        if h.insert(&pair[0], &pair[1]) {
+        if h.insert(pair[0], pair[1]) {
             added += 1;
         }
     }
-    ctx.changed(&args[1], notify::HASH, "hset");
+    ctx.changed(args[1], notify::HASH, "hset");
     Ok(added)
 }
 
-fn hset(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn hset(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     set_pairs(ctx, args, "hset").map(Reply::Int)
 }
 
-fn hmset(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn hmset(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     set_pairs(ctx, args, "hmset").map(|_| Reply::Ok)
 }
 
-fn hsetnx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
-    if h.contains(&args[2]) {
+fn hsetnx(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let h = ctx.ks.get_obj_mut_or_create::<Hash>(args[1]).map_err(Reply::err)?;
+    if h.contains(args[2]) {
         return Ok(Reply::Int(0));
     }
-    h.insert(&args[2], &args[3]);
-    ctx.changed(&args[1], notify::HASH, "hset");
+    h.insert(args[2], args[3]);
+    ctx.changed(args[1], notify::HASH, "hset");
     Ok(Reply::Int(1))
 }
 
-fn hget(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let h = read(ctx, &args[1])?;
-    Ok(Reply::opt_bulk(h.and_then(|h| h.get(&args[2])).map(owned)))
+fn hget(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let h = read(ctx, args[1])?;
+    Ok(Reply::opt_bulk(h.and_then(|h| h.get(args[2])).map(owned)))
 }
 
-fn hmget(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let h = read(ctx, &args[1])?;
+fn hmget(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let h = read(ctx, args[1])?;
     Ok(Reply::Array(
         args[2..]
             .iter()
@@ -280,38 +280,38 @@ fn hmget(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn hdel(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let Some(h) = ctx.ks.get_obj_mut::<Hash>(&args[1]).map_err(Reply::err)? else {
+fn hdel(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let Some(h) = ctx.ks.get_obj_mut::<Hash>(args[1]).map_err(Reply::err)? else {
         return Ok(Reply::Int(0));
     };
     let deleted = args[2..].iter().filter(|f| h.remove(f)).count();
     let emptied = h.is_empty();
     if deleted > 0 {
-        ctx.changed(&args[1], notify::HASH, "hdel");
+        ctx.changed(args[1], notify::HASH, "hdel");
         if emptied {
-            ctx.notify(notify::GENERIC, "del", &args[1]);
+            ctx.notify(notify::GENERIC, "del", args[1]);
         }
     }
     Ok(Reply::Int(deleted as i64))
 }
 
-fn hexists(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let h = read(ctx, &args[1])?;
-    Ok(Reply::Int(h.is_some_and(|h| h.contains(&args[2])) as i64))
+fn hexists(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let h = read(ctx, args[1])?;
+    Ok(Reply::Int(h.is_some_and(|h| h.contains(args[2])) as i64))
 }
 
-fn hlen(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let h = read(ctx, &args[1])?;
+fn hlen(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let h = read(ctx, args[1])?;
     Ok(Reply::Int(h.map_or(0, Hash::len) as i64))
 }
 
-fn hstrlen(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let h = read(ctx, &args[1])?;
-    Ok(Reply::Int(h.and_then(|h| h.get(&args[2])).map_or(0, <[u8]>::len) as i64))
+fn hstrlen(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let h = read(ctx, args[1])?;
+    Ok(Reply::Int(h.and_then(|h| h.get(args[2])).map_or(0, <[u8]>::len) as i64))
 }
 
-fn hkeys(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let h = read(ctx, &args[1])?;
+fn hkeys(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let h = read(ctx, args[1])?;
     Ok(Reply::Array(
         h.into_iter()
             .flat_map(Hash::iter)
@@ -320,8 +320,8 @@ fn hkeys(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn hvals(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let h = read(ctx, &args[1])?;
+fn hvals(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let h = read(ctx, args[1])?;
     Ok(Reply::Array(
         h.into_iter()
             .flat_map(Hash::iter)
@@ -330,8 +330,8 @@ fn hvals(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn hgetall(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let h = read(ctx, &args[1])?;
+fn hgetall(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let h = read(ctx, args[1])?;
     Ok(Reply::Map(
         h.into_iter()
             .flat_map(Hash::iter)
@@ -340,27 +340,27 @@ fn hgetall(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let incr = parse::int(&args[3])?;
-    let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
-    let old = match h.get(&args[2]) {
+fn hincrby(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let incr = parse::int(args[3])?;
+    let h = ctx.ks.get_obj_mut_or_create::<Hash>(args[1]).map_err(Reply::err)?;
+    let old = match h.get(args[2]) {
         Some(v) => parse::parse_i64(v).ok_or_else(|| Reply::err(ERR_HASH_NOT_INT))?,
         None => 0,
     };
     let new = old.checked_add(incr).ok_or_else(|| Reply::err(ERR_OVERFLOW))?;
-    h.insert(&args[2], &parse::i64_bytes(new));
-    ctx.changed(&args[1], notify::HASH, "hincrby");
+    h.insert(args[2], &parse::i64_bytes(new));
+    ctx.changed(args[1], notify::HASH, "hincrby");
     Ok(Reply::Int(new))
 }
 
-fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let incr = match longdouble::parse(&args[3]) {
+fn hincrbyfloat(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let incr = match longdouble::parse(args[3]) {
         Some(Parsed::Finite(v)) => v,
         Some(Parsed::Infinite) => return Err(Reply::err(ERR_NAN_INCR)),
         None => return Err(Reply::err(ERR_NOT_FLOAT)),
     };
-    let h = ctx.ks.get_obj_mut_or_create::<Hash>(&args[1]).map_err(Reply::err)?;
-    let old = match longdouble::parse(h.get(&args[2]).unwrap_or(b"0")) {
+    let h = ctx.ks.get_obj_mut_or_create::<Hash>(args[1]).map_err(Reply::err)?;
+    let old = match longdouble::parse(h.get(args[2]).unwrap_or(b"0")) {
         Some(Parsed::Finite(v)) => v,
         // A stored "inf" parses, but any sum with it is infinite.
         Some(Parsed::Infinite) => return Err(Reply::err(ERR_NAN_RESULT)),
@@ -368,14 +368,14 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     };
     let new = old.checked_add(incr).ok_or_else(|| Reply::err(ERR_NAN_RESULT))?;
     let text = Bytes::from(new.to_human());
-    h.insert(&args[2], &text);
-    ctx.changed(&args[1], notify::HASH, "hincrbyfloat");
+    h.insert(args[2], &text);
+    ctx.changed(args[1], notify::HASH, "hincrbyfloat");
     // The result, not the increment (Redis 7.0): long double arithmetic and
     // its formatting must not be redone by whoever replays the log.
     ctx.propagate(vec![
         Bytes::from_static(b"HSET"),
-        args[1].clone(),
-        args[2].clone(),
+        Bytes::copy_from_slice(args[1]),
+        Bytes::copy_from_slice(args[2]),
         text.clone(),
     ]);
     Ok(Reply::Bulk(text))
@@ -411,7 +411,7 @@ pub(super) fn scan_cursor(b: &[u8]) -> Result<u64, Reply> {
 }
 
 /// Options after the cursor (`args[3..]`), as Redis' `scanGenericCommand`.
-pub(super) fn scan_opts(args: &[Bytes]) -> Result<ScanOpts, Reply> {
+pub(super) fn scan_opts(args: &[&[u8]]) -> Result<ScanOpts, Reply> {
     let mut opts = ScanOpts {
         pattern: None,
         count: 10,
@@ -419,15 +419,19 @@ pub(super) fn scan_opts(args: &[Bytes]) -> Result<ScanOpts, Reply> {
     let mut i = 0;
     while i < args.len() {
         let more = i + 1 < args.len();
-        if parse::is(&args[i], "count") && more {
-            let n = parse::int(&args[i + 1])?;
+        if parse::is(args[i], "count") && more {
+            let n = parse::int(args[i + 1])?;
             if n < 1 {
                 return Err(parse::syntax());
             }
             opts.count = usize::try_from(n).unwrap_or(usize::MAX);
-        } else if parse::is(&args[i], "match") && more {
+        } else if parse::is(args[i], "match") && more {
             let p = &args[i + 1];
-            opts.pattern = if p.as_ref() == b"*" { None } else { Some(p.clone()) };
+            opts.pattern = if *p == b"*" {
+                None
+            } else {
+                Some(Bytes::copy_from_slice(p))
+            };
         } else {
             return Err(parse::syntax());
         }
@@ -450,9 +454,9 @@ pub(super) fn scan_matches(opts: &ScanOpts, item: &[u8]) -> bool {
         .is_none_or(|p| crate::glob::glob_match(p, item, false))
 }
 
-fn hscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let cursor = scan_cursor(&args[2])?;
-    let Some(h) = read(ctx, &args[1])? else {
+fn hscan(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let cursor = scan_cursor(args[2])?;
+    let Some(h) = read(ctx, args[1])? else {
         return Ok(scan_reply(0, Vec::new()));
     };
     let opts = scan_opts(&args[3..])?;
@@ -496,21 +500,21 @@ pub(super) fn distinct_positions(len: usize, count: usize) -> Vec<usize> {
     rand::seq::index::sample(&mut rand::rng(), len, count).into_vec()
 }
 
-fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn hrandfield(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() == 2 {
-        let h = read(ctx, &args[1])?;
+        let h = read(ctx, args[1])?;
         return Ok(match h {
             Some(h) if !h.is_empty() => Reply::Bulk(owned(h.at(rand::rng().random_range(0..h.len())).0)),
             _ => Reply::Null,
         });
     }
-    let count = parse::int(&args[2])?;
+    let count = parse::int(args[2])?;
     if count == i64::MIN {
         return Err(Reply::err(ERR_RANGE_COUNT));
     }
     let withvalues = match args.len() {
         3 => false,
-        4 if parse::is(&args[3], "withvalues") => {
+        4 if parse::is(args[3], "withvalues") => {
             if !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
                 return Err(Reply::err(ERR_OUT_OF_RANGE));
             }
@@ -519,7 +523,7 @@ fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         _ => return Err(parse::syntax()),
     };
     let resp3 = ctx.proto() >= 3;
-    let Some(h) = read(ctx, &args[1])? else {
+    let Some(h) = read(ctx, args[1])? else {
         return Ok(Reply::Array(Vec::new()));
     };
     if count < 0 && count.unsigned_abs() > MAX_RANDOM_REPLY {

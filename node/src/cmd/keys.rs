@@ -347,7 +347,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
 ];
 
-fn del(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn del(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut n = 0;
     for key in &args[1..] {
         if ctx.ks.remove(key).is_some() {
@@ -358,7 +358,7 @@ fn del(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(n))
 }
 
-fn exists(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn exists(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut n = 0;
     for key in &args[1..] {
         let found = ctx.ks.peek(key).is_some();
@@ -368,13 +368,13 @@ fn exists(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(n))
 }
 
-fn type_(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let t = ctx.ks.peek(&args[1]).map_or("none", Entry::type_name);
+fn type_(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let t = ctx.ks.peek(args[1]).map_or("none", Entry::type_name);
     ctx.hit(t != "none");
     Ok(Reply::status(t))
 }
 
-fn touch(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn touch(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut n = 0;
     for key in &args[1..] {
         let found = ctx.ks.get(key).is_some();
@@ -393,7 +393,7 @@ struct ExpireFlags {
     lt: bool,
 }
 
-fn expire_flags(args: &[Bytes]) -> Result<ExpireFlags, Reply> {
+fn expire_flags(args: &[&[u8]]) -> Result<ExpireFlags, Reply> {
     let mut f = ExpireFlags::default();
     for opt in args.iter().skip(3) {
         if is(opt, "nx") {
@@ -422,12 +422,12 @@ fn expire_flags(args: &[Bytes]) -> Result<ExpireFlags, Reply> {
 
 /// Redis' `expireGenericCommand`: `basetime` is the command's clock for
 /// relative forms and 0 for absolute ones. A time already past deletes the key.
-fn expire_generic(ctx: &mut Ctx, args: &[Bytes], relative: bool, seconds: bool) -> CmdResult {
+fn expire_generic(ctx: &mut Ctx, args: &[&[u8]], relative: bool, seconds: bool) -> CmdResult {
     let key = &args[1];
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
     let invalid = || Reply::err(format!("ERR invalid expire time in '{name}' command"));
     let flags = expire_flags(args)?;
-    let mut when = parse::int(&args[2])?;
+    let mut when = parse::int(args[2])?;
     if seconds {
         when = when.checked_mul(1000).ok_or_else(invalid)?;
     }
@@ -462,19 +462,19 @@ fn expire_generic(ctx: &mut Ctx, args: &[Bytes], relative: bool, seconds: bool) 
     Ok(Reply::Int(1))
 }
 
-fn expire(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn expire(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     expire_generic(ctx, args, true, true)
 }
 
-fn pexpire(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn pexpire(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     expire_generic(ctx, args, true, false)
 }
 
-fn expireat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn expireat(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     expire_generic(ctx, args, false, true)
 }
 
-fn pexpireat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn pexpireat(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     expire_generic(ctx, args, false, false)
 }
 
@@ -495,23 +495,23 @@ fn ttl_generic(ctx: &mut Ctx, key: &[u8], ms: bool, absolute: bool) -> CmdResult
     Ok(Reply::Int(if ms { t } else { t.saturating_add(500) / 1000 }))
 }
 
-fn ttl(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    ttl_generic(ctx, &args[1], false, false)
+fn ttl(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ttl_generic(ctx, args[1], false, false)
 }
 
-fn pttl(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    ttl_generic(ctx, &args[1], true, false)
+fn pttl(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ttl_generic(ctx, args[1], true, false)
 }
 
-fn expiretime(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    ttl_generic(ctx, &args[1], false, true)
+fn expiretime(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ttl_generic(ctx, args[1], false, true)
 }
 
-fn pexpiretime(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    ttl_generic(ctx, &args[1], true, true)
+fn pexpiretime(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ttl_generic(ctx, args[1], true, true)
 }
 
-fn persist(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn persist(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     if ctx.ks.get(key).and_then(Entry::expire_at).is_none() {
         return Ok(Reply::Int(0));
@@ -524,7 +524,7 @@ fn persist(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 /// Flags that describe a string's encoding and must follow its bytes.
 const ENCODING_FLAGS: u8 = FLAG_RAW | FLAG_EMBSTR | FLAG_UNSHARED;
 
-fn rename_generic(ctx: &mut Ctx, args: &[Bytes], nx: bool) -> CmdResult {
+fn rename_generic(ctx: &mut Ctx, args: &[&[u8]], nx: bool) -> CmdResult {
     let (src, dst) = (&args[1], &args[2]);
     if !ctx.ks.exists(src) {
         return Err(Reply::err(ERR_NO_SUCH_KEY));
@@ -548,24 +548,24 @@ fn rename_generic(ctx: &mut Ctx, args: &[Bytes], nx: bool) -> CmdResult {
     Ok(done)
 }
 
-fn rename(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn rename(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     rename_generic(ctx, args, false)
 }
 
-fn renamenx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn renamenx(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     rename_generic(ctx, args, true)
 }
 
-fn copy(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn copy(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (src, dst) = (&args[1], &args[2]);
     let mut replace = false;
     let mut db = 0i64;
     let mut j = 3;
     while j < args.len() {
-        if is(&args[j], "replace") {
+        if is(args[j], "replace") {
             replace = true;
-        } else if is(&args[j], "db") && j + 1 < args.len() {
-            db = parse::int(&args[j + 1])?;
+        } else if is(args[j], "db") && j + 1 < args.len() {
+            db = parse::int(args[j + 1])?;
             if i32::try_from(db).is_err() {
                 return Err(Reply::err(ERR_INT_RANGE));
             }
@@ -606,13 +606,13 @@ fn copy(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 }
 
 /// There is only database 0, as in Redis' cluster mode, whose answer this is.
-fn move_(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn move_(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Err(Reply::err(ERR_MOVE))
 }
 
-fn keys(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn keys(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let pattern = &args[1];
-    let all = pattern.as_ref() == b"*";
+    let all = pattern == b"*";
     let mut out = Vec::new();
     ctx.ks.for_each_key(|e| {
         if all || glob_match(pattern, e.key(), false) {
@@ -647,23 +647,23 @@ fn parse_cursor(arg: &[u8]) -> Result<u64, Reply> {
     Ok(if neg { v.wrapping_neg() } else { v })
 }
 
-fn scan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let cursor = parse_cursor(&args[1])?;
+fn scan(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let cursor = parse_cursor(args[1])?;
     let mut count = 10i64;
-    let mut pattern: Option<&Bytes> = None;
-    let mut type_name: Option<&Bytes> = None;
+    let mut pattern: Option<&[u8]> = None;
+    let mut type_name: Option<&[u8]> = None;
     let mut i = 2;
     while i < args.len() {
         let more = i + 1 < args.len();
-        if is(&args[i], "count") && more {
-            count = parse::int(&args[i + 1])?;
+        if is(args[i], "count") && more {
+            count = parse::int(args[i + 1])?;
             if count < 1 {
                 return Err(parse::syntax());
             }
-        } else if is(&args[i], "match") && more {
-            pattern = Some(&args[i + 1]).filter(|p| p.as_ref() != b"*");
-        } else if is(&args[i], "type") && more {
-            type_name = Some(&args[i + 1]);
+        } else if is(args[i], "match") && more {
+            pattern = Some(args[i + 1]).filter(|p| *p != b"*");
+        } else if is(args[i], "type") && more {
+            type_name = Some(args[i + 1]);
         } else {
             return Err(parse::syntax());
         }
@@ -706,7 +706,7 @@ fn pick_random(ctx: &mut Ctx) -> Option<Bytes> {
     None
 }
 
-fn randomkey(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn randomkey(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     // An expired pick is deleted by the lookup and another key is drawn, as
     // Redis does; every round removes a key, so this ends.
     loop {
@@ -719,8 +719,8 @@ fn randomkey(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     }
 }
 
-fn object_encoding(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    Ok(match ctx.ks.peek(&args[2]) {
+fn object_encoding(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    Ok(match ctx.ks.peek(args[2]) {
         None => Reply::Null,
         Some(e) => Reply::bulk(match e.obj() {
             None => super::string::string_encoding(e),
@@ -736,12 +736,12 @@ fn lru_or_lfu_policy(ctx: &Ctx) -> bool {
     )
 }
 
-fn object_refcount(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn object_refcount(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     // Redis shares the objects of small integers unless an LRU/LFU policy
     // with a memory limit needs a per-key access clock.
     let shared_ok =
         ctx.state.config.maxmemory.load(std::sync::atomic::Ordering::Relaxed) == 0 || !lru_or_lfu_policy(ctx);
-    Ok(match ctx.ks.peek(&args[2]) {
+    Ok(match ctx.ks.peek(args[2]) {
         None => Reply::Null,
         Some(e) => {
             let small_int = e.obj().is_none()
@@ -755,9 +755,9 @@ fn object_refcount(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     })
 }
 
-fn object_freq(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn object_freq(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let now = ctx.ks.now;
-    let Some(lru) = ctx.ks.peek(&args[2]).map(|e| e.lru) else {
+    let Some(lru) = ctx.ks.peek(args[2]).map(|e| e.lru) else {
         return Ok(Reply::Null);
     };
     if !ctx.state.db.eviction.policy().is_lfu() {
@@ -766,9 +766,9 @@ fn object_freq(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(evict::lfu_counter(lru, now) as i64))
 }
 
-fn object_idletime(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn object_idletime(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let clock = ctx.ks.lru_clock();
-    let Some(idle) = ctx.ks.peek(&args[2]).map(|e| evict::idle_seconds(e, clock)) else {
+    let Some(idle) = ctx.ks.peek(args[2]).map(|e| evict::idle_seconds(e, clock)) else {
         return Ok(Reply::Null);
     };
     if ctx.state.db.eviction.policy().is_lfu() {
@@ -777,7 +777,7 @@ fn object_idletime(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(idle as i64))
 }
 
-fn object_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn object_help(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Array(
         [
             "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -830,8 +830,8 @@ mod tests {
     }
 
     fn run(state: &State, session: &mut Session, args: &[&str]) -> Reply {
-        let args = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-        match execute(state, session, args) {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        match execute(state, session, &args) {
             Outcome::Reply(r) => r,
             Outcome::Block { .. } => panic!("key commands never block"),
         }

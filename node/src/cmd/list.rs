@@ -394,8 +394,8 @@ fn poppable<'k>(ctx: &'k mut Ctx, key: &[u8]) -> Result<Option<&'k mut List>, Re
 /// The keys a pop may take from: all of them, except on a re-run for a
 /// blocked client, which is served from the key that woke it (Redis 7.0's
 /// `serveClientsBlockedOnListKey`).
-fn candidates<'a>(ctx: &Ctx, keys: &'a [Bytes]) -> &'a [Bytes] {
-    match ctx.woken_by.as_ref().and_then(|w| keys.iter().position(|k| k == w)) {
+fn candidates<'a, 'k>(ctx: &Ctx, keys: &'a [&'k [u8]]) -> &'a [&'k [u8]] {
+    match ctx.woken_by.as_ref().and_then(|w| keys.iter().position(|k| *k == w)) {
         Some(i) if ctx.retry => &keys[i..=i],
         _ => keys,
     }
@@ -403,14 +403,14 @@ fn candidates<'a>(ctx: &Ctx, keys: &'a [Bytes]) -> &'a [Bytes] {
 
 /// Nothing to serve: block, or answer `denied` when blocking is not allowed
 /// (inside MULTI/EXEC). A re-run that still finds nothing blocks again.
-fn block_on(ctx: &mut Ctx, keys: &[Bytes], timeout: Option<std::time::Duration>, denied: Reply) -> CmdResult {
+fn block_on(ctx: &mut Ctx, keys: &[&[u8]], timeout: Option<std::time::Duration>, denied: Reply) -> CmdResult {
     if !ctx.retry && !ctx.can_block() {
         return Ok(denied);
     }
     let mut unique: Vec<Bytes> = Vec::with_capacity(keys.len());
     for k in keys {
-        if !unique.contains(k) {
-            unique.push(k.clone());
+        if !unique.iter().any(|u| u == k) {
+            unique.push(Bytes::copy_from_slice(k));
         }
     }
     ctx.block = Some(BlockSpec {
@@ -425,7 +425,7 @@ fn block_on(ctx: &mut Ctx, keys: &[Bytes], timeout: Option<std::time::Duration>,
 
 /// Key positions of LMPOP/BLMPOP, as Redis' `genericGetKeys`: `numkeys` read
 /// with `atoi`, no keys at all when it is out of range.
-fn numkeys_positions(args: &[Bytes], numkeys_idx: usize) -> Vec<usize> {
+fn numkeys_positions(args: &[&[u8]], numkeys_idx: usize) -> Vec<usize> {
     let first = numkeys_idx + 1;
     let Some(arg) = args.get(numkeys_idx) else {
         return Vec::new();
@@ -463,11 +463,11 @@ fn atoi(b: &[u8]) -> i64 {
     if neg { -v } else { v }
 }
 
-fn lmpop_keys(args: &[Bytes]) -> Vec<usize> {
+fn lmpop_keys(args: &[&[u8]]) -> Vec<usize> {
     numkeys_positions(args, 1)
 }
 
-fn blmpop_keys(args: &[Bytes]) -> Vec<usize> {
+fn blmpop_keys(args: &[&[u8]]) -> Vec<usize> {
     numkeys_positions(args, 2)
 }
 
@@ -487,7 +487,7 @@ fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
 // ---------------------------------------------------------------------------
 // Push
 
-fn push(ctx: &mut Ctx, args: &[Bytes], end: End, only_existing: bool) -> CmdResult {
+fn push(ctx: &mut Ctx, args: &[&[u8]], end: End, only_existing: bool) -> CmdResult {
     let key = &args[1];
     let list = if only_existing {
         match list_mut(ctx, key)? {
@@ -506,19 +506,19 @@ fn push(ctx: &mut Ctx, args: &[Bytes], end: End, only_existing: bool) -> CmdResu
     Ok(Reply::Int(len))
 }
 
-fn lpush(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn lpush(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     push(ctx, args, End::Left, false)
 }
 
-fn rpush(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn rpush(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     push(ctx, args, End::Right, false)
 }
 
-fn lpushx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn lpushx(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     push(ctx, args, End::Left, true)
 }
 
-fn rpushx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn rpushx(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     push(ctx, args, End::Right, true)
 }
 
@@ -527,7 +527,7 @@ fn rpushx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 
 /// LPOP/RPOP key [count]: without a count a bulk (or null); with one an array
 /// (or a null array for a missing key — checked before the `count 0` case).
-fn pop(ctx: &mut Ctx, args: &[Bytes], end: End) -> CmdResult {
+fn pop(ctx: &mut Ctx, args: &[&[u8]], end: End) -> CmdResult {
     if args.len() > 3 {
         return Err(Reply::err(format!(
             "ERR wrong number of arguments for '{}' command",
@@ -555,11 +555,11 @@ fn pop(ctx: &mut Ctx, args: &[Bytes], end: End) -> CmdResult {
     Ok(reply)
 }
 
-fn lpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn lpop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     pop(ctx, args, End::Left)
 }
 
-fn rpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn rpop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     pop(ctx, args, End::Right)
 }
 
@@ -581,14 +581,14 @@ fn read_list(ctx: &mut Ctx, key: &[u8], f: impl FnOnce(Option<&List>) -> CmdResu
     out
 }
 
-fn llen(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    read_list(ctx, &args[1], |l| Ok(Reply::Int(l.map_or(0, List::len) as i64)))
+fn llen(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    read_list(ctx, args[1], |l| Ok(Reply::Int(l.map_or(0, List::len) as i64)))
 }
 
-fn lrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let start = parse::int(&args[2])?;
-    let end = parse::int(&args[3])?;
-    read_list(ctx, &args[1], |l| {
+fn lrange(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let start = parse::int(args[2])?;
+    let end = parse::int(args[3])?;
+    read_list(ctx, args[1], |l| {
         let Some((l, (s, e))) = l.and_then(|l| Some((l, clamp_range(start, end, l.len())?))) else {
             return Ok(Reply::Array(Vec::new()));
         };
@@ -596,19 +596,19 @@ fn lrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     })
 }
 
-fn lindex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    read_list(ctx, &args[1], |l| {
+fn lindex(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    read_list(ctx, args[1], |l| {
         let Some(l) = l else {
             return Ok(Reply::Null);
         };
         // The index is checked only once the key is known to be a list.
-        let index = parse::int(&args[2])?;
+        let index = parse::int(args[2])?;
         Ok(l.index(index).and_then(|i| l.get(i)).map_or(Reply::Null, Reply::bulk))
     })
 }
 
 /// LPOS key element [RANK rank] [COUNT num-matches] [MAXLEN len].
-fn lpos(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn lpos(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut rank: i64 = 1;
     let mut count: Option<i64> = None;
     let mut maxlen: i64 = 0;
@@ -618,16 +618,16 @@ fn lpos(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         let opt = &args[j];
         if parse::is(opt, "rank") && more {
             j += 1;
-            rank = parse::int(&args[j])?;
+            rank = parse::int(args[j])?;
             if rank == 0 {
                 return Err(Reply::err(ERR_RANK_ZERO));
             }
         } else if parse::is(opt, "count") && more {
             j += 1;
-            count = Some(ranged(&args[j], 0, ERR_COUNT_NEGATIVE)?);
+            count = Some(ranged(args[j], 0, ERR_COUNT_NEGATIVE)?);
         } else if parse::is(opt, "maxlen") && more {
             j += 1;
-            maxlen = ranged(&args[j], 0, ERR_MAXLEN_NEGATIVE)?;
+            maxlen = ranged(args[j], 0, ERR_MAXLEN_NEGATIVE)?;
         } else {
             return Err(parse::syntax());
         }
@@ -640,13 +640,13 @@ fn lpos(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     if from_tail {
         rank = rank.wrapping_neg();
     }
-    read_list(ctx, &args[1], |l| match l {
+    read_list(ctx, args[1], |l| match l {
         None => Ok(if count.is_some() {
             Reply::Array(Vec::new())
         } else {
             Reply::Null
         }),
-        Some(list) => Ok(positions(list, &args[2], rank, from_tail, count, maxlen)),
+        Some(list) => Ok(positions(list, args[2], rank, from_tail, count, maxlen)),
     })
 }
 
@@ -682,28 +682,28 @@ fn positions(list: &List, ele: &[u8], rank: i64, from_tail: bool, count: Option<
 // ---------------------------------------------------------------------------
 // In-place edits
 
-fn lset(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn lset(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     let Some(list) = list_mut(ctx, key)? else {
         return Err(Reply::err(ERR_NO_SUCH_KEY));
     };
-    let index = parse::int(&args[2])?;
+    let index = parse::int(args[2])?;
     let Some(i) = list.index(index) else {
         return Err(Reply::err(ERR_INDEX));
     };
-    list.set(i, &args[3]);
+    list.set(i, args[3]);
     ctx.changed(key, notify::LIST, "lset");
     Ok(Reply::Ok)
 }
 
-fn lrem(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let count = parse::int(&args[2])?;
+fn lrem(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let count = parse::int(args[2])?;
     let key = &args[1];
     let Some(list) = list_mut(ctx, key)? else {
         return Ok(Reply::Int(0));
     };
     let from = if count < 0 { End::Right } else { End::Left };
-    let removed = list.remove_matching(&args[3], count.unsigned_abs(), from);
+    let removed = list.remove_matching(args[3], count.unsigned_abs(), from);
     let emptied = list.is_empty();
     if removed > 0 {
         ctx.changed(key, notify::LIST, "lrem");
@@ -714,9 +714,9 @@ fn lrem(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(removed as i64))
 }
 
-fn ltrim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let start = parse::int(&args[2])?;
-    let end = parse::int(&args[3])?;
+fn ltrim(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let start = parse::int(args[2])?;
+    let end = parse::int(args[3])?;
     let key = &args[1];
     let Some(list) = list_mut(ctx, key)? else {
         return Ok(Reply::Ok);
@@ -736,10 +736,10 @@ fn ltrim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Ok)
 }
 
-fn linsert(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let after = if parse::is(&args[2], "after") {
+fn linsert(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let after = if parse::is(args[2], "after") {
         true
-    } else if parse::is(&args[2], "before") {
+    } else if parse::is(args[2], "before") {
         false
     } else {
         return Err(parse::syntax());
@@ -748,10 +748,10 @@ fn linsert(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(list) = list_mut(ctx, key)? else {
         return Ok(Reply::Int(0));
     };
-    let Some(pos) = list.position(&args[3]) else {
+    let Some(pos) = list.position(args[3]) else {
         return Ok(Reply::Int(-1));
     };
-    list.insert(pos + after as usize, &args[4]);
+    list.insert(pos + after as usize, args[4]);
     let len = list.len() as i64;
     ctx.changed(key, notify::LIST, "linsert");
     Ok(Reply::Int(len))
@@ -762,7 +762,7 @@ fn linsert(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 
 /// Move one element from `src` to `dst` (Redis' `lmoveGenericCommand`).
 /// `Ok(None)` when `src` has nothing to give (`retry` as in [`poppable`]).
-fn do_move(ctx: &mut Ctx, src: &Bytes, dst: &Bytes, from: End, to: End) -> Result<Option<Reply>, Reply> {
+fn do_move(ctx: &mut Ctx, src: &[u8], dst: &[u8], from: End, to: End) -> Result<Option<Reply>, Reply> {
     if poppable(ctx, src)?.is_none() {
         return Ok(None);
     }
@@ -791,40 +791,40 @@ fn do_move(ctx: &mut Ctx, src: &Bytes, dst: &Bytes, from: End, to: End) -> Resul
     Ok(Some(reply))
 }
 
-fn lmove(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let from = end_arg(&args[3])?;
-    let to = end_arg(&args[4])?;
-    Ok(do_move(ctx, &args[1], &args[2], from, to)?.unwrap_or(Reply::Null))
+fn lmove(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let from = end_arg(args[3])?;
+    let to = end_arg(args[4])?;
+    Ok(do_move(ctx, args[1], args[2], from, to)?.unwrap_or(Reply::Null))
 }
 
-fn rpoplpush(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    Ok(do_move(ctx, &args[1], &args[2], End::Right, End::Left)?.unwrap_or(Reply::Null))
+fn rpoplpush(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    Ok(do_move(ctx, args[1], args[2], End::Right, End::Left)?.unwrap_or(Reply::Null))
 }
 
-fn blocking_move(ctx: &mut Ctx, args: &[Bytes], from: End, to: End, timeout: &[u8]) -> CmdResult {
+fn blocking_move(ctx: &mut Ctx, args: &[&[u8]], from: End, to: End, timeout: &[u8]) -> CmdResult {
     let timeout = parse::timeout(timeout)?;
-    match do_move(ctx, &args[1], &args[2], from, to)? {
+    match do_move(ctx, args[1], args[2], from, to)? {
         Some(r) => Ok(r),
         // Denied blocking answers with a null bulk here, unlike the timeout.
         None => block_on(ctx, &args[1..2], timeout, Reply::Null),
     }
 }
 
-fn blmove(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let from = end_arg(&args[3])?;
-    let to = end_arg(&args[4])?;
-    blocking_move(ctx, args, from, to, &args[5])
+fn blmove(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let from = end_arg(args[3])?;
+    let to = end_arg(args[4])?;
+    blocking_move(ctx, args, from, to, args[5])
 }
 
-fn brpoplpush(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    blocking_move(ctx, args, End::Right, End::Left, &args[3])
+fn brpoplpush(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    blocking_move(ctx, args, End::Right, End::Left, args[3])
 }
 
 // ---------------------------------------------------------------------------
 // Blocking pops and multi-key pops
 
-fn blocking_pop(ctx: &mut Ctx, args: &[Bytes], end: End) -> CmdResult {
-    let timeout = parse::timeout(&args[args.len() - 1])?;
+fn blocking_pop(ctx: &mut Ctx, args: &[&[u8]], end: End) -> CmdResult {
+    let timeout = parse::timeout(args[args.len() - 1])?;
     let keys = &args[1..args.len() - 1];
     for key in candidates(ctx, keys) {
         let Some(list) = poppable(ctx, key)? else {
@@ -837,40 +837,43 @@ fn blocking_pop(ctx: &mut Ctx, args: &[Bytes], end: End) -> CmdResult {
         popped(ctx, key, end, emptied);
         // The key actually popped, without blocking (Redis 7.0).
         ctx.propagate_args(&[pop_word(end), key]);
-        return Ok(Reply::Array(vec![Reply::Bulk(key.clone()), Reply::Bulk(v)]));
+        return Ok(Reply::Array(vec![
+            Reply::Bulk(Bytes::copy_from_slice(key)),
+            Reply::Bulk(v),
+        ]));
     }
     block_on(ctx, keys, timeout, Reply::NullArray)
 }
 
-fn blpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn blpop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     blocking_pop(ctx, args, End::Left)
 }
 
-fn brpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn brpop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     blocking_pop(ctx, args, End::Right)
 }
 
 /// Parsed `numkeys key [key ...] LEFT|RIGHT [COUNT count]`.
 struct Mpop<'a> {
-    keys: &'a [Bytes],
+    keys: &'a [&'a [u8]],
     end: End,
     count: usize,
 }
 
-fn parse_mpop(args: &[Bytes], numkeys_idx: usize) -> Result<Mpop<'_>, Reply> {
-    let numkeys = ranged(&args[numkeys_idx], 1, ERR_NUMKEYS)?;
+fn parse_mpop<'a>(args: &'a [&'a [u8]], numkeys_idx: usize) -> Result<Mpop<'a>, Reply> {
+    let numkeys = ranged(args[numkeys_idx], 1, ERR_NUMKEYS)?;
     let where_idx = usize::try_from(numkeys)
         .ok()
         .and_then(|n| n.checked_add(numkeys_idx + 1))
         .filter(|&i| i < args.len())
         .ok_or_else(parse::syntax)?;
-    let end = end_arg(&args[where_idx])?;
+    let end = end_arg(args[where_idx])?;
     let mut count = None;
     let mut j = where_idx + 1;
     while j < args.len() {
-        if count.is_none() && parse::is(&args[j], "count") && j + 1 < args.len() {
+        if count.is_none() && parse::is(args[j], "count") && j + 1 < args.len() {
             j += 1;
-            count = Some(ranged(&args[j], 1, ERR_MPOP_COUNT)?);
+            count = Some(ranged(args[j], 1, ERR_MPOP_COUNT)?);
         } else {
             return Err(parse::syntax());
         }
@@ -894,19 +897,22 @@ fn mpop_first(ctx: &mut Ctx, m: &Mpop) -> Result<Option<Reply>, Reply> {
         popped(ctx, key, m.end, emptied);
         // LMPOP/BLMPOP log the pop from the key that served (Redis 7.0).
         ctx.propagate_args(&[pop_word(m.end), key, itoa::Buffer::new().format(items.len()).as_bytes()]);
-        return Ok(Some(Reply::Array(vec![Reply::Bulk(key.clone()), Reply::bulks(items)])));
+        return Ok(Some(Reply::Array(vec![
+            Reply::Bulk(Bytes::copy_from_slice(key)),
+            Reply::bulks(items),
+        ])));
     }
     Ok(None)
 }
 
-fn lmpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn lmpop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let m = parse_mpop(args, 1)?;
     Ok(mpop_first(ctx, &m)?.unwrap_or(Reply::NullArray))
 }
 
-fn blmpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn blmpop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let m = parse_mpop(args, 2)?;
-    let timeout = parse::timeout(&args[1])?;
+    let timeout = parse::timeout(args[1])?;
     match mpop_first(ctx, &m)? {
         Some(r) => Ok(r),
         None => block_on(ctx, m.keys, timeout, Reply::NullArray),
@@ -917,8 +923,8 @@ fn blmpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 mod tests {
     use super::*;
 
-    fn args(v: &[&str]) -> Vec<Bytes> {
-        v.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+    fn args<'a>(v: &[&'a str]) -> Vec<&'a [u8]> {
+        v.iter().map(|s| s.as_bytes()).collect()
     }
 
     #[test]

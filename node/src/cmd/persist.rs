@@ -10,8 +10,6 @@
 //! <slot>` of one slot (see [`crate::persist::digest`]): equal on two nodes
 //! with the same data, whatever order it was written in.
 
-use bytes::Bytes;
-
 use super::flags::*;
 use super::parse::is;
 use super::{CmdResult, CommandSpec, Ctx, KeySpec};
@@ -87,7 +85,7 @@ fn owner(ctx: &Ctx) -> Result<std::sync::Arc<crate::state::State>, Reply> {
         .ok_or_else(|| Reply::err("ERR server is shutting down"))
 }
 
-fn save_cmd(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn save_cmd(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     let state = owner(ctx)?;
     // SAVE waits for the writer thread. On a multi-threaded runtime, let
     // tokio move this worker's other connections elsewhere meanwhile.
@@ -108,10 +106,10 @@ fn save_cmd(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     }
 }
 
-fn bgsave_cmd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn bgsave_cmd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let schedule = match args.len() {
         1 => false,
-        2 if is(&args[1], "SCHEDULE") => true,
+        2 if is(args[1], "SCHEDULE") => true,
         _ => return Err(super::parse::syntax()),
     };
     if ctx.in_exec {
@@ -132,16 +130,16 @@ fn bgsave_cmd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     }
 }
 
-fn lastsave(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn lastsave(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     let t = ctx.state.saves.lastsave.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Reply::Int(t as i64))
 }
 
-fn digest_cmd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn digest_cmd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let d = match args.len() {
         1 => digest::of_keys(&mut ctx.ks),
-        3 if is(&args[1], "SLOT") => {
-            let n = super::parse::int(&args[2])?;
+        3 if is(args[1], "SLOT") => {
+            let n = super::parse::int(args[2])?;
             if !(0..SLOTS as i64).contains(&n) {
                 return Err(Reply::err("ERR Invalid slot"));
             }

@@ -179,9 +179,10 @@ fn update_counts(ctx: &mut Ctx) {
         .store(ctx.session.shard_channels.len(), Ordering::Relaxed);
 }
 
-fn do_subscribe(ctx: &mut Ctx, names: &[Bytes], kind: Kind) -> CmdResult {
+fn do_subscribe(ctx: &mut Ctx, names: &[&[u8]], kind: Kind) -> CmdResult {
     let mut out = Vec::with_capacity(names.len());
-    for name in names {
+    for &name in names {
+        let name = Bytes::copy_from_slice(name);
         let sub = Subscriber {
             client_id: ctx.session.id(),
             tx: ctx.session.push_tx.clone(),
@@ -209,7 +210,7 @@ fn do_subscribe(ctx: &mut Ctx, names: &[Bytes], kind: Kind) -> CmdResult {
     Ok(Reply::Multi(out))
 }
 
-fn do_unsubscribe(ctx: &mut Ctx, names: &[Bytes], kind: Kind) -> Reply {
+fn do_unsubscribe(ctx: &mut Ctx, names: &[&[u8]], kind: Kind) -> Reply {
     let names: Vec<Bytes> = if names.is_empty() {
         let set = match kind {
             Kind::Channel => &ctx.session.channels,
@@ -218,7 +219,7 @@ fn do_unsubscribe(ctx: &mut Ctx, names: &[Bytes], kind: Kind) -> Reply {
         };
         set.iter().cloned().collect()
     } else {
-        names.to_vec()
+        crate::cmd::owned(names)
     };
     let label = match kind {
         Kind::Channel => "unsubscribe",
@@ -266,36 +267,39 @@ pub fn unsubscribe_everything(ctx: &mut Ctx) {
     update_counts(ctx);
 }
 
-fn subscribe(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn subscribe(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     do_subscribe(ctx, &args[1..], Kind::Channel)
 }
-fn psubscribe(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn psubscribe(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     do_subscribe(ctx, &args[1..], Kind::Pattern)
 }
-fn ssubscribe(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn ssubscribe(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     do_subscribe(ctx, &args[1..], Kind::Shard)
 }
-fn unsubscribe(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn unsubscribe(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(do_unsubscribe(ctx, &args[1..], Kind::Channel))
 }
-fn punsubscribe(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn punsubscribe(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(do_unsubscribe(ctx, &args[1..], Kind::Pattern))
 }
-fn sunsubscribe(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn sunsubscribe(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(do_unsubscribe(ctx, &args[1..], Kind::Shard))
 }
 
-fn publish(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    Ok(Reply::Int(ctx.state.publish(&args[1], &args[2]) as i64))
+fn publish(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    // Copied once here; every subscriber's message shares the copy.
+    let (channel, message) = (Bytes::copy_from_slice(args[1]), Bytes::copy_from_slice(args[2]));
+    Ok(Reply::Int(ctx.state.publish(&channel, &message) as i64))
 }
 
-fn spublish(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let (n, overflowed) = ctx.state.pubsub.spublish(&args[1], &args[2]);
+fn spublish(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let (channel, message) = (Bytes::copy_from_slice(args[1]), Bytes::copy_from_slice(args[2]));
+    let (n, overflowed) = ctx.state.pubsub.spublish(&channel, &message);
     ctx.state.kill_overflowed(overflowed);
     Ok(Reply::Int(n as i64))
 }
 
-fn channels(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn channels(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() > 3 {
         return Err(Reply::err(
             "ERR wrong number of arguments for 'pubsub|channels' command",
@@ -305,7 +309,7 @@ fn channels(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::bulks(list))
 }
 
-fn shardchannels(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn shardchannels(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() > 3 {
         return Err(Reply::err(
             "ERR wrong number of arguments for 'pubsub|shardchannels' command",
@@ -315,14 +319,14 @@ fn shardchannels(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::bulks(list))
 }
 
-fn numsub(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn numsub(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     // Redis 7.0 answers a flat array even in RESP3.
     Ok(Reply::Array(
         args[2..]
             .iter()
             .flat_map(|c| {
                 [
-                    Reply::Bulk(c.clone()),
+                    Reply::Bulk(Bytes::copy_from_slice(c)),
                     Reply::Int(ctx.state.pubsub.numsub(c, false) as i64),
                 ]
             })
@@ -330,14 +334,14 @@ fn numsub(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn shardnumsub(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn shardnumsub(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     // Redis 7.0 answers a flat array even in RESP3.
     Ok(Reply::Array(
         args[2..]
             .iter()
             .flat_map(|c| {
                 [
-                    Reply::Bulk(c.clone()),
+                    Reply::Bulk(Bytes::copy_from_slice(c)),
                     Reply::Int(ctx.state.pubsub.numsub(c, true) as i64),
                 ]
             })
@@ -345,11 +349,11 @@ fn shardnumsub(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn numpat(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn numpat(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Int(ctx.state.pubsub.numpat() as i64))
 }
 
-fn help(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn help(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() == 1 {
         return Err(Reply::err("ERR wrong number of arguments for 'pubsub' command"));
     }

@@ -112,7 +112,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-fn epoch_arg(args: &[Bytes]) -> Result<Option<u64>, Reply> {
+fn epoch_arg(args: &[&[u8]]) -> Result<Option<u64>, Reply> {
     match args {
         [] => Ok(None),
         [kw, n] if is(kw, "EPOCH") => {
@@ -132,20 +132,20 @@ fn repl_error(e: ReplError) -> Reply {
     }
 }
 
-fn replicaof(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn replicaof(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let epoch = epoch_arg(&args[3..])?;
     let repl = &ctx.state.repl;
-    if is(&args[1], "NO") && is(&args[2], "ONE") {
+    if is(args[1], "NO") && is(args[2], "ONE") {
         repl.accept_epoch(epoch).map_err(repl_error)?;
         repl.become_primary(ctx.state);
         return Ok(Reply::Ok);
     }
-    let port = int(&args[2])?;
+    let port = int(args[2])?;
     let port = u16::try_from(port)
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| Reply::err("ERR Invalid master port"))?;
-    let host = String::from_utf8_lossy(&args[1]).into_owned();
+    let host = String::from_utf8_lossy(args[1]).into_owned();
     repl.accept_epoch(epoch).map_err(repl_error)?;
     match repl.become_replica(&host, port) {
         Ok(true) => Ok(Reply::Ok),
@@ -154,7 +154,7 @@ fn replicaof(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     }
 }
 
-fn role(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn role(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     let st = ctx.state;
     let offset = st.db.wlog.offset();
     match st.repl.master() {
@@ -191,7 +191,7 @@ fn role(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     }
 }
 
-fn replconf(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn replconf(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len().is_multiple_of(2) {
         return Err(syntax());
     }
@@ -248,15 +248,15 @@ fn may_serve_replica(ctx: &Ctx) -> Result<(), Reply> {
     Ok(())
 }
 
-fn psync(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn psync(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     may_serve_replica(ctx)?;
-    let offset = int(&args[2])?;
-    let plan = primary::plan_psync(ctx.state, &args[1], offset);
+    let offset = int(args[2])?;
+    let plan = primary::plan_psync(ctx.state, args[1], offset);
     ctx.session.repl.psync = Some(plan);
     Ok(Reply::Raw(Bytes::new()))
 }
 
-fn sync(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn sync(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     may_serve_replica(ctx)?;
     // As PSYNC (see `primary::plan_psync`): the stream after the snapshot is kept.
     ctx.state.db.wlog.keep_backlog();
@@ -264,7 +264,7 @@ fn sync(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     Ok(Reply::Raw(Bytes::new()))
 }
 
-fn wait(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn wait(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let repl = &ctx.state.repl;
     if repl.is_replica() {
         return Err(Reply::err(
@@ -273,8 +273,8 @@ fn wait(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
              propagated.",
         ));
     }
-    let numreplicas = int(&args[1])?.max(0) as usize;
-    let timeout = int(&args[2])?;
+    let numreplicas = int(args[1])?.max(0) as usize;
+    let timeout = int(args[2])?;
     if timeout < 0 {
         return Err(Reply::err("ERR timeout is negative"));
     }

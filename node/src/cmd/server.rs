@@ -508,10 +508,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-fn container_without_subcommand(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn container_without_subcommand(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Err(Reply::err(format!(
         "ERR wrong number of arguments for '{}' command",
-        String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
+        String::from_utf8_lossy(args[0]).to_ascii_lowercase()
     )))
 }
 
@@ -526,7 +526,7 @@ pub fn help_reply(name: &str, lines: &[&str]) -> Reply {
     Reply::Array(v)
 }
 
-fn config_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn config_help(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(help_reply(
         "CONFIG",
         &[
@@ -542,11 +542,11 @@ fn config_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn client_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn client_help(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(help_reply("CLIENT", client::HELP))
 }
 
-fn command_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn command_help(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(help_reply(
         "COMMAND",
         &[
@@ -570,7 +570,7 @@ fn command_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn memory_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn memory_help(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(help_reply(
         "MEMORY",
         &[
@@ -581,7 +581,7 @@ fn memory_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn slowlog_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn slowlog_help(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(help_reply(
         "SLOWLOG",
         &[
@@ -598,7 +598,7 @@ fn slowlog_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn latency_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn latency_help(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(help_reply(
         "LATENCY",
         &[
@@ -613,17 +613,17 @@ fn latency_help(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn dbsize(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn dbsize(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     let n: usize = ctx.ks.partitions_mut().map(|p| p.keys).sum();
     Ok(Reply::Int(n as i64))
 }
 
 /// FLUSHALL and FLUSHDB (one database, so the same thing). The memory is
 /// given back right away either way, so ASYNC and SYNC only differ in name.
-fn flushall(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn flushall(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     match args.len() {
         1 => {}
-        2 if is(&args[1], "ASYNC") || is(&args[1], "SYNC") => {}
+        2 if is(args[1], "ASYNC") || is(args[1], "SYNC") => {}
         _ => return Err(syntax()),
     }
     let removed = ctx.ks.clear();
@@ -632,7 +632,7 @@ fn flushall(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Ok)
 }
 
-fn time(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn time(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -642,27 +642,27 @@ fn time(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ]))
 }
 
-fn memory_usage(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn memory_usage(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     // SAMPLES is accepted and checked; the size is exact, not sampled.
     let mut i = 3;
     while i < args.len() {
-        if is(&args[i], "SAMPLES") && i + 1 < args.len() {
-            int(&args[i + 1])?;
+        if is(args[i], "SAMPLES") && i + 1 < args.len() {
+            int(args[i + 1])?;
             i += 2;
         } else {
             return Err(syntax());
         }
     }
-    Ok(match ctx.ks.peek(&args[2]) {
+    Ok(match ctx.ks.peek(args[2]) {
         Some(e) => Reply::Int(e.mem_usage() as i64),
         None => Reply::Null,
     })
 }
 
-fn slowlog_get(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn slowlog_get(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let count = match args.len() {
         2 => 10,
-        3 => match super::parse::parse_i64(&args[2]) {
+        3 => match super::parse::parse_i64(args[2]) {
             Some(-1) => usize::MAX,
             Some(n) if n >= 0 => n as usize,
             _ => return Err(Reply::err("ERR count should be greater than or equal to -1")),
@@ -687,16 +687,16 @@ fn slowlog_get(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn slowlog_len(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn slowlog_len(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Int(ctx.state.slowlog.entries.lock().len() as i64))
 }
 
-fn slowlog_reset(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn slowlog_reset(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     ctx.state.slowlog.entries.lock().clear();
     Ok(Reply::Ok)
 }
 
-fn latency_latest(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn latency_latest(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     let events = ctx.state.latency.events.lock();
     Ok(Reply::Array(
         events
@@ -714,9 +714,9 @@ fn latency_latest(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn latency_history(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn latency_history(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let events = ctx.state.latency.events.lock();
-    let name = String::from_utf8_lossy(&args[2]);
+    let name = String::from_utf8_lossy(args[2]);
     let samples = events.get(name.as_ref()).map(|e| e.samples.clone()).unwrap_or_default();
     Ok(Reply::Array(
         samples
@@ -726,7 +726,7 @@ fn latency_history(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn latency_reset(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn latency_reset(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut events = ctx.state.latency.events.lock();
     if args.len() == 2 {
         let n = events.len();
@@ -753,7 +753,7 @@ pub fn validate_client_name(name: &[u8]) -> Result<(), Reply> {
 }
 
 /// Record a slow command.
-pub fn slowlog_push(state: &State, session: &Session, args: &[Bytes], micros: u64) {
+pub fn slowlog_push(state: &State, session: &Session, args: &[&[u8]], micros: u64) {
     let max = state.config.slowlog_max_len.load(Ordering::Relaxed);
     if max == 0 {
         return;
@@ -768,7 +768,7 @@ pub fn slowlog_push(state: &State, session: &Session, args: &[Bytes], micros: u6
                 v.extend_from_slice(format!("... ({} more bytes)", a.len() - 128).as_bytes());
                 Bytes::from(v)
             } else {
-                a.clone()
+                Bytes::copy_from_slice(a)
             }
         })
         .collect();

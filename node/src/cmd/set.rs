@@ -239,42 +239,42 @@ fn bulks<M: AsRef<[u8]>>(members: impl Iterator<Item = M>) -> Vec<Reply> {
     members.map(|m| Reply::Bulk(owned(m.as_ref()))).collect()
 }
 
-fn sadd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let s = ctx.ks.get_obj_mut_or_create::<Set>(&args[1]).map_err(Reply::err)?;
+fn sadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let s = ctx.ks.get_obj_mut_or_create::<Set>(args[1]).map_err(Reply::err)?;
     let added = args[2..].iter().filter(|m| s.insert(m)).count();
     if added > 0 {
-        ctx.changed(&args[1], notify::SET, "sadd");
+        ctx.changed(args[1], notify::SET, "sadd");
     }
     Ok(Reply::Int(added as i64))
 }
 
-fn srem(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let Some(s) = ctx.ks.get_obj_mut::<Set>(&args[1]).map_err(Reply::err)? else {
+fn srem(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let Some(s) = ctx.ks.get_obj_mut::<Set>(args[1]).map_err(Reply::err)? else {
         return Ok(Reply::Int(0));
     };
     let removed = args[2..].iter().filter(|m| s.remove(m)).count();
     let emptied = s.is_empty();
     if removed > 0 {
-        ctx.changed(&args[1], notify::SET, "srem");
+        ctx.changed(args[1], notify::SET, "srem");
         if emptied {
-            ctx.notify(notify::GENERIC, "del", &args[1]);
+            ctx.notify(notify::GENERIC, "del", args[1]);
         }
     }
     Ok(Reply::Int(removed as i64))
 }
 
-fn smembers(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let s = read(ctx, &args[1])?;
+fn smembers(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let s = read(ctx, args[1])?;
     Ok(Reply::Set(s.map_or_else(Vec::new, |s| bulks(s.iter()))))
 }
 
-fn sismember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let s = read(ctx, &args[1])?;
-    Ok(Reply::Int(s.is_some_and(|s| s.contains(&args[2])) as i64))
+fn sismember(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let s = read(ctx, args[1])?;
+    Ok(Reply::Int(s.is_some_and(|s| s.contains(args[2])) as i64))
 }
 
-fn smismember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let s = read(ctx, &args[1])?;
+fn smismember(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let s = read(ctx, args[1])?;
     Ok(Reply::Array(
         args[2..]
             .iter()
@@ -283,18 +283,18 @@ fn smismember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn scard(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let s = read(ctx, &args[1])?;
+fn scard(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let s = read(ctx, args[1])?;
     Ok(Reply::Int(s.map_or(0, Set::len) as i64))
 }
 
 /// Members per logged SREM of an SPOP with a count (Redis' batch size).
 const SPOP_BATCH: usize = 1024;
 
-fn spop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn spop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let count = match args.len() {
         2 => None,
-        3 => match parse::parse_i64(&args[2]) {
+        3 => match parse::parse_i64(args[2]) {
             Some(n) if n >= 0 => Some(n as u64),
             _ => return Err(Reply::err(ERR_POSITIVE)),
         },
@@ -353,18 +353,18 @@ fn spop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     for batch in removed.chunks(SPOP_BATCH) {
         let mut cmd = Vec::with_capacity(batch.len() + 2);
         cmd.push(Bytes::from_static(b"SREM"));
-        cmd.push(key.clone());
+        cmd.push(Bytes::copy_from_slice(key));
         cmd.extend(batch.iter().cloned());
         ctx.propagate(cmd);
     }
     Ok(reply)
 }
 
-fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn srandmember(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let count = match args.len() {
         2 => None,
         3 => {
-            let n = parse::int(&args[2])?;
+            let n = parse::int(args[2])?;
             if n == i64::MIN {
                 return Err(Reply::err(ERR_RANGE_COUNT));
             }
@@ -372,7 +372,7 @@ fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         }
         _ => return Err(parse::syntax()),
     };
-    let s = read(ctx, &args[1])?;
+    let s = read(ctx, args[1])?;
     let Some(count) = count else {
         return Ok(match s {
             Some(s) if !s.is_empty() => Reply::Bulk(owned(s.at(rand::rng().random_range(0..s.len())))),
@@ -402,7 +402,7 @@ fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(out))
 }
 
-fn smove(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn smove(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (src, dst, member) = (&args[1], &args[2], &args[3]);
     let Some(s) = ctx.ks.get_obj::<Set>(src).map_err(Reply::err)? else {
         return Ok(Reply::Int(0));
@@ -439,7 +439,7 @@ enum Lookup {
 
 /// Sizes of the source sets (`None` = missing), checking every key's type
 /// first as Redis does (WRONGTYPE wins over a missing key anywhere).
-fn source_sizes(ctx: &mut Ctx, keys: &[Bytes], lookup: Lookup) -> Result<Vec<Option<usize>>, Reply> {
+fn source_sizes(ctx: &mut Ctx, keys: &[&[u8]], lookup: Lookup) -> Result<Vec<Option<usize>>, Reply> {
     let mut sizes = Vec::with_capacity(keys.len());
     for k in keys {
         let state = ctx.state;
@@ -462,19 +462,19 @@ fn members(ctx: &mut Ctx, key: &[u8]) -> Vec<Bytes> {
 
 /// The intersection, in the order of the smallest set, stopping after
 /// `limit` members (0 = no limit). `None` when a key is missing.
-fn intersect(ctx: &mut Ctx, keys: &[Bytes], lookup: Lookup, limit: usize) -> Result<Vec<Bytes>, Reply> {
+fn intersect(ctx: &mut Ctx, keys: &[&[u8]], lookup: Lookup, limit: usize) -> Result<Vec<Bytes>, Reply> {
     let sizes = source_sizes(ctx, keys, lookup)?;
     if sizes.iter().any(Option::is_none) {
         return Ok(Vec::new());
     }
     let mut order: Vec<usize> = (0..keys.len()).collect();
     order.sort_by_key(|&i| sizes[i]);
-    let mut cand = members(ctx, &keys[order[0]]);
+    let mut cand = members(ctx, keys[order[0]]);
     for &i in &order[1..] {
         if cand.is_empty() {
             break;
         }
-        if let Ok(Some(s)) = ctx.ks.get_obj::<Set>(&keys[i]) {
+        if let Ok(Some(s)) = ctx.ks.get_obj::<Set>(keys[i]) {
             cand.retain(|m| s.contains(m));
         }
     }
@@ -484,22 +484,22 @@ fn intersect(ctx: &mut Ctx, keys: &[Bytes], lookup: Lookup, limit: usize) -> Res
     Ok(cand)
 }
 
-fn sinter(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn sinter(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let r = intersect(ctx, &args[1..], Lookup::Read, 0)?;
     Ok(Reply::Set(bulks(r.iter())))
 }
 
 /// Key positions of SINTERCARD: `numkeys` keys after it, none when `numkeys`
 /// is invalid (the handler then answers with the error).
-fn sintercard_keys(args: &[Bytes]) -> Vec<usize> {
+fn sintercard_keys(args: &[&[u8]]) -> Vec<usize> {
     match args.get(1).and_then(|n| parse::parse_i64(n)) {
         Some(n) if n >= 1 && (n as u64) <= (args.len() as u64).saturating_sub(2) => (2..2 + n as usize).collect(),
         _ => Vec::new(),
     }
 }
 
-fn sintercard(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let numkeys = match parse::parse_i64(&args[1]) {
+fn sintercard(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let numkeys = match parse::parse_i64(args[1]) {
         Some(n) if n >= 1 => n as u64,
         _ => return Err(Reply::err(ERR_NUMKEYS)),
     };
@@ -510,8 +510,8 @@ fn sintercard(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let mut limit = 0usize;
     let mut i = end;
     while i < args.len() {
-        if parse::is(&args[i], "limit") && i + 1 < args.len() {
-            limit = match parse::parse_i64(&args[i + 1]) {
+        if parse::is(args[i], "limit") && i + 1 < args.len() {
+            limit = match parse::parse_i64(args[i + 1]) {
                 Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
                 _ => return Err(Reply::err(ERR_LIMIT)),
             };
@@ -537,13 +537,13 @@ fn store(ctx: &mut Ctx, dst: &[u8], result: Set, event: &'static str) -> CmdResu
     Ok(Reply::Int(n as i64))
 }
 
-fn sinterstore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn sinterstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let r = intersect(ctx, &args[2..], Lookup::Write, 0)?;
     let mut result = Set::default();
     for m in r {
         result.insert(&m);
     }
-    store(ctx, &args[1], result, "sinterstore")
+    store(ctx, args[1], result, "sinterstore")
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -554,7 +554,7 @@ enum Op {
 
 /// SUNION/SDIFF as Redis' `sunionDiffGenericCommand`: members are added to
 /// (and, for the second SDIFF algorithm, removed from) a fresh set.
-fn union_diff(ctx: &mut Ctx, keys: &[Bytes], op: Op, lookup: Lookup) -> Result<Set, Reply> {
+fn union_diff(ctx: &mut Ctx, keys: &[&[u8]], op: Op, lookup: Lookup) -> Result<Set, Reply> {
     let sizes = source_sizes(ctx, keys, lookup)?;
     let mut result = Set::default();
     match op {
@@ -581,14 +581,14 @@ fn union_diff(ctx: &mut Ctx, keys: &[Bytes], op: Op, lookup: Lookup) -> Result<S
                 let mut others: Vec<usize> = present.into_iter().filter(|&i| i != 0).collect();
                 // Largest first: duplicates are found sooner.
                 others.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
-                let mut cand = members(ctx, &keys[0]);
+                let mut cand = members(ctx, keys[0]);
                 for &i in &others {
                     // A key named twice subtracts itself.
                     if keys[i] == keys[0] {
                         cand.clear();
                         break;
                     }
-                    if let Ok(Some(s)) = ctx.ks.get_obj::<Set>(&keys[i]) {
+                    if let Ok(Some(s)) = ctx.ks.get_obj::<Set>(keys[i]) {
                         cand.retain(|m| !s.contains(m));
                     }
                 }
@@ -596,14 +596,14 @@ fn union_diff(ctx: &mut Ctx, keys: &[Bytes], op: Op, lookup: Lookup) -> Result<S
                     result.insert(&m);
                 }
             } else {
-                for m in members(ctx, &keys[0]) {
+                for m in members(ctx, keys[0]) {
                     result.insert(&m);
                 }
                 for &i in &present[1..] {
                     if result.is_empty() {
                         break;
                     }
-                    for m in members(ctx, &keys[i]) {
+                    for m in members(ctx, keys[i]) {
                         result.remove(&m);
                     }
                 }
@@ -613,29 +613,29 @@ fn union_diff(ctx: &mut Ctx, keys: &[Bytes], op: Op, lookup: Lookup) -> Result<S
     Ok(result)
 }
 
-fn sunion(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn sunion(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let r = union_diff(ctx, &args[1..], Op::Union, Lookup::Read)?;
     Ok(Reply::Set(bulks(r.iter())))
 }
 
-fn sdiff(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn sdiff(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let r = union_diff(ctx, &args[1..], Op::Diff, Lookup::Read)?;
     Ok(Reply::Set(bulks(r.iter())))
 }
 
-fn sunionstore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn sunionstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let r = union_diff(ctx, &args[2..], Op::Union, Lookup::Write)?;
-    store(ctx, &args[1], r, "sunionstore")
+    store(ctx, args[1], r, "sunionstore")
 }
 
-fn sdiffstore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn sdiffstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let r = union_diff(ctx, &args[2..], Op::Diff, Lookup::Write)?;
-    store(ctx, &args[1], r, "sdiffstore")
+    store(ctx, args[1], r, "sdiffstore")
 }
 
-fn sscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let cursor = scan_cursor(&args[2])?;
-    let Some(s) = read(ctx, &args[1])? else {
+fn sscan(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let cursor = scan_cursor(args[2])?;
+    let Some(s) = read(ctx, args[1])? else {
         return Ok(scan_reply(0, Vec::new()));
     };
     let opts = scan_opts(&args[3..])?;
@@ -662,8 +662,8 @@ fn sscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 mod tests {
     use super::*;
 
-    fn args(v: &[&str]) -> Vec<Bytes> {
-        v.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+    fn args<'a>(v: &[&'a str]) -> Vec<&'a [u8]> {
+        v.iter().map(|s| s.as_bytes()).collect()
     }
 
     #[test]

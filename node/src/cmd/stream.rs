@@ -372,12 +372,12 @@ fn end_bound(arg: &[u8]) -> Result<StreamId, Reply> {
     }
 }
 
-fn subcommand_syntax(args: &[Bytes]) -> Reply {
-    let sub = String::from_utf8_lossy(&args[1]);
+fn subcommand_syntax(args: &[&[u8]]) -> Reply {
+    let sub = String::from_utf8_lossy(args[1]);
     let sub: String = sub.chars().take(128).collect();
     Reply::err(format!(
         "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try {} HELP.",
-        String::from_utf8_lossy(&args[0]).to_ascii_uppercase()
+        String::from_utf8_lossy(args[0]).to_ascii_uppercase()
     ))
 }
 
@@ -458,7 +458,7 @@ struct AddTrimArgs {
 }
 
 /// Redis' `streamParseAddOrTrimArgsOrReply`.
-fn parse_add_trim(args: &[Bytes], xadd: bool) -> Result<AddTrimArgs, Reply> {
+fn parse_add_trim(args: &[&[u8]], xadd: bool) -> Result<AddTrimArgs, Reply> {
     let mut a = AddTrimArgs {
         trim: None,
         approx: false,
@@ -473,7 +473,7 @@ fn parse_add_trim(args: &[Bytes], xadd: bool) -> Result<AddTrimArgs, Reply> {
     while i < args.len() {
         let more = args.len() - 1 - i;
         let opt = &args[i];
-        if xadd && opt.as_ref() == b"*" {
+        if xadd && opt == b"*" {
             a.id_pos = i;
             break;
         } else if (is(opt, "maxlen") || is(opt, "minid")) && more > 0 {
@@ -482,24 +482,24 @@ fn parse_add_trim(args: &[Bytes], xadd: bool) -> Result<AddTrimArgs, Reply> {
             }
             a.approx = false;
             let next = &args[i + 1];
-            if more >= 2 && next.as_ref() == b"~" {
+            if more >= 2 && next == b"~" {
                 a.approx = true;
                 i += 1;
-            } else if more >= 2 && next.as_ref() == b"=" {
+            } else if more >= 2 && next == b"=" {
                 i += 1;
             }
             if is(opt, "maxlen") {
-                let n = int(&args[i + 1])?;
+                let n = int(args[i + 1])?;
                 if n < 0 {
                     return Err(Reply::err("ERR The MAXLEN argument must be >= 0."));
                 }
                 a.trim = Some(Trim::MaxLen(n as u64));
             } else {
-                a.trim = Some(Trim::MinId(strict_id(&args[i + 1])?));
+                a.trim = Some(Trim::MinId(strict_id(args[i + 1])?));
             }
             i += 1;
         } else if is(opt, "limit") && more > 0 {
-            limit = int(&args[i + 1])?;
+            limit = int(args[i + 1])?;
             if limit < 0 {
                 return Err(Reply::err("ERR The LIMIT argument must be >= 0."));
             }
@@ -539,7 +539,7 @@ fn parse_add_trim(args: &[Bytes], xadd: bool) -> Result<AddTrimArgs, Reply> {
     Ok(a)
 }
 
-fn xadd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     let a = parse_add_trim(args, true)?;
     let field_pos = a.id_pos + 1;
@@ -563,7 +563,7 @@ fn xadd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         Some(p) if !p.seq_given => AddId::AutoSeq(p.id.ms),
         Some(p) => AddId::Exact(p.id),
     };
-    let id = match s.add(add, &args[field_pos..], now) {
+    let id = match s.add(add, &crate::cmd::owned(&args[field_pos..]), now) {
         Ok(id) => id,
         Err(AddError::Exhausted) => return Err(Reply::err(ERR_EXHAUSTED)),
         Err(AddError::TooSmall) => return Err(Reply::err(ERR_ID_TOO_SMALL)),
@@ -583,12 +583,12 @@ fn xadd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     // re-decide (Redis 7.0 rewrites `~` the same way).
     let mut cmd = Vec::with_capacity(args.len() - field_pos + 6);
     cmd.push(Bytes::from_static(b"XADD"));
-    cmd.push(key.clone());
+    cmd.push(Bytes::copy_from_slice(key));
     if trimmed > 0 {
         cmd.extend(exact_maxlen(len));
     }
     cmd.push(id.to_bytes());
-    cmd.extend(args[field_pos..].iter().cloned());
+    cmd.extend(args[field_pos..].iter().map(|a| Bytes::copy_from_slice(a)));
     ctx.propagate(cmd);
     Ok(id_reply(id))
 }
@@ -602,7 +602,7 @@ fn exact_maxlen(len: usize) -> [Bytes; 3] {
     ]
 }
 
-fn xtrim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xtrim(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     let a = parse_add_trim(args, false)?;
     let Some(trim) = a.trim else {
@@ -617,7 +617,7 @@ fn xtrim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         ctx.changed(key, STREAM, "xtrim");
         ctx.dirty += deleted - 1;
         // The exact length left, for the same reason as XADD's trimming.
-        let mut cmd = vec![Bytes::from_static(b"XTRIM"), key.clone()];
+        let mut cmd = vec![Bytes::from_static(b"XTRIM"), Bytes::copy_from_slice(key)];
         cmd.extend(exact_maxlen(len));
         ctx.propagate(cmd);
     }
@@ -626,21 +626,21 @@ fn xtrim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 
 // ---- reads ----
 
-fn xlen(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let len = ctx.ks.get_obj::<Stream>(&args[1]).map_err(Reply::err)?.map(Stream::len);
+fn xlen(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let len = ctx.ks.get_obj::<Stream>(args[1]).map_err(Reply::err)?.map(Stream::len);
     ctx.hit(len.is_some());
     Ok(Reply::Int(len.unwrap_or(0) as i64))
 }
 
-fn xrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xrange(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     range_generic(ctx, args, false)
 }
 
-fn xrevrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xrevrange(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     range_generic(ctx, args, true)
 }
 
-fn range_generic(ctx: &mut Ctx, args: &[Bytes], rev: bool) -> CmdResult {
+fn range_generic(ctx: &mut Ctx, args: &[&[u8]], rev: bool) -> CmdResult {
     let (start_arg, end_arg) = if rev {
         (&args[3], &args[2])
     } else {
@@ -651,14 +651,14 @@ fn range_generic(ctx: &mut Ctx, args: &[Bytes], rev: bool) -> CmdResult {
     let mut count: i64 = -1;
     let mut j = 4;
     while j < args.len() {
-        if is(&args[j], "count") && j + 1 < args.len() {
-            count = int(&args[j + 1])?.max(0);
+        if is(args[j], "count") && j + 1 < args.len() {
+            count = int(args[j + 1])?.max(0);
             j += 2;
         } else {
             return Err(parse::syntax());
         }
     }
-    let (found, reply) = match ctx.ks.get_obj::<Stream>(&args[1]).map_err(Reply::err)? {
+    let (found, reply) = match ctx.ks.get_obj::<Stream>(args[1]).map_err(Reply::err)? {
         None => (false, Reply::Array(Vec::new())),
         Some(_) if count == 0 => (true, Reply::NullArray),
         Some(s) => (true, entries_reply(&s.range(start, end, count.max(0) as usize, rev))),
@@ -669,7 +669,7 @@ fn range_generic(ctx: &mut Ctx, args: &[Bytes], rev: bool) -> CmdResult {
 
 /// Key positions of XREAD/XREADGROUP (Redis' `xreadGetKeys`): the first half
 /// of the arguments after the STREAMS keyword.
-fn xread_keys(args: &[Bytes]) -> Vec<usize> {
+fn xread_keys(args: &[&[u8]]) -> Vec<usize> {
     let mut pos = None;
     let mut i = 1;
     while i < args.len() {
@@ -697,11 +697,11 @@ fn xread_keys(args: &[Bytes]) -> Vec<usize> {
     (pos + 1..pos + 1 + num / 2).collect()
 }
 
-fn xread(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xread(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     read_generic(ctx, args, false)
 }
 
-fn xreadgroup(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xreadgroup(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let r = read_generic(ctx, args, true);
     // What it changed is logged by `log_group_read`; never the read itself,
     // whose result depends on the clock and on the state at replay time.
@@ -720,19 +720,19 @@ enum ReadFrom {
     New,
 }
 
-fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
+fn read_generic(ctx: &mut Ctx, args: &[&[u8]], grouped: bool) -> CmdResult {
     let mut timeout: Option<i64> = None;
     let mut count: usize = 0;
     let mut streams_arg = 0;
     let mut noack = false;
-    let mut group: Option<(&Bytes, &Bytes)> = None;
+    let mut group_arg: Option<(Bytes, Bytes)> = None;
     let mut i = 1;
     while i < args.len() {
         let more = args.len() - i - 1;
         let o = &args[i];
         if is(o, "block") && more > 0 {
             i += 1;
-            let t = parse::parse_i64(&args[i])
+            let t = parse::parse_i64(args[i])
                 .ok_or_else(|| Reply::err("ERR timeout is not an integer or out of range"))?;
             if t < 0 {
                 return Err(Reply::err(parse::ERR_TIMEOUT_NEG));
@@ -740,7 +740,7 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
             timeout = Some(t);
         } else if is(o, "count") && more > 0 {
             i += 1;
-            count = int(&args[i])?.max(0) as usize;
+            count = int(args[i])?.max(0) as usize;
         } else if is(o, "streams") && more > 0 {
             streams_arg = i + 1;
             if !(args.len() - streams_arg).is_multiple_of(2) {
@@ -755,7 +755,7 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
                     "ERR The GROUP option is only supported by XREADGROUP. You called XREAD instead.",
                 ));
             }
-            group = Some((&args[i + 1], &args[i + 2]));
+            group_arg = Some((Bytes::copy_from_slice(args[i + 1]), Bytes::copy_from_slice(args[i + 2])));
             i += 2;
         } else if is(o, "noack") {
             if !grouped {
@@ -772,9 +772,10 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
     if streams_arg == 0 {
         return Err(parse::syntax());
     }
-    if grouped && group.is_none() {
+    if grouped && group_arg.is_none() {
         return Err(Reply::err("ERR Missing GROUP option for XREADGROUP"));
     }
+    let group = group_arg.as_ref().map(|(g, c)| (g, c));
     let n = (args.len() - streams_arg) / 2;
     let keys = &args[streams_arg..streams_arg + n];
     let id_args = &args[streams_arg + n..];
@@ -792,14 +793,14 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
         {
             return Err(nogroup(key, g, " in XREADGROUP with GROUP option"));
         }
-        if id_arg.as_ref() == b"$" {
+        if id_arg == b"$" {
             if grouped {
                 return Err(Reply::err(
                     "ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set.",
                 ));
             }
             from.push(ReadFrom::After(last.unwrap_or(StreamId::ZERO)));
-        } else if id_arg.as_ref() == b">" {
+        } else if id_arg == b">" {
             if !grouped {
                 return Err(Reply::err(
                     "ERR The > ID can be specified only when calling XREADGROUP using the GROUP <group> <consumer> option.",
@@ -826,7 +827,10 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
                 if s.last_valid_id() > gt
                     && let Some(start) = gt.incr()
                 {
-                    out.push((key.clone(), entries_reply(&s.range(start, StreamId::MAX, count, false))));
+                    out.push((
+                        Bytes::copy_from_slice(key),
+                        entries_reply(&s.range(start, StreamId::MAX, count, false)),
+                    ));
                 }
             }
             Some((g, c)) => {
@@ -847,7 +851,7 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
                 // Redis makes (or refreshes) the consumer only when serving.
                 let created = s.touch_consumer(g, c, now);
                 let (reply, delivered) = group_read(s, g, c, *f, group_last, count, noack, now);
-                out.push((key.clone(), reply));
+                out.push((Bytes::copy_from_slice(key), reply));
                 ctx.dirty += 1;
                 if created {
                     ctx.notify(STREAM, "xgroup-createconsumer", key);
@@ -870,7 +874,7 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
     // appear between the ID and the stream's last ID (they were deleted), so
     // waiting from the last ID is the same wait; it lets a re-run compare
     // with the last ID as Redis does.
-    let mut rewritten = args.to_vec();
+    let mut rewritten = crate::cmd::owned(args);
     for (j, (key, f)) in keys.iter().zip(&from).enumerate() {
         if let ReadFrom::After(id) = f {
             let last = ctx
@@ -883,7 +887,7 @@ fn read_generic(ctx: &mut Ctx, args: &[Bytes], grouped: bool) -> CmdResult {
         }
     }
     ctx.block = Some(BlockSpec {
-        keys: keys.to_vec(),
+        keys: crate::cmd::owned(keys),
         // Beyond decades a timeout is "forever"; capping keeps timer math sane.
         timeout: (ms > 0 && ms < 1 << 40).then(|| std::time::Duration::from_millis(ms as u64)),
         on_timeout: Reply::NullArray,
@@ -951,7 +955,7 @@ fn group_read(
 /// Log the state pending entry `id` of `group` has now: an XCLAIM with
 /// FORCE (creates it if needed) and JUSTID (does not count a delivery), or
 /// an XACK when it is no longer pending.
-fn log_pending(ctx: &mut Ctx, key: &Bytes, group: &Bytes, id: StreamId) {
+fn log_pending(ctx: &mut Ctx, key: &[u8], group: &[u8], id: StreamId) {
     let nack = ctx
         .ks
         .get_obj::<Stream>(key)
@@ -963,8 +967,8 @@ fn log_pending(ctx: &mut Ctx, key: &Bytes, group: &Bytes, id: StreamId) {
     let cmd = match nack {
         Some((consumer, time, count)) => vec![
             Bytes::from_static(b"XCLAIM"),
-            key.clone(),
-            group.clone(),
+            Bytes::copy_from_slice(key),
+            Bytes::copy_from_slice(group),
             consumer,
             Bytes::from_static(b"0"),
             id.to_bytes(),
@@ -975,7 +979,12 @@ fn log_pending(ctx: &mut Ctx, key: &Bytes, group: &Bytes, id: StreamId) {
             Bytes::from_static(b"FORCE"),
             Bytes::from_static(b"JUSTID"),
         ],
-        None => vec![Bytes::from_static(b"XACK"), key.clone(), group.clone(), id.to_bytes()],
+        None => vec![
+            Bytes::from_static(b"XACK"),
+            Bytes::copy_from_slice(key),
+            Bytes::copy_from_slice(group),
+            id.to_bytes(),
+        ],
     };
     ctx.propagate(cmd);
 }
@@ -987,7 +996,7 @@ fn group_position(ctx: &mut Ctx, key: &[u8], group: &[u8]) -> Option<(StreamId, 
 }
 
 /// Log the group's position if it moved from `before`.
-fn log_group_position(ctx: &mut Ctx, key: &Bytes, group: &Bytes, before: (StreamId, i64)) {
+fn log_group_position(ctx: &mut Ctx, key: &[u8], group: &[u8], before: (StreamId, i64)) {
     let Some((last, read)) = group_position(ctx, key, group) else {
         return;
     };
@@ -997,8 +1006,8 @@ fn log_group_position(ctx: &mut Ctx, key: &Bytes, group: &Bytes, before: (Stream
     ctx.propagate(vec![
         Bytes::from_static(b"XGROUP"),
         Bytes::from_static(b"SETID"),
-        key.clone(),
-        group.clone(),
+        Bytes::copy_from_slice(key),
+        Bytes::copy_from_slice(group),
         last.to_bytes(),
         Bytes::from_static(b"ENTRIESREAD"),
         Bytes::copy_from_slice(itoa::Buffer::new().format(read).as_bytes()),
@@ -1008,9 +1017,9 @@ fn log_group_position(ctx: &mut Ctx, key: &Bytes, group: &Bytes, before: (Stream
 /// Log what one stream of an XREADGROUP changed.
 fn log_group_read(
     ctx: &mut Ctx,
-    key: &Bytes,
-    group: &Bytes,
-    consumer: &Bytes,
+    key: &[u8],
+    group: &[u8],
+    consumer: &[u8],
     created: bool,
     before: (StreamId, i64),
     delivered: &[StreamId],
@@ -1019,9 +1028,9 @@ fn log_group_read(
         ctx.propagate(vec![
             Bytes::from_static(b"XGROUP"),
             Bytes::from_static(b"CREATECONSUMER"),
-            key.clone(),
-            group.clone(),
-            consumer.clone(),
+            Bytes::copy_from_slice(key),
+            Bytes::copy_from_slice(group),
+            Bytes::copy_from_slice(consumer),
         ]);
     }
     for &id in delivered {
@@ -1034,8 +1043,8 @@ fn log_group_read(
 /// past what the client waits for, or keep waiting.
 fn serve_waiter(
     ctx: &mut Ctx,
-    keys: &[Bytes],
-    id_args: &[Bytes],
+    keys: &[&[u8]],
+    id_args: &[&[u8]],
     group: Option<(&Bytes, &Bytes)>,
     count: usize,
     noack: bool,
@@ -1056,7 +1065,7 @@ fn serve_waiter(
                     && let Some(start) = gt.incr()
                 {
                     let entries = entries_reply(&s.range(start, StreamId::MAX, count, false));
-                    return Ok(streams_reply(proto, vec![(key.clone(), entries)]));
+                    return Ok(streams_reply(proto, vec![(Bytes::copy_from_slice(key), entries)]));
                 }
             }
             Some((g, c)) => {
@@ -1075,14 +1084,14 @@ fn serve_waiter(
                     }
                     ctx.dirty += 1;
                     log_group_read(ctx, key, g, c, created, before, &delivered);
-                    return Ok(streams_reply(proto, vec![(key.clone(), entries)]));
+                    return Ok(streams_reply(proto, vec![(Bytes::copy_from_slice(key), entries)]));
                 }
             }
         }
     }
     // Still nothing: keep waiting (the server keeps the original spec).
     ctx.block = Some(BlockSpec {
-        keys: keys.to_vec(),
+        keys: crate::cmd::owned(keys),
         timeout: None,
         on_timeout: Reply::NullArray,
         args: None,
@@ -1092,7 +1101,7 @@ fn serve_waiter(
 
 // ---- writes ----
 
-fn xdel(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xdel(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     if ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)?.is_none() {
         return Ok(Reply::Int(0));
@@ -1109,22 +1118,22 @@ fn xdel(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(deleted as i64))
 }
 
-fn xsetid(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xsetid(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
-    let id = strict_id(&args[2])?;
+    let id = strict_id(args[2])?;
     let mut entries_added: Option<i64> = None;
     let mut max_deleted: Option<StreamId> = None;
     let mut i = 3;
     while i < args.len() {
         let more = args.len() - 1 - i;
-        if is(&args[i], "entriesadded") && more > 0 {
-            let n = int(&args[i + 1])?;
+        if is(args[i], "entriesadded") && more > 0 {
+            let n = int(args[i + 1])?;
             if n < 0 {
                 return Err(Reply::err("ERR entries_added must be positive"));
             }
             entries_added = Some(n);
-        } else if is(&args[i], "maxdeletedid") && more > 0 {
-            let m = strict_id(&args[i + 1])?;
+        } else if is(args[i], "maxdeletedid") && more > 0 {
+            let m = strict_id(args[i + 1])?;
             if id < m {
                 return Err(Reply::err(
                     "ERR The ID specified in XSETID is smaller than the provided max_deleted_entry_id",
@@ -1168,16 +1177,16 @@ fn xsetid(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 // ---- XGROUP ----
 
 /// Parse `[MKSTREAM] [ENTRIESREAD n]` (CREATE) or `[ENTRIESREAD n]` (SETID).
-fn group_options(args: &[Bytes], allow_mkstream: bool) -> Result<(bool, i64), Reply> {
+fn group_options(args: &[&[u8]], allow_mkstream: bool) -> Result<(bool, i64), Reply> {
     let mut mkstream = false;
     let mut entries_read = -1;
     let mut i = 5;
     while i < args.len() {
-        if allow_mkstream && is(&args[i], "mkstream") {
+        if allow_mkstream && is(args[i], "mkstream") {
             mkstream = true;
             i += 1;
-        } else if is(&args[i], "entriesread") && i + 1 < args.len() {
-            entries_read = int(&args[i + 1])?;
+        } else if is(args[i], "entriesread") && i + 1 < args.len() {
+            entries_read = int(args[i + 1])?;
             if entries_read < 0 && entries_read != -1 {
                 return Err(Reply::err(ERR_ENTRIES_READ));
             }
@@ -1193,37 +1202,37 @@ const ERR_XGROUP_NO_KEY: &str = "ERR The XGROUP subcommand requires the key to e
 
 /// The checks every XGROUP subcommand but HELP makes: the key must be a
 /// stream (unless MKSTREAM) and, for some, the group must exist.
-fn group_preamble(ctx: &mut Ctx, args: &[Bytes], mkstream: bool, need_group: bool) -> Result<bool, Reply> {
-    let s = ctx.ks.get_obj::<Stream>(&args[2]).map_err(Reply::err)?;
+fn group_preamble(ctx: &mut Ctx, args: &[&[u8]], mkstream: bool, need_group: bool) -> Result<bool, Reply> {
+    let s = ctx.ks.get_obj::<Stream>(args[2]).map_err(Reply::err)?;
     if !mkstream {
         let Some(s) = s else {
             return Err(Reply::err(ERR_XGROUP_NO_KEY));
         };
-        if need_group && s.group(&args[3]).is_none() {
-            return Err(nogroup_for_key(&args[2], &args[3]));
+        if need_group && s.group(args[3]).is_none() {
+            return Err(nogroup_for_key(args[2], args[3]));
         }
     }
     Ok(s.is_some())
 }
 
-fn xgroup_create(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xgroup_create(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (mkstream, entries_read) = group_options(args, true)?;
     let exists = group_preamble(ctx, args, mkstream, false)?;
     if args.len() > 8 {
         return Err(subcommand_syntax(args));
     }
     let key = &args[2];
-    let id = if args[4].as_ref() == b"$" {
+    let id = if args[4] == b"$" {
         ctx.ks
             .get_obj::<Stream>(key)
             .ok()
             .flatten()
             .map_or(StreamId::ZERO, |s| s.last_id)
     } else {
-        strict_id(&args[4])?
+        strict_id(args[4])?
     };
     let s = ctx.ks.get_obj_mut_or_create::<Stream>(key).map_err(Reply::err)?;
-    let created = s.create_group(&args[3], id, entries_read);
+    let created = s.create_group(&Bytes::copy_from_slice(args[3]), id, entries_read);
     if !created {
         return Err(Reply::err("BUSYGROUP Consumer Group name already exists"));
     }
@@ -1237,7 +1246,7 @@ fn xgroup_create(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Ok)
 }
 
-fn xgroup_setid(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xgroup_setid(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (_, entries_read) = group_options(args, false)?;
     group_preamble(ctx, args, false, true)?;
     if args.len() != 5 && args.len() != 7 {
@@ -1247,24 +1256,24 @@ fn xgroup_setid(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_XGROUP_NO_KEY));
     };
-    let id = if args[4].as_ref() == b"$" {
+    let id = if args[4] == b"$" {
         s.last_id
     } else {
-        loose_id(&args[4], 0)?
+        loose_id(args[4], 0)?
     };
-    s.set_group_id(&args[3], id, entries_read);
+    s.set_group_id(args[3], id, entries_read);
     ctx.dirty += 1;
     ctx.notify(STREAM, "xgroup-setid", key);
     Ok(Reply::Ok)
 }
 
-fn xgroup_destroy(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xgroup_destroy(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     group_preamble(ctx, args, false, false)?;
     let key = &args[2];
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
         return Ok(Reply::Int(0));
     };
-    if !s.destroy_group(&args[3]) {
+    if !s.destroy_group(args[3]) {
         return Ok(Reply::Int(0));
     }
     ctx.dirty += 1;
@@ -1272,19 +1281,19 @@ fn xgroup_destroy(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     // Clients blocked in XREADGROUP on this group must get NOGROUP (Redis'
     // signalKeyAsReady, which does not invalidate WATCH).
     if ctx.state.blocking.any() && !ctx.ready.iter().any(|k| k == key) {
-        ctx.ready.push(key.clone());
+        ctx.ready.push(Bytes::copy_from_slice(key));
     }
     Ok(Reply::Int(1))
 }
 
-fn xgroup_createconsumer(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xgroup_createconsumer(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     group_preamble(ctx, args, false, true)?;
     let key = &args[2];
     let now = ctx.ks.now;
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_XGROUP_NO_KEY));
     };
-    let created = s.create_consumer(&args[3], &args[4], now);
+    let created = s.create_consumer(args[3], &Bytes::copy_from_slice(args[4]), now);
     if created {
         ctx.dirty += 1;
         ctx.notify(STREAM, "xgroup-createconsumer", key);
@@ -1292,13 +1301,13 @@ fn xgroup_createconsumer(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(created as i64))
 }
 
-fn xgroup_delconsumer(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xgroup_delconsumer(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     group_preamble(ctx, args, false, true)?;
     let key = &args[2];
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_XGROUP_NO_KEY));
     };
-    let pending = s.delete_consumer(&args[3], &args[4]);
+    let pending = s.delete_consumer(args[3], args[4]);
     if pending.is_some() {
         ctx.dirty += 1;
         ctx.notify(STREAM, "xgroup-delconsumer", key);
@@ -1306,7 +1315,7 @@ fn xgroup_delconsumer(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(pending.unwrap_or(0) as i64))
 }
 
-fn xgroup_help(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xgroup_help(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() == 1 {
         return Err(wrong_args("xgroup"));
     }
@@ -1333,10 +1342,10 @@ fn xgroup_help(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 
 // ---- pending entries ----
 
-fn xack(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xack(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     let has_group = match ctx.ks.get_obj::<Stream>(key).map_err(Reply::err)? {
-        Some(s) => s.group(&args[2]).is_some(),
+        Some(s) => s.group(args[2]).is_some(),
         None => false,
     };
     if !has_group {
@@ -1346,43 +1355,43 @@ fn xack(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
         return Ok(Reply::Int(0));
     };
-    let acked = s.ack(&args[2], &ids);
+    let acked = s.ack(args[2], &ids);
     ctx.dirty += acked as u64;
     Ok(Reply::Int(acked as i64))
 }
 
-fn xpending(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xpending(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let n = args.len();
     if n != 3 && !(6..=9).contains(&n) {
         return Err(parse::syntax());
     }
     let mut range = None;
-    let mut consumer: Option<&Bytes> = None;
+    let mut consumer: Option<&[u8]> = None;
     let mut min_idle: i64 = 0;
     if n >= 6 {
         let mut start_idx = 3;
-        if is(&args[3], "idle") {
-            min_idle = int(&args[4])?;
+        if is(args[3], "idle") {
+            min_idle = int(args[4])?;
             if n < 8 {
                 return Err(parse::syntax());
             }
             start_idx += 2;
         }
-        let count = int(&args[start_idx + 2])?.max(0);
-        let start = start_bound(&args[start_idx])?;
-        let end = end_bound(&args[start_idx + 1])?;
+        let count = int(args[start_idx + 2])?.max(0);
+        let start = start_bound(args[start_idx])?;
+        let end = end_bound(args[start_idx + 1])?;
         if start_idx + 3 < n {
-            consumer = Some(&args[start_idx + 3]);
+            consumer = Some(args[start_idx + 3]);
         }
         range = Some((start, end, count as u64));
     }
     let key = &args[1];
     let now = ctx.ks.now as i64;
     let Some(s) = ctx.ks.get_obj::<Stream>(key).map_err(Reply::err)? else {
-        return Err(nogroup(key, &args[2], ""));
+        return Err(nogroup(key, args[2], ""));
     };
-    let Some(g) = s.group(&args[2]) else {
-        return Err(nogroup(key, &args[2], ""));
+    let Some(g) = s.group(args[2]) else {
+        return Err(nogroup(key, args[2], ""));
     };
     let Some((start, end, mut count)) = range else {
         if g.pel.is_empty() {
@@ -1464,8 +1473,8 @@ fn pending_state(s: &Stream, group: &[u8], id: StreamId) -> Option<(Bytes, i64, 
 /// would redo the idle-time checks at replay time).
 fn log_claims(
     ctx: &mut Ctx,
-    key: &Bytes,
-    group: &Bytes,
+    key: &[u8],
+    group: &[u8],
     changed: std::collections::BTreeSet<StreamId>,
     before: Option<(StreamId, i64)>,
 ) {
@@ -1480,22 +1489,22 @@ fn log_claims(
     }
 }
 
-fn xclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xclaim(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     let has_group = match ctx.ks.get_obj::<Stream>(key).map_err(Reply::err)? {
-        Some(s) => s.group(&args[2]).is_some(),
+        Some(s) => s.group(args[2]).is_some(),
         None => false,
     };
     if !has_group {
-        return Err(nogroup(key, &args[2], ""));
+        return Err(nogroup(key, args[2], ""));
     }
-    let min_idle = parse::parse_i64(&args[4])
+    let min_idle = parse::parse_i64(args[4])
         .ok_or_else(|| Reply::err("ERR Invalid min-idle-time argument for XCLAIM"))?
         .max(0);
     let mut ids = Vec::new();
     let mut j = 5;
     while j < args.len() {
-        match parse_id(&args[j], true, 0, false) {
+        match parse_id(args[j], true, 0, false) {
             Some(p) => ids.push(p.id),
             None => break,
         }
@@ -1518,16 +1527,16 @@ fn xclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             justid = true;
         } else if is(opt, "idle") && more > 0 {
             j += 1;
-            delivery = Some(now.wrapping_sub(num(&args[j], "IDLE")?));
+            delivery = Some(now.wrapping_sub(num(args[j], "IDLE")?));
         } else if is(opt, "time") && more > 0 {
             j += 1;
-            delivery = Some(num(&args[j], "TIME")?);
+            delivery = Some(num(args[j], "TIME")?);
         } else if is(opt, "retrycount") && more > 0 {
             j += 1;
-            retry = Some(num(&args[j], "RETRYCOUNT")?);
+            retry = Some(num(args[j], "RETRYCOUNT")?);
         } else if is(opt, "lastid") && more > 0 {
             j += 1;
-            last_id = strict_id(&args[j])?;
+            last_id = strict_id(args[j])?;
         } else {
             return Err(Reply::err(format!("ERR Unrecognized XCLAIM option '{}'", text(opt))));
         }
@@ -1538,23 +1547,23 @@ fn xclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         _ => now,
     };
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
-        return Err(nogroup(key, &args[2], ""));
+        return Err(nogroup(key, args[2], ""));
     };
-    let before = s.group(&args[2]).map(|g| (g.last_id, g.entries_read));
-    let pending_before: Vec<_> = ids.iter().map(|id| pending_state(s, &args[2], *id)).collect();
-    if let Some(g) = s.group(&args[2])
+    let before = s.group(args[2]).map(|g| (g.last_id, g.entries_read));
+    let pending_before: Vec<_> = ids.iter().map(|id| pending_state(s, args[2], *id)).collect();
+    if let Some(g) = s.group(args[2])
         && last_id > g.last_id
     {
         let read = g.entries_read;
-        s.set_group_id(&args[2], last_id, read);
+        s.set_group_id(args[2], last_id, read);
         ctx.dirty += 1;
     }
-    let had_consumer = s.group(&args[2]).is_some_and(|g| g.consumers.contains_key(&args[3]));
+    let had_consumer = s.group(args[2]).is_some_and(|g| g.consumers.contains_key(args[3]));
     let claimed = s.claim(
-        &args[2],
+        args[2],
         &ids,
         &ClaimArgs {
-            consumer: &args[3],
+            consumer: &Bytes::copy_from_slice(args[3]),
             min_idle,
             delivery_time,
             retry_count: retry.filter(|r| *r >= 0).map(|r| r as u64),
@@ -1563,42 +1572,42 @@ fn xclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             now: now as u64,
         },
     );
-    let has_consumer = s.group(&args[2]).is_some_and(|g| g.consumers.contains_key(&args[3]));
+    let has_consumer = s.group(args[2]).is_some_and(|g| g.consumers.contains_key(args[3]));
     // Every requested entry whose pending state changed (claimed, or
     // dropped because the entry is gone) is logged as that state.
     let changed: std::collections::BTreeSet<StreamId> = ids
         .iter()
         .zip(pending_before)
-        .filter(|(id, b)| pending_state(s, &args[2], **id) != *b)
+        .filter(|(id, b)| pending_state(s, args[2], **id) != *b)
         .map(|(id, _)| *id)
         .collect();
     ctx.dirty += claimed.len() as u64;
     if !had_consumer && has_consumer {
         ctx.notify(STREAM, "xgroup-createconsumer", key);
     }
-    log_claims(ctx, key, &args[2], changed, before);
+    log_claims(ctx, key, args[2], changed, before);
     Ok(claimed_reply(claimed))
 }
 
-fn xautoclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xautoclaim(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
-    let min_idle = parse::parse_i64(&args[4])
+    let min_idle = parse::parse_i64(args[4])
         .ok_or_else(|| Reply::err("ERR Invalid min-idle-time argument for XAUTOCLAIM"))?
         .max(0);
-    let start = start_bound(&args[5])?;
+    let start = start_bound(args[5])?;
     let mut count: usize = 100;
     let mut justid = false;
     let mut j = 6;
     while j < args.len() {
         let more = args.len() - 1 - j;
-        if is(&args[j], "count") && more > 0 {
+        if is(args[j], "count") && more > 0 {
             const MAX_COUNT: i64 = i64::MAX / 16;
-            match parse::parse_i64(&args[j + 1]) {
+            match parse::parse_i64(args[j + 1]) {
                 Some(c) if (1..=MAX_COUNT).contains(&c) => count = c as usize,
                 _ => return Err(Reply::err("ERR COUNT must be > 0")),
             }
             j += 1;
-        } else if is(&args[j], "justid") {
+        } else if is(args[j], "justid") {
             justid = true;
         } else {
             return Err(parse::syntax());
@@ -1607,21 +1616,29 @@ fn xautoclaim(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     }
     let now = ctx.ks.now;
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
-        return Err(nogroup(key, &args[2], ""));
+        return Err(nogroup(key, args[2], ""));
     };
-    let Some(g) = s.group(&args[2]) else {
-        return Err(nogroup(key, &args[2], ""));
+    let Some(g) = s.group(args[2]) else {
+        return Err(nogroup(key, args[2], ""));
     };
-    let had_consumer = g.consumers.contains_key(&args[3]);
+    let had_consumer = g.consumers.contains_key(args[3]);
     let before = Some((g.last_id, g.entries_read));
-    let r = s.autoclaim(&args[2], &args[3], min_idle, start, count, justid, now);
-    let has_consumer = s.group(&args[2]).is_some_and(|g| g.consumers.contains_key(&args[3]));
+    let r = s.autoclaim(
+        args[2],
+        &Bytes::copy_from_slice(args[3]),
+        min_idle,
+        start,
+        count,
+        justid,
+        now,
+    );
+    let has_consumer = s.group(args[2]).is_some_and(|g| g.consumers.contains_key(args[3]));
     ctx.dirty += (r.claimed.len() + r.deleted.len()) as u64;
     if !had_consumer && has_consumer {
         ctx.notify(STREAM, "xgroup-createconsumer", key);
     }
     let changed = r.claimed.iter().map(|c| c.0).chain(r.deleted.iter().copied()).collect();
-    log_claims(ctx, key, &args[2], changed, before);
+    log_claims(ctx, key, args[2], changed, before);
     Ok(Reply::Array(vec![
         id_reply(r.next),
         claimed_reply(r.claimed),
@@ -1639,23 +1656,23 @@ fn entries_read_reply(n: i64) -> Reply {
     if n == -1 { Reply::Null } else { Reply::Int(n) }
 }
 
-fn xinfo_stream(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let Some(s) = ctx.ks.get_obj::<Stream>(&args[2]).map_err(Reply::err)? else {
+fn xinfo_stream(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let Some(s) = ctx.ks.get_obj::<Stream>(args[2]).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_NO_SUCH_KEY));
     };
     let opts = &args[3..];
     let mut full = false;
     let mut count: i64 = 10;
     if !opts.is_empty() {
-        if !is(&opts[0], "full") {
+        if !is(opts[0], "full") {
             return Err(subcommand_syntax(args));
         }
         full = true;
         if opts.len() == 3 {
-            if !is(&opts[1], "count") {
+            if !is(opts[1], "count") {
                 return Err(subcommand_syntax(args));
             }
-            count = int(&opts[2])?;
+            count = int(opts[2])?;
             if count < 0 {
                 count = 10;
             }
@@ -1741,8 +1758,8 @@ fn xinfo_stream(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Map(m))
 }
 
-fn xinfo_groups(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let Some(s) = ctx.ks.get_obj::<Stream>(&args[2]).map_err(Reply::err)? else {
+fn xinfo_groups(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let Some(s) = ctx.ks.get_obj::<Stream>(args[2]).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_NO_SUCH_KEY));
     };
     Ok(Reply::Array(
@@ -1761,13 +1778,13 @@ fn xinfo_groups(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn xinfo_consumers(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xinfo_consumers(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let now = ctx.ks.now as i64;
-    let Some(s) = ctx.ks.get_obj::<Stream>(&args[2]).map_err(Reply::err)? else {
+    let Some(s) = ctx.ks.get_obj::<Stream>(args[2]).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_NO_SUCH_KEY));
     };
-    let Some(g) = s.group(&args[3]) else {
-        return Err(nogroup_for_key(&args[2], &args[3]));
+    let Some(g) = s.group(args[3]) else {
+        return Err(nogroup_for_key(args[2], args[3]));
     };
     Ok(Reply::Array(
         g.consumers
@@ -1783,7 +1800,7 @@ fn xinfo_consumers(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn xinfo_help(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn xinfo_help(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() == 1 {
         return Err(wrong_args("xinfo"));
     }
@@ -1804,8 +1821,8 @@ fn xinfo_help(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 mod tests {
     use super::*;
 
-    fn b(v: &[&str]) -> Vec<Bytes> {
-        v.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+    fn b<'a>(v: &[&'a str]) -> Vec<&'a [u8]> {
+        v.iter().map(|s| s.as_bytes()).collect()
     }
 
     #[test]

@@ -463,8 +463,8 @@ fn create(ctx: &mut Ctx, key: &[u8], val: &[u8], flags: u8) {
     }
 }
 
-fn get(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    Ok(Reply::opt_bulk(read_str(ctx, &args[1])?))
+fn get(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    Ok(Reply::opt_bulk(read_str(ctx, args[1])?))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -498,7 +498,7 @@ struct ExtOpts<'a> {
 
 /// Parse SET (`is_set`) or GETEX options from `args[from..]`, with Redis'
 /// rules for which options exclude which (a conflict is a syntax error).
-fn parse_ext(args: &[Bytes], from: usize, is_set: bool) -> Result<ExtOpts<'_>, Reply> {
+fn parse_ext<'a>(args: &'a [&'a [u8]], from: usize, is_set: bool) -> Result<ExtOpts<'a>, Reply> {
     let mut o = ExtOpts::default();
     let mut j = from;
     while j < args.len() {
@@ -588,9 +588,9 @@ fn set_generic(ctx: &mut Ctx, key: &[u8], val: &[u8], o: &ExtOpts, cmd: &str) ->
     Ok((true, old))
 }
 
-fn set(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn set(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let o = parse_ext(args, 3, true)?;
-    let (done, old) = set_generic(ctx, &args[1], &args[2], &o, "set")?;
+    let (done, old) = set_generic(ctx, args[1], args[2], &o, "set")?;
     Ok(if o.get {
         Reply::opt_bulk(old)
     } else if done {
@@ -600,49 +600,49 @@ fn set(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     })
 }
 
-fn setnx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn setnx(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let o = ExtOpts {
         nx: true,
         ..Default::default()
     };
-    let (done, _) = set_generic(ctx, &args[1], &args[2], &o, "setnx")?;
+    let (done, _) = set_generic(ctx, args[1], args[2], &o, "setnx")?;
     Ok(Reply::Int(done as i64))
 }
 
-fn setex_generic(ctx: &mut Ctx, args: &[Bytes], unit: Unit, cmd: &str) -> CmdResult {
+fn setex_generic(ctx: &mut Ctx, args: &[&[u8]], unit: Unit, cmd: &str) -> CmdResult {
     let o = ExtOpts {
-        expire: Some((unit, &args[2])),
+        expire: Some((unit, args[2])),
         ..Default::default()
     };
-    set_generic(ctx, &args[1], &args[3], &o, cmd)?;
+    set_generic(ctx, args[1], args[3], &o, cmd)?;
     Ok(Reply::Ok)
 }
 
-fn setex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn setex(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     setex_generic(ctx, args, Unit::Ex, "setex")
 }
 
-fn psetex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn psetex(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     setex_generic(ctx, args, Unit::Px, "psetex")
 }
 
-fn getset(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let old = read_str(ctx, &args[1])?;
-    ctx.ks.set_str(&args[1], &args[2], Expiry::Clear);
-    ctx.changed(&args[1], STRING, "set");
+fn getset(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let old = read_str(ctx, args[1])?;
+    ctx.ks.set_str(args[1], args[2], Expiry::Clear);
+    ctx.changed(args[1], STRING, "set");
     Ok(Reply::opt_bulk(old))
 }
 
-fn getdel(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let Some(v) = read_str(ctx, &args[1])? else {
+fn getdel(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let Some(v) = read_str(ctx, args[1])? else {
         return Ok(Reply::Null);
     };
-    ctx.ks.remove(&args[1]);
-    ctx.changed(&args[1], GENERIC, "del");
+    ctx.ks.remove(args[1]);
+    ctx.changed(args[1], GENERIC, "del");
     Ok(Reply::Bulk(v))
 }
 
-fn getex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn getex(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     let o = parse_ext(args, 2, false)?;
     let Some(v) = read_str(ctx, key)? else {
@@ -676,7 +676,7 @@ fn getex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Bulk(v))
 }
 
-fn mget(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn mget(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut out = Vec::with_capacity(args.len() - 1);
     for key in &args[1..] {
         let v = ctx.ks.get(key).map(|e| e.str_value().map(Bytes::copy_from_slice));
@@ -686,33 +686,33 @@ fn mget(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(out))
 }
 
-fn mset_arity(args: &[Bytes]) -> Result<(), Reply> {
+fn mset_arity(args: &[&[u8]]) -> Result<(), Reply> {
     if args.len().is_multiple_of(2) {
         return Err(Reply::err(format!(
             "ERR wrong number of arguments for '{}' command",
-            String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
+            String::from_utf8_lossy(args[0]).to_ascii_lowercase()
         )));
     }
     Ok(())
 }
 
-fn mset(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn mset(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     mset_arity(args)?;
     for kv in args[1..].chunks(2) {
-        ctx.ks.set_str(&kv[0], &kv[1], Expiry::Clear);
-        ctx.changed(&kv[0], STRING, "set");
+        ctx.ks.set_str(kv[0], kv[1], Expiry::Clear);
+        ctx.changed(kv[0], STRING, "set");
     }
     Ok(Reply::Ok)
 }
 
-fn msetnx(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn msetnx(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     mset_arity(args)?;
-    if args[1..].chunks(2).any(|kv| ctx.ks.exists(&kv[0])) {
+    if args[1..].chunks(2).any(|kv| ctx.ks.exists(kv[0])) {
         return Ok(Reply::Int(0));
     }
     for kv in args[1..].chunks(2) {
-        ctx.ks.set_str(&kv[0], &kv[1], Expiry::Clear);
-        ctx.changed(&kv[0], STRING, "set");
+        ctx.ks.set_str(kv[0], kv[1], Expiry::Clear);
+        ctx.changed(kv[0], STRING, "set");
     }
     Ok(Reply::Int(1))
 }
@@ -741,32 +741,32 @@ fn incr_by(ctx: &mut Ctx, key: &[u8], delta: i64) -> CmdResult {
     Ok(Reply::Int(new))
 }
 
-fn incr(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    incr_by(ctx, &args[1], 1)
+fn incr(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    incr_by(ctx, args[1], 1)
 }
 
-fn decr(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    incr_by(ctx, &args[1], -1)
+fn decr(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    incr_by(ctx, args[1], -1)
 }
 
-fn incrby(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let delta = parse::int(&args[2])?;
-    incr_by(ctx, &args[1], delta)
+fn incrby(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let delta = parse::int(args[2])?;
+    incr_by(ctx, args[1], delta)
 }
 
-fn decrby(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let delta = parse::int(&args[2])?;
+fn decrby(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let delta = parse::int(args[2])?;
     if delta == i64::MIN {
         return Err(Reply::err(ERR_DECR_OVERFLOW));
     }
-    incr_by(ctx, &args[1], -delta)
+    incr_by(ctx, args[1], -delta)
 }
 
-fn incrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn incrbyfloat(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     let old = write_lookup(ctx, key)?;
     let cur = old.as_deref().unwrap_or(b"0");
-    let new = incr_by_float(cur, &args[2]).map_err(|e| match e {
+    let new = incr_by_float(cur, args[2]).map_err(|e| match e {
         AddError::NotFloat => Reply::err(ERR_NOT_FLOAT),
         AddError::NanOrInf => Reply::err(ERR_NAN_INF),
     })?;
@@ -782,7 +782,7 @@ fn incrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Bulk(Bytes::from(new)))
 }
 
-fn append(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn append(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (key, tail) = (&args[1], &args[2]);
     let len = match write_len(ctx, key)? {
         None => {
@@ -802,14 +802,14 @@ fn append(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(len as i64))
 }
 
-fn strlen(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let len = with_str(ctx, &args[1], <[u8]>::len)?.unwrap_or(0);
+fn strlen(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let len = with_str(ctx, args[1], <[u8]>::len)?.unwrap_or(0);
     Ok(Reply::Int(len as i64))
 }
 
-fn getrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let start = parse::int(&args[2])?;
-    let end = parse::int(&args[3])?;
+fn getrange(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let start = parse::int(args[2])?;
+    let end = parse::int(args[3])?;
     let range = |v: &[u8]| {
         if start < 0 && end < 0 && start > end {
             return Bytes::new();
@@ -822,12 +822,12 @@ fn getrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         }
         Bytes::copy_from_slice(&v[start as usize..=end as usize])
     };
-    Ok(Reply::Bulk(with_str(ctx, &args[1], range)?.unwrap_or_default()))
+    Ok(Reply::Bulk(with_str(ctx, args[1], range)?.unwrap_or_default()))
 }
 
-fn setrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn setrange(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (key, val) = (&args[1], &args[3]);
-    let offset = parse::int(&args[2])?;
+    let offset = parse::int(args[2])?;
     if offset < 0 {
         return Err(Reply::err(ERR_OFFSET));
     }
@@ -864,10 +864,10 @@ fn bit_offset(ctx: &Ctx, arg: &[u8]) -> Result<u64, Reply> {
     }
 }
 
-fn setbit(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn setbit(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
-    let offset = bit_offset(ctx, &args[2])?;
-    let on = match args[3].as_ref() {
+    let offset = bit_offset(ctx, args[2])?;
+    let on = match args[3] {
         b"0" => false,
         b"1" => true,
         _ => return Err(Reply::err(ERR_BIT_VALUE)),
@@ -903,9 +903,9 @@ fn setbit(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(old as i64))
 }
 
-fn getbit(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let offset = bit_offset(ctx, &args[2])?;
-    let bit = with_str(ctx, &args[1], |v| {
+fn getbit(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let offset = bit_offset(ctx, args[2])?;
+    let bit = with_str(ctx, args[1], |v| {
         v.get((offset >> 3) as usize)
             .is_some_and(|b| b & (1 << (7 - (offset & 7))) != 0)
     })?;
@@ -949,22 +949,22 @@ fn popcount(b: &[u8]) -> i64 {
     b.iter().map(|x| x.count_ones() as i64).sum()
 }
 
-fn bitcount(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn bitcount(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     // Redis 7.0 looks the key up before parsing the range: a missing key
     // answers 0 even to a malformed range.
-    with_str(ctx, &args[1], |v| bitcount_of(v, args))?.unwrap_or(Ok(Reply::Int(0)))
+    with_str(ctx, args[1], |v| bitcount_of(v, args))?.unwrap_or(Ok(Reply::Int(0)))
 }
 
-fn bitcount_of(v: &[u8], args: &[Bytes]) -> CmdResult {
+fn bitcount_of(v: &[u8], args: &[&[u8]]) -> CmdResult {
     let strlen = v.len() as i64;
     let (start, end, first_mask, last_mask) = match args.len() {
         4 | 5 => {
-            let start = parse::int(&args[2])?;
-            let end = parse::int(&args[3])?;
+            let start = parse::int(args[2])?;
+            let end = parse::int(args[3])?;
             if start < 0 && end < 0 && start > end {
                 return Ok(Reply::Int(0));
             }
-            let isbit = args.len() == 5 && bit_unit(&args[4])?;
+            let isbit = args.len() == 5 && bit_unit(args[4])?;
             let totlen = if isbit { strlen << 3 } else { strlen };
             bit_range(start, end, totlen, isbit)
         }
@@ -997,26 +997,26 @@ fn first_bit(bytes: &[u8], bit: bool) -> i64 {
     if bit { -1 } else { bytes.len() as i64 * 8 }
 }
 
-fn bitpos(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let bit = parse::int(&args[2])?;
+fn bitpos(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let bit = parse::int(args[2])?;
     if bit != 0 && bit != 1 {
         return Err(Reply::err(ERR_BITPOS_BIT));
     }
     let bit = bit == 1;
     // A missing key is an infinite run of zeros.
-    with_str(ctx, &args[1], |p| bitpos_of(p, bit, args))?.unwrap_or(Ok(Reply::Int(if bit { -1 } else { 0 })))
+    with_str(ctx, args[1], |p| bitpos_of(p, bit, args))?.unwrap_or(Ok(Reply::Int(if bit { -1 } else { 0 })))
 }
 
-fn bitpos_of(p: &[u8], bit: bool, args: &[Bytes]) -> CmdResult {
+fn bitpos_of(p: &[u8], bit: bool, args: &[&[u8]]) -> CmdResult {
     let strlen = p.len() as i64;
     let mut end_given = false;
     let (mut start, end, first_mask, last_mask) = match args.len() {
         4..=6 => {
-            let start = parse::int(&args[3])?;
-            let isbit = args.len() == 6 && bit_unit(&args[5])?;
+            let start = parse::int(args[3])?;
+            let isbit = args.len() == 6 && bit_unit(args[5])?;
             let end = if args.len() >= 5 {
                 end_given = true;
-                parse::int(&args[4])?
+                parse::int(args[4])?
             } else if isbit {
                 (strlen << 3) + 7
             } else {
@@ -1065,7 +1065,7 @@ fn bitpos_of(p: &[u8], bit: bool, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(if pos != -1 { pos + (start << 3) } else { pos }))
 }
 
-fn bitop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn bitop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     #[derive(PartialEq)]
     enum Op {
         And,
@@ -1239,7 +1239,7 @@ fn signed_overflow(value: i64, incr: i64, bits: u32, ow: Overflow) -> Option<i64
     }
 }
 
-fn parse_bitfield(ctx: &Ctx, args: &[Bytes]) -> Result<Vec<Field>, Reply> {
+fn parse_bitfield(ctx: &Ctx, args: &[&[u8]]) -> Result<Vec<Field>, Reply> {
     let mut fields = Vec::new();
     let mut overflow = Overflow::Wrap;
     let mut j = 2;
@@ -1266,12 +1266,12 @@ fn parse_bitfield(ctx: &Ctx, args: &[Bytes]) -> Result<Vec<Field>, Reply> {
         } else {
             return Err(parse::syntax());
         };
-        let (signed, bits) = bitfield_type(&args[j + 1])?;
-        let offset = bitfield_offset(ctx, &args[j + 2], bits)?;
+        let (signed, bits) = bitfield_type(args[j + 1])?;
+        let offset = bitfield_offset(ctx, args[j + 2], bits)?;
         let op = if op_arity == 2 {
             FieldOp::Get
         } else {
-            let v = parse::int(&args[j + 3])?;
+            let v = parse::int(args[j + 3])?;
             if is(sub, "set") {
                 FieldOp::Set(v)
             } else {
@@ -1290,11 +1290,11 @@ fn parse_bitfield(ctx: &Ctx, args: &[Bytes]) -> Result<Vec<Field>, Reply> {
     Ok(fields)
 }
 
-fn bitfield(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn bitfield(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     bitfield_generic(ctx, args, false)
 }
 
-fn bitfield_ro(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn bitfield_ro(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     bitfield_generic(ctx, args, true)
 }
 
@@ -1339,7 +1339,7 @@ fn apply_field(p: &mut [u8], f: &Field) -> (Reply, bool) {
     (Reply::Int(ret), raw_old != new & mask)
 }
 
-fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], readonly_cmd: bool) -> CmdResult {
+fn bitfield_generic(ctx: &mut Ctx, args: &[&[u8]], readonly_cmd: bool) -> CmdResult {
     let key = &args[1];
     let fields = parse_bitfield(ctx, args)?;
     let read = |p: &[u8], f: &Field| {
@@ -1402,7 +1402,7 @@ const ERR_LCS_MEMORY: &str = "ERR Insufficient memory, failed allocating transie
 /// bounds the transient memory one client can make the server allocate.
 const LCS_MAX_CELLS: u64 = 64 * 1024 * 1024;
 
-fn lcs(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn lcs(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let lookup = |ctx: &mut Ctx, key: &[u8]| match ctx.ks.get(key) {
         None => Ok(Bytes::new()),
         Some(e) => e
@@ -1410,21 +1410,21 @@ fn lcs(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             .map(Bytes::copy_from_slice)
             .ok_or_else(|| Reply::err(ERR_LCS_TYPE)),
     };
-    let a = lookup(ctx, &args[1]);
-    let b = lookup(ctx, &args[2]);
+    let a = lookup(ctx, args[1]);
+    let b = lookup(ctx, args[2]);
     let (a, b) = (a?, b?);
     let (mut idx, mut len, mut withmatchlen, mut minmatchlen) = (false, false, false, 0i64);
     let mut j = 3;
     while j < args.len() {
         let more = j + 1 < args.len();
-        if is(&args[j], "idx") {
+        if is(args[j], "idx") {
             idx = true;
-        } else if is(&args[j], "len") {
+        } else if is(args[j], "len") {
             len = true;
-        } else if is(&args[j], "withmatchlen") {
+        } else if is(args[j], "withmatchlen") {
             withmatchlen = true;
-        } else if is(&args[j], "minmatchlen") && more {
-            minmatchlen = parse::int(&args[j + 1])?.max(0);
+        } else if is(args[j], "minmatchlen") && more {
+            minmatchlen = parse::int(args[j + 1])?.max(0);
             j += 1;
         } else {
             return Err(parse::syntax());
@@ -1540,8 +1540,8 @@ mod tests {
     }
 
     fn run(state: &State, session: &mut Session, args: &[&str]) -> Reply {
-        let args = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-        match execute(state, session, args) {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        match execute(state, session, &args) {
             Outcome::Reply(r) => r,
             Outcome::Block { .. } => panic!("string commands never block"),
         }

@@ -74,7 +74,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-fn multi(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn multi(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     if ctx.session.multi.is_some() {
         return Err(Reply::err("ERR MULTI calls can not be nested"));
     }
@@ -99,7 +99,7 @@ pub fn unwatch_all(ctx: &mut Ctx) {
     ctx.session.watch_dirty.store(false, Ordering::Release);
 }
 
-fn discard(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn discard(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     if ctx.session.multi.is_none() {
         return Err(Reply::err("ERR DISCARD without MULTI"));
     }
@@ -107,7 +107,7 @@ fn discard(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     Ok(Reply::Ok)
 }
 
-fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn exec(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     let Some(multi) = ctx.session.multi.take() else {
         return Err(Reply::err("ERR EXEC without MULTI"));
     };
@@ -122,7 +122,8 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     ctx.ks = ctx.state.db.lock_all(ctx.ks.now);
     ctx.ks.master_apply = master_apply;
     if ctx.state.cluster.migrations.any() || ctx.session.admitted_asking || ctx.session.routed_migrating {
-        let queue: Vec<_> = multi.queue.iter().map(|(s, a)| (*s, a.as_slice())).collect();
+        let views: Vec<_> = multi.queue.iter().map(|(s, a)| (*s, super::view(a))).collect();
+        let queue: Vec<_> = views.iter().map(|(s, a)| (*s, a.as_slice())).collect();
         if let Some(r) = crate::cluster::migrate::check_locked(ctx.state, ctx.session, &queue, &mut ctx.ks) {
             discard_state(ctx);
             return Err(r);
@@ -138,6 +139,7 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     for (spec, args) in multi.queue {
         ctx.block = None;
         let start = std::time::Instant::now();
+        let args = super::view(&args);
         let r = match (spec.handler)(ctx, &args) {
             Ok(r) | Err(r) => r,
         };
@@ -154,20 +156,21 @@ fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(replies))
 }
 
-fn watch(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn watch(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if ctx.session.multi.is_some() {
         return Err(Reply::err("ERR WATCH inside MULTI is not allowed"));
     }
-    for k in &args[1..] {
+    for &k in &args[1..] {
         if !ctx.session.watched.iter().any(|w| w == k) {
+            let k = Bytes::copy_from_slice(k);
             ctx.state.watches.watch(k.clone(), &ctx.session.watch_dirty);
-            ctx.session.watched.push(k.clone());
+            ctx.session.watched.push(k);
         }
     }
     Ok(Reply::Ok)
 }
 
-fn unwatch(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+fn unwatch(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     unwatch_all(ctx);
     Ok(Reply::Ok)
 }

@@ -442,7 +442,7 @@ fn owned_item((m, s): (&[u8], f64)) -> (Bytes, f64) {
 // --- key positions of numkeys-style commands ---------------------------------
 
 /// Keys `first..first+numkeys` where numkeys is at `at` (nothing if it does not parse).
-fn numkeys_keys(args: &[Bytes], at: usize) -> Vec<usize> {
+fn numkeys_keys(args: &[&[u8]], at: usize) -> Vec<usize> {
     let n = args.get(at).and_then(|a| parse::parse_i64(a)).unwrap_or(0);
     if n <= 0 {
         return Vec::new();
@@ -451,15 +451,15 @@ fn numkeys_keys(args: &[Bytes], at: usize) -> Vec<usize> {
     (at + 1..end).collect()
 }
 
-fn numkeys_at_1(args: &[Bytes]) -> Vec<usize> {
+fn numkeys_at_1(args: &[&[u8]]) -> Vec<usize> {
     numkeys_keys(args, 1)
 }
 
-fn numkeys_at_2(args: &[Bytes]) -> Vec<usize> {
+fn numkeys_at_2(args: &[&[u8]]) -> Vec<usize> {
     numkeys_keys(args, 2)
 }
 
-fn store_keys(args: &[Bytes]) -> Vec<usize> {
+fn store_keys(args: &[&[u8]]) -> Vec<usize> {
     let mut v = vec![1];
     v.extend(numkeys_keys(args, 2));
     v
@@ -621,17 +621,17 @@ fn score_range(min: &[u8], max: &[u8]) -> Result<ScoreRange, Reply> {
     }
 }
 
-fn lex_item(b: &Bytes) -> Option<LexBound> {
+fn lex_item(b: &[u8]) -> Option<LexBound> {
     match b.first() {
         Some(b'+') if b.len() == 1 => Some(LexBound::Max),
         Some(b'-') if b.len() == 1 => Some(LexBound::Min),
-        Some(b'(') => Some(LexBound::Excl(b.slice(1..))),
-        Some(b'[') => Some(LexBound::Incl(b.slice(1..))),
+        Some(b'(') => Some(LexBound::Excl(Bytes::copy_from_slice(&b[1..]))),
+        Some(b'[') => Some(LexBound::Incl(Bytes::copy_from_slice(&b[1..]))),
         _ => None,
     }
 }
 
-fn lex_range(min: &Bytes, max: &Bytes) -> Result<LexRange, Reply> {
+fn lex_range(min: &[u8], max: &[u8]) -> Result<LexRange, Reply> {
     match (lex_item(min), lex_item(max)) {
         (Some(min), Some(max)) => Ok(LexRange { min, max }),
         _ => Err(Reply::err(ERR_LEX_RANGE)),
@@ -708,16 +708,16 @@ fn scored(proto: u8, items: impl IntoIterator<Item = (Bytes, f64)>, withscores: 
 
 // --- ZADD / ZINCRBY ----------------------------------------------------------
 
-fn zadd(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zadd_generic(ctx, args, false)
 }
 
-fn zincrby(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zincrby(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zadd_generic(ctx, args, true)
 }
 
 /// `zaddGenericCommand`: ZINCRBY is ZADD INCR without options.
-fn zadd_generic(ctx: &mut Ctx, args: &[Bytes], zincrby: bool) -> CmdResult {
+fn zadd_generic(ctx: &mut Ctx, args: &[&[u8]], zincrby: bool) -> CmdResult {
     let key = &args[1];
     let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) = (false, false, false, false, false, zincrby);
     let mut idx = 2;
@@ -758,7 +758,7 @@ fn zadd_generic(ctx: &mut Ctx, args: &[Bytes], zincrby: bool) -> CmdResult {
     }
     let mut scores = Vec::with_capacity(pairs);
     for p in 0..pairs {
-        scores.push(score_arg(&args[idx + p * 2])?);
+        scores.push(score_arg(args[idx + p * 2])?);
     }
     let no_reply = || if incr { Reply::Null } else { Reply::Int(0) };
     let z = match write(ctx, key)? {
@@ -821,7 +821,7 @@ fn zadd_generic(ctx: &mut Ctx, args: &[Bytes], zincrby: bool) -> CmdResult {
 
 // --- simple reads and ZREM ---------------------------------------------------
 
-fn zrem(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrem(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
     let Some(z) = write(ctx, key)? else {
         return Ok(Reply::Int(0));
@@ -842,13 +842,13 @@ fn zrem(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(deleted))
 }
 
-fn zscore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let s = read(ctx, &args[1])?.and_then(|z| z.score(&args[2]));
+fn zscore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let s = read(ctx, args[1])?.and_then(|z| z.score(args[2]));
     Ok(s.map_or(Reply::Null, Reply::Double))
 }
 
-fn zmscore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let z = read(ctx, &args[1])?;
+fn zmscore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let z = read(ctx, args[1])?;
     Ok(Reply::Array(
         args[2..]
             .iter()
@@ -857,35 +857,35 @@ fn zmscore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-fn zcard(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    Ok(Reply::Int(read(ctx, &args[1])?.map_or(0, |z| z.len() as i64)))
+fn zcard(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    Ok(Reply::Int(read(ctx, args[1])?.map_or(0, |z| z.len() as i64)))
 }
 
-fn zcount(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let r = score_range(&args[2], &args[3])?;
-    let (lo, hi) = read(ctx, &args[1])?.map_or((0, 0), |z| z.score_ranks(&r));
+fn zcount(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let r = score_range(args[2], args[3])?;
+    let (lo, hi) = read(ctx, args[1])?.map_or((0, 0), |z| z.score_ranks(&r));
     Ok(Reply::Int((hi - lo) as i64))
 }
 
-fn zlexcount(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let r = lex_range(&args[2], &args[3])?;
-    let (lo, hi) = read(ctx, &args[1])?.map_or((0, 0), |z| z.lex_ranks(&r));
+fn zlexcount(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let r = lex_range(args[2], args[3])?;
+    let (lo, hi) = read(ctx, args[1])?.map_or((0, 0), |z| z.lex_ranks(&r));
     Ok(Reply::Int((hi - lo) as i64))
 }
 
-fn zrank(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrank(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     rank_generic(ctx, args, false)
 }
 
-fn zrevrank(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrevrank(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     rank_generic(ctx, args, true)
 }
 
-fn rank_generic(ctx: &mut Ctx, args: &[Bytes], rev: bool) -> CmdResult {
-    let Some(z) = read(ctx, &args[1])? else {
+fn rank_generic(ctx: &mut Ctx, args: &[&[u8]], rev: bool) -> CmdResult {
+    let Some(z) = read(ctx, args[1])? else {
         return Ok(Reply::Null);
     };
-    Ok(match z.rank(&args[2]) {
+    Ok(match z.rank(args[2]) {
         Some(r) if rev => Reply::Int((z.len() - 1 - r) as i64),
         Some(r) => Reply::Int(r as i64),
         None => Reply::Null,
@@ -902,25 +902,25 @@ enum RangeKind {
     Lex,
 }
 
-fn zrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrange(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zrange_generic(ctx, args, 1, None, RangeKind::Auto, None)
 }
-fn zrangestore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    zrange_generic(ctx, args, 2, Some(&args[1]), RangeKind::Auto, None)
+fn zrangestore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    zrange_generic(ctx, args, 2, Some(args[1]), RangeKind::Auto, None)
 }
-fn zrevrange(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrevrange(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zrange_generic(ctx, args, 1, None, RangeKind::Rank, Some(true))
 }
-fn zrangebyscore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrangebyscore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zrange_generic(ctx, args, 1, None, RangeKind::Score, Some(false))
 }
-fn zrevrangebyscore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrevrangebyscore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zrange_generic(ctx, args, 1, None, RangeKind::Score, Some(true))
 }
-fn zrangebylex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrangebylex(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zrange_generic(ctx, args, 1, None, RangeKind::Lex, Some(false))
 }
-fn zrevrangebylex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrevrangebylex(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zrange_generic(ctx, args, 1, None, RangeKind::Lex, Some(true))
 }
 
@@ -944,9 +944,9 @@ fn rank_interval(start: i64, end: i64, len: usize) -> (usize, usize) {
 /// `zrangeGenericCommand`.
 fn zrange_generic(
     ctx: &mut Ctx,
-    args: &[Bytes],
+    args: &[&[u8]],
     first: usize,
-    dst: Option<&Bytes>,
+    dst: Option<&[u8]>,
     mut kind: RangeKind,
     mut rev: Option<bool>,
 ) -> CmdResult {
@@ -961,8 +961,8 @@ fn zrange_generic(
         if dst.is_none() && is(a, "withscores") {
             withscores = true;
         } else if is(a, "limit") && left >= 2 {
-            offset = parse::int(&args[j + 1])?;
-            limit = parse::int(&args[j + 2])?;
+            offset = parse::int(args[j + 1])?;
+            limit = parse::int(args[j + 2])?;
             j += 2;
         } else if rev.is_none() && is(a, "rev") {
             rev = Some(true);
@@ -994,9 +994,9 @@ fn zrange_generic(
         Lex(LexRange),
     }
     let parsed = match kind {
-        RangeKind::Score => Parsed::Score(score_range(&args[minidx], &args[maxidx])?),
-        RangeKind::Lex => Parsed::Lex(lex_range(&args[minidx], &args[maxidx])?),
-        _ => Parsed::Rank(parse::int(&args[minidx])?, parse::int(&args[maxidx])?),
+        RangeKind::Score => Parsed::Score(score_range(args[minidx], args[maxidx])?),
+        RangeKind::Lex => Parsed::Lex(lex_range(args[minidx], args[maxidx])?),
+        _ => Parsed::Rank(parse::int(args[minidx])?, parse::int(args[maxidx])?),
     };
     let items: Vec<(Bytes, f64)> = match read(ctx, key)? {
         None => Vec::new(),
@@ -1051,19 +1051,19 @@ fn zrange_generic(
 
 // --- ZREMRANGEBY* ------------------------------------------------------------
 
-fn zremrangebyrank(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let (start, end) = (parse::int(&args[2])?, parse::int(&args[3])?);
-    zremrange_generic(ctx, &args[1], "zremrangebyrank", |z| rank_interval(start, end, z.len()))
+fn zremrangebyrank(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let (start, end) = (parse::int(args[2])?, parse::int(args[3])?);
+    zremrange_generic(ctx, args[1], "zremrangebyrank", |z| rank_interval(start, end, z.len()))
 }
 
-fn zremrangebyscore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let r = score_range(&args[2], &args[3])?;
-    zremrange_generic(ctx, &args[1], "zremrangebyscore", |z| z.score_ranks(&r))
+fn zremrangebyscore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let r = score_range(args[2], args[3])?;
+    zremrange_generic(ctx, args[1], "zremrangebyscore", |z| z.score_ranks(&r))
 }
 
-fn zremrangebylex(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let r = lex_range(&args[2], &args[3])?;
-    zremrange_generic(ctx, &args[1], "zremrangebylex", |z| z.lex_ranks(&r))
+fn zremrangebylex(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let r = lex_range(args[2], args[3])?;
+    zremrange_generic(ctx, args[1], "zremrangebylex", |z| z.lex_ranks(&r))
 }
 
 fn zremrange_generic(
@@ -1104,7 +1104,7 @@ type Popped = (Bytes, Vec<(Bytes, f64)>);
 /// as Redis only serves a blocked BZPOP from a key that is a sorted set.
 fn pop_first(
     ctx: &mut Ctx,
-    keys: &[Bytes],
+    keys: &[&[u8]],
     max: bool,
     count: usize,
     skip_wrongtype: bool,
@@ -1135,7 +1135,7 @@ fn pop_first(
             let cmd: &[u8] = if max { b"ZPOPMAX" } else { b"ZPOPMIN" };
             ctx.propagate_args(&[cmd, key, itoa::Buffer::new().format(n).as_bytes()]);
         }
-        return Ok(Some((key.clone(), items)));
+        return Ok(Some((Bytes::copy_from_slice(key), items)));
     }
     Ok(None)
 }
@@ -1161,15 +1161,15 @@ fn pop_reply(key: Bytes, items: Vec<(Bytes, f64)>, shape: PopShape) -> Reply {
     Reply::Array(out)
 }
 
-fn zpopmin(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zpopmin(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zpop_generic(ctx, args, false)
 }
 
-fn zpopmax(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zpopmax(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zpop_generic(ctx, args, true)
 }
 
-fn zpop_generic(ctx: &mut Ctx, args: &[Bytes], max: bool) -> CmdResult {
+fn zpop_generic(ctx: &mut Ctx, args: &[&[u8]], max: bool) -> CmdResult {
     if args.len() > 3 {
         return Err(parse::syntax());
     }
@@ -1183,7 +1183,7 @@ fn zpop_generic(ctx: &mut Ctx, args: &[Bytes], max: bool) -> CmdResult {
     let nested = ctx.proto() >= 3 && count.is_some();
     if count == Some(0) {
         // Redis still checks the key's type before answering.
-        ctx.ks.get_obj::<ZSet>(&args[1]).map_err(Reply::err)?;
+        ctx.ks.get_obj::<ZSet>(args[1]).map_err(Reply::err)?;
         return Ok(Reply::Array(Vec::new()));
     }
     let n = count.map_or(1, |c| c.min(usize::MAX as u64) as usize);
@@ -1200,16 +1200,16 @@ fn zpop_generic(ctx: &mut Ctx, args: &[Bytes], max: bool) -> CmdResult {
     }
 }
 
-fn bzpopmin(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn bzpopmin(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     bzpop_generic(ctx, args, false)
 }
 
-fn bzpopmax(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn bzpopmax(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     bzpop_generic(ctx, args, true)
 }
 
-fn bzpop_generic(ctx: &mut Ctx, args: &[Bytes], max: bool) -> CmdResult {
-    let timeout = parse::timeout(&args[args.len() - 1])?;
+fn bzpop_generic(ctx: &mut Ctx, args: &[&[u8]], max: bool) -> CmdResult {
+    let timeout = parse::timeout(args[args.len() - 1])?;
     let keys = &args[1..args.len() - 1];
     let shape = PopShape {
         emit_key: true,
@@ -1221,7 +1221,7 @@ fn bzpop_generic(ctx: &mut Ctx, args: &[Bytes], max: bool) -> CmdResult {
 /// `blockingGenericZpopCommand`: pop now, or block on all the keys.
 fn blocking_pop(
     ctx: &mut Ctx,
-    keys: &[Bytes],
+    keys: &[&[u8]],
     max: bool,
     count: usize,
     timeout: Option<std::time::Duration>,
@@ -1236,8 +1236,8 @@ fn blocking_pop(
     // Each key once, as Redis' blockForKeys does.
     let mut uniq: Vec<Bytes> = Vec::with_capacity(keys.len());
     for k in keys {
-        if !uniq.contains(k) {
-            uniq.push(k.clone());
+        if !uniq.iter().any(|u| u == k) {
+            uniq.push(Bytes::copy_from_slice(k));
         }
     }
     ctx.block = Some(BlockSpec {
@@ -1249,11 +1249,11 @@ fn blocking_pop(
     Ok(Reply::Null)
 }
 
-fn zmpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zmpop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zmpop_generic(ctx, args, 1, false)
 }
 
-fn bzmpop(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn bzmpop(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zmpop_generic(ctx, args, 2, true)
 }
 
@@ -1266,16 +1266,16 @@ fn at_least_one(b: &[u8], msg: &'static str) -> Result<i64, Reply> {
 }
 
 /// `zmpopGenericCommand`.
-fn zmpop_generic(ctx: &mut Ctx, args: &[Bytes], numkeys_idx: usize, blocking: bool) -> CmdResult {
-    let numkeys = at_least_one(&args[numkeys_idx], ERR_NUMKEYS)? as u64;
+fn zmpop_generic(ctx: &mut Ctx, args: &[&[u8]], numkeys_idx: usize, blocking: bool) -> CmdResult {
+    let numkeys = at_least_one(args[numkeys_idx], ERR_NUMKEYS)? as u64;
     let where_idx = (numkeys_idx as u64 + 1).saturating_add(numkeys);
     if where_idx >= args.len() as u64 {
         return Err(parse::syntax());
     }
     let where_idx = where_idx as usize;
-    let max = if is(&args[where_idx], "min") {
+    let max = if is(args[where_idx], "min") {
         false
-    } else if is(&args[where_idx], "max") {
+    } else if is(args[where_idx], "max") {
         true
     } else {
         return Err(parse::syntax());
@@ -1283,8 +1283,8 @@ fn zmpop_generic(ctx: &mut Ctx, args: &[Bytes], numkeys_idx: usize, blocking: bo
     let mut count = None;
     let mut j = where_idx + 1;
     while j < args.len() {
-        if count.is_none() && is(&args[j], "count") && j + 1 < args.len() {
-            count = Some(at_least_one(&args[j + 1], ERR_COUNT)?);
+        if count.is_none() && is(args[j], "count") && j + 1 < args.len() {
+            count = Some(at_least_one(args[j + 1], ERR_COUNT)?);
             j += 2;
         } else {
             return Err(parse::syntax());
@@ -1297,7 +1297,7 @@ fn zmpop_generic(ctx: &mut Ctx, args: &[Bytes], numkeys_idx: usize, blocking: bo
         nested: true,
     };
     if blocking {
-        let timeout = parse::timeout(&args[1])?;
+        let timeout = parse::timeout(args[1])?;
         return blocking_pop(ctx, keys, max, count, timeout, shape);
     }
     match pop_first(ctx, keys, max, count, false)? {
@@ -1388,40 +1388,40 @@ fn source_scores(ctx: &mut Ctx, key: &[u8], members: &[(Bytes, f64)]) -> Vec<Opt
     }
 }
 
-fn zunionstore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    setop_generic(ctx, args, Some(&args[1]), 2, SetOp::Union, false)
+fn zunionstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    setop_generic(ctx, args, Some(args[1]), 2, SetOp::Union, false)
 }
-fn zinterstore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    setop_generic(ctx, args, Some(&args[1]), 2, SetOp::Inter, false)
+fn zinterstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    setop_generic(ctx, args, Some(args[1]), 2, SetOp::Inter, false)
 }
-fn zdiffstore(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    setop_generic(ctx, args, Some(&args[1]), 2, SetOp::Diff, false)
+fn zdiffstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    setop_generic(ctx, args, Some(args[1]), 2, SetOp::Diff, false)
 }
-fn zunion(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zunion(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     setop_generic(ctx, args, None, 1, SetOp::Union, false)
 }
-fn zinter(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zinter(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     setop_generic(ctx, args, None, 1, SetOp::Inter, false)
 }
-fn zdiff(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zdiff(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     setop_generic(ctx, args, None, 1, SetOp::Diff, false)
 }
-fn zintercard(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zintercard(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     setop_generic(ctx, args, None, 1, SetOp::Inter, true)
 }
 
 /// `zunionInterDiffGenericCommand`.
 fn setop_generic(
     ctx: &mut Ctx,
-    args: &[Bytes],
-    dst: Option<&Bytes>,
+    args: &[&[u8]],
+    dst: Option<&[u8]>,
     numkeys_idx: usize,
     op: SetOp,
     card_only: bool,
 ) -> CmdResult {
-    let setnum = parse::int(&args[numkeys_idx])?;
+    let setnum = parse::int(args[numkeys_idx])?;
     if setnum < 1 {
-        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+        let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
         return Err(Reply::err(format!(
             "ERR at least 1 input key is needed for '{name}' command"
         )));
@@ -1434,7 +1434,7 @@ fn setop_generic(
     for key in &args[numkeys_idx + 1..numkeys_idx + 1 + setnum] {
         let len = source_len(ctx, key)?;
         srcs.push(Source {
-            key: key.clone(),
+            key: Bytes::copy_from_slice(key),
             len,
             weight: 1.0,
         });
@@ -1449,7 +1449,7 @@ fn setop_generic(
         if op != SetOp::Diff && !card_only && remaining > setnum && is(a, "weights") {
             j += 1;
             for s in srcs.iter_mut() {
-                s.weight = parse_score(&args[j]).ok_or_else(|| Reply::err(ERR_WEIGHT))?;
+                s.weight = parse_score(args[j]).ok_or_else(|| Reply::err(ERR_WEIGHT))?;
                 j += 1;
             }
         } else if op != SetOp::Diff && !card_only && remaining >= 2 && is(a, "aggregate") {
@@ -1468,7 +1468,7 @@ fn setop_generic(
             withscores = true;
             j += 1;
         } else if card_only && remaining >= 2 && is(a, "limit") {
-            limit = match parse::parse_i64(&args[j + 1]) {
+            limit = match parse::parse_i64(args[j + 1]) {
                 Some(v) if v >= 0 => v as u64,
                 _ => return Err(Reply::err(ERR_LIMIT_NEG)),
             };
@@ -1591,9 +1591,9 @@ fn setop_generic(
 
 // --- ZRANDMEMBER -------------------------------------------------------------
 
-fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+fn zrandmember(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() < 3 {
-        let Some(z) = read(ctx, &args[1])? else {
+        let Some(z) = read(ctx, args[1])? else {
             return Ok(Reply::Null);
         };
         let r = rand::rng().random_range(0..z.len().max(1));
@@ -1601,7 +1601,7 @@ fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
             .at(r)
             .map_or(Reply::Null, |(m, _)| Reply::Bulk(Bytes::copy_from_slice(m))));
     }
-    let count = match parse::parse_i64(&args[2]) {
+    let count = match parse::parse_i64(args[2]) {
         Some(i64::MIN) => {
             return Err(Reply::err(
                 "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
@@ -1612,14 +1612,14 @@ fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     };
     let withscores = match args.len() {
         3 => false,
-        4 if is(&args[3], "withscores") => true,
+        4 if is(args[3], "withscores") => true,
         _ => return Err(parse::syntax()),
     };
     if withscores && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
         return Err(Reply::err(ERR_OUT_OF_RANGE));
     }
     let proto = ctx.proto();
-    let Some(z) = read(ctx, &args[1])? else {
+    let Some(z) = read(ctx, args[1])? else {
         return Ok(Reply::Array(Vec::new()));
     };
     let size = z.len();
@@ -1695,26 +1695,26 @@ fn scan_cursor(b: &[u8]) -> Option<u64> {
 /// Large ones are walked in the order of their members' hashes: the cursor is
 /// the next hash to visit, which does not move when the set changes, so every
 /// member present for the whole scan is returned.
-fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let cursor = scan_cursor(&args[2]).ok_or_else(|| Reply::err(ERR_CURSOR))?;
+fn zscan(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let cursor = scan_cursor(args[2]).ok_or_else(|| Reply::err(ERR_CURSOR))?;
     let empty = || Reply::Array(vec![Reply::bulk_static("0"), Reply::Array(Vec::new())]);
-    let Some(z) = read(ctx, &args[1])? else {
+    let Some(z) = read(ctx, args[1])? else {
         return Ok(empty());
     };
     let mut count = 10usize;
-    let mut pattern: Option<&Bytes> = None;
+    let mut pattern: Option<&[u8]> = None;
     let mut j = 3;
     while j < args.len() {
         let left = args.len() - j - 1;
-        if is(&args[j], "count") && left >= 1 {
-            let c = parse::int(&args[j + 1])?;
+        if is(args[j], "count") && left >= 1 {
+            let c = parse::int(args[j + 1])?;
             if c < 1 {
                 return Err(parse::syntax());
             }
             count = c.min(1 << 20) as usize;
             j += 2;
-        } else if is(&args[j], "match") && left >= 1 {
-            pattern = Some(&args[j + 1]);
+        } else if is(args[j], "match") && left >= 1 {
+            pattern = Some(args[j + 1]);
             j += 2;
         } else {
             return Err(parse::syntax());
@@ -1724,7 +1724,7 @@ fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         (0, z.iter().map(owned_item).collect())
     } else {
         // Stepping may build the set's scan index, which changes its memory.
-        match write(ctx, &args[1])? {
+        match write(ctx, args[1])? {
             Some(z) => z.scan(cursor, count),
             None => (0, Vec::new()),
         }
@@ -1755,8 +1755,8 @@ mod tests {
     /// Run commands in-process against keys of other types, which the
     /// black-box tests cannot create until those families are merged.
     fn run(state: &State, session: &mut Session, args: &[&str]) -> Reply {
-        let args = args.iter().map(|a| Bytes::from(a.to_string())).collect();
-        match execute(state, session, args) {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        match execute(state, session, &args) {
             Outcome::Reply(r) => r,
             Outcome::Block { .. } => panic!("unexpected block"),
         }
@@ -1859,20 +1859,14 @@ mod tests {
 
     #[test]
     fn numkeys_positions() {
-        let a: Vec<Bytes> = ["zunionstore", "d", "2", "a", "b", "weights", "1", "2"]
+        let a: Vec<&[u8]> = ["zunionstore", "d", "2", "a", "b", "weights", "1", "2"]
             .iter()
-            .map(|s| Bytes::from(s.to_string()))
+            .map(|s| s.as_bytes())
             .collect();
         assert_eq!(store_keys(&a), vec![1, 3, 4]);
-        let a: Vec<Bytes> = ["zunion", "99", "a"]
-            .iter()
-            .map(|s| Bytes::from(s.to_string()))
-            .collect();
+        let a: Vec<&[u8]> = ["zunion", "99", "a"].iter().map(|s| s.as_bytes()).collect();
         assert_eq!(numkeys_at_1(&a), vec![2]);
-        let a: Vec<Bytes> = ["zunion", "x", "a"]
-            .iter()
-            .map(|s| Bytes::from(s.to_string()))
-            .collect();
+        let a: Vec<&[u8]> = ["zunion", "x", "a"].iter().map(|s| s.as_bytes()).collect();
         assert!(numkeys_at_1(&a).is_empty());
     }
 }

@@ -660,7 +660,7 @@ impl Replayer {
     }
 
     fn execute(&mut self, args: Vec<Bytes>) -> Result<(), String> {
-        let spec = cmd::resolve(&args).map_err(|e| format!("cannot replay {}", reply_text(&e)))?;
+        let spec = cmd::resolve(&cmd::view(&args)).map_err(|e| format!("cannot replay {}", reply_text(&e)))?;
         self.commands += 1;
         if spec.name == "multi" && self.session.multi.is_none() {
             self.session.multi = Some(Multi {
@@ -677,9 +677,14 @@ impl Replayer {
         }
         // No auth, MISCONF or maxmemory checks: the log holds what the
         // dataset was; refusing part of it would make a different one.
-        if let cmd::Outcome::Reply(r) =
-            cmd::run(&self.state, &mut self.session, spec, cmd::table().id(spec), args, false)
-        {
+        if let cmd::Outcome::Reply(r) = cmd::run(
+            &self.state,
+            &mut self.session,
+            spec,
+            cmd::table().id(spec),
+            &cmd::view(&args),
+            false,
+        ) {
             self.check_reply(&r);
         }
         Ok(())

@@ -504,10 +504,11 @@ fn apply(state: &State, sess: &mut Session, buf: &mut BytesMut, pending: &mut Ve
         // commands (REPLICAOF, CONFIG...) is not a primary's log, and its
         // bytes are only relayed so that offsets stay the primary's.
         let txn = name.eq_ignore_ascii_case(b"MULTI") || name.eq_ignore_ascii_case(b"EXEC");
+        let args = cmd::view(&args);
         let write = cmd::resolve(&args).is_ok_and(|spec| spec.is_write());
         if !write && !txn && !name.eq_ignore_ascii_case(b"DISCARD") {
             tracing::debug!(command = %String::from_utf8_lossy(name), "non-write command in the primary's stream not executed");
-        } else if let Outcome::Reply(Reply::Error(e)) = cmd::execute(state, sess, args) {
+        } else if let Outcome::Reply(Reply::Error(e)) = cmd::execute(state, sess, &args) {
             tracing::warn!(error = %e, "command from primary failed on this replica");
         }
         // A command refused before it ran never flushed its log: relay it

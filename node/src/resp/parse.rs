@@ -83,6 +83,16 @@ pub struct Request {
 /// request, so parsing `GET key` allocates only the argument vector itself.
 pub type Ranges = smallvec::SmallVec<[(usize, usize); 5]>;
 
+impl Request {
+    /// An empty or null multibulk, or a blank inline line: skipped, as Redis does.
+    pub fn has_no_args(&self) -> bool {
+        match &self.args {
+            Args::Ranges(r) => r.is_empty(),
+            Args::Owned(a) => a.is_empty(),
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Args {
     Ranges(Ranges),
@@ -265,10 +275,9 @@ fn check_inline(buf: &[u8]) -> Result<Check, ProtocolError> {
     }))
 }
 
-/// Phase two: split the request off `buf` as zero-copy arguments. The
-/// request's own reference becomes its last argument: one reference count
-/// (a locked increment and decrement) fewer per request than
-/// [`take_with_frame`], whose frame holds one more.
+/// Phase two for a reader that keeps the arguments: split the request off
+/// `buf` as zero-copy arguments. The request's own reference becomes its
+/// last argument (one reference count fewer per request).
 pub fn take(buf: &mut BytesMut, req: Request) -> Vec<Bytes> {
     let mut frame = buf.split_to(req.len).freeze();
     match req.args {
@@ -287,19 +296,27 @@ pub fn take(buf: &mut BytesMut, req: Request) -> Vec<Bytes> {
     }
 }
 
-/// [`take`], also returning the request's bytes when it was a multibulk.
-/// [`check`] accepts only canonical lengths (no sign, no leading zeros), so
-/// those bytes are exactly the RESP encoding of the arguments: a command
-/// that the write log records verbatim is logged by copying them instead of
-/// encoding its arguments again.
-pub fn take_with_frame(buf: &mut BytesMut, req: Request) -> (Vec<Bytes>, Option<Bytes>) {
-    let frame = buf.split_to(req.len).freeze();
-    match req.args {
-        Args::Ranges(ranges) => {
-            let args = ranges.into_iter().map(|(s, e)| frame.slice(s..e)).collect();
-            (args, Some(frame))
-        }
-        Args::Owned(args) => (args.into_iter().map(Bytes::from).collect(), None),
+/// A request's arguments borrowed from the buffer they arrived in.
+pub type Slices<'a> = smallvec::SmallVec<[&'a [u8]; 8]>;
+
+/// Phase two without copying or counting references: the arguments of
+/// `req` as slices of `buf` (the buffer [`check`] looked at), and the
+/// request's bytes when it was a multibulk. The caller executes the
+/// request, then drops the slices and advances `buf` by `req.len`. A
+/// connection serves its requests this way; [`take`] remains for readers
+/// that keep the arguments (a log replay, a replica's stream).
+///
+/// [`check`] accepts only canonical lengths (no sign, no leading zeros),
+/// so a multibulk's bytes are exactly the RESP encoding of its arguments:
+/// a command that the write log records verbatim is logged by copying
+/// them instead of encoding its arguments again.
+pub fn view<'a>(buf: &'a [u8], req: &'a Request) -> (Slices<'a>, Option<&'a [u8]>) {
+    match &req.args {
+        Args::Ranges(ranges) => (
+            ranges.iter().map(|&(s, e)| &buf[s..e]).collect(),
+            (!ranges.is_empty()).then(|| &buf[..req.len]),
+        ),
+        Args::Owned(args) => (args.iter().map(Vec::as_slice).collect(), None),
     }
 }
 
@@ -464,16 +481,21 @@ mod tests {
         let input = b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$12\r\nhello\r\nworld\r\n*1\r\n$4\r\nPING\r\n";
         let mut buf = BytesMut::from(&input[..]);
         while let Check::Complete(req) = check(&buf, &Limits::default()).unwrap() {
-            let (args, frame) = take_with_frame(&mut buf, req);
+            let (args, frame) = view(&buf, &req);
             let mut encoded = Vec::new();
             crate::wlog::encode_command(&mut encoded, &args);
-            assert_eq!(frame.as_deref(), Some(&encoded[..]));
+            assert_eq!(frame, Some(&encoded[..]));
+            let viewed: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+            drop(args);
+            assert_eq!(take(&mut buf, req), viewed, "take and view agree");
         }
-        let mut buf = BytesMut::from(&b"SET k v\r\n"[..]);
+        let buf = BytesMut::from(&b"SET k v\r\n"[..]);
         let Check::Complete(req) = check(&buf, &Limits::default()).unwrap() else {
             panic!("inline request incomplete");
         };
-        assert_eq!(take_with_frame(&mut buf, req).1, None);
+        let (args, frame) = view(&buf, &req);
+        assert_eq!(frame, None);
+        assert_eq!(args.as_slice(), [&b"SET"[..], b"k", b"v"]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -283,22 +283,24 @@ impl Conn {
                     return Ok(Step::Close);
                 }
             };
-            // The request's bytes only serve a write log that keeps them (see `crate::wlog`).
-            let (args, frame) = if self.state.db.wlog.keeps_backlog() {
-                parse::take_with_frame(&mut self.inbuf, req)
-            } else {
-                (parse::take(&mut self.inbuf, req), None)
-            };
-            if args.is_empty() {
+            if req.has_no_args() {
+                self.inbuf.advance(req.len);
                 continue;
             }
-            self.session.frame = frame;
             self.handle.touch(self.session.clock_ms.unwrap_or_default());
             // `CLIENT REPLY SKIP` sets the flag for the command after it.
             let skip = std::mem::take(&mut self.session.reply_skip);
             let before = self.handle.write_offset.load(Ordering::Relaxed);
             let mut start = self.out.len();
-            match cmd::execute(&self.state, &mut self.session, args) {
+            // The arguments are borrowed from the input buffer for the
+            // command's run only (see `parse::view`); the request leaves the
+            // buffer once it is done.
+            let outcome = {
+                let (args, frame) = parse::view(&self.inbuf, &req);
+                cmd::execute_framed(&self.state, &mut self.session, &args, frame)
+            };
+            self.inbuf.advance(req.len);
+            match outcome {
                 Outcome::Reply(r) => {
                     if let Some(plan) = self.session.repl.psync.take() {
                         return Ok(Step::Replica(plan));

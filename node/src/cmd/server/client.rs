@@ -13,21 +13,21 @@ use crate::cmd::parse::{is, parse_i64, syntax};
 use crate::cmd::{CmdResult, Ctx};
 use crate::resp::Reply;
 
-pub fn id(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+pub fn id(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Int(ctx.session.id() as i64))
 }
 
-pub fn setname(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    validate_client_name(&args[2])?;
-    *ctx.session.handle.name.lock() = (!args[2].is_empty()).then(|| args[2].clone());
+pub fn setname(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    validate_client_name(args[2])?;
+    *ctx.session.handle.name.lock() = (!args[2].is_empty()).then(|| Bytes::copy_from_slice(args[2]));
     Ok(Reply::Ok)
 }
 
-pub fn getname(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+pub fn getname(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(Reply::opt_bulk(ctx.session.handle.name.lock().as_ref()))
 }
 
-pub fn info(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+pub fn info(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     // As Redis, the running command is already this client's last command.
     if let Some(id) = crate::cmd::table().id_of("client|info") {
         ctx.session.handle.last_cmd.store(id + 1, Ordering::Relaxed);
@@ -71,7 +71,7 @@ fn type_of(c: &ClientHandle) -> Type {
     if subs > 0 { Type::PubSub } else { Type::Normal }
 }
 
-pub fn list(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+pub fn list(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if let Some(id) = crate::cmd::table().id_of("client|list") {
         ctx.session.handle.last_cmd.store(id + 1, Ordering::Relaxed);
     }
@@ -79,10 +79,10 @@ pub fn list(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     let mut ids: Option<Vec<u64>> = None;
     let mut i = 2;
     while i < args.len() {
-        if is(&args[i], "TYPE") && i + 1 < args.len() {
-            ty = Some(parse_type(&args[i + 1])?);
+        if is(args[i], "TYPE") && i + 1 < args.len() {
+            ty = Some(parse_type(args[i + 1])?);
             i += 2;
-        } else if is(&args[i], "ID") && i + 1 < args.len() {
+        } else if is(args[i], "ID") && i + 1 < args.len() {
             let mut v = Vec::new();
             for a in &args[i + 1..] {
                 match parse_i64(a) {
@@ -131,11 +131,11 @@ impl Filter {
     }
 }
 
-pub fn kill(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+pub fn kill(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let me = ctx.session.id();
     if args.len() == 3 {
         // Old form: CLIENT KILL addr:port → OK or an error.
-        let addr = String::from_utf8_lossy(&args[2]).into_owned();
+        let addr = String::from_utf8_lossy(args[2]).into_owned();
         let filter = Filter {
             addr: Some(addr),
             ..Filter::default()
@@ -166,13 +166,13 @@ pub fn kill(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         } else if is(opt, "LADDR") {
             f.laddr = Some(String::from_utf8_lossy(val).into_owned());
         } else if is(opt, "USER") {
-            if val.as_ref() != b"default" {
+            if val != b"default" {
                 return Err(Reply::err(format!(
                     "ERR No such user '{}'",
                     String::from_utf8_lossy(val)
                 )));
             }
-            f.user = Some(val.clone());
+            f.user = Some(Bytes::copy_from_slice(val));
         } else if is(opt, "SKIPME") {
             f.skipme = if is(val, "yes") {
                 true
@@ -213,27 +213,27 @@ fn on_off(arg: &[u8]) -> Result<bool, Reply> {
     }
 }
 
-pub fn no_evict(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let v = on_off(&args[2])?;
+pub fn no_evict(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let v = on_off(args[2])?;
     ctx.session.handle.no_evict.store(v, Ordering::Relaxed);
     Ok(Reply::Ok)
 }
 
-pub fn no_touch(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let v = on_off(&args[2])?;
+pub fn no_touch(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let v = on_off(args[2])?;
     ctx.session.handle.no_touch.store(v, Ordering::Relaxed);
     Ok(Reply::Ok)
 }
 
-pub fn reply(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    if is(&args[2], "ON") {
+pub fn reply(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    if is(args[2], "ON") {
         ctx.session.reply_off = false;
         ctx.session.reply_skip = false;
         Ok(Reply::Ok)
-    } else if is(&args[2], "OFF") {
+    } else if is(args[2], "OFF") {
         ctx.session.reply_off = true;
         Ok(Reply::Raw(Bytes::new()))
-    } else if is(&args[2], "SKIP") {
+    } else if is(args[2], "SKIP") {
         if !ctx.session.reply_off {
             ctx.session.reply_skip = true;
         }
@@ -246,23 +246,23 @@ pub fn reply(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
 /// `CLIENT SETINFO LIB-NAME|LIB-VER value` (Redis 7.2; redis-py and others
 /// send it on connect and ignore a refusal, so answering it is cheap
 /// goodwill that also makes `CLIENT LIST` more useful).
-pub fn setinfo(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
-    let (slot, what) = if is(&args[2], "LIB-NAME") {
+pub fn setinfo(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let (slot, what) = if is(args[2], "LIB-NAME") {
         (&ctx.session.handle.lib_name, "lib-name")
-    } else if is(&args[2], "LIB-VER") {
+    } else if is(args[2], "LIB-VER") {
         (&ctx.session.handle.lib_ver, "lib-ver")
     } else {
         return Err(Reply::err(format!(
             "ERR Unrecognized option '{}'",
-            String::from_utf8_lossy(&args[2])
+            String::from_utf8_lossy(args[2])
         )));
     };
-    if validate_client_name(&args[3]).is_err() {
+    if validate_client_name(args[3]).is_err() {
         return Err(Reply::err(format!(
             "ERR {what} cannot contain spaces, newlines or special characters."
         )));
     }
-    *slot.lock() = (!args[3].is_empty()).then(|| args[3].clone());
+    *slot.lock() = (!args[3].is_empty()).then(|| Bytes::copy_from_slice(args[3]));
     Ok(Reply::Ok)
 }
 

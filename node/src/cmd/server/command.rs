@@ -181,11 +181,11 @@ fn describe(spec: &'static CommandSpec) -> Reply {
     ])
 }
 
-pub fn all(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+pub fn all(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Array(table().top_level().map(describe).collect()))
 }
 
-pub fn count(_ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+pub fn count(_ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Int(table().top_level().count() as i64))
 }
 
@@ -198,7 +198,7 @@ fn find(name: &[u8]) -> Option<&'static CommandSpec> {
     }
 }
 
-pub fn info(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+pub fn info(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() == 2 {
         return Ok(Reply::Array(table().top_level().map(describe).collect()));
     }
@@ -231,7 +231,7 @@ fn doc(spec: &'static CommandSpec) -> Reply {
     map(fields)
 }
 
-pub fn docs(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+pub fn docs(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let specs: Vec<&'static CommandSpec> = if args.len() == 2 {
         table().top_level().collect()
     } else {
@@ -245,17 +245,17 @@ pub fn docs(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     ))
 }
 
-pub fn list(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+pub fn list(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     use crate::cmd::parse::{is, syntax};
     let mut filter: Option<(String, Bytes)> = None;
     match args.len() {
         2 => {}
-        5 if is(&args[2], "FILTERBY") => {
-            let kind = String::from_utf8_lossy(&args[3]).to_ascii_lowercase();
+        5 if is(args[2], "FILTERBY") => {
+            let kind = String::from_utf8_lossy(args[3]).to_ascii_lowercase();
             if !matches!(kind.as_str(), "module" | "aclcat" | "pattern") {
                 return Err(syntax());
             }
-            filter = Some((kind, args[4].clone()));
+            filter = Some((kind, Bytes::copy_from_slice(args[4])));
         }
         _ => return Err(syntax()),
     }
@@ -280,9 +280,9 @@ pub fn list(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(out))
 }
 
-pub fn getkeys(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+pub fn getkeys(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let cmd = &args[2..];
-    if lookup(&cmd[0]).is_none() {
+    if lookup(cmd[0]).is_none() {
         return Err(Reply::err("ERR Invalid command specified"));
     }
     let spec = resolve(cmd).map_err(|_| Reply::err("ERR Invalid number of arguments specified for command"))?;
@@ -294,7 +294,9 @@ pub fn getkeys(_ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         return Err(Reply::err("ERR Invalid arguments specified for command"));
     }
     Ok(Reply::Array(
-        keys.into_iter().map(|i| Reply::Bulk(cmd[i].clone())).collect(),
+        keys.into_iter()
+            .map(|i| Reply::Bulk(Bytes::copy_from_slice(cmd[i])))
+            .collect(),
     ))
 }
 

@@ -5,8 +5,6 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-
 use crate::cmd::{CmdResult, Ctx};
 use crate::config::{ConfigError, PARAMS, Param, find_param};
 use crate::db::evict::EvictionConfig;
@@ -14,7 +12,7 @@ use crate::glob::glob_match;
 use crate::resp::Reply;
 use crate::state::State;
 
-pub fn get(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+pub fn get(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (cfg, ev) = (&ctx.state.config, &ctx.state.db.eviction);
     let mut out = Vec::new();
     // Each parameter once, however many patterns match it (Redis 7).
@@ -57,13 +55,13 @@ fn value_error(p: &Param, e: ConfigError) -> Reply {
     set_failed(p.name, e)
 }
 
-pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+pub fn set(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if !args.len().is_multiple_of(2) {
         return Err(crate::cmd::parse::syntax());
     }
     let mut pairs: Vec<(&'static Param, String)> = Vec::new();
     for pair in args[2..].chunks(2) {
-        let name = String::from_utf8_lossy(&pair[0]);
+        let name = String::from_utf8_lossy(pair[0]);
         let Some(p) = find_param(&name) else {
             return Err(Reply::err(format!(
                 "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
@@ -75,7 +73,7 @@ pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
         if pairs.iter().any(|(q, _)| std::ptr::eq(*q, p)) {
             return Err(set_failed(p.name, "duplicate parameter"));
         }
-        pairs.push((p, String::from_utf8_lossy(&pair[1]).into_owned()));
+        pairs.push((p, String::from_utf8_lossy(pair[1]).into_owned()));
     }
     apply_all(ctx.state, &pairs)?;
     if pairs.iter().any(|(p, _)| p.name.starts_with("append")) {
@@ -103,7 +101,7 @@ fn apply_all(state: &State, pairs: &[(&'static Param, String)]) -> Result<(), Re
     Ok(())
 }
 
-pub fn resetstat(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+pub fn resetstat(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     let state = ctx.state;
     let s = &state.stats;
     for c in [
@@ -131,7 +129,7 @@ pub fn resetstat(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
     Ok(Reply::Ok)
 }
 
-pub fn rewrite(ctx: &mut Ctx, _args: &[Bytes]) -> CmdResult {
+pub fn rewrite(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     let Some(path) = ctx.state.config.config_file.clone() else {
         return Err(Reply::err("ERR The server is running without a config file"));
     };

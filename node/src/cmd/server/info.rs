@@ -35,7 +35,7 @@ const SECTIONS: &[(&str, bool)] = &[
 /// Which sections an `INFO` invocation asks for (Redis 7.0's rules: no
 /// argument or `default` = the default set, `all` = every section but module
 /// ones, `everything` = all; unknown names select nothing).
-fn selected(args: &[Bytes]) -> Vec<bool> {
+fn selected(args: &[&[u8]]) -> Vec<bool> {
     let mut want = vec![false; SECTIONS.len()];
     if args.len() <= 1 {
         return SECTIONS.iter().map(|(_, d)| *d).collect();
@@ -59,7 +59,7 @@ fn selected(args: &[Bytes]) -> Vec<bool> {
     want
 }
 
-pub fn info(ctx: &mut Ctx, args: &[Bytes]) -> CmdResult {
+pub fn info(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let want = selected(args);
     // Key counts come from the partitions this command holds (all of them),
     // never from `Db::key_counts`, which would lock them a second time.
@@ -302,8 +302,8 @@ fn errorstats(state: &State, s: &mut Section) {
 mod tests {
     use super::*;
 
-    fn args(v: &[&str]) -> Vec<Bytes> {
-        v.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+    fn args<'a>(v: &[&'a str]) -> Vec<&'a [u8]> {
+        v.iter().map(|s| s.as_bytes()).collect()
     }
 
     fn names(w: &[bool]) -> Vec<&'static str> {
