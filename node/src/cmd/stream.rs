@@ -732,8 +732,8 @@ fn read_generic(ctx: &mut Ctx, args: &[&[u8]], grouped: bool) -> CmdResult {
         let o = &args[i];
         if is(o, "block") && more > 0 {
             i += 1;
-            let t = parse::parse_i64(args[i])
-                .ok_or_else(|| Reply::err("ERR timeout is not an integer or out of range"))?;
+            let t =
+                parse::parse_i64(args[i]).ok_or_else(|| Reply::err("ERR timeout is not an integer or out of range"))?;
             if t < 0 {
                 return Err(Reply::err(parse::ERR_TIMEOUT_NEG));
             }

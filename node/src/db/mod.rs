@@ -16,6 +16,7 @@
 //! access clock; every mutable access is remembered so that, when the command
 //! ends, empty collections are deleted and memory accounting is corrected.
 
+pub mod blocks;
 pub mod dict;
 pub mod entry;
 pub mod evict;
