@@ -208,6 +208,14 @@ impl Entry {
 
     /// Replace a string value, keeping the key and expiry.
     pub fn set_str_value(&mut self, val: &[u8]) {
+        // A value of the same length (INCR's counter, mostly) is overwritten
+        // where it is: no allocation, no copy of the key.
+        if let Some(v) = self.str_value_mut()
+            && v.len() == val.len()
+        {
+            v.copy_from_slice(val);
+            return;
+        }
         let expire = self.expire_at();
         let buf = encode_str(self.key(), val, expire);
         self.body = Body::Str(buf);

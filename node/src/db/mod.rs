@@ -94,8 +94,12 @@ impl Partition {
     /// A key accounted at `before` bytes now takes `after`: this
     /// partition's total and the keyspace's follow.
     fn reaccount(&mut self, db: &Db, before: usize, after: usize) {
-        self.mem = (self.mem + after).saturating_sub(before);
-        db.adjust_mem(after as i64 - before as i64);
+        // Most edits leave the size alone; the total is an atomic on a line
+        // every core writes, not to be touched for nothing.
+        if before != after {
+            self.mem = (self.mem + after).saturating_sub(before);
+            db.adjust_mem(after as i64 - before as i64);
+        }
     }
 }
 
