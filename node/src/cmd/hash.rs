@@ -236,13 +236,18 @@ fn set_pairs(ctx: &mut Ctx, args: &[&[u8]], name: &str) -> Result<i64, Reply> {
     if !args.len().is_multiple_of(2) {
         return Err(wrong_args(name));
     }
-    let h = ctx.ks.get_obj_mut_or_create::<Hash>(args[1]).map_err(Reply::err)?;
-    let mut added = 0;
-    for pair in args[2..].chunks_exact(2) {
-        if h.insert(pair[0], pair[1]) {
-            added += 1;
-        }
-    }
+    let added = ctx
+        .ks
+        .add_to::<Hash, _>(args[1], |h| {
+            let mut added = 0;
+            for pair in args[2..].chunks_exact(2) {
+                if h.insert(pair[0], pair[1]) {
+                    added += 1;
+                }
+            }
+            added
+        })
+        .map_err(Reply::err)?;
     ctx.changed(args[1], notify::HASH, "hset");
     Ok(added)
 }

@@ -488,20 +488,22 @@ fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
 // Push
 
 fn push(ctx: &mut Ctx, args: &[&[u8]], end: End, only_existing: bool) -> CmdResult {
-    let key = &args[1];
-    let list = if only_existing {
+    let key = args[1];
+    // Copied (by the list) so that a stored element does not pin the request buffer.
+    let push_all = |list: &mut List| {
+        for v in &args[2..] {
+            list.push(end, v);
+        }
+        list.len() as i64
+    };
+    let len = if only_existing {
         match list_mut(ctx, key)? {
-            Some(l) => l,
+            Some(l) => push_all(l),
             None => return Ok(Reply::Int(0)),
         }
     } else {
-        ctx.ks.get_obj_mut_or_create::<List>(key).map_err(wrongtype)?
+        ctx.ks.add_to::<List, _>(key, push_all).map_err(wrongtype)?
     };
-    for v in &args[2..] {
-        // Copied (by the list) so that a stored element does not pin the request buffer.
-        list.push(end, v);
-    }
-    let len = list.len() as i64;
     ctx.changed(key, notify::LIST, push_event(end));
     Ok(Reply::Int(len))
 }

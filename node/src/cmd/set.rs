@@ -240,8 +240,10 @@ fn bulks<M: AsRef<[u8]>>(members: impl Iterator<Item = M>) -> Vec<Reply> {
 }
 
 fn sadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let s = ctx.ks.get_obj_mut_or_create::<Set>(args[1]).map_err(Reply::err)?;
-    let added = args[2..].iter().filter(|m| s.insert(m)).count();
+    let added = ctx
+        .ks
+        .add_to::<Set, _>(args[1], |s| args[2..].iter().filter(|m| s.insert(m)).count())
+        .map_err(Reply::err)?;
     if added > 0 {
         ctx.changed(args[1], notify::SET, "sadd");
     }

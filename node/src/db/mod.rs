@@ -600,6 +600,42 @@ impl<'a> Keys<'a> {
             .ok_or(WRONGTYPE)
     }
 
+    /// Add to the collection at `key`, creating it when absent, and account
+    /// its memory change at once (LPUSH, SADD, HSET, ZADD): no end-of-command
+    /// fix-up, so no copy of the key and no second lookup when the command
+    /// ends. A collection `f` leaves empty is deleted (or never created).
+    /// The caller reports a real change with `Ctx::changed`, as for
+    /// [`Keys::get_obj_mut_or_create`].
+    pub fn add_to<T: Kind, R>(&mut self, key: &[u8], f: impl FnOnce(&mut T) -> R) -> Result<R, &'static str> {
+        if self.touched.iter().any(|t| t.key.as_slice() == key) {
+            // Handed out earlier in this command: its pending fix-up covers this change too.
+            return self.get_obj_mut_or_create::<T>(key).map(f);
+        }
+        let hash = self.db.hash(key);
+        let slot = self.slot_of(key);
+        let (clock, lfu, now, db) = (self.lru_clock, self.lfu, self.now, self.db);
+        let Some(idx) = self.find_index(key, hash, slot, true) else {
+            let mut entry = Entry::new(key, T::new_value(), None, evict::new_lru(clock, db));
+            let r = f(entry.obj_mut().and_then(T::from_value_mut).ok_or(WRONGTYPE)?);
+            if !entry.obj().is_some_and(Value::is_empty_collection) {
+                self.insert_entry_hashed(key, hash, slot, entry);
+            }
+            return Ok(r);
+        };
+        let part = self.part_ref(slot);
+        let e = part.slot_mut(slot).table.get_bucket_mut(idx).ok_or(WRONGTYPE)?;
+        evict::touch(e, clock, lfu, now);
+        let before = e.mem_usage();
+        let r = f(e.obj_mut().and_then(T::from_value_mut).ok_or(WRONGTYPE)?);
+        let emptied = e.obj().is_some_and(Value::is_empty_collection);
+        let after = e.mem_usage();
+        part.reaccount(db, before, after);
+        if emptied {
+            self.delete_hashed(key, hash, slot);
+        }
+        Ok(r)
+    }
+
     /// Raw mutable access to an entry (expiry changes, string edits). Memory is
     /// fixed up at the end of the command.
     pub fn entry_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
@@ -1096,6 +1132,48 @@ mod tests {
             assert!(ks.remove(b"s").is_some());
         }
         assert_eq!(db.used_memory(), 0);
+    }
+
+    #[test]
+    fn an_addition_is_accounted_at_once_creates_and_type_checks() {
+        let db = Db::new();
+        let key_count = |db: &Db| db.key_counts().0;
+        {
+            let mut ks = db.lock_keys([&b"l"[..], b"s", b"e"], 0);
+            // Created, grown, and an existing key of another type refused.
+            assert_eq!(ks.add_to::<list::List, _>(b"l", |l| l.push_back(b"a")), Ok(()));
+            let long = vec![b'y'; 300];
+            assert_eq!(
+                ks.add_to::<list::List, _>(b"l", |l| {
+                    l.push_back(&long);
+                    l.len()
+                }),
+                Ok(2)
+            );
+            ks.set_str(b"s", b"1", Expiry::Clear);
+            assert_eq!(ks.add_to::<list::List, _>(b"s", |l| l.push_back(b"x")), Err(WRONGTYPE));
+            // Nothing added to an absent key: nothing created.
+            assert_eq!(ks.add_to::<set::Set, _>(b"e", |_| 0), Ok(0));
+        }
+        assert_eq!(key_count(&db), 2);
+        assert_eq!(db.used_memory(), accounted_from_entries(&db));
+        {
+            // Handed out first (a pending fix-up), then added to; then emptied by an addition's closure.
+            let mut ks = db.lock_keys([b"l"], 0);
+            ks.get_obj_mut::<list::List>(b"l")
+                .expect("a list")
+                .expect("present")
+                .push_front(b"z");
+            assert_eq!(ks.add_to::<list::List, _>(b"l", |l| l.len()), Ok(3));
+        }
+        assert_eq!(db.used_memory(), accounted_from_entries(&db));
+        {
+            let mut ks = db.lock_keys([b"l"], 0);
+            assert_eq!(ks.add_to::<list::List, _>(b"l", |l| l.trim(3, 0)), Ok(()));
+            assert!(!ks.exists(b"l"));
+        }
+        assert_eq!(key_count(&db), 1);
+        assert_eq!(db.used_memory(), accounted_from_entries(&db));
     }
 
     #[test]
