@@ -761,47 +761,55 @@ fn zadd_generic(ctx: &mut Ctx, args: &[&[u8]], zincrby: bool) -> CmdResult {
         scores.push(score_arg(args[idx + p * 2])?);
     }
     let no_reply = || if incr { Reply::Null } else { Reply::Int(0) };
-    let z = match write(ctx, key)? {
-        Some(z) => z,
-        None if xx => return Ok(no_reply()),
-        None => ctx.ks.get_obj_mut_or_create::<ZSet>(key).map_err(Reply::err)?,
-    };
-    let (mut added, mut updated, mut processed) = (0i64, 0i64, 0i64);
-    let mut last = 0.0;
-    let mut nan = false;
-    for (p, &score) in scores.iter().enumerate() {
-        let member = &args[idx + p * 2 + 1];
-        match z.score(member) {
-            Some(cur) => {
-                if nx {
-                    continue;
+    let apply = |z: &mut ZSet| {
+        let (mut added, mut updated, mut processed) = (0i64, 0i64, 0i64);
+        let mut last = 0.0;
+        let mut nan = false;
+        for (p, &score) in scores.iter().enumerate() {
+            let member = &args[idx + p * 2 + 1];
+            match z.score(member) {
+                Some(cur) => {
+                    if nx {
+                        continue;
+                    }
+                    let new = if incr { cur + score } else { score };
+                    if new.is_nan() {
+                        nan = true;
+                        break;
+                    }
+                    if (lt && new >= cur) || (gt && new <= cur) {
+                        continue;
+                    }
+                    if new != cur {
+                        z.insert(member, new);
+                        updated += 1;
+                    }
+                    processed += 1;
+                    last = new;
                 }
-                let new = if incr { cur + score } else { score };
-                if new.is_nan() {
-                    nan = true;
-                    break;
+                None => {
+                    if xx {
+                        continue;
+                    }
+                    z.insert(member, score);
+                    added += 1;
+                    processed += 1;
+                    last = score;
                 }
-                if (lt && new >= cur) || (gt && new <= cur) {
-                    continue;
-                }
-                if new != cur {
-                    z.insert(member, new);
-                    updated += 1;
-                }
-                processed += 1;
-                last = new;
-            }
-            None => {
-                if xx {
-                    continue;
-                }
-                z.insert(member, score);
-                added += 1;
-                processed += 1;
-                last = score;
             }
         }
-    }
+        (added, updated, processed, last, nan)
+    };
+    // New members go in through `add_to` (memory accounted at once); XX
+    // only updates, so it never creates the key.
+    let (added, updated, processed, last, nan) = if xx {
+        match write(ctx, key)? {
+            Some(z) => apply(z),
+            None => return Ok(no_reply()),
+        }
+    } else {
+        ctx.ks.add_to::<ZSet, _>(key, apply).map_err(Reply::err)?
+    };
     if added + updated > 0 {
         ctx.changed(key, notify::ZSET, if incr { "zincr" } else { "zadd" });
     }
