@@ -218,15 +218,20 @@ impl Db {
     /// partition, is remembered for the command's lookups (see
     /// [`Keys::slot_of`]).
     pub fn lock_args<'a>(&'a self, keys: impl IntoIterator<Item = &'a [u8]>, now: u64) -> Keys<'a> {
-        let mut first = None;
-        let slots = keys.into_iter().map(|k| {
-            let slot = key_slot(k);
-            first.get_or_insert((k, slot));
-            slot
-        });
-        let parts = partitions_of(slots);
-        let mut ks = self.lock_parts(parts, now);
-        ks.arg_slot = first;
+        let mut keys = keys.into_iter();
+        let Some(k) = keys.next() else {
+            return self.lock_parts(SmallVec::new(), now);
+        };
+        let first = (k, key_slot(k));
+        let mut ks = match keys.next() {
+            // Most commands name one key: its partition, without collecting and sorting.
+            None => self.lock_slot(first.1, now),
+            Some(second) => {
+                let slots = [first.1, key_slot(second)].into_iter().chain(keys.map(key_slot));
+                self.lock_parts(partitions_of(slots), now)
+            }
+        };
+        ks.arg_slot = Some(first);
         ks
     }
 
@@ -250,7 +255,10 @@ impl Db {
     }
 
     fn lock_parts(&self, parts: SmallVec<[usize; 4]>, now: u64) -> Keys<'_> {
-        let guards = parts.into_iter().map(|p| (p, self.parts[p].0.lock())).collect();
+        let guards = match parts.as_slice() {
+            &[p] => smallvec::smallvec![(p, self.parts[p].0.lock())],
+            _ => parts.into_iter().map(|p| (p, self.parts[p].0.lock())).collect(),
+        };
         Keys {
             db: self,
             guards,
