@@ -2,8 +2,10 @@
 //!
 //! Parsing is two-phase (after mini-redis `frame.rs`): [`check`] walks the buffer
 //! and records where each argument lies without copying or allocating per
-//! argument; only when a whole request is present does [`take`] split the bytes
-//! off the connection buffer and freeze them into zero-copy [`Bytes`] arguments.
+//! argument; only when a whole request is present are its arguments handed
+//! out: borrowed from the buffer by [`view`] for a connection, which runs the
+//! command and then advances past the request, or split off as zero-copy
+//! [`Bytes`] by [`take`] for a reader that keeps them (a log replay).
 //! A request that is not all there yet is [`Check::Incomplete`], not an error.
 //!
 //! Every length a client sends is checked against limits before it is trusted,
