@@ -51,16 +51,11 @@ use crate::state::State;
 pub type CmdResult = Result<Reply, Reply>;
 pub type Handler = fn(&mut Ctx<'_>, &[&[u8]]) -> CmdResult;
 
-/// A request's arguments as slices of the connection's input buffer: a
-/// handler borrows them for the length of the call and copies what it
-/// keeps. Counted `Bytes` handles per argument cost two atomic operations
-/// each (a clone and a drop on the buffer's shared count) plus a vector
-/// allocation per request, about a tenth of a pipelined GET's CPU.
-pub type ArgView<'a> = SmallVec<[&'a [u8]; 8]>;
-
 /// Borrow owned arguments (a queued transaction, a blocked command, a
-/// replicated command) as the slices a handler takes.
-pub fn view(args: &[Bytes]) -> ArgView<'_> {
+/// replicated command) as the slices a handler takes. A handler borrows a
+/// client's arguments from the connection's input buffer for the length of
+/// the call (see [`crate::resp::parse::view`]) and copies what it keeps.
+pub fn view(args: &[Bytes]) -> crate::resp::parse::Slices<'_> {
     args.iter().map(|a| a.as_ref()).collect()
 }
 

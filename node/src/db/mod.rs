@@ -621,27 +621,38 @@ impl<'a> Keys<'a> {
         }
         let hash = self.db.hash(key);
         let slot = self.slot_of(key);
-        let (clock, lfu, now, db) = (self.lru_clock, self.lfu, self.now, self.db);
         let Some(idx) = self.find_index(key, hash, slot, true) else {
-            let mut entry = Entry::new(key, T::new_value(), None, evict::new_lru(clock, db));
+            let mut entry = Entry::new(key, T::new_value(), None, evict::new_lru(self.lru_clock, self.db));
             let r = f(entry.obj_mut().and_then(T::from_value_mut).ok_or(WRONGTYPE)?);
             if !entry.obj().is_some_and(Value::is_empty_collection) {
                 self.insert_entry_hashed(key, hash, slot, entry);
             }
             return Ok(r);
         };
-        let part = self.part_ref(slot);
-        let e = part.slot_mut(slot).table.get_bucket_mut(idx).ok_or(WRONGTYPE)?;
-        evict::touch(e, clock, lfu, now);
-        let before = e.mem_usage();
-        let r = f(e.obj_mut().and_then(T::from_value_mut).ok_or(WRONGTYPE)?);
-        let emptied = e.obj().is_some_and(Value::is_empty_collection);
-        let after = e.mem_usage();
-        part.reaccount(db, before, after);
+        let edited = self.edit_accounted(slot, idx, |e| -> Result<(R, bool), &'static str> {
+            let r = f(e.obj_mut().and_then(T::from_value_mut).ok_or(WRONGTYPE)?);
+            Ok((r, e.obj().is_some_and(Value::is_empty_collection)))
+        });
+        let (r, emptied) = edited.ok_or(WRONGTYPE)??;
         if emptied {
             self.delete_hashed(key, hash, slot);
         }
         Ok(r)
+    }
+
+    /// Apply `f` to the entry at bucket `idx` of `slot`'s table, counting
+    /// as an access, and account its memory change at once (the in-place
+    /// edits that skip the end-of-command fix-up).
+    fn edit_accounted<R>(&mut self, slot: u16, idx: usize, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+        let (clock, lfu, now, db) = (self.lru_clock, self.lfu, self.now, self.db);
+        let part = self.part_ref(slot);
+        let e = part.slot_mut(slot).table.get_bucket_mut(idx)?;
+        evict::touch(e, clock, lfu, now);
+        let before = e.mem_usage();
+        let r = f(e);
+        let after = e.mem_usage();
+        part.reaccount(db, before, after);
+        Some(r)
     }
 
     /// Raw mutable access to an entry (expiry changes, string edits). Memory is
@@ -664,7 +675,7 @@ impl<'a> Keys<'a> {
     pub fn edit_touched<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
         let hash = self.db.hash(key);
         let slot = self.slot_of(key);
-        let (clock, lfu, now, db) = (self.lru_clock, self.lfu, self.now, self.db);
+        let (clock, lfu, now) = (self.lru_clock, self.lfu, self.now);
         let idx = self.find_index(key, hash, slot, true)?;
         if self.touched.iter().any(|t| t.key.as_slice() == key) {
             // Handed out earlier in this command: its pending fix-up covers this change too.
@@ -672,14 +683,7 @@ impl<'a> Keys<'a> {
             evict::touch(e, clock, lfu, now);
             return Some(f(e));
         }
-        let part = self.part_ref(slot);
-        let e = part.slot_mut(slot).table.get_bucket_mut(idx)?;
-        evict::touch(e, clock, lfu, now);
-        let before = e.mem_usage();
-        let r = f(e);
-        let after = e.mem_usage();
-        part.reaccount(db, before, after);
-        Some(r)
+        self.edit_accounted(slot, idx, f)
     }
 
     fn entry_mut_with(&mut self, key: &[u8], touch: bool) -> Option<&mut Entry> {
