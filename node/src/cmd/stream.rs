@@ -563,7 +563,9 @@ fn xadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         Some(p) if !p.seq_given => AddId::AutoSeq(p.id.ms),
         Some(p) => AddId::Exact(p.id),
     };
-    let id = match s.add(add, &crate::cmd::owned(&args[field_pos..]), now) {
+    // Copied once: the entry and the logged XADD share the copies.
+    let fields = crate::cmd::owned(&args[field_pos..]);
+    let id = match s.add(add, &fields, now) {
         Ok(id) => id,
         Err(AddError::Exhausted) => return Err(Reply::err(ERR_EXHAUSTED)),
         Err(AddError::TooSmall) => return Err(Reply::err(ERR_ID_TOO_SMALL)),
@@ -588,7 +590,7 @@ fn xadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         cmd.extend(exact_maxlen(len));
     }
     cmd.push(id.to_bytes());
-    cmd.extend(args[field_pos..].iter().map(|a| Bytes::copy_from_slice(a)));
+    cmd.extend(fields);
     ctx.propagate(cmd);
     Ok(id_reply(id))
 }

@@ -660,7 +660,8 @@ impl Replayer {
     }
 
     fn execute(&mut self, args: Vec<Bytes>) -> Result<(), String> {
-        let spec = cmd::resolve(&cmd::view(&args)).map_err(|e| format!("cannot replay {}", reply_text(&e)))?;
+        let view = cmd::view(&args);
+        let spec = cmd::resolve(&view).map_err(|e| format!("cannot replay {}", reply_text(&e)))?;
         self.commands += 1;
         if spec.name == "multi" && self.session.multi.is_none() {
             self.session.multi = Some(Multi {
@@ -672,6 +673,7 @@ impl Replayer {
         if let Some(m) = self.session.multi.as_mut()
             && spec.name != "exec"
         {
+            drop(view);
             m.queue.push((spec, args));
             return Ok(());
         }
@@ -682,7 +684,7 @@ impl Replayer {
             &mut self.session,
             spec,
             cmd::table().id(spec),
-            &cmd::view(&args),
+            &view,
             false,
         ) {
             self.check_reply(&r);
