@@ -208,9 +208,14 @@ impl ZSet {
 
     /// The node holding `member`.
     fn find(&self, member: &[u8]) -> Option<u32> {
+        self.find_hashed(self.hash(member), member)
+    }
+
+    /// [`Self::find`] given the member's hash.
+    fn find_hashed(&self, hash: u64, member: &[u8]) -> Option<u32> {
         let nodes = &self.nodes;
         self.map
-            .find(self.hash(member), |&i| nodes[i as usize].member.as_ref() == member)
+            .find(hash, |&i| nodes[i as usize].member.as_ref() == member)
             .copied()
     }
 
@@ -225,15 +230,15 @@ impl ZSet {
         Some(entry.remove().0)
     }
 
-    /// Map node `n` (whose member is not mapped yet).
-    fn map_node(&mut self, n: u32) {
+    /// Map node `n`, whose member (not mapped yet) hashes to `hash`.
+    fn map_node(&mut self, hash: u64, n: u32) {
         let nodes = &self.nodes;
         let hasher = &self.hasher;
-        let hash = |i: &u32| {
+        let rehash = |i: &u32| {
             use std::hash::BuildHasher;
             hasher.hash_one(nodes[*i as usize].member.as_ref())
         };
-        self.map.insert_unique(hash(&n), n, hash);
+        self.map.insert_unique(hash, n, rehash);
     }
 
     pub fn score(&self, member: &[u8]) -> Option<f64> {
@@ -246,7 +251,9 @@ impl ZSet {
 
     /// Insert a member or change its score. Returns true when it is new.
     pub fn insert(&mut self, member: &[u8], mut score: f64) -> bool {
-        let found = self.find(member);
+        // Hashed once: the lookup, and the map entry kept or added below.
+        let hash = self.hash(member);
+        let found = self.find_hashed(hash, member);
         let new = found.is_none();
         if new && (self.map.len() + 1 > LISTPACK_MAX_ENTRIES || member.len() > LISTPACK_MAX_VALUE) {
             self.skiplist = true;
@@ -261,18 +268,25 @@ impl ZSet {
             if old == score {
                 return false;
             }
-            self.unmap(member);
             let m = std::mem::take(&mut self.nodes[i as usize].member);
             self.list_delete(old, &m, i);
             let n = self.list_insert(m, score);
-            self.map_node(n);
+            // The node just freed is the one reused (the free list is a
+            // stack), so the member's map entry still names it: no map
+            // operation at all. Should that ever change, the entry follows.
+            debug_assert_eq!(n, i, "a score update keeps the member's node");
+            if n != i
+                && let Some(node) = self.map.find_mut(hash, |&j| j == i)
+            {
+                *node = n;
+            }
             return false;
         }
         let m: Box<[u8]> = member.into();
         self.bytes += round_alloc(m.len()) + MEMBER_OVERHEAD;
         self.scan_index = None;
         let n = self.list_insert(m, score);
-        self.map_node(n);
+        self.map_node(hash, n);
         true
     }
 
