@@ -87,13 +87,13 @@ fn ping(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         return Ok(Reply::Array(vec![Reply::bulk_static("pong"), Reply::Bulk(msg)]));
     }
     Ok(match args.get(1) {
-        Some(m) => Reply::Bulk(Bytes::copy_from_slice(m)),
+        Some(m) => Reply::bulk(m),
         None => Reply::status("PONG"),
     })
 }
 
 fn echo(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    Ok(Reply::Bulk(Bytes::copy_from_slice(args[1])))
+    Ok(Reply::bulk(args[1]))
 }
 
 fn check_password(ctx: &Ctx, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Reply> {

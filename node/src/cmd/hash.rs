@@ -201,12 +201,6 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-/// Bytes copied into a `Bytes` of their own: a stored member or value for a
-/// reply (collections store plain bytes), an argument to keep.
-pub(super) fn owned(b: &[u8]) -> Bytes {
-    Bytes::copy_from_slice(b)
-}
-
 /// Count a keyspace hit or miss without borrowing the whole [`Ctx`] (the
 /// looked-up value still borrows `ctx.ks`).
 pub(super) fn hit(state: &State, found: bool) {
@@ -272,7 +266,7 @@ fn hsetnx(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 
 fn hget(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let h = read(ctx, args[1])?;
-    Ok(Reply::opt_bulk(h.and_then(|h| h.get(args[2])).map(owned)))
+    Ok(Reply::opt_bulk(h.and_then(|h| h.get(args[2]))))
 }
 
 fn hmget(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
@@ -280,7 +274,7 @@ fn hmget(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Array(
         args[2..]
             .iter()
-            .map(|f| Reply::opt_bulk(h.and_then(|h| h.get(f)).map(owned)))
+            .map(|f| Reply::opt_bulk(h.and_then(|h| h.get(f))))
             .collect(),
     ))
 }
@@ -320,7 +314,7 @@ fn hkeys(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Array(
         h.into_iter()
             .flat_map(Hash::iter)
-            .map(|(k, _)| Reply::Bulk(owned(k)))
+            .map(|(k, _)| Reply::bulk(k))
             .collect(),
     ))
 }
@@ -330,7 +324,7 @@ fn hvals(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Array(
         h.into_iter()
             .flat_map(Hash::iter)
-            .map(|(_, v)| Reply::Bulk(owned(v)))
+            .map(|(_, v)| Reply::bulk(v))
             .collect(),
     ))
 }
@@ -340,7 +334,7 @@ fn hgetall(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Map(
         h.into_iter()
             .flat_map(Hash::iter)
-            .map(|(k, v)| (Reply::Bulk(owned(k)), Reply::Bulk(owned(v))))
+            .map(|(k, v)| (Reply::bulk(k), Reply::bulk(v)))
             .collect(),
     ))
 }
@@ -448,7 +442,7 @@ pub(super) fn scan_opts(args: &[&[u8]]) -> Result<ScanOpts, Reply> {
 /// The `[cursor, [items...]]` reply of the *SCAN family.
 pub(super) fn scan_reply(cursor: u64, items: Vec<Reply>) -> Reply {
     Reply::Array(vec![
-        Reply::Bulk(Bytes::copy_from_slice(itoa::Buffer::new().format(cursor).as_bytes())),
+        Reply::bulk(itoa::Buffer::new().format(cursor).as_bytes()),
         Reply::Array(items),
     ])
 }
@@ -468,8 +462,8 @@ fn hscan(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut items = Vec::new();
     let mut push = |k: &[u8], v: &[u8]| {
         if scan_matches(&opts, k) {
-            items.push(Reply::Bulk(owned(k)));
-            items.push(Reply::Bulk(owned(v)));
+            items.push(Reply::bulk(k));
+            items.push(Reply::bulk(v));
         }
     };
     if h.is_listpack() {
@@ -486,7 +480,7 @@ fn hscan(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut collected = Vec::new();
     loop {
         cursor = h.scan_bucket(cursor, |k, v| {
-            collected.push((owned(k), owned(v)));
+            collected.push((Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
             visited += 2;
         });
         if cursor == 0 || budget == 0 || visited >= opts.count {
@@ -509,7 +503,7 @@ fn hrandfield(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() == 2 {
         let h = read(ctx, args[1])?;
         return Ok(match h {
-            Some(h) if !h.is_empty() => Reply::Bulk(owned(h.at(rand::rng().random_range(0..h.len())).0)),
+            Some(h) if !h.is_empty() => Reply::bulk(h.at(rand::rng().random_range(0..h.len())).0),
             _ => Reply::Null,
         });
     }
@@ -537,12 +531,12 @@ fn hrandfield(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let field = |i: usize, out: &mut Vec<Reply>| {
         let (k, v) = h.at(i);
         if !withvalues {
-            out.push(Reply::Bulk(owned(k)));
+            out.push(Reply::bulk(k));
         } else if resp3 {
-            out.push(Reply::Array(vec![Reply::Bulk(owned(k)), Reply::Bulk(owned(v))]));
+            out.push(Reply::Array(vec![Reply::bulk(k), Reply::bulk(v)]));
         } else {
-            out.push(Reply::Bulk(owned(k)));
-            out.push(Reply::Bulk(owned(v)));
+            out.push(Reply::bulk(k));
+            out.push(Reply::bulk(v));
         }
     };
     let len = h.len();

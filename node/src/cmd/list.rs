@@ -839,10 +839,7 @@ fn blocking_pop(ctx: &mut Ctx, args: &[&[u8]], end: End) -> CmdResult {
         popped(ctx, key, end, emptied);
         // The key actually popped, without blocking (Redis 7.0).
         ctx.propagate_args(&[pop_word(end), key]);
-        return Ok(Reply::Array(vec![
-            Reply::Bulk(Bytes::copy_from_slice(key)),
-            Reply::Bulk(v),
-        ]));
+        return Ok(Reply::Array(vec![Reply::bulk(key), Reply::Bulk(v)]));
     }
     block_on(ctx, keys, timeout, Reply::NullArray)
 }
@@ -899,10 +896,7 @@ fn mpop_first(ctx: &mut Ctx, m: &Mpop) -> Result<Option<Reply>, Reply> {
         popped(ctx, key, m.end, emptied);
         // LMPOP/BLMPOP log the pop from the key that served (Redis 7.0).
         ctx.propagate_args(&[pop_word(m.end), key, itoa::Buffer::new().format(items.len()).as_bytes()]);
-        return Ok(Some(Reply::Array(vec![
-            Reply::Bulk(Bytes::copy_from_slice(key)),
-            Reply::bulks(items),
-        ])));
+        return Ok(Some(Reply::Array(vec![Reply::bulk(key), Reply::bulks(items)])));
     }
     Ok(None)
 }

@@ -324,12 +324,7 @@ fn numsub(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Array(
         args[2..]
             .iter()
-            .flat_map(|c| {
-                [
-                    Reply::Bulk(Bytes::copy_from_slice(c)),
-                    Reply::Int(ctx.state.pubsub.numsub(c, false) as i64),
-                ]
-            })
+            .flat_map(|c| [Reply::bulk(c), Reply::Int(ctx.state.pubsub.numsub(c, false) as i64)])
             .collect(),
     ))
 }
@@ -339,12 +334,7 @@ fn shardnumsub(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Array(
         args[2..]
             .iter()
-            .flat_map(|c| {
-                [
-                    Reply::Bulk(Bytes::copy_from_slice(c)),
-                    Reply::Int(ctx.state.pubsub.numsub(c, true) as i64),
-                ]
-            })
+            .flat_map(|c| [Reply::bulk(c), Reply::Int(ctx.state.pubsub.numsub(c, true) as i64)])
             .collect(),
     ))
 }

@@ -13,8 +13,8 @@ use rand::Rng;
 
 use super::flags::*;
 use super::hash::{
-    ERR_OUT_OF_RANGE, ERR_RANGE_COUNT, MAX_RANDOM_REPLY, distinct_positions, hit, owned, scan_cursor, scan_matches,
-    scan_opts, scan_reply,
+    ERR_OUT_OF_RANGE, ERR_RANGE_COUNT, MAX_RANDOM_REPLY, distinct_positions, hit, scan_cursor, scan_matches, scan_opts,
+    scan_reply,
 };
 use super::{CmdResult, CommandSpec, Ctx, KeySpec, all_keys_from, one_key, parse};
 use crate::db::Value;
@@ -236,7 +236,7 @@ fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Set>, Reply> {
 }
 
 fn bulks<M: AsRef<[u8]>>(members: impl Iterator<Item = M>) -> Vec<Reply> {
-    members.map(|m| Reply::Bulk(owned(m.as_ref()))).collect()
+    members.map(|m| Reply::bulk(m.as_ref())).collect()
 }
 
 fn sadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
@@ -377,7 +377,7 @@ fn srandmember(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let s = read(ctx, args[1])?;
     let Some(count) = count else {
         return Ok(match s {
-            Some(s) if !s.is_empty() => Reply::Bulk(owned(s.at(rand::rng().random_range(0..s.len())))),
+            Some(s) if !s.is_empty() => Reply::bulk(s.at(rand::rng().random_range(0..s.len()))),
             _ => Reply::Null,
         });
     };
@@ -391,14 +391,14 @@ fn srandmember(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let out = if count < 0 {
         let mut rng = rand::rng();
         (0..count.unsigned_abs())
-            .map(|_| Reply::Bulk(owned(s.at(rng.random_range(0..len)))))
+            .map(|_| Reply::bulk(s.at(rng.random_range(0..len))))
             .collect()
     } else if count as u64 >= len as u64 {
         bulks(s.iter())
     } else {
         distinct_positions(len, count as usize)
             .into_iter()
-            .map(|i| Reply::Bulk(owned(s.at(i))))
+            .map(|i| Reply::bulk(s.at(i)))
             .collect()
     };
     Ok(Reply::Array(out))
@@ -457,7 +457,7 @@ fn source_sizes(ctx: &mut Ctx, keys: &[&[u8]], lookup: Lookup) -> Result<Vec<Opt
 /// Members of an existing set, copied out.
 fn members(ctx: &mut Ctx, key: &[u8]) -> Vec<Bytes> {
     match ctx.ks.get_obj::<Set>(key) {
-        Ok(Some(s)) => s.iter().map(owned).collect(),
+        Ok(Some(s)) => s.iter().map(Bytes::copy_from_slice).collect(),
         _ => Vec::new(),
     }
 }
@@ -651,7 +651,7 @@ fn sscan(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut budget = opts.count.saturating_mul(10);
     let mut collected = Vec::new();
     loop {
-        cursor = s.scan_bucket(cursor, |m| collected.push(owned(m)));
+        cursor = s.scan_bucket(cursor, |m| collected.push(Bytes::copy_from_slice(m)));
         if cursor == 0 || budget == 0 || collected.len() >= opts.count {
             break;
         }

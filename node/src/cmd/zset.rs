@@ -1605,9 +1605,7 @@ fn zrandmember(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             return Ok(Reply::Null);
         };
         let r = rand::rng().random_range(0..z.len().max(1));
-        return Ok(z
-            .at(r)
-            .map_or(Reply::Null, |(m, _)| Reply::Bulk(Bytes::copy_from_slice(m))));
+        return Ok(z.at(r).map_or(Reply::Null, |(m, _)| Reply::bulk(m)));
     }
     let count = match parse::parse_i64(args[2]) {
         Some(i64::MIN) => {

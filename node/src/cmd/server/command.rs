@@ -293,11 +293,7 @@ pub fn getkeys(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if keys.is_empty() {
         return Err(Reply::err("ERR Invalid arguments specified for command"));
     }
-    Ok(Reply::Array(
-        keys.into_iter()
-            .map(|i| Reply::Bulk(Bytes::copy_from_slice(cmd[i])))
-            .collect(),
-    ))
+    Ok(Reply::Array(keys.into_iter().map(|i| Reply::bulk(cmd[i])).collect()))
 }
 
 #[cfg(test)]
