@@ -371,12 +371,7 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     ctx.changed(args[1], notify::HASH, "hincrbyfloat");
     // The result, not the increment (Redis 7.0): long double arithmetic and
     // its formatting must not be redone by whoever replays the log.
-    ctx.propagate(vec![
-        Bytes::from_static(b"HSET"),
-        Bytes::copy_from_slice(args[1]),
-        Bytes::copy_from_slice(args[2]),
-        text.clone(),
-    ]);
+    ctx.propagate_args(&[b"HSET", args[1], args[2], &text]);
     Ok(Reply::Bulk(text))
 }
 

@@ -966,29 +966,24 @@ fn log_pending(ctx: &mut Ctx, key: &[u8], group: &[u8], id: StreamId) {
         .and_then(|s| s.group(group))
         .and_then(|g| g.pel.get(&id))
         .map(|n| (n.consumer.clone(), n.delivery_time, n.delivery_count));
-    let cmd = match nack {
-        Some((consumer, time, count)) => vec![
-            Bytes::from_static(b"XCLAIM"),
-            Bytes::copy_from_slice(key),
-            Bytes::copy_from_slice(group),
-            consumer,
-            Bytes::from_static(b"0"),
-            id.to_bytes(),
-            Bytes::from_static(b"TIME"),
-            Bytes::copy_from_slice(itoa::Buffer::new().format(time).as_bytes()),
-            Bytes::from_static(b"RETRYCOUNT"),
-            Bytes::copy_from_slice(itoa::Buffer::new().format(count).as_bytes()),
-            Bytes::from_static(b"FORCE"),
-            Bytes::from_static(b"JUSTID"),
-        ],
-        None => vec![
-            Bytes::from_static(b"XACK"),
-            Bytes::copy_from_slice(key),
-            Bytes::copy_from_slice(group),
-            id.to_bytes(),
-        ],
-    };
-    ctx.propagate(cmd);
+    let id = id.to_bytes();
+    match nack {
+        Some((consumer, time, count)) => ctx.propagate_args(&[
+            b"XCLAIM",
+            key,
+            group,
+            &consumer,
+            b"0",
+            &id,
+            b"TIME",
+            itoa::Buffer::new().format(time).as_bytes(),
+            b"RETRYCOUNT",
+            itoa::Buffer::new().format(count).as_bytes(),
+            b"FORCE",
+            b"JUSTID",
+        ]),
+        None => ctx.propagate_args(&[b"XACK", key, group, &id]),
+    }
 }
 
 /// A group's position: last delivered ID and entries-read counter.
@@ -1005,14 +1000,14 @@ fn log_group_position(ctx: &mut Ctx, key: &[u8], group: &[u8], before: (StreamId
     if (last, read) == before {
         return;
     }
-    ctx.propagate(vec![
-        Bytes::from_static(b"XGROUP"),
-        Bytes::from_static(b"SETID"),
-        Bytes::copy_from_slice(key),
-        Bytes::copy_from_slice(group),
-        last.to_bytes(),
-        Bytes::from_static(b"ENTRIESREAD"),
-        Bytes::copy_from_slice(itoa::Buffer::new().format(read).as_bytes()),
+    ctx.propagate_args(&[
+        b"XGROUP",
+        b"SETID",
+        key,
+        group,
+        &last.to_bytes(),
+        b"ENTRIESREAD",
+        itoa::Buffer::new().format(read).as_bytes(),
     ]);
 }
 
@@ -1027,13 +1022,7 @@ fn log_group_read(
     delivered: &[StreamId],
 ) {
     if created {
-        ctx.propagate(vec![
-            Bytes::from_static(b"XGROUP"),
-            Bytes::from_static(b"CREATECONSUMER"),
-            Bytes::copy_from_slice(key),
-            Bytes::copy_from_slice(group),
-            Bytes::copy_from_slice(consumer),
-        ]);
+        ctx.propagate_args(&[b"XGROUP", b"CREATECONSUMER", key, group, consumer]);
     }
     for &id in delivered {
         log_pending(ctx, key, group, id);
