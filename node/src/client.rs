@@ -48,6 +48,12 @@ pub struct ClientHandle {
     pub write_offset: AtomicU64,
     /// `crate::repl::client_role`: replica stream, link to our primary, or neither.
     pub repl_role: AtomicU8,
+    /// The connection thread serving this connection
+    /// ([`crate::server::threads`]), for CLIENT LIST's `io-thread`.
+    pub io_thread: AtomicUsize,
+    /// The thread the balancer asked this connection to move to, or
+    /// [`crate::server::threads::STAY`].
+    pub move_to: AtomicUsize,
     /// A connection from our listener: server shutdown notifies `kill`
     /// (see [`Clients::close_all`]).
     pub stop_on_shutdown: bool,
@@ -80,6 +86,8 @@ impl ClientHandle {
             qbuf: AtomicUsize::new(0),
             net_in: AtomicU64::new(0),
             net_out: AtomicU64::new(0),
+            io_thread: AtomicUsize::new(0),
+            move_to: AtomicUsize::new(crate::server::threads::STAY),
             stop_on_shutdown: false,
         }
     }
@@ -99,6 +107,23 @@ impl ClientHandle {
     pub fn request_kill(&self) {
         self.killed.store(true, Ordering::Relaxed);
         self.kill.notify_one();
+    }
+
+    /// Ask the connection to move to connection thread `to` between two
+    /// request batches. It is woken through `kill` so that an idle one
+    /// moves at once; a wake without a kill or a shutdown is not a stop.
+    pub fn request_move(&self, to: usize) {
+        self.move_to.store(to, Ordering::Relaxed);
+        self.kill.notify_one();
+    }
+
+    /// The thread to move to, if a move was asked for (once).
+    pub fn take_move(&self) -> Option<usize> {
+        if self.move_to.load(Ordering::Relaxed) == crate::server::threads::STAY {
+            return None;
+        }
+        let to = self.move_to.swap(crate::server::threads::STAY, Ordering::Relaxed);
+        (to != crate::server::threads::STAY).then_some(to)
     }
 
     /// Record activity at `now_ms` (unix ms; the caller's cached clock).
@@ -159,7 +184,7 @@ impl ClientHandle {
             .map(|n| String::from_utf8_lossy(n).into_owned())
             .unwrap_or_default();
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} io-thread={}",
             self.id,
             self.addr,
             self.laddr,
@@ -177,6 +202,7 @@ impl ClientHandle {
             self.proto.load(Ordering::Relaxed),
             lib_name,
             lib_ver,
+            self.io_thread.load(Ordering::Relaxed),
         )
     }
 }
@@ -229,12 +255,18 @@ impl Clients {
     /// broadcast's shared tail mutex per request batch, on a line every
     /// worker thread wrote.
     pub fn close_all(&self) {
-        self.closing.store(true, Ordering::Relaxed);
+        self.closing.store(true, Ordering::Release);
         for h in self.map.lock().values() {
             if h.stop_on_shutdown {
                 h.kill.notify_one();
             }
         }
+    }
+
+    /// [`Clients::close_all`] has run: a wake of a connection's `kill`
+    /// means stop.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     pub fn unregister(&self, id: u64) {

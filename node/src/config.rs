@@ -62,14 +62,20 @@ pub struct ServeArgs {
     /// Entries kept in the SLOWLOG.
     #[arg(long)]
     pub slowlog_max_len: Option<usize>,
-    /// Worker threads (default: the cores this process may use, counting
+    /// Connection threads (default: the cores this process may use, counting
     /// its CPU affinity and cgroup CPU quota rounded down, so a container
-    /// limited to less than 2 CPUs gets 1). With 1, one thread serves every
-    /// connection and sleeps in epoll_wait between batches, as a Redis
-    /// process does; SAVE and other blocking commands then hold up every
-    /// client while they run.
+    /// limited to less than 2 CPUs gets 1). Each serves its connections from
+    /// read to reply and sleeps in epoll_wait between batches, as a Redis
+    /// process does; SAVE and other blocking commands hold up the clients of
+    /// the thread they run on.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Start with one active connection thread and add or retire threads as
+    /// the load and the free cores require (yes, the default), or keep all
+    /// `--threads` taking connections (no). INFO's `io_threads_active`
+    /// shows how many take them.
+    #[arg(long, value_name = "yes|no")]
+    pub adaptive_threads: Option<String>,
     /// Data directory: the snapshot file, the append-only log, the cluster
     /// state file and the persisted config epoch (`config-epoch`).
     #[arg(long, value_name = "DIR")]
@@ -184,6 +190,8 @@ pub struct Config {
     pub port: u16,
     pub admin_port: Option<u16>,
     pub threads: Option<usize>,
+    /// See [`ServeArgs::adaptive_threads`].
+    pub adaptive_threads: bool,
     pub requirepass: RwLock<Option<Bytes>>,
     pub maxmemory: AtomicU64,
     pub maxclients: AtomicUsize,
@@ -256,6 +264,7 @@ impl Default for Config {
             port: 6379,
             admin_port: None,
             threads: None,
+            adaptive_threads: true,
             requirepass: RwLock::new(None),
             maxmemory: AtomicU64::new(0),
             maxclients: AtomicUsize::new(10000),
@@ -622,6 +631,7 @@ impl Config {
                         cfg.replicaof = Some(parse_replicaof(&words).map_err(|e| err(e.to_string()))?);
                     }
                     "threads" => cfg.threads = Some(v.parse().map_err(|_| err(format!("invalid threads '{v}'")))?),
+                    "adaptive-threads" => cfg.adaptive_threads = parse_yes_no(v).map_err(|e| err(e.to_string()))?,
                     "cluster-enabled" => cfg.cluster_enabled = parse_yes_no(v).map_err(|e| err(e.to_string()))?,
                     "cluster-config-file" => cfg.cluster_config_file = v.to_string(),
                     name => match find_param(name).and_then(|p| p.set) {
@@ -642,6 +652,9 @@ impl Config {
         }
         if args.threads.is_some() {
             cfg.threads = args.threads;
+        }
+        if let Some(v) = &args.adaptive_threads {
+            cfg.adaptive_threads = parse_yes_no(v)?;
         }
         if let Some(v) = &args.cluster_enabled {
             cfg.cluster_enabled = parse_yes_no(v)?;

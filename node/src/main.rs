@@ -52,10 +52,7 @@ fn main() -> anyhow::Result<()> {
         None => cli.serve,
     };
     init_logging(&args.log_format);
-    // The runtime exists before `server::start` reads the config, so the
-    // worker count (flag or config-file `threads`) is resolved here.
-    let threads = ferrokv_node::config::Config::from_args(&args, &Default::default())?.threads;
-    let rt = ferrokv_node::server::runtime(threads)?;
+    let rt = ferrokv_node::server::runtime()?;
     rt.block_on(async move {
         let running = ferrokv_node::server::start(&args).await?;
         for a in &running.addrs {

@@ -223,6 +223,18 @@ impl Metrics {
             state.clients.len() as f64,
         );
         metric(
+            "ferrokv_io_threads_active",
+            "gauge",
+            "Connection threads taking connections (adaptive, up to ferrokv_io_threads).",
+            state.io_threads.active.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "ferrokv_io_threads",
+            "gauge",
+            "Connection threads started (--threads).",
+            state.io_threads.total.load(Ordering::Relaxed) as f64,
+        );
+        metric(
             "ferrokv_blocked_clients",
             "gauge",
             "Clients blocked on keys.",

@@ -186,6 +186,8 @@ pub struct State {
     /// Cluster mode (off unless `--cluster-enabled yes`): identity, the held
     /// topology, routing.
     pub cluster: crate::cluster::Cluster,
+    /// Connection threads: how many exist and how many take connections.
+    pub io_threads: crate::server::threads::Counts,
 }
 
 impl AsRef<Db> for State {
@@ -240,6 +242,7 @@ impl State {
             saves: crate::persist::save::SaveState::default(),
             this: this.clone(),
             cluster: crate::cluster::Cluster::default(),
+            io_threads: Default::default(),
         })
     }
 

@@ -209,6 +209,10 @@ fn metrics_expose_commands_keys_memory_clients() {
     assert_eq!(sample(m, "ferrokv_expired_keys_total"), Some(1.0));
     assert_eq!(sample(m, "ferrokv_evicted_keys_total"), Some(0.0));
     assert_eq!(sample(m, "ferrokv_connected_clients"), Some(2.0));
+    // Idle: one connection thread takes connections, of one per usable core.
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    assert_eq!(sample(m, "ferrokv_io_threads"), Some(cores));
+    assert_eq!(sample(m, "ferrokv_io_threads_active"), Some(1.0));
     assert!(sample(m, "ferrokv_memory_used_bytes").unwrap() > 0.0);
     assert!(sample(m, "ferrokv_memory_dataset_bytes").unwrap() > 0.0);
     assert!(sample(m, "ferrokv_memory_rss_bytes").unwrap() > 1e6);

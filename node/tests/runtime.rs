@@ -1,9 +1,11 @@
-//! The `ferrokv-node` binary's runtime: how many worker threads `--threads`,
+//! The `ferrokv-node` binary's connection threads: how many `--threads`,
 //! the config file's `threads` and the default give (INFO's
-//! `ferrokv_worker_threads`), and that one worker — a current-thread
-//! runtime, where nothing runs beside the connection being served — still
-//! serves blocking pops, group commit, SAVE and `CONFIG SET appendonly`,
-//! which run inline on that thread instead of through `block_in_place`.
+//! `ferrokv_worker_threads`); that one thread — where nothing runs beside
+//! the connection being served — still serves blocking pops, group commit,
+//! SAVE and `CONFIG SET appendonly`, which run inline on it; and that the
+//! adaptive thread count grows under a load that needs a second core while
+//! one is free, moves connections (pub/sub included) without losing a reply,
+//! and shrinks back once the load is gone.
 
 // Test code: an unexpected value should fail the test right where it appears.
 #![allow(clippy::unwrap_used)]
@@ -86,7 +88,7 @@ fn threads_come_from_the_flag_the_config_file_or_the_usable_cores() {
     assert_eq!(
         workers(spawn_node(&[]).addr),
         cores,
-        "default: one worker per usable core"
+        "default: one connection thread per usable core"
     );
     assert_eq!(workers(spawn_node(&["--threads", "3"]).addr), 3);
     assert_eq!(workers(spawn_node(&["--threads", "1"]).addr), 1);
@@ -140,4 +142,124 @@ fn one_worker_serves_blocking_pops_group_commit_and_saves() {
     );
     assert_eq!(a.cmd(&["INCR", "n"]), Frame::Int(1));
     assert_eq!(b.cmd(&["GET", "k"]), Frame::bulk("v"));
+}
+
+fn info_field(addr: SocketAddr, section: &str, field: &str) -> String {
+    let info = text(RawClient::connect(addr).cmd(&["INFO", section]));
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("INFO {section} has {field}"))
+}
+
+/// The `io-thread` of every client in CLIENT LIST but the asking one.
+fn client_threads(addr: SocketAddr) -> Vec<usize> {
+    let list = text(RawClient::connect(addr).cmd(&["CLIENT", "LIST"]));
+    list.lines()
+        .filter(|l| !l.contains("cmd=client|list"))
+        .map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("io-thread="))
+                .expect("CLIENT LIST has io-thread")
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn adaptive_threads_grow_under_a_server_bound_load_and_shrink_after_it() {
+    if std::thread::available_parallelism().unwrap().get() < 2 {
+        eprintln!("skipped: growing needs a second core");
+        return;
+    }
+    let node = spawn_node(&["--threads", "2"]);
+    assert_eq!(info_field(node.addr, "server", "ferrokv_worker_threads"), "2");
+    assert_eq!(
+        info_field(node.addr, "server", "io_threads_active"),
+        "1",
+        "starts with one"
+    );
+    // Two 20k-member sets: SINTERCARD on them is ~a millisecond of server
+    // work for a few bytes each way, so the loaders below keep one thread
+    // busy while the test process itself leaves the other core idle.
+    let mut setup = RawClient::connect(node.addr);
+    for set in ["a", "b"] {
+        for chunk in 0..20 {
+            let mut args = vec!["SADD".to_string(), set.to_string()];
+            args.extend((chunk * 1000..(chunk + 1) * 1000).map(|i| format!("m{i}")));
+            setup.send(&args);
+        }
+        for _ in 0..20 {
+            assert_eq!(setup.read(), Frame::Int(1000));
+        }
+    }
+    // A subscriber, connected first so that it is among the connections moved.
+    let mut sub = RawClient::connect(node.addr);
+    sub.cmd(&["SUBSCRIBE", "ch"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let addr = node.addr;
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(addr);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Every reply right while connections move between threads.
+                    assert_eq!(c.cmd(&["SINTERCARD", "2", "a", "b"]), Frame::Int(20000));
+                    n += 1;
+                }
+                (c, n)
+            })
+        })
+        .collect();
+    wait_for("a second connection thread", Duration::from_secs(30), || {
+        (info_field(node.addr, "server", "io_threads_active") == "2").then_some(())
+    });
+    wait_for("connections on both threads", Duration::from_secs(10), || {
+        let t = client_threads(node.addr);
+        (t.contains(&0) && t.contains(&1)).then_some(())
+    });
+    let mut publisher = RawClient::connect(node.addr);
+    assert_eq!(publisher.cmd(&["PUBLISH", "ch", "during"]), Frame::Int(1));
+    assert_eq!(
+        sub.read(),
+        Frame::Array(vec![Frame::bulk("message"), Frame::bulk("ch"), Frame::bulk("during")])
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut idle: Vec<RawClient> = Vec::new();
+    for l in loaders {
+        let (c, n) = l.join().unwrap();
+        assert!(n > 0);
+        idle.push(c);
+    }
+    // Idle now: back to one thread, and the idle connections are woken to
+    // move there without sending anything.
+    wait_for("one connection thread again", Duration::from_secs(30), || {
+        (info_field(node.addr, "server", "io_threads_active") == "1").then_some(())
+    });
+    wait_for("every connection on thread 0", Duration::from_secs(10), || {
+        client_threads(node.addr).iter().all(|&t| t == 0).then_some(())
+    });
+    for c in &mut idle {
+        assert_eq!(c.cmd(&["SCARD", "a"]), Frame::Int(20000));
+    }
+    assert_eq!(publisher.cmd(&["PUBLISH", "ch", "after"]), Frame::Int(1));
+    assert_eq!(
+        sub.read(),
+        Frame::Array(vec![Frame::bulk("message"), Frame::bulk("ch"), Frame::bulk("after")])
+    );
+}
+
+#[test]
+fn without_adaptive_threads_every_thread_takes_connections() {
+    let node = spawn_node(&["--threads", "2", "--adaptive-threads", "no"]);
+    assert_eq!(info_field(node.addr, "server", "io_threads_active"), "2");
+    let mut a = RawClient::connect(node.addr);
+    let mut b = RawClient::connect(node.addr);
+    assert_eq!(a.cmd(&["SET", "k", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(b.cmd(&["INCR", "k"]), Frame::Int(2));
+    let mut t = client_threads(node.addr);
+    t.sort();
+    assert_eq!(t, vec![0, 1], "new connections go to the thread with the fewest");
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod conn;
 pub mod shutdown;
+pub mod threads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,15 @@ pub struct Running {
     notify_shutdown: broadcast::Sender<()>,
     done_rx: mpsc::Receiver<()>,
     done_tx: Option<mpsc::Sender<()>>,
+    threads: Arc<threads::ConnThreads>,
+}
+
+impl Drop for Running {
+    /// The connection threads end with the server (a test that drops a
+    /// server without shutting it down drops its connections with them).
+    fn drop(&mut self) {
+        self.threads.stop();
+    }
 }
 
 impl Running {
@@ -65,33 +75,12 @@ impl Running {
     }
 }
 
-/// The runtime the server runs on: `threads` workers (`--threads` or the
-/// config file's `threads`), by default as many as the cores this process may
-/// use — `available_parallelism` counts the CPU affinity mask and the
-/// cgroup CPU quota, so a Pod with `limits.cpu: 1` (or 500m) gets one worker,
-/// not one per core of its host.
-///
-/// One worker means a current-thread runtime: connections, timers and the
-/// I/O driver on one thread that sleeps in `epoll_wait` between batches, as
-/// a Redis process does. A one-worker multi-thread runtime costs more: its
-/// I/O driver and scheduler go through the shared, cross-thread paths
-/// (measured on a 3-node cluster on 2 cores, unpipelined: 2–6% more server
-/// CPU per request than the current-thread runtime; two workers per node
-/// cost ~20% more and 0.36 instead of 0.23 context switches per request,
-/// see ARCHITECTURE.md). Blocking commands (SAVE, CONFIG SET appendonly)
-/// then run inline on that thread, holding up every client while they run,
-/// as in Redis; with more workers they use `block_in_place`.
-pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    if threads == 1 {
-        return tokio::runtime::Builder::new_current_thread().enable_all().build();
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
+/// The runtime `main` runs the server's own tasks on: the accept loops, the
+/// admin port, active expiry, replication links, the save schedule and the
+/// thread balancer. One thread is enough for them; client connections run
+/// on the connection threads [`start`] creates ([`threads`]).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 /// Bind the listeners and start serving in the background.
@@ -122,6 +111,27 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
     };
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, done_rx) = mpsc::channel(1);
+    // `--threads`, or as many as the cores this process may use:
+    // `available_parallelism` counts the CPU affinity mask and the cgroup
+    // CPU quota, so a Pod with `limits.cpu: 1` (or 500m) gets one thread,
+    // not one per core of its host.
+    let n = state
+        .config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let adaptive = state.config.adaptive_threads;
+    let conn_threads =
+        threads::ConnThreads::start(&state, n, if adaptive { 1 } else { n }).map_err(|source| ServerError::Bind {
+            addr: "connection threads".into(),
+            source,
+        })?;
+    if adaptive && n > 1 {
+        tokio::spawn(threads::balance(
+            conn_threads.clone(),
+            Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
+        ));
+    }
 
     let mut addrs = Vec::new();
     let mut port = state.config.port;
@@ -145,6 +155,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         let shutdown = Shutdown::new(notify_shutdown.subscribe(), done_tx.clone());
         tokio::spawn(accept_loop(
             state.clone(),
+            conn_threads.clone(),
             listener,
             shutdown,
             notify_shutdown.clone(),
@@ -206,11 +217,13 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         notify_shutdown,
         done_rx,
         done_tx: Some(done_tx),
+        threads: conn_threads,
     })
 }
 
 async fn accept_loop(
     state: Arc<State>,
+    threads: Arc<threads::ConnThreads>,
     listener: TcpListener,
     mut shutdown: Shutdown,
     notify: broadcast::Sender<()>,
@@ -239,9 +252,29 @@ async fn accept_loop(
             continue;
         }
         let local = stream.local_addr().unwrap_or(peer);
+        // The socket leaves this thread's epoll for its connection thread's.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepted connection lost");
+                continue;
+            }
+        };
         let handle = state.clients.register_client(peer, local);
         let conn_shutdown = Shutdown::new(notify.subscribe(), done.clone());
-        tokio::spawn(conn::serve(state.clone(), stream, handle, conn_shutdown));
+        let thread = threads.place();
+        threads.arrived(thread);
+        let (state, on) = (state.clone(), threads.clone());
+        threads.spawn(thread, async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => conn::serve(state, stream, handle, conn_shutdown, on, thread).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepted connection lost");
+                    on.left(thread);
+                    state.clients.unregister(handle.id);
+                }
+            }
+        });
     }
 }
 

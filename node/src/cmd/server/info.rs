@@ -158,11 +158,12 @@ fn server(state: &State, s: &mut Section) {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
     );
-    s.field("io_threads_active", 0);
-    // The runtime's worker count (`--threads`, or the cores this process may
+    // Connection threads taking connections now (Redis reports 0 or 1 for
+    // its I/O threads; here the count, see `server::threads`).
+    s.field("io_threads_active", state.io_threads.active.load(Ordering::Relaxed));
+    // All connection threads (`--threads`, or the cores this process may
     // use): what an operator checks when a CPU limit should have lowered it.
-    let workers = tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_workers());
-    s.field("ferrokv_worker_threads", workers);
+    s.field("ferrokv_worker_threads", state.io_threads.total.load(Ordering::Relaxed));
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
