@@ -17,8 +17,10 @@
 #
 # Both servers listen on free loopback ports and are killed (by PID) on exit.
 # Redis runs with `--save '' --appendonly no` (ferrokv's defaults persist nothing
-# either); ferrokv runs with its defaults (one worker thread per core), Redis is
-# single-threaded as configured by Debian: say so when quoting the numbers.
+# either); ferrokv runs with its defaults (one connection thread per core, of
+# which the adaptive count puts to work only those the free cores can run —
+# printed after the throughput runs), Redis is single-threaded as configured by
+# Debian: say so when quoting the numbers.
 # Tests whose command ferrokv does not implement are reported and skipped.
 #
 # Usage: bench/node-vs-redis.sh            (a few minutes)
@@ -151,6 +153,9 @@ if [ "${#tests[@]}" -gt 0 ]; then
             done
         done
     done
+    # The adaptive connection-thread count, for reading the figures: with
+    # the load generator on the same cores it should have stayed at one.
+    say "ferrokv connection threads taking connections after the loads: $(redis-cli -h 127.0.0.1 -p "$FK_PORT" INFO server | tr -d '\r' | awk -F: '/^io_threads_active:/ {a=$2} /^ferrokv_worker_threads:/ {t=$2} END {print a " of " t}')"
 fi
 stop_servers
 
