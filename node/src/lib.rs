@@ -9,7 +9,8 @@
 //!            └──────── resp::reply ◄───────────┘            db::Keys (locked partitions)
 //! ```
 //!
-//! - [`server`]: listeners, the accept loop (connection cap), one task per
+//! - [`server`]: listeners, the accept loop (connection cap), the connection
+//!   threads and their balancer ([`server::threads`]), one task per
 //!   connection ([`server::conn`]), active expiry, the admin HTTP port
 //!   ([`server::admin`]: `/metrics`, `/healthz`, `/readyz`), graceful shutdown.
 //! - [`resp`]: two-phase request parsing (RESP multibulk and inline) and
@@ -35,8 +36,13 @@
 //!
 //! # Concurrency
 //!
-//! Connections run on a multi-threaded tokio runtime, so both cores parse,
-//! execute and write at once. There is no global lock on the command path: a
+//! Connections run on connection threads ([`server::threads`]), each a
+//! current-thread tokio runtime that serves its connections from read to
+//! reply; with two active threads both cores parse, execute and write at
+//! once. How many threads take connections follows the load and the free
+//! cores (one while the cores are taken, e.g. by a load generator beside the
+//! node), and connections move between threads between request batches.
+//! There is no global lock on the command path: a
 //! command locks only the partitions (`slot % 64`) that hold its keys, in
 //! ascending order, for the duration of the handler; statistics are relaxed
 //! atomics. Commands on the same partition serialize, which is what gives

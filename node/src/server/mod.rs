@@ -1,5 +1,6 @@
-//! The network side: the runtime ([`runtime`]), listeners, the accept loop,
-//! background jobs, shutdown.
+//! The network side: the runtime of the node's own tasks ([`runtime`]), the
+//! connection threads ([`threads`]), listeners, the accept loop, background
+//! jobs, shutdown.
 
 pub mod admin;
 pub mod conn;
