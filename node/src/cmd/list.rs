@@ -594,7 +594,7 @@ fn lrange(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         let Some((l, (s, e))) = l.and_then(|l| Some((l, clamp_range(start, end, l.len())?))) else {
             return Ok(Reply::Array(Vec::new()));
         };
-        Ok(Reply::Array(l.range(s, e).map(Reply::bulk).collect()))
+        Ok(Reply::bulk_array(l.range(s, e), e - s + 1))
     })
 }
 

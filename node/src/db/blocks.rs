@@ -89,7 +89,7 @@ impl<T: Default, const B: usize> Blocks<T, B> {
 
     /// Elements `start..end` in order (`end` is clamped to the length):
     /// each block's run is walked as a slice, not position by position.
-    pub fn range(&self, start: usize, end: usize) -> impl DoubleEndedIterator<Item = &T> + ExactSizeIterator {
+    pub fn range(&self, start: usize, end: usize) -> impl DoubleEndedIterator<Item = &T> + ExactSizeIterator + Clone {
         let end = end.min(self.len);
         let start = start.min(end);
         let f = self.first.len();
@@ -218,6 +218,7 @@ impl<T: Default, const B: usize> Blocks<T, B> {
 }
 
 /// An iterator that knows how many items it has left.
+#[derive(Clone)]
 struct Exact<I> {
     inner: I,
     remaining: usize,

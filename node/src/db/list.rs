@@ -155,7 +155,11 @@ impl List {
         self.items.range(0, self.items.len()).map(Elem::as_ref)
     }
     /// Elements `start..=end` (already clamped by the caller).
-    pub fn range(&self, start: usize, end: usize) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+    pub fn range(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator + Clone {
         self.items.range(start, end.saturating_add(1)).map(Elem::as_ref)
     }
 

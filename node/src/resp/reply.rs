@@ -74,6 +74,28 @@ impl Reply {
         Reply::Array(items.into_iter().map(|b| Reply::Bulk(b.into())).collect())
     }
 
+    /// An array of `n` bulk strings borrowed from the keyspace, encoded at
+    /// once (an array of bulk strings is the same bytes in RESP2 and RESP3):
+    /// one buffer instead of a copied `Bytes` and a `Reply` per element,
+    /// which were two thirds of LRANGE's CPU. `items` is walked twice (the
+    /// exact size first).
+    pub fn bulk_array<'a, I>(items: I, n: usize) -> Reply
+    where
+        I: Iterator<Item = &'a [u8]> + Clone,
+    {
+        // "$<len>\r\n<bytes>\r\n": at most 20 digits of length plus 5 bytes.
+        let size = 24 + items.clone().map(|b| b.len() + 25).sum::<usize>();
+        let mut out = BytesMut::with_capacity(size);
+        int_line(&mut out, b'*', n as i64);
+        let mut written = 0;
+        for b in items {
+            bulk(&mut out, b);
+            written += 1;
+        }
+        debug_assert_eq!(written, n, "bulk_array: the iterator must yield n items");
+        Reply::Raw(out.freeze())
+    }
+
     /// Encode for protocol `proto` (2 or 3).
     pub fn encode(&self, out: &mut BytesMut, proto: u8) {
         let resp3 = proto >= 3;
@@ -232,6 +254,18 @@ mod tests {
         let mut b = BytesMut::new();
         r.encode(&mut b, proto);
         b.to_vec()
+    }
+
+    #[test]
+    fn bulk_array_encodes_as_an_array_of_bulks_in_both_protocols() {
+        let items: Vec<&[u8]> = vec![b"a", b"", b"bin\r\n\x00", &[b'x'; 300]];
+        for n in 0..=items.len() {
+            let pre = Reply::bulk_array(items[..n].iter().copied(), n);
+            let tree = Reply::Array(items[..n].iter().map(Reply::bulk).collect());
+            for proto in [2, 3] {
+                assert_eq!(enc(&pre, proto), enc(&tree, proto), "{n} items, RESP{proto}");
+            }
+        }
     }
 
     #[test]
