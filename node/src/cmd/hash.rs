@@ -310,23 +310,17 @@ fn hstrlen(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 }
 
 fn hkeys(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let h = read(ctx, args[1])?;
-    Ok(Reply::Array(
-        h.into_iter()
-            .flat_map(Hash::iter)
-            .map(|(k, _)| Reply::bulk(k))
-            .collect(),
-    ))
+    Ok(match read(ctx, args[1])? {
+        Some(h) => Reply::bulk_array(h.iter().map(|(k, _)| k), h.len()),
+        None => Reply::Array(Vec::new()),
+    })
 }
 
 fn hvals(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let h = read(ctx, args[1])?;
-    Ok(Reply::Array(
-        h.into_iter()
-            .flat_map(Hash::iter)
-            .map(|(_, v)| Reply::bulk(v))
-            .collect(),
-    ))
+    Ok(match read(ctx, args[1])? {
+        Some(h) => Reply::bulk_array(h.iter().map(|(_, v)| v), h.len()),
+        None => Reply::Array(Vec::new()),
+    })
 }
 
 fn hgetall(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {

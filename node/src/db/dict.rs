@@ -115,7 +115,7 @@ impl<T: DictItem> Dict<T> {
         &mut self.slots[i].item
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &T> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &T> + Clone {
         self.slots.iter().map(|s| &s.item)
     }
 

@@ -168,7 +168,7 @@ impl Hash {
         self.bytes -= pair.cost();
         true
     }
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + Clone {
         self.dict.iter().map(|p| (p.field(), p.value()))
     }
     /// The field/value at position `i` (`i < len`), for random picks.
