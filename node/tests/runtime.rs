@@ -205,8 +205,15 @@ fn adaptive_threads_grow_under_a_server_bound_load_and_shrink_after_it() {
                 let mut c = RawClient::connect(addr);
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // Every reply right while connections move between threads.
-                    assert_eq!(c.cmd(&["SINTERCARD", "2", "a", "b"]), Frame::Int(20000));
+                    // Pipelined, so that a connection moves with requests
+                    // still unread or half-parsed: every reply must still
+                    // come back, in order.
+                    for i in 0..8 {
+                        c.send(&["SINTERCARD", "2", "a", "b", "LIMIT", &(19990 + i).to_string()]);
+                    }
+                    for i in 0..8 {
+                        assert_eq!(c.read(), Frame::Int(19990 + i));
+                    }
                     n += 1;
                 }
                 (c, n)
