@@ -102,7 +102,10 @@ enum Exit {
 /// The connection's stop signal: its `kill` notification (CLIENT KILL,
 /// server shutdown), which the thread balancer also uses to wake an idle
 /// connection that should move. Created once per connection (per thread it
-/// lives on) and polled once per request batch.
+/// lives on) and polled once per request batch. It is the connection's own
+/// signal only: polling the server-wide shutdown broadcast as well locked
+/// that channel's shared tail mutex on every poll, a lock every connection
+/// on every thread took once per batch.
 struct Signal<'a> {
     notify: &'a Notify,
     fut: Pin<Box<Notified<'a>>>,
@@ -158,12 +161,19 @@ async fn drive(mut conn: Conn, shutdown: Shutdown, threads: Arc<ConnThreads>, th
     conn.handle.io_thread.store(thread, Ordering::Relaxed);
     let handle = conn.handle.clone();
     let state = conn.state.clone();
-    let outcome = {
-        let mut signal = Signal::new(&handle.kill);
-        conn.run(&mut signal).await
+    let outcome = loop {
+        let outcome = {
+            let mut signal = Signal::new(&handle.kill);
+            conn.run(&mut signal).await
+        };
+        match outcome {
+            // Asked to move where it already is (two rebalances raced): stay.
+            Ok(Exit::Move(to)) if to >= threads.len() || to == thread => continue,
+            other => break other,
+        }
     };
     match outcome {
-        Ok(Exit::Move(to)) if to < threads.len() && to != thread => {
+        Ok(Exit::Move(to)) => {
             // The socket leaves this thread's epoll and joins the other's;
             // bytes that arrive meanwhile wait in the kernel, and what is
             // already read stays in `inbuf`.
@@ -216,7 +226,6 @@ async fn drive(mut conn: Conn, shutdown: Shutdown, threads: Arc<ConnThreads>, th
                 }
             }
         }
-        Ok(Exit::Move(_)) => boxed_drive(conn, shutdown, threads, thread).await,
         Ok(Exit::Replica(plan)) => {
             threads.left(thread);
             state.watches.unwatch(&conn.session.watched, &conn.session.watch_dirty);
