@@ -269,4 +269,15 @@ fn without_adaptive_threads_every_thread_takes_connections() {
     let mut t = client_threads(node.addr);
     t.sort();
     assert_eq!(t, vec![0, 1], "new connections go to the thread with the fewest");
+    // The config file says the same (and the flag still wins over it).
+    let dir = TempDir::new("runtime-adaptive");
+    let conf = dir.0.join("ferrokv.conf");
+    std::fs::write(&conf, "threads 2\nadaptive-threads no\n").unwrap();
+    let conf = conf.to_str().unwrap();
+    assert_eq!(
+        info_field(spawn_node(&["--config", conf]).addr, "server", "io_threads_active"),
+        "2"
+    );
+    let flag = spawn_node(&["--config", conf, "--adaptive-threads", "yes"]);
+    assert_eq!(info_field(flag.addr, "server", "io_threads_active"), "1");
 }
