@@ -5,7 +5,8 @@
 //! SAVE and `CONFIG SET appendonly`, which run inline on it; and that the
 //! adaptive thread count grows under a load that needs a second core while
 //! one is free, moves connections (pub/sub included) without losing a reply,
-//! and shrinks back once the load is gone.
+//! and shrinks back once the load is gone; and that a connection gives back
+//! the buffers a big request or reply made it grow.
 
 // Test code: an unexpected value should fail the test right where it appears.
 #![allow(clippy::unwrap_used)]
@@ -280,4 +281,38 @@ fn without_adaptive_threads_every_thread_takes_connections() {
     );
     let flag = spawn_node(&["--config", conf, "--adaptive-threads", "yes"]);
     assert_eq!(info_field(flag.addr, "server", "io_threads_active"), "1");
+}
+
+/// `used_memory` (jemalloc's allocated bytes, refreshed every 100 ms).
+fn used_memory(addr: SocketAddr) -> i64 {
+    std::thread::sleep(Duration::from_millis(250));
+    info_field(addr, "memory", "used_memory").parse().unwrap()
+}
+
+#[test]
+fn a_big_request_or_reply_does_not_keep_its_buffer() {
+    let node = spawn_node(&["--threads", "1"]);
+    let before = used_memory(node.addr);
+    const VALUE: usize = 4 << 20;
+    const CLIENTS: usize = 8;
+    let value = "v".repeat(VALUE);
+    let mut clients: Vec<RawClient> = (0..CLIENTS).map(|_| RawClient::connect(node.addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let key = format!("big{i}");
+        assert_eq!(c.cmd(&["SET", &key, &value]), Frame::Simple("OK".into()));
+        match c.cmd(&["GET", &key]) {
+            Frame::Bulk(b) => assert_eq!(b.len(), VALUE),
+            other => panic!("GET: {other:?}"),
+        }
+        assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    }
+    // The connections stay open and idle. The values themselves are 32 MiB;
+    // input and output buffers kept at their peak would add 64 MiB or more.
+    let grown = used_memory(node.addr) - before;
+    let data = (VALUE * CLIENTS) as i64;
+    assert!(
+        grown < data + data / 2,
+        "used_memory grew by {grown} bytes for {data} bytes of values: connection buffers kept"
+    );
+    drop(clients);
 }

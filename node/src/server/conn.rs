@@ -37,6 +37,13 @@ use crate::state::State;
 
 /// Flush replies early when a huge pipeline has built up this much output.
 const OUT_FLUSH: usize = 256 * 1024;
+/// A connection's input or output buffer that grew past this for one big
+/// request or reply is given back once it is empty, rather than held for
+/// the connection's life (Redis shrinks its query and reply buffers
+/// likewise): a client that once sent or fetched a 100 MB value must not
+/// keep 100 MB of the node's memory while it idles. Buffers of pipelined
+/// small commands never get near it, so the hot path never reallocates.
+const BUFFER_KEEP: usize = 256 * 1024;
 /// Redis' default `client-query-buffer-limit`.
 const QUERY_BUFFER_LIMIT: usize = 1 << 30;
 
@@ -82,6 +89,9 @@ struct Conn {
     push_used: bool,
     /// Requests in the batch being served (see `run`).
     batch: u32,
+    /// A request longer than [`BUFFER_KEEP`] went through `inbuf`, whose
+    /// allocation (not visible in `capacity()` once consumed) is that big.
+    big_input: bool,
 }
 
 enum Step {
@@ -151,6 +161,7 @@ pub async fn serve(
         write_replies: Vec::new(),
         push_used: false,
         batch: 0,
+        big_input: false,
     };
     drive(conn, shutdown, threads, thread).await
 }
@@ -188,6 +199,7 @@ async fn drive(mut conn: Conn, shutdown: Shutdown, threads: Arc<ConnThreads>, th
                 write_replies,
                 push_used,
                 batch,
+                big_input,
             } = conn;
             match stream.into_std() {
                 Ok(std) => {
@@ -208,6 +220,7 @@ async fn drive(mut conn: Conn, shutdown: Shutdown, threads: Arc<ConnThreads>, th
                                     write_replies,
                                     push_used,
                                     batch,
+                                    big_input,
                                 };
                                 boxed_drive(conn, shutdown, next, to).await
                             }
@@ -320,6 +333,10 @@ impl Conn {
                     None => std::future::pending().await,
                 }
             };
+            if self.big_input && self.inbuf.is_empty() {
+                self.inbuf = BytesMut::with_capacity(16 * 1024);
+                self.big_input = false;
+            }
             if self.inbuf.capacity() - self.inbuf.len() < 4096 {
                 self.inbuf.reserve(16 * 1024);
             }
@@ -394,7 +411,11 @@ impl Conn {
         self.write_replies.clear();
         let n = self.out.len() as u64;
         self.stream.write_all(&self.out).await?;
-        self.out.clear();
+        if self.out.capacity() > BUFFER_KEEP {
+            self.out = BytesMut::with_capacity(16 * 1024);
+        } else {
+            self.out.clear();
+        }
         self.state.stats.net_output_bytes.fetch_add(n, Ordering::Relaxed);
         self.handle.net_out.fetch_add(n, Ordering::Relaxed);
         Ok(())
@@ -443,6 +464,7 @@ impl Conn {
                     return Ok(Step::Close);
                 }
             };
+            self.big_input |= req.len > BUFFER_KEEP;
             if req.has_no_args() {
                 self.inbuf.advance(req.len);
                 continue;
