@@ -35,6 +35,8 @@ pub enum ServerError {
     Bind { addr: String, source: std::io::Error },
     #[error(transparent)]
     Persist(#[from] crate::persist::PersistError),
+    #[error("failed to start the connection threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// A started server: where it listens and how to stop it.
@@ -123,10 +125,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         .max(1);
     let adaptive = state.config.adaptive_threads;
     let conn_threads =
-        threads::ConnThreads::start(&state, n, if adaptive { 1 } else { n }).map_err(|source| ServerError::Bind {
-            addr: "connection threads".into(),
-            source,
-        })?;
+        threads::ConnThreads::start(&state, n, if adaptive { 1 } else { n }).map_err(ServerError::Threads)?;
     if adaptive && n > 1 {
         tokio::spawn(threads::balance(
             conn_threads.clone(),
@@ -264,16 +263,11 @@ async fn accept_loop(
         let handle = state.clients.register_client(peer, local);
         let conn_shutdown = Shutdown::new(notify.subscribe(), done.clone());
         let thread = threads.place();
-        threads.arrived(thread);
         let (state, on) = (state.clone(), threads.clone());
-        threads.spawn(thread, async move {
-            match tokio::net::TcpStream::from_std(stream) {
+        threads.adopt(thread, stream, move |stream| async move {
+            match stream {
                 Ok(stream) => conn::serve(state, stream, handle, conn_shutdown, on, thread).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepted connection lost");
-                    on.left(thread);
-                    state.clients.unregister(handle.id);
-                }
+                Err(_) => state.clients.unregister(handle.id),
             }
         });
     }

@@ -17,8 +17,8 @@
 //! and the partition locks and cache lines of hot keys cross cores on every
 //! batch: measured with `redis-benchmark -P 16` on this project's 2-core
 //! machine, one thread served 5–20% more requests per second than two.
-//! With the clients elsewhere and a core idle, two threads serve up to twice
-//! as many. So the node starts with one active thread and a balancer samples
+//! With the clients elsewhere and a core idle, the second thread has that
+//! core to itself. So the node starts with one active thread and a balancer samples
 //! CPU time four times a second (`/proc`, no extra syscalls on the hot path):
 //!
 //! - **grow** by one thread when the active threads are busy (≥ 85% of a
@@ -158,20 +158,29 @@ impl ConnThreads {
             .unwrap_or(0)
     }
 
-    /// Run a connection's future on thread `i`, counted there until it ends
-    /// or moves on.
-    pub fn spawn<F>(&self, i: usize, fut: F)
+    /// Serve a socket on thread `to`: it joins that thread's epoll there
+    /// and `serve` runs with it, counted on `to` until the connection ends or
+    /// moves on (the caller then calls [`ConnThreads::left`]). Both a new
+    /// connection and a moving one come through here. `serve` gets the
+    /// registration error instead when the socket cannot join, to clean up.
+    pub fn adopt<S, F>(self: &Arc<Self>, to: usize, socket: std::net::TcpStream, serve: S)
     where
+        S: FnOnce(std::io::Result<tokio::net::TcpStream>) -> F + Send + 'static,
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.threads[i].handle.spawn(fut);
+        self.threads[to].conns.fetch_add(1, Ordering::Relaxed);
+        let me = self.clone();
+        self.threads[to].handle.spawn(async move {
+            let stream = tokio::net::TcpStream::from_std(socket);
+            if let Err(e) = &stream {
+                tracing::warn!(error = %e, "connection lost joining a connection thread");
+                me.left(to);
+            }
+            serve(stream).await
+        });
     }
 
-    /// A connection arrived on / left thread `i`.
-    pub fn arrived(&self, i: usize) {
-        self.threads[i].conns.fetch_add(1, Ordering::Relaxed);
-    }
-
+    /// A connection left thread `i` (closed, moved, or became a replica stream).
     pub fn left(&self, i: usize) {
         self.threads[i].conns.fetch_sub(1, Ordering::Relaxed);
     }
