@@ -76,6 +76,15 @@ pub struct ServeArgs {
     /// shows how many take them.
     #[arg(long, value_name = "yes|no")]
     pub adaptive_threads: Option<String>,
+    /// Let a connection thread poll its sockets for a few microseconds
+    /// after serving a request instead of going to sleep in epoll_wait at
+    /// once: `auto` (the default) does so only while unpipelined requests
+    /// keep it busy and other processes leave it a whole core (never under
+    /// a CPU limit that the polling would eat into); `yes` whenever it has
+    /// just served a request; `no` never. INFO's `io_threads_polling` shows
+    /// how many threads poll.
+    #[arg(long, value_name = "auto|yes|no")]
+    pub busy_poll: Option<String>,
     /// Data directory: the snapshot file, the append-only log, the cluster
     /// state file and the persisted config epoch (`config-epoch`).
     #[arg(long, value_name = "DIR")]
@@ -176,6 +185,25 @@ pub fn parse_memory(s: &str) -> Result<u64, ConfigError> {
 }
 
 /// A Redis-style boolean (`yes`/`no`).
+/// `--busy-poll`: when an idle connection thread polls instead of sleeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyPoll {
+    Auto,
+    Yes,
+    No,
+}
+
+impl BusyPoll {
+    fn parse(v: &str) -> Result<BusyPoll, ConfigError> {
+        match v.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BusyPoll::Auto),
+            "yes" => Ok(BusyPoll::Yes),
+            "no" => Ok(BusyPoll::No),
+            _ => Err(ConfigError::Invalid(v.to_string())),
+        }
+    }
+}
+
 fn parse_yes_no(v: &str) -> Result<bool, ConfigError> {
     match v.to_ascii_lowercase().as_str() {
         "yes" => Ok(true),
@@ -192,6 +220,8 @@ pub struct Config {
     pub threads: Option<usize>,
     /// See [`ServeArgs::adaptive_threads`].
     pub adaptive_threads: bool,
+    /// See [`ServeArgs::busy_poll`].
+    pub busy_poll: BusyPoll,
     pub requirepass: RwLock<Option<Bytes>>,
     pub maxmemory: AtomicU64,
     pub maxclients: AtomicUsize,
@@ -265,6 +295,7 @@ impl Default for Config {
             admin_port: None,
             threads: None,
             adaptive_threads: true,
+            busy_poll: BusyPoll::Auto,
             requirepass: RwLock::new(None),
             maxmemory: AtomicU64::new(0),
             maxclients: AtomicUsize::new(10000),
@@ -632,6 +663,7 @@ impl Config {
                     }
                     "threads" => cfg.threads = Some(v.parse().map_err(|_| err(format!("invalid threads '{v}'")))?),
                     "adaptive-threads" => cfg.adaptive_threads = parse_yes_no(v).map_err(|e| err(e.to_string()))?,
+                    "busy-poll" => cfg.busy_poll = BusyPoll::parse(v).map_err(|e| err(e.to_string()))?,
                     "cluster-enabled" => cfg.cluster_enabled = parse_yes_no(v).map_err(|e| err(e.to_string()))?,
                     "cluster-config-file" => cfg.cluster_config_file = v.to_string(),
                     name => match find_param(name).and_then(|p| p.set) {
@@ -655,6 +687,9 @@ impl Config {
         }
         if let Some(v) = &args.adaptive_threads {
             cfg.adaptive_threads = parse_yes_no(v)?;
+        }
+        if let Some(v) = &args.busy_poll {
+            cfg.busy_poll = BusyPoll::parse(v)?;
         }
         if let Some(v) = &args.cluster_enabled {
             cfg.cluster_enabled = parse_yes_no(v)?;

@@ -229,6 +229,12 @@ impl Metrics {
             state.io_threads.active.load(Ordering::Relaxed) as f64,
         );
         metric(
+            "ferrokv_io_threads_polling",
+            "gauge",
+            "Connection threads allowed to busy-poll between requests (--busy-poll).",
+            state.io_threads.polling.load(Ordering::Relaxed) as f64,
+        );
+        metric(
             "ferrokv_io_threads",
             "gauge",
             "Connection threads started (--threads).",

@@ -6,7 +6,9 @@
 //! adaptive thread count grows under a load that needs a second core while
 //! one is free, moves connections (pub/sub included) without losing a reply,
 //! and shrinks back once the load is gone; and that a connection gives back
-//! the buffers a big request or reply made it grow.
+//! the buffers a big request or reply made it grow; and when a thread
+//! busy-polls (`--busy-poll`): under an unpipelined load with a core free,
+//! not beside a busy process, not under a pipelined load, not idle.
 
 // Test code: an unexpected value should fail the test right where it appears.
 #![allow(clippy::unwrap_used)]
@@ -16,7 +18,10 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use support::{Frame, RawClient, TempDir, wait_for};
 
@@ -167,6 +172,48 @@ fn client_threads(addr: SocketAddr) -> Vec<usize> {
         .collect()
 }
 
+/// Two 20k-member sets, `a` and `b`: SINTERCARD on them is ~a millisecond
+/// of server work for a few bytes each way, so a few loaders keep one
+/// thread busy while the test process itself leaves the other core idle.
+fn two_big_sets(addr: SocketAddr) {
+    let mut setup = RawClient::connect(addr);
+    for set in ["a", "b"] {
+        for chunk in 0..20 {
+            let mut args = vec!["SADD".to_string(), set.to_string()];
+            args.extend((chunk * 1000..(chunk + 1) * 1000).map(|i| format!("m{i}")));
+            setup.send(&args);
+        }
+        for _ in 0..20 {
+            assert_eq!(setup.read(), Frame::Int(1000));
+        }
+    }
+}
+
+/// Four connections sending SINTERCARD on [`two_big_sets`] in batches of
+/// `depth` until `stop`, checking every reply; each returns its connection
+/// and how many batches it got through.
+fn spawn_loaders(addr: SocketAddr, depth: i64, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<(RawClient, u64)>> {
+    (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(addr);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..depth {
+                        c.send(&["SINTERCARD", "2", "a", "b", "LIMIT", &(19990 + i).to_string()]);
+                    }
+                    for i in 0..depth {
+                        assert_eq!(c.read(), Frame::Int(19990 + i));
+                    }
+                    n += 1;
+                }
+                (c, n)
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn adaptive_threads_grow_under_a_server_bound_load_and_shrink_after_it() {
     if std::thread::available_parallelism().unwrap().get() < 2 {
@@ -180,47 +227,14 @@ fn adaptive_threads_grow_under_a_server_bound_load_and_shrink_after_it() {
         "1",
         "starts with one"
     );
-    // Two 20k-member sets: SINTERCARD on them is ~a millisecond of server
-    // work for a few bytes each way, so the loaders below keep one thread
-    // busy while the test process itself leaves the other core idle.
-    let mut setup = RawClient::connect(node.addr);
-    for set in ["a", "b"] {
-        for chunk in 0..20 {
-            let mut args = vec!["SADD".to_string(), set.to_string()];
-            args.extend((chunk * 1000..(chunk + 1) * 1000).map(|i| format!("m{i}")));
-            setup.send(&args);
-        }
-        for _ in 0..20 {
-            assert_eq!(setup.read(), Frame::Int(1000));
-        }
-    }
+    two_big_sets(node.addr);
     // A subscriber, connected first so that it is among the connections moved.
     let mut sub = RawClient::connect(node.addr);
     sub.cmd(&["SUBSCRIBE", "ch"]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let loaders: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = stop.clone();
-            let addr = node.addr;
-            std::thread::spawn(move || {
-                let mut c = RawClient::connect(addr);
-                let mut n = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // Pipelined, so that a connection moves with requests
-                    // still unread or half-parsed: every reply must still
-                    // come back, in order.
-                    for i in 0..8 {
-                        c.send(&["SINTERCARD", "2", "a", "b", "LIMIT", &(19990 + i).to_string()]);
-                    }
-                    for i in 0..8 {
-                        assert_eq!(c.read(), Frame::Int(19990 + i));
-                    }
-                    n += 1;
-                }
-                (c, n)
-            })
-        })
-        .collect();
+    // Pipelined, so that a connection moves with requests still unread or
+    // half-parsed: every reply must still come back, in order.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaders = spawn_loaders(node.addr, 8, &stop);
     wait_for("a second connection thread", Duration::from_secs(30), || {
         (info_field(node.addr, "server", "io_threads_active") == "2").then_some(())
     });
@@ -234,7 +248,7 @@ fn adaptive_threads_grow_under_a_server_bound_load_and_shrink_after_it() {
         sub.read(),
         Frame::Array(vec![Frame::bulk("message"), Frame::bulk("ch"), Frame::bulk("during")])
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let mut idle: Vec<RawClient> = Vec::new();
     for l in loaders {
         let (c, n) = l.join().unwrap();
@@ -281,6 +295,116 @@ fn without_adaptive_threads_every_thread_takes_connections() {
     );
     let flag = spawn_node(&["--config", conf, "--adaptive-threads", "yes"]);
     assert_eq!(info_field(flag.addr, "server", "io_threads_active"), "1");
+}
+
+fn polling(addr: SocketAddr) -> String {
+    info_field(addr, "server", "io_threads_polling")
+}
+
+/// Stop the loaders and return how many batches each got through.
+fn stop_loaders(stop: &AtomicBool, loaders: Vec<JoinHandle<(RawClient, u64)>>) -> Vec<u64> {
+    stop.store(true, Ordering::Relaxed);
+    loaders.into_iter().map(|l| l.join().unwrap().1).collect()
+}
+
+#[test]
+fn busy_poll_auto_polls_for_a_busy_unpipelined_load_only_while_a_core_is_free() {
+    if std::thread::available_parallelism().unwrap().get() < 2 {
+        eprintln!("skipped: polling needs a core beyond the connection thread");
+        return;
+    }
+    // One connection thread, so the core beside it is the one polling needs.
+    let node = spawn_node(&["--threads", "1"]);
+    assert_eq!(polling(node.addr), "0", "nothing to poll for at start");
+    two_big_sets(node.addr);
+
+    // Unpipelined requests keep the thread busy and the test process
+    // leaves the other core idle: the thread polls.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaders = spawn_loaders(node.addr, 1, &stop);
+    wait_for("the thread to poll", Duration::from_secs(30), || {
+        (polling(node.addr) == "1").then_some(())
+    });
+
+    // Another process's work takes the free core (two spinning threads
+    // here, for at most 30 s): the thread stops polling although its load
+    // is the same.
+    let hog_stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let hog_stop = hog_stop.clone();
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(30);
+                let mut x = 0u64;
+                while !hog_stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    wait_for("polling to stop beside a busy process", Duration::from_secs(20), || {
+        (polling(node.addr) == "0").then_some(())
+    });
+    hog_stop.store(true, Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    wait_for("polling again once the core is free", Duration::from_secs(30), || {
+        (polling(node.addr) == "1").then_some(())
+    });
+    assert!(stop_loaders(&stop, loaders).iter().all(|&n| n > 0));
+
+    // No load: no polling.
+    wait_for("polling to stop when the load ends", Duration::from_secs(10), || {
+        (polling(node.addr) == "0").then_some(())
+    });
+
+    // A pipelined load as busy: requests are already waiting when a batch
+    // ends, so the thread is never allowed to poll (the balancer decides
+    // four times a second; watch for two seconds).
+    let loaders = spawn_loaders(node.addr, 8, &stop_flag_reset(&stop));
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(polling(node.addr), "0", "polling under a pipelined load");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(stop_loaders(&stop, loaders).iter().all(|&n| n > 0));
+}
+
+fn stop_flag_reset(stop: &Arc<AtomicBool>) -> Arc<AtomicBool> {
+    stop.store(false, Ordering::Relaxed);
+    stop.clone()
+}
+
+#[test]
+fn busy_poll_yes_and_no_are_fixed_and_come_from_the_flag_or_the_config_file() {
+    let yes = spawn_node(&["--threads", "2", "--busy-poll", "yes"]);
+    assert_eq!(polling(yes.addr), "2");
+    let mut c = RawClient::connect(yes.addr);
+    for i in 0..100 {
+        assert_eq!(c.cmd(&["INCR", "n"]), Frame::Int(i + 1));
+    }
+    let dir = TempDir::new("runtime-busy-poll");
+    let conf = dir.0.join("ferrokv.conf");
+    std::fs::write(&conf, "threads 1\nbusy-poll no\n").unwrap();
+    let no = spawn_node(&["--config", conf.to_str().unwrap()]);
+    two_big_sets(no.addr);
+    // The load under which `auto` polls (previous test): `no` never does.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaders = spawn_loaders(no.addr, 1, &stop);
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(polling(no.addr), "0");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(stop_loaders(&stop, loaders).iter().all(|&n| n > 0));
+    // A value that is none of the three is refused at startup.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrokv-node"))
+        .args(["--port", "0", "--busy-poll", "always"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("always"), "{out:?}");
 }
 
 /// `used_memory` (jemalloc's allocated bytes, refreshed every 100 ms).

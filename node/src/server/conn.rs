@@ -263,6 +263,9 @@ impl Conn {
                 Step::Replica(plan) => return Ok(Exit::Replica(plan)),
                 Step::Continue => {}
             }
+            if self.batch > 0 {
+                super::threads::served(self.batch);
+            }
             if self.batch > 1 && !self.out.is_empty() {
                 // A pipelined batch's replies go out after the other
                 // connections that are ready on this thread have been served

@@ -123,13 +123,16 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let adaptive = state.config.adaptive_threads;
-    let conn_threads =
-        threads::ConnThreads::start(&state, n, if adaptive { 1 } else { n }).map_err(ServerError::Threads)?;
-    if adaptive && n > 1 {
+    let adaptive = state.config.adaptive_threads && n > 1;
+    let busy_poll = state.config.busy_poll;
+    let conn_threads = threads::ConnThreads::start(&state, n, if adaptive { 1 } else { n }, busy_poll)
+        .map_err(ServerError::Threads)?;
+    if adaptive || busy_poll == crate::config::BusyPoll::Auto {
         tokio::spawn(threads::balance(
             conn_threads.clone(),
             Shutdown::new(notify_shutdown.subscribe(), done_tx.clone()),
+            adaptive,
+            busy_poll,
         ));
     }
 

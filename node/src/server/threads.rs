@@ -40,8 +40,10 @@
 //! Without `/proc` (not Linux) or with `--adaptive-threads no`, every thread
 //! takes connections from the start.
 
+use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -49,6 +51,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::shutdown::Shutdown;
+use crate::config::BusyPoll;
 use crate::state::State;
 
 /// A connection's `move_to` when it stays where it is.
@@ -69,16 +72,126 @@ const SETTLE: u32 = 8;
 /// First and longest wait before growing again after a contention shrink.
 const BACKOFF_MIN: u32 = 20;
 const BACKOFF_MAX: u32 = 240;
+/// How long a thread keeps polling after its last request batch.
+const POLL_WINDOW: Duration = Duration::from_micros(50);
+/// `--busy-poll auto`: a thread polls only while serving requests keeps it
+/// at least this busy (in cores, polling not counted)...
+const POLL_BUSY: f64 = 0.25;
+/// ...with batches of fewer requests than this on average (a pipelined
+/// load finds requests waiting without it)...
+const POLL_BATCH: f64 = 2.0;
+/// ...and other processes leave every active thread a core, give or take
+/// this much.
+const POLL_SLACK: f64 = 0.1;
 
 /// Thread counts, readable without the threads themselves (INFO, metrics).
 #[derive(Default)]
 pub struct Counts {
     pub total: AtomicUsize,
     pub active: AtomicUsize,
+    /// Threads allowed to busy-poll (`--busy-poll`).
+    pub polling: AtomicUsize,
+}
+
+/// What one connection thread did, for the balancer, and whether it may
+/// poll. Only the thread itself writes the counters (a load and a store,
+/// no locked instruction on the hot path); the balancer reads them.
+#[derive(Default)]
+struct Activity {
+    /// Request batches served (one per read that held requests).
+    batches: AtomicU64,
+    /// Requests served.
+    requests: AtomicU64,
+    /// Nanoseconds spent polling without finding work: CPU time that is
+    /// not load, subtracted from the thread's busy time.
+    polled_idle: AtomicU64,
+    /// Set by the balancer (or `--busy-poll yes`).
+    poll: AtomicBool,
+}
+
+thread_local! {
+    /// The activity record of the connection thread this is (unset elsewhere).
+    static ACTIVITY: OnceCell<Arc<Activity>> = const { OnceCell::new() };
+    /// The poller task's waker while it sleeps.
+    static POLLER: Cell<Option<Waker>> = const { Cell::new(None) };
+}
+
+/// Called by a connection after serving a batch of `requests`: counts it
+/// and wakes the thread's poller if polling is allowed.
+pub fn served(requests: u32) {
+    ACTIVITY.with(|a| {
+        let Some(a) = a.get() else { return };
+        bump(&a.batches, 1);
+        bump(&a.requests, u64::from(requests));
+        if a.poll.load(Ordering::Relaxed)
+            && let Some(w) = POLLER.take()
+        {
+            w.wake();
+        }
+    });
+}
+
+/// Add to a counter only this thread writes.
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// The busy-poll task of a connection thread. After a batch is served
+/// (while polling is allowed) it yields in a loop instead of letting the
+/// thread sleep: tokio then checks epoll with a zero timeout between
+/// turns, so a request that arrives within [`POLL_WINDOW`] of the last one
+/// is picked up without the thread being woken. What that saves is the
+/// client's: a `send` to a socket whose reader sleeps in `epoll_wait` also
+/// wakes that thread, and with unpipelined requests from a client that
+/// saturates its own core, those wakeups are a measurable share of its CPU
+/// time. The price is CPU time on the server's core, which is why `auto`
+/// polls only where that core would otherwise idle.
+async fn poll_loop(a: Arc<Activity>) {
+    loop {
+        let mut armed = false;
+        std::future::poll_fn(|cx| {
+            // Woken by `served` (which took the waker), or spuriously.
+            if armed
+                && POLLER.with(|p| {
+                    let w = p.take();
+                    let taken = w.is_none();
+                    p.set(w);
+                    taken
+                })
+            {
+                return Poll::Ready(());
+            }
+            POLLER.set(Some(cx.waker().clone()));
+            armed = true;
+            Poll::Pending
+        })
+        .await;
+        let mut seen = a.batches.load(Ordering::Relaxed);
+        let mut turn = Instant::now();
+        let mut last_work = turn;
+        let mut idle = Duration::ZERO;
+        while a.poll.load(Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+            let now = Instant::now();
+            let batches = a.batches.load(Ordering::Relaxed);
+            if batches != seen {
+                seen = batches;
+                last_work = now;
+            } else {
+                idle += now - turn;
+                if now - last_work >= POLL_WINDOW {
+                    break;
+                }
+            }
+            turn = now;
+        }
+        bump(&a.polled_idle, idle.as_nanos() as u64);
+    }
 }
 
 struct Thread {
     handle: Handle,
+    activity: Arc<Activity>,
     /// Connections living on this thread.
     conns: AtomicUsize,
     /// Kernel thread id, for its CPU time in `/proc`.
@@ -93,14 +206,25 @@ pub struct ConnThreads {
 }
 
 impl ConnThreads {
-    /// Start `n` threads (at least one); the first `active` take connections.
-    pub fn start(state: &Arc<State>, n: usize, active: usize) -> std::io::Result<Arc<ConnThreads>> {
+    /// Start `n` threads (at least one); the first `active` take
+    /// connections. With `busy_poll` other than `No` each thread runs a
+    /// poller task, allowed to poll from the start with `Yes` and by the
+    /// balancer with `Auto`.
+    pub fn start(
+        state: &Arc<State>,
+        n: usize,
+        active: usize,
+        busy_poll: BusyPoll,
+    ) -> std::io::Result<Arc<ConnThreads>> {
         let n = n.max(1);
         let mut threads = Vec::with_capacity(n);
         let mut stops = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, rx) = std::sync::mpsc::channel();
             let (stop, stopped) = oneshot::channel::<()>();
+            let activity = Arc::new(Activity::default());
+            activity.poll.store(busy_poll == BusyPoll::Yes, Ordering::Relaxed);
+            let mine = activity.clone();
             let join = std::thread::Builder::new()
                 .name(format!("ferrokv-conn-{i}"))
                 .spawn(move || {
@@ -112,6 +236,10 @@ impl ConnThreads {
                         }
                     };
                     let _ = tx.send(Ok((rt.handle().clone(), own_tid())));
+                    if busy_poll != BusyPoll::No {
+                        rt.spawn(poll_loop(mine.clone()));
+                    }
+                    ACTIVITY.with(|a| a.set(mine).ok());
                     // Runs the thread's connections until the server stops;
                     // dropping the runtime then drops whatever is left.
                     rt.block_on(async move {
@@ -123,6 +251,7 @@ impl ConnThreads {
                 .map_err(|_| std::io::Error::other("a connection thread exited while starting"))??;
             threads.push(Thread {
                 handle,
+                activity,
                 conns: AtomicUsize::new(0),
                 tid,
             });
@@ -131,6 +260,9 @@ impl ConnThreads {
         let counts = &state.io_threads;
         counts.total.store(n, Ordering::Relaxed);
         counts.active.store(active.clamp(1, n), Ordering::Relaxed);
+        counts
+            .polling
+            .store(if busy_poll == BusyPoll::Yes { n } else { 0 }, Ordering::Relaxed);
         Ok(Arc::new(ConnThreads {
             threads,
             stops: Mutex::new(stops),
@@ -312,18 +444,24 @@ fn busy_ticks(proc_stat: &str, cpus: &[usize]) -> Option<u64> {
     Some(busy)
 }
 
-/// One reading of the CPU time counters the balancer compares.
+/// One reading of the CPU time counters the balancer compares, and of the
+/// threads' own counts.
 struct Reading {
     at: Instant,
     threads: Vec<u64>,
     process: u64,
     cpus_busy: u64,
+    /// Per thread: request batches, requests, nanoseconds polled idle.
+    batches: Vec<u64>,
+    requests: Vec<u64>,
+    polled_idle: Vec<u64>,
 }
 
 /// What `/proc` tells about this process and the CPUs it may run on.
 struct Probe {
     tids: Vec<u32>,
     cpus: Vec<usize>,
+    activity: Vec<Arc<Activity>>,
 }
 
 impl Probe {
@@ -332,7 +470,8 @@ impl Probe {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
         let cpus = parse_cpu_list(list)?;
-        let probe = Probe { tids, cpus };
+        let activity = threads.threads.iter().map(|t| t.activity.clone()).collect();
+        let probe = Probe { tids, cpus, activity };
         probe.read()?;
         Some(probe)
     }
@@ -345,11 +484,16 @@ impl Probe {
             .collect::<Option<Vec<_>>>()?;
         let process = stat_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
         let cpus_busy = busy_ticks(&std::fs::read_to_string("/proc/stat").ok()?, &self.cpus)?;
+        let count =
+            |f: fn(&Activity) -> &AtomicU64| self.activity.iter().map(|a| f(a).load(Ordering::Relaxed)).collect();
         Some(Reading {
             at: Instant::now(),
             threads,
             process,
             cpus_busy,
+            batches: count(|a| &a.batches),
+            requests: count(|a| &a.requests),
+            polled_idle: count(|a| &a.polled_idle),
         })
     }
 }
@@ -357,26 +501,53 @@ impl Probe {
 /// `/proc` counts CPU time in USER_HZ ticks, 100 per second on Linux.
 const TICKS_PER_SEC: f64 = 100.0;
 
-/// One sample, in cores: each active thread's use, and the cores of our
-/// CPUs that other processes left free.
+/// One sample: each active thread's use in cores (polling that found no
+/// work not counted) and its requests per batch, and the cores of our CPUs
+/// that other processes left free.
 #[derive(Debug, Clone, PartialEq)]
 struct Sample {
     busy: Vec<f64>,
+    batch: Vec<f64>,
     free: f64,
 }
 
 fn sample(before: &Reading, after: &Reading, active: usize, cpus: usize, quota: usize) -> Sample {
     let secs = after.at.duration_since(before.at).as_secs_f64().max(1e-3);
     let cores = |d: u64| d as f64 / TICKS_PER_SEC / secs;
+    let delta = |v: fn(&Reading) -> &Vec<u64>, i: usize| v(after)[i].wrapping_sub(v(before)[i]);
     let busy = (0..active)
-        .map(|i| cores(after.threads[i].saturating_sub(before.threads[i])))
+        .map(|i| {
+            let polled = delta(|r| &r.polled_idle, i) as f64 / 1e9 / secs;
+            (cores(after.threads[i].saturating_sub(before.threads[i])) - polled).max(0.0)
+        })
+        .collect();
+    let batch = (0..active)
+        .map(|i| match delta(|r| &r.batches, i) {
+            0 => 0.0,
+            b => delta(|r| &r.requests, i) as f64 / b as f64,
+        })
         .collect();
     let all = cores(after.cpus_busy.saturating_sub(before.cpus_busy));
     let ours = cores(after.process.saturating_sub(before.process));
     let others = (all - ours).max(0.0);
     // A CPU quota (cgroup) caps us below the CPUs we may run on.
     let free = (cpus as f64 - others).min(quota as f64);
-    Sample { busy, free }
+    Sample { busy, batch, free }
+}
+
+/// `--busy-poll auto`: whether active thread `i` may poll. Only for an
+/// unpipelined load that keeps the thread busy, only when other processes
+/// leave each active thread a core (polling on a shared core takes it
+/// from whoever else would run there), and only when the CPU quota leaves
+/// a core beyond the active threads (the polling must not eat the quota
+/// the process's other threads, and the next grown connection thread,
+/// need).
+fn may_poll(s: &Sample, i: usize, active: usize, quota: usize) -> bool {
+    quota > active
+        && s.free >= active as f64 - POLL_SLACK
+        && s.busy[i] >= POLL_BUSY
+        && s.batch[i] > 0.0
+        && s.batch[i] < POLL_BATCH
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -460,15 +631,19 @@ impl Balancer {
     }
 }
 
-/// Sample CPU use and grow or shrink the active threads until shutdown.
-/// Returns at once when `/proc` cannot tell (then every thread stays active).
-pub async fn balance(threads: Arc<ConnThreads>, mut shutdown: Shutdown) {
+/// Sample CPU use until shutdown: with `adaptive`, grow or shrink the
+/// active threads; with `--busy-poll auto`, decide which threads may poll.
+/// Returns at once when `/proc` cannot tell (then every thread stays
+/// active, and none polls under `auto`).
+pub async fn balance(threads: Arc<ConnThreads>, mut shutdown: Shutdown, adaptive: bool, busy_poll: BusyPoll) {
     let state = threads.state.clone();
     let max = threads.len();
     let Some(probe) = Probe::new(&threads) else {
-        tracing::info!("CPU time not readable from /proc: all connection threads stay active");
-        state.io_threads.active.store(max, Ordering::Relaxed);
-        threads.rebalance(&state, max);
+        if adaptive {
+            tracing::info!("CPU time not readable from /proc: all connection threads stay active");
+            state.io_threads.active.store(max, Ordering::Relaxed);
+            threads.rebalance(&state, max);
+        }
         return;
     };
     let quota = std::thread::available_parallelism().map_or(max, |n| n.get());
@@ -488,8 +663,20 @@ pub async fn balance(threads: Arc<ConnThreads>, mut shutdown: Shutdown) {
         };
         let active = threads.active();
         let s = sample(b, a, active, probe.cpus.len(), quota);
-        let v = verdict(&s, active, max);
         before = now;
+        if busy_poll == BusyPoll::Auto {
+            let mut polling = 0;
+            for (i, t) in threads.threads.iter().enumerate() {
+                let poll = i < active && may_poll(&s, i, active, quota);
+                t.activity.poll.store(poll, Ordering::Relaxed);
+                polling += usize::from(poll);
+            }
+            state.io_threads.polling.store(polling, Ordering::Relaxed);
+        }
+        if !adaptive {
+            continue;
+        }
+        let v = verdict(&s, active, max);
         if let Some(next) = balancer.step(v, active) {
             tracing::info!(from = active, to = next, busy = ?s.busy, free_cores = s.free, "connection threads");
             state.io_threads.active.store(next, Ordering::Relaxed);
@@ -518,11 +705,15 @@ mod tests {
     }
 
     fn reading(secs: f64, threads: Vec<u64>, process: u64, cpus_busy: u64, base: Instant) -> Reading {
+        let n = threads.len();
         Reading {
             at: base + Duration::from_secs_f64(secs),
             threads,
             process,
             cpus_busy,
+            batches: vec![0; n],
+            requests: vec![0; n],
+            polled_idle: vec![0; n],
         }
     }
 
@@ -541,9 +732,60 @@ mod tests {
     }
 
     #[test]
+    fn sample_does_not_count_idle_polling_as_load_and_measures_batches() {
+        let t0 = Instant::now();
+        let a = reading(0.0, vec![0, 0], 0, 0, t0);
+        let mut b = reading(1.0, vec![90, 40], 130, 190, t0);
+        // Thread 0 polled 0.6 s without work and served 1000 batches of
+        // 3000 requests; thread 1 served nothing.
+        b.polled_idle = vec![600_000_000, 0];
+        b.batches = vec![1000, 0];
+        b.requests = vec![3000, 0];
+        let s = sample(&a, &b, 2, 2, 2);
+        assert!((s.busy[0] - 0.3).abs() < 1e-9, "{s:?}");
+        assert!((s.busy[1] - 0.4).abs() < 1e-9, "{s:?}");
+        assert_eq!(s.batch, vec![3.0, 0.0]);
+        // Polled time is never more than the thread's CPU time.
+        b.polled_idle = vec![2_000_000_000, 0];
+        assert_eq!(sample(&a, &b, 2, 2, 2).busy[0], 0.0);
+    }
+
+    #[test]
+    fn polling_only_for_a_busy_unpipelined_load_with_a_core_to_itself() {
+        let s = |busy: f64, batch: f64, free: f64| Sample {
+            busy: vec![busy],
+            batch: vec![batch],
+            free,
+        };
+        // redis-benchmark -P 1 beside the node on two cores: the client
+        // takes one, the node's thread has the other.
+        assert!(may_poll(&s(0.67, 1.0, 1.0), 0, 1, 2));
+        assert!(may_poll(&s(0.67, 1.2, 0.95), 0, 1, 2));
+        // Pipelined: requests are waiting anyway.
+        assert!(!may_poll(&s(0.95, 16.0, 1.0), 0, 1, 2));
+        // A light load, or none.
+        assert!(!may_poll(&s(0.1, 1.0, 1.9), 0, 1, 2));
+        assert!(!may_poll(&s(0.0, 0.0, 1.9), 0, 1, 2));
+        // Other processes want the core (six nodes and a client on two cores).
+        assert!(!may_poll(&s(0.5, 1.0, 0.6), 0, 1, 2));
+        // A CPU quota of one core: polling would eat what the process's
+        // other threads need.
+        assert!(!may_poll(&s(0.67, 1.0, 1.0), 0, 1, 1));
+        // Two active threads on two cores.
+        let two = Sample {
+            busy: vec![0.6, 0.6],
+            batch: vec![1.0, 1.0],
+            free: 2.0,
+        };
+        assert!(!may_poll(&two, 0, 2, 2));
+        assert!(may_poll(&two, 1, 2, 4));
+    }
+
+    #[test]
     fn verdicts() {
         let s = |busy: &[f64], free: f64| Sample {
             busy: busy.to_vec(),
+            batch: vec![1.0; busy.len()],
             free,
         };
         // The load generator beside us on two cores: no room for a second thread.
