@@ -42,6 +42,8 @@
 //! once. How many threads take connections follows the load and the free
 //! cores (one while the cores are taken, e.g. by a load generator beside the
 //! node), and connections move between threads between request batches.
+//! A thread with a core to itself and an unpipelined load polls epoll for a
+//! few microseconds after a batch instead of sleeping (`--busy-poll`).
 //! There is no global lock on the command path: a
 //! command locks only the partitions (`slot % 64`) that hold its keys, in
 //! ascending order, for the duration of the handler; statistics are relaxed

@@ -39,6 +39,12 @@
 //!
 //! Without `/proc` (not Linux) or with `--adaptive-threads no`, every thread
 //! takes connections from the start.
+//!
+//! **Busy polling** (`--busy-poll`): each thread has a poller task that,
+//! once allowed, keeps the thread polling epoll for [`POLL_WINDOW`] after
+//! its last request batch instead of sleeping; under `auto` the same
+//! samples decide, per thread, whether its core would otherwise idle
+//! (`may_poll`; see `poll_loop` for why it pays).
 
 use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
