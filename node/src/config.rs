@@ -81,7 +81,7 @@ pub struct ServeArgs {
     /// once: `auto` (the default) does so only while unpipelined requests
     /// keep it busy and other processes leave it a whole core (never under
     /// a CPU limit that the polling would eat into); `yes` whenever it has
-    /// just served a request; `no` never. INFO's `io_threads_polling` shows
+    /// just served a request; `no` never. INFO's `ferrokv_io_threads_polling` shows
     /// how many threads poll.
     #[arg(long, value_name = "auto|yes|no")]
     pub busy_poll: Option<String>,

@@ -298,7 +298,17 @@ fn without_adaptive_threads_every_thread_takes_connections() {
 }
 
 fn polling(addr: SocketAddr) -> String {
-    info_field(addr, "server", "io_threads_polling")
+    info_field(addr, "server", "ferrokv_io_threads_polling")
+}
+
+/// INFO `ferrokv_io_threads_polling` stays 0 for two seconds (eight of the
+/// balancer's samples).
+fn never_polls(addr: SocketAddr, when: &str) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(polling(addr), "0", "polling {when}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Stop the loaders and return how many batches each got through.
@@ -360,14 +370,9 @@ fn busy_poll_auto_polls_for_a_busy_unpipelined_load_only_while_a_core_is_free() 
     });
 
     // A pipelined load as busy: requests are already waiting when a batch
-    // ends, so the thread is never allowed to poll (the balancer decides
-    // four times a second; watch for two seconds).
+    // ends, so the thread is never allowed to poll.
     let loaders = spawn_loaders(node.addr, 8, &stop_flag_reset(&stop));
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until {
-        assert_eq!(polling(node.addr), "0", "polling under a pipelined load");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    never_polls(node.addr, "under a pipelined load");
     assert!(stop_loaders(&stop, loaders).iter().all(|&n| n > 0));
 }
 
@@ -392,11 +397,7 @@ fn busy_poll_yes_and_no_are_fixed_and_come_from_the_flag_or_the_config_file() {
     // The load under which `auto` polls (previous test): `no` never does.
     let stop = Arc::new(AtomicBool::new(false));
     let loaders = spawn_loaders(no.addr, 1, &stop);
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until {
-        assert_eq!(polling(no.addr), "0");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    never_polls(no.addr, "with --busy-poll no");
     assert!(stop_loaders(&stop, loaders).iter().all(|&n| n > 0));
     // A value that is none of the three is refused at startup.
     let out = Command::new(env!("CARGO_BIN_EXE_ferrokv-node"))

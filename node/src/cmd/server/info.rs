@@ -162,7 +162,10 @@ fn server(state: &State, s: &mut Section) {
     // its I/O threads; here the count, see `server::threads`).
     s.field("io_threads_active", state.io_threads.active.load(Ordering::Relaxed));
     // Threads allowed to busy-poll now (`--busy-poll`; ferrokv's own field).
-    s.field("io_threads_polling", state.io_threads.polling.load(Ordering::Relaxed));
+    s.field(
+        "ferrokv_io_threads_polling",
+        state.io_threads.polling.load(Ordering::Relaxed),
+    );
     // All connection threads (`--threads`, or the cores this process may
     // use): what an operator checks when a CPU limit should have lowered it.
     s.field("ferrokv_worker_threads", state.io_threads.total.load(Ordering::Relaxed));
