@@ -184,7 +184,6 @@ pub fn parse_memory(s: &str) -> Result<u64, ConfigError> {
     n.checked_mul(mul).ok_or(ConfigError::Memory)
 }
 
-/// A Redis-style boolean (`yes`/`no`).
 /// `--busy-poll`: when an idle connection thread polls instead of sleeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusyPoll {
@@ -204,6 +203,7 @@ impl BusyPoll {
     }
 }
 
+/// A Redis-style boolean (`yes`/`no`).
 fn parse_yes_no(v: &str) -> Result<bool, ConfigError> {
     match v.to_ascii_lowercase().as_str() {
         "yes" => Ok(true),

@@ -214,10 +214,18 @@ fn spawn_loaders(addr: SocketAddr, depth: i64, stop: &Arc<AtomicBool>) -> Vec<Jo
         .collect()
 }
 
+/// Whether this machine has the two cores a test needs; says why it skips.
+fn two_cores(why: &str) -> bool {
+    let enough = std::thread::available_parallelism().unwrap().get() >= 2;
+    if !enough {
+        eprintln!("skipped: {why}");
+    }
+    enough
+}
+
 #[test]
 fn adaptive_threads_grow_under_a_server_bound_load_and_shrink_after_it() {
-    if std::thread::available_parallelism().unwrap().get() < 2 {
-        eprintln!("skipped: growing needs a second core");
+    if !two_cores("growing needs a second core") {
         return;
     }
     let node = spawn_node(&["--threads", "2"]);
@@ -302,7 +310,9 @@ fn polling(addr: SocketAddr) -> String {
 }
 
 /// INFO `ferrokv_io_threads_polling` stays 0 for two seconds (eight of the
-/// balancer's samples).
+/// balancer's samples). The watching over time is the check itself (a
+/// decision that flips for one sample must be seen), hence the pauses
+/// between readings rather than a wait for a condition.
 fn never_polls(addr: SocketAddr, when: &str) {
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
@@ -319,8 +329,7 @@ fn stop_loaders(stop: &AtomicBool, loaders: Vec<JoinHandle<(RawClient, u64)>>) -
 
 #[test]
 fn busy_poll_auto_polls_for_a_busy_unpipelined_load_only_while_a_core_is_free() {
-    if std::thread::available_parallelism().unwrap().get() < 2 {
-        eprintln!("skipped: polling needs a core beyond the connection thread");
+    if !two_cores("polling needs a core beyond the connection thread") {
         return;
     }
     // One connection thread, so the core beside it is the one polling needs.

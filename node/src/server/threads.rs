@@ -242,10 +242,12 @@ impl ConnThreads {
                         }
                     };
                     let _ = tx.send(Ok((rt.handle().clone(), own_tid())));
+                    // Without busy polling nothing reads the counts:
+                    // `served` then finds no record and does nothing.
                     if busy_poll != BusyPoll::No {
                         rt.spawn(poll_loop(mine.clone()));
+                        ACTIVITY.with(|a| a.set(mine).ok());
                     }
-                    ACTIVITY.with(|a| a.set(mine).ok());
                     // Runs the thread's connections until the server stops;
                     // dropping the runtime then drops whatever is left.
                     rt.block_on(async move {
