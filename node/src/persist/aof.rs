@@ -151,6 +151,10 @@ pub struct Aof {
     gather_target: AtomicU64,
     gather_lock: Mutex<()>,
     gather_cv: Condvar,
+    /// Zeros after the open segment's last record (space zero-filled ahead
+    /// of the writer under `always`; see [`super::segment`]): not log data,
+    /// so not part of the log's size.
+    pub(crate) preallocated: AtomicU64,
 }
 
 pub(crate) struct Files {
@@ -190,6 +194,7 @@ impl Default for Aof {
             gather_target: AtomicU64::new(u64::MAX),
             gather_lock: Mutex::new(()),
             gather_cv: Condvar::new(),
+            preallocated: AtomicU64::new(0),
         }
     }
 }
@@ -411,6 +416,8 @@ impl Writer {
             if policy == Fsync::Always && !stopping {
                 self.gather();
             }
+            self.seg
+                .set_prefill((policy == Fsync::Always && !stopping).then(|| aof.segment_size.load(Ordering::Relaxed)));
             let wait = if stopping {
                 Duration::ZERO
             } else if busy && policy != Fsync::Always {
@@ -454,7 +461,14 @@ impl Writer {
                     self.maybe_auto_rewrite();
                 }
             }
+            aof.preallocated.store(self.seg.preallocated(), Ordering::Relaxed);
             if stopping && !busy {
+                // Leave the segment ending with its last record (no zeros a
+                // reader would have to know about).
+                if let Err(e) = self.seg.close() {
+                    tracing::warn!(file = %self.seg.path.display(), error = %e, "could not trim the log segment's zero-filled space");
+                }
+                aof.preallocated.store(0, Ordering::Relaxed);
                 return;
             }
         }
@@ -556,6 +570,9 @@ impl Writer {
         let Some(files) = files.as_mut() else {
             return Err(std::io::Error::other("no log directory"));
         };
+        // Closed segments end with their last record: trimmed (and that
+        // made durable) before the next segment exists.
+        self.seg.close()?;
         let next = SegmentWriter::create(&files.dir, self.seg.end)?;
         files.manifest.segments.push(next.start);
         files.manifest.store(&files.dir)?;

@@ -201,7 +201,8 @@ pub fn startup(state: &Arc<State>, cfg: &PersistConfig) -> Result<(), PersistErr
             .unwrap_or(0),
         Ordering::Relaxed,
     );
-    let size = dir_size(&dir);
+    aof.preallocated.store(segment.preallocated(), Ordering::Relaxed);
+    let size = log_size(state, &dir);
     aof.current_size.store(size, Ordering::Relaxed);
     aof.rewrite_base_size.store(size, Ordering::Relaxed);
     tracing::info!(
@@ -352,7 +353,8 @@ fn enable_at_runtime(me: &Arc<State>, pcfg: &PersistConfig) -> Result<(), String
         if let Some(b) = old_base.filter(|b| Some(b) != m.base_file.as_ref()) {
             let _ = std::fs::remove_file(dir.join(b));
         }
-        let size = dir_size(&dir);
+        state.aof.preallocated.store(0, Ordering::Relaxed);
+        let size = log_size(state, &dir);
         state.aof.current_size.store(size, Ordering::Relaxed);
         state.aof.rewrite_base_size.store(size, Ordering::Relaxed);
         aof::start_writer(
@@ -371,7 +373,13 @@ fn enable_at_runtime(me: &Arc<State>, pcfg: &PersistConfig) -> Result<(), String
     })
 }
 
-pub(crate) fn dir_size(dir: &Path) -> u64 {
+/// Bytes of the log on disk: its directory's files less the zeros after the
+/// open segment's last record.
+pub(crate) fn log_size(state: &State, dir: &Path) -> u64 {
+    dir_size(dir).saturating_sub(state.aof.preallocated.load(Ordering::Relaxed))
+}
+
+fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
@@ -844,6 +852,13 @@ fn check_segment(path: &Path, data: &[u8], expect: Option<u64>, out: &mut dyn st
     {
         writeln!(out, "  BAD: expected to start at offset {e} (gap or overlap)")?;
         ok = false;
+    }
+    if scan.preallocated > 0 {
+        writeln!(
+            out,
+            "  {} zero bytes after the last record (space the writer zero-fills ahead of itself; a crash left it)",
+            scan.preallocated
+        )?;
     }
     match scan.tail {
         Tail::Clean => writeln!(out, "  checksums OK")?,

@@ -128,7 +128,7 @@ fn run(state: &Arc<State>) -> Result<u64, String> {
         let _ = std::fs::remove_file(dir.join(b));
     }
     aof.base_size.store(base_size, Ordering::Relaxed);
-    let size = super::dir_size(&dir);
+    let size = super::log_size(state, &dir);
     aof.current_size.store(size, Ordering::Relaxed);
     aof.rewrite_base_size.store(size, Ordering::Relaxed);
     Ok(x)

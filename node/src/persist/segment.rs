@@ -25,11 +25,39 @@
 //! The header gets to its final name only after it is fsynced (temp file +
 //! rename + directory fsync), so a segment file that exists always has a
 //! complete header and an empty segment is a valid one.
+//!
+//! # Zero-filled space ahead of the open segment
+//!
+//! Under `appendfsync always` the fsync is the cost every client waits for.
+//! An `fdatasync` after an append that grew the file must also commit the
+//! new file size (on ext4 a journal commit); one after overwriting blocks the
+//! file already has need only write those blocks. Measured on this project's
+//! machine (ext4 on virtio, 4 KB writes): 167–197 µs per append+fdatasync,
+//! 110–129 µs per overwrite+fdatasync; with 50 unpipelined clients under
+//! `always`, 6–10% more writes per second. So while the policy is `always`, a
+//! helper thread keeps the open segment written with zeros (and fsynced) up
+//! to [`PREFILL_AHEAD`] bytes past its last record, and records overwrite
+//! those zeros. (PostgreSQL zero-fills its WAL segments for the same reason.
+//! `fallocate` does not do it: writing into an allocated-but-unwritten extent
+//! still commits metadata.) Under `everysec` and `no` the fsync is rare and
+//! doubling the bytes written would cost more than it saves: no zero-fill.
+//!
+//! A file may therefore end in zeros after its last record: [`scan`] reads
+//! such a tail as the clean end of the log (`preallocated` bytes), since a
+//! record never starts with a zero byte (its magic). A record torn by a crash
+//! inside the zeros still fails its checksum and is a torn tail as before.
+//! A segment is cut back to its last record when it is closed (rotation,
+//! shutdown), so closed segments hold no zeros and only a crash leaves a zero
+//! tail, on the last segment, which the writer then continues to overwrite.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
 
 pub const FILE_MAGIC: &[u8; 6] = b"FKVLOG";
 pub const VERSION: u16 = 1;
@@ -114,6 +142,9 @@ pub struct Scan {
     pub tail: Tail,
     /// Bytes that hold the header and the intact records.
     pub valid_len: usize,
+    /// Zero bytes after the last record of a clean segment (space the writer
+    /// had zero-filled ahead of itself: see the module doc).
+    pub preallocated: usize,
 }
 
 impl Scan {
@@ -220,8 +251,10 @@ pub fn scan(data: &[u8]) -> Result<Scan, HeaderError> {
     let mut records = Vec::new();
     let mut pos = FILE_HEADER_LEN;
     let mut expect = start;
+    let mut preallocated = 0;
     let tail = loop {
-        if pos == data.len() {
+        if data[pos..].iter().all(|&b| b == 0) {
+            preallocated = data.len() - pos;
             break Tail::Clean;
         }
         match record_at(data, pos) {
@@ -257,6 +290,7 @@ pub fn scan(data: &[u8]) -> Result<Scan, HeaderError> {
         start,
         records,
         valid_len: pos,
+        preallocated,
         tail,
     })
 }
@@ -283,6 +317,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
+/// How far past the last record [`Prefill`] keeps the open segment zeroed,
+/// and the size of one zero write (each followed by an fdatasync of its own,
+/// so one costs ~1–2 ms of disk time on the helper thread, never on the
+/// writer's).
+pub const PREFILL_AHEAD: u64 = 2 << 20;
+const PREFILL_CHUNK: usize = 256 << 10;
+static ZEROS: [u8; PREFILL_CHUNK] = [0; PREFILL_CHUNK];
+
 /// The segment being appended to.
 pub struct SegmentWriter {
     file: File,
@@ -294,6 +336,72 @@ pub struct SegmentWriter {
     pub len: u64,
     pub created: Instant,
     buf: Vec<u8>,
+    prefill: Arc<Prefill>,
+    prefill_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Shared by a [`SegmentWriter`] and its zero-fill helper thread.
+struct Prefill {
+    space: Mutex<Space>,
+    cv: Condvar,
+}
+
+struct Space {
+    /// Where the next record goes (the writer's `len`).
+    written: u64,
+    /// The file's length: bytes from `written` to here are zeros.
+    zeroed: u64,
+    /// Zero-fill no further than this (the rotation size).
+    limit: u64,
+    /// Zero-fill at all (the policy is `always`).
+    enabled: bool,
+    closed: bool,
+    /// An fdatasync of the helper's failed: the writer reports it as its
+    /// own failure (it may have dropped the records' pages too; see the
+    /// AOF's poisoning).
+    failed: Option<std::io::Error>,
+}
+
+impl Prefill {
+    /// The helper thread: zero-fill in chunks while the space ahead of the
+    /// writer is short. The zero write happens under the lock, so it never
+    /// overlaps a record the writer is writing; its fdatasync happens
+    /// outside it, on a file handle of its own (so that an fsync error is
+    /// seen by the writer's handle too rather than consumed here).
+    fn run(&self, file: File) {
+        loop {
+            let at = {
+                let mut sp = self.space.lock();
+                loop {
+                    if sp.closed || sp.failed.is_some() {
+                        return;
+                    }
+                    if sp.enabled && sp.zeroed < sp.limit && sp.zeroed - sp.written < PREFILL_AHEAD {
+                        break;
+                    }
+                    self.cv.wait(&mut sp);
+                }
+                let at = sp.zeroed;
+                let n = PREFILL_CHUNK.min((sp.limit - at) as usize);
+                if let Err(e) = file.write_all_at(&ZEROS[..n], at) {
+                    // A full disk, typically: not a failure of the log. Cut
+                    // back what may have been written and stop; the writer
+                    // appends past `zeroed` as if there were no zero-fill
+                    // (and meets the full disk itself, if it is full).
+                    tracing::info!(error = %e, "stopped zero-filling ahead of the log");
+                    let _ = file.set_len(at);
+                    return;
+                }
+                sp.zeroed = at + n as u64;
+                at
+            };
+            if let Err(e) = file.sync_data() {
+                tracing::error!(error = %e, at, "fdatasync of the log's zero-filled space failed");
+                self.space.lock().failed = Some(e);
+                return;
+            }
+        }
+    }
 }
 
 impl SegmentWriter {
@@ -302,32 +410,63 @@ impl SegmentWriter {
     pub fn create(dir: &Path, start: u64) -> std::io::Result<SegmentWriter> {
         let path = dir.join(file_name(start));
         write_atomic(&path, &encode_file_header(start))?;
-        let file = OpenOptions::new().append(true).open(&path)?;
-        Ok(SegmentWriter {
-            file,
-            path,
-            start,
-            end: start,
-            len: FILE_HEADER_LEN as u64,
-            created: Instant::now(),
-            buf: Vec::new(),
-        })
+        Self::open(&path, start, start, FILE_HEADER_LEN as u64)
     }
 
     /// Continue an existing segment that [`scan`] found clean up to
     /// `valid_len` bytes ending at offset `end` (a repaired tail was already
-    /// truncated away).
+    /// truncated away; what follows `valid_len` is zeros).
     pub fn reopen(path: &Path, start: u64, end: u64, valid_len: u64) -> std::io::Result<SegmentWriter> {
-        let file = OpenOptions::new().append(true).open(path)?;
+        Self::open(path, start, end, valid_len)
+    }
+
+    fn open(path: &Path, start: u64, end: u64, len: u64) -> std::io::Result<SegmentWriter> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        let zeroed = file.metadata()?.len().max(len);
+        let helper_file = OpenOptions::new().write(true).open(path)?;
+        let prefill = Arc::new(Prefill {
+            space: Mutex::new(Space {
+                written: len,
+                zeroed,
+                limit: 0,
+                enabled: false,
+                closed: false,
+                failed: None,
+            }),
+            cv: Condvar::new(),
+        });
+        let p = prefill.clone();
+        let prefill_thread = std::thread::Builder::new()
+            .name("aof-prefill".into())
+            .spawn(move || p.run(helper_file))?;
         Ok(SegmentWriter {
             file,
             path: path.to_path_buf(),
             start,
             end,
-            len: valid_len,
+            len,
             created: Instant::now(),
             buf: Vec::new(),
+            prefill,
+            prefill_thread: Some(prefill_thread),
         })
+    }
+
+    /// Zero-fill ahead of the end, up to `limit` bytes of file (the
+    /// rotation size), or not (`None`; on for `appendfsync always` only).
+    pub fn set_prefill(&mut self, limit: Option<u64>) {
+        let mut sp = self.prefill.space.lock();
+        let (enabled, limit) = (limit.is_some(), limit.unwrap_or(0));
+        if (sp.enabled, sp.limit) != (enabled, limit) {
+            (sp.enabled, sp.limit) = (enabled, limit);
+            self.prefill.cv.notify_one();
+        }
+    }
+
+    /// Bytes of zeros after the last record.
+    pub fn preallocated(&self) -> u64 {
+        let sp = self.prefill.space.lock();
+        sp.zeroed.saturating_sub(sp.written)
     }
 
     /// Write one record. On error the file may hold part of it; the caller
@@ -335,7 +474,19 @@ impl SegmentWriter {
     pub fn append(&mut self, offset: u64, payload: &[u8]) -> std::io::Result<()> {
         self.buf.clear();
         encode_record(&mut self.buf, offset, payload);
-        self.file.write_all(&self.buf)?;
+        {
+            let mut sp = self.prefill.space.lock();
+            if let Some(e) = sp.failed.take() {
+                // Reported once; the helper has stopped.
+                return Err(std::io::Error::new(e.kind(), format!("zero-filling the log: {e}")));
+            }
+            self.file.write_all_at(&self.buf, self.len)?;
+            sp.written = self.len + self.buf.len() as u64;
+            sp.zeroed = sp.zeroed.max(sp.written);
+            if sp.enabled && sp.zeroed - sp.written < PREFILL_AHEAD / 2 {
+                self.prefill.cv.notify_one();
+            }
+        }
         self.len += self.buf.len() as u64;
         self.end = offset + payload.len() as u64;
         if self.buf.capacity() > 4 << 20 {
@@ -350,14 +501,41 @@ impl SegmentWriter {
     }
 
     /// Cut off a partially written record so that the file ends on a record
-    /// boundary again (best effort after a failed write).
+    /// boundary again (best effort after a failed write). Zero-filling stops
+    /// for this segment.
     pub fn truncate_partial(&mut self) -> std::io::Result<()> {
+        self.stop_prefill();
         self.file.set_len(self.len)?;
         self.file.sync_data()
     }
 
+    /// Close the segment: cut the zero-filled space off and fsync, so that a
+    /// closed segment ends with its last record (and a crash after this
+    /// cannot leave it with a zero tail).
+    pub fn close(&mut self) -> std::io::Result<()> {
+        self.stop_prefill();
+        if self.file.metadata()?.len() != self.len {
+            self.file.set_len(self.len)?;
+        }
+        self.file.sync_all()
+    }
+
+    fn stop_prefill(&mut self) {
+        self.prefill.space.lock().closed = true;
+        self.prefill.cv.notify_one();
+        if let Some(t) = self.prefill_thread.take() {
+            let _ = t.join();
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.end == self.start
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        self.stop_prefill();
     }
 }
 
@@ -417,10 +595,77 @@ mod tests {
         let n = data.len();
         data[n - 1] ^= 0xff;
         assert!(matches!(scan(&data).unwrap().tail, Tail::Torn { .. }));
-        // Zeros after the last record (preallocated space): torn, not corrupt.
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_the_clean_end() {
         let mut data = segment(0, &[b"hello"]);
+        let valid = data.len();
         data.extend_from_slice(&[0u8; 64]);
-        assert!(matches!(scan(&data).unwrap().tail, Tail::Torn { bytes: 64, .. }));
+        let s = scan(&data).unwrap();
+        assert_eq!(
+            (&s.tail, s.valid_len, s.preallocated, s.end_offset()),
+            (&Tail::Clean, valid, 64, 5)
+        );
+        // A record torn inside the zeros (its header written, its payload
+        // not): a torn tail, as without zero-fill.
+        let mut torn = segment(0, &[b"hello"]);
+        let mut rec = Vec::new();
+        encode_record(&mut rec, 5, b"world!");
+        torn.extend_from_slice(&rec[..RECORD_HEADER_LEN + 2]);
+        torn.extend_from_slice(&[0u8; 64]);
+        assert!(matches!(scan(&torn).unwrap().tail, Tail::Torn { at, .. } if at == valid));
+        // Zeros where a record was, before an intact one: corruption.
+        let mut hole = segment(0, &[b"hello", b"world!", b"again"]);
+        let second = valid..valid + RECORD_HEADER_LEN + 6;
+        hole[second].fill(0);
+        assert!(matches!(scan(&hole).unwrap().tail, Tail::Corrupt { at, .. } if at == valid));
+    }
+
+    /// The writer with zero-fill on: records written while the helper
+    /// zero-fills concurrently all survive (no zero write lands on a record),
+    /// the file ends in zeros as a crash would leave it, a reopened writer
+    /// continues over the zeros, and closing trims them.
+    #[test]
+    fn writer_overwrites_zero_filled_space() {
+        let dir = std::env::temp_dir().join(format!("ferrokv-segment-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let payload = vec![b'x'; 1000];
+        let limit = 64 << 20;
+        let mut w = SegmentWriter::create(&dir, 0).unwrap();
+        w.set_prefill(Some(limit));
+        let mut offset = 0;
+        for _ in 0..3000 {
+            w.append(offset, &payload).unwrap();
+            offset += payload.len() as u64;
+        }
+        w.sync().unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while w.preallocated() < PREFILL_AHEAD / 2 {
+            assert!(Instant::now() < deadline, "no zero-fill ahead of the writer");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let path = w.path.clone();
+        let (end, len) = (w.end, w.len);
+        drop(w); // as a crash: the zeros stay
+        let data = std::fs::read(&path).unwrap();
+        let s = scan(&data).unwrap();
+        assert_eq!(s.tail, Tail::Clean);
+        assert_eq!((s.records.len(), s.end_offset(), s.valid_len as u64), (3000, end, len));
+        assert!(s.preallocated as u64 >= PREFILL_AHEAD / 2, "{}", s.preallocated);
+        assert!(s.records.iter().all(|r| r.payload(&data) == payload.as_slice()));
+
+        let mut w = SegmentWriter::reopen(&path, 0, end, len).unwrap();
+        assert_eq!(w.preallocated(), s.preallocated as u64);
+        w.append(end, b"after the restart").unwrap();
+        w.close().unwrap();
+        let data = std::fs::read(&path).unwrap();
+        let s = scan(&data).unwrap();
+        assert_eq!((&s.tail, s.records.len(), s.preallocated), (&Tail::Clean, 3001, 0));
+        assert_eq!(data.len(), s.valid_len);
+        assert_eq!(s.records[3000].payload(&data), b"after the restart");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
