@@ -30,7 +30,9 @@
 //! - [`persist`]: the data directory and startup (snapshot load, log replay),
 //!   snapshots, and the append-only log ([`persist::aof`]: a writer thread,
 //!   `appendfsync` policies, group commit with the connection, `-MISCONF` on
-//!   failure; checksummed segments, manifest, BGREWRITEAOF).
+//!   failure; checksummed segments, zero-filled ahead of the writer by a
+//!   helper thread under `always` ([`persist::segment`]), manifest,
+//!   BGREWRITEAOF).
 //! - [`repl`]: replication (PSYNC, senders tailing the write log, the replica
 //!   link that applies and relays its primary's stream, WAIT, config epochs).
 //!
