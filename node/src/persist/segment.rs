@@ -317,7 +317,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
-/// How far past the last record [`Prefill`] keeps the open segment zeroed,
+/// How far past the last record the zero-fill helper keeps the open segment zeroed,
 /// and the size of one zero write (each followed by an fdatasync of its own,
 /// so one costs ~1–2 ms of disk time on the helper thread, never on the
 /// writer's).
