@@ -214,6 +214,15 @@ fn spawn_loaders(addr: SocketAddr, depth: i64, stop: &Arc<AtomicBool>) -> Vec<Jo
         .collect()
 }
 
+/// Held by the tests that load the cores or need one free (the test harness
+/// runs this file's tests in parallel): the busy-poll test's spinning threads
+/// beside the adaptive test's load kept the second thread from ever being
+/// allowed (a CI run failed so).
+fn cores() -> std::sync::MutexGuard<'static, ()> {
+    static CORES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CORES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Whether this machine has the two cores a test needs; says why it skips.
 fn two_cores(why: &str) -> bool {
     let enough = std::thread::available_parallelism().unwrap().get() >= 2;
@@ -228,6 +237,7 @@ fn adaptive_threads_grow_under_a_server_bound_load_and_shrink_after_it() {
     if !two_cores("growing needs a second core") {
         return;
     }
+    let _cores = cores();
     let node = spawn_node(&["--threads", "2"]);
     assert_eq!(info_field(node.addr, "server", "ferrokv_worker_threads"), "2");
     assert_eq!(
@@ -332,6 +342,7 @@ fn busy_poll_auto_polls_for_a_busy_unpipelined_load_only_while_a_core_is_free() 
     if !two_cores("polling needs a core beyond the connection thread") {
         return;
     }
+    let _cores = cores();
     // One connection thread, so the core beside it is the one polling needs.
     let node = spawn_node(&["--threads", "1"]);
     assert_eq!(polling(node.addr), "0", "nothing to poll for at start");
@@ -392,6 +403,7 @@ fn stop_flag_reset(stop: &Arc<AtomicBool>) -> Arc<AtomicBool> {
 
 #[test]
 fn busy_poll_yes_and_no_are_fixed_and_come_from_the_flag_or_the_config_file() {
+    let _cores = cores();
     let yes = spawn_node(&["--threads", "2", "--busy-poll", "yes"]);
     assert_eq!(polling(yes.addr), "2");
     let mut c = RawClient::connect(yes.addr);
