@@ -4,7 +4,8 @@
 //! Startup trusts what `scan` reports to decide between replaying, refusing
 //! and truncating, so besides "no panic" this asserts what startup relies
 //! on: intact records lie inside the valid prefix, follow each other without
-//! gaps, and a torn tail covers exactly the bytes after it. The first input
+//! gaps, a torn tail covers exactly the bytes after it, and a clean
+//! segment ends with its records or with zeros (zero-filled space). The first input
 //! byte picks whether a valid file header is put in front (so the fuzzer
 //! spends its time on records, not on the header checksum).
 #![no_main]
@@ -35,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
         }
         assert_eq!(pos, scan.valid_len);
         match scan.tail {
-            Tail::Clean => assert_eq!(scan.valid_len, file.len()),
+            Tail::Clean => {
+                // What follows the records is zero-filled space, nothing else.
+                assert_eq!(scan.valid_len + scan.preallocated, file.len());
+                assert!(file[scan.valid_len..].iter().all(|&b| b == 0));
+            }
             Tail::Torn { at, bytes, .. } => {
                 assert_eq!(at, scan.valid_len);
                 assert_eq!(at + bytes, file.len());
