@@ -63,12 +63,7 @@ use crate::state::State;
 /// A connection's `move_to` when it stays where it is.
 pub const STAY: usize = usize::MAX;
 
-/// The span of CPU time the balancer's decisions look at. It reads CPU
-/// time every half of it: the busy-poll decision is taken at every reading
-/// over the last span (so a thread is allowed to poll 125–250 ms after an
-/// unpipelined load begins, not 250–500: a benchmark of a second lost a
-/// quarter of it waiting), the thread count at every second one over
-/// non-overlapping spans (the counts below are in spans).
+/// How often the balancer samples CPU time.
 const SAMPLE: Duration = Duration::from_millis(250);
 /// Average busy fraction of the active threads above which one more helps.
 const BUSY: f64 = 0.85;
@@ -661,26 +656,22 @@ pub async fn balance(threads: Arc<ConnThreads>, mut shutdown: Shutdown, adaptive
     };
     let quota = std::thread::available_parallelism().map_or(max, |n| n.get());
     let mut balancer = Balancer::new();
-    let mut tick = tokio::time::interval(SAMPLE / 2);
+    let mut tick = tokio::time::interval(SAMPLE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The readings of the last span: two half-span ticks back, one, now.
-    let mut readings = std::collections::VecDeque::from([probe.read()]);
-    let mut ticks = 0u64;
+    let mut before = probe.read();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.recv() => return,
         }
-        ticks += 1;
-        readings.push_back(probe.read());
-        if readings.len() > 3 {
-            readings.pop_front();
-        }
-        let (Some(Some(b)), Some(Some(a))) = (readings.front(), readings.back()) else {
+        let now = probe.read();
+        let (Some(b), Some(a)) = (&before, &now) else {
+            before = now;
             continue;
         };
         let active = threads.active();
         let s = sample(b, a, active, probe.cpus.len(), quota);
+        before = now;
         if busy_poll == BusyPoll::Auto {
             let mut polling = 0;
             for (i, t) in threads.threads.iter().enumerate() {
@@ -690,7 +681,7 @@ pub async fn balance(threads: Arc<ConnThreads>, mut shutdown: Shutdown, adaptive
             }
             state.io_threads.polling.store(polling, Ordering::Relaxed);
         }
-        if !adaptive || ticks % 2 == 1 {
+        if !adaptive {
             continue;
         }
         let v = verdict(&s, active, max);
