@@ -199,10 +199,14 @@ fn spawn_loaders(addr: SocketAddr, depth: i64, stop: &Arc<AtomicBool>) -> Vec<Jo
             std::thread::spawn(move || {
                 let mut c = RawClient::connect(addr);
                 let mut n = 0u64;
+                // A pipeline goes out in one write, as real clients send one
+                // (redis-benchmark -P); written a command at a time, the
+                // server may read it in pieces.
+                let pipeline: Vec<u8> = (0..depth)
+                    .flat_map(|i| RawClient::encode(&["SINTERCARD", "2", "a", "b", "LIMIT", &(19990 + i).to_string()]))
+                    .collect();
                 while !stop.load(Ordering::Relaxed) {
-                    for i in 0..depth {
-                        c.send(&["SINTERCARD", "2", "a", "b", "LIMIT", &(19990 + i).to_string()]);
-                    }
+                    c.send_raw(&pipeline);
                     for i in 0..depth {
                         assert_eq!(c.read(), Frame::Int(19990 + i));
                     }
