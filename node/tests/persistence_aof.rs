@@ -2,7 +2,8 @@
 //! each `appendfsync` policy, torn tails and corruption are handled as
 //! documented in `persist/mod.rs`, group commit shares fsyncs without ever
 //! acknowledging an unsynced write, a full disk turns writes into `-MISCONF`,
-//! and `ferrokv-node check` reports what it finds.
+//! the zero-filled space of `always` never outlives an open segment nor
+//! counts in its size, and `ferrokv-node check` reports what it finds.
 
 mod support;
 
@@ -335,6 +336,60 @@ fn segments_rotate_by_size_and_replay_in_order() {
     let s = server_with(args);
     let mut c = RawClient::connect(s.addr);
     verify_dataset(&mut c);
+}
+
+/// Under `always` the open segment is zero-filled ahead of its last record;
+/// closed segments (rotation) and the last one after a clean stop end with
+/// their last record, and `aof_current_size` leaves the zeros out.
+#[test]
+fn zero_filled_space_is_trimmed_on_close_and_not_counted() {
+    use ferrokv_node::persist::segment::{Tail, scan};
+    let dir = TempDir::new("aof-zero-fill");
+    let mut args = aof_args(&dir.0, "always");
+    // Rotation by age, so that a segment closes with zeros still ahead of
+    // its last record (one rotated by size has written over them).
+    args.aof_segment_seconds = Some(1);
+    let zeros = |p: &Path| {
+        let data = std::fs::read(p).expect("read segment");
+        let s = scan(&data).expect("segment header");
+        assert_eq!(s.tail, Tail::Clean, "{}", p.display());
+        (s.preallocated as u64, data.len() as u64)
+    };
+    {
+        let s = server_with(args.clone());
+        let mut c = RawClient::connect(s.addr);
+        let mut n = 0;
+        wait_for("a rotation", Duration::from_secs(30), || {
+            n += 1;
+            c.cmd(&["SET", &format!("k{n}"), &"v".repeat(1000)]);
+            (segments(&dir.0).len() >= 2).then_some(())
+        });
+        // Once the writes stop, the log rotates (by age) at most once more,
+        // to an empty segment, and then holds still: wait until its helper
+        // has zero-filled 2 MiB ahead of it.
+        let open = wait_for("the open segment zero-filled", Duration::from_secs(20), || {
+            let open = segments(&dir.0).pop().expect("a segment");
+            (zeros(&open).0 >= 2 << 20).then_some(open)
+        });
+        let segs = segments(&dir.0);
+        assert_eq!(segs.last(), Some(&open));
+        for closed in &segs[..segs.len() - 1] {
+            assert_eq!(zeros(closed).0, 0, "closed segment {} keeps zeros", closed.display());
+        }
+        let open = &open;
+        let on_disk: u64 = std::fs::read_dir(log_dir(&dir.0))
+            .expect("log dir")
+            .flatten()
+            .map(|e| e.metadata().expect("metadata").len())
+            .sum();
+        let size: u64 = info_field(&mut c, "persistence", "aof_current_size")
+            .parse()
+            .expect("size");
+        assert_eq!(size, on_disk - zeros(open).0);
+    }
+    for seg in segments(&dir.0) {
+        assert_eq!(zeros(&seg).0, 0, "{} keeps zeros after a clean stop", seg.display());
+    }
 }
 
 #[test]

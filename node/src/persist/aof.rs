@@ -582,6 +582,13 @@ impl Writer {
         let next = SegmentWriter::create(&files.dir, self.seg.end)?;
         files.manifest.segments.push(next.start);
         files.manifest.store(&files.dir)?;
+        // The new header and manifest line count too (records are counted
+        // as written); the closed segment has no zeros left.
+        self.state.aof.preallocated.store(0, Ordering::Relaxed);
+        self.state
+            .aof
+            .current_size
+            .store(super::log_size(&self.state, &files.dir), Ordering::Relaxed);
         tracing::info!(closed = %self.seg.path.display(), next = %next.path.display(), "rotated log segment");
         self.seg = next;
         self.state.aof.segment_start.store(self.seg.start, Ordering::Release);
