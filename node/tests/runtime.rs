@@ -220,8 +220,8 @@ fn spawn_loaders(addr: SocketAddr, depth: i64, stop: &Arc<AtomicBool>) -> Vec<Jo
 
 /// Held by the tests that load the cores or need one free (the test harness
 /// runs this file's tests in parallel): the busy-poll test's spinning threads
-/// beside the adaptive test's load kept the second thread from ever being
-/// allowed (a CI run failed so).
+/// beside the adaptive test's load could keep its second thread from being
+/// allowed.
 fn cores() -> std::sync::MutexGuard<'static, ()> {
     static CORES: std::sync::Mutex<()> = std::sync::Mutex::new(());
     CORES.lock().unwrap_or_else(|e| e.into_inner())
