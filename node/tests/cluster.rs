@@ -566,19 +566,25 @@ fn moved_crossslot_multi_and_replica_reads() {
     let mut r = RawClient::connect(f.addrs[3]);
     assert_eq!(r.cmd(&["GET", &k0]), Frame::Error(moved(&k0, 0)));
     assert_eq!(r.cmd(&["READONLY"]), Frame::Simple("OK".into()));
-    // Served locally (its value depends on whether replication has caught
-    // up). A replica still loading its first full sync answers -LOADING, as
-    // Redis does: ask again until it has loaded.
+    // A replica answers -LOADING while it loads a full sync, as Redis does,
+    // and it may not have started that sync yet when the topology is set:
+    // wait until it streams from its primary (`master_link_status:up`,
+    // reached only after the snapshot is loaded), so that nothing below can
+    // meet a load that began between two commands.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let local = loop {
-        let reply = r.cmd(&["GET", &k0]);
-        match &reply {
-            Frame::Error(e) if e.starts_with("LOADING") && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            _ => break reply,
+    loop {
+        let info = match RawClient::connect(f.addrs[3]).cmd(&["INFO", "replication"]) {
+            Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+            other => panic!("INFO replication: {other:?}"),
+        };
+        if info.contains("master_link_status:up") {
+            break;
         }
-    };
+        assert!(std::time::Instant::now() < deadline, "replica never linked:\n{info}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Served locally; its value depends on whether replication has caught up.
+    let local = r.cmd(&["GET", &k0]);
     assert!(matches!(local, Frame::Null | Frame::Bulk(_)), "{local:?}");
     assert_eq!(r.cmd(&["SET", &k0, "w"]), Frame::Error(moved(&k0, 0)));
     assert_eq!(r.cmd(&["GET", &k1]), Frame::Error(moved(&k1, 1)));
