@@ -17,7 +17,9 @@
 #               polls GET on the replica until it sees the value; lag = that
 #               time. p50/p99 over all probes of $BENCH_LAG_SECONDS seconds.
 #               The primary's command rate during the window is printed too:
-#               a lag figure means little without the load it was taken under.
+#               a lag figure means little without the load it was taken under;
+#               so is the share of probes whose first GET already saw the
+#               write (the stream had reached the replica by the reply).
 #   ratio       ferrokv / Redis; below 1 is better (target <= 1.0)
 #
 # Both systems run one primary and one replica on free loopback ports, killed
@@ -153,6 +155,7 @@ elif mode == "lag":
         return int(dict(l.split(":", 1) for l in text.split("\r\n") if ":" in l)["total_commands_processed"])
     c0, t_start = processed(), time.perf_counter()
     lags = []
+    first = 0  # probes whose first GET already saw the write
     end = time.perf_counter() + seconds
     i = 0
     while time.perf_counter() < end:
@@ -160,14 +163,17 @@ elif mode == "lag":
         key, val = "lagprobe:%d" % (i % 1000), str(i).encode()
         assert p.cmd("SET", key, val) == "OK"
         t0 = time.perf_counter()
+        gets = 1
         while r.cmd("GET", key) != val:
+            gets += 1
             if time.perf_counter() - t0 > 30:
                 sys.exit("replica never saw a probe")
         lags.append(time.perf_counter() - t0)
+        first += gets == 1
     lags.sort()
     pct = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] * 1000
     rate = (processed() - c0) / (time.perf_counter() - t_start)
-    print("%.3f %.3f %d %d" % (pct(0.50), pct(0.99), len(lags), rate))
+    print("%.3f %.3f %d %d %d" % (pct(0.50), pct(0.99), len(lags), rate, first))
 EOF
 
 RESULTS="$WORK/results"
@@ -190,7 +196,7 @@ for system in redis ferrokv; do
     track "$bench_pid"
     lag="$(timeout "$STEP_TIMEOUT" python3 "$PROBE" lag "$pport" "$rport" "$BENCH_LAG_SECONDS")"
     stop_pid "$bench_pid"
-    say "$system: lag p50/p99 ms, probes, primary commands/s: $lag"
+    say "$system: lag p50/p99 ms, probes, primary commands/s, first-GET hits: $lag"
     echo "$system $sync_s $lag" >>"$RESULTS"
     stop_all
 done
@@ -199,8 +205,8 @@ python3 - "$RESULTS" "$BENCH_KEYS" "$BENCH_VALUE" <<'EOF'
 import sys
 rows = {}
 for line in open(sys.argv[1]):
-    system, sync_s, p50, p99, n, rate = line.split()
-    rows[system] = (float(sync_s), float(p50), float(p99), int(n), int(rate))
+    system, sync_s, p50, p99, n, rate, first = line.split()
+    rows[system] = (float(sync_s), float(p50), float(p99), int(n), int(rate), int(first))
 r, f = rows["redis"], rows["ferrokv"]
 print(f"replication, {sys.argv[2]} keys x {sys.argv[3]} B (ratio = ferrokv / Redis, lower is better)")
 print(f"{'metric':<28}{'ferrokv':>12}{'redis 7':>12}{'ratio':>8}")
@@ -212,4 +218,6 @@ row("lag p50 under SET load", f[1], r[1], "ms")
 row("lag p99 under SET load", f[2], r[2], "ms")
 print(f"lag probes: ferrokv {f[3]}, redis {r[3]}; primary load during probing (commands/s): "
       f"ferrokv {f[4]}, redis {r[4]}")
+print(f"probes whose first GET on the replica saw the write: ferrokv {100 * f[5] / f[3]:.1f}%, "
+      f"redis {100 * r[5] / r[3]:.1f}%")
 EOF

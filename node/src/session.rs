@@ -47,6 +47,10 @@ pub struct Session {
     /// Chain command timings through a batch (see [`Session::clock_mark`]):
     /// set by client connections, whose batches run without awaiting.
     pub chain_clock: bool,
+    /// The connection pushes this session's log appends to the replicas
+    /// itself before its replies go out (`repl::primary::push_through`), so
+    /// the appends need not wake the replicas' senders.
+    pub pushes_through: bool,
     /// When the previous command of this batch finished: the next one's
     /// timing starts there instead of reading the clock again.
     pub clock_mark: Option<quanta::Instant>,
@@ -95,6 +99,7 @@ impl Session {
             last_command: None,
             clock_ms: None,
             chain_clock: false,
+            pushes_through: false,
             clock_mark: None,
             readonly: false,
             asking: false,

@@ -260,6 +260,13 @@ impl WriteLog {
     /// the appended bytes: the client that caused them may be acknowledged
     /// once that offset is durable / replicated as required.
     pub fn append<A: AsRef<[T]>, T: AsRef<[u8]>>(&self, cmds: &[A], atomic: bool) -> u64 {
+        self.append_waking(cmds, atomic, true)
+    }
+
+    /// [`WriteLog::append`], waking the replicas' senders only if
+    /// `wake_senders`: a connection that pushes its writes to the replicas
+    /// itself passes `false` and wakes them only for what it could not push.
+    pub fn append_waking<A: AsRef<[T]>, T: AsRef<[u8]>>(&self, cmds: &[A], atomic: bool, wake_senders: bool) -> u64 {
         if cmds.is_empty() {
             return self.offset();
         }
@@ -291,13 +298,18 @@ impl WriteLog {
             if wrap {
                 buf.extend_from_slice(EXEC);
             }
-            let end = self.append_raw(buf);
+            let end = self.append_raw_waking(buf, wake_senders);
             // Do not keep a huge buffer alive after one huge command.
             if buf.capacity() > 1 << 20 {
                 *buf = Vec::new();
             }
             end
         })
+    }
+
+    /// Whether any replica sender listens (see [`WriteLog::listen`]).
+    pub fn has_listeners(&self) -> bool {
+        self.listeners.load(Ordering::Relaxed) > 0
     }
 
     /// Register interest in [`WriteLog::appended`] (replica senders).
@@ -309,6 +321,12 @@ impl WriteLog {
     /// Append bytes that already are RESP commands (a replica relaying its
     /// primary's stream unchanged keeps the primary's offsets).
     pub fn append_raw(&self, bytes: &[u8]) -> u64 {
+        self.append_raw_waking(bytes, true)
+    }
+
+    /// [`WriteLog::append_raw`], waking the senders only if `wake_senders`
+    /// (see [`WriteLog::append_waking`]).
+    pub fn append_raw_waking(&self, bytes: &[u8], wake_senders: bool) -> u64 {
         if let Some(end) = self.count_only(bytes.len() as u64) {
             return end;
         }
@@ -320,7 +338,7 @@ impl WriteLog {
         let n = bytes.len() as u64;
         let end = (self.offset.fetch_add(n, Ordering::AcqRel) & !KEEP) + n;
         drop(g);
-        if self.listeners.load(Ordering::Relaxed) > 0 {
+        if wake_senders && self.listeners.load(Ordering::Relaxed) > 0 {
             self.appended.notify_waiters();
         }
         self.aof_wake.notify_one();

@@ -360,6 +360,74 @@ fn wait_counts_replicas_that_acknowledged() {
     assert!(s(&rc.cmd(&["WAIT", "1", "0"])).contains("cannot be used with replica instances"));
 }
 
+/// Connections push their writes to an online replica's socket themselves,
+/// concurrently with each other (on both connection threads) and with the
+/// sender, which writes GETACKs and whatever a connection left behind: the
+/// stream must stay whole and in order (no resync, no protocol error, equal
+/// digests).
+#[test]
+fn writers_on_both_threads_and_the_sender_share_the_stream() {
+    let p = server_with(ServeArgs {
+        threads: Some(2),
+        adaptive_threads: Some("no".into()),
+        // Room for everything written: falling out of the backlog is
+        // another test's subject.
+        repl_backlog_size: Some("64mb".into()),
+        ..Default::default()
+    });
+    let r = replica_of(&p);
+    wait_synced(p.addr, r.addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // WAIT makes the sender interleave GETACKs with the connections' writes.
+    let waiter = {
+        let (addr, stop) = (p.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut c = RawClient::connect(addr);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(matches!(c.cmd(&["WAIT", "1", "50"]), Frame::Int(_)));
+            }
+        })
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let addr = p.addr;
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(addr);
+                let big = "x".repeat(2_000_000);
+                for i in 0..1500 {
+                    let key = format!("w{w}:{}", i % 50);
+                    if i % 100 == 7 {
+                        // Larger than a socket buffer: some of it is left
+                        // for the sender.
+                        assert!(!c.cmd(&["SET", &key, &big]).is_error());
+                    } else if i % 10 == 3 {
+                        // A pipelined batch.
+                        for j in 0..16 {
+                            c.send(&["RPUSH", &format!("w{w}:list"), &format!("{i}.{j}")]);
+                        }
+                        for _ in 0..16 {
+                            assert!(!c.read().is_error());
+                        }
+                    } else {
+                        assert!(!c.cmd(&["APPEND", &key, &i.to_string()]).is_error());
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    waiter.join().unwrap();
+    wait_synced(p.addr, r.addr);
+    assert_eq!(digest(p.addr), digest(r.addr));
+    assert_eq!(num(p.addr, "stats", "sync_full"), 1);
+    assert_eq!(num(p.addr, "stats", "ferrokv_backlog_disconnects"), 0);
+    // The link never dropped (a reconnect would have resynced partially).
+    assert_eq!(num(p.addr, "stats", "sync_partial_ok"), 0);
+}
+
 #[test]
 fn min_replicas_to_write_refuses_writes_without_good_replicas() {
     let p = primary();

@@ -464,9 +464,16 @@ impl<'a> Ctx<'a> {
                         },
                         "a request's frame is the encoding of its arguments"
                     );
-                    self.state.db.wlog.append_raw(frame)
+                    self.state
+                        .db
+                        .wlog
+                        .append_raw_waking(frame, !self.session.pushes_through)
                 }
-                None => self.state.db.wlog.append(&[args], false),
+                None => self
+                    .state
+                    .db
+                    .wlog
+                    .append_waking(&[args], false, !self.session.pushes_through),
             };
             self.session.handle.write_offset.fetch_max(end, Ordering::Relaxed);
             self.log_mark = (self.dirty, self.ks.expired.len());
@@ -474,7 +481,11 @@ impl<'a> Ctx<'a> {
         }
         self.collect_log(args);
         if !self.log.is_empty() {
-            let end = self.state.db.wlog.append(&self.log, atomic);
+            let end = self
+                .state
+                .db
+                .wlog
+                .append_waking(&self.log, atomic, !self.session.pushes_through);
             self.session.handle.write_offset.fetch_max(end, Ordering::Relaxed);
             self.log.clear();
         }

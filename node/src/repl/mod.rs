@@ -172,6 +172,11 @@ pub struct ReplicaPeer {
     pub ack_offset: AtomicU64,
     /// Unix ms of the last acknowledgement.
     pub last_ack_ms: AtomicU64,
+    /// The stream's write side once the replica is online (`None` before,
+    /// during a full sync, and after the stream ended): shared by the sender
+    /// task and the connections that push their writes through
+    /// ([`primary::push_through`]); its lock orders every write to the socket.
+    pub outlet: Mutex<Option<primary::Outlet>>,
 }
 
 pub mod sender_state {

@@ -3,19 +3,34 @@
 //! sync), the reader of the replica's acknowledgements, and WAIT.
 //!
 //! A sender tails the write log (`appended` + `read_from`) rather than being
-//! fed by the command path: the command path then pays nothing per replica,
-//! and a slow replica costs the primary no memory beyond the shared backlog.
-//! The price is that a replica slower than the backlog is disconnected (it
-//! reconnects and full-syncs) instead of being buffered without bound.
+//! fed by the command path: a slow replica costs the primary no memory
+//! beyond the shared backlog. The price is that a replica slower than the
+//! backlog is disconnected (it reconnects and full-syncs) instead of being
+//! buffered without bound.
+//!
+//! Once a replica is online, a connection whose batch wrote also pushes the
+//! new log bytes to the replica's socket itself, just before its replies go
+//! out ([`push_through`]), as Redis writes the replication stream in the same
+//! event-loop pass as the replies. Waiting for the sender task instead put a
+//! wakeup of another thread between a write's reply and its copy leaving for
+//! the replica, and on a busy machine that wakeup is what a reader of the
+//! replica waited for. Both writers take the [`Outlet`]'s lock and write only
+//! what the socket takes without blocking; the sender, woken by every append,
+//! writes whatever a connection left and is the only one that waits for the
+//! socket to drain.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use bytes::Bytes;
 
 use super::{ReplicaPeer, client_role, payload, sender_state};
 use crate::client::ClientHandle;
@@ -23,6 +38,7 @@ use crate::resp::Reply;
 use crate::resp::parse::{self, Check, Limits};
 use crate::server::shutdown::Shutdown;
 use crate::state::State;
+use crate::wlog::WriteLog;
 
 /// Largest slice of the log written to a replica at once.
 const CHUNK: usize = 1 << 20;
@@ -32,6 +48,94 @@ const FULL_SYNC_BUFFER_LIMIT: usize = 256 << 20;
 /// Idle primaries send `\n` this often so replicas can tell a quiet primary
 /// from a dead one.
 const KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// The write side of an online replica stream (see the module doc). Every
+/// write to the socket happens under the lock of [`ReplicaPeer::outlet`].
+pub struct Outlet {
+    wr: Arc<OwnedWriteHalf>,
+    /// Offset of the next log byte to take from the write log.
+    next: u64,
+    /// Bytes taken but not yet written: log bytes, or a control message
+    /// queued at a command boundary.
+    pending: Bytes,
+    /// Set by every write; the sender clears it to time its keepalives.
+    wrote: bool,
+    /// The socket took less than offered: only the sender writes until it
+    /// has seen the socket drain.
+    blocked: bool,
+}
+
+/// How far [`Outlet::push`] got.
+#[derive(Debug, PartialEq, Eq)]
+enum Pushed {
+    /// Everything appended so far is written.
+    All,
+    /// The socket is full: the sender waits for it to drain.
+    Blocked,
+}
+
+impl Outlet {
+    /// Write the pending bytes and then the log after them, as far as the
+    /// socket takes them without blocking.
+    fn push(&mut self, wlog: &WriteLog) -> Result<Pushed, SendError> {
+        loop {
+            if self.pending.is_empty() {
+                self.pending = wlog.read_from(self.next, CHUNK).map_err(|_| SendError::OutOfBacklog)?;
+                if self.pending.is_empty() {
+                    return Ok(Pushed::All);
+                }
+                self.next += self.pending.len() as u64;
+            }
+            match self.wr.try_write(&self.pending) {
+                Ok(n) => {
+                    let _ = self.pending.split_to(n);
+                    self.wrote = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return Ok(Pushed::Blocked);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Queue a control message (GETACK, keepalive) if the stream is between
+    /// two whole commands: everything appended so far written.
+    fn queue_control(&mut self, msg: &'static [u8], wlog: &WriteLog) -> bool {
+        let boundary = self.pending.is_empty() && self.next == wlog.offset();
+        if boundary {
+            self.pending = Bytes::from_static(msg);
+        }
+        boundary
+    }
+}
+
+/// Push the log written so far to every online replica (a connection,
+/// after a batch that wrote and before its replies go out; see the module
+/// doc). A replica not yet online, a full socket or an error is left to the
+/// replica's sender, which is then woken: the connection's appends did not
+/// wake it (`Session::pushes_through`).
+///
+/// The outlet's lock is waited for, not tried: its holder is writing without
+/// blocking (microseconds), while giving up would mean waking the sender
+/// task, often on the other thread, for every write that met a busy lock.
+pub fn push_through(state: &State) {
+    let wlog = &state.db.wlog;
+    let mut wake = false;
+    for peer in state.repl.replicas.lock().iter() {
+        let mut outlet = peer.outlet.lock();
+        wake |= match outlet.as_mut() {
+            // The sender waits for the socket to drain; until then, writing
+            // here would only fail again.
+            Some(o) if !o.blocked => o.push(wlog).map_or(true, |p| p == Pushed::Blocked),
+            _ => true,
+        };
+    }
+    if wake {
+        wlog.appended.notify_waiters();
+    }
+}
 
 /// What a PSYNC decided.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +230,7 @@ pub async fn serve_replica(
         state: sender_state::WAIT_BGSAVE.into(),
         ack_offset: 0.into(),
         last_ack_ms: crate::db::now_ms().into(),
+        outlet: Mutex::new(None),
     });
     state.repl.replicas.lock().push(peer.clone());
     let _guard = PeerGuard {
@@ -133,16 +238,19 @@ pub async fn serve_replica(
         peer: peer.clone(),
     };
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let reader = tokio::spawn(ack_reader(state.clone(), rd, leftover, peer.clone()));
     let name = format!("{}:{}", peer.ip, listening_port);
     tracing::info!(replica = %name, full = plan.full, "replica attached");
     let result = tokio::select! {
-        r = send(&state, &mut wr, plan, &peer) => r,
+        r = send(&state, wr, plan, &peer) => r,
         _ = handle.kill.notified() => Err(SendError::Closed),
         _ = shutdown.recv() => Err(SendError::Closed),
     };
     reader.abort();
+    // The socket's write side closes once the sender's handle and this one
+    // are gone.
+    peer.outlet.lock().take();
     match result {
         Err(SendError::OutOfBacklog) => {
             state.repl.stats.backlog_disconnects.fetch_add(1, Ordering::Relaxed);
@@ -156,12 +264,12 @@ pub async fn serve_replica(
 
 async fn send(
     state: &Arc<State>,
-    wr: &mut OwnedWriteHalf,
+    mut wr: OwnedWriteHalf,
     plan: PsyncPlan,
     peer: &ReplicaPeer,
 ) -> Result<(), SendError> {
     let replid = state.repl.replid();
-    let mut from = if plan.full {
+    let from = if plan.full {
         let mut cut = payload::start_cut(state).await?;
         state.repl.stats.sync_full.fetch_add(1, Ordering::Relaxed);
         wr.write_all(format!("+FULLRESYNC {replid} {}\r\n", cut.offset).as_bytes())
@@ -207,42 +315,72 @@ async fn send(
         plan.from
     };
     peer.last_ack_ms.store(crate::db::now_ms(), Ordering::Relaxed);
+    let wr = Arc::new(wr);
+    *peer.outlet.lock() = Some(Outlet {
+        wr: wr.clone(),
+        next: from,
+        pending: Bytes::new(),
+        wrote: false,
+        blocked: false,
+    });
     peer.state.store(sender_state::ONLINE, Ordering::Relaxed);
     let wlog = &state.db.wlog;
     let mut getack_seen = state.repl.getack.load(Ordering::Relaxed);
     let mut last_write = tokio::time::Instant::now();
+    // Run `f` on the outlet; `None` once the stream has been closed.
+    let with_outlet = |f: &mut dyn FnMut(&mut Outlet) -> Result<Pushed, SendError>| {
+        let mut g = peer.outlet.lock();
+        let o = g.as_mut().ok_or(SendError::Closed)?;
+        let r = f(o);
+        Ok::<_, SendError>((r?, std::mem::take(&mut o.wrote)))
+    };
     loop {
+        // Enabled before looking, so an append after the look wakes us.
         let notified = wlog.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let bytes = wlog.read_from(from, CHUNK).map_err(|_| SendError::OutOfBacklog)?;
-        if !bytes.is_empty() {
-            wr.write_all(&bytes).await?;
-            from += bytes.len() as u64;
+        let (pushed, wrote) = with_outlet(&mut |o| {
+            o.blocked = false;
+            o.push(wlog)
+        })?;
+        if wrote {
             last_write = tokio::time::Instant::now();
-            if bytes.len() == CHUNK {
-                continue;
-            }
         }
-        // Everything appended so far is sent, so we are between two whole
-        // commands: control messages may go out here.
+        if pushed == Pushed::Blocked {
+            wr.writable().await?;
+            continue;
+        }
         let g = state.repl.getack.load(Ordering::Relaxed);
         if g != getack_seen {
-            getack_seen = g;
-            wr.write_all(b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n")
-                .await?;
-            last_write = tokio::time::Instant::now();
+            // Not at a boundary (a write landed meanwhile): push it first.
+            let (queued, _) = with_outlet(&mut |o| {
+                Ok(if o.queue_control(GETACK, wlog) {
+                    Pushed::All
+                } else {
+                    Pushed::Blocked
+                })
+            })?;
+            if queued == Pushed::All {
+                getack_seen = g;
+            }
             continue;
         }
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep_until(last_write + KEEPALIVE) => {
-                wr.write_all(b"\n").await?;
+                with_outlet(&mut |o| {
+                    o.queue_control(b"\n", wlog);
+                    Ok(Pushed::All)
+                })?;
+                // Counted as a write once pushed; until then, not again.
                 last_write = tokio::time::Instant::now();
             }
         }
     }
 }
+
+/// Asks a replica for its offset.
+const GETACK: &[u8] = b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n";
 
 /// Read `REPLCONF ACK <offset>` from a replica until it disconnects.
 async fn ack_reader(state: Arc<State>, mut rd: OwnedReadHalf, mut buf: BytesMut, peer: Arc<ReplicaPeer>) {

@@ -94,6 +94,20 @@ struct Conn {
     /// A request longer than [`BUFFER_KEEP`] went through `inbuf`, whose
     /// allocation (not visible in `capacity()` once consumed) is that big.
     big_input: bool,
+    /// The client's write-log offset when its writes were last pushed to
+    /// the replicas (see `flush`).
+    pushed_through: u64,
+}
+
+impl Drop for Conn {
+    /// A connection that ends between a write and its flush (an I/O error,
+    /// a kill) has not pushed that write: the senders must.
+    fn drop(&mut self) {
+        if self.handle.write_offset.load(Ordering::Relaxed) != self.pushed_through && self.state.db.wlog.has_listeners()
+        {
+            self.state.db.wlog.appended.notify_waiters();
+        }
+    }
 }
 
 enum Step {
@@ -152,6 +166,7 @@ pub async fn serve(
     let authenticated = state.config.requirepass.read().is_none();
     let mut session = Session::new(handle.clone(), push_tx, authenticated);
     session.chain_clock = true;
+    session.pushes_through = true;
     let conn = Conn {
         state,
         inbuf: BytesMut::with_capacity(16 * 1024),
@@ -163,6 +178,7 @@ pub async fn serve(
         push_used: false,
         batch: 0,
         big_input: false,
+        pushed_through: 0,
     };
     drive(conn, stream, shutdown, threads, thread).await
 }
@@ -266,7 +282,13 @@ impl Conn {
             if self.batch > 0 {
                 super::threads::served(self.batch);
             }
-            if self.batch > 1 && !self.out.is_empty() {
+            // So do the replies of a batch that wrote while replicas listen:
+            // the first of this round's connections to flush then pushes
+            // every write of the round to the replicas in one write each, as
+            // Redis feeds its replicas once per event-loop pass (see
+            // `repl::primary::push_through`).
+            let wrote = self.handle.write_offset.load(Ordering::Relaxed) != self.pushed_through;
+            if (self.batch > 1 || (wrote && self.state.db.wlog.has_listeners())) && !self.out.is_empty() {
                 // A pipelined batch's replies go out after the other
                 // connections that are ready on this thread have been served
                 // (tokio runs a yielded task after polling for I/O again), as
@@ -364,16 +386,19 @@ impl Conn {
     /// here, so this is where the batch's chain of command timings ends.
     async fn flush(&mut self, io: &mut TcpStream) -> std::io::Result<()> {
         self.session.clock_mark = None;
+        let offset = self.handle.write_offset.load(Ordering::Relaxed);
         if self.out.is_empty() {
             self.write_replies.clear();
+            self.push_through(offset);
             return Ok(());
         }
-        let offset = self.handle.write_offset.load(Ordering::Relaxed);
         if self.state.aof.must_wait(offset)
             && let Err(msg) = self.state.aof.wait_acked(offset).await
         {
             self.replace_unpersisted(&msg);
         }
+        // The batch's log bytes leave for the replicas before its replies.
+        self.push_through(offset);
         self.write_replies.clear();
         let n = self.out.len() as u64;
         io.write_all(&self.out).await?;
@@ -385,6 +410,18 @@ impl Conn {
         self.state.stats.net_output_bytes.fetch_add(n, Ordering::Relaxed);
         self.handle.net_out.fetch_add(n, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// This session's appends do not wake the replicas' senders
+    /// (`Session::pushes_through`): push what it wrote up to `offset` to the
+    /// replicas now (the senders are woken for whatever could not be).
+    fn push_through(&mut self, offset: u64) {
+        if offset != self.pushed_through {
+            self.pushed_through = offset;
+            if self.state.db.wlog.has_listeners() {
+                crate::repl::primary::push_through(&self.state);
+            }
+        }
     }
 
     /// The log could not persist writes: their replies become `msg`.
