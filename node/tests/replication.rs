@@ -393,7 +393,7 @@ fn writers_on_both_threads_and_the_sender_share_the_stream() {
             let addr = p.addr;
             std::thread::spawn(move || {
                 let mut c = RawClient::connect(addr);
-                let big = "x".repeat(2_000_000);
+                let big = "x".repeat(4_000_000);
                 for i in 0..1500 {
                     let key = format!("w{w}:{}", i % 50);
                     if i % 100 == 7 {

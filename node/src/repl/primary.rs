@@ -45,6 +45,10 @@ const CHUNK: usize = 1 << 20;
 /// Log kept for one replica while its full sync transfers, as Redis'
 /// `client-output-buffer-limit replica` hard limit.
 const FULL_SYNC_BUFFER_LIMIT: usize = 256 << 20;
+/// Most log bytes a connection pushes to one replica per flush: a
+/// replica catching up (after a partial resync) is the sender's work, not a
+/// client's latency.
+const PUSH_BUDGET: usize = 64 << 10;
 /// Idle primaries send `\n` this often so replicas can tell a quiet primary
 /// from a dead one.
 const KEEPALIVE: Duration = Duration::from_secs(1);
@@ -72,15 +76,24 @@ enum Pushed {
     All,
     /// The socket is full: the sender waits for it to drain.
     Blocked,
+    /// The byte budget ran out first.
+    Budget,
 }
 
 impl Outlet {
     /// Write the pending bytes and then the log after them, as far as the
-    /// socket takes them without blocking.
-    fn push(&mut self, wlog: &WriteLog) -> Result<Pushed, SendError> {
+    /// socket takes them without blocking, taking at most `budget` bytes
+    /// from the log.
+    fn push(&mut self, wlog: &WriteLog, mut budget: usize) -> Result<Pushed, SendError> {
         loop {
             if self.pending.is_empty() {
-                self.pending = wlog.read_from(self.next, CHUNK).map_err(|_| SendError::OutOfBacklog)?;
+                if budget == 0 {
+                    return Ok(Pushed::Budget);
+                }
+                self.pending = wlog
+                    .read_from(self.next, CHUNK.min(budget))
+                    .map_err(|_| SendError::OutOfBacklog)?;
+                budget -= self.pending.len();
                 if self.pending.is_empty() {
                     return Ok(Pushed::All);
                 }
@@ -128,7 +141,7 @@ pub fn push_through(state: &State) {
         wake |= match outlet.as_mut() {
             // The sender waits for the socket to drain; until then, writing
             // here would only fail again.
-            Some(o) if !o.blocked => o.push(wlog).map_or(true, |p| p == Pushed::Blocked),
+            Some(o) if !o.blocked => o.push(wlog, PUSH_BUDGET).map_or(true, |p| p != Pushed::All),
             _ => true,
         };
     }
@@ -341,14 +354,22 @@ async fn send(
         notified.as_mut().enable();
         let (pushed, wrote) = with_outlet(&mut |o| {
             o.blocked = false;
-            o.push(wlog)
+            o.push(wlog, CHUNK)
         })?;
         if wrote {
             last_write = tokio::time::Instant::now();
         }
-        if pushed == Pushed::Blocked {
-            wr.writable().await?;
-            continue;
+        match pushed {
+            Pushed::All => {}
+            Pushed::Blocked => {
+                wr.writable().await?;
+                continue;
+            }
+            // Let this thread's other tasks run between two chunks.
+            Pushed::Budget => {
+                tokio::task::yield_now().await;
+                continue;
+            }
         }
         let g = state.repl.getack.load(Ordering::Relaxed);
         if g != getack_seen {
