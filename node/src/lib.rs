@@ -33,7 +33,8 @@
 //!   failure; checksummed segments, zero-filled ahead of the writer by a
 //!   helper thread under `always` ([`persist::segment`]), manifest,
 //!   BGREWRITEAOF).
-//! - [`repl`]: replication (PSYNC, senders tailing the write log, the replica
+//! - [`repl`]: replication (PSYNC, senders tailing the write log, client
+//!   connections pushing their own writes to online replicas, the replica
 //!   link that applies and relays its primary's stream, WAIT, config epochs).
 //!
 //! # Concurrency
