@@ -571,18 +571,16 @@ fn moved_crossslot_multi_and_replica_reads() {
     // wait until it streams from its primary (`master_link_status:up`,
     // reached only after the snapshot is loaded), so that nothing below can
     // meet a load that began between two commands.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let info = match RawClient::connect(f.addrs[3]).cmd(&["INFO", "replication"]) {
-            Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+    wait_for(
+        "the replica's link up",
+        Duration::from_secs(20),
+        || match RawClient::connect(f.addrs[3]).cmd(&["INFO", "replication"]) {
+            Frame::Bulk(b) => String::from_utf8_lossy(&b)
+                .contains("master_link_status:up")
+                .then_some(()),
             other => panic!("INFO replication: {other:?}"),
-        };
-        if info.contains("master_link_status:up") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "replica never linked:\n{info}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        },
+    );
     // Served locally; its value depends on whether replication has caught up.
     let local = r.cmd(&["GET", &k0]);
     assert!(matches!(local, Frame::Null | Frame::Bulk(_)), "{local:?}");

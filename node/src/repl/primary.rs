@@ -23,14 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-
-use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
-use bytes::Bytes;
 
 use super::{ReplicaPeer, client_role, payload, sender_state};
 use crate::client::ClientHandle;
@@ -62,8 +59,6 @@ pub struct Outlet {
     /// Bytes taken but not yet written: log bytes, or a control message
     /// queued at a command boundary.
     pending: Bytes,
-    /// Set by every write; the sender clears it to time its keepalives.
-    wrote: bool,
     /// The socket took less than offered: only the sender writes until it
     /// has seen the socket drain.
     blocked: bool,
@@ -102,7 +97,6 @@ impl Outlet {
             match self.wr.try_write(&self.pending) {
                 Ok(n) => {
                     let _ = self.pending.split_to(n);
-                    self.wrote = true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.blocked = true;
@@ -333,33 +327,29 @@ async fn send(
         wr: wr.clone(),
         next: from,
         pending: Bytes::new(),
-        wrote: false,
         blocked: false,
     });
     peer.state.store(sender_state::ONLINE, Ordering::Relaxed);
     let wlog = &state.db.wlog;
     let mut getack_seen = state.repl.getack.load(Ordering::Relaxed);
     let mut last_write = tokio::time::Instant::now();
-    // Run `f` on the outlet; `None` once the stream has been closed.
-    let with_outlet = |f: &mut dyn FnMut(&mut Outlet) -> Result<Pushed, SendError>| {
-        let mut g = peer.outlet.lock();
-        let o = g.as_mut().ok_or(SendError::Closed)?;
-        let r = f(o);
-        Ok::<_, SendError>((r?, std::mem::take(&mut o.wrote)))
-    };
+    // Where the stream stood at the last look: when it has moved (our
+    // writes or a connection's), the link was not idle.
+    let mut seen_next = from;
     loop {
         // Enabled before looking, so an append after the look wakes us.
         let notified = wlog.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (pushed, wrote) = with_outlet(&mut |o| {
+        let (pushed, next) = with_outlet(peer, |o| {
             o.blocked = false;
-            o.push(wlog, CHUNK)
+            (o.push(wlog, CHUNK), o.next)
         })?;
-        if wrote {
+        if next != seen_next {
+            seen_next = next;
             last_write = tokio::time::Instant::now();
         }
-        match pushed {
+        match pushed? {
             Pushed::All => {}
             Pushed::Blocked => {
                 wr.writable().await?;
@@ -374,14 +364,7 @@ async fn send(
         let g = state.repl.getack.load(Ordering::Relaxed);
         if g != getack_seen {
             // Not at a boundary (a write landed meanwhile): push it first.
-            let (queued, _) = with_outlet(&mut |o| {
-                Ok(if o.queue_control(GETACK, wlog) {
-                    Pushed::All
-                } else {
-                    Pushed::Blocked
-                })
-            })?;
-            if queued == Pushed::All {
+            if with_outlet(peer, |o| o.queue_control(GETACK, wlog))? {
                 getack_seen = g;
             }
             continue;
@@ -389,15 +372,18 @@ async fn send(
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep_until(last_write + KEEPALIVE) => {
-                with_outlet(&mut |o| {
-                    o.queue_control(b"\n", wlog);
-                    Ok(Pushed::All)
-                })?;
-                // Counted as a write once pushed; until then, not again.
+                // Not at a boundary: what is being written keeps the link
+                // alive instead.
+                with_outlet(peer, |o| o.queue_control(b"\n", wlog))?;
                 last_write = tokio::time::Instant::now();
             }
         }
     }
+}
+
+/// Run `f` on a replica's outlet; `Closed` once its stream has ended.
+fn with_outlet<R>(peer: &ReplicaPeer, f: impl FnOnce(&mut Outlet) -> R) -> Result<R, SendError> {
+    peer.outlet.lock().as_mut().map(f).ok_or(SendError::Closed)
 }
 
 /// Asks a replica for its offset.

@@ -287,8 +287,11 @@ impl Conn {
             // every write of the round to the replicas in one write each, as
             // Redis feeds its replicas once per event-loop pass (see
             // `repl::primary::push_through`).
-            let wrote = self.handle.write_offset.load(Ordering::Relaxed) != self.pushed_through;
-            if (self.batch > 1 || (wrote && self.state.db.wlog.has_listeners())) && !self.out.is_empty() {
+            let replicated_write = || {
+                self.state.db.wlog.has_listeners()
+                    && self.handle.write_offset.load(Ordering::Relaxed) != self.pushed_through
+            };
+            if (self.batch > 1 || replicated_write()) && !self.out.is_empty() {
                 // A pipelined batch's replies go out after the other
                 // connections that are ready on this thread have been served
                 // (tokio runs a yielded task after polling for I/O again), as
