@@ -5,7 +5,8 @@
 #
 #   for appendfsync in everysec, always; for -P 1 and -P 16:
 #     redis-benchmark -t set -c $BENCH_CLIENTS -n N -P P -d 100 -r 1000000
-#   (-P 16 runs 10 × N requests). Each server starts fresh on an empty data
+#   (-P 16 runs 10 × N requests), $BENCH_REPEAT times per server, paired
+#   (see below). Each server starts fresh on an empty data
 #   directory under $TMPDIR for each load: ferrokv with --appendonly yes
 #   --appendfsync X, Redis with --appendonly yes --appendfsync X --save ''.
 #   The log's directory is on the same filesystem for both, so both pay the
@@ -16,7 +17,8 @@
 # Redis is single-threaded as Debian configures it; ferrokv uses its defaults.
 #
 # Usage: bench/aof-vs-redis.sh              (about two minutes)
-#   BENCH_N=100000 BENCH_CLIENTS=50 BENCH_QUICK=1 (small N: to check the script)
+#   BENCH_N=100000 BENCH_CLIENTS=50 BENCH_REPEAT=3
+#   BENCH_QUICK=1   small N, one run: to check the script
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -24,8 +26,10 @@ cd "$(dirname "$0")/.."
 BENCH_CLIENTS="${BENCH_CLIENTS:-50}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_N="${BENCH_N:-10000}"
+    BENCH_REPEAT="${BENCH_REPEAT:-1}"
 else
     BENCH_N="${BENCH_N:-100000}"
+    BENCH_REPEAT="${BENCH_REPEAT:-3}"
 fi
 STEP_TIMEOUT=300
 
@@ -63,16 +67,38 @@ rps() {
 
 fs="$(stat -f -c %T "$WORK")"
 say "data directories on a $fs filesystem ($WORK)"
-printf '%-10s %-4s %14s %14s %8s\n' appendfsync P ferrokv_rps redis_rps ratio
+# Each load runs $BENCH_REPEAT times per server, the two servers back to back
+# and which goes first alternating (ABBA): this machine's speed drifts by tens
+# of percent within a minute, which a pair measured seconds apart shares. The
+# ratio printed is the median of the per-pair ratios, with the lowest and
+# highest; the request rates are medians.
+printf '%-10s %-4s %14s %14s %8s %12s\n' appendfsync P ferrokv_rps redis_rps ratio "runs:low-high"
+pair=0
 for fsync in everysec always; do
     for p in 1 16; do
-        start_server ferrokv "$fsync"
-        f="$(rps "$PORT" "$p")"
-        stop_server
-        start_server redis "$fsync"
-        r="$(rps "$PORT" "$p")"
-        stop_server
-        ratio="$(python3 -c "print(f'{float(\"$f\")/float(\"$r\"):.2f}')")"
-        printf '%-10s %-4s %14s %14s %8s\n' "$fsync" "$p" "$f" "$r" "$ratio"
+        fs_rps=() rs_rps=() ratios=()
+        for rep in $(seq 1 "$BENCH_REPEAT"); do
+            pair=$((pair + 1))
+            order=(ferrokv redis)
+            [ $((pair % 2)) = 1 ] || order=(redis ferrokv)
+            for kind in "${order[@]}"; do
+                start_server "$kind" "$fsync"
+                v="$(rps "$PORT" "$p")"
+                stop_server
+                [ -n "$v" ] || { say "no SET figure from $kind ($fsync, -P $p)"; exit 1; }
+                if [ "$kind" = ferrokv ]; then f="$v"; else r="$v"; fi
+            done
+            fs_rps+=("$f") rs_rps+=("$r")
+            ratios+=("$(python3 -c "print($f / $r)")")
+        done
+        python3 - "$fsync" "$p" "${fs_rps[*]}" "${rs_rps[*]}" "${ratios[*]}" <<'PY'
+import statistics, sys
+fsync, p, f, r, ratios = sys.argv[1:]
+f = statistics.median(map(float, f.split()))
+r = statistics.median(map(float, r.split()))
+ratios = [float(x) for x in ratios.split()]
+spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+print(f"{fsync:<10} {p:<4} {f:>14.2f} {r:>14.2f} {statistics.median(ratios):>8.2f} {spread:>12}")
+PY
     done
 done

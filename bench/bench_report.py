@@ -71,12 +71,21 @@ def test_name(label: str) -> str | None:
 
 
 def read_throughput(path: str):
-    """{(server, pipeline, test): row} from lines `server,pipeline,<csv row>`;
-    with repeated runs, each number is the median over the runs."""
+    """Lines `server,pipeline[,rep],<redis-benchmark csv row>` to
+    ({(server, pipeline, test): row}, {(pipeline, test): [ferrokv/Redis per rep]}).
+    With repeated runs each number of a row is the median over the runs. A
+    line that names its repetition pairs with the other server's line of the
+    same repetition: the second map holds those paired ratios of requests per
+    second (the scripts run the two halves of a pair back to back, so the pair
+    shares the machine's state of the moment)."""
     runs = {}
+    by_rep = {}
     with open(path, newline="") as f:
         for line in f:
             server, pipeline, rest = line.rstrip("\n").split(",", 2)
+            rep = None
+            if not rest.startswith('"'):
+                rep, rest = rest.split(",", 1)
             fields = next(csv.reader(io.StringIO(rest)))
             if not fields or fields[0] == "test":
                 continue
@@ -85,6 +94,8 @@ def read_throughput(path: str):
             name = test_name(row["test"])
             if name:
                 runs.setdefault((server, int(pipeline), name), []).append(row)
+                if rep is not None:
+                    by_rep.setdefault((int(pipeline), name, rep), {})[server] = float(row["rps"])
     rows = {}
     for key, rs in runs.items():
         merged = {}
@@ -94,7 +105,11 @@ def read_throughput(path: str):
             except ValueError:
                 merged[field] = rs[0][field]
         rows[key] = merged
-    return rows
+    paired = {}
+    for (pipeline, name, _), pair in by_rep.items():
+        if "ferrokv" in pair and "redis" in pair and pair["redis"] > 0:
+            paired.setdefault((pipeline, name), []).append(pair["ferrokv"] / pair["redis"])
+    return rows, paired
 
 
 def ratio(ours, theirs) -> str:
@@ -112,7 +127,7 @@ def fmt(v, digits=0) -> str:
 
 
 def table(args) -> None:
-    rows = read_throughput(args.throughput)
+    rows, paired = read_throughput(args.throughput)
     print()
     title = f"{args.title}, " if args.title else ""
     print(
@@ -120,8 +135,15 @@ def table(args) -> None:
         f"redis-benchmark -c {args.clients} -n {args.requests}, median of {args.repeat} run(s)"
     )
     print()
-    print("| measure | ferrokv | Redis | ferrokv/Redis |")
-    print("|---|---:|---:|---:|")
+    if paired:
+        print(
+            "Throughput: requests/s are medians over the runs; ferrokv/Redis is the median of the "
+            "per-run ratios, each run's pair measured back to back (lowest and highest in the last column)."
+        )
+        print()
+    print("| measure | ferrokv | Redis | ferrokv/Redis |" + (" runs: lowest–highest |" if paired else ""))
+    print("|---|---:|---:|---:|" + ("---:|" if paired else ""))
+    blank = " |" if paired else ""
     tests = []
     for _, _, t in rows:
         if t not in tests:
@@ -130,12 +152,18 @@ def table(args) -> None:
         for t in tests:
             ours = rows.get(("ferrokv", p, t), {}).get("rps")
             theirs = rows.get(("redis", p, t), {}).get("rps")
-            print(f"| {t.upper()} -P {p} (req/s) | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |")
+            rs = paired.get((p, t))
+            if rs:
+                spread = f" {min(rs):.2f}–{max(rs):.2f} |"
+                r = f"{statistics.median(rs):.2f}"
+            else:
+                spread, r = blank, ratio(ours, theirs)
+            print(f"| {t.upper()} -P {p} (req/s) | {fmt(ours)} | {fmt(theirs)} | {r} |{spread}")
     for q in ("p50", "p99"):
         if ("redis", 1, "get") in rows:
             ours = rows.get(("ferrokv", 1, "get"), {}).get(q)
             theirs = rows.get(("redis", 1, "get"), {}).get(q)
-            print(f"| GET {q} latency -P 1 (ms) | {fmt(ours, 3)} | {fmt(theirs, 3)} | {ratio(ours, theirs)} |")
+            print(f"| GET {q} latency -P 1 (ms) | {fmt(ours, 3)} | {fmt(theirs, 3)} | {ratio(ours, theirs)} |{blank}")
     mem = {}
     with open(args.memory) if args.memory else io.StringIO() as f:
         for line in f:
@@ -149,7 +177,7 @@ def table(args) -> None:
             ours = mem.get(("ferrokv", size), (None, None))[i]
             theirs = mem.get(("redis", size), (None, None))[i]
             print(
-                f"| bytes/key, {size}-byte values ({what}) | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |"
+                f"| bytes/key, {size}-byte values ({what}) | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |{blank}"
             )
     coll = {}
     with open(args.collections) if args.collections else io.StringIO() as f:
@@ -168,7 +196,7 @@ def table(args) -> None:
             theirs = coll[("redis", kind)][i]
             print(
                 f"| bytes/element, one {kind} of {n:,} elements ({what}) | {fmt(ours)} | {fmt(theirs)} "
-                f"| {ratio(ours, theirs)} |"
+                f"| {ratio(ours, theirs)} |{blank}"
             )
     if args.skipped.strip():
         print()

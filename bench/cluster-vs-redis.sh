@@ -17,7 +17,9 @@
 #   ratio      ferrokv rps / Redis rps (target >= 1.0); GET p50/p99 at -P 1
 #              (ferrokv / Redis, below 1 is better).
 #
-# The order of the two systems alternates between the -P 1 and -P 16 rounds.
+# Every load runs $BENCH_REPEAT times against each system, paired (see the
+# loop below); the table shows median requests/s and the median of the
+# per-pair ratios.
 # Redis runs single-threaded per process; each ferrokv node gets the
 # LocalCluster share of the cores, cores / nodes worker threads (at least
 # one: 1 on 2 cores), as a Pod CPU limit of that share would give it (see
@@ -26,8 +28,9 @@
 # numbers.
 # Every process is killed by PID on exit.
 #
-# Usage: bench/cluster-vs-redis.sh            (about 2 minutes on 2 cores)
+# Usage: bench/cluster-vs-redis.sh            (about 5 minutes on 2 cores)
 #   BENCH_N=300000 BENCH_CLIENTS=50 BENCH_THREADS=2 BENCH_KEYSPACE=100000
+#   BENCH_REPEAT=3
 #   BENCH_TESTS=set,get,incr,hset
 #   BENCH_QUICK=1   small N: to check the script itself
 #   FERROKV_NODE_BIN=path   use this binary (the example is still built)
@@ -43,8 +46,10 @@ BENCH_THREADS="${BENCH_THREADS:-2}"
 BENCH_KEYSPACE="${BENCH_KEYSPACE:-100000}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_N="${BENCH_N:-20000}"
+    BENCH_REPEAT="${BENCH_REPEAT:-1}"
 else
     BENCH_N="${BENCH_N:-300000}"
+    BENCH_REPEAT="${BENCH_REPEAT:-3}"
 fi
 # Upper bound for one redis-benchmark run.
 STEP_TIMEOUT=120
@@ -92,32 +97,42 @@ say "ferrokv: $WORKERS worker thread(s) per node"
 
 CSV="$WORK/throughput.csv"
 : >"$CSV"
-round=0
-for p in 1 16; do
-    n="$BENCH_N"
-    [ "$p" = 1 ] || n=$((BENCH_N * 10))
-    order=(redis ferrokv)
-    [ $((round % 2)) = 0 ] || order=(ferrokv redis)
-    round=$((round + 1))
-    for server in "${order[@]}"; do
-        port="$REDIS_SEED"
-        [ "$server" = ferrokv ] && port="$FERRO_SEED"
-        say "redis-benchmark --cluster -t $BENCH_TESTS -c $BENCH_CLIENTS -n $n -P $p against $server"
-        out="$WORK/bench-$server-P$p.csv"
-        timeout "$STEP_TIMEOUT" redis-benchmark --cluster -h 127.0.0.1 -p "$port" -t "$BENCH_TESTS" \
-            -c "$BENCH_CLIENTS" --threads "$BENCH_THREADS" -r "$BENCH_KEYSPACE" -n "$n" -P "$p" \
-            --csv >"$out" 2>"$WORK/bench.err" || {
-            say "redis-benchmark failed against $server (-P $p):"
-            cat "$WORK/bench.err" "$out" >&2
-            exit 1
-        }
-        if grep -qi "error" "$out" "$WORK/bench.err"; then
-            say "error replies from $server (-P $p):"
-            grep -i "error" "$out" "$WORK/bench.err" | head >&2
-            exit 1
-        fi
-        # Only the CSV rows (cluster mode prints its node list first).
-        grep '^"' "$out" | sed "s/^/$server,$p,/" >>"$CSV"
+# One redis-benchmark run per test, the two systems back to back, which goes
+# first alternating from test to test and from repetition to repetition
+# (ABBA): the machine's speed drifts by tens of percent within a minute, and a
+# pair measured seconds apart shares the drift. The report takes the median
+# of the per-pair ratios. Both systems run the tests in the same order.
+IFS=, read -r -a tests <<<"$BENCH_TESTS"
+for rep in $(seq 1 "$BENCH_REPEAT"); do
+    pair=$rep
+    for p in 1 16; do
+        n="$BENCH_N"
+        [ "$p" = 1 ] || n=$((BENCH_N * 10))
+        say "[$rep/$BENCH_REPEAT] redis-benchmark --cluster -t <each of ${tests[*]}> -c $BENCH_CLIENTS -n $n -P $p, both systems"
+        for t in "${tests[@]}"; do
+            pair=$((pair + 1))
+            order=(redis ferrokv)
+            [ $((pair % 2)) = 1 ] || order=(ferrokv redis)
+            for server in "${order[@]}"; do
+                port="$REDIS_SEED"
+                [ "$server" = ferrokv ] && port="$FERRO_SEED"
+                out="$WORK/bench-$server-P$p-$t-$rep.csv"
+                timeout "$STEP_TIMEOUT" redis-benchmark --cluster -h 127.0.0.1 -p "$port" -t "$t" \
+                    -c "$BENCH_CLIENTS" --threads "$BENCH_THREADS" -r "$BENCH_KEYSPACE" -n "$n" -P "$p" \
+                    --csv >"$out" 2>"$WORK/bench.err" || {
+                    say "redis-benchmark -t $t failed against $server (-P $p):"
+                    cat "$WORK/bench.err" "$out" >&2
+                    exit 1
+                }
+                if grep -qi "error" "$out" "$WORK/bench.err"; then
+                    say "error replies from $server ($t, -P $p):"
+                    grep -i "error" "$out" "$WORK/bench.err" | head >&2
+                    exit 1
+                fi
+                # Only the CSV rows (cluster mode prints its node list first).
+                grep '^"' "$out" | sed "s/^/$server,$p,$rep,/" >>"$CSV"
+            done
+        done
     done
 done
 
@@ -129,6 +144,6 @@ done
 
 python3 bench/bench_report.py table --throughput "$CSV" \
     --title "3-shard cluster (3 primaries, no replicas, ferrokv $WORKERS worker thread(s) per node), redis-benchmark --cluster --threads $BENCH_THREADS -r $BENCH_KEYSPACE" \
-    --clients "$BENCH_CLIENTS" --requests "$BENCH_N (-P 1), $((BENCH_N * 10)) (-P 16)" \
+    --clients "$BENCH_CLIENTS" --requests "$BENCH_N (-P 1), $((BENCH_N * 10)) (-P 16)" --repeat "$BENCH_REPEAT" \
     --redis-version "$(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')" --cores "$(nproc)"
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

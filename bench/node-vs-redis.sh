@@ -26,7 +26,8 @@
 # Usage: bench/node-vs-redis.sh            (a few minutes)
 #   BENCH_N=100000 BENCH_KEYS=1000000 BENCH_ELEMENTS=100000 BENCH_CLIENTS=50
 #   BENCH_TESTS=set,get,incr,lpush,rpop,sadd,hset,zadd,lrange_100
-#   BENCH_REPEAT=3  runs of each load; the table shows the median
+#   BENCH_REPEAT=5  runs of each load; the table shows the median requests/s
+#                   and the median of the per-run ferrokv/Redis ratios
 #   BENCH_QUICK=1   small N and key count, one run: to check the script itself
 #   FERROKV_NODE_BIN=path   use this binary instead of building ferrokv-node (an
 #                   older build, to measure a change); /usr/bin/redis-server compares
@@ -38,7 +39,6 @@ cd "$(dirname "$0")/.."
 
 BENCH_TESTS="${BENCH_TESTS:-set,get,incr,lpush,rpop,sadd,hset,zadd,lrange_100}"
 BENCH_CLIENTS="${BENCH_CLIENTS:-50}"
-BENCH_REPEAT="${BENCH_REPEAT:-3}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_N="${BENCH_N:-20000}"
     BENCH_KEYS="${BENCH_KEYS:-50000}"
@@ -48,6 +48,7 @@ else
     BENCH_N="${BENCH_N:-100000}"
     BENCH_KEYS="${BENCH_KEYS:-1000000}"
     BENCH_ELEMENTS="${BENCH_ELEMENTS:-100000}"
+    BENCH_REPEAT="${BENCH_REPEAT:-5}"
 fi
 PIPELINES=(1 16)
 VALUE_SIZES=(32 100)
@@ -124,32 +125,42 @@ done
 CSV="$WORK/throughput.csv"
 : >"$CSV"
 if [ "${#tests[@]}" -gt 0 ]; then
-    list="$(IFS=,; echo "${tests[*]}")"
+    # One redis-benchmark run per test, the two servers back to back, and
+    # which goes first alternates from test to test and from repetition to
+    # repetition (ABBA): this machine's speed drifts by tens of percent over
+    # tens of seconds, and a pair measured seconds apart shares the drift,
+    # where a whole test list against one server and then the other did not
+    # (2026-11-29: the same build's -P 1 ratios ranged 0.77–1.34 within one
+    # run that way). The report takes the median of the per-pair ratios.
+    # Each server runs the tests in the same order, so both see the same
+    # sequence of datasets.
     for rep in $(seq 1 "$BENCH_REPEAT"); do
-        # Alternate which server goes first, so that neither always runs on a
-        # machine warmed (or heated) by the other.
-        order=(redis ferrokv)
-        [ $((rep % 2)) = 1 ] || order=(ferrokv redis)
+        pair=$rep
         for p in "${PIPELINES[@]}"; do
             n="$BENCH_N"
             [ "$p" = 1 ] || n=$((BENCH_N * 10))
-            for server in "${order[@]}"; do
-                port="$REDIS_PORT"
-                [ "$server" = ferrokv ] && port="$FK_PORT"
-                say "[$rep/$BENCH_REPEAT] redis-benchmark -t $list -c $BENCH_CLIENTS -n $n -P $p against $server"
-                out="$WORK/bench-$server-P$p-$rep.csv"
-                timeout "$STEP_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t "$list" \
-                    -c "$BENCH_CLIENTS" -n "$n" -P "$p" --csv >"$out" 2>"$WORK/bench.err" || {
-                    say "redis-benchmark failed against $server (-P $p):"
-                    cat "$WORK/bench.err" >&2
-                    exit 1
-                }
-                if grep -q "^Error" "$out" "$WORK/bench.err"; then
-                    say "error replies from $server (-P $p):"
-                    grep "^Error" "$out" "$WORK/bench.err" >&2
-                    exit 1
-                fi
-                sed "s/^/$server,$p,/" "$out" >>"$CSV"
+            say "[$rep/$BENCH_REPEAT] redis-benchmark -t <each of ${tests[*]}> -c $BENCH_CLIENTS -n $n -P $p, both servers"
+            for t in "${tests[@]}"; do
+                pair=$((pair + 1))
+                order=(redis ferrokv)
+                [ $((pair % 2)) = 1 ] || order=(ferrokv redis)
+                for server in "${order[@]}"; do
+                    port="$REDIS_PORT"
+                    [ "$server" = ferrokv ] && port="$FK_PORT"
+                    out="$WORK/bench-$server-P$p-$t-$rep.csv"
+                    timeout "$STEP_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t "$t" \
+                        -c "$BENCH_CLIENTS" -n "$n" -P "$p" --csv >"$out" 2>"$WORK/bench.err" || {
+                        say "redis-benchmark -t $t failed against $server (-P $p):"
+                        cat "$WORK/bench.err" >&2
+                        exit 1
+                    }
+                    if grep -q "^Error" "$out" "$WORK/bench.err"; then
+                        say "error replies from $server ($t, -P $p):"
+                        grep "^Error" "$out" "$WORK/bench.err" >&2
+                        exit 1
+                    fi
+                    sed "s/^/$server,$p,$rep,/" "$out" >>"$CSV"
+                done
             done
         done
     done
