@@ -29,7 +29,7 @@
 # Every process is killed by PID on exit.
 #
 # Usage: bench/cluster-vs-redis.sh            (about 5 minutes on 2 cores)
-#   BENCH_N=300000 BENCH_CLIENTS=50 BENCH_THREADS=2 BENCH_KEYSPACE=100000
+#   BENCH_N=600000 BENCH_CLIENTS=50 BENCH_THREADS=2 BENCH_KEYSPACE=100000
 #   BENCH_REPEAT=3
 #   BENCH_TESTS=set,get,incr,hset
 #   BENCH_QUICK=1   small N: to check the script itself
@@ -48,7 +48,7 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_N="${BENCH_N:-20000}"
     BENCH_REPEAT="${BENCH_REPEAT:-1}"
 else
-    BENCH_N="${BENCH_N:-300000}"
+    BENCH_N="${BENCH_N:-600000}"
     BENCH_REPEAT="${BENCH_REPEAT:-3}"
 fi
 # Upper bound for one redis-benchmark run.

@@ -15,7 +15,9 @@
 #               (-c $BENCH_CLIENTS -P 1, 100-byte values, random keys), a probe
 #               writes `SET lagprobe:i` on the primary and, once acknowledged,
 #               polls GET on the replica until it sees the value; lag = that
-#               time. p50/p99 over all probes of $BENCH_LAG_SECONDS seconds.
+#               time. p50/p99 over all of a system's probes: $BENCH_LAG_SECONDS
+#               seconds each, in $BENCH_LAG_WINDOWS windows alternating between
+#               the two systems (both stay up; see below).
 #               The primary's command rate during the window is printed too:
 #               a lag figure means little without the load it was taken under;
 #               so is the share of probes whose first GET already saw the
@@ -29,7 +31,8 @@
 # the machine with the numbers.
 #
 # Usage: bench/repl-vs-redis.sh      (a few minutes)
-#   BENCH_KEYS=1000000 BENCH_VALUE=100 BENCH_LAG_SECONDS=15 BENCH_CLIENTS=50
+#   BENCH_KEYS=1000000 BENCH_VALUE=100 BENCH_LAG_SECONDS=30 BENCH_LAG_WINDOWS=6
+#   BENCH_CLIENTS=50
 #   BENCH_QUICK=1   50000 keys and 5 s of lag probing: to check the script itself
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,8 +43,9 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
     BENCH_LAG_SECONDS="${BENCH_LAG_SECONDS:-5}"
 else
     BENCH_KEYS="${BENCH_KEYS:-1000000}"
-    BENCH_LAG_SECONDS="${BENCH_LAG_SECONDS:-15}"
+    BENCH_LAG_SECONDS="${BENCH_LAG_SECONDS:-30}"
 fi
+BENCH_LAG_WINDOWS="${BENCH_LAG_WINDOWS:-6}"
 BENCH_VALUE="${BENCH_VALUE:-100}"
 BENCH_CLIENTS="${BENCH_CLIENTS:-50}"
 STEP_TIMEOUT=300
@@ -148,6 +152,7 @@ if mode == "sync":
     print("%.3f" % (time.perf_counter() - t0))
 elif mode == "lag":
     primary, replica, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    dump = open(sys.argv[5], "a")
     p, r = Conn(primary), Conn(replica)
     def processed():
         text = p.cmd("INFO", "stats")
@@ -158,9 +163,12 @@ elif mode == "lag":
     first = 0  # probes whose first GET already saw the write
     end = time.perf_counter() + seconds
     i = 0
+    # Values unique across windows: a key reused from an earlier window must
+    # not look replicated already.
+    nonce = "%d" % time.time_ns()
     while time.perf_counter() < end:
         i += 1
-        key, val = "lagprobe:%d" % (i % 1000), str(i).encode()
+        key, val = "lagprobe:%d" % (i % 1000), ("%s:%d" % (nonce, i)).encode()
         assert p.cmd("SET", key, val) == "OK"
         t0 = time.perf_counter()
         gets = 1
@@ -170,17 +178,25 @@ elif mode == "lag":
                 sys.exit("replica never saw a probe")
         lags.append(time.perf_counter() - t0)
         first += gets == 1
+    rate = (processed() - c0) / (time.perf_counter() - t_start)
+    dump.write("".join("%.6f\n" % (l * 1000) for l in lags))
+    dump.write("window %d %d\n" % (rate, first))
     lags.sort()
     pct = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] * 1000
-    rate = (processed() - c0) / (time.perf_counter() - t_start)
     print("%.3f %.3f %d %d %d" % (pct(0.50), pct(0.99), len(lags), rate, first))
 EOF
 
+# Both systems are set up first and stay up; the lag is then probed in
+# $BENCH_LAG_WINDOWS windows per system, alternating (ABBA), so that both see
+# the machine in the same states (its speed drifts by tens of percent within
+# a minute). Percentiles are over all of a system's probes.
 RESULTS="$WORK/results"
 : >"$RESULTS"
+declare -A PPORT RPORT
 for system in redis ferrokv; do
     pport="$(free_port)"
     rport="$(free_port)"
+    PPORT[$system]="$pport" RPORT[$system]="$rport"
     start_server "$system" primary "$pport" "$WORK/$system-primary"
     start_server "$system" replica "$rport" "$WORK/$system-replica"
     say "$system: loading $BENCH_KEYS keys"
@@ -189,26 +205,46 @@ for system in redis ferrokv; do
     say "$system: full sync"
     sync_s="$(timeout "$STEP_TIMEOUT" python3 "$PROBE" sync "$rport" "$pport" "$BENCH_KEYS" "$STEP_TIMEOUT")"
     say "$system: full sync took ${sync_s}s"
-    say "$system: replication lag under a SET load for ${BENCH_LAG_SECONDS}s"
-    redis-benchmark -h 127.0.0.1 -p "$pport" -t set -n 100000000 -c "$BENCH_CLIENTS" -P 1 -d 100 \
-        -r 1000000 -q >/dev/null 2>&1 &
-    bench_pid=$!
-    track "$bench_pid"
-    lag="$(timeout "$STEP_TIMEOUT" python3 "$PROBE" lag "$pport" "$rport" "$BENCH_LAG_SECONDS")"
-    stop_pid "$bench_pid"
-    say "$system: lag p50/p99 ms, probes, primary commands/s, first-GET hits: $lag"
-    echo "$system $sync_s $lag" >>"$RESULTS"
-    stop_all
+    echo "$system $sync_s" >>"$RESULTS"
 done
+window_s="$(python3 -c "print($BENCH_LAG_SECONDS / $BENCH_LAG_WINDOWS)")"
+for w in $(seq 1 "$BENCH_LAG_WINDOWS"); do
+    order=(redis ferrokv)
+    [ $((w % 2)) = 1 ] || order=(ferrokv redis)
+    for system in "${order[@]}"; do
+        pport="${PPORT[$system]}" rport="${RPORT[$system]}"
+        redis-benchmark -h 127.0.0.1 -p "$pport" -t set -n 100000000 -c "$BENCH_CLIENTS" -P 1 -d 100 \
+            -r 1000000 -q >/dev/null 2>&1 &
+        bench_pid=$!
+        track "$bench_pid"
+        # The load's connections up before the window opens.
+        sleep 0.3
+        lag="$(timeout "$STEP_TIMEOUT" python3 "$PROBE" lag "$pport" "$rport" "$window_s" "$WORK/lags-$system")"
+        stop_pid "$bench_pid"
+        say "[$w/$BENCH_LAG_WINDOWS] $system: lag p50/p99 ms, probes, primary commands/s, first-GET hits: $lag"
+    done
+done
+stop_all
 
-python3 - "$RESULTS" "$BENCH_KEYS" "$BENCH_VALUE" <<'EOF'
-import sys
+python3 - "$RESULTS" "$WORK" "$BENCH_KEYS" "$BENCH_VALUE" <<'EOF'
+import statistics, sys
+results, work = sys.argv[1], sys.argv[2]
+sync = dict((line.split()[0], float(line.split()[1])) for line in open(results))
 rows = {}
-for line in open(sys.argv[1]):
-    system, sync_s, p50, p99, n, rate, first = line.split()
-    rows[system] = (float(sync_s), float(p50), float(p99), int(n), int(rate), int(first))
+for system in ("redis", "ferrokv"):
+    lags, rates, first = [], [], 0
+    for line in open(f"{work}/lags-{system}"):
+        parts = line.split()
+        if parts[0] == "window":
+            rates.append(int(parts[1]))
+            first += int(parts[2])
+        else:
+            lags.append(float(parts[0]))
+    lags.sort()
+    pct = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]
+    rows[system] = (sync[system], pct(0.50), pct(0.99), len(lags), statistics.median(rates), first)
 r, f = rows["redis"], rows["ferrokv"]
-print(f"replication, {sys.argv[2]} keys x {sys.argv[3]} B (ratio = ferrokv / Redis, lower is better)")
+print(f"replication, {sys.argv[3]} keys x {sys.argv[4]} B (ratio = ferrokv / Redis, lower is better)")
 print(f"{'metric':<28}{'ferrokv':>12}{'redis 7':>12}{'ratio':>8}")
 def row(name, a, b, unit):
     ratio = a / b if b else float("nan")
@@ -216,8 +252,8 @@ def row(name, a, b, unit):
 row("full sync time", f[0], r[0], "s")
 row("lag p50 under SET load", f[1], r[1], "ms")
 row("lag p99 under SET load", f[2], r[2], "ms")
-print(f"lag probes: ferrokv {f[3]}, redis {r[3]}; primary load during probing (commands/s): "
-      f"ferrokv {f[4]}, redis {r[4]}")
+print(f"lag probes: ferrokv {f[3]}, redis {r[3]}; primary load during probing (commands/s, median of "
+      f"the windows): ferrokv {f[4]:.0f}, redis {r[4]:.0f}")
 print(f"probes whose first GET on the replica saw the write: ferrokv {100 * f[5] / f[3]:.1f}%, "
       f"redis {100 * r[5] / r[3]:.1f}%")
 EOF
