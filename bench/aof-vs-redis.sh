@@ -98,7 +98,7 @@ f = statistics.median(map(float, f.split()))
 r = statistics.median(map(float, r.split()))
 ratios = [float(x) for x in ratios.split()]
 spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
-print(f"{fsync:<10} {p:<4} {f:>14.2f} {r:>14.2f} {statistics.median(ratios):>8.2f} {spread:>12}")
+print(f"{fsync:<10} {p:<4} {f:>14.2f} {r:>14.2f} {statistics.median(ratios):>8.3f} {spread:>12}")
 PY
     done
 done
