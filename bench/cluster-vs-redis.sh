@@ -97,44 +97,28 @@ say "ferrokv: $WORKERS worker thread(s) per node"
 
 CSV="$WORK/throughput.csv"
 : >"$CSV"
-# One redis-benchmark run per test, the two systems back to back, which goes
-# first alternating from test to test and from repetition to repetition
-# (ABBA): the machine's speed drifts by tens of percent within a minute, and a
-# pair measured seconds apart shares the drift. The report takes the median
-# of the per-pair ratios. Both systems run the tests in the same order.
+# One redis-benchmark run per test, paired (bench/lib.sh paired_runs).
+bench_one() {
+    local server="$1" p="$2" n="$3" t="$4" rep="$5" port="$REDIS_SEED" out
+    [ "$server" = ferrokv ] && port="$FERRO_SEED"
+    out="$WORK/bench-$server-P$p-$t-$rep.csv"
+    timeout "$STEP_TIMEOUT" redis-benchmark --cluster -h 127.0.0.1 -p "$port" -t "$t" \
+        -c "$BENCH_CLIENTS" --threads "$BENCH_THREADS" -r "$BENCH_KEYSPACE" -n "$n" -P "$p" \
+        --csv >"$out" 2>"$WORK/bench.err" || {
+        say "redis-benchmark -t $t failed against $server (-P $p):"
+        cat "$WORK/bench.err" "$out" >&2
+        exit 1
+    }
+    if grep -qi "error" "$out" "$WORK/bench.err"; then
+        say "error replies from $server ($t, -P $p):"
+        grep -i "error" "$out" "$WORK/bench.err" | head >&2
+        exit 1
+    fi
+    # Only the CSV rows (cluster mode prints its node list first).
+    grep '^"' "$out" | sed "s/^/$server,$p,$rep,/" >>"$CSV"
+}
 IFS=, read -r -a tests <<<"$BENCH_TESTS"
-for rep in $(seq 1 "$BENCH_REPEAT"); do
-    pair=$rep
-    for p in 1 16; do
-        n="$BENCH_N"
-        [ "$p" = 1 ] || n=$((BENCH_N * 10))
-        say "[$rep/$BENCH_REPEAT] redis-benchmark --cluster -t <each of ${tests[*]}> -c $BENCH_CLIENTS -n $n -P $p, both systems"
-        for t in "${tests[@]}"; do
-            pair=$((pair + 1))
-            order=(redis ferrokv)
-            [ $((pair % 2)) = 1 ] || order=(ferrokv redis)
-            for server in "${order[@]}"; do
-                port="$REDIS_SEED"
-                [ "$server" = ferrokv ] && port="$FERRO_SEED"
-                out="$WORK/bench-$server-P$p-$t-$rep.csv"
-                timeout "$STEP_TIMEOUT" redis-benchmark --cluster -h 127.0.0.1 -p "$port" -t "$t" \
-                    -c "$BENCH_CLIENTS" --threads "$BENCH_THREADS" -r "$BENCH_KEYSPACE" -n "$n" -P "$p" \
-                    --csv >"$out" 2>"$WORK/bench.err" || {
-                    say "redis-benchmark -t $t failed against $server (-P $p):"
-                    cat "$WORK/bench.err" "$out" >&2
-                    exit 1
-                }
-                if grep -qi "error" "$out" "$WORK/bench.err"; then
-                    say "error replies from $server ($t, -P $p):"
-                    grep -i "error" "$out" "$WORK/bench.err" | head >&2
-                    exit 1
-                fi
-                # Only the CSV rows (cluster mode prints its node list first).
-                grep '^"' "$out" | sed "s/^/$server,$p,$rep,/" >>"$CSV"
-            done
-        done
-    done
-done
+paired_runs bench_one
 
 # Every test really ran against 3 primaries on both sides.
 for port in "$REDIS_SEED" "$FERRO_SEED"; do

@@ -164,3 +164,35 @@ start_pair() {
     wait_ping "$REDIS_PORT" "$REDIS_PID"
     wait_ping "$FK_PORT" "$FK_PID"
 }
+
+# paired_runs FN: the throughput rounds of the node and cluster benchmarks.
+# For each repetition 1..$BENCH_REPEAT, each depth (-P 1 with $BENCH_N
+# requests, -P 16 with 10 × $BENCH_N) and each test in the array `tests`,
+# calls `FN SERVER DEPTH REQUESTS TEST REP` for both servers (redis, ferrokv)
+# back to back. Which goes first alternates from test to test and from
+# repetition to repetition (ABBA): this machine's speed drifts by tens of
+# percent within a minute, and a pair measured seconds apart shares the
+# drift, where a whole test list against one server and then the other did
+# not (2026-11-29: the same build's -P 1 ratios ranged 0.77–1.34 within one
+# run that way). Both servers run the tests in the same order, so they see
+# the same sequence of datasets; bench_report.py takes the median of the
+# per-pair ratios.
+paired_runs() {
+    local fn="$1" rep p n t pair server order
+    for rep in $(seq 1 "$BENCH_REPEAT"); do
+        pair=$rep
+        for p in 1 16; do
+            n="$BENCH_N"
+            [ "$p" = 1 ] || n=$((BENCH_N * 10))
+            say "[$rep/$BENCH_REPEAT] -t <each of ${tests[*]}> -n $n -P $p, both servers in turn"
+            for t in "${tests[@]}"; do
+                pair=$((pair + 1))
+                order=(redis ferrokv)
+                [ $((pair % 2)) = 1 ] || order=(ferrokv redis)
+                for server in "${order[@]}"; do
+                    "$fn" "$server" "$p" "$n" "$t" "$rep"
+                done
+            done
+        done
+    done
+}

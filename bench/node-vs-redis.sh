@@ -50,7 +50,6 @@ else
     BENCH_ELEMENTS="${BENCH_ELEMENTS:-100000}"
     BENCH_REPEAT="${BENCH_REPEAT:-5}"
 fi
-PIPELINES=(1 16)
 VALUE_SIZES=(32 100)
 # Upper bound for any single redis-benchmark or load step.
 STEP_TIMEOUT=180
@@ -125,45 +124,25 @@ done
 CSV="$WORK/throughput.csv"
 : >"$CSV"
 if [ "${#tests[@]}" -gt 0 ]; then
-    # One redis-benchmark run per test, the two servers back to back, and
-    # which goes first alternates from test to test and from repetition to
-    # repetition (ABBA): this machine's speed drifts by tens of percent over
-    # tens of seconds, and a pair measured seconds apart shares the drift,
-    # where a whole test list against one server and then the other did not
-    # (2026-11-29: the same build's -P 1 ratios ranged 0.77–1.34 within one
-    # run that way). The report takes the median of the per-pair ratios.
-    # Each server runs the tests in the same order, so both see the same
-    # sequence of datasets.
-    for rep in $(seq 1 "$BENCH_REPEAT"); do
-        pair=$rep
-        for p in "${PIPELINES[@]}"; do
-            n="$BENCH_N"
-            [ "$p" = 1 ] || n=$((BENCH_N * 10))
-            say "[$rep/$BENCH_REPEAT] redis-benchmark -t <each of ${tests[*]}> -c $BENCH_CLIENTS -n $n -P $p, both servers"
-            for t in "${tests[@]}"; do
-                pair=$((pair + 1))
-                order=(redis ferrokv)
-                [ $((pair % 2)) = 1 ] || order=(ferrokv redis)
-                for server in "${order[@]}"; do
-                    port="$REDIS_PORT"
-                    [ "$server" = ferrokv ] && port="$FK_PORT"
-                    out="$WORK/bench-$server-P$p-$t-$rep.csv"
-                    timeout "$STEP_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t "$t" \
-                        -c "$BENCH_CLIENTS" -n "$n" -P "$p" --csv >"$out" 2>"$WORK/bench.err" || {
-                        say "redis-benchmark -t $t failed against $server (-P $p):"
-                        cat "$WORK/bench.err" >&2
-                        exit 1
-                    }
-                    if grep -q "^Error" "$out" "$WORK/bench.err"; then
-                        say "error replies from $server ($t, -P $p):"
-                        grep "^Error" "$out" "$WORK/bench.err" >&2
-                        exit 1
-                    fi
-                    sed "s/^/$server,$p,$rep,/" "$out" >>"$CSV"
-                done
-            done
-        done
-    done
+    # One redis-benchmark run per test, paired (bench/lib.sh paired_runs).
+    bench_one() {
+        local server="$1" p="$2" n="$3" t="$4" rep="$5" port="$REDIS_PORT" out
+        [ "$server" = ferrokv ] && port="$FK_PORT"
+        out="$WORK/bench-$server-P$p-$t-$rep.csv"
+        timeout "$STEP_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t "$t" \
+            -c "$BENCH_CLIENTS" -n "$n" -P "$p" --csv >"$out" 2>"$WORK/bench.err" || {
+            say "redis-benchmark -t $t failed against $server (-P $p):"
+            cat "$WORK/bench.err" >&2
+            exit 1
+        }
+        if grep -q "^Error" "$out" "$WORK/bench.err"; then
+            say "error replies from $server ($t, -P $p):"
+            grep "^Error" "$out" "$WORK/bench.err" >&2
+            exit 1
+        fi
+        sed "s/^/$server,$p,$rep,/" "$out" >>"$CSV"
+    }
+    paired_runs bench_one
     # The adaptive connection-thread count, for reading the figures: with
     # the load generator on the same cores it should have stayed at one.
     say "ferrokv connection threads taking connections after the loads: $(redis-cli -h 127.0.0.1 -p "$FK_PORT" INFO server | tr -d '\r' | awk -F: '/^io_threads_active:/ {a=$2} /^ferrokv_worker_threads:/ {t=$2} END {print a " of " t}')"
