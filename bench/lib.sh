@@ -146,7 +146,8 @@ start_redis_cluster() {
     done
 }
 
-# start_pair DIR: a Redis without persistence and a ferrokv node ($NODE_BIN)
+# start_pair DIR: a Redis without persistence and a ferrokv node ($NODE_BIN,
+# with its defaults and the words of $FERROKV_NODE_ARGS, e.g. "--busy-poll no")
 # side by side on free loopback ports, data under DIR/redis and DIR/node;
 # sets REDIS_PORT, REDIS_PID, FK_PORT, FK_PID and returns once both answer.
 start_pair() {
@@ -158,7 +159,10 @@ start_pair() {
         --dir "$dir/redis" --daemonize no --logfile "$dir/redis.log" &
     REDIS_PID=$!
     track "$REDIS_PID"
-    (cd "$dir/node" && exec "$NODE_BIN" --bind 127.0.0.1 --port "$FK_PORT" >"$dir/node.out" 2>"$dir/node.log") &
+    local extra=()
+    read -r -a extra <<<"${FERROKV_NODE_ARGS:-}"
+    (cd "$dir/node" && exec "$NODE_BIN" --bind 127.0.0.1 --port "$FK_PORT" "${extra[@]+"${extra[@]}"}" \
+        >"$dir/node.out" 2>"$dir/node.log") &
     FK_PID=$!
     track "$FK_PID"
     wait_ping "$REDIS_PORT" "$REDIS_PID"

@@ -27,6 +27,9 @@
 #   CPU_N=2000000 CPU_CLIENTS=50 CPU_PIPELINE=16
 #   CPU_REPEAT=3    runs of each test per server; the table shows the median
 #   FERROKV_NODE_BIN=path   use this binary instead of building ferrokv-node
+#   FERROKV_NODE_ARGS="--busy-poll no"   extra node flags; at CPU_PIPELINE=1 the
+#                   node's busy polling (on by default when a core is free)
+#                   spends CPU waiting, which this count would charge to commands
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh

@@ -33,6 +33,7 @@
 #                   older build, to measure a change); /usr/bin/redis-server compares
 #                   Redis with itself: every ratio should come out near 1 (a check of
 #                   the benchmark, not of ferrokv). BENCH_NODE_BIN is the same setting.
+#   FERROKV_NODE_ARGS="..."  extra flags for the ferrokv node (e.g. "--busy-poll no")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
