@@ -16,7 +16,7 @@
 # Both servers listen on free loopback ports and are killed by PID on exit.
 # Redis is single-threaded as Debian configures it; ferrokv uses its defaults.
 #
-# Usage: bench/aof-vs-redis.sh              (about two minutes)
+# Usage: bench/aof-vs-redis.sh              (about 3 minutes)
 #   BENCH_N=100000 BENCH_CLIENTS=50 BENCH_REPEAT=3
 #   BENCH_QUICK=1   small N, one run: to check the script
 set -euo pipefail

@@ -28,7 +28,7 @@
 # numbers.
 # Every process is killed by PID on exit.
 #
-# Usage: bench/cluster-vs-redis.sh            (about 5 minutes on 2 cores)
+# Usage: bench/cluster-vs-redis.sh            (about 8 minutes on 2 cores)
 #   BENCH_N=600000 BENCH_CLIENTS=50 BENCH_THREADS=2 BENCH_KEYSPACE=100000
 #   BENCH_REPEAT=3
 #   BENCH_TESTS=set,get,incr,hset

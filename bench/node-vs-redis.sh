@@ -23,7 +23,7 @@
 # Debian: say so when quoting the numbers.
 # Tests whose command ferrokv does not implement are reported and skipped.
 #
-# Usage: bench/node-vs-redis.sh            (a few minutes)
+# Usage: bench/node-vs-redis.sh            (about 8 minutes on 2 cores)
 #   BENCH_N=100000 BENCH_KEYS=1000000 BENCH_ELEMENTS=100000 BENCH_CLIENTS=50
 #   BENCH_TESTS=set,get,incr,lpush,rpop,sadd,hset,zadd,lrange_100
 #   BENCH_REPEAT=5  runs of each load; the table shows the median requests/s
