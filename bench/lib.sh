@@ -146,7 +146,8 @@ start_redis_cluster() {
     done
 }
 
-# start_pair DIR: a Redis without persistence and a ferrokv node ($NODE_BIN,
+# start_pair DIR: a Redis without persistence (plus the words of $REDIS_ARGS,
+# which override: e.g. "--appendonly yes") and a ferrokv node ($NODE_BIN,
 # with its defaults and the words of $FERROKV_NODE_ARGS, e.g. "--busy-poll no")
 # side by side on free loopback ports, data under DIR/redis and DIR/node;
 # sets REDIS_PORT, REDIS_PID, FK_PORT, FK_PID and returns once both answer.
@@ -155,11 +156,12 @@ start_pair() {
     mkdir -p "$dir/redis" "$dir/node"
     REDIS_PORT="$(free_port)"
     FK_PORT="$(free_port)"
+    local extra=() rextra=()
+    read -r -a rextra <<<"${REDIS_ARGS:-}"
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --dir "$dir/redis" --daemonize no --logfile "$dir/redis.log" &
+        --dir "$dir/redis" --daemonize no --logfile "$dir/redis.log" "${rextra[@]+"${rextra[@]}"}" &
     REDIS_PID=$!
     track "$REDIS_PID"
-    local extra=()
     read -r -a extra <<<"${FERROKV_NODE_ARGS:-}"
     (cd "$dir/node" && exec "$NODE_BIN" --bind 127.0.0.1 --port "$FK_PORT" "${extra[@]+"${extra[@]}"}" \
         >"$dir/node.out" 2>"$dir/node.log") &
