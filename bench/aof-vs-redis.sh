@@ -79,9 +79,8 @@ for fsync in everysec always; do
         fs_rps=() rs_rps=() ratios=()
         for rep in $(seq 1 "$BENCH_REPEAT"); do
             pair=$((pair + 1))
-            order=(ferrokv redis)
-            [ $((pair % 2)) = 1 ] || order=(redis ferrokv)
-            for kind in "${order[@]}"; do
+            pair_order "$pair"
+            for kind in "${ORDER[@]}"; do
                 start_server "$kind" "$fsync"
                 v="$(rps "$PORT" "$p")"
                 stop_server

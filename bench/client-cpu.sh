@@ -46,9 +46,8 @@ pair=0
 for rep in $(seq 1 "$CPU_REPEAT"); do
     for t in "${tests[@]}"; do
         pair=$((pair + 1))
-        order=(redis ferrokv)
-        [ $((pair % 2)) = 1 ] || order=(ferrokv redis)
-        for server in "${order[@]}"; do
+        pair_order "$pair"
+        for server in "${ORDER[@]}"; do
             port="$REDIS_PORT" pid="$REDIS_PID"
             [ "$server" = ferrokv ] && port="$FK_PORT" pid="$FK_PID"
             before="$(cpu_ticks "$pid")"

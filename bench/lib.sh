@@ -171,6 +171,12 @@ start_pair() {
     wait_ping "$FK_PORT" "$FK_PID"
 }
 
+# pair_order N: ORDER = the two servers in the order the Nth pair of runs
+# takes them, alternating from one N to the next (ABBA over consecutive N).
+pair_order() {
+    if [ $(($1 % 2)) = 1 ]; then ORDER=(redis ferrokv); else ORDER=(ferrokv redis); fi
+}
+
 # paired_runs FN: the throughput rounds of the node and cluster benchmarks.
 # For each repetition 1..$BENCH_REPEAT, each depth (-P 1 with $BENCH_N
 # requests, -P 16 with 10 × $BENCH_N) and each test in the array `tests`,
@@ -184,7 +190,7 @@ start_pair() {
 # the same sequence of datasets; bench_report.py takes the median of the
 # per-pair ratios.
 paired_runs() {
-    local fn="$1" rep p n t pair server order
+    local fn="$1" rep p n t pair server
     for rep in $(seq 1 "$BENCH_REPEAT"); do
         pair=$rep
         for p in 1 16; do
@@ -193,9 +199,8 @@ paired_runs() {
             say "[$rep/$BENCH_REPEAT] -t <each of ${tests[*]}> -n $n -P $p, both servers in turn"
             for t in "${tests[@]}"; do
                 pair=$((pair + 1))
-                order=(redis ferrokv)
-                [ $((pair % 2)) = 1 ] || order=(ferrokv redis)
-                for server in "${order[@]}"; do
+                pair_order "$pair"
+                for server in "${ORDER[@]}"; do
                     "$fn" "$server" "$p" "$n" "$t" "$rep"
                 done
             done

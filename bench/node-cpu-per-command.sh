@@ -55,10 +55,9 @@ RESULTS="$WORK/results.csv"
 : >"$RESULTS"
 IFS=, read -r -a tests <<<"$CPU_TESTS"
 for rep in $(seq 1 "$CPU_REPEAT"); do
-    order=(redis ferrokv)
-    [ $((rep % 2)) = 1 ] || order=(ferrokv redis)
+    pair_order "$rep"
     for t in "${tests[@]}"; do
-        for server in "${order[@]}"; do
+        for server in "${ORDER[@]}"; do
             port="$REDIS_PORT" pid="$REDIS_PID"
             [ "$server" = ferrokv ] && port="$FK_PORT" pid="$FK_PID"
             # Every run starts from the same empty keyspace.

@@ -102,9 +102,8 @@ EOF
 RESULTS="$WORK/results.csv"
 : >"$RESULTS"
 for round in $(seq 1 "$BENCH_REPEAT"); do
-    order=(redis ferrokv)
-    [ $((round % 2)) = 1 ] || order=(ferrokv redis)
-    for server in "${order[@]}"; do
+    pair_order "$round"
+    for server in "${ORDER[@]}"; do
         dir="$WORK/$server-$round"
         mkdir -p "$dir"
         port="$(free_port)"

@@ -209,9 +209,8 @@ for system in redis ferrokv; do
 done
 window_s="$(python3 -c "print($BENCH_LAG_SECONDS / $BENCH_LAG_WINDOWS)")"
 for w in $(seq 1 "$BENCH_LAG_WINDOWS"); do
-    order=(redis ferrokv)
-    [ $((w % 2)) = 1 ] || order=(ferrokv redis)
-    for system in "${order[@]}"; do
+    pair_order "$w"
+    for system in "${ORDER[@]}"; do
         pport="${PPORT[$system]}" rport="${RPORT[$system]}"
         redis-benchmark -h 127.0.0.1 -p "$pport" -t set -n 100000000 -c "$BENCH_CLIENTS" -P 1 -d 100 \
             -r 1000000 -q >/dev/null 2>&1 &
