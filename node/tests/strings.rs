@@ -267,6 +267,13 @@ fn incrbyfloat_matches_long_double_results() {
             &["INCRBYFLOAT", "huge", "1e4932"],
             &["SET", "bad", "one"],
             &["INCRBYFLOAT", "bad", "1"],
+            // A NUL byte ends strtold's scan: Redis 7 refuses the string.
+            &["SET", "nul", "1\u{0}2"],
+            &["INCRBYFLOAT", "nul", "1"],
+            &["INCRBYFLOAT", "new2", "1\u{0}"],
+            &["HSET", "h", "f", "1\u{0}2"],
+            &["HINCRBYFLOAT", "h", "f", "1"],
+            &["HINCRBYFLOAT", "h", "g", "2\u{0}"],
             &["SET", "t", "1", "EX", "100"],
             &["INCRBYFLOAT", "t", "1"],
             &["TTL", "t"],

@@ -259,11 +259,12 @@ pub fn parse(input: &[u8]) -> Option<Parsed> {
     if input.is_empty() || input.len() >= MAX_CHARS {
         return None;
     }
-    // The C string ends at the first NUL byte.
-    let s = match input.iter().position(|&b| b == 0) {
-        Some(i) => &input[..i],
-        None => input,
-    };
+    // `strtold` stops at a NUL byte, and Redis 7 (`string2ld`) refuses a
+    // string it did not consume to the end: "1\02" is not a number.
+    if input.contains(&0) {
+        return None;
+    }
+    let s = input;
     let (neg, body) = match s.first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
