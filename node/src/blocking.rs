@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -28,7 +28,15 @@ pub struct Waiter {
     /// disconnect, so an element is never popped for a client that already
     /// left with a timeout reply.
     pub slot: Mutex<Option<oneshot::Sender<Reply>>>,
+    /// Set with a forced unblock ([`Blocking::force_unblock`]): the
+    /// connection closes after writing the error, as Redis'
+    /// `CLIENT_CLOSE_AFTER_REPLY`.
+    pub close: AtomicBool,
 }
+
+/// The error of a client unblocked because its node became a replica.
+pub const ERR_ROLE_CHANGED: &str =
+    "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)";
 
 #[derive(Default)]
 pub struct Blocking {
@@ -58,6 +66,7 @@ impl Blocking {
             args,
             keys,
             slot: Mutex::new(Some(tx)),
+            close: AtomicBool::new(false),
         });
         let mut q = self.queues.lock();
         for k in &w.keys {
@@ -94,6 +103,44 @@ impl Blocking {
             .get(key)
             .map(|q| q.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Unblock one waiter with `error` and close its connection after the
+    /// reply. False if it was served, timed out or left already.
+    pub fn force_unblock_one(&self, w: &Arc<Waiter>, error: &'static str) -> bool {
+        let tx = w.slot.lock().take();
+        let Some(tx) = tx else { return false };
+        w.close.store(true, Ordering::Relaxed);
+        let _ = tx.send(Reply::err(error));
+        self.unregister(w);
+        true
+    }
+
+    /// Unblock every waiter with `error` (Redis' `disconnectAllBlockedClients`,
+    /// when a primary becomes a replica). Returns how many were waiting.
+    pub fn force_unblock(&self, error: &'static str) -> usize {
+        if !self.any() {
+            return 0;
+        }
+        // A waiter on several keys is in several queues: once each.
+        let mut seen = std::collections::HashSet::new();
+        let all: Vec<Arc<Waiter>> = self
+            .queues
+            .lock()
+            .values()
+            .flatten()
+            .filter(|w| seen.insert(Arc::as_ptr(w)))
+            .cloned()
+            .collect();
+        all.iter().filter(|w| self.force_unblock_one(w, error)).count()
+    }
+
+    /// Every key somebody waits on.
+    pub fn keys(&self) -> Vec<Bytes> {
+        if !self.any() {
+            return Vec::new();
+        }
+        self.queues.lock().keys().cloned().collect()
     }
 
     pub fn blocked_keys(&self) -> usize {

@@ -875,3 +875,39 @@ fn replica_authenticates_with_masterauth() {
     assert!(err.contains("NOAUTH"), "{err}");
     assert_eq!(field(without.addr, "replication", "master_link_status"), "down");
 }
+
+/// A client blocked on a primary that becomes a replica is unblocked with an
+/// error and disconnected, as Redis does; it must never be served by the new
+/// primary's stream (that would pop on the replica alone and fork it).
+#[test]
+fn demotion_unblocks_blocked_clients_and_the_replica_stays_identical() {
+    let a = primary();
+    let b = primary();
+    let mut blocked = RawClient::connect(a.addr);
+    blocked.set_timeout(Duration::from_secs(10));
+    blocked.send(&["BLPOP", "q", "0"]);
+    let mut xblocked = RawClient::connect(a.addr);
+    xblocked.set_timeout(Duration::from_secs(10));
+    let mut ac = RawClient::connect(a.addr);
+    assert_eq!(ac.cmd(&["XADD", "s", "1-1", "f", "v"]), Frame::bulk("1-1"));
+    assert_eq!(ac.cmd(&["XGROUP", "CREATE", "s", "g", "$"]), Frame::Simple("OK".into()));
+    xblocked.send(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"]);
+    wait_for("two blocked clients", SYNC_TIMEOUT, || {
+        (num(a.addr, "clients", "blocked_clients") == 2).then_some(())
+    });
+    assert_eq!(
+        ac.cmd(&["REPLICAOF", "127.0.0.1", &b.addr.port().to_string()]),
+        Frame::Simple("OK".into())
+    );
+    let changed = "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)";
+    for c in [&mut blocked, &mut xblocked] {
+        assert_eq!(c.read(), Frame::Error(changed.into()));
+        assert!(c.try_read().is_err(), "the connection is closed after the error");
+    }
+    assert_eq!(num(a.addr, "clients", "blocked_clients"), 0);
+    let mut bc = RawClient::connect(b.addr);
+    assert_eq!(bc.cmd(&["RPUSH", "q", "x", "y"]), Frame::Int(2));
+    wait_synced(b.addr, a.addr);
+    assert_eq!(ac.cmd(&["LLEN", "q"]), Frame::Int(2));
+    assert_eq!(digest(a.addr), digest(b.addr));
+}

@@ -1057,6 +1057,20 @@ fn blocking_behaviour_matches_redis() {
         got.push(consumers);
         got.push(c.cmd(&["XINFO", "GROUPS", "s"]));
         got.push(c.cmd(&["XPENDING", "s", "g2"]));
+        // FLUSHALL / FLUSHDB unblock XREADGROUP (its stream is gone); a
+        // BLPOP beside it keeps waiting and is served by the next push.
+        for flush in ["FLUSHALL", "FLUSHDB"] {
+            let mut l = RawClient::connect(addr);
+            c.cmd(&["XGROUP", "CREATE", "f", "g", "$", "MKSTREAM"]);
+            l.send(&["BLPOP", "list", "10"]);
+            wait_for_blocked(&mut c, 1);
+            w.send(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "10000", "STREAMS", "f", ">"]);
+            wait_for_blocked(&mut c, 2);
+            got.push(c.cmd(&[flush]));
+            got.push(w.read());
+            got.push(c.cmd(&["RPUSH", "list", "x"]));
+            got.push(l.read());
+        }
         results.push(got);
     }
     assert_eq!(results[0], results[1], "left: ferrokv, right: redis");

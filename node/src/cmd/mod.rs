@@ -883,6 +883,17 @@ pub fn serve_blocked(state: &State, ready: Vec<Bytes>) {
             let Some(spec) = lookup(args[0]).and_then(|s| resolve(&args).ok().or(Some(s))) else {
                 continue;
             };
+            // A write re-run on a read-only replica would change what its
+            // primary did not: the waiter blocked while this node was a
+            // primary (it raced the demotion's sweep).
+            if spec.flags & flags::WRITE != 0
+                && state.repl.is_replica()
+                && state.config.replica_read_only.load(Ordering::Relaxed)
+            {
+                drop(slot);
+                state.blocking.force_unblock_one(&w, crate::blocking::ERR_ROLE_CHANGED);
+                continue;
+            }
             let Some(handle) = state.clients.get(w.client_id) else {
                 continue;
             };

@@ -628,6 +628,10 @@ fn flushall(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     }
     let removed = ctx.ks.clear();
     ctx.state.watches.touch_all();
+    // Clients blocked on keys look again (Redis' `scanDatabaseForDeletedStreams`):
+    // XREADGROUP's stream is gone, which unblocks it with an error; the
+    // others find nothing and keep waiting.
+    ctx.ready.extend(ctx.state.blocking.keys());
     ctx.dirty += removed.max(1) as u64;
     Ok(Reply::Ok)
 }

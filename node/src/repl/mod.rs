@@ -438,6 +438,15 @@ impl Repl {
         });
         if was_primary {
             self.disconnect_replicas("this node became a replica");
+            // A client blocked on a primary (BLPOP...) must not be served by
+            // the new primary's stream: popping on a replica would make it
+            // differ from its primary. As Redis, unblock with an error and
+            // close (a waiter that registers after this finds `is_replica`
+            // set: see `cmd::serve_blocked`).
+            let n = state.blocking.force_unblock(crate::blocking::ERR_ROLE_CHANGED);
+            if n > 0 {
+                tracing::info!(clients = n, "replication: unblocked clients blocked on keys");
+            }
         }
         tracing::info!(host, port, "replication: following a new primary");
         tokio::spawn(replica::run(state, host.to_string(), port, status, stop_rx, shutdown));

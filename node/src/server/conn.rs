@@ -601,6 +601,9 @@ impl Conn {
             }
         };
         self.handle.blocked.store(false, Ordering::Relaxed);
+        if waiter.close.load(Ordering::Relaxed) {
+            self.session.close = true;
+        }
         Ok(result)
     }
 }
