@@ -108,31 +108,44 @@ impl Blocking {
     /// Unblock one waiter with `error` and close its connection after the
     /// reply. False if it was served, timed out or left already.
     pub fn force_unblock_one(&self, w: &Arc<Waiter>, error: &'static str) -> bool {
+        self.unblock_with(w, Reply::err(error), true)
+    }
+
+    /// Answer a waiter `reply` instead of serving it (closing its
+    /// connection after it if `close`). False if it was served, timed out
+    /// or left already.
+    pub fn unblock_with(&self, w: &Arc<Waiter>, reply: Reply, close: bool) -> bool {
         let tx = w.slot.lock().take();
         let Some(tx) = tx else { return false };
-        w.close.store(true, Ordering::Relaxed);
-        let _ = tx.send(Reply::err(error));
+        w.close.store(close, Ordering::Relaxed);
+        let _ = tx.send(reply);
         self.unregister(w);
         true
     }
 
-    /// Unblock every waiter with `error` (Redis' `disconnectAllBlockedClients`,
-    /// when a primary becomes a replica). Returns how many were waiting.
-    pub fn force_unblock(&self, error: &'static str) -> usize {
+    /// Every waiter, oldest first per key, each once (a snapshot).
+    pub fn all_waiters(&self) -> Vec<Arc<Waiter>> {
         if !self.any() {
-            return 0;
+            return Vec::new();
         }
         // A waiter on several keys is in several queues: once each.
         let mut seen = std::collections::HashSet::new();
-        let all: Vec<Arc<Waiter>> = self
-            .queues
+        self.queues
             .lock()
             .values()
             .flatten()
             .filter(|w| seen.insert(Arc::as_ptr(w)))
             .cloned()
-            .collect();
-        all.iter().filter(|w| self.force_unblock_one(w, error)).count()
+            .collect()
+    }
+
+    /// Unblock every waiter with `error` (Redis' `disconnectAllBlockedClients`,
+    /// when a primary becomes a replica). Returns how many were waiting.
+    pub fn force_unblock(&self, error: &'static str) -> usize {
+        self.all_waiters()
+            .iter()
+            .filter(|w| self.force_unblock_one(w, error))
+            .count()
     }
 
     /// Every key somebody waits on.

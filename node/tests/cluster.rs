@@ -819,3 +819,43 @@ fn config_file_enables_cluster_mode() {
     );
     assert!(bulk_string(c.cmd(&["INFO", "cluster"])).contains("cluster_enabled:1"));
 }
+
+/// Clients blocked on a slot that moves away get `-MOVED` to its new owner
+/// when the topology flips (Redis' `clusterRedirectBlockedClientIfNeeded`);
+/// their connections stay usable. Waiters on slots that stay keep waiting.
+#[test]
+fn blocked_clients_of_a_slot_that_moves_are_redirected() {
+    let f = ferro_cluster();
+    let gone = key_in_shard(0, "gone");
+    let stays = key_in_shard(0, "stays");
+    let slot = key_slot(gone.as_bytes());
+    assert_ne!(slot, key_slot(stays.as_bytes()));
+    let mut moved_away = RawClient::connect(f.addrs[0]);
+    moved_away.set_timeout(Duration::from_secs(10));
+    moved_away.send(&["BLPOP", &gone, "0"]);
+    let mut staying = RawClient::connect(f.addrs[0]);
+    staying.set_timeout(Duration::from_secs(10));
+    staying.send(&["BLPOP", &stays, "0"]);
+    let mut c = RawClient::connect(f.addrs[0]);
+    wait_for("two blocked clients", Duration::from_secs(10), || {
+        let info = bulk_string(c.cmd(&["INFO", "clients"]));
+        info.contains("blocked_clients:2").then_some(())
+    });
+    let mut t = f.topology.clone();
+    t.epoch = 2;
+    t.shards[0].slots = vec![[RANGES[0][0], slot - 1], [slot + 1, RANGES[0][1]]]
+        .into_iter()
+        .filter(|r| r[0] <= r[1])
+        .collect();
+    t.shards[1].slots.push([slot, slot]);
+    for &a in &f.addrs {
+        assert_eq!(set_topology(a, &t), Frame::Simple("OK".into()));
+    }
+    assert_eq!(moved_away.read(), Frame::Error(format!("MOVED {slot} {}", f.addrs[1])));
+    assert_eq!(moved_away.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    assert_eq!(c.cmd(&["RPUSH", &stays, "x"]), Frame::Int(1));
+    assert_eq!(
+        staying.read(),
+        Frame::Array(vec![Frame::bulk(&stays), Frame::bulk("x")])
+    );
+}

@@ -97,8 +97,9 @@
 //!   the other's `RESTOREBATCH` needs; they then fail over [`REPLY_TIMEOUT`]
 //!   and retry. The driver moves one slot at a time.
 //! - A client blocked (BLPOP...) on the source on a key of a migrating slot
-//!   stays blocked there; writes that reach the key on the target do not
-//!   wake it (Redis unblocks such clients with a redirect).
+//!   stays blocked there while the slot moves (writes that reach the key on
+//!   the target do not wake it); when ownership flips it gets `-MOVED` to
+//!   the target ([`super::redirect_blocked`]), as in Redis.
 //! - `CANCEL` on the source waits (up to twice [`REPLY_TIMEOUT`]) for the
 //!   batch in flight, on the connection's thread.
 //! - Failover is handled for a primary that died ([`super::driver::promote_replica`]

@@ -357,6 +357,40 @@ pub fn apply_role(state: &State, role: Role, epoch: u64) {
     }
 }
 
+/// After a topology change, answer clients blocked on keys of a slot this
+/// node no longer serves with `-MOVED` to its new owner (`-CLUSTERDOWN` if
+/// nobody owns it), as Redis' `clusterRedirectBlockedClientIfNeeded`: a
+/// write that would wake them now goes to the other node, so they would
+/// otherwise wait until their timeout (or forever). A slot being imported
+/// here keeps its waiters, as in Redis. The connections stay open; the
+/// client follows the redirect.
+pub fn redirect_blocked(state: &State) {
+    let Some(view) = state.cluster.view() else { return };
+    for w in state.blocking.all_waiters() {
+        // A blocking command's keys are all in one slot (checked when it ran).
+        let Some(key) = w.keys.first() else { continue };
+        let slot = key_slot(key);
+        let write = crate::cmd::lookup(&w.args[0]).is_some_and(|s| s.is_write());
+        let reply = match view.layout.owner(slot) {
+            Some(owner) if owner == view.my_shard && (view.primary || !write) => continue,
+            _ if state
+                .cluster
+                .migrations
+                .get(slot)
+                .is_some_and(|m| m.kind == migrate::Kind::Importing) =>
+            {
+                continue;
+            }
+            Some(owner) => {
+                let p = view.layout.primary(owner);
+                Reply::err(format!("MOVED {slot} {}:{}", p.ip, p.port))
+            }
+            None => Reply::err("CLUSTERDOWN Hash slot not served"),
+        };
+        state.blocking.unblock_with(&w, reply, false);
+    }
+}
+
 /// Call `f` with each key (or shard channel) a command addresses. Sharded
 /// pub/sub channels are routed like keys, as in Redis. Fixed key positions
 /// are walked without allocating: this runs for every command in cluster mode.

@@ -518,6 +518,7 @@ fn settopology(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     match ctx.state.cluster.set_topology(epoch, args[3]) {
         Ok(Some(role)) => {
             crate::cluster::apply_role(ctx.state, role, epoch);
+            crate::cluster::redirect_blocked(ctx.state);
             Ok(Reply::Ok)
         }
         Ok(None) => Ok(Reply::Ok),
