@@ -138,14 +138,18 @@ impl Watches {
         }
     }
 
-    /// Every watched key is considered modified (FLUSHALL/FLUSHDB).
-    pub fn touch_all(&self) {
+    /// FLUSHALL/FLUSHDB: every watched key for which `exists` holds is
+    /// modified. As Redis 7.0's `touchAllWatchedKeysInDb`, a watched key
+    /// that was not there is not touched by emptying the keyspace.
+    pub fn touch_existing(&self, mut exists: impl FnMut(&[u8]) -> bool) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
-        for v in self.map.lock().values() {
-            for f in v {
-                f.store(true, Ordering::Release);
+        for (k, v) in self.map.lock().iter() {
+            if exists(k) {
+                for f in v {
+                    f.store(true, Ordering::Release);
+                }
             }
         }
     }

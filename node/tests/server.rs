@@ -707,6 +707,63 @@ fn dbsize_flush_and_watch() {
     assert_eq!(s.state.db.used_memory(), 0);
 }
 
+/// FLUSHALL/FLUSHDB touch only watched keys that existed (Redis 7.0's
+/// `touchAllWatchedKeysInDb`), and out of memory, MULTI refuses what it
+/// would queue and EXEC a transaction holding a write (EXECABORT), but
+/// never DISCARD or a read-only EXEC — the cases of Redis' own multi.tcl.
+#[test]
+fn flush_and_oom_inside_transactions_match_redis() {
+    let mut d = Diff::new();
+    let mut admin = [RawClient::connect(d._server.addr), RawClient::connect(d._redis.addr)];
+    let mut maxmemory = |v: &str| {
+        for c in &mut admin {
+            assert_eq!(c.cmd(&["CONFIG", "SET", "maxmemory", v]), Frame::Simple("OK".into()));
+        }
+    };
+    for flush in ["FLUSHALL", "FLUSHDB"] {
+        d.check(&["DEL", "x"]);
+        d.check(&["WATCH", "x"]);
+        d.check(&[flush]);
+        d.check(&["MULTI"]);
+        d.check(&["PING"]);
+        d.check(&["EXEC"]);
+        d.check(&["SET", "x", "30"]);
+        d.check(&["WATCH", "x"]);
+        d.check(&[flush]);
+        d.check(&["MULTI"]);
+        d.check(&["PING"]);
+        d.check(&["EXEC"]);
+    }
+    // Some data, so that ferrokv (which counts the dataset only) is over
+    // a 1-byte limit as Redis (which counts everything) is.
+    d.check(&["SET", "data", "v"]);
+    d.check(&["MULTI"]);
+    d.check(&["SET", "foo1", "bar1"]);
+    maxmemory("1");
+    d.check_error(&["LPUSH", "mylist", "myvalue"]);
+    maxmemory("0");
+    d.check(&["SET", "foo2", "bar2"]);
+    d.check_error(&["EXEC"]);
+    d.check(&["EXISTS", "foo1", "foo2"]);
+    maxmemory("1");
+    d.check(&["MULTI"]);
+    d.check_error(&["SET", "x", "1"]);
+    d.check(&["DISCARD"]);
+    maxmemory("0");
+    d.check(&["MULTI"]);
+    d.check(&["GET", "data"]);
+    d.check(&["SET", "x", "2"]);
+    maxmemory("1");
+    d.check_error(&["EXEC"]);
+    d.check(&["PING"]);
+    maxmemory("0");
+    d.check(&["MULTI"]);
+    d.check(&["GET", "data"]);
+    maxmemory("1");
+    d.check(&["EXEC"]);
+    maxmemory("0");
+}
+
 #[test]
 fn flush_dbsize_time_match_redis() {
     let mut d = Diff::new();

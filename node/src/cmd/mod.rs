@@ -657,11 +657,8 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
     {
         // As Redis: a refused EXEC discards the transaction, a refused
         // command inside MULTI makes EXEC fail.
-        if spec.name == "exec" && session.multi.take().is_some() {
-            session.handle.multi.store(-1, Ordering::Relaxed);
-            let keys = std::mem::take(&mut session.watched);
-            state.watches.unwatch(&keys, &session.watch_dirty);
-            session.watch_dirty.store(false, Ordering::Release);
+        if spec.name == "exec" && session.multi.is_some() {
+            discard_multi(state, session);
         } else if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
         }
@@ -696,6 +693,35 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
         }
         return reject(state, id, Reply::err(msg));
     }
+    // Out of memory (Redis' processCommand): a command that may grow the
+    // dataset is refused; inside MULTI so is any command but EXEC and
+    // DISCARD (a queue can grow without bound), and EXEC itself when it
+    // holds such a command. A replica's dataset is its primary's: it never
+    // evicts on its own (Redis' replica-ignore-maxmemory), or the two would
+    // diverge.
+    let in_multi = session.multi.is_some();
+    let denyoom = spec.flags & flags::DENYOOM != 0
+        || (spec.name == "exec"
+            && session
+                .multi
+                .as_ref()
+                .is_some_and(|m| m.queue.iter().any(|(s, _)| s.flags & flags::DENYOOM != 0)));
+    let queueing = in_multi && !matches!(spec.name, "exec" | "discard" | "quit" | "reset");
+    if (denyoom || queueing) && !state.repl.is_replica() && enforce_maxmemory(state) {
+        const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+        if spec.name == "exec" && in_multi {
+            discard_multi(state, session);
+            return reject(
+                state,
+                id,
+                Reply::err(format!("EXECABORT Transaction discarded because of: {OOM}")),
+            );
+        }
+        if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        return reject(state, id, Reply::err(OOM));
+    }
     if let Some(m) = session.multi.as_mut()
         && spec.flags & flags::TXN_CONTROL == 0
     {
@@ -707,16 +733,16 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
         session.handle.multi.store(m.queue.len() as i64, Ordering::Relaxed);
         return Outcome::Reply(Reply::status("QUEUED"));
     }
-    // A replica's dataset is its primary's: it never evicts on its own
-    // (Redis' replica-ignore-maxmemory), or the two would diverge.
-    if spec.flags & flags::DENYOOM != 0 && !state.repl.is_replica() && enforce_maxmemory(state) {
-        return reject(
-            state,
-            id,
-            Reply::err("OOM command not allowed when used memory > 'maxmemory'."),
-        );
-    }
     run_with(state, session, spec, id, args, false, frame, routed_slot)
+}
+
+/// Drop the session's transaction and its WATCHes (a refused EXEC).
+fn discard_multi(state: &State, session: &mut Session) {
+    session.multi = None;
+    session.handle.multi.store(-1, Ordering::Relaxed);
+    let keys = std::mem::take(&mut session.watched);
+    state.watches.unwatch(&keys, &session.watch_dirty);
+    session.watch_dirty.store(false, Ordering::Release);
 }
 
 /// `-LOADING` while a full sync replaces the dataset, `-READONLY` /

@@ -626,8 +626,9 @@ fn flushall(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         2 if is(args[1], "ASYNC") || is(args[1], "SYNC") => {}
         _ => return Err(syntax()),
     }
+    let ks = &mut ctx.ks;
+    ctx.state.watches.touch_existing(|k| ks.contains_stored(k));
     let removed = ctx.ks.clear();
-    ctx.state.watches.touch_all();
     // Clients blocked on keys look again (Redis' `scanDatabaseForDeletedStreams`):
     // XREADGROUP's stream is gone, which unblocks it with an error; the
     // others find nothing and keep waiting.

@@ -859,6 +859,18 @@ impl<'a> Keys<'a> {
             .is_some_and(|e| !e.is_expired(now))
     }
 
+    /// Is `key` stored at all, expired or not (Redis' `dictFind` on the
+    /// main dictionary)? No lazy expiry.
+    pub fn contains_stored(&mut self, key: &[u8]) -> bool {
+        let hash = self.db.hash(key);
+        let slot = self.slot_of(key);
+        self.part_ref(slot)
+            .slot(slot)
+            .table
+            .find(hash, |e| e.key() == key)
+            .is_some()
+    }
+
     /// Visit the entries of one slot, expired ones included, until `f`
     /// returns false (slot migration takes a slot's keys batch by batch).
     pub fn visit_slot(&mut self, slot: u16, mut f: impl FnMut(&Entry) -> bool) {

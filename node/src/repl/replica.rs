@@ -366,7 +366,8 @@ async fn full_sync(
             Err(_) => repl.set_replid(super::new_replid()),
         }
         repl.loading.store(false, Ordering::Relaxed);
-        st.watches.touch_all();
+        // Every watched key may have changed (keys created by the load as well).
+        st.watches.touch_existing(|_| true);
         let keys = r?;
         if st.config.appendonly.load(Ordering::Relaxed) {
             crate::persist::apply_config(&st).map_err(LinkError::Persist)?;
