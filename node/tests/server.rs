@@ -469,6 +469,29 @@ fn client_reply_off_skip_on() {
         c.send(&["ECHO", "skipped"]);
         assert_eq!(c.cmd(&["ECHO", "seen"]), Frame::bulk("seen"));
     }
+    // Pub/sub confirmations and messages are sent whatever CLIENT REPLY
+    // says, in RESP2 and RESP3 (Redis' own pubsub.tcl waits for them).
+    for proto in ["2", "3"] {
+        let mut got = Vec::new();
+        for addr in [d._server.addr, d._redis.addr] {
+            let mut c = RawClient::connect(addr);
+            let mut p = RawClient::connect(addr);
+            c.cmd(&["HELLO", proto]);
+            c.send(&["CLIENT", "REPLY", "OFF"]);
+            c.send(&["SUBSCRIBE", "ch", "ch2"]);
+            let mut frames = vec![c.read(), c.read()];
+            c.send(&["PING"]);
+            assert_eq!(p.cmd(&["PUBLISH", "ch", "hello"]), Frame::Int(1));
+            frames.push(c.read());
+            c.send(&["UNSUBSCRIBE"]);
+            frames.extend([c.read(), c.read()]);
+            c.send(&["CLIENT", "REPLY", "SKIP"]);
+            c.send(&["SUBSCRIBE", "x"]);
+            frames.push(c.read());
+            got.push(frames);
+        }
+        assert_eq!(got[0], got[1], "RESP{proto} (left: ferrokv, right: redis)");
+    }
 }
 
 // ---------------------------------------------------------------- COMMAND

@@ -377,8 +377,20 @@ impl Conn {
     }
 
     /// Write a reply unless `CLIENT REPLY OFF`, or `SKIP` for this command.
+    /// Pub/sub confirmations (`Reply::Push`) are written either way, in
+    /// RESP2 as in RESP3: Redis marks them `CLIENT_PUSHING`, which `CLIENT
+    /// REPLY` does not silence, and a subscriber waits for them.
     fn write_reply(&mut self, reply: Reply, skip: bool) {
         if skip || self.session.reply_off {
+            match reply {
+                Reply::Push(_) => reply.encode(&mut self.out, self.session.proto),
+                Reply::Multi(parts) => {
+                    for p in parts.into_iter().filter(|p| matches!(p, Reply::Push(_))) {
+                        p.encode(&mut self.out, self.session.proto);
+                    }
+                }
+                _ => {}
+            }
             return;
         }
         reply.encode(&mut self.out, self.session.proto);
