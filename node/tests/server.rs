@@ -787,6 +787,40 @@ fn flush_and_oom_inside_transactions_match_redis() {
     maxmemory("0");
 }
 
+/// Lowering `maxmemory` evicts at once (with its `evicted` event), not at
+/// the next write: Redis' pubsub.tcl waits for the event after the CONFIG
+/// SET alone. Inside MULTI the next write evicts instead.
+#[test]
+fn lowering_maxmemory_evicts_at_once() {
+    let d = Diff::new();
+    for addr in [d._server.addr, d._redis.addr] {
+        let mut c = RawClient::connect(addr);
+        let mut sub = RawClient::connect(addr);
+        sub.set_timeout(Duration::from_secs(10));
+        c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Ee"]);
+        c.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+        sub.cmd(&["PSUBSCRIBE", "*"]);
+        assert_eq!(c.cmd(&["SET", "foo", "bar"]), Frame::Simple("OK".into()));
+        assert_eq!(c.cmd(&["CONFIG", "SET", "maxmemory", "1"]), Frame::Simple("OK".into()));
+        assert_eq!(
+            sub.read(),
+            Frame::Array(vec![
+                Frame::bulk("pmessage"),
+                Frame::bulk("*"),
+                Frame::bulk("__keyevent@0__:evicted"),
+                Frame::bulk("foo"),
+            ]),
+            "{addr}"
+        );
+        c.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+        c.cmd(&["SET", "bar", "baz"]);
+        c.cmd(&["MULTI"]);
+        c.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+        c.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+        assert!(matches!(c.cmd(&["EXEC"]), Frame::Array(_)), "{addr}");
+    }
+}
+
 #[test]
 fn flush_dbsize_time_match_redis() {
     let mut d = Diff::new();

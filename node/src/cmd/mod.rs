@@ -604,7 +604,7 @@ fn is_over_maxmemory(state: &State) -> bool {
 }
 
 /// Evict if over the memory limit; true when still over it afterwards.
-fn enforce_maxmemory(state: &State) -> bool {
+pub(crate) fn enforce_maxmemory(state: &State) -> bool {
     if !is_over_maxmemory(state) {
         return false;
     }

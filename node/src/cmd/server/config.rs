@@ -76,6 +76,13 @@ pub fn set(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         pairs.push((p, String::from_utf8_lossy(pair[1]).into_owned()));
     }
     apply_all(ctx.state, &pairs)?;
+    // A lower limit (or a policy that may now evict) takes effect at once,
+    // as in Redis, not at the next write: the memory is given back and the
+    // `evicted` events go out now. Inside EXEC every partition is held by
+    // this thread already, so there the next write evicts.
+    if pairs.iter().any(|(p, _)| p.name.starts_with("maxmemory")) && !ctx.in_exec && !ctx.state.repl.is_replica() {
+        crate::cmd::enforce_maxmemory(ctx.state);
+    }
     if pairs.iter().any(|(p, _)| p.name.starts_with("append")) {
         crate::persist::apply_config(ctx.state).map_err(|e| set_failed("appendonly", e))?;
     }
