@@ -849,7 +849,15 @@ fn blocked_clients_of_a_slot_that_moves_are_redirected() {
         .collect();
     t.shards[1].slots.push([slot, slot]);
     for &a in &f.addrs {
-        assert_eq!(set_topology(a, &t), Frame::Simple("OK".into()));
+        // The replica may still be loading its first full sync: -LOADING
+        // asks the control plane to push again.
+        wait_for("topology accepted", Duration::from_secs(10), || {
+            match set_topology(a, &t) {
+                Frame::Simple(ok) if ok == "OK" => Some(()),
+                Frame::Error(e) if e.starts_with("LOADING") => None,
+                other => panic!("SETTOPOLOGY on {a}: {other:?}"),
+            }
+        });
     }
     assert_eq!(moved_away.read(), Frame::Error(format!("MOVED {slot} {}", f.addrs[1])));
     assert_eq!(moved_away.cmd(&["PING"]), Frame::Simple("PONG".into()));
