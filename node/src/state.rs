@@ -200,6 +200,15 @@ impl AsRef<Db> for State {
     }
 }
 
+/// Tell the keyspace whether to record the keys commands create (the `new`
+/// keyspace event), after `notify-keyspace-events` changed.
+pub fn sync_notify(db: &Db, config: &Config) {
+    use crate::notify::{KEYEVENT, KEYSPACE, NEW};
+    let f = config.notify_flags.load(Ordering::Relaxed);
+    db.record_new
+        .store(f & NEW != 0 && f & (KEYSPACE | KEYEVENT) != 0, Ordering::Relaxed);
+}
+
 impl State {
     pub fn new(db: Db, config: Config) -> Arc<State> {
         Self::with_repl(
@@ -212,6 +221,7 @@ impl State {
     /// A state whose replication keeps its config epoch where `repl` says.
     pub fn with_repl(db: Db, config: Config, repl: crate::repl::Repl) -> Arc<State> {
         let n = crate::cmd::table().len();
+        sync_notify(&db, &config);
         let run_id: String = (0..40).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect();
         Arc::new_cyclic(|this| State {
             db,

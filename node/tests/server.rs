@@ -799,6 +799,62 @@ fn flush_and_oom_inside_transactions_match_redis() {
     maxmemory("0");
 }
 
+/// `notify-keyspace-events n`: a `new` event for every key a command
+/// creates (not for an overwrite), before the command's own event, as
+/// Redis' `dbAdd` fires it; `m` (key misses) is refused until it is sent.
+#[test]
+fn new_key_events_match_redis() {
+    let d = Diff::new();
+    let mut got = Vec::new();
+    for addr in [d._server.addr, d._redis.addr] {
+        let mut c = RawClient::connect(addr);
+        let mut sub = RawClient::connect(addr);
+        sub.set_timeout(Duration::from_secs(10));
+        assert_eq!(
+            c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KEA$n"]),
+            Frame::Simple("OK".into())
+        );
+        sub.cmd(&["PSUBSCRIBE", "*"]);
+        for cmd in [
+            &["SET", "foo", "bar"][..],
+            &["SET", "foo", "baz"],
+            &["SET", "bar", "bar"],
+            &["MSET", "a", "1", "b", "2", "a", "3"],
+            &["LPUSH", "l", "x"],
+            &["LPUSH", "l", "y"],
+            &["HSET", "h", "f", "v"],
+            &["SADD", "s", "m"],
+            &["ZADD", "z", "1", "m"],
+            &["INCR", "n"],
+            &["COPY", "a", "c"],
+            &["RENAME", "c", "d"],
+            &["SETRANGE", "r", "2", "x"],
+            &["XADD", "x", "1-1", "f", "v"],
+        ] {
+            c.cmd(cmd);
+        }
+        c.cmd(&["PUBLISH", "end", "."]);
+        let mut events = Vec::new();
+        loop {
+            let f = sub.read();
+            if f == Frame::Array(vec![
+                Frame::bulk("pmessage"),
+                Frame::bulk("*"),
+                Frame::bulk("end"),
+                Frame::bulk("."),
+            ]) {
+                break;
+            }
+            events.push(f);
+        }
+        got.push(events);
+    }
+    assert!(got[1].len() > 20, "Redis sent events: {:?}", got[1]);
+    assert_eq!(got[0], got[1], "left: ferrokv, right: redis");
+    let mut c = RawClient::connect(d._server.addr);
+    assert!(c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Em"]).is_error());
+}
+
 /// Lowering `maxmemory` evicts at once (with its `evicted` event), not at
 /// the next write: Redis' pubsub.tcl waits for the event after the CONFIG
 /// SET alone. Inside MULTI the next write evicts instead.
@@ -814,8 +870,11 @@ fn lowering_maxmemory_evicts_at_once() {
         sub.cmd(&["PSUBSCRIBE", "*"]);
         assert_eq!(c.cmd(&["SET", "foo", "bar"]), Frame::Simple("OK".into()));
         assert_eq!(c.cmd(&["CONFIG", "SET", "maxmemory", "1"]), Frame::Simple("OK".into()));
+        let event = sub.try_read();
+        let who = if addr == d._server.addr { "ferrokv" } else { "redis" };
+        assert!(event.is_ok(), "no event from {who}: {event:?}");
         assert_eq!(
-            sub.read(),
+            event.unwrap(),
             Frame::Array(vec![
                 Frame::bulk("pmessage"),
                 Frame::bulk("*"),

@@ -1044,7 +1044,7 @@ pub fn restore_batch(
             out.extend_from_slice(&payload[range]);
         }
         let e = d.into_entry(crate::db::evict::new_lru(lru, &state.db));
-        ks.insert_entry(&key, e);
+        ks.insert_loaded(&key, e);
         state.watches.touch(&key);
     }
     let slot_arg = slot.to_string();

@@ -493,11 +493,28 @@ impl<'a> Ctx<'a> {
 
     /// A keyspace notification without a modification signal.
     pub fn notify(&mut self, class: u32, event: &'static str, key: &[u8]) {
+        self.notify_created();
         if self.state.config.notify_flags.load(Ordering::Relaxed) & class != 0 {
             self.events.push(Event {
                 class,
                 event,
                 key: Bytes::copy_from_slice(key),
+            });
+        }
+    }
+
+    /// `new` events for the keys created since the last event, so they come
+    /// before the event of the command that created them, as Redis fires
+    /// `new` from `dbAdd`. Called by [`Ctx::notify`] and when a command ends.
+    pub fn notify_created(&mut self) {
+        if self.ks.created.is_empty() {
+            return;
+        }
+        for key in std::mem::take(&mut self.ks.created) {
+            self.events.push(Event {
+                class: crate::notify::NEW,
+                event: "new",
+                key,
             });
         }
     }
@@ -849,6 +866,7 @@ fn run_with(
             log_mark: (0, 0),
         };
         let result = (spec.handler)(&mut ctx, args);
+        ctx.notify_created();
         ctx.flush_log_framed(args, frame, true);
         state.saves.count_changes(ctx.dirty);
         let Ctx {
@@ -980,6 +998,7 @@ fn run_for_waiter(
         log_mark: (0, 0),
     };
     let result = (spec.handler)(&mut ctx, args);
+    ctx.notify_created();
     ctx.flush_log(args, true);
     state.saves.count_changes(ctx.dirty);
     let Ctx {

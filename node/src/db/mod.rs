@@ -130,6 +130,11 @@ pub struct Db {
     /// (a `DEL` in the stream), never by this node's clock, or replica and
     /// primary would disagree about which keys exist (Redis' rule).
     pub no_expire: std::sync::atomic::AtomicBool,
+    /// `notify-keyspace-events` asks for `new` events: [`Keys`] then
+    /// records the keys a command creates ([`Keys::created`]). Kept here,
+    /// not only in the config, because the keyspace has no config; set by
+    /// [`crate::state::State::sync_notify`].
+    pub record_new: std::sync::atomic::AtomicBool,
     /// The running snapshot cut, if any: [`Keys`] lets it capture a slot
     /// before the slot's first change.
     pub cut: crate::persist::cut::CutState,
@@ -180,6 +185,7 @@ impl Db {
             eviction: evict::EvictionConfig::default(),
             wlog: crate::wlog::WriteLog::default(),
             no_expire: std::sync::atomic::AtomicBool::new(false),
+            record_new: std::sync::atomic::AtomicBool::new(false),
             cut: crate::persist::cut::CutState::default(),
         }
     }
@@ -266,6 +272,7 @@ impl Db {
             touched: SmallVec::new(),
             arg_slot: None,
             expired: Vec::new(),
+            created: Vec::new(),
             lru_clock: evict::lru_clock(now),
             lfu: self.eviction.lfu.load(Ordering::Relaxed),
             no_touch: false,
@@ -347,6 +354,9 @@ pub struct Keys<'a> {
     /// Keys deleted by lazy expiry during this command (for notifications and
     /// replication, in the order they happened).
     pub expired: Vec<Bytes>,
+    /// Keys this command created, in order, while `Db::record_new` is on
+    /// (the `new` keyspace event, Redis' `dbAdd`).
+    pub created: Vec<Bytes>,
     /// Applying the primary's stream on a replica: a key past its TTL is
     /// still there, as it was on the primary when the command ran there.
     pub master_apply: bool,
@@ -726,6 +736,13 @@ impl<'a> Keys<'a> {
         self.insert_entry_hashed(key, hash, slot, entry);
     }
 
+    /// [`Self::insert_entry`] for loading a dataset (snapshot, full sync,
+    /// migrated keys): no `new` event, as Redis' `dbAddRDBLoad`.
+    pub fn insert_loaded(&mut self, key: &[u8], entry: Entry) {
+        self.insert_entry(key, entry);
+        self.created.clear();
+    }
+
     fn insert_entry_hashed(&mut self, key: &[u8], hash: u64, slot: u16, entry: Entry) {
         let mem = entry.mem_usage();
         let volatile = entry.expire_at().is_some();
@@ -739,16 +756,16 @@ impl<'a> Keys<'a> {
         let hasher = &self.db.hasher;
         let part = self.part_mut(slot);
         let st = part.slot_mut(slot);
-        let (old_mem, old_volatile) = match st.table.find_mut(hash, |e| e.key() == key) {
+        let (old_mem, old_volatile, added) = match st.table.find_mut(hash, |e| e.key() == key) {
             Some(existing) => {
                 let old = std::mem::replace(existing, entry);
                 let old_volatile = old.expire_at().is_some();
-                (accounted.unwrap_or_else(|| old.mem_usage()), old_volatile)
+                (accounted.unwrap_or_else(|| old.mem_usage()), old_volatile, false)
             }
             None => {
                 st.table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
                 part.keys += 1;
-                (0, false)
+                (0, false, true)
             }
         };
         let st = part.slot_mut(slot);
@@ -763,6 +780,9 @@ impl<'a> Keys<'a> {
         }
         part.mem = part.mem + mem - old_mem;
         self.db.adjust_mem(mem as i64 - old_mem as i64);
+        if added && self.db.record_new.load(std::sync::atomic::Ordering::Relaxed) {
+            self.created.push(Bytes::copy_from_slice(key));
+        }
     }
 
     /// Delete a key; returns its value.

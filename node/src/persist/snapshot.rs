@@ -470,7 +470,7 @@ pub fn load_into<R: Read>(db: &Db, r: R) -> Result<LoadInfo> {
             }
             let key = d.key.clone();
             let e = d.into_entry(crate::db::evict::new_lru(lru, db));
-            ks.insert_entry(&key, e);
+            ks.insert_loaded(&key, e);
         }
     }
     let h = reader.header().clone();

@@ -152,7 +152,7 @@ pub fn load(state: &State, payload: &[u8]) -> Result<u64, PayloadError> {
         for d in keys {
             let key = d.key.clone();
             let e = d.into_entry(crate::db::evict::new_lru(lru, db));
-            ks.insert_entry(&key, e);
+            ks.insert_loaded(&key, e);
             n += 1;
         }
     }

@@ -76,6 +76,9 @@ pub fn set(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         pairs.push((p, String::from_utf8_lossy(pair[1]).into_owned()));
     }
     apply_all(ctx.state, &pairs)?;
+    if pairs.iter().any(|(p, _)| p.name == "notify-keyspace-events") {
+        crate::state::sync_notify(&ctx.state.db, &ctx.state.config);
+    }
     // A lower limit (or a policy that may now evict) takes effect at once,
     // as in Redis, not at the next write: the memory is given back and the
     // `evicted` events go out now. Inside EXEC every partition is held by
