@@ -946,6 +946,16 @@ fn xreadgroup_block_and_group_changes() {
         w1.read(),
         Frame::Error("NOGROUP the consumer group this client was blocked on no longer exists".into())
     );
+    // The error a waiter is woken with counts in INFO errorstats (Redis'
+    // stream-cgroups.tcl checks this one).
+    let Frame::Bulk(stats) = c.cmd(&["INFO", "errorstats"]) else {
+        panic!("INFO errorstats must answer a bulk string")
+    };
+    assert!(
+        String::from_utf8_lossy(&stats).contains("errorstat_NOGROUP:count=1"),
+        "{}",
+        String::from_utf8_lossy(&stats)
+    );
     // A timeout answers a null array; NOACK leaves nothing pending.
     assert_eq!(
         w1.cmd(&["XREADGROUP", "GROUP", "h", "c1", "BLOCK", "30", "STREAMS", "s", ">"]),

@@ -781,7 +781,7 @@ fn reject(state: &State, id: usize, e: Reply) -> Outcome {
     Outcome::Reply(e)
 }
 
-fn count_error(state: &State, reply: &Reply) {
+pub(crate) fn count_error(state: &State, reply: &Reply) {
     if let Reply::Error(msg) = reply {
         state.stats.total_error_replies.fetch_add(1, Ordering::Relaxed);
         let prefix = msg.split(' ').next().unwrap_or("ERR").to_string();

@@ -613,6 +613,11 @@ impl Conn {
             }
         };
         self.handle.blocked.store(false, Ordering::Relaxed);
+        // An error the waiter is woken with (NOGROUP, UNBLOCKED, MOVED...)
+        // counts in INFO errorstats as any error reply does.
+        if let Some(e @ Reply::Error(_)) = &result {
+            cmd::count_error(&state, e);
+        }
         if waiter.close.load(Ordering::Relaxed) {
             self.session.close = true;
         }
