@@ -637,6 +637,40 @@ fn command_info_matches_redis_for_shared_commands() {
         compared += 1;
     }
     assert!(compared >= 30, "compared only {compared}");
+    // Key positions of every command both servers have (cluster clients
+    // route by them), and the flags a client may act on.
+    let all = |f: Frame| -> HashMap<String, (Frame, Frame, Frame, BTreeSet<String>)> {
+        let Frame::Array(v) = f else { panic!("COMMAND: {f:?}") };
+        v.iter()
+            .map(|e| {
+                let s = command_shape(e);
+                let Frame::Bulk(name) = s.0 else { panic!() };
+                (String::from_utf8(name).unwrap(), (s.3, s.4, s.5, s.2))
+            })
+            .collect()
+    };
+    let (a, b) = d.both(&["COMMAND"]);
+    let (ours, theirs) = (all(a), all(b));
+    let mut shared = 0;
+    for (name, o) in &ours {
+        let Some(t) = theirs.get(name) else { continue };
+        shared += 1;
+        assert_eq!((&o.0, &o.1, &o.2), (&t.0, &t.1, &t.2), "{name}: key range");
+        for flag in [
+            "readonly",
+            "write",
+            "denyoom",
+            "fast",
+            "loading",
+            "stale",
+            "movablekeys",
+            "blocking",
+        ] {
+            let has = |s: &BTreeSet<String>| s.contains(&format!("Simple({flag:?})"));
+            assert_eq!(has(&o.3), has(&t.3), "{name}: flag {flag}");
+        }
+    }
+    assert!(shared > 150, "only {shared} commands in common");
     d.check(&["COMMAND", "INFO", "nope"]);
     // Key specs of a fixed-position command.
     let (a, b) = d.both(&["COMMAND", "INFO", "memory|usage"]);

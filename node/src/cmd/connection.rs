@@ -40,7 +40,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ping,
         "Returns the server's liveliness response."
     ),
-    spec!("echo", 2, FAST, echo, "Returns the given string."),
+    spec!("echo", 2, FAST | LOADING | STALE, echo, "Returns the given string."),
     spec!(
         "hello",
         -1,

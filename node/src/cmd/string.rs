@@ -229,7 +229,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!(
         "append",
         3,
-        WRITE | DENYOOM,
+        WRITE | DENYOOM | FAST,
         one_key(),
         append,
         "2.0.0",
