@@ -158,6 +158,12 @@ impl LocalCmdStat<'_> {
         }
     }
 
+    /// A blocked call that ended in an error when it was woken (counted as
+    /// a call when it blocked).
+    pub fn failed(&self) {
+        add(&self.cell.failed_calls, 1, self.shard);
+    }
+
     /// A call refused before it ran.
     pub fn rejected(&self) {
         add(&self.cell.rejected_calls, 1, self.shard);

@@ -956,6 +956,16 @@ fn xreadgroup_block_and_group_changes() {
         "{}",
         String::from_utf8_lossy(&stats)
     );
+    // And as a failed call of the command that blocked.
+    let Frame::Bulk(stats) = c.cmd(&["INFO", "commandstats"]) else {
+        panic!("INFO commandstats must answer a bulk string")
+    };
+    let stats = String::from_utf8_lossy(&stats).into_owned();
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_xreadgroup:"))
+        .unwrap_or_default();
+    assert!(line.contains("failed_calls=1"), "{line}");
     // A timeout answers a null array; NOACK leaves nothing pending.
     assert_eq!(
         w1.cmd(&["XREADGROUP", "GROUP", "h", "c1", "BLOCK", "30", "STREAMS", "s", ">"]),

@@ -781,6 +781,15 @@ fn reject(state: &State, id: usize, e: Reply) -> Outcome {
     Outcome::Reply(e)
 }
 
+/// A blocked command woken with an error (NOGROUP, UNBLOCKED, MOVED...):
+/// INFO errorstats and the command's `failed_calls`, as Redis counts them.
+pub(crate) fn count_woken_error(state: &State, args: &[Bytes], reply: &Reply) {
+    count_error(state, reply);
+    if let Some(spec) = args.first().and_then(|name| lookup(name)) {
+        state.stats.commands.local(table().id(spec)).failed();
+    }
+}
+
 pub(crate) fn count_error(state: &State, reply: &Reply) {
     if let Reply::Error(msg) = reply {
         state.stats.total_error_replies.fetch_add(1, Ordering::Relaxed);

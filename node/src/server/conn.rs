@@ -616,7 +616,7 @@ impl Conn {
         // An error the waiter is woken with (NOGROUP, UNBLOCKED, MOVED...)
         // counts in INFO errorstats as any error reply does.
         if let Some(e @ Reply::Error(_)) = &result {
-            cmd::count_error(&state, e);
+            cmd::count_woken_error(&state, &waiter.args, e);
         }
         if waiter.close.load(Ordering::Relaxed) {
             self.session.close = true;
