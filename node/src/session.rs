@@ -35,6 +35,9 @@ pub struct Session {
     /// CLIENT REPLY OFF/SKIP.
     pub reply_off: bool,
     pub reply_skip: bool,
+    /// The running command's reply is skipped (it follows `CLIENT REPLY
+    /// SKIP`); `CLIENT REPLY ON` clears it, so its own OK is sent, as Redis.
+    pub reply_skipping: bool,
     /// The last command this connection ran (without subcommands) and its
     /// table id: clients repeat the same few commands, and comparing one
     /// name is far cheaper than a table lookup per request.
@@ -96,6 +99,7 @@ impl Session {
             close: false,
             reply_off: false,
             reply_skip: false,
+            reply_skipping: false,
             last_command: None,
             clock_ms: None,
             chain_clock: false,

@@ -468,6 +468,10 @@ fn client_reply_off_skip_on() {
         c.send(&["CLIENT", "REPLY", "SKIP"]);
         c.send(&["ECHO", "skipped"]);
         assert_eq!(c.cmd(&["ECHO", "seen"]), Frame::bulk("seen"));
+        // ON right after SKIP answers its own OK (Redis' introspection.tcl).
+        c.send(&["CLIENT", "REPLY", "SKIP"]);
+        assert_eq!(c.cmd(&["CLIENT", "REPLY", "ON"]), Frame::Simple("OK".into()));
+        assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
     }
     // Pub/sub confirmations and messages are sent whatever CLIENT REPLY
     // says, in RESP2 and RESP3 (Redis' own pubsub.tcl waits for them).

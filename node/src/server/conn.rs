@@ -490,7 +490,7 @@ impl Conn {
             self.batch += 1;
             self.handle.touch(self.session.clock_ms.unwrap_or_default());
             // `CLIENT REPLY SKIP` sets the flag for the command after it.
-            let skip = std::mem::take(&mut self.session.reply_skip);
+            self.session.reply_skipping = std::mem::take(&mut self.session.reply_skip);
             let before = self.handle.write_offset.load(Ordering::Relaxed);
             let mut start = self.out.len();
             // The arguments are borrowed from the input buffer for the
@@ -527,6 +527,7 @@ impl Conn {
                         }
                         None => r,
                     };
+                    let skip = std::mem::take(&mut self.session.reply_skipping);
                     self.write_reply(r, skip)
                 }
                 Outcome::Block { spec, args } => {
@@ -534,7 +535,10 @@ impl Conn {
                     self.flush(io).await?;
                     start = 0;
                     match self.block(io, spec, args, signal).await? {
-                        Some(r) => self.write_reply(r, skip),
+                        Some(r) => {
+                            let skip = std::mem::take(&mut self.session.reply_skipping);
+                            self.write_reply(r, skip)
+                        }
                         None => return Ok(Step::Close),
                     }
                 }

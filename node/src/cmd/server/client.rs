@@ -229,6 +229,7 @@ pub fn reply(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if is(args[2], "ON") {
         ctx.session.reply_off = false;
         ctx.session.reply_skip = false;
+        ctx.session.reply_skipping = false;
         Ok(Reply::Ok)
     } else if is(args[2], "OFF") {
         ctx.session.reply_off = true;
