@@ -884,14 +884,18 @@ fn xread_block_served_by_xadd() {
     assert_eq!(m[0].0, Frame::bulk("s"));
 }
 
+/// One INFO section's text.
+fn info(c: &mut RawClient, section: &str) -> String {
+    let Frame::Bulk(b) = c.cmd(&["INFO", section]) else {
+        panic!("INFO {section} must answer a bulk string")
+    };
+    String::from_utf8_lossy(&b).into_owned()
+}
+
 /// Wait until `n` clients are blocked (INFO clients' `blocked_clients`).
 fn wait_for_blocked(c: &mut RawClient, n: usize) {
     wait_for("blocked clients", Duration::from_secs(10), || {
-        let Frame::Bulk(b) = c.cmd(&["INFO", "clients"]) else {
-            panic!("INFO clients must answer a bulk string")
-        };
-        let info = String::from_utf8_lossy(&b).into_owned();
-        let blocked = info
+        let blocked = info(c, "clients")
             .lines()
             .find_map(|l| l.strip_prefix("blocked_clients:"))
             .and_then(|v| v.trim().parse::<usize>().ok())
@@ -948,19 +952,10 @@ fn xreadgroup_block_and_group_changes() {
     );
     // The error a waiter is woken with counts in INFO errorstats (Redis'
     // stream-cgroups.tcl checks this one).
-    let Frame::Bulk(stats) = c.cmd(&["INFO", "errorstats"]) else {
-        panic!("INFO errorstats must answer a bulk string")
-    };
-    assert!(
-        String::from_utf8_lossy(&stats).contains("errorstat_NOGROUP:count=1"),
-        "{}",
-        String::from_utf8_lossy(&stats)
-    );
+    let errors = info(&mut c, "errorstats");
+    assert!(errors.contains("errorstat_NOGROUP:count=1"), "{errors}");
     // And as a failed call of the command that blocked.
-    let Frame::Bulk(stats) = c.cmd(&["INFO", "commandstats"]) else {
-        panic!("INFO commandstats must answer a bulk string")
-    };
-    let stats = String::from_utf8_lossy(&stats).into_owned();
+    let stats = info(&mut c, "commandstats");
     let line = stats
         .lines()
         .find(|l| l.starts_with("cmdstat_xreadgroup:"))
