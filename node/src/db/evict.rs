@@ -185,7 +185,7 @@ pub fn evict(db: &Db, now: u64, mut over: impl FnMut(&Db) -> bool) -> Vec<Bytes>
             let start = rng.random_range(0..PARTITIONS);
             'walk: for off in 0..PARTITIONS {
                 let mut ks = db.lock_partition((start + off) % PARTITIONS, now);
-                for part in ks.partitions_mut() {
+                if let Some(part) = ks.partitions_mut().next() {
                     if part.keys == 0 || (policy.volatile_only() && part.volatile == 0) {
                         continue 'walk;
                     }
