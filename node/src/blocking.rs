@@ -23,6 +23,8 @@ pub struct Waiter {
     /// The command to re-run (possibly rewritten, e.g. XREAD `$` → last ID).
     pub args: Vec<Bytes>,
     pub keys: Vec<Bytes>,
+    /// The reply when the wait times out (also `CLIENT UNBLOCK ... TIMEOUT`).
+    pub on_timeout: Reply,
     /// `Some` while waiting. The server holds this lock while it runs the
     /// waiter's command, and the waiter takes it to give up on timeout or
     /// disconnect, so an element is never popped for a client that already
@@ -59,12 +61,14 @@ impl Blocking {
         client_id: u64,
         args: Vec<Bytes>,
         keys: Vec<Bytes>,
+        on_timeout: Reply,
     ) -> (Arc<Waiter>, oneshot::Receiver<Reply>) {
         let (tx, rx) = oneshot::channel();
         let w = Arc::new(Waiter {
             client_id,
             args,
             keys,
+            on_timeout,
             slot: Mutex::new(Some(tx)),
             close: AtomicBool::new(false),
         });
@@ -146,6 +150,19 @@ impl Blocking {
             .iter()
             .filter(|w| self.force_unblock_one(w, error))
             .count()
+    }
+
+    /// The waiter of client `id`, if it is blocked on keys.
+    pub fn waiter_of(&self, id: u64) -> Option<Arc<Waiter>> {
+        if !self.any() {
+            return None;
+        }
+        self.queues
+            .lock()
+            .values()
+            .flatten()
+            .find(|w| w.client_id == id)
+            .cloned()
     }
 
     /// Every key somebody waits on.

@@ -510,6 +510,42 @@ fn client_reply_off_skip_on() {
     }
 }
 
+#[test]
+fn client_unblock_matches_redis() {
+    let d = Diff::new();
+    let mut got = Vec::new();
+    for addr in [d._server.addr, d._redis.addr] {
+        let mut admin = RawClient::connect(addr);
+        let mut w = RawClient::connect(addr);
+        w.set_timeout(Duration::from_secs(10));
+        let id = int(&w.cmd(&["CLIENT", "ID"])).to_string();
+        let mut frames = vec![admin.cmd(&["CLIENT", "UNBLOCK", &id])];
+        for (cmd, reason) in [
+            (&["BLPOP", "q", "0"][..], None),
+            (&["BZPOPMIN", "z", "0"], Some("TIMEOUT")),
+            (&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], Some("ERROR")),
+            (&["BLMOVE", "q", "r", "LEFT", "RIGHT", "0"], Some("error")),
+        ] {
+            w.send(cmd);
+            wait_for("the client to block", Duration::from_secs(10), || {
+                fields(&text(admin.cmd(&["INFO", "clients"])))["blocked_clients"]
+                    .eq("1")
+                    .then_some(())
+            });
+            let mut args = vec!["CLIENT", "UNBLOCK", id.as_str()];
+            args.extend(reason);
+            frames.push(admin.cmd(&args));
+            frames.push(w.read());
+        }
+        frames.push(admin.cmd(&["CLIENT", "UNBLOCK", "abc"]));
+        frames.push(admin.cmd(&["CLIENT", "UNBLOCK", &id, "LATER"]));
+        frames.push(admin.cmd(&["CLIENT", "UNBLOCK", "999999"]));
+        frames.push(w.cmd(&["PING"]));
+        got.push(frames);
+    }
+    assert_eq!(got[0], got[1], "left: ferrokv, right: redis");
+}
+
 // ---------------------------------------------------------------- COMMAND
 
 /// The parts of a COMMAND INFO entry that clients use: name, arity, flags

@@ -243,6 +243,17 @@ pub static COMMANDS: &[CommandSpec] = &[
             ),
             spec!(
                 @ "connection",
+                "unblock",
+                -3,
+                ADM,
+                KeySpec::None,
+                client::unblock,
+                "5.0.0",
+                "O(log N) where N is the number of client connections",
+                "Unblocks a client blocked by a blocking command from a different connection."
+            ),
+            spec!(
+                @ "connection",
                 "setinfo",
                 4,
                 CONN,

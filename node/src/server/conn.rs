@@ -566,7 +566,10 @@ impl Conn {
         signal: &mut Signal<'_>,
     ) -> std::io::Result<Option<Reply>> {
         let state = self.state.clone();
-        let (waiter, mut rx) = state.blocking.register(self.handle.id, args, spec.keys.clone());
+        let (waiter, mut rx) =
+            state
+                .blocking
+                .register(self.handle.id, args, spec.keys.clone(), spec.on_timeout.clone());
         self.handle.blocked.store(true, Ordering::Relaxed);
         // A write between our failed attempt and registration signalled nobody;
         // serve our own keys once now that we are registered.

@@ -225,6 +225,32 @@ pub fn no_touch(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Ok)
 }
 
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: end another client's wait on keys
+/// (BLPOP, XREAD BLOCK...), as if it timed out or with `-UNBLOCKED`. 1 if
+/// it was waiting. A client in WAIT is not blocked on keys here and answers 0.
+pub fn unblock(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let id = crate::cmd::parse::int(args[2])?;
+    let error = match args.get(3) {
+        None => false,
+        Some(a) if is(a, "TIMEOUT") => false,
+        Some(a) if is(a, "ERROR") => true,
+        Some(_) => return Err(Reply::err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")),
+    };
+    if args.len() > 4 {
+        return Err(syntax());
+    }
+    let blocking = &ctx.state.blocking;
+    let Some(w) = u64::try_from(id).ok().and_then(|id| blocking.waiter_of(id)) else {
+        return Ok(Reply::Int(0));
+    };
+    let reply = if error {
+        Reply::err("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+    } else {
+        w.on_timeout.clone()
+    };
+    Ok(Reply::Int(blocking.unblock_with(&w, reply, false) as i64))
+}
+
 pub fn reply(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if is(args[2], "ON") {
         ctx.session.reply_off = false;
@@ -294,6 +320,8 @@ pub const HELP: &[&str] = &[
     "      Return clients of specified type.",
     "REPLY (ON|OFF|SKIP)",
     "    Control the replies sent to the current connection.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
     "SETNAME <name>",
     "    Assign the name <name> to the current connection.",
     "SETINFO <LIB-NAME|LIB-VER> <value>",
