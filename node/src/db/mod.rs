@@ -133,7 +133,7 @@ pub struct Db {
     /// `notify-keyspace-events` asks for `new` events: [`Keys`] then
     /// records the keys a command creates ([`Keys::created`]). Kept here,
     /// not only in the config, because the keyspace has no config; set by
-    /// [`crate::state::State::sync_notify`].
+    /// [`crate::state::sync_notify`].
     pub record_new: std::sync::atomic::AtomicBool,
     /// The running snapshot cut, if any: [`Keys`] lets it capture a slot
     /// before the slot's first change.
@@ -739,11 +739,20 @@ impl<'a> Keys<'a> {
     /// [`Self::insert_entry`] for loading a dataset (snapshot, full sync,
     /// migrated keys): no `new` event, as Redis' `dbAddRDBLoad`.
     pub fn insert_loaded(&mut self, key: &[u8], entry: Entry) {
-        self.insert_entry(key, entry);
-        self.created.clear();
+        let hash = self.db.hash(key);
+        let slot = self.slot_of(key);
+        self.store_hashed(key, hash, slot, entry);
     }
 
+    /// Insert or replace, recording a created key for the `new` event.
     fn insert_entry_hashed(&mut self, key: &[u8], hash: u64, slot: u16, entry: Entry) {
+        if self.store_hashed(key, hash, slot, entry) && self.db.record_new.load(Ordering::Relaxed) {
+            self.created.push(Bytes::copy_from_slice(key));
+        }
+    }
+
+    /// Insert or replace with the accounting; true when the key is new.
+    fn store_hashed(&mut self, key: &[u8], hash: u64, slot: u16, entry: Entry) -> bool {
         let mem = entry.mem_usage();
         let volatile = entry.expire_at().is_some();
         // A key handed out mutably earlier in this command is accounted at
@@ -780,9 +789,7 @@ impl<'a> Keys<'a> {
         }
         part.mem = part.mem + mem - old_mem;
         self.db.adjust_mem(mem as i64 - old_mem as i64);
-        if added && self.db.record_new.load(std::sync::atomic::Ordering::Relaxed) {
-            self.created.push(Bytes::copy_from_slice(key));
-        }
+        added
     }
 
     /// Delete a key; returns its value.
