@@ -716,17 +716,17 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
     // holds such a command. A replica's dataset is its primary's: it never
     // evicts on its own (Redis' replica-ignore-maxmemory), or the two would
     // diverge.
-    let in_multi = session.multi.is_some();
-    let denyoom = spec.flags & flags::DENYOOM != 0
-        || (spec.name == "exec"
-            && session
-                .multi
-                .as_ref()
-                .is_some_and(|m| m.queue.iter().any(|(s, _)| s.flags & flags::DENYOOM != 0)));
-    let queueing = in_multi && !matches!(spec.name, "exec" | "discard" | "quit" | "reset");
-    if (denyoom || queueing) && !state.repl.is_replica() && enforce_maxmemory(state) {
+    let oom_check = match &session.multi {
+        None => spec.flags & flags::DENYOOM != 0,
+        Some(m) => match spec.name {
+            "exec" => m.queue.iter().any(|(s, _)| s.flags & flags::DENYOOM != 0),
+            "discard" | "quit" | "reset" => false,
+            _ => true,
+        },
+    };
+    if oom_check && !state.repl.is_replica() && enforce_maxmemory(state) {
         const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
-        if spec.name == "exec" && in_multi {
+        if spec.name == "exec" && session.multi.is_some() {
             discard_multi(state, session);
             return reject(
                 state,

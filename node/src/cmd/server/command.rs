@@ -91,8 +91,7 @@ fn flag_names(spec: &CommandSpec) -> Vec<&'static str> {
     v
 }
 
-/// first key, last key, step (0 0 0 when keys are found by parsing).
-/// The legacy first/last/step. Redis 7.0 derives it from the first key
+/// The legacy first/last/step (0 0 0 when keys are found by parsing). Redis 7.0 derives it from the first key
 /// spec when that is a plain range, so a few commands whose keys are found
 /// by parsing still announce one: the destination of the *STORE commands,
 /// and the shard channels of sharded pub/sub (cluster clients route

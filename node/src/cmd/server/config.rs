@@ -83,7 +83,12 @@ pub fn set(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     // as in Redis, not at the next write: the memory is given back and the
     // `evicted` events go out now. Inside EXEC every partition is held by
     // this thread already, so there the next write evicts.
-    if pairs.iter().any(|(p, _)| p.name.starts_with("maxmemory")) && !ctx.in_exec && !ctx.state.repl.is_replica() {
+    if pairs
+        .iter()
+        .any(|(p, _)| matches!(p.name, "maxmemory" | "maxmemory-policy"))
+        && !ctx.in_exec
+        && !ctx.state.repl.is_replica()
+    {
         crate::cmd::enforce_maxmemory(ctx.state);
     }
     if pairs.iter().any(|(p, _)| p.name.starts_with("append")) {
