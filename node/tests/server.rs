@@ -114,6 +114,18 @@ fn int(f: &Frame) -> i64 {
     }
 }
 
+/// Run `scenario` against ferrokv and then against Redis (the two servers
+/// of `d`); what it returns must be equal.
+fn same_on_both<T: PartialEq + std::fmt::Debug>(
+    d: &Diff,
+    what: &str,
+    mut scenario: impl FnMut(std::net::SocketAddr) -> T,
+) {
+    let ours = scenario(d._server.addr);
+    let theirs = scenario(d._redis.addr);
+    assert_eq!(ours, theirs, "{what} (left: ferrokv, right: redis)");
+}
+
 fn err(msg: &str) -> Frame {
     Frame::Error(msg.into())
 }
@@ -476,8 +488,7 @@ fn client_reply_off_skip_on() {
     // Pub/sub confirmations and messages are sent whatever CLIENT REPLY
     // says, in RESP2 and RESP3 (Redis' own pubsub.tcl waits for them).
     for proto in ["2", "3"] {
-        let mut got = Vec::new();
-        for addr in [d._server.addr, d._redis.addr] {
+        same_on_both(&d, &format!("RESP{proto}"), |addr| {
             let mut c = RawClient::connect(addr);
             let mut p = RawClient::connect(addr);
             c.cmd(&["HELLO", proto]);
@@ -504,17 +515,15 @@ fn client_reply_off_skip_on() {
             c.send(&["CLIENT", "REPLY", "SKIP"]);
             c.send(&["SUBSCRIBE", "x"]);
             frames.push(c.read());
-            got.push(frames);
-        }
-        assert_eq!(got[0], got[1], "RESP{proto} (left: ferrokv, right: redis)");
+            frames
+        });
     }
 }
 
 #[test]
 fn client_unblock_matches_redis() {
     let d = Diff::new();
-    let mut got = Vec::new();
-    for addr in [d._server.addr, d._redis.addr] {
+    same_on_both(&d, "CLIENT UNBLOCK", |addr| {
         let mut admin = RawClient::connect(addr);
         let mut w = RawClient::connect(addr);
         w.set_timeout(Duration::from_secs(10));
@@ -541,9 +550,8 @@ fn client_unblock_matches_redis() {
         frames.push(admin.cmd(&["CLIENT", "UNBLOCK", &id, "LATER"]));
         frames.push(admin.cmd(&["CLIENT", "UNBLOCK", "999999"]));
         frames.push(w.cmd(&["PING"]));
-        got.push(frames);
-    }
-    assert_eq!(got[0], got[1], "left: ferrokv, right: redis");
+        frames
+    });
 }
 
 // ---------------------------------------------------------------- COMMAND
@@ -879,8 +887,7 @@ fn flush_and_oom_inside_transactions_match_redis() {
 #[test]
 fn new_key_events_match_redis() {
     let d = Diff::new();
-    let mut got = Vec::new();
-    for addr in [d._server.addr, d._redis.addr] {
+    same_on_both(&d, "keyspace events", |addr| {
         let mut c = RawClient::connect(addr);
         let mut sub = RawClient::connect(addr);
         sub.set_timeout(Duration::from_secs(10));
@@ -921,10 +928,9 @@ fn new_key_events_match_redis() {
             }
             events.push(f);
         }
-        got.push(events);
-    }
-    assert!(got[1].len() > 20, "Redis sent events: {:?}", got[1]);
-    assert_eq!(got[0], got[1], "left: ferrokv, right: redis");
+        assert!(events.len() > 20, "{addr} sent events: {events:?}");
+        events
+    });
     let mut c = RawClient::connect(d._server.addr);
     assert!(c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Em"]).is_error());
 }
