@@ -12,6 +12,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::db::evict::{EvictionConfig, Policy};
+use crate::db::limits::{Limit, SharedLimits};
 use crate::notify;
 use crate::persist::aof::Fsync;
 
@@ -156,6 +157,8 @@ pub enum ConfigError {
     Memory,
     #[error("invalid argument '{0}'")]
     Invalid(String),
+    #[error("argument must be between {0} and {1} inclusive")]
+    Range(i64, i64),
     #[error("unknown option or number of arguments for CONFIG SET - '{0}'")]
     Unknown(String),
     #[error("failed to read config file {path}: {source}")]
@@ -263,6 +266,13 @@ pub struct Config {
     pub cluster_enabled: bool,
     /// Cluster state file (node ID, held topology) inside `dir`.
     pub cluster_config_file: String,
+    /// Encoding thresholds (`hash-max-listpack-entries`, ...).
+    pub limits: SharedLimits,
+    /// `list-max-listpack-size`: kept and reported for redis.conf
+    /// compatibility only. In Redis it sizes a quicklist's nodes, which
+    /// nothing but memory use shows (7.0 reports every list as `quicklist`);
+    /// ferrokv's list has no such nodes ([`crate::db::list`]).
+    pub list_max_listpack_size: AtomicI64,
 }
 
 /// Parse Redis' `save` value: pairs of seconds and changes, or "" for none.
@@ -322,6 +332,8 @@ impl Default for Config {
             save_points: RwLock::new(Vec::new()),
             cluster_enabled: false,
             cluster_config_file: "nodes.json".into(),
+            limits: SharedLimits::default(),
+            list_max_listpack_size: AtomicI64::new(-2),
         }
     }
 }
@@ -596,6 +608,67 @@ pub static PARAMS: &[Param] = &[
         set: None,
     },
     Param {
+        name: "hash-max-listpack-entries",
+        get: |c, _| c.limits.get(Limit::HashEntries).to_string(),
+        set: Some(|c, _, v| set_limit(c, Limit::HashEntries, count(v)?)),
+    },
+    Param {
+        name: "hash-max-listpack-value",
+        get: |c, _| c.limits.get(Limit::HashValue).to_string(),
+        set: Some(|c, _, v| set_limit(c, Limit::HashValue, bytes_limit(v)?)),
+    },
+    Param {
+        name: "zset-max-listpack-entries",
+        get: |c, _| c.limits.get(Limit::ZSetEntries).to_string(),
+        set: Some(|c, _, v| set_limit(c, Limit::ZSetEntries, count(v)?)),
+    },
+    Param {
+        name: "zset-max-listpack-value",
+        get: |c, _| c.limits.get(Limit::ZSetValue).to_string(),
+        set: Some(|c, _, v| set_limit(c, Limit::ZSetValue, bytes_limit(v)?)),
+    },
+    Param {
+        name: "set-max-intset-entries",
+        get: |c, _| c.limits.get(Limit::IntsetEntries).to_string(),
+        set: Some(|c, _, v| set_limit(c, Limit::IntsetEntries, count(v)?)),
+    },
+    Param {
+        name: "stream-node-max-bytes",
+        get: |c, _| c.limits.get(Limit::StreamNodeBytes).to_string(),
+        set: Some(|c, _, v| set_limit(c, Limit::StreamNodeBytes, bytes_limit(v)?)),
+    },
+    Param {
+        name: "stream-node-max-entries",
+        get: |c, _| c.limits.get(Limit::StreamNodeEntries).to_string(),
+        set: Some(|c, _, v| set_limit(c, Limit::StreamNodeEntries, count(v)?)),
+    },
+    Param {
+        name: "list-max-listpack-size",
+        get: |c, _| c.list_max_listpack_size.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            let n: i64 = int(v)?;
+            if !(i32::MIN as i64..=i32::MAX as i64).contains(&n) {
+                return Err(ConfigError::Range(i32::MIN.into(), i32::MAX.into()));
+            }
+            c.list_max_listpack_size.store(n, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "list-compress-depth",
+        get: |_, _| "0".into(),
+        // Compressing a list's interior is not implemented: 0 (Redis'
+        // default, no compression) is the only value, so a config that
+        // asks for compression is refused rather than silently ignored.
+        set: Some(|_, _, v| match int::<i64>(v)? {
+            0 => Ok(()),
+            1..=0x7fff_ffff => Err(ConfigError::Invalid(format!(
+                "{v}: ferrokv does not compress lists (only 0 is supported)"
+            ))),
+            _ => Err(ConfigError::Range(0, i32::MAX.into())),
+        }),
+    },
+    Param {
         name: "cluster-enabled",
         get: |c, _| if c.cluster_enabled { "yes" } else { "no" }.into(),
         set: None,
@@ -605,6 +678,38 @@ pub static PARAMS: &[Param] = &[
         get: |c, _| c.cluster_config_file.clone(),
         set: None,
     },
+];
+
+/// A count parameter (`*-entries`): an integer from 0, as Redis' range.
+fn count(v: &str) -> Result<u64, ConfigError> {
+    match int::<i64>(v)? {
+        n if n < 0 => Err(ConfigError::Range(0, i64::MAX)),
+        n => Ok(n as u64),
+    }
+}
+
+/// A size parameter (`*-value`, `stream-node-max-bytes`): bytes, with
+/// Redis' memory units (`1kb`).
+fn bytes_limit(v: &str) -> Result<u64, ConfigError> {
+    parse_memory(v).and_then(|n| match n {
+        n if n > i64::MAX as u64 => Err(ConfigError::Range(0, i64::MAX)),
+        n => Ok(n),
+    })
+}
+
+fn set_limit(c: &Config, l: Limit, v: u64) -> Result<(), ConfigError> {
+    c.limits.set(l, v);
+    Ok(())
+}
+
+/// Redis' older names of parameters, still accepted by `CONFIG GET/SET` and
+/// in a config file (Redis 7.0 renamed ziplist to listpack).
+pub static ALIASES: &[(&str, &str)] = &[
+    ("hash-max-ziplist-entries", "hash-max-listpack-entries"),
+    ("hash-max-ziplist-value", "hash-max-listpack-value"),
+    ("zset-max-ziplist-entries", "zset-max-listpack-entries"),
+    ("zset-max-ziplist-value", "zset-max-listpack-value"),
+    ("list-max-ziplist-size", "list-max-listpack-size"),
 ];
 
 fn yes_no(b: bool) -> String {
@@ -626,7 +731,12 @@ fn parse_replicaof(words: &[&str]) -> Result<(String, u16), ConfigError> {
     }
 }
 
+/// The parameter called `name` (or one of its [`ALIASES`]).
 pub fn find_param(name: &str) -> Option<&'static Param> {
+    let name = ALIASES
+        .iter()
+        .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
+        .map_or(name, |(_, canonical)| canonical);
     PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
 }
 
@@ -769,7 +879,8 @@ mod tests {
         let path = dir.join("node.conf");
         std::fs::write(
             &path,
-            "# comment\nport 7000\nmaxmemory 1mb\nmaxmemory-policy allkeys-lru\n",
+            "# comment\nport 7000\nmaxmemory 1mb\nmaxmemory-policy allkeys-lru\n\
+             hash-max-ziplist-entries 16\nstream-node-max-bytes 1kb\n",
         )
         .unwrap();
         let ev = EvictionConfig::default();
@@ -782,6 +893,19 @@ mod tests {
         assert_eq!(cfg.port, 7001);
         assert_eq!(cfg.maxmemory.load(Ordering::Relaxed), 1 << 20);
         assert_eq!(ev.policy(), Policy::AllKeysLru);
+        let lim = cfg.limits.load();
+        assert_eq!((lim.hash_entries, lim.stream_node_bytes), (16, 1024));
+        std::fs::write(&path, "list-compress-depth 1\n").unwrap();
+        let err = Config::from_args(
+            &ServeArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            },
+            &ev,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("does not compress"), "{err}");
         std::fs::write(&path, "bogus 1\n").unwrap();
         let err = Config::from_args(
             &ServeArgs {

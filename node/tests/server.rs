@@ -361,6 +361,144 @@ fn config_rewrite_updates_the_config_file() {
     assert!(f["config_file"].ends_with("node.conf"), "{}", f["config_file"]);
 }
 
+/// The encoding thresholds (`hash-max-listpack-*`, `zset-max-listpack-*`,
+/// `set-max-intset-entries`, `stream-node-max-*`) and their old `ziplist`
+/// names: read, set and refused as Redis does, and under the same values
+/// what they decide — the encoding, whether a lower limit converts at the
+/// next write, what an approximate stream trim removes — is Redis'.
+#[test]
+fn encoding_thresholds_match_redis() {
+    let mut d = Diff::new();
+    for p in [
+        "hash-max-listpack-entries",
+        "hash-max-listpack-value",
+        "hash-max-ziplist-entries",
+        "hash-max-ziplist-value",
+        "zset-max-listpack-entries",
+        "zset-max-listpack-value",
+        "zset-max-ziplist-entries",
+        "zset-max-ziplist-value",
+        "set-max-intset-entries",
+        "stream-node-max-bytes",
+        "stream-node-max-entries",
+        "list-max-listpack-size",
+        "list-max-ziplist-size",
+        "list-compress-depth",
+    ] {
+        d.check(&["CONFIG", "GET", p]);
+    }
+    d.check_unordered(&["CONFIG", "GET", "*max-*list*"]);
+    for (p, v) in [
+        ("hash-max-listpack-entries", "-1"),
+        ("hash-max-listpack-entries", "many"),
+        ("set-max-intset-entries", "1kb"),
+        ("stream-node-max-entries", "-5"),
+        ("zset-max-listpack-value", "-3"),
+        ("list-compress-depth", "-1"),
+        ("list-max-listpack-size", "99999999999"),
+    ] {
+        d.check_error(&["CONFIG", "SET", p, v]);
+    }
+    d.check(&["CONFIG", "SET", "hash-max-ziplist-value", "1kb"]);
+    d.check(&["CONFIG", "GET", "hash-max-listpack-value"]);
+    d.check(&["CONFIG", "SET", "list-max-ziplist-size", "-3"]);
+    d.check(&["CONFIG", "GET", "list-max-listpack-size"]);
+    d.check(&["CONFIG", "SET", "list-max-ziplist-size", "-2"]);
+    // Compression is not implemented: refused, not accepted and ignored.
+    let e = d.ours.cmd(&["CONFIG", "SET", "list-compress-depth", "1"]);
+    assert!(format!("{e:?}").contains("does not compress"), "{e:?}");
+
+    let encodings = |d: &mut Diff, keys: &[&str]| {
+        for k in keys {
+            d.check(&["OBJECT", "ENCODING", k]);
+        }
+    };
+    // Hashes.
+    d.check(&[
+        "CONFIG",
+        "SET",
+        "hash-max-ziplist-entries",
+        "4",
+        "hash-max-listpack-value",
+        "8",
+    ]);
+    d.check(&["HSET", "h", "a", "1", "b", "2", "c", "3", "d", "4"]);
+    encodings(&mut d, &["h"]);
+    d.check(&["HSET", "h", "e", "5"]);
+    d.check(&["HSET", "h2", "a", "1"]);
+    d.check(&["HINCRBYFLOAT", "h2", "a", "0.123456789"]);
+    d.check(&["HSET", "h3", "a", "1"]);
+    d.check(&["HSETNX", "h3", "a", "123456789"]);
+    d.check(&["HSET", "h4", "a", "1", "b", "2", "c", "3"]);
+    d.check(&["HSET", "h5", "a", "1", "b", "2", "c", "3"]);
+    encodings(&mut d, &["h", "h2", "h3", "h4", "h5"]);
+    d.check(&["CONFIG", "SET", "hash-max-listpack-entries", "2"]);
+    d.check(&["HSET", "h4", "a", "9"]);
+    encodings(&mut d, &["h4", "h5"]);
+    d.check(&["HGETALL", "h5"]);
+    // Sorted sets.
+    d.check(&["CONFIG", "SET", "zset-max-listpack-entries", "0"]);
+    d.check(&["ZADD", "z", "1", "a"]);
+    d.check(&[
+        "CONFIG",
+        "SET",
+        "zset-max-ziplist-entries",
+        "2",
+        "zset-max-listpack-value",
+        "4",
+    ]);
+    d.check(&["ZADD", "z2", "1", "a", "2", "b"]);
+    encodings(&mut d, &["z", "z2"]);
+    d.check(&["ZADD", "z2", "3", "c"]);
+    d.check(&["ZADD", "z3", "1", "abcde"]);
+    d.check(&["ZADD", "src", "1", "a", "2", "b", "3", "c", "-0", "d"]);
+    d.check(&["ZRANGESTORE", "zr1", "src", "0", "1"]);
+    d.check(&["ZRANGESTORE", "zr2", "src", "0", "-1"]);
+    d.check(&["ZUNIONSTORE", "zu1", "1", "z2"]);
+    d.check(&["ZINTERSTORE", "zu2", "2", "src", "z2"]);
+    encodings(&mut d, &["z2", "z3", "src", "zr1", "zr2", "zu1", "zu2"]);
+    d.check(&["ZRANGE", "zr1", "0", "-1", "WITHSCORES"]);
+    // Sets.
+    d.check(&["CONFIG", "SET", "set-max-intset-entries", "3"]);
+    d.check(&["SADD", "s", "3", "1", "2"]);
+    d.check(&["SADD", "s2", "1", "2", "3", "4"]);
+    encodings(&mut d, &["s", "s2"]);
+    d.check(&["SMEMBERS", "s"]);
+    d.check(&["SUNIONSTORE", "su", "s", "s2"]);
+    d.check(&["SINTERSTORE", "si", "s", "s2"]);
+    d.check(&["SDIFFSTORE", "sd", "s2", "s"]);
+    d.check(&["SMOVE", "s2", "sd", "2"]);
+    encodings(&mut d, &["su", "si", "sd"]);
+    d.check(&["SMEMBERS", "si"]);
+    // Streams: node size decides what `~` may trim, and the default LIMIT.
+    d.check(&["CONFIG", "SET", "stream-node-max-entries", "10"]);
+    for i in 1..=100 {
+        let id = format!("{i}-1");
+        d.check(&["XADD", "st", &id, "f", "v"]);
+    }
+    d.check(&["XTRIM", "st", "MAXLEN", "~", "55"]);
+    d.check(&["XLEN", "st"]);
+    d.check(&["XADD", "st", "MAXLEN", "~", "5", "LIMIT", "20", "101-1", "f", "v"]);
+    d.check(&["XLEN", "st"]);
+    d.check(&["CONFIG", "SET", "stream-node-max-entries", "1"]);
+    d.check(&["XTRIM", "st", "MAXLEN", "~", "0"]);
+    d.check(&["XLEN", "st"]);
+    d.check(&[
+        "CONFIG",
+        "SET",
+        "stream-node-max-entries",
+        "0",
+        "stream-node-max-bytes",
+        "100",
+    ]);
+    for i in 1..=40 {
+        let id = format!("{i}-1");
+        d.check(&["XADD", "st2", &id, "field", "some value"]);
+    }
+    d.check(&["XTRIM", "st2", "MAXLEN", "~", "25"]);
+    d.check(&["XLEN", "st2"]);
+}
+
 // ---------------------------------------------------------------- CLIENT
 
 #[test]

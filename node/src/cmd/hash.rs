@@ -230,12 +230,13 @@ fn set_pairs(ctx: &mut Ctx, args: &[&[u8]], name: &str) -> Result<i64, Reply> {
     if !args.len().is_multiple_of(2) {
         return Err(wrong_args(name));
     }
+    let lim = ctx.limits();
     let added = ctx
         .ks
         .add_to::<Hash, _>(args[1], |h| {
             let mut added = 0;
             for pair in args[2..].chunks_exact(2) {
-                if h.insert(pair[0], pair[1]) {
+                if h.insert(pair[0], pair[1], &lim) {
                     added += 1;
                 }
             }
@@ -255,11 +256,12 @@ fn hmset(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 }
 
 fn hsetnx(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let lim = ctx.limits();
     let h = ctx.ks.get_obj_mut_or_create::<Hash>(args[1]).map_err(Reply::err)?;
     if h.contains(args[2]) {
         return Ok(Reply::Int(0));
     }
-    h.insert(args[2], args[3]);
+    h.insert(args[2], args[3], &lim);
     ctx.changed(args[1], notify::HASH, "hset");
     Ok(Reply::Int(1))
 }
@@ -335,13 +337,14 @@ fn hgetall(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 
 fn hincrby(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let incr = parse::int(args[3])?;
+    let lim = ctx.limits();
     let h = ctx.ks.get_obj_mut_or_create::<Hash>(args[1]).map_err(Reply::err)?;
     let old = match h.get(args[2]) {
         Some(v) => parse::parse_i64(v).ok_or_else(|| Reply::err(ERR_HASH_NOT_INT))?,
         None => 0,
     };
     let new = old.checked_add(incr).ok_or_else(|| Reply::err(ERR_OVERFLOW))?;
-    h.insert(args[2], &parse::i64_bytes(new));
+    h.insert(args[2], &parse::i64_bytes(new), &lim);
     ctx.changed(args[1], notify::HASH, "hincrby");
     Ok(Reply::Int(new))
 }
@@ -352,6 +355,7 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         Some(Parsed::Infinite) => return Err(Reply::err(ERR_NAN_INCR)),
         None => return Err(Reply::err(ERR_NOT_FLOAT)),
     };
+    let lim = ctx.limits();
     let h = ctx.ks.get_obj_mut_or_create::<Hash>(args[1]).map_err(Reply::err)?;
     let old = match longdouble::parse(h.get(args[2]).unwrap_or(b"0")) {
         Some(Parsed::Finite(v)) => v,
@@ -361,7 +365,7 @@ fn hincrbyfloat(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     };
     let new = old.checked_add(incr).ok_or_else(|| Reply::err(ERR_NAN_RESULT))?;
     let text = Bytes::from(new.to_human());
-    h.insert(args[2], &text);
+    h.insert(args[2], &text, &lim);
     ctx.changed(args[1], notify::HASH, "hincrbyfloat");
     // The result, not the increment (Redis 7.0): long double arithmetic and
     // its formatting must not be redone by whoever replays the log.

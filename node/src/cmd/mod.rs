@@ -41,6 +41,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use crate::db::limits::Limits;
 use crate::db::{Keys, now_ms};
 use crate::resp::Reply;
 use crate::session::Session;
@@ -363,6 +364,11 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The node's encoding thresholds now ([`crate::db::limits`]).
+    pub fn limits(&self) -> Limits {
+        self.state.config.limits.load()
+    }
+
     /// May this command block now?
     pub fn can_block(&self) -> bool {
         !self.retry && !self.in_exec

@@ -240,9 +240,10 @@ fn bulks<M: AsRef<[u8]>>(members: impl Iterator<Item = M>) -> Vec<Reply> {
 }
 
 fn sadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let lim = ctx.limits();
     let added = ctx
         .ks
-        .add_to::<Set, _>(args[1], |s| args[2..].iter().filter(|m| s.insert(m)).count())
+        .add_to::<Set, _>(args[1], |s| args[2..].iter().filter(|m| s.insert(m, &lim)).count())
         .map_err(Reply::err)?;
     if added > 0 {
         ctx.changed(args[1], notify::SET, "sadd");
@@ -424,8 +425,9 @@ fn smove(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if emptied {
         ctx.notify(notify::GENERIC, "del", src);
     }
+    let lim = ctx.limits();
     let d = ctx.ks.get_obj_mut_or_create::<Set>(dst).map_err(Reply::err)?;
-    if d.insert(member) {
+    if d.insert(member, &lim) {
         ctx.changed(dst, notify::SET, "sadd");
     }
     Ok(Reply::Int(1))
@@ -541,9 +543,10 @@ fn store(ctx: &mut Ctx, dst: &[u8], result: Set, event: &'static str) -> CmdResu
 
 fn sinterstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let r = intersect(ctx, &args[2..], Lookup::Write, 0)?;
+    let lim = ctx.limits();
     let mut result = Set::default();
     for m in r {
-        result.insert(&m);
+        result.insert(&m, &lim);
     }
     store(ctx, args[1], result, "sinterstore")
 }
@@ -558,13 +561,14 @@ enum Op {
 /// (and, for the second SDIFF algorithm, removed from) a fresh set.
 fn union_diff(ctx: &mut Ctx, keys: &[&[u8]], op: Op, lookup: Lookup) -> Result<Set, Reply> {
     let sizes = source_sizes(ctx, keys, lookup)?;
+    let lim = ctx.limits();
     let mut result = Set::default();
     match op {
         Op::Union => {
             for (k, size) in keys.iter().zip(&sizes) {
                 if size.is_some() {
                     for m in members(ctx, k) {
-                        result.insert(&m);
+                        result.insert(&m, &lim);
                     }
                 }
             }
@@ -595,11 +599,11 @@ fn union_diff(ctx: &mut Ctx, keys: &[&[u8]], op: Op, lookup: Lookup) -> Result<S
                     }
                 }
                 for m in cand {
-                    result.insert(&m);
+                    result.insert(&m, &lim);
                 }
             } else {
                 for m in members(ctx, keys[0]) {
-                    result.insert(&m);
+                    result.insert(&m, &lim);
                 }
                 for &i in &present[1..] {
                     if result.is_empty() {

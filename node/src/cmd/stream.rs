@@ -24,7 +24,8 @@ use bytes::Bytes;
 use super::flags::*;
 use super::parse::{self, int, is};
 use super::{BlockSpec, CmdResult, CommandSpec, Ctx, KeySpec, one_key};
-use crate::db::stream::{AddError, AddId, ClaimArgs, DEFAULT_APPROX_LIMIT, EntryRef, Stream, StreamId, Trim, parse_id};
+use crate::db::limits::Limits;
+use crate::db::stream::{AddError, AddId, ClaimArgs, EntryRef, Stream, StreamId, Trim, parse_id};
 use crate::notify::STREAM;
 use crate::resp::Reply;
 
@@ -458,7 +459,7 @@ struct AddTrimArgs {
 }
 
 /// Redis' `streamParseAddOrTrimArgsOrReply`.
-fn parse_add_trim(args: &[&[u8]], xadd: bool) -> Result<AddTrimArgs, Reply> {
+fn parse_add_trim(args: &[&[u8]], xadd: bool, lim: &Limits) -> Result<AddTrimArgs, Reply> {
     let mut a = AddTrimArgs {
         trim: None,
         approx: false,
@@ -534,14 +535,15 @@ fn parse_add_trim(args: &[&[u8]], xadd: bool) -> Result<AddTrimArgs, Reply> {
         }
         a.limit = limit as u64;
     } else {
-        a.limit = if a.approx { DEFAULT_APPROX_LIMIT } else { 0 };
+        a.limit = if a.approx { lim.approx_trim_limit() } else { 0 };
     }
     Ok(a)
 }
 
 fn xadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
-    let a = parse_add_trim(args, true)?;
+    let lim = ctx.limits();
+    let a = parse_add_trim(args, true, &lim)?;
     let field_pos = a.id_pos + 1;
     if field_pos > args.len() || (args.len() - field_pos) < 2 || (args.len() - field_pos) % 2 == 1 {
         return Err(wrong_args("xadd"));
@@ -565,7 +567,7 @@ fn xadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     };
     // Copied once: the entry and the logged XADD share the copies.
     let fields = crate::cmd::owned(&args[field_pos..]);
-    let id = match s.add(add, &fields, now) {
+    let id = match s.add(add, &fields, now, &lim) {
         Ok(id) => id,
         Err(AddError::Exhausted) => return Err(Reply::err(ERR_EXHAUSTED)),
         Err(AddError::TooSmall) => return Err(Reply::err(ERR_ID_TOO_SMALL)),
@@ -606,7 +608,7 @@ fn exact_maxlen(len: usize) -> [Bytes; 3] {
 
 fn xtrim(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let key = &args[1];
-    let a = parse_add_trim(args, false)?;
+    let a = parse_add_trim(args, false, &ctx.limits())?;
     let Some(trim) = a.trim else {
         return Err(parse::syntax());
     };
@@ -1842,7 +1844,7 @@ mod tests {
 
     #[test]
     fn add_trim_option_errors() {
-        let e = |v: &[&str]| parse_add_trim(&b(v), true).err();
+        let e = |v: &[&str]| parse_add_trim(&b(v), true, &Limits::default()).err();
         assert!(e(&["xadd", "s", "maxlen", "~", "2", "limit", "5", "*"]).is_none());
         assert_eq!(
             e(&["xadd", "s", "limit", "5", "*"]),

@@ -669,14 +669,15 @@ fn changed(ctx: &mut Ctx, key: &[u8], event: &'static str, now_empty: bool) {
 /// Store `items` at `dst` (replacing whatever is there), or delete `dst`
 /// when there is nothing to store. Returns the stored count.
 fn store(ctx: &mut Ctx, dst: &[u8], items: Vec<(Bytes, f64)>, event: &'static str) -> i64 {
+    let lim = ctx.limits();
     let max_member = items.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
-    let mut z = if ZSet::fits_listpack(items.len(), max_member) {
+    let mut z = if ZSet::fits_listpack(items.len(), max_member, &lim) {
         ZSet::default()
     } else {
         ZSet::new_skiplist()
     };
     for (m, s) in items {
-        z.insert(&m, s);
+        z.insert(&m, s, &lim);
     }
     let n = z.len() as i64;
     if n > 0 {
@@ -761,6 +762,7 @@ fn zadd_generic(ctx: &mut Ctx, args: &[&[u8]], zincrby: bool) -> CmdResult {
         scores.push(score_arg(args[idx + p * 2])?);
     }
     let no_reply = || if incr { Reply::Null } else { Reply::Int(0) };
+    let lim = ctx.limits();
     let apply = |z: &mut ZSet| {
         let (mut added, mut updated, mut processed) = (0i64, 0i64, 0i64);
         let mut last = 0.0;
@@ -781,7 +783,7 @@ fn zadd_generic(ctx: &mut Ctx, args: &[&[u8]], zincrby: bool) -> CmdResult {
                         continue;
                     }
                     if new != cur {
-                        z.insert(member, new);
+                        z.insert(member, new, &lim);
                         updated += 1;
                     }
                     processed += 1;
@@ -791,7 +793,7 @@ fn zadd_generic(ctx: &mut Ctx, args: &[&[u8]], zincrby: bool) -> CmdResult {
                     if xx {
                         continue;
                     }
-                    z.insert(member, score);
+                    z.insert(member, score, &lim);
                     added += 1;
                     processed += 1;
                     last = score;
@@ -1581,7 +1583,7 @@ fn setop_generic(
     // Redis builds the result as a sorted set: a small one is a listpack,
     // where -0 is stored as 0.
     let max_member = result.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
-    if ZSet::fits_listpack(result.len(), max_member) {
+    if ZSet::fits_listpack(result.len(), max_member, &ctx.limits()) {
         for (_, s) in result.iter_mut() {
             if *s == 0.0 {
                 *s = 0.0;
@@ -1779,7 +1781,7 @@ mod tests {
             let mut ks = state.db.lock_all(crate::db::now_ms());
             let mut set = Set::default();
             for m in ["x", "y", "q"] {
-                set.insert(m.as_bytes());
+                set.insert(m.as_bytes(), &Default::default());
             }
             ks.insert(b"{s}set", Value::Set(set), None);
             ks.set_str(b"{s}str", b"v", crate::db::Expiry::Clear);

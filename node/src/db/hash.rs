@@ -1,10 +1,11 @@
 //! The hash type: field → value.
 //!
 //! Storage is a [`Dict`] in both of Redis' encodings; what differs is
-//! behaviour Redis makes visible. While a hash is small (≤ 512 fields, every
-//! field and value ≤ 64 bytes: Redis 7.0's `hash-max-listpack-*` defaults) it
-//! reports `listpack`, keeps insertion order on removal, and HSCAN returns it
-//! whole in one call, as Redis does with a listpack. Past either limit it
+//! behaviour Redis makes visible. While a hash is small (at most
+//! `hash-max-listpack-entries` fields, each field and value at most
+//! `hash-max-listpack-value` bytes: [`super::limits`]) it reports
+//! `listpack`, keeps insertion order on removal, and HSCAN returns it whole
+//! in one call, as Redis does with a listpack. Past either limit it
 //! becomes `hashtable` for good (Redis never converts back), removal is O(1)
 //! and HSCAN walks it with a cursor that survives resizes.
 //!
@@ -13,11 +14,7 @@
 
 use super::dict::{Dict, DictItem};
 use super::entry::round_alloc;
-
-/// Redis 7.0's `hash-max-listpack-entries` default.
-pub const MAX_LISTPACK_ENTRIES: usize = 512;
-/// Redis 7.0's `hash-max-listpack-value` default.
-pub const MAX_LISTPACK_VALUE: usize = 64;
+use super::limits::Limits;
 
 /// One field and its value in a single allocation: the field's length
 /// (LEB128, one byte below 128), the field, the value. Two `Bytes` per
@@ -124,35 +121,43 @@ impl Hash {
     }
     /// Insert or replace (a replaced value keeps its position); returns true
     /// when the field is new. Both are copied: a stored field never pins a
-    /// connection's request buffer.
-    pub fn insert(&mut self, f: &[u8], v: &[u8]) -> bool {
-        if f.len() > MAX_LISTPACK_VALUE || v.len() > MAX_LISTPACK_VALUE {
-            self.hashtable = true;
-        }
-        match self.dict.find(f) {
+    /// connection's request buffer. `lim` decides a conversion to
+    /// `hashtable` (`hash-max-listpack-*`).
+    pub fn insert(&mut self, f: &[u8], v: &[u8], lim: &Limits) -> bool {
+        self.check_lengths(f, v, lim);
+        let new = match self.dict.find(f) {
             Some(i) => {
                 let old = self.dict.at_mut(i);
                 // A value of the same length (a counter, a fixed-size record) is
                 // overwritten where it is: no allocation, no accounting change.
                 if old.value().len() == v.len() {
                     old.set_value(v);
-                    return false;
+                } else {
+                    let pair = Pair::new(f, v);
+                    let cost = pair.cost();
+                    let old = std::mem::replace(old, pair);
+                    self.bytes = self.bytes + cost - old.cost();
                 }
-                let pair = Pair::new(f, v);
-                let cost = pair.cost();
-                let old = std::mem::replace(old, pair);
-                self.bytes = self.bytes + cost - old.cost();
                 false
             }
             None => {
                 let pair = Pair::new(f, v);
                 self.bytes += pair.cost();
                 self.dict.push(pair);
-                if self.dict.len() > MAX_LISTPACK_ENTRIES {
-                    self.hashtable = true;
-                }
                 true
             }
+        };
+        // Checked on every write, an update too: a limit lowered since the
+        // hash grew converts it at its next write, as Redis' hashTypeSet.
+        if self.dict.len() > lim.hash_entries {
+            self.hashtable = true;
+        }
+        new
+    }
+    /// Convert when `f` or `v` is too long for the small encoding.
+    fn check_lengths(&mut self, f: &[u8], v: &[u8], lim: &Limits) {
+        if f.len() > lim.hash_value || v.len() > lim.hash_value {
+            self.hashtable = true;
         }
     }
     /// Remove a field; true when it was there.
@@ -190,18 +195,24 @@ mod tests {
         s.as_bytes()
     }
 
+    const LIM: Limits = Limits {
+        hash_entries: 512,
+        hash_value: 64,
+        ..Limits::KEEP
+    };
+
     #[test]
     fn listpack_until_too_many_fields_and_never_back() {
         let mut h = Hash::default();
-        for i in 0..MAX_LISTPACK_ENTRIES {
-            assert!(h.insert(format!("f{i}").as_bytes(), b("v")));
+        for i in 0..LIM.hash_entries {
+            assert!(h.insert(format!("f{i}").as_bytes(), b("v"), &LIM));
         }
         assert_eq!(h.encoding(), "listpack");
-        assert!(!h.insert(b("f0"), b("w")));
+        assert!(!h.insert(b("f0"), b("w"), &LIM));
         assert_eq!(h.encoding(), "listpack");
-        h.insert(b("one-more"), b("v"));
+        h.insert(b("one-more"), b("v"), &LIM);
         assert_eq!(h.encoding(), "hashtable");
-        for i in 0..MAX_LISTPACK_ENTRIES {
+        for i in 0..LIM.hash_entries {
             h.remove(format!("f{i}").as_bytes());
         }
         assert_eq!(h.len(), 1);
@@ -211,12 +222,12 @@ mod tests {
     #[test]
     fn long_field_or_value_converts() {
         let mut h = Hash::default();
-        h.insert(b("f"), &[b'x'; MAX_LISTPACK_VALUE]);
+        h.insert(b("f"), &[b'x'; LIM.hash_value], &LIM);
         assert_eq!(h.encoding(), "listpack");
-        h.insert(b("f"), &[b'x'; MAX_LISTPACK_VALUE + 1]);
+        h.insert(b("f"), &[b'x'; LIM.hash_value + 1], &LIM);
         assert_eq!(h.encoding(), "hashtable");
         let mut h = Hash::default();
-        h.insert(&[b'k'; MAX_LISTPACK_VALUE + 1], b("v"));
+        h.insert(&[b'k'; LIM.hash_value + 1], b("v"), &LIM);
         assert_eq!(h.encoding(), "hashtable");
     }
 
@@ -236,17 +247,20 @@ mod tests {
     fn listpack_keeps_insertion_order_and_memory_balances() {
         let mut h = Hash::default();
         for f in ["c", "a", "b", "d"] {
-            h.insert(b(f), b("1"));
+            h.insert(b(f), b("1"), &LIM);
         }
         h.remove(b"a");
-        h.insert(b("c"), b("2"));
+        h.insert(b("c"), b("2"), &LIM);
         let order: Vec<&[u8]> = h.iter().map(|(k, _)| k).collect();
         assert_eq!(order, vec![&b"c"[..], b"b", b"d"]);
         assert_eq!(h.get(b"c"), Some(&b"2"[..]));
         let before = h.mem_usage();
-        assert!(!h.insert(b("c"), b("3")), "same length: in place");
+        assert!(!h.insert(b("c"), b("3"), &LIM), "same length: in place");
         assert_eq!(h.get(b"c"), Some(&b"3"[..]));
-        assert!(!h.insert(b("c"), b("a longer value")), "another length: a new pair");
+        assert!(
+            !h.insert(b("c"), b("a longer value"), &LIM),
+            "another length: a new pair"
+        );
         assert_eq!(h.get(b"c"), Some(&b"a longer value"[..]));
         assert!(h.mem_usage() >= before);
         for f in ["b", "c", "d"] {

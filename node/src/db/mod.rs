@@ -22,6 +22,7 @@ pub mod entry;
 pub mod evict;
 pub mod expire;
 pub mod hash;
+pub mod limits;
 pub mod list;
 pub mod set;
 pub mod stream;

@@ -2,8 +2,8 @@
 //!
 //! Storage is a [`Dict`] in both of Redis 7.0's encodings; what differs is
 //! behaviour Redis makes visible. While every member is an integer (as
-//! Redis' `string2ll` accepts) and there are at most 512 of them
-//! (`set-max-intset-entries`), the set reports `intset` and keeps its members
+//! Redis' `string2ll` accepts) and there are at most
+//! `set-max-intset-entries` of them ([`super::limits`]), the set reports `intset` and keeps its members
 //! sorted by value, so SMEMBERS, SSCAN and the set-algebra commands list them
 //! in the order Redis' intset does, and SSCAN returns them in one call.
 //! After that it becomes `hashtable` for good (Redis never converts back).
@@ -14,10 +14,8 @@ use bytes::Bytes;
 
 use super::dict::Dict;
 use super::entry::round_alloc;
+use super::limits::Limits;
 use crate::cmd::parse::parse_i64;
-
-/// Redis 7.0's `set-max-intset-entries` default.
-pub const MAX_INTSET_ENTRIES: usize = 512;
 
 #[derive(Clone, Default)]
 pub struct Set {
@@ -59,8 +57,9 @@ impl Set {
         self.dict.find(m).is_some()
     }
     /// Add a member (copied: a stored member never pins a request buffer);
-    /// returns true when it is new.
-    pub fn insert(&mut self, m: &[u8]) -> bool {
+    /// returns true when it is new. `lim` decides a conversion to
+    /// `hashtable` (`set-max-intset-entries`).
+    pub fn insert(&mut self, m: &[u8], lim: &Limits) -> bool {
         if self.dict.find(m).is_some() {
             return false;
         }
@@ -68,7 +67,7 @@ impl Set {
         let m: Box<[u8]> = m.into();
         if !self.hashtable {
             match parse_i64(&m) {
-                Some(v) if self.dict.len() < MAX_INTSET_ENTRIES => {
+                Some(v) if self.dict.len() < lim.intset_max() => {
                     let pos = self.sorted_position(v);
                     self.dict.insert_at(pos, m);
                     return true;
@@ -129,6 +128,11 @@ impl Set {
 mod tests {
     use super::*;
 
+    const LIM: Limits = Limits {
+        intset_entries: 512,
+        ..Limits::KEEP
+    };
+
     fn b(s: &str) -> &[u8] {
         s.as_bytes()
     }
@@ -137,9 +141,9 @@ mod tests {
     fn intset_is_sorted_and_converts_on_a_string() {
         let mut s = Set::default();
         for m in ["10", "-3", "7", "0", "-9223372036854775808", "9223372036854775807"] {
-            assert!(s.insert(b(m)));
+            assert!(s.insert(b(m), &LIM));
         }
-        assert!(!s.insert(b("7")));
+        assert!(!s.insert(b("7"), &LIM));
         assert_eq!(s.encoding(), "intset");
         let v: Vec<&[u8]> = s.iter().collect();
         assert_eq!(
@@ -155,7 +159,7 @@ mod tests {
         );
         assert!(s.remove(b"0"));
         assert_eq!(s.encoding(), "intset");
-        s.insert(b("07"));
+        s.insert(b("07"), &LIM);
         assert_eq!(s.encoding(), "hashtable", "07 is not a canonical integer");
         assert!(s.remove(b"07"));
         assert_eq!(s.encoding(), "hashtable");
@@ -164,15 +168,15 @@ mod tests {
     #[test]
     fn intset_converts_past_512_members() {
         let mut s = Set::default();
-        for i in 0..MAX_INTSET_ENTRIES {
-            s.insert(i.to_string().as_bytes());
+        for i in 0..LIM.intset_entries {
+            s.insert(i.to_string().as_bytes(), &LIM);
         }
         assert_eq!(s.encoding(), "intset");
-        s.insert(b("100000"));
+        s.insert(b("100000"), &LIM);
         assert_eq!(s.encoding(), "hashtable");
-        assert_eq!(s.len(), MAX_INTSET_ENTRIES + 1);
-        for i in 0..=MAX_INTSET_ENTRIES {
-            assert!(s.contains(i.to_string().as_bytes()) || i == MAX_INTSET_ENTRIES);
+        assert_eq!(s.len(), LIM.intset_entries + 1);
+        for i in 0..=LIM.intset_entries {
+            assert!(s.contains(i.to_string().as_bytes()) || i == LIM.intset_entries);
         }
     }
 
@@ -180,7 +184,7 @@ mod tests {
     fn memory_balances() {
         let mut s = Set::default();
         for i in 0..1000 {
-            s.insert(format!("m{i}").as_bytes());
+            s.insert(format!("m{i}").as_bytes(), &LIM);
         }
         assert!(s.mem_usage() > 0);
         while !s.is_empty() {

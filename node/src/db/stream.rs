@@ -24,14 +24,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::entry::round_alloc;
-
-/// Redis' `stream-node-max-entries` default.
-pub const NODE_MAX_ENTRIES: u32 = 100;
-/// Redis' `stream-node-max-bytes` default.
-pub const NODE_MAX_BYTES: usize = 4096;
-/// XADD/XTRIM `~` without LIMIT trims at most this many entries (Redis:
-/// `100 * stream-node-max-entries`).
-pub const DEFAULT_APPROX_LIMIT: u64 = 100 * NODE_MAX_ENTRIES as u64;
+use super::limits::Limits;
 
 /// Accounting estimates (bytes) for group bookkeeping.
 const NACK_COST: usize = 64;
@@ -382,8 +375,9 @@ impl Stream {
         }
     }
 
-    /// Append an entry (`streamAppendItem`). `fields` are field/value pairs.
-    pub fn add(&mut self, id: AddId, fields: &[Bytes], now_ms: u64) -> Result<StreamId, AddError> {
+    /// Append an entry (`streamAppendItem`). `fields` are field/value pairs;
+    /// `lim` says when the tail node is full (`stream-node-max-*`).
+    pub fn add(&mut self, id: AddId, fields: &[Bytes], now_ms: u64, lim: &Limits) -> Result<StreamId, AddError> {
         if self.last_id == StreamId::MAX {
             return Err(AddError::Exhausted);
         }
@@ -411,7 +405,7 @@ impl Stream {
         if id <= last {
             return Err(AddError::TooSmall);
         }
-        self.append_to_node(id, fields);
+        self.append_to_node(id, fields, lim);
         let fields: Box<[Bytes]> = fields.into();
         self.entry_bytes += Self::entry_cost(&fields);
         self.entries.insert(id, fields);
@@ -424,13 +418,17 @@ impl Stream {
     }
 
     /// Account the new entry in the tail node, or start a node, as Redis does.
-    fn append_to_node(&mut self, id: StreamId, fields: &[Bytes]) {
+    fn append_to_node(&mut self, id: StreamId, fields: &[Bytes], lim: &Limits) {
         let numfields = fields.len() / 2;
         let totelelen: usize = fields.iter().map(Bytes::len).sum();
         let tail = self.nodes.iter_mut().next_back();
         let new_node = match &tail {
             None => true,
-            Some((_, n)) => n.lp_bytes + totelelen >= NODE_MAX_BYTES || n.live + n.deleted >= NODE_MAX_ENTRIES,
+            Some((_, n)) => {
+                n.lp_bytes + totelelen >= lim.stream_node_max_bytes()
+                    || (lim.stream_node_entries != 0
+                        && u64::from(n.live) + u64::from(n.deleted) >= lim.stream_node_entries)
+            }
         };
         let (master, node) = match tail {
             Some((m, n)) if !new_node => (*m, n),
@@ -1059,10 +1057,11 @@ pub struct GroupParts {
     pub consumers: Vec<(Bytes, u64)>,
 }
 
-/// Largest `live + deleted` a restored node may claim: real nodes hold at
-/// most `NODE_MAX_ENTRIES`, and a bound keeps the counters' arithmetic from
-/// overflowing on a corrupt (but checksummed-by-accident) input.
-const MAX_NODE_ENTRIES_RESTORED: u32 = 1 << 20;
+/// Largest `live + deleted` a restored node may claim: a node is at most
+/// 1 GiB (Redis' listpack cap) of entries of a few bytes each, and a bound
+/// keeps the counters' arithmetic from overflowing on a corrupt (but
+/// checksummed-by-accident) input.
+const MAX_NODE_ENTRIES_RESTORED: u32 = 1 << 30;
 
 impl Stream {
     /// Entries in ID order.
@@ -1253,17 +1252,32 @@ mod tests {
     #[test]
     fn add_rejects_small_ids_and_generates_sequences() {
         let mut s = Stream::default();
-        assert_eq!(s.add(AddId::Exact(id(1, 1)), &f(&["a", "1"]), 0), Ok(id(1, 1)));
         assert_eq!(
-            s.add(AddId::Exact(id(1, 1)), &f(&["a", "1"]), 0),
+            s.add(AddId::Exact(id(1, 1)), &f(&["a", "1"]), 0, &Limits::default()),
+            Ok(id(1, 1))
+        );
+        assert_eq!(
+            s.add(AddId::Exact(id(1, 1)), &f(&["a", "1"]), 0, &Limits::default()),
             Err(AddError::TooSmall)
         );
-        assert_eq!(s.add(AddId::AutoSeq(1), &f(&["a", "1"]), 0), Ok(id(1, 2)));
-        assert_eq!(s.add(AddId::AutoSeq(0), &f(&["a", "1"]), 0), Err(AddError::TooSmall));
-        assert_eq!(s.add(AddId::Auto, &f(&["a", "1"]), 0), Ok(id(1, 3)));
-        assert_eq!(s.add(AddId::Auto, &f(&["a", "1"]), 50), Ok(id(50, 0)));
+        assert_eq!(
+            s.add(AddId::AutoSeq(1), &f(&["a", "1"]), 0, &Limits::default()),
+            Ok(id(1, 2))
+        );
+        assert_eq!(
+            s.add(AddId::AutoSeq(0), &f(&["a", "1"]), 0, &Limits::default()),
+            Err(AddError::TooSmall)
+        );
+        assert_eq!(s.add(AddId::Auto, &f(&["a", "1"]), 0, &Limits::default()), Ok(id(1, 3)));
+        assert_eq!(
+            s.add(AddId::Auto, &f(&["a", "1"]), 50, &Limits::default()),
+            Ok(id(50, 0))
+        );
         s.set_meta(StreamId::MAX, None, None);
-        assert_eq!(s.add(AddId::Auto, &f(&["a", "1"]), 50), Err(AddError::Exhausted));
+        assert_eq!(
+            s.add(AddId::Auto, &f(&["a", "1"]), 50, &Limits::default()),
+            Err(AddError::Exhausted)
+        );
         assert_eq!(s.len(), 4);
         assert_eq!(s.entries_added, 4);
     }
@@ -1272,11 +1286,18 @@ mod tests {
     fn nodes_split_at_100_entries_and_approx_trim_drops_whole_nodes() {
         let mut s = Stream::default();
         for i in 1..=250 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["f", "v"]), 0).expect("test setup");
+            s.add(AddId::Exact(id(i, 0)), &f(&["f", "v"]), 0, &Limits::default())
+                .expect("test setup");
         }
         assert_eq!(s.radix_tree_keys(), 3);
-        assert_eq!(s.trim(Trim::MaxLen(180), true, DEFAULT_APPROX_LIMIT), 0);
-        assert_eq!(s.trim(Trim::MaxLen(120), true, DEFAULT_APPROX_LIMIT), 100);
+        assert_eq!(
+            s.trim(Trim::MaxLen(180), true, Limits::default().approx_trim_limit()),
+            0
+        );
+        assert_eq!(
+            s.trim(Trim::MaxLen(120), true, Limits::default().approx_trim_limit()),
+            100
+        );
         assert_eq!(s.len(), 150);
         assert_eq!(s.first_id, id(101, 0));
         assert_eq!(s.trim(Trim::MaxLen(10), false, 0), 140);
@@ -1290,7 +1311,8 @@ mod tests {
         let mut s = Stream::default();
         let big = "x".repeat(1000);
         for i in 1..=10 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["f", &big]), 0).expect("test setup");
+            s.add(AddId::Exact(id(i, 0)), &f(&["f", &big]), 0, &Limits::default())
+                .expect("test setup");
         }
         // Four 1000-byte values fill a 4096-byte listpack.
         assert!(s.radix_tree_keys() >= 3, "{}", s.radix_tree_keys());
@@ -1300,7 +1322,8 @@ mod tests {
     fn delete_tracks_first_and_max_deleted() {
         let mut s = Stream::default();
         for i in 1..=3 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).expect("test setup");
+            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0, &Limits::default())
+                .expect("test setup");
         }
         assert_eq!(s.delete(&[id(1, 0), id(9, 9)]), 1);
         assert_eq!(s.first_id, id(2, 0));
@@ -1315,7 +1338,8 @@ mod tests {
     fn groups_deliver_ack_and_claim() {
         let mut s = Stream::default();
         for i in 1..=3 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).expect("test setup");
+            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0, &Limits::default())
+                .expect("test setup");
         }
         let g = Bytes::from_static(b"g");
         let c1 = Bytes::from_static(b"c1");
@@ -1357,7 +1381,8 @@ mod tests {
     fn group_memory_is_released() {
         let mut s = Stream::default();
         for i in 1..=5 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).expect("test setup");
+            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0, &Limits::default())
+                .expect("test setup");
         }
         let base = s.mem_usage();
         let g = Bytes::from_static(b"group");
@@ -1378,7 +1403,8 @@ mod tests {
     fn autoclaim_reports_deleted_and_cursor() {
         let mut s = Stream::default();
         for i in 1..=4 {
-            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0).expect("test setup");
+            s.add(AddId::Exact(id(i, 0)), &f(&["a", "b"]), 0, &Limits::default())
+                .expect("test setup");
         }
         let g = Bytes::from_static(b"g");
         let c = Bytes::from_static(b"c");

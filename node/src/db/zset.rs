@@ -10,8 +10,8 @@
 //! by index; freed slots are reused, so the arena does not grow under churn.
 //!
 //! Redis 7.0 stores small sets as a listpack and converts them to a skiplist
-//! for good once they exceed 128 members or hold a member longer than 64
-//! bytes. We always use the skiplist, but track that threshold so `OBJECT
+//! for good once they exceed `zset-max-listpack-entries` members or hold a
+//! member longer than `zset-max-listpack-value` bytes ([`super::limits`]). We always use the skiplist, but track that threshold so `OBJECT
 //! ENCODING` and the few replies whose order depends on the encoding (ZSCAN)
 //! match Redis.
 
@@ -22,11 +22,7 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use super::entry::round_alloc;
-
-/// Redis 7.0's `zset-max-listpack-entries` default.
-pub const LISTPACK_MAX_ENTRIES: usize = 128;
-/// Redis 7.0's `zset-max-listpack-value` default.
-pub const LISTPACK_MAX_VALUE: usize = 64;
+use super::limits::Limits;
 
 const MAX_LEVEL: usize = 32;
 const NIL: u32 = u32::MAX;
@@ -173,8 +169,8 @@ impl ZSet {
     }
 
     /// Would a set of `len` members, the longest `max_member` bytes, be a listpack?
-    pub fn fits_listpack(len: usize, max_member: usize) -> bool {
-        len <= LISTPACK_MAX_ENTRIES && max_member <= LISTPACK_MAX_VALUE
+    pub fn fits_listpack(len: usize, max_member: usize, lim: &Limits) -> bool {
+        len <= lim.zset_entries && max_member <= lim.zset_value
     }
 
     pub fn len(&self) -> usize {
@@ -250,12 +246,13 @@ impl ZSet {
     }
 
     /// Insert a member or change its score. Returns true when it is new.
-    pub fn insert(&mut self, member: &[u8], mut score: f64) -> bool {
+    /// `lim` decides a conversion to `skiplist` (`zset-max-listpack-*`).
+    pub fn insert(&mut self, member: &[u8], mut score: f64, lim: &Limits) -> bool {
         // Hashed once: the lookup, and the map entry kept or added below.
         let hash = self.hash(member);
         let found = self.find_hashed(hash, member);
         let new = found.is_none();
-        if new && (self.map.len() + 1 > LISTPACK_MAX_ENTRIES || member.len() > LISTPACK_MAX_VALUE) {
+        if new && (self.map.len() + 1 > lim.zset_entries || member.len() > lim.zset_value) {
             self.skiplist = true;
         }
         if !self.skiplist && score == 0.0 {
@@ -627,6 +624,12 @@ impl<'a> Iterator for Iter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIM: Limits = Limits {
+        zset_entries: 128,
+        zset_value: 64,
+        ..Limits::KEEP
+    };
     use proptest::prelude::*;
 
     /// The model: a Vec kept sorted by (score, member).
@@ -675,7 +678,7 @@ mod tests {
                 match op {
                     Op::Insert(m, s) => {
                         let m = vec![b'a' + m % 26, m];
-                        let new = z.insert(&m, s as f64);
+                        let new = z.insert(&m, s as f64, &LIM);
                         let pos = model.iter().position(|(_, x)| *x == m);
                         prop_assert_eq!(new, pos.is_none());
                         if let Some(p) = pos { model.remove(p); }
@@ -708,7 +711,7 @@ mod tests {
             if let Some(&f) = want.first() { prop_assert_eq!(a, f); }
             // Lex ranks over an all-equal-score copy.
             let mut flat = ZSet::default();
-            for (_, m) in &model { flat.insert(m, 0.0); }
+            for (_, m) in &model { flat.insert(m, 0.0, &LIM); }
             let lmin = LexBound::Incl(Bytes::from(vec![b'a' + lo % 26]));
             let lmax = LexBound::Excl(Bytes::from(vec![b'a' + hi % 26]));
             let lr = LexRange { min: lmin, max: lmax };
@@ -733,18 +736,18 @@ mod tests {
         let mut z = ZSet::default();
         let empty = z.mem_usage();
         for i in 0..128 {
-            z.insert(format!("m{i}").as_bytes(), i as f64);
+            z.insert(format!("m{i}").as_bytes(), i as f64, &LIM);
         }
         assert_eq!(z.encoding(), "listpack");
         assert!(z.mem_usage() > empty);
-        z.insert(b"one-more", 0.0);
+        z.insert(b"one-more", 0.0, &LIM);
         assert_eq!(z.encoding(), "skiplist");
         z.remove(b"one-more");
         assert_eq!(z.encoding(), "skiplist", "never converts back");
         let mut z = ZSet::default();
-        z.insert(&[b'x'; 64], 1.0);
+        z.insert(&[b'x'; 64], 1.0, &LIM);
         assert_eq!(z.encoding(), "listpack");
-        z.insert(&[b'x'; 65], 1.0);
+        z.insert(&[b'x'; 65], 1.0, &LIM);
         assert_eq!(z.encoding(), "skiplist");
         z.remove(&[b'x'; 65]);
         z.remove(&[b'x'; 64]);
@@ -756,7 +759,7 @@ mod tests {
     fn scan_returns_members_present_throughout_once() {
         let mut z = ZSet::default();
         for i in 0..1000 {
-            z.insert(format!("m{i}").as_bytes(), i as f64);
+            z.insert(format!("m{i}").as_bytes(), i as f64, &LIM);
         }
         let mut seen = std::collections::HashSet::new();
         let mut cursor = 0;
@@ -768,7 +771,7 @@ mod tests {
             }
             // Churn while scanning: add new members; at one step remove most
             // of the set, which also drops the scan index mid-scan.
-            z.insert(format!("new{step}").as_bytes(), 0.5);
+            z.insert(format!("new{step}").as_bytes(), 0.5, &LIM);
             if step == 3 {
                 for i in 400..1000 {
                     z.remove(format!("m{i}").as_bytes());
@@ -790,21 +793,21 @@ mod tests {
     #[test]
     fn update_score_moves_member() {
         let mut z = ZSet::default();
-        assert!(z.insert(b"a", 1.0));
-        assert!(z.insert(b"b", 2.0));
-        assert!(!z.insert(b"a", 3.0));
+        assert!(z.insert(b"a", 1.0, &LIM));
+        assert!(z.insert(b"b", 2.0, &LIM));
+        assert!(!z.insert(b"a", 3.0, &LIM));
         assert_eq!(z.rank(b"a"), Some(1));
         assert_eq!(z.rank(b"b"), Some(0));
         // -0 becomes 0 while the set is small (as in a listpack), and keeps its
         // sign once it is large; 0 and -0 compare equal.
-        assert!(z.insert(b"c", -0.0));
+        assert!(z.insert(b"c", -0.0, &LIM));
         assert!(z.score(b"c").is_some_and(|s| s.is_sign_positive()));
         for i in 0..200 {
-            z.insert(format!("{i}").as_bytes(), 1.0);
+            z.insert(format!("{i}").as_bytes(), 1.0, &LIM);
         }
-        assert!(z.insert(b"d", -0.0));
+        assert!(z.insert(b"d", -0.0, &LIM));
         assert!(z.score(b"d").is_some_and(|s| s.is_sign_negative()));
-        assert!(!z.insert(b"d", 0.0));
+        assert!(!z.insert(b"d", 0.0, &LIM));
         assert!(z.score(b"d").is_some_and(|s| s.is_sign_negative()));
     }
 }

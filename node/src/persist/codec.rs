@@ -31,6 +31,7 @@ use bytes::Bytes;
 
 use crate::db::entry::{FLAG_EMBSTR, FLAG_EXPIRE, FLAG_RAW, FLAG_UNSHARED};
 use crate::db::hash::Hash;
+use crate::db::limits::Limits;
 use crate::db::list::List;
 use crate::db::set::Set;
 use crate::db::stream::{GroupParts, Nack, NodeParts, Stream, StreamId, StreamParts};
@@ -345,6 +346,11 @@ pub fn decode_entry(input: &mut &[u8]) -> Result<Decoded, CodecError> {
     };
     let key = get_bytes(input, "key")?;
     let large = flags & FLAG_LARGE != 0;
+    // A value comes back in the encoding it was saved in: its small form
+    // is rebuilt without converting (the saving node's thresholds decided,
+    // and a replica or restore then answers HSCAN/ZSCAN in the same order
+    // as its source); the next write re-checks this node's thresholds.
+    let keep = &Limits::KEEP;
     let value = match ty {
         T_STR => Value::Str(get_bytes(input, "string value")?),
         T_INT => {
@@ -366,7 +372,7 @@ pub fn decode_entry(input: &mut &[u8]) -> Result<Decoded, CodecError> {
             for _ in 0..n {
                 let f = get_bytes(input, "hash field")?;
                 let v = get_bytes(input, "hash value")?;
-                if !h.insert(&f, &v) {
+                if !h.insert(&f, &v, keep) {
                     return Err(CodecError::Invalid("hash: duplicate field"));
                 }
             }
@@ -376,7 +382,7 @@ pub fn decode_entry(input: &mut &[u8]) -> Result<Decoded, CodecError> {
             let n = get_count(input, 1, "set length")?;
             let mut s = if large { Set::new_hashtable() } else { Set::default() };
             for _ in 0..n {
-                if !s.insert(&get_bytes(input, "set member")?) {
+                if !s.insert(&get_bytes(input, "set member")?, keep) {
                     return Err(CodecError::Invalid("set: duplicate member"));
                 }
             }
@@ -391,7 +397,7 @@ pub fn decode_entry(input: &mut &[u8]) -> Result<Decoded, CodecError> {
                 if score.is_nan() {
                     return Err(CodecError::Invalid("sorted set: NaN score"));
                 }
-                if !z.insert(m, score) {
+                if !z.insert(m, score, keep) {
                     return Err(CodecError::Invalid("sorted set: duplicate member"));
                 }
             }
@@ -568,9 +574,9 @@ mod tests {
 
         // A hashtable hash that shrank back below the listpack limits stays one.
         let mut h = Hash::default();
-        h.insert(b"long", &[b'x'; 100]);
-        h.insert(b"f2", b"v2");
-        h.insert(b"f1", b"v1");
+        h.insert(b"long", &[b'x'; 100], &Limits::default());
+        h.insert(b"f2", b"v2", &Limits::default());
+        h.insert(b"f1", b"v1", &Limits::default());
         h.remove(b"long");
         let back = assert_stable(&Entry::new_obj(b"h", Value::Hash(h), Some(5), 0));
         assert_eq!(back.obj().map(Value::encoding), Some("hashtable"));
@@ -578,7 +584,7 @@ mod tests {
         // A hashtable set of integers keeps its (unsorted) order.
         let mut s = Set::default();
         for m in ["x", "10", "2", "5"] {
-            s.insert(&b(m));
+            s.insert(&b(m), &Limits::default());
         }
         s.remove(b"x");
         let back = assert_stable(&Entry::new_obj(b"s", Value::Set(s), None, 0));
@@ -589,15 +595,15 @@ mod tests {
         assert_eq!(order, vec![&b"5"[..], b"10", b"2"]);
         let mut s = Set::default();
         for m in ["3", "1", "2"] {
-            s.insert(&b(m));
+            s.insert(&b(m), &Limits::default());
         }
         let back = assert_stable(&Entry::new_obj(b"s", Value::Set(s), None, 0));
         assert_eq!(back.obj().map(Value::encoding), Some("intset"));
 
         let mut z = ZSet::new_skiplist();
-        z.insert(b"a", -0.0);
-        z.insert(b"b", f64::INFINITY);
-        z.insert(b"c", 1.5);
+        z.insert(b"a", -0.0, &Limits::default());
+        z.insert(b"b", f64::INFINITY, &Limits::default());
+        z.insert(b"c", 1.5, &Limits::default());
         let back = assert_stable(&Entry::new_obj(b"z", Value::ZSet(z), None, 0));
         match back.obj() {
             Some(Value::ZSet(z)) => {
@@ -612,7 +618,8 @@ mod tests {
         let mut s = Stream::default();
         for i in 1..=250u64 {
             let f = [b("field"), Bytes::from(format!("value-{i}"))];
-            s.add(AddId::Exact(StreamId::new(i, 0)), &f, 0).expect("test setup");
+            s.add(AddId::Exact(StreamId::new(i, 0)), &f, 0, &Limits::default())
+                .expect("test setup");
         }
         s.delete(&[StreamId::new(5, 0), StreamId::new(150, 0)]);
         s.create_group(&b("g1"), StreamId::ZERO, 0);
@@ -663,7 +670,7 @@ mod tests {
         let st = Entry::new_obj(b"st", Value::Stream(Box::new(sample_stream())), Some(9), 0);
         encode_entry(&mut out, st.key(), &st);
         let mut h = Hash::default();
-        h.insert(b"f", b"v");
+        h.insert(b"f", b"v", &Limits::default());
         let he = Entry::new_obj(b"h", Value::Hash(h), None, 0);
         encode_entry(&mut out, he.key(), &he);
         let stream_len = {
@@ -725,24 +732,24 @@ mod tests {
                     2 => {
                         let mut h = Hash::default();
                         items.iter().for_each(|(m, _)| {
-                            h.insert(&b(m), &b(&m.len().to_string()));
+                            h.insert(&b(m), &b(&m.len().to_string()), &Limits::default());
                         });
                         Value::Hash(h)
                     }
                     3 => {
                         let mut s = Set::default();
                         items.iter().for_each(|(m, _)| {
-                            s.insert(&b(m));
+                            s.insert(&b(m), &Limits::default());
                         });
                         Value::Set(s)
                     }
                     4 => {
                         let mut z = ZSet::default();
                         items.iter().filter(|(_, sc)| !sc.is_nan()).for_each(|(m, sc)| {
-                            z.insert(m.as_bytes(), *sc);
+                            z.insert(m.as_bytes(), *sc, &Limits::default());
                         });
                         if z.is_empty() {
-                            z.insert(b"x", 0.0);
+                            z.insert(b"x", 0.0, &Limits::default());
                         }
                         Value::ZSet(z)
                     }
@@ -750,7 +757,12 @@ mod tests {
                         let mut st = Stream::default();
                         for (i, (m, _)) in items.iter().enumerate() {
                             let f = [b("f"), b(m)];
-                            let _ = st.add(crate::db::stream::AddId::Exact(StreamId::new(i as u64 + 1, 0)), &f, 0);
+                            let _ = st.add(
+                                crate::db::stream::AddId::Exact(StreamId::new(i as u64 + 1, 0)),
+                                &f,
+                                0,
+                                &Limits::default(),
+                            );
                         }
                         Value::Stream(Box::new(st))
                     }

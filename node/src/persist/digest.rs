@@ -183,7 +183,7 @@ mod tests {
         for &i in order {
             ks.set_str(format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), Expiry::Clear);
             let h = ks.get_obj_mut_or_create::<Hash>(b"h").expect("hash");
-            h.insert(format!("f{i}").as_bytes(), b"x");
+            h.insert(format!("f{i}").as_bytes(), b"x", &Default::default());
         }
     }
 

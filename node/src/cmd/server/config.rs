@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::cmd::{CmdResult, Ctx};
-use crate::config::{ConfigError, PARAMS, Param, find_param};
+use crate::config::{ALIASES, ConfigError, PARAMS, Param, find_param};
 use crate::db::evict::EvictionConfig;
 use crate::glob::glob_match;
 use crate::resp::Reply;
@@ -19,6 +19,14 @@ pub fn get(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     for p in PARAMS {
         if args[2..].iter().any(|pat| glob_match(pat, p.name.as_bytes(), true)) {
             out.push((Reply::bulk(p.name), Reply::bulk((p.get)(cfg, ev))));
+        }
+    }
+    // Old names answer under their own name too, as in Redis 7.0.
+    for (alias, name) in ALIASES {
+        if args[2..].iter().any(|pat| glob_match(pat, alias.as_bytes(), true))
+            && let Some(p) = find_param(name)
+        {
+            out.push((Reply::bulk(*alias), Reply::bulk((p.get)(cfg, ev))));
         }
     }
     Ok(Reply::Map(out))
