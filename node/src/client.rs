@@ -263,6 +263,27 @@ impl Clients {
         }
     }
 
+    /// First step of a stop: refuse new connections (as [`Clients::close_all`]
+    /// does) and tell the client connections to stop, but not the feeds of
+    /// attached replicas, which must first carry the last writes.
+    pub fn close_normal(&self) {
+        self.closing.store(true, Ordering::Release);
+        for h in self.map.lock().values() {
+            if h.stop_on_shutdown && h.repl_role.load(Ordering::Relaxed) == crate::repl::client_role::NORMAL {
+                h.kill.notify_one();
+            }
+        }
+    }
+
+    /// Client connections still open that are not replica feeds.
+    pub fn normal_count(&self) -> usize {
+        self.map
+            .lock()
+            .values()
+            .filter(|h| h.stop_on_shutdown && h.repl_role.load(Ordering::Relaxed) == crate::repl::client_role::NORMAL)
+            .count()
+    }
+
     /// [`Clients::close_all`] has run: a wake of a connection's `kill`
     /// means stop.
     pub fn is_closing(&self) -> bool {

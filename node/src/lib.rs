@@ -12,14 +12,16 @@
 //! - [`server`]: listeners, the accept loop (connection cap), the connection
 //!   threads and their balancer ([`server::threads`]), one task per
 //!   connection ([`server::conn`]), active expiry, the admin HTTP port
-//!   ([`server::admin`]: `/metrics`, `/healthz`, `/readyz`), graceful shutdown.
+//!   ([`server::admin`]: `/metrics`, `/healthz`, `/readyz`), and stopping
+//!   (SIGTERM or `SHUTDOWN`: [`server::Running::stop`]).
 //! - [`resp`]: two-phase request parsing (RESP multibulk and inline) and
 //!   reply encoding for RESP2 and RESP3.
 //! - [`cmd`]: the command table. One file per command family; each spec names
 //!   its arity, flags and key positions, and a handler that parses and applies
 //!   the command through a [`cmd::Ctx`].
 //! - [`db`]: the keyspace. 16384 slot tables in 64 independently locked
-//!   partitions, compact entries, lazy and active expiry, eviction.
+//!   partitions, compact entries, lazy and active expiry, eviction, and the
+//!   encoding thresholds ([`db::limits`]).
 //! - [`state`]: what all connections share (keyspace, config, clients,
 //!   pub/sub, blocked clients, WATCH registry, statistics, metrics).
 //! - [`session`]: per-connection state (protocol, auth, MULTI, subscriptions).

@@ -64,13 +64,16 @@ fn main() -> anyhow::Result<()> {
         }
         tracing::info!(addrs = ?running.addrs, "ready to accept connections");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-        running.shutdown().await;
-        anyhow::Ok(())
+        let opts = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Default::default(),
+            _ = term.recv() => Default::default(),
+            opts = running.stop_requested() => opts,
+        };
+        tracing::info!(?opts, "shutting down");
+        running
+            .stop(opts)
+            .await
+            .map_err(|e| anyhow::anyhow!("stopped, but the final snapshot failed: {e}"))
     })?;
     Ok(())
 }

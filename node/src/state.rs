@@ -192,6 +192,8 @@ pub struct State {
     pub cluster: crate::cluster::Cluster,
     /// Connection threads: how many exist and how many take connections.
     pub io_threads: crate::server::threads::Counts,
+    /// `SHUTDOWN` asks here; the process that runs the server stops it.
+    pub stop: crate::server::shutdown::StopRequest,
 }
 
 impl AsRef<Db> for State {
@@ -257,6 +259,7 @@ impl State {
             this: this.clone(),
             cluster: crate::cluster::Cluster::default(),
             io_threads: Default::default(),
+            stop: Default::default(),
         })
     }
 

@@ -1,4 +1,4 @@
-//! Snapshot commands: SAVE, BGSAVE, LASTSAVE, and DIGEST.
+//! Snapshot commands: SAVE, BGSAVE, LASTSAVE, SHUTDOWN, and DIGEST.
 //!
 //! SAVE and BGSAVE take no partition locks themselves (the cut takes them
 //! all for an instant), so they are `KeySpec::None`. Inside MULTI/EXEC every
@@ -16,6 +16,7 @@ use super::{CmdResult, CommandSpec, Ctx, KeySpec};
 use crate::persist::digest;
 use crate::persist::save::{self, SaveError};
 use crate::resp::Reply;
+use crate::server::shutdown::StopOptions;
 use crate::slot::SLOTS;
 
 macro_rules! spec {
@@ -65,6 +66,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         "1.0.0",
         "O(1)",
         "Returns the Unix timestamp of the last successful save to disk."
+    ),
+    spec!(
+        "shutdown",
+        -1,
+        ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI | ALLOW_BUSY,
+        KeySpec::None,
+        shutdown,
+        "1.0.0",
+        "O(N) when saving, where N is the total number of keys in all databases when saving data, otherwise O(1)",
+        "Synchronously saves the database(s) to disk and shuts down the Redis server."
     ),
     spec!(
         "digest",
@@ -128,6 +139,42 @@ fn bgsave_cmd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         )),
         Err(e) => Err(Reply::err(format!("ERR {e}"))),
     }
+}
+
+/// `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]`: ask the process to stop
+/// ([`crate::server::Running::stop`] says in which order) and close this
+/// connection without a reply, as Redis does on success. `FORCE` is
+/// accepted: an error never keeps this node up (see `stop`). `ABORT`
+/// cancels a stop that is waiting for replicas in Redis; here client
+/// connections are closed the moment a stop begins, so none is ever in
+/// progress for a client to see.
+fn shutdown(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let (mut save, mut nosave, mut now, mut abort, mut other) = (false, false, false, false, false);
+    for a in &args[1..] {
+        match () {
+            _ if is(a, "NOSAVE") => nosave = true,
+            _ if is(a, "SAVE") => save = true,
+            _ if is(a, "NOW") => now = true,
+            _ if is(a, "FORCE") => other = true,
+            _ if is(a, "ABORT") => abort = true,
+            _ => return Err(super::parse::syntax()),
+        }
+    }
+    if (abort && (save || nosave || now || other)) || (save && nosave) {
+        return Err(super::parse::syntax());
+    }
+    if abort {
+        return Err(Reply::err("ERR No shutdown in progress."));
+    }
+    tracing::info!(client = ctx.session.handle.id, "SHUTDOWN requested");
+    ctx.state.stop.request(StopOptions {
+        save: (save || nosave).then_some(save),
+        now,
+    });
+    // No reply: the connection just closes, as in Redis.
+    ctx.session.close = true;
+    ctx.session.reply_skipping = true;
+    Ok(Reply::Ok)
 }
 
 fn lastsave(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {

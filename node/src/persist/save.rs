@@ -184,6 +184,18 @@ pub fn save(state: &Arc<State>) -> Result<(), SaveError> {
     })
 }
 
+/// The snapshot a stopping node writes: like [`save`], but a save already
+/// running (scheduled or BGSAVE) is waited for and then followed by this
+/// one, since it was cut before the last writes.
+pub fn final_save(state: &Arc<State>) -> Result<(), SaveError> {
+    loop {
+        match save(state) {
+            Err(SaveError::InProgress) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            other => return other,
+        }
+    }
+}
+
 /// Should the schedule start a save now?
 fn due(state: &State, now_ms: u64) -> bool {
     let s = &state.saves;

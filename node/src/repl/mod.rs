@@ -462,6 +462,15 @@ impl Repl {
         }
     }
 
+    /// Replicas streaming (past their full sync).
+    pub fn online_count(&self) -> usize {
+        self.replicas
+            .lock()
+            .iter()
+            .filter(|p| p.state.load(Ordering::Relaxed) == sender_state::ONLINE)
+            .count()
+    }
+
     /// Replicas that acknowledged offset `target` or later.
     pub fn acked_count(&self, target: u64) -> usize {
         self.replicas

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::config::{Config, ServeArgs};
 use crate::db::Db;
 use crate::state::State;
-use shutdown::Shutdown;
+use shutdown::{Shutdown, StopOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -64,17 +64,104 @@ impl Running {
         self.addrs[0]
     }
 
-    /// Stop accepting, close every connection, and wait for all tasks to end.
-    /// Then the log writer writes and fsyncs what is left, so a clean
-    /// shutdown loses nothing whatever `appendfsync` says.
-    pub async fn shutdown(mut self) {
+    /// Wait until a client asks the node to stop (`SHUTDOWN`).
+    pub async fn stop_requested(&self) -> StopOptions {
+        self.state.stop.requested().await
+    }
+
+    /// [`Running::stop`] with a signal's defaults.
+    pub async fn shutdown(self) {
+        let _ = self.stop(StopOptions::default()).await;
+    }
+
+    /// Stop the node as Redis does on SIGTERM or `SHUTDOWN`, in an order
+    /// that keeps every acknowledged write:
+    ///
+    /// 1. client connections are closed (new ones are refused) and we wait
+    ///    until they have ended, so no write can be acknowledged after;
+    /// 2. a primary then waits, up to [`REPLICA_CATCH_UP`], until each online
+    ///    replica acknowledged the final offset (unless `now`), so a
+    ///    replica promoted next holds every write (Redis 7's
+    ///    `shutdown-timeout`);
+    /// 3. every other task stops (replica feeds, the link to a primary);
+    /// 4. a snapshot is written when save points are configured (or `SAVE`
+    ///    asked for one; never with `NOSAVE`), as Redis' final save;
+    /// 5. the log writer writes and fsyncs what is left, so a clean
+    ///    shutdown loses nothing whatever `appendfsync` says.
+    ///
+    /// A failed final save is an `Err` (the caller exits non-zero). Redis
+    /// would stay up and answer `SHUTDOWN` with an error; here the
+    /// connections are closed before the snapshot so that it holds every
+    /// acknowledged write, so there is no client left to tell.
+    pub async fn stop(mut self, opts: StopOptions) -> Result<(), String> {
+        let state = self.state.clone();
+        state.clients.close_normal();
+        let drained = tokio::time::Instant::now() + CLIENTS_DRAIN;
+        while state.clients.normal_count() > 0 && tokio::time::Instant::now() < drained {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !opts.now {
+            wait_for_replicas(&state).await;
+        }
         let _ = self.notify_shutdown.send(());
         // Client connections listen to their own `kill` signal only.
-        self.state.clients.close_all();
+        state.clients.close_all();
         drop(self.done_tx.take());
         let _ = self.done_rx.recv().await;
-        let state = self.state.clone();
+        let save = opts.save.unwrap_or_else(|| !state.config.save_points.read().is_empty());
+        let mut result = Ok(());
+        if save {
+            let s = state.clone();
+            result = tokio::task::spawn_blocking(move || crate::persist::save::final_save(&s))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match &result {
+                Ok(()) => tracing::info!("final snapshot saved"),
+                Err(e) => tracing::error!(error = %e, "final snapshot failed"),
+            }
+        }
         let _ = tokio::task::spawn_blocking(move || crate::persist::aof::stop_writer(&state)).await;
+        result
+    }
+}
+
+/// How long a stop waits for closed client connections to end.
+const CLIENTS_DRAIN: Duration = Duration::from_secs(5);
+/// How long a stopping primary waits for its replicas (Redis'
+/// `shutdown-timeout` default).
+pub const REPLICA_CATCH_UP: Duration = Duration::from_secs(10);
+
+/// Step 2 of [`Running::stop`]: ask every replica for an acknowledgement
+/// and wait until all online ones reached this node's final offset.
+async fn wait_for_replicas(state: &State) {
+    if state.repl.is_replica() {
+        return;
+    }
+    let online = state.repl.online_count();
+    if online == 0 {
+        return;
+    }
+    let target = state.db.wlog.offset();
+    let deadline = tokio::time::Instant::now() + REPLICA_CATCH_UP;
+    state.repl.getack.fetch_add(1, Ordering::Relaxed);
+    state.db.wlog.appended.notify_waiters();
+    loop {
+        let notified = state.repl.acked.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let acked = state.repl.acked_count(target);
+        if acked >= online.min(state.repl.online_count()) {
+            tracing::info!(replicas = acked, offset = target, "replicas caught up before stopping");
+            return;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(acked, online, offset = target, "stopping before every replica caught up");
+                return;
+            }
+        }
     }
 }
 

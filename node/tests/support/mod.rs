@@ -433,3 +433,75 @@ impl Diff {
         assert!(a.is_error(), "expected an error for {args:?}, got {a:?}");
     }
 }
+
+/// The real `ferrokv-node` binary as a child process; killed (by PID) on
+/// drop unless it already exited.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Binary {
+    /// Start the binary on a free loopback port with `args` and wait until
+    /// it listens.
+    pub fn start(args: &[&str]) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrokv-node"))
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ferrokv-node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("ferrokv-node listening on ") {
+                    let _ = tx.send(a.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("ferrokv-node did not start")
+            .parse()
+            .expect("address");
+        Binary { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal` (a `kill` signal name such as "TERM") to this process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} {}", self.pid());
+    }
+
+    /// Wait up to `limit` for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "ferrokv-node did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
