@@ -273,6 +273,10 @@ pub struct Config {
     /// nothing but memory use shows (7.0 reports every list as `quicklist`);
     /// ferrokv's list has no such nodes ([`crate::db::list`]).
     pub list_max_listpack_size: AtomicI64,
+    /// DEL frees big values in the background, as UNLINK.
+    pub lazyfree_lazy_user_del: AtomicBool,
+    /// FLUSHALL/FLUSHDB without an argument are ASYNC.
+    pub lazyfree_lazy_user_flush: AtomicBool,
 }
 
 /// Parse Redis' `save` value: pairs of seconds and changes, or "" for none.
@@ -334,6 +338,8 @@ impl Default for Config {
             cluster_config_file: "nodes.json".into(),
             limits: SharedLimits::default(),
             list_max_listpack_size: AtomicI64::new(-2),
+            lazyfree_lazy_user_del: AtomicBool::new(false),
+            lazyfree_lazy_user_flush: AtomicBool::new(false),
         }
     }
 }
@@ -666,6 +672,22 @@ pub static PARAMS: &[Param] = &[
                 "{v}: ferrokv does not compress lists (only 0 is supported)"
             ))),
             _ => Err(ConfigError::Range(0, i32::MAX.into())),
+        }),
+    },
+    Param {
+        name: "lazyfree-lazy-user-del",
+        get: |c, _| yes_no(c.lazyfree_lazy_user_del.load(Ordering::Relaxed)),
+        set: Some(|c, _, v| {
+            c.lazyfree_lazy_user_del.store(parse_yes_no(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "lazyfree-lazy-user-flush",
+        get: |c, _| yes_no(c.lazyfree_lazy_user_flush.load(Ordering::Relaxed)),
+        set: Some(|c, _, v| {
+            c.lazyfree_lazy_user_flush.store(parse_yes_no(v)?, Ordering::Relaxed);
+            Ok(())
         }),
     },
     Param {

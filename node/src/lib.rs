@@ -20,8 +20,9 @@
 //!   its arity, flags and key positions, and a handler that parses and applies
 //!   the command through a [`cmd::Ctx`].
 //! - [`db`]: the keyspace. 16384 slot tables in 64 independently locked
-//!   partitions, compact entries, lazy and active expiry, eviction, and the
-//!   encoding thresholds ([`db::limits`]).
+//!   partitions, compact entries, lazy and active expiry, eviction, the
+//!   encoding thresholds ([`db::limits`]), and the background freer of big
+//!   deleted values ([`db::lazyfree`]).
 //! - [`state`]: what all connections share (keyspace, config, clients,
 //!   pub/sub, blocked clients, WATCH registry, statistics, metrics).
 //! - [`session`]: per-connection state (protocol, auth, MULTI, subscriptions).

@@ -282,7 +282,7 @@ fn step(db: &Db, m: &mut Model, op: &Op) -> Result<(), String> {
             }
         }
         Op::Clear => {
-            db.lock_all(now).clear();
+            db.lock_all(now).clear(false);
             m.keys.clear();
         }
     }
@@ -338,7 +338,7 @@ fn clear_returns_memory_to_zero() {
     }
     assert_eq!(db.key_counts(), (1001, 334));
     assert!(db.used_memory() > 1000 * 16);
-    assert_eq!(db.lock_all(0).clear(), 1001);
+    assert_eq!(db.lock_all(0).clear(true), 1001);
     assert_eq!(db.key_counts(), (0, 0));
     assert_eq!(db.used_memory(), 0);
 }

@@ -1156,6 +1156,59 @@ fn memory_usage_and_help() {
     assert!(help.contains(&Frame::Simple("USAGE <key> [SAMPLES <count>]".into())));
 }
 
+/// UNLINK, FLUSHALL ASYNC and the `lazyfree-lazy-user-*` switches hand big
+/// values to the background freer exactly when Redis does: INFO's
+/// `lazyfreed_objects` counts the same on both servers (a big value as one
+/// object, a flushed keyspace as its keys; small values are freed inline).
+#[test]
+fn lazy_freeing_counts_as_in_redis() {
+    let mut d = Diff::new();
+    let lazyfreed = |c: &mut RawClient| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let f = fields(&text(c.cmd(&["INFO", "memory"])));
+            if f["lazyfree_pending_objects"] == "0" || std::time::Instant::now() > deadline {
+                return f["lazyfreed_objects"].clone();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let fill = |d: &mut Diff, key: &str, n: usize| {
+        let mut args = vec!["SADD".to_string(), key.to_string()];
+        args.extend((0..n).map(|i| format!("m{i}")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        d.check(&args);
+    };
+    d.check(&["CONFIG", "RESETSTAT"]);
+    let step = |d: &mut Diff, args: &[&str], what: &str| {
+        d.check(args);
+        let (ours, theirs) = (lazyfreed(&mut d.ours), lazyfreed(&mut d.theirs));
+        assert_eq!(ours, theirs, "lazyfreed_objects after {what}");
+        ours
+    };
+    fill(&mut d, "big", 1000);
+    fill(&mut d, "small", 10);
+    assert_eq!(step(&mut d, &["UNLINK", "big", "small"], "UNLINK"), "1");
+    fill(&mut d, "big", 1000);
+    assert_eq!(step(&mut d, &["DEL", "big"], "DEL"), "1", "DEL frees inline by default");
+    d.check(&["CONFIG", "SET", "lazyfree-lazy-user-del", "yes"]);
+    fill(&mut d, "big", 1000);
+    assert_eq!(step(&mut d, &["DEL", "big"], "DEL with lazyfree-lazy-user-del"), "2");
+    for i in 0..5 {
+        fill(&mut d, &format!("k{i}"), 3);
+    }
+    assert_eq!(step(&mut d, &["FLUSHALL", "SYNC"], "FLUSHALL SYNC"), "2");
+    for i in 0..5 {
+        fill(&mut d, &format!("k{i}"), 3);
+    }
+    assert_eq!(step(&mut d, &["FLUSHALL", "ASYNC"], "FLUSHALL ASYNC"), "7");
+    d.check(&["CONFIG", "SET", "lazyfree-lazy-user-flush", "yes"]);
+    fill(&mut d, "k", 3);
+    assert_eq!(step(&mut d, &["FLUSHDB"], "FLUSHDB with lazyfree-lazy-user-flush"), "8");
+    d.check_unordered(&["CONFIG", "GET", "lazyfree-lazy-user-*"]);
+    assert_eq!(step(&mut d, &["CONFIG", "RESETSTAT"], "CONFIG RESETSTAT"), "0");
+}
+
 // ---------------------------------------------------------------- SLOWLOG / LATENCY
 
 #[test]

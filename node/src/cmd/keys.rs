@@ -7,6 +7,8 @@
 //! introspection never changes what LRU/LFU eviction sees. Renames move the
 //! entry itself, so TTL, access clock and string encoding travel with it.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use rand::Rng;
 
@@ -85,7 +87,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         -2,
         WRITE | FAST,
         ALL_FROM_1,
-        del,
+        unlink,
         "4.0.0",
         "O(1) for each key removed regardless of its size.",
         "Asynchronously deletes one or more keys."
@@ -348,9 +350,23 @@ pub static COMMANDS: &[CommandSpec] = &[
 ];
 
 fn del(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let lazy = ctx.state.config.lazyfree_lazy_user_del.load(Ordering::Relaxed);
+    remove_keys(ctx, args, lazy)
+}
+
+/// UNLINK: as DEL, but a big value is freed by the background thread
+/// ([`crate::db::lazyfree`]), not under the partition lock.
+fn unlink(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    remove_keys(ctx, args, true)
+}
+
+fn remove_keys(ctx: &mut Ctx, args: &[&[u8]], lazy: bool) -> CmdResult {
     let mut n = 0;
     for key in &args[1..] {
-        if ctx.ks.remove(key).is_some() {
+        if let Some(v) = ctx.ks.remove(key) {
+            if lazy {
+                ctx.state.db.lazyfree.free_value(v);
+            }
             ctx.changed(key, GENERIC, "del");
             n += 1;
         }

@@ -629,17 +629,20 @@ fn dbsize(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Int(n as i64))
 }
 
-/// FLUSHALL and FLUSHDB (one database, so the same thing). The memory is
-/// given back right away either way, so ASYNC and SYNC only differ in name.
+/// FLUSHALL and FLUSHDB (one database, so the same thing). The keys are
+/// gone for every client at once either way; with ASYNC (or, without an
+/// argument, `lazyfree-lazy-user-flush yes`) their memory is freed by the
+/// background thread ([`crate::db::lazyfree`]) instead of under the locks.
 fn flushall(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    match args.len() {
-        1 => {}
-        2 if is(args[1], "ASYNC") || is(args[1], "SYNC") => {}
+    let lazy = match args.len() {
+        1 => ctx.state.config.lazyfree_lazy_user_flush.load(Ordering::Relaxed),
+        2 if is(args[1], "ASYNC") => true,
+        2 if is(args[1], "SYNC") => false,
         _ => return Err(syntax()),
-    }
+    };
     let ks = &mut ctx.ks;
     ctx.state.watches.touch_existing(|k| ks.contains_stored(k));
-    let removed = ctx.ks.clear();
+    let removed = ctx.ks.clear(lazy);
     // Clients blocked on keys look again (Redis' `scanDatabaseForDeletedStreams`):
     // XREADGROUP's stream is gone, which unblocks it with an error; the
     // others find nothing and keep waiting.

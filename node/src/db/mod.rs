@@ -22,6 +22,7 @@ pub mod entry;
 pub mod evict;
 pub mod expire;
 pub mod hash;
+pub mod lazyfree;
 pub mod limits;
 pub mod list;
 pub mod set;
@@ -139,6 +140,8 @@ pub struct Db {
     /// The running snapshot cut, if any: [`Keys`] lets it capture a slot
     /// before the slot's first change.
     pub cut: crate::persist::cut::CutState,
+    /// Frees big deleted values in the background ([`lazyfree`]).
+    pub lazyfree: lazyfree::LazyFree,
 }
 
 impl Default for Db {
@@ -188,6 +191,7 @@ impl Db {
             no_expire: std::sync::atomic::AtomicBool::new(false),
             record_new: std::sync::atomic::AtomicBool::new(false),
             cut: crate::persist::cut::CutState::default(),
+            lazyfree: Default::default(),
         }
     }
 
@@ -984,8 +988,10 @@ impl<'a> Keys<'a> {
         }
     }
 
-    /// Remove every key in the held partitions.
-    pub fn clear(&mut self) -> usize {
+    /// Remove every key in the held partitions; with `lazy` the tables are
+    /// freed in the background ([`lazyfree`]).
+    pub fn clear(&mut self, lazy: bool) -> usize {
+        let mut to_free = Vec::new();
         let mut removed = 0;
         let mut mem = 0i64;
         let cut = &self.db.cut;
@@ -994,9 +1000,17 @@ impl<'a> Keys<'a> {
             mem += g.mem as i64;
             for (i, st) in g.slots.iter_mut().enumerate() {
                 let table = std::mem::take(st).table;
-                if cut.is_active() {
-                    // A running cut takes tables it has not captured yet.
-                    cut.detach((i * PARTITIONS + *p) as u16, table);
+                // A running cut takes tables it has not captured yet.
+                let left = if cut.is_active() {
+                    cut.detach((i * PARTITIONS + *p) as u16, table)
+                } else {
+                    Some(table)
+                };
+                if let Some(t) = left
+                    && lazy
+                    && !t.is_empty()
+                {
+                    to_free.push(t);
                 }
             }
             g.keys = 0;
@@ -1005,6 +1019,9 @@ impl<'a> Keys<'a> {
         }
         self.touched.clear();
         self.db.adjust_mem(-mem);
+        if lazy {
+            self.db.lazyfree.free_tables(to_free, removed as u64);
+        }
         removed
     }
 

@@ -43,6 +43,21 @@ impl Value {
         }
     }
 
+    /// Roughly how many allocations dropping the value frees (Redis'
+    /// `lazyfreeGetFreeEffort`): one per element of a collection (a list's
+    /// long elements are boxed one by one, a hash's pairs, a set's members),
+    /// a stream's entries plus its consumer groups.
+    pub fn free_effort(&self) -> usize {
+        match self {
+            Value::Str(_) => 1,
+            Value::List(v) => v.len(),
+            Value::Hash(v) => v.len(),
+            Value::Set(v) => v.len(),
+            Value::ZSet(v) => v.len(),
+            Value::Stream(v) => v.len() + v.group_count(),
+        }
+    }
+
     /// Collections are deleted when they become empty, as in Redis. Streams are
     /// not: an empty stream is a valid key.
     pub fn is_empty_collection(&self) -> bool {

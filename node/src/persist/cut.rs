@@ -497,7 +497,7 @@ mod tests {
         assert!(matches!(start(&db), Err(CutBusy)));
         {
             let mut ks = db.lock_all(0);
-            ks.clear();
+            ks.clear(false);
             ks.set_str(b"after", b"flush", Expiry::Clear);
         }
         let got = collect(stream);
@@ -531,7 +531,7 @@ mod tests {
             left > 0
         });
         assert!(!evicted.is_empty(), "eviction found nothing to do");
-        db.lock_all(2000).clear();
+        db.lock_all(2000).clear(false);
         assert_eq!(db.key_counts().0, 0);
         let got = collect(stream);
         assert_eq!(got.len(), 3000, "the cut lost keys changed after it was taken");

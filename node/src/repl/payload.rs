@@ -142,7 +142,7 @@ pub fn verify(payload: &[u8], announced: u64) -> Result<u64, PayloadError> {
 pub fn load(state: &State, payload: &[u8]) -> Result<u64, PayloadError> {
     let db = &state.db;
     let now = crate::db::now_ms();
-    db.lock_all(now).clear();
+    db.lock_all(now).clear(false);
     let mut reader = SnapshotReader::new(payload)?;
     let mut n = 0;
     while let Some(block) = reader.next_block()? {

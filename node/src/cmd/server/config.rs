@@ -148,6 +148,7 @@ pub fn resetstat(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     }
     s.commands.reset();
     s.errors.lock().clear();
+    state.db.lazyfree.reset_freed();
     state.mem_peak.store(0, Ordering::Relaxed);
     Ok(Reply::Ok)
 }

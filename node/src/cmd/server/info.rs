@@ -222,7 +222,8 @@ fn memory(state: &State, s: &mut Section) {
         format!("{:.2}", rss as f64 / used.max(1) as f64),
     );
     s.field("mem_allocator", metrics::allocator_name());
-    s.field("lazyfree_pending_objects", 0);
+    s.field("lazyfree_pending_objects", state.db.lazyfree.pending());
+    s.field("lazyfreed_objects", state.db.lazyfree.freed());
 }
 
 /// Snapshot fields (Redis' `rdb_*` names, see [`crate::persist::save::info`]),
