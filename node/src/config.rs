@@ -438,13 +438,6 @@ pub static PARAMS: &[Param] = &[
         get: |c, _| notify::flags_to_string(c.notify_flags.load(Ordering::Relaxed)),
         set: Some(|c, _, v| {
             let f = notify::parse_flags(v).ok_or_else(|| ConfigError::Invalid(v.to_string()))?;
-            // Key-miss events are not emitted yet: refused, rather than
-            // accepted and never sent.
-            if f & notify::KEY_MISS != 0 {
-                return Err(ConfigError::Invalid(format!(
-                    "{v}: 'm' (key-miss events) is not supported"
-                )));
-            }
             c.notify_flags.store(f, Ordering::Relaxed);
             Ok(())
         }),

@@ -1021,7 +1021,7 @@ fn flush_and_oom_inside_transactions_match_redis() {
 
 /// `notify-keyspace-events n`: a `new` event for every key a command
 /// creates (not for an overwrite), before the command's own event, as
-/// Redis' `dbAdd` fires it; `m` (key misses) is refused until it is sent.
+/// Redis' `dbAdd` fires it.
 #[test]
 fn new_key_events_match_redis() {
     let d = Diff::new();
@@ -1069,8 +1069,116 @@ fn new_key_events_match_redis() {
         assert!(events.len() > 20, "{addr} sent events: {events:?}");
         events
     });
-    let mut c = RawClient::connect(d._server.addr);
-    assert!(c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Em"]).is_error());
+}
+
+/// Every read lookup counts a keyspace hit or miss and a miss sends a
+/// `keymiss` event (`notify-keyspace-events m`), for the same commands and
+/// as many times as Redis: each command below runs on a missing key and on
+/// one of the right type, and INFO's `keyspace_hits` / `keyspace_misses`
+/// and the events received must equal Redis'. Writes count nothing, and
+/// OBJECT counts but sends no event, as in Redis.
+#[test]
+fn keyspace_hits_misses_and_keymiss_events_match_redis() {
+    let cases: &[(&str, &[&str])] = &[
+        ("str", &["GET", "k"]),
+        ("str", &["STRLEN", "k"]),
+        ("str", &["GETRANGE", "k", "0", "1"]),
+        ("str", &["MGET", "k", "k2"]),
+        ("str", &["GETBIT", "k", "1"]),
+        ("str", &["BITCOUNT", "k"]),
+        ("str", &["BITPOS", "k", "1"]),
+        ("str", &["BITFIELD_RO", "k", "GET", "u8", "0"]),
+        ("str", &["LCS", "k", "k2"]),
+        ("str", &["EXISTS", "k", "k2"]),
+        ("str", &["TYPE", "k"]),
+        ("str", &["TTL", "k"]),
+        ("str", &["PEXPIRETIME", "k"]),
+        ("str", &["OBJECT", "ENCODING", "k"]),
+        ("str", &["TOUCH", "k"]),
+        ("str", &["GETDEL", "k"]),
+        ("str", &["GETEX", "k"]),
+        ("str", &["COPY", "k", "d"]),
+        ("str", &["BITOP", "AND", "d", "k"]),
+        ("str", &["APPEND", "k", "x"]),
+        ("str", &["SET", "k", "v", "GET"]),
+        ("str", &["RENAME", "k", "d"]),
+        ("str", &["EXPIRE", "k", "100"]),
+        ("list", &["LLEN", "k"]),
+        ("list", &["LRANGE", "k", "0", "-1"]),
+        ("list", &["LPOS", "k", "a"]),
+        ("list", &["LMOVE", "k", "d", "LEFT", "LEFT"]),
+        ("list", &["LPOP", "k"]),
+        ("hash", &["HGET", "k", "f"]),
+        ("hash", &["HGETALL", "k"]),
+        ("hash", &["HRANDFIELD", "k"]),
+        ("hash", &["HSCAN", "k", "0"]),
+        ("hash", &["HINCRBY", "k", "f", "1"]),
+        ("set", &["SMEMBERS", "k"]),
+        ("set", &["SMISMEMBER", "k", "m"]),
+        ("set", &["SINTER", "k", "k2"]),
+        ("set", &["SDIFF", "k"]),
+        ("set", &["SINTERCARD", "1", "k"]),
+        ("set", &["SINTERSTORE", "d", "k"]),
+        ("set", &["SUNIONSTORE", "d", "k"]),
+        ("set", &["SMOVE", "k", "d", "m"]),
+        ("set", &["SPOP", "k"]),
+        ("zset", &["ZSCORE", "k", "m"]),
+        ("zset", &["ZRANGE", "k", "0", "-1"]),
+        ("zset", &["ZRANK", "k", "m"]),
+        ("zset", &["ZRANDMEMBER", "k"]),
+        ("zset", &["ZUNION", "2", "k", "k2"]),
+        ("zset", &["ZINTERCARD", "1", "k"]),
+        ("zset", &["ZUNIONSTORE", "d", "1", "k"]),
+        ("zset", &["ZRANGESTORE", "d", "k", "0", "-1"]),
+        ("zset", &["ZPOPMIN", "k"]),
+        ("stream", &["XLEN", "k"]),
+        ("stream", &["XRANGE", "k", "-", "+"]),
+        ("stream", &["XREAD", "STREAMS", "k", "0"]),
+        ("stream", &["XINFO", "STREAM", "k"]),
+    ];
+    let setup = |ty: &str| -> Vec<&'static str> {
+        match ty {
+            "str" => vec!["SET", "k", "hello"],
+            "list" => vec!["RPUSH", "k", "a", "b"],
+            "hash" => vec!["HSET", "k", "f", "1"],
+            "set" => vec!["SADD", "k", "m", "n"],
+            "zset" => vec!["ZADD", "k", "1", "m"],
+            _ => vec!["XADD", "k", "1-1", "f", "v"],
+        }
+    };
+    let d = Diff::new();
+    same_on_both(&d, "hits, misses and keymiss events", |addr| {
+        let mut c = RawClient::connect(addr);
+        let mut sub = RawClient::connect(addr);
+        sub.set_timeout(Duration::from_secs(10));
+        c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KEm"]);
+        sub.cmd(&["PSUBSCRIBE", "__key*"]);
+        let mut seen = Vec::new();
+        for (ty, cmd) in cases {
+            for present in [false, true] {
+                c.cmd(&["FLUSHALL"]);
+                if present {
+                    c.cmd(&setup(ty));
+                }
+                c.cmd(&["CONFIG", "RESETSTAT"]);
+                c.cmd(cmd);
+                let f = fields(&text(c.cmd(&["INFO", "stats"])));
+                seen.push(format!(
+                    "{cmd:?} present={present}: hits {} misses {}",
+                    f["keyspace_hits"], f["keyspace_misses"]
+                ));
+            }
+        }
+        // The events, up to a marker published last.
+        c.cmd(&["PUBLISH", "__key-end", "."]);
+        loop {
+            match sub.read() {
+                Frame::Array(v) if v.get(2) == Some(&Frame::bulk("__key-end")) => break,
+                f => seen.push(format!("{f:?}")),
+            }
+        }
+        seen
+    });
 }
 
 /// Lowering `maxmemory` evicts at once (with its `evicted` event), not at

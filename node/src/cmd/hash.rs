@@ -9,8 +9,6 @@
 //! so its results match Redis digit for digit. Also
 //! home of the HSCAN/SSCAN argument parsing, which the set family shares.
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 use rand::Rng;
 
@@ -22,7 +20,6 @@ use crate::db::hash::Hash;
 
 use crate::notify;
 use crate::resp::Reply;
-use crate::state::State;
 
 const ERR_HASH_NOT_INT: &str = "ERR hash value is not an integer";
 const ERR_HASH_NOT_FLOAT: &str = "ERR hash value is not a float";
@@ -201,13 +198,6 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-/// Count a keyspace hit or miss without borrowing the whole [`Ctx`] (the
-/// looked-up value still borrows `ctx.ks`).
-pub(super) fn hit(state: &State, found: bool) {
-    let s = &state.stats;
-    if found { &s.keyspace_hits } else { &s.keyspace_misses }.fetch_add(1, Ordering::Relaxed);
-}
-
 fn wrong_args(name: &str) -> Reply {
     Reply::err(format!("ERR wrong number of arguments for '{name}' command"))
 }
@@ -222,7 +212,7 @@ fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Hash>, Reply> {
         .get_obj::<Hash>(key)
         .map_err(Reply::err)?
         .filter(|h| !h.is_empty());
-    hit(state, h.is_some());
+    super::looked_up(state, &mut ctx.events, key, h.is_some());
     Ok(h)
 }
 

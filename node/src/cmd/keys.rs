@@ -378,7 +378,7 @@ fn exists(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut n = 0;
     for key in &args[1..] {
         let found = ctx.ks.peek(key).is_some();
-        ctx.hit(found);
+        ctx.looked_up(key, found);
         n += found as i64;
     }
     Ok(Reply::Int(n))
@@ -386,7 +386,7 @@ fn exists(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 
 fn type_(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let t = ctx.ks.peek(args[1]).map_or("none", Entry::type_name);
-    ctx.hit(t != "none");
+    ctx.looked_up(args[1], t != "none");
     Ok(Reply::status(t))
 }
 
@@ -394,7 +394,7 @@ fn touch(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut n = 0;
     for key in &args[1..] {
         let found = ctx.ks.get(key).is_some();
-        ctx.hit(found);
+        ctx.looked_up(key, found);
         n += found as i64;
     }
     Ok(Reply::Int(n))
@@ -499,7 +499,7 @@ fn pexpireat(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 fn ttl_generic(ctx: &mut Ctx, key: &[u8], ms: bool, absolute: bool) -> CmdResult {
     let now = ctx.ks.now;
     let found = ctx.ks.peek(key).map(Entry::expire_at);
-    ctx.hit(found.is_some());
+    ctx.looked_up(key, found.is_some());
     let Some(expire) = found else {
         return Ok(Reply::Int(-2));
     };
@@ -605,7 +605,7 @@ fn copy(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         .ks
         .get(src)
         .map(|e| (e.clone_value(), e.expire_at(), e.flags & ENCODING_FLAGS));
-    ctx.hit(found.is_some());
+    ctx.looked_up(src, found.is_some());
     let Some((value, expire, flags)) = found else {
         return Ok(Reply::Int(0));
     };
@@ -736,6 +736,7 @@ fn randomkey(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
 }
 
 fn object_encoding(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ctx.count_lookup(args[2], false);
     Ok(match ctx.ks.peek(args[2]) {
         None => Reply::Null,
         Some(e) => Reply::bulk(match e.obj() {
@@ -757,6 +758,7 @@ fn object_refcount(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     // with a memory limit needs a per-key access clock.
     let shared_ok =
         ctx.state.config.maxmemory.load(std::sync::atomic::Ordering::Relaxed) == 0 || !lru_or_lfu_policy(ctx);
+    ctx.count_lookup(args[2], false);
     Ok(match ctx.ks.peek(args[2]) {
         None => Reply::Null,
         Some(e) => {
@@ -772,6 +774,7 @@ fn object_refcount(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 }
 
 fn object_freq(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ctx.count_lookup(args[2], false);
     let now = ctx.ks.now;
     let Some(lru) = ctx.ks.peek(args[2]).map(|e| e.lru) else {
         return Ok(Reply::Null);
@@ -783,6 +786,7 @@ fn object_freq(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 }
 
 fn object_idletime(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ctx.count_lookup(args[2], false);
     let clock = ctx.ks.lru_clock();
     let Some(idle) = ctx.ks.peek(args[2]).map(|e| evict::idle_seconds(e, clock)) else {
         return Ok(Reply::Null);

@@ -579,7 +579,7 @@ fn read_list(ctx: &mut Ctx, key: &[u8], f: impl FnOnce(Option<&List>) -> CmdResu
         }
         Err(e) => (true, Err(wrongtype(e))),
     };
-    ctx.hit(found);
+    ctx.looked_up(key, found);
     out
 }
 

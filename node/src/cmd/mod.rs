@@ -525,15 +525,46 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Count a keyspace hit or miss (INFO stats).
-    pub fn hit(&self, found: bool) {
-        let s = &self.state.stats;
-        if found { &s.keyspace_hits } else { &s.keyspace_misses }.fetch_add(1, Ordering::Relaxed);
+    /// Count a read lookup of `key` as [`Ctx::looked_up`] would, for
+    /// commands whose own lookup cannot (the value borrows the keyspace
+    /// while they work): OBJECT (`notify` false: Redis' lookup there sends
+    /// no key-miss event) and XINFO.
+    pub fn count_lookup(&mut self, key: &[u8], notify: bool) {
+        let found = self.ks.peek(key).is_some();
+        if notify {
+            self.looked_up(key, found);
+        } else {
+            count_stats(self.state, found);
+        }
+    }
+
+    /// A read lookup of `key` ended (Redis' `lookupKeyRead`): a keyspace hit
+    /// or miss for INFO, and on a miss the `keymiss` event.
+    pub fn looked_up(&mut self, key: &[u8], found: bool) {
+        looked_up(self.state, &mut self.events, key, found);
     }
 
     pub fn proto(&self) -> u8 {
         self.session.proto
     }
+}
+
+/// [`Ctx::looked_up`] without borrowing the whole [`Ctx`] (for a handler
+/// whose looked-up value still borrows `ctx.ks`: pass `&mut ctx.events`).
+pub(crate) fn looked_up(state: &State, events: &mut Vec<Event>, key: &[u8], found: bool) {
+    count_stats(state, found);
+    if !found && state.config.notify_flags.load(Ordering::Relaxed) & crate::notify::KEY_MISS != 0 {
+        events.push(Event {
+            class: crate::notify::KEY_MISS,
+            event: "keymiss",
+            key: Bytes::copy_from_slice(key),
+        });
+    }
+}
+
+fn count_stats(state: &State, found: bool) {
+    let s = &state.stats;
+    if found { &s.keyspace_hits } else { &s.keyspace_misses }.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What a command asks of its connection.

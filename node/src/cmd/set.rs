@@ -13,7 +13,7 @@ use rand::Rng;
 
 use super::flags::*;
 use super::hash::{
-    ERR_OUT_OF_RANGE, ERR_RANGE_COUNT, MAX_RANDOM_REPLY, distinct_positions, hit, scan_cursor, scan_matches, scan_opts,
+    ERR_OUT_OF_RANGE, ERR_RANGE_COUNT, MAX_RANDOM_REPLY, distinct_positions, scan_cursor, scan_matches, scan_opts,
     scan_reply,
 };
 use super::{CmdResult, CommandSpec, Ctx, KeySpec, all_keys_from, one_key, parse};
@@ -231,7 +231,7 @@ fn read<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a Set>, Reply> {
         .get_obj::<Set>(key)
         .map_err(Reply::err)?
         .filter(|s| !s.is_empty());
-    hit(state, s.is_some());
+    super::looked_up(state, &mut ctx.events, key, s.is_some());
     Ok(s)
 }
 
@@ -433,24 +433,16 @@ fn smove(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     Ok(Reply::Int(1))
 }
 
-/// How the source sets of a set-algebra command are looked up: reads count
-/// keyspace hits, the STORE variants look keys up for writing (no stats).
-#[derive(Clone, Copy, PartialEq)]
-enum Lookup {
-    Read,
-    Write,
-}
-
 /// Sizes of the source sets (`None` = missing), checking every key's type
-/// first as Redis does (WRONGTYPE wins over a missing key anywhere).
-fn source_sizes(ctx: &mut Ctx, keys: &[&[u8]], lookup: Lookup) -> Result<Vec<Option<usize>>, Reply> {
+/// first as Redis does (WRONGTYPE wins over a missing key anywhere). Each
+/// lookup counts a keyspace hit or miss, the STORE variants' too (Redis
+/// looks their sources up for reading).
+fn source_sizes(ctx: &mut Ctx, keys: &[&[u8]]) -> Result<Vec<Option<usize>>, Reply> {
     let mut sizes = Vec::with_capacity(keys.len());
     for k in keys {
         let state = ctx.state;
         let s = ctx.ks.get_obj::<Set>(k).map_err(Reply::err)?;
-        if lookup == Lookup::Read {
-            hit(state, s.is_some());
-        }
+        super::looked_up(state, &mut ctx.events, k, s.is_some());
         sizes.push(s.map(Set::len));
     }
     Ok(sizes)
@@ -466,8 +458,8 @@ fn members(ctx: &mut Ctx, key: &[u8]) -> Vec<Bytes> {
 
 /// The intersection, in the order of the smallest set, stopping after
 /// `limit` members (0 = no limit). `None` when a key is missing.
-fn intersect(ctx: &mut Ctx, keys: &[&[u8]], lookup: Lookup, limit: usize) -> Result<Vec<Bytes>, Reply> {
-    let sizes = source_sizes(ctx, keys, lookup)?;
+fn intersect(ctx: &mut Ctx, keys: &[&[u8]], limit: usize) -> Result<Vec<Bytes>, Reply> {
+    let sizes = source_sizes(ctx, keys)?;
     if sizes.iter().any(Option::is_none) {
         return Ok(Vec::new());
     }
@@ -489,7 +481,7 @@ fn intersect(ctx: &mut Ctx, keys: &[&[u8]], lookup: Lookup, limit: usize) -> Res
 }
 
 fn sinter(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let r = intersect(ctx, &args[1..], Lookup::Read, 0)?;
+    let r = intersect(ctx, &args[1..], 0)?;
     Ok(Reply::Set(bulks(r.iter())))
 }
 
@@ -524,7 +516,7 @@ fn sintercard(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             return Err(parse::syntax());
         }
     }
-    let r = intersect(ctx, &args[2..end], Lookup::Read, limit)?;
+    let r = intersect(ctx, &args[2..end], limit)?;
     Ok(Reply::Int(r.len() as i64))
 }
 
@@ -542,7 +534,7 @@ fn store(ctx: &mut Ctx, dst: &[u8], result: Set, event: &'static str) -> CmdResu
 }
 
 fn sinterstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let r = intersect(ctx, &args[2..], Lookup::Write, 0)?;
+    let r = intersect(ctx, &args[2..], 0)?;
     let lim = ctx.limits();
     let mut result = Set::default();
     for m in r {
@@ -559,8 +551,8 @@ enum Op {
 
 /// SUNION/SDIFF as Redis' `sunionDiffGenericCommand`: members are added to
 /// (and, for the second SDIFF algorithm, removed from) a fresh set.
-fn union_diff(ctx: &mut Ctx, keys: &[&[u8]], op: Op, lookup: Lookup) -> Result<Set, Reply> {
-    let sizes = source_sizes(ctx, keys, lookup)?;
+fn union_diff(ctx: &mut Ctx, keys: &[&[u8]], op: Op) -> Result<Set, Reply> {
+    let sizes = source_sizes(ctx, keys)?;
     let lim = ctx.limits();
     let mut result = Set::default();
     match op {
@@ -620,22 +612,22 @@ fn union_diff(ctx: &mut Ctx, keys: &[&[u8]], op: Op, lookup: Lookup) -> Result<S
 }
 
 fn sunion(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let r = union_diff(ctx, &args[1..], Op::Union, Lookup::Read)?;
+    let r = union_diff(ctx, &args[1..], Op::Union)?;
     Ok(Reply::Set(bulks(r.iter())))
 }
 
 fn sdiff(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let r = union_diff(ctx, &args[1..], Op::Diff, Lookup::Read)?;
+    let r = union_diff(ctx, &args[1..], Op::Diff)?;
     Ok(Reply::Set(bulks(r.iter())))
 }
 
 fn sunionstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let r = union_diff(ctx, &args[2..], Op::Union, Lookup::Write)?;
+    let r = union_diff(ctx, &args[2..], Op::Union)?;
     store(ctx, args[1], r, "sunionstore")
 }
 
 fn sdiffstore(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let r = union_diff(ctx, &args[2..], Op::Diff, Lookup::Write)?;
+    let r = union_diff(ctx, &args[2..], Op::Diff)?;
     store(ctx, args[1], r, "sdiffstore")
 }
 

@@ -632,7 +632,7 @@ fn xtrim(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 
 fn xlen(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let len = ctx.ks.get_obj::<Stream>(args[1]).map_err(Reply::err)?.map(Stream::len);
-    ctx.hit(len.is_some());
+    ctx.looked_up(args[1], len.is_some());
     Ok(Reply::Int(len.unwrap_or(0) as i64))
 }
 
@@ -667,7 +667,7 @@ fn range_generic(ctx: &mut Ctx, args: &[&[u8]], rev: bool) -> CmdResult {
         Some(_) if count == 0 => (true, Reply::NullArray),
         Some(s) => (true, entries_reply(&s.range(start, end, count.max(0) as usize, rev))),
     };
-    ctx.hit(found);
+    ctx.looked_up(args[1], found);
     Ok(reply)
 }
 
@@ -789,8 +789,12 @@ fn read_generic(ctx: &mut Ctx, args: &[&[u8]], grouped: bool) -> CmdResult {
     }
 
     let mut from = Vec::with_capacity(n);
+    let state = ctx.state;
     for (key, id_arg) in keys.iter().zip(id_args) {
         let s = ctx.ks.get_obj::<Stream>(key).map_err(Reply::err)?;
+        // Redis looks each stream up twice (here to check the type and
+        // resolve `$`, and again to serve it), and INFO counts both.
+        super::looked_up(state, &mut ctx.events, key, s.is_some());
         let last = s.map(|s| s.last_id);
         if let Some((g, _)) = group
             && s.and_then(|s| s.group(g)).is_none()
@@ -821,7 +825,7 @@ fn read_generic(ctx: &mut Ctx, args: &[&[u8]], grouped: bool) -> CmdResult {
     let mut out = Vec::new();
     for (key, f) in keys.iter().zip(&from) {
         let found = ctx.ks.get(key).is_some();
-        ctx.hit(found);
+        ctx.looked_up(key, found);
         match group {
             None => {
                 let ReadFrom::After(gt) = *f else { continue };
@@ -1650,6 +1654,7 @@ fn entries_read_reply(n: i64) -> Reply {
 }
 
 fn xinfo_stream(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ctx.count_lookup(args[2], true);
     let Some(s) = ctx.ks.get_obj::<Stream>(args[2]).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_NO_SUCH_KEY));
     };
@@ -1752,6 +1757,7 @@ fn xinfo_stream(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 }
 
 fn xinfo_groups(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ctx.count_lookup(args[2], true);
     let Some(s) = ctx.ks.get_obj::<Stream>(args[2]).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_NO_SUCH_KEY));
     };
@@ -1772,6 +1778,7 @@ fn xinfo_groups(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 }
 
 fn xinfo_consumers(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    ctx.count_lookup(args[2], true);
     let now = ctx.ks.now as i64;
     let Some(s) = ctx.ks.get_obj::<Stream>(args[2]).map_err(Reply::err)? else {
         return Err(Reply::err(ERR_NO_SUCH_KEY));

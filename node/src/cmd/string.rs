@@ -401,7 +401,7 @@ fn with_str<R>(ctx: &mut Ctx, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<
         None => Ok(None),
         Some(e) => e.str_value().map(|v| Some(f(v))).ok_or_else(|| Reply::err(WRONGTYPE)),
     };
-    ctx.hit(!matches!(r, Ok(None)));
+    ctx.looked_up(key, !matches!(r, Ok(None)));
     r
 }
 
@@ -680,7 +680,7 @@ fn mget(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut out = Vec::with_capacity(args.len() - 1);
     for key in &args[1..] {
         let v = ctx.ks.get(key).map(|e| e.str_value().map(Bytes::copy_from_slice));
-        ctx.hit(v.is_some());
+        ctx.looked_up(key, v.is_some());
         out.push(Reply::opt_bulk(v.flatten()));
     }
     Ok(Reply::Array(out))
@@ -1403,12 +1403,14 @@ const ERR_LCS_MEMORY: &str = "ERR Insufficient memory, failed allocating transie
 const LCS_MAX_CELLS: u64 = 64 * 1024 * 1024;
 
 fn lcs(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let lookup = |ctx: &mut Ctx, key: &[u8]| match ctx.ks.get(key) {
-        None => Ok(Bytes::new()),
-        Some(e) => e
-            .str_value()
-            .map(Bytes::copy_from_slice)
-            .ok_or_else(|| Reply::err(ERR_LCS_TYPE)),
+    let lookup = |ctx: &mut Ctx, key: &[u8]| {
+        let v = ctx.ks.get(key).map(|e| {
+            e.str_value()
+                .map(Bytes::copy_from_slice)
+                .ok_or_else(|| Reply::err(ERR_LCS_TYPE))
+        });
+        ctx.looked_up(key, v.is_some());
+        v.unwrap_or(Ok(Bytes::new()))
     };
     let a = lookup(ctx, args[1]);
     let b = lookup(ctx, args[2]);

@@ -13,8 +13,6 @@
 //! a double in RESP3, where `WITHSCORES` replies also become `[member, score]`
 //! pairs, as Redis 7 does.
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 use rand::Rng;
 
@@ -642,14 +640,9 @@ fn lex_range(min: &[u8], max: &[u8]) -> Result<LexRange, Reply> {
 
 /// A sorted set for reading, counting the lookup as a keyspace hit or miss.
 fn read<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c ZSet>, Reply> {
-    let stats = &ctx.state.stats;
+    let state = ctx.state;
     let z = ctx.ks.get_obj::<ZSet>(key).map_err(Reply::err)?;
-    if z.is_some() {
-        &stats.keyspace_hits
-    } else {
-        &stats.keyspace_misses
-    }
-    .fetch_add(1, Ordering::Relaxed);
+    super::looked_up(state, &mut ctx.events, key, z.is_some());
     Ok(z)
 }
 
@@ -1363,7 +1356,6 @@ struct Source {
 
 /// Look an input up: its length, or WRONGTYPE for anything but a (sorted) set.
 fn source_len(ctx: &mut Ctx, key: &[u8]) -> Result<usize, Reply> {
-    let stats = &ctx.state.stats;
     let len = match ctx.ks.get(key) {
         None => None,
         Some(e) => match e.obj() {
@@ -1372,12 +1364,7 @@ fn source_len(ctx: &mut Ctx, key: &[u8]) -> Result<usize, Reply> {
             _ => return Err(Reply::err(WRONGTYPE)),
         },
     };
-    if len.is_some() {
-        &stats.keyspace_hits
-    } else {
-        &stats.keyspace_misses
-    }
-    .fetch_add(1, Ordering::Relaxed);
+    ctx.looked_up(key, len.is_some());
     Ok(len.unwrap_or(0))
 }
 
