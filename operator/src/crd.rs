@@ -38,6 +38,15 @@ pub const CONFIG_KEYS: &[&str] = &[
     "min-replicas-max-lag",
     "auto-aof-rewrite-percentage",
     "auto-aof-rewrite-min-size",
+    "hash-max-listpack-entries",
+    "hash-max-listpack-value",
+    "zset-max-listpack-entries",
+    "zset-max-listpack-value",
+    "set-max-intset-entries",
+    "stream-node-max-bytes",
+    "stream-node-max-entries",
+    "lazyfree-lazy-user-del",
+    "lazyfree-lazy-user-flush",
 ];
 
 /// A ferrokv cluster: `shards` slot ranges, each served by a primary and
@@ -114,7 +123,7 @@ pub struct KvClusterSpec {
     /// Node configuration overrides (`directive: value`, as in a Redis config file),
     /// limited to tuning directives; see the schema's allowed keys.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 15, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[schemars(extend("maxProperties" = 24, "additionalProperties" = {"type": "string", "maxLength": 256}))]
     #[x_kube(validation = Rule::new(config_keys_rule())
         .message(config_keys_message().as_str())
         .reason(Reason::FieldValueInvalid))]

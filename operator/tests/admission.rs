@@ -156,7 +156,7 @@ const BAD: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// A config with one key more than the 15 allowed.
+/// A config with one key more than the 24 allowed.
 fn too_many_config_keys() -> String {
     let mut spec = String::from("  shards: 3\n  config:\n");
     for key in ferrokv_operator::crd::CONFIG_KEYS {
@@ -200,7 +200,7 @@ async fn bad_manifests_are_refused_with_a_message_naming_the_field() -> anyhow::
     cases.push((
         "too many config keys".into(),
         manifest("bad-config-keys", &too_many),
-        vec!["spec.config: Too many", "must have at most 15 items"],
+        vec!["spec.config: Too many", "must have at most 24 items"],
     ));
     cases.push((
         "name too long".into(),
