@@ -1,4 +1,5 @@
-//! Pub/sub: channel and pattern subscriptions, and message fan-out.
+//! Pub/sub: channel and pattern subscriptions, and message fan-out; and the
+//! MONITOR feed, which reaches its clients the same way.
 //!
 //! Each subscribed connection owns a bounded queue; publishing never blocks on
 //! a slow subscriber. A subscriber whose queue is full is disconnected, which
@@ -6,6 +7,8 @@
 //! reader can neither stall publishers nor grow the server's memory.
 
 use std::collections::HashMap;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -31,6 +34,8 @@ pub enum Message {
         channel: Bytes,
         payload: Bytes,
     },
+    /// A MONITOR line (without the leading `+` and the CRLF).
+    Monitor(Bytes),
 }
 
 #[derive(Clone)]
@@ -44,6 +49,10 @@ pub struct PubSub {
     channels: RwLock<HashMap<Bytes, Vec<Subscriber>>>,
     patterns: RwLock<Vec<(Bytes, Subscriber)>>,
     shard_channels: RwLock<HashMap<Bytes, Vec<Subscriber>>>,
+    monitors: RwLock<Vec<Subscriber>>,
+    /// `monitors` is not empty: the one load the command path pays when
+    /// nobody monitors.
+    monitoring: AtomicBool,
 }
 
 fn deliver(sub: &Subscriber, msg: Message, overflowed: &mut Vec<u64>) -> bool {
@@ -184,5 +193,91 @@ impl PubSub {
             });
         }
         self.patterns.write().retain(|(_, s)| s.client_id != client_id);
+        self.remove_monitor(client_id);
     }
+
+    /// MONITOR: `sub` receives every command from now on.
+    pub fn add_monitor(&self, sub: Subscriber) {
+        let mut m = self.monitors.write();
+        if !m.iter().any(|s| s.client_id == sub.client_id) {
+            m.push(sub);
+        }
+        self.monitoring.store(true, Ordering::Relaxed);
+    }
+
+    pub fn remove_monitor(&self, client_id: u64) {
+        if !self.is_monitored() {
+            return;
+        }
+        let mut m = self.monitors.write();
+        m.retain(|s| s.client_id != client_id);
+        self.monitoring.store(!m.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Is any client in MONITOR mode?
+    #[inline]
+    pub fn is_monitored(&self) -> bool {
+        self.monitoring.load(Ordering::Relaxed)
+    }
+
+    pub fn monitor_count(&self) -> usize {
+        self.monitors.read().len()
+    }
+
+    /// Send `line` to every monitor; returns the monitors whose queue
+    /// overflowed (the caller disconnects them, as for subscribers).
+    pub fn feed_monitors(&self, line: Bytes) -> Vec<u64> {
+        let mut overflowed = Vec::new();
+        for s in self.monitors.read().iter() {
+            deliver(s, Message::Monitor(line.clone()), &mut overflowed);
+        }
+        overflowed
+    }
+}
+
+/// A MONITOR line as Redis writes it: `<unix time>.<µs> [0 <client>]`
+/// then each argument quoted and escaped (`sdscatrepr`). What `redact`
+/// marks is shown as `"(redacted)"` (passwords: AUTH, HELLO ... AUTH).
+pub fn monitor_line(unix_us: u64, client: &str, args: &[&[u8]]) -> Bytes {
+    let mut out = format!("{}.{:06} [0 {client}]", unix_us / 1_000_000, unix_us % 1_000_000).into_bytes();
+    let redacted = redacted_args(args);
+    for (i, a) in args.iter().enumerate() {
+        out.push(b' ');
+        if redacted.contains(&i) {
+            out.extend_from_slice(b"\"(redacted)\"");
+            continue;
+        }
+        out.push(b'"');
+        for &c in a.iter() {
+            match c {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x07 => out.extend_from_slice(b"\\a"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x20..=0x7e => out.push(c),
+                _ => out.extend_from_slice(format!("\\x{c:02x}").as_bytes()),
+            }
+        }
+        out.push(b'"');
+    }
+    Bytes::from(out)
+}
+
+/// Positions of arguments a MONITOR line must not show.
+fn redacted_args(args: &[&[u8]]) -> Vec<usize> {
+    let Some(name) = args.first() else {
+        return Vec::new();
+    };
+    if name.eq_ignore_ascii_case(b"auth") {
+        return (1..args.len()).collect();
+    }
+    if name.eq_ignore_ascii_case(b"hello")
+        && let Some(i) = args.iter().position(|a| a.eq_ignore_ascii_case(b"auth"))
+    {
+        return (i + 1..args.len().min(i + 3)).collect();
+    }
+    Vec::new()
 }

@@ -30,6 +30,8 @@ pub struct Session {
     pub shard_channels: HashSet<Bytes>,
     /// Sender half of this connection's pub/sub queue.
     pub push_tx: mpsc::Sender<Message>,
+    /// In MONITOR mode: every command the node runs arrives on `push_tx`.
+    pub monitor: bool,
     /// Close the connection after the current reply (QUIT).
     pub close: bool,
     /// CLIENT REPLY OFF/SKIP.
@@ -96,6 +98,7 @@ impl Session {
             patterns: HashSet::new(),
             shard_channels: HashSet::new(),
             push_tx,
+            monitor: false,
             close: false,
             reply_off: false,
             reply_skip: false,

@@ -1317,6 +1317,59 @@ fn lazy_freeing_counts_as_in_redis() {
     assert_eq!(step(&mut d, &["CONFIG", "RESETSTAT"], "CONFIG RESETSTAT"), "0");
 }
 
+/// MONITOR shows what Redis shows, in the same form: every command that
+/// ran (not admin commands, not commands queued by MULTI until EXEC runs
+/// them, then EXEC), arguments quoted and escaped, passwords redacted; the
+/// prefix is `<unix seconds>.<µs> [0 <client address>]`. RESET ends it.
+#[test]
+fn monitor_matches_redis() {
+    let d = Diff::new();
+    same_on_both(&d, "MONITOR lines", |addr| {
+        let mut m = RawClient::connect(addr);
+        m.set_timeout(Duration::from_secs(10));
+        assert_eq!(m.cmd(&["MONITOR"]), Frame::Simple("OK".into()));
+        let mut c = RawClient::connect(addr);
+        for cmd in [
+            &["SET", "foo", "bar"][..],
+            &["get", "foo"],
+            &["CONFIG", "GET", "maxmemory"],
+            &["AUTH", "secret"],
+            &["AUTH", "user", "secret"],
+            &["HELLO", "2", "AUTH", "user", "secret"],
+            &["MULTI"],
+            &["SET", "a", "b\n\"c\\"],
+            &["NOSUCHCOMMAND"],
+            &["EXEC"],
+            &["MULTI"],
+            &["SET", "bin", "\u{1}\u{7f}\t"],
+            &["EXEC"],
+            &["ECHO", "end"],
+        ] {
+            c.cmd(cmd);
+        }
+        let mut lines = Vec::new();
+        loop {
+            let Frame::Simple(line) = m.read() else {
+                panic!("a monitor line is a status reply");
+            };
+            let (prefix, args) = line.split_once("] ").expect("prefix");
+            let (time, client) = prefix.split_once(" [0 ").expect("client");
+            let (secs, micros) = time.split_once('.').expect("time");
+            assert!(secs.parse::<u64>().is_ok() && micros.len() == 6, "{line}");
+            assert!(client.starts_with("127.0.0.1:"), "{line}");
+            let end = args == "\"ECHO\" \"end\"";
+            lines.push(args.to_string());
+            if end {
+                break;
+            }
+        }
+        assert_eq!(m.cmd(&["RESET"]), Frame::Simple("RESET".into()));
+        c.cmd(&["SET", "after", "reset"]);
+        assert_eq!(m.cmd(&["PING"]), Frame::Simple("PONG".into()), "no line after RESET");
+        lines
+    });
+}
+
 // ---------------------------------------------------------------- SLOWLOG / LATENCY
 
 #[test]

@@ -933,6 +933,11 @@ fn run_with(
     };
     let elapsed = lap(session, start);
     record(state, session, spec, id, args, elapsed, &reply);
+    // A blocked command's re-run is not shown again (Redis shows a command
+    // once, when it is first called).
+    if !retry && state.pubsub.is_monitored() {
+        feed_monitors(state, session, spec, args);
+    }
     match block {
         Some(spec) => Outcome::Block {
             args: spec.args.clone().unwrap_or_else(|| owned(args)),
@@ -940,6 +945,22 @@ fn run_with(
         },
         None => Outcome::Reply(reply),
     }
+}
+
+/// MONITOR: show a command that ran to every monitoring client, as Redis'
+/// `replicationFeedMonitors` after `call()`: admin commands (CONFIG,
+/// SHUTDOWN, ...) and `skip_monitor` ones are never shown, passwords are
+/// redacted. Commands refused before they ran (NOAUTH, OOM, queued in
+/// MULTI) are not shown; EXEC shows the commands it runs, then itself.
+pub(crate) fn feed_monitors(state: &State, session: &Session, spec: &CommandSpec, args: &[&[u8]]) {
+    if spec.flags & (flags::ADMIN | flags::SKIP_MONITOR) != 0 {
+        return;
+    }
+    let unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let line = crate::pubsub::monitor_line(unix_us, &session.handle.addr.to_string(), args);
+    state.kill_overflowed(state.pubsub.feed_monitors(line));
 }
 
 /// Publish notifications (expired first, as they happened before the

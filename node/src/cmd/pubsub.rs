@@ -29,6 +29,18 @@ macro_rules! spec {
 const SUB: u32 = PUBSUB | NOSCRIPT | LOADING | STALE | PUBSUB_CONTEXT;
 
 pub static COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "monitor",
+        arity: 1,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        keys: KeySpec::None,
+        group: "server",
+        summary: "Listens for all requests received by the server in real-time.",
+        since: "1.0.0",
+        complexity: "",
+        handler: monitor,
+        subcommands: &[],
+    },
     spec!(
         "subscribe",
         -2,
@@ -179,6 +191,22 @@ fn update_counts(ctx: &mut Ctx) {
         .store(ctx.session.shard_channels.len(), Ordering::Relaxed);
 }
 
+/// MONITOR: from now on this connection receives a line for every command
+/// the node runs ([`crate::pubsub::monitor_line`], fed by
+/// [`crate::cmd::feed_monitors`]); RESET or closing ends it. Through the
+/// pub/sub queue, so a monitor that cannot keep up is disconnected rather
+/// than slowing the node.
+fn monitor(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
+    if !ctx.session.monitor {
+        ctx.session.monitor = true;
+        ctx.state.pubsub.add_monitor(Subscriber {
+            client_id: ctx.session.id(),
+            tx: ctx.session.push_tx.clone(),
+        });
+    }
+    Ok(Reply::Ok)
+}
+
 fn do_subscribe(ctx: &mut Ctx, names: &[&[u8]], kind: Kind) -> CmdResult {
     let mut out = Vec::with_capacity(names.len());
     for &name in names {
@@ -261,6 +289,7 @@ fn do_unsubscribe(ctx: &mut Ctx, names: &[&[u8]], kind: Kind) -> Reply {
 /// Drop every subscription (RESET).
 pub fn unsubscribe_everything(ctx: &mut Ctx) {
     ctx.state.pubsub.remove_client(ctx.session.id());
+    ctx.session.monitor = false;
     ctx.session.channels.clear();
     ctx.session.patterns.clear();
     ctx.session.shard_channels.clear();

@@ -149,6 +149,9 @@ fn exec(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
             .commands
             .local(super::table().id(spec))
             .call(start.elapsed().as_micros() as u64, r.is_error());
+        if ctx.state.pubsub.is_monitored() {
+            super::feed_monitors(ctx.state, ctx.session, spec, &args);
+        }
         replies.push(r);
     }
     ctx.block = None;

@@ -69,6 +69,8 @@ fn push_reply(msg: Message) -> Reply {
             Reply::Bulk(channel),
             Reply::Bulk(payload),
         ]),
+        // A status line in RESP2 and RESP3 alike, as Redis sends it.
+        Message::Monitor(line) => Reply::status(String::from_utf8_lossy(&line).into_owned()),
     }
 }
 
@@ -313,11 +315,13 @@ impl Conn {
             }
             // Once set it stays set: messages sent before an unsubscribe
             // are still delivered, as before.
-            self.push_used |= self.session.subscription_count() > 0;
+            self.push_used |= self.session.subscription_count() > 0 || self.session.monitor;
             let idle = self.state.config.timeout.load(Ordering::Relaxed);
             // A timer only when `timeout` is set: arming and disarming one per
             // read is a measurable share of a pipelined request's cost.
-            let idle_limit = (idle > 0 && self.session.subscription_count() == 0).then(|| Duration::from_secs(idle));
+            // Subscribers and monitors only listen: `timeout` spares them, as Redis.
+            let idle_limit = (idle > 0 && self.session.subscription_count() == 0 && !self.session.monitor)
+                .then(|| Duration::from_secs(idle));
             let idle_timer = async {
                 match idle_limit {
                     Some(d) => tokio::time::sleep(d).await,
