@@ -539,6 +539,18 @@ fn moved_crossslot_multi_and_replica_reads() {
         Frame::Error(moved(&k1, 1))
     );
     assert_eq!(RawClient::connect(f.addrs[0]).cmd(&["SSUBSCRIBE", &k0, &k1]), crossslot);
+    // SORT routes by its key; patterns would read other slots' keys, so
+    // BY with a pattern and GET are refused as in Redis Cluster.
+    assert_eq!(p0.cmd(&["SORT", &k1]), Frame::Error(moved(&k1, 1)));
+    assert!(matches!(p0.cmd(&["SORT", &k0, "BY", "nosort"]), Frame::Error(e) if e.starts_with("WRONGTYPE")));
+    assert_eq!(
+        p0.cmd(&["SORT", &k0, "BY", "w_*"]),
+        Frame::Error("ERR BY option of SORT denied in Cluster mode.".into())
+    );
+    assert_eq!(
+        p0.cmd(&["SORT", &k0, "GET", "#"]),
+        Frame::Error("ERR GET option of SORT denied in Cluster mode.".into())
+    );
     assert_eq!(
         p0.cmd(&["SELECT", "1"]),
         Frame::Error("ERR SELECT is not allowed in cluster mode".into())

@@ -624,3 +624,100 @@ fn real_client_uses_key_commands() {
     let deleted: usize = con.del(&["b", "z"]).expect("del");
     assert_eq!(deleted, 2);
 }
+
+/// SORT and SORT_RO against Redis: numeric and ALPHA order, DESC, LIMIT at
+/// and past the edges, BY patterns (string keys, hash fields, missing
+/// values, a constant pattern that keeps the native order), GET (`#`,
+/// missing), STORE (a list, replacing any type and TTL; an empty result
+/// deletes), a set stored unsorted (sorted ALPHA, as Redis), number
+/// parsing (spaces, hex, inf, overflow), ties, and the errors.
+#[test]
+fn sort_matches_redis() {
+    let mut d = Diff::new();
+    check_all(
+        &mut d,
+        &[
+            &["RPUSH", "l", "3", "1", "2", "10", "2", "-1.5", "0x10", " 4", "inf"],
+            &["SADD", "iset", "30", "5", "-2", "7"],
+            &["SADD", "words", "pear", "apple", "fig", "Banana", "apple2"],
+            &["ZADD", "z", "3", "c", "1", "a", "2", "b", "5", "e", "4", "d"],
+            &["RPUSH", "names", "b", "a", "c", "d"],
+            &["MSET", "w_b", "2", "w_a", "3", "w_c", "1", "o_a", "A", "o_b", "B"],
+            &["HSET", "h_a", "f", "9", "g", "x"],
+            &["HSET", "h_b", "f", "1"],
+            &["HSET", "h_c", "f", "5"],
+            &["SET", "str", "v"],
+            &["RPUSH", "bad", "1", "x", "2"],
+            &["RPUSH", "huge", "1", "1e999"],
+            &["RPUSH", "ties", "b", "a", "c"],
+            &["MSET", "t_a", "1", "t_b", "1", "t_c", "0"],
+        ],
+    );
+    for cmd in [
+        &["SORT", "l"][..],
+        &["SORT", "l", "DESC"],
+        &["SORT", "l", "LIMIT", "0", "3"],
+        &["SORT", "l", "LIMIT", "2", "100"],
+        &["SORT", "l", "LIMIT", "-5", "2"],
+        &["SORT", "l", "LIMIT", "100", "2"],
+        &["SORT", "l", "LIMIT", "1", "-7"],
+        &["SORT", "l", "LIMIT", "3", "0"],
+        &["SORT", "iset"],
+        &["SORT", "iset", "DESC", "LIMIT", "1", "2"],
+        &["SORT", "words", "ALPHA"],
+        &["SORT", "words", "ALPHA", "DESC", "LIMIT", "0", "2"],
+        &["SORT", "words"],
+        &["SORT", "z"],
+        &["SORT", "z", "ALPHA", "DESC"],
+        &["SORT", "z", "BY", "nosort"],
+        &["SORT", "z", "BY", "nosort", "DESC", "LIMIT", "1", "3"],
+        &["SORT", "names", "BY", "nosort"],
+        &["SORT", "names", "BY", "nosort", "DESC", "LIMIT", "1", "2"],
+        &["SORT", "names", "BY", "w_*"],
+        &["SORT", "names", "BY", "w_*", "DESC"],
+        &["SORT", "names", "BY", "w_*", "ALPHA"],
+        &["SORT", "names", "BY", "h_*->f"],
+        &["SORT", "names", "BY", "h_*->g", "ALPHA"],
+        &[
+            "SORT", "names", "BY", "w_*", "GET", "o_*", "GET", "#", "GET", "h_*->f", "GET", "nostar",
+        ],
+        &["SORT", "names", "ALPHA", "GET", "#", "LIMIT", "1", "2"],
+        &["SORT", "ties", "BY", "t_*"],
+        &["SORT", "ties", "BY", "t_*", "DESC"],
+        &["SORT", "missing"],
+        &["SORT", "missing", "BY", "nosort", "GET", "#"],
+        &["SORT_RO", "names", "ALPHA"],
+        &["SORT_RO", "names", "BY", "w_*", "GET", "o_*"],
+        &["SORT", "names", "STORE", "dst", "ALPHA"],
+        &["LRANGE", "dst", "0", "-1"],
+        &["SET", "other", "x", "EX", "100"],
+        &["SORT", "names", "BY", "w_*", "GET", "o_*", "STORE", "other"],
+        &["LRANGE", "other", "0", "-1"],
+        &["TTL", "other"],
+        &["SORT", "iset", "BY", "nosort", "STORE", "dst"],
+        &["LRANGE", "dst", "0", "-1"],
+        &["SORT", "words", "BY", "nosort", "STORE", "dst"],
+        &["LRANGE", "dst", "0", "-1"],
+        &["SORT", "missing", "STORE", "dst"],
+        &["EXISTS", "dst"],
+        &["SORT", "l", "LIMIT", "0", "2", "STORE", "dst", "STORE", "dst2"],
+        &["LRANGE", "dst2", "0", "-1"],
+        &["EXISTS", "dst"],
+    ] {
+        d.check(cmd);
+    }
+    for cmd in [
+        &["SORT", "bad"][..],
+        &["SORT", "huge"],
+        &["SORT", "str"],
+        &["SORT", "l", "LIMIT", "0"],
+        &["SORT", "l", "LIMIT", "x", "1"],
+        &["SORT", "l", "BY"],
+        &["SORT", "l", "NOPE"],
+        &["SORT_RO", "l", "STORE", "dst"],
+        &["SORT"],
+    ] {
+        d.check_error(cmd);
+    }
+    d.check(&["COMMAND", "GETKEYS", "SORT", "k", "BY", "w_*", "STORE", "d", "GET", "#"]);
+}

@@ -28,6 +28,7 @@ pub mod pubsub;
 pub mod repl;
 pub mod server;
 pub mod set;
+pub mod sort;
 pub mod stream;
 pub mod string;
 pub mod txn;
@@ -87,6 +88,10 @@ pub mod flags {
     pub const PUBSUB_CONTEXT: u32 = 1 << 16;
     /// Runs immediately even inside MULTI (EXEC, DISCARD, MULTI, WATCH, QUIT, RESET).
     pub const TXN_CONTROL: u32 = 1 << 17;
+    /// Runs holding every partition although it names its keys (SORT, whose
+    /// BY/GET patterns read keys found only while it runs); cluster routing
+    /// still follows the named keys.
+    pub const LOCK_ALL: u32 = 1 << 18;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),
@@ -199,7 +204,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 15] {
+fn families() -> [&'static [CommandSpec]; 16] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -216,6 +221,7 @@ fn families() -> [&'static [CommandSpec]; 15] {
         repl::COMMANDS,
         aof::COMMANDS,
         persist::COMMANDS,
+        sort::COMMANDS,
     ]
 }
 
@@ -873,6 +879,7 @@ fn run_with(
     let mut ks = match (spec.keys, routed_slot) {
         (KeySpec::None, _) => state.db.lock_keys(std::iter::empty::<&[u8]>(), now),
         (KeySpec::All, _) => state.db.lock_all(now),
+        _ if spec.flags & flags::LOCK_ALL != 0 => state.db.lock_all(now),
         // Cluster routing hashed the keys already (all to this slot).
         (_, Some(slot)) => state
             .db

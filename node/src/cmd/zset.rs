@@ -468,7 +468,7 @@ fn store_keys(args: &[&[u8]]) -> Vec<usize> {
 /// glibc's `strtod` on a byte string: the value and how many bytes it used
 /// (0 when nothing converts). Redis parses scores with it, so we accept what
 /// it accepts: leading spaces (in ranges), hex, `inf`, `infinity`, `nan`.
-fn strtod(s: &[u8]) -> (f64, usize, bool) {
+pub(super) fn strtod(s: &[u8]) -> (f64, usize, bool) {
     let mut i = 0;
     while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
         i += 1;
