@@ -19,6 +19,7 @@
 pub mod aof;
 pub mod cluster;
 pub mod connection;
+pub mod geo;
 pub mod hash;
 pub mod keys;
 pub mod list;
@@ -204,7 +205,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 16] {
+fn families() -> [&'static [CommandSpec]; 17] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -222,6 +223,7 @@ fn families() -> [&'static [CommandSpec]; 16] {
         aof::COMMANDS,
         persist::COMMANDS,
         sort::COMMANDS,
+        geo::COMMANDS,
     ]
 }
 

@@ -578,7 +578,7 @@ fn hex_float(s: &[u8]) -> (f64, usize) {
 
 /// Redis' `getDoubleFromObject`: the whole argument, no leading space, no
 /// NaN, no overflow or underflow to zero.
-fn parse_score(b: &[u8]) -> Option<f64> {
+pub(super) fn parse_score(b: &[u8]) -> Option<f64> {
     if b.is_empty() || b[0].is_ascii_whitespace() || b[0] == b'\x0b' {
         return None;
     }
@@ -661,7 +661,7 @@ fn changed(ctx: &mut Ctx, key: &[u8], event: &'static str, now_empty: bool) {
 
 /// Store `items` at `dst` (replacing whatever is there), or delete `dst`
 /// when there is nothing to store. Returns the stored count.
-fn store(ctx: &mut Ctx, dst: &[u8], items: Vec<(Bytes, f64)>, event: &'static str) -> i64 {
+pub(super) fn store(ctx: &mut Ctx, dst: &[u8], items: Vec<(Bytes, f64)>, event: &'static str) -> i64 {
     let lim = ctx.limits();
     let max_member = items.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
     let mut z = if ZSet::fits_listpack(items.len(), max_member, &lim) {
@@ -702,7 +702,7 @@ fn scored(proto: u8, items: impl IntoIterator<Item = (Bytes, f64)>, withscores: 
 
 // --- ZADD / ZINCRBY ----------------------------------------------------------
 
-fn zadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+pub(super) fn zadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     zadd_generic(ctx, args, false)
 }
 

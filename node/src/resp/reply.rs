@@ -29,6 +29,9 @@ pub enum Reply {
     Set(Vec<Reply>),
     /// A RESP3 double; a bulk string formatted as `%.17g` in RESP2 (Redis 7.0).
     Double(f64),
+    /// A RESP3 double given as its text (Redis' `addReplyHumanLongDouble`:
+    /// GEOPOS coordinates); the same text as a bulk string in RESP2.
+    DoubleText(String),
     /// A RESP3 boolean; the integer 1 or 0 in RESP2.
     Bool(bool),
     /// A RESP3 verbatim string (`=len\r\ntxt:...`), a bulk string in RESP2.
@@ -138,6 +141,13 @@ impl Reply {
             }
             Reply::Double(d) => {
                 let s = format_double(*d);
+                if resp3 {
+                    line(out, b',', s.as_bytes());
+                } else {
+                    bulk(out, s.as_bytes());
+                }
+            }
+            Reply::DoubleText(s) => {
                 if resp3 {
                     line(out, b',', s.as_bytes());
                 } else {

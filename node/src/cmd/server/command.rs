@@ -94,12 +94,16 @@ fn flag_names(spec: &CommandSpec) -> Vec<&'static str> {
 /// The legacy first/last/step (0 0 0 when keys are found by parsing). Redis 7.0 derives it from the first key
 /// spec when that is a plain range, so a few commands whose keys are found
 /// by parsing still announce one: the destination of the *STORE commands,
-/// SORT's sorted key, and the shard channels of sharded pub/sub (cluster
+/// SORT's sorted key, GEORADIUS' index, and the shard channels of sharded pub/sub (cluster
 /// clients route `SPUBLISH` by it).
 fn key_range(spec: &CommandSpec) -> (i64, i64, i64) {
     match (spec.keys, spec.name) {
         (KeySpec::Range { first, last, step }, _) => (first as i64, last as i64, step as i64),
-        (_, "zunionstore" | "zinterstore" | "zdiffstore" | "spublish" | "sort" | "sort_ro") => (1, 1, 1),
+        (
+            _,
+            "zunionstore" | "zinterstore" | "zdiffstore" | "spublish" | "sort" | "sort_ro" | "georadius"
+            | "georadiusbymember",
+        ) => (1, 1, 1),
         (_, "ssubscribe" | "sunsubscribe") => (1, -1, 1),
         _ => (0, 0, 0),
     }

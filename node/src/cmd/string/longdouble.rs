@@ -440,6 +440,20 @@ impl LongDouble {
         }
     }
 
+    /// A finite double, exactly (every double is a long double).
+    pub fn from_f64(v: f64) -> LongDouble {
+        let bits = v.to_bits();
+        let neg = bits >> 63 == 1;
+        let biased = ((bits >> 52) & 0x7ff) as i64;
+        let frac = bits & ((1 << 52) - 1);
+        let (mant, exp) = if biased == 0 {
+            (frac, -1074)
+        } else {
+            (frac | (1 << 52), biased - 1075)
+        };
+        LongDouble { neg, mant, exp }
+    }
+
     /// `%.17Lf` with trailing zeros (and a trailing dot) removed, and `-0`
     /// printed as `0`: Redis' `ld2string(LD_STR_HUMAN)`.
     pub fn to_human(self) -> String {
