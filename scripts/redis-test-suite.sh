@@ -41,6 +41,7 @@ if [ ${#UNITS[@]} -eq 0 ]; then
         unit/protocol unit/info unit/auth unit/bitops unit/other unit/quit
         unit/introspection unit/introspection-2 unit/limits unit/querybuf unit/maxmemory
         unit/latency-monitor unit/slowlog unit/info-command unit/lazyfree unit/networking
+        unit/geo unit/sort unit/bitfield unit/hyperloglog
     )
 fi
 

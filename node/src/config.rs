@@ -277,6 +277,8 @@ pub struct Config {
     pub lazyfree_lazy_user_del: AtomicBool,
     /// FLUSHALL/FLUSHDB without an argument are ASYNC.
     pub lazyfree_lazy_user_flush: AtomicBool,
+    /// Largest sparse HyperLogLog before it turns dense.
+    pub hll_sparse_max_bytes: AtomicU64,
 }
 
 /// Parse Redis' `save` value: pairs of seconds and changes, or "" for none.
@@ -340,6 +342,7 @@ impl Default for Config {
             list_max_listpack_size: AtomicI64::new(-2),
             lazyfree_lazy_user_del: AtomicBool::new(false),
             lazyfree_lazy_user_flush: AtomicBool::new(false),
+            hll_sparse_max_bytes: AtomicU64::new(3000),
         }
     }
 }
@@ -680,6 +683,14 @@ pub static PARAMS: &[Param] = &[
         get: |c, _| yes_no(c.lazyfree_lazy_user_flush.load(Ordering::Relaxed)),
         set: Some(|c, _, v| {
             c.lazyfree_lazy_user_flush.store(parse_yes_no(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "hll-sparse-max-bytes",
+        get: |c, _| c.hll_sparse_max_bytes.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.hll_sparse_max_bytes.store(bytes_limit(v)?, Ordering::Relaxed);
             Ok(())
         }),
     },

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod connection;
 pub mod geo;
 pub mod hash;
+pub mod hll;
 pub mod keys;
 pub mod list;
 pub mod parse;
@@ -205,7 +206,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 17] {
+fn families() -> [&'static [CommandSpec]; 18] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -224,6 +225,7 @@ fn families() -> [&'static [CommandSpec]; 17] {
         persist::COMMANDS,
         sort::COMMANDS,
         geo::COMMANDS,
+        hll::COMMANDS,
     ]
 }
 
