@@ -321,7 +321,8 @@ fn decode_score(score: f64) -> (f64, f64) {
 }
 
 fn move_x(c: &mut Cell, d: i8) {
-    if d == 0 {
+    // The zero cell (step 0) has no neighbours; the shifts below need a step.
+    if d == 0 || c.step == 0 {
         return;
     }
     let mut x = c.bits & 0xaaaaaaaaaaaaaaaa;
@@ -338,7 +339,8 @@ fn move_x(c: &mut Cell, d: i8) {
 }
 
 fn move_y(c: &mut Cell, d: i8) {
-    if d == 0 {
+    // The zero cell (step 0) has no neighbours; the shifts below need a step.
+    if d == 0 || c.step == 0 {
         return;
     }
     let x = c.bits & 0xaaaaaaaaaaaaaaaa;

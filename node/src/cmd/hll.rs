@@ -281,6 +281,9 @@ fn sparse_set(s: &mut Vec<u8>, index: usize, count: u8, max_bytes: usize) -> Res
     }
     let b = s[p];
     let (zero, xzero) = (is_zero(b), is_xzero(b));
+    if xzero && p + 1 >= end {
+        return Err(Corrupt);
+    }
     let runlen = if zero {
         zero_len(b)
     } else if xzero {
@@ -470,7 +473,7 @@ fn tau(mut x: f64) -> f64 {
 }
 
 /// `hllCount` from the histogram of register values.
-fn estimate(histo: &[u32; 64]) -> u64 {
+fn estimate(histo: &[u64; 64]) -> u64 {
     let m = REGISTERS as f64;
     let mut z = m * tau((m - histo[Q as usize + 1] as f64) / m);
     for j in (1..=Q as usize).rev() {
@@ -483,7 +486,7 @@ fn estimate(histo: &[u32; 64]) -> u64 {
 
 /// The cardinality of a stored HLL (dense or sparse).
 fn count(s: &[u8]) -> Result<u64, Corrupt> {
-    let mut histo = [0u32; 64];
+    let mut histo = [0u64; 64];
     if s[4] == DENSE {
         for i in 0..REGISTERS {
             histo[dense_get(&s[HDR..], i) as usize] += 1;
@@ -492,7 +495,7 @@ fn count(s: &[u8]) -> Result<u64, Corrupt> {
         let mut idx = 0;
         for (run, value) in sparse_runs(s) {
             idx += run;
-            histo[value as usize] += run as u32;
+            histo[value as usize] += run as u64;
         }
         if idx != REGISTERS {
             return Err(Corrupt);
@@ -503,7 +506,7 @@ fn count(s: &[u8]) -> Result<u64, Corrupt> {
 
 /// The cardinality of raw registers (one byte each).
 fn count_raw(regs: &[u8]) -> u64 {
-    let mut histo = [0u32; 64];
+    let mut histo = [0u64; 64];
     for &r in regs {
         histo[r as usize] += 1;
     }
@@ -652,6 +655,27 @@ mod tests {
         assert_eq!(a, b);
         let est = count(&dense).unwrap() as f64;
         assert!((est - 5000.0).abs() < 5000.0 * 0.05, "{est}");
+    }
+
+    proptest::proptest! {
+        /// Any bytes behind a valid header (what `SET` can store) give a
+        /// count, an error or a change, never a panic.
+        #[test]
+        fn arbitrary_sparse_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..64), el in proptest::collection::vec(proptest::num::u8::ANY, 0..8)) {
+            let mut s = b"HYLL".to_vec();
+            s.push(SPARSE);
+            s.extend_from_slice(&[0; 11]);
+            s.extend_from_slice(&body);
+            let _ = count(&s);
+            let _ = merge_into(&mut vec![0u8; REGISTERS], &s);
+            let mut a = s.clone();
+            let _ = add(&mut a, &el, 3000);
+            let mut b = s.clone();
+            for i in 0..40u8 {
+                let _ = sparse_set(&mut b, (i as usize * 997) % REGISTERS, i % 40 + 1, 40);
+            }
+            let _ = sparse_to_dense(&mut s);
+        }
     }
 
     #[test]
