@@ -25,6 +25,7 @@ fn hyperloglogs_are_byte_identical_to_redis() {
     let mut d = Diff::new();
     d.check(&["PFADD", "empty"]);
     d.check(&["GET", "empty"]);
+    d.check(&["OBJECT", "ENCODING", "empty"]);
     d.check(&["PFCOUNT", "empty", "missing"]);
     // Grow one HLL step by step through the sparse encoding into dense.
     let mut n = 0;
@@ -32,6 +33,7 @@ fn hyperloglogs_are_byte_identical_to_redis() {
         pfadd(&mut d, "h", &elements(n, step));
         n += step;
         d.check(&["GET", "h"]);
+        d.check(&["OBJECT", "ENCODING", "h"]);
         d.check(&["PFCOUNT", "h"]);
         // The count is now cached in the header.
         d.check(&["GET", "h"]);

@@ -18,6 +18,7 @@
 
 use super::flags::*;
 use super::{CmdResult, CommandSpec, Ctx, KeySpec};
+use crate::db::entry::{FLAG_EMBSTR, FLAG_RAW, FLAG_UNSHARED};
 use crate::db::{Expiry, WRONGTYPE};
 use crate::notify::STRING;
 use crate::resp::Reply;
@@ -536,6 +537,15 @@ fn load(ctx: &mut Ctx, key: &[u8], read: bool) -> Result<Option<Vec<u8>>, Reply>
     Ok(found)
 }
 
+/// Store an HLL, keeping any TTL; Redis holds it as a `raw` string (OBJECT
+/// ENCODING) whatever its length.
+fn put(ctx: &mut Ctx, key: &[u8], s: &[u8]) {
+    ctx.ks.set_str(key, s, Expiry::Keep);
+    if let Some(e) = ctx.ks.entry_mut(key) {
+        e.flags = (e.flags & !(FLAG_EMBSTR | FLAG_UNSHARED)) | FLAG_RAW;
+    }
+}
+
 fn max_bytes(ctx: &Ctx) -> usize {
     ctx.state
         .config
@@ -555,7 +565,7 @@ fn pfadd(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     }
     if updated {
         invalidate_cache(&mut s);
-        ctx.ks.set_str(key, &s, Expiry::Keep);
+        put(ctx, key, &s);
         ctx.changed(key, STRING, "pfadd");
     }
     Ok(Reply::Int(updated as i64))
@@ -585,7 +595,7 @@ fn pfcount(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     // replica, whose copy must stay its primary's.
     if !ctx.state.repl.is_replica() {
         s[8..16].copy_from_slice(&card.to_le_bytes());
-        ctx.ks.set_str(key, &s, Expiry::Keep);
+        put(ctx, key, &s);
         ctx.state.watches.touch(key);
         ctx.dirty();
     }
@@ -620,7 +630,7 @@ fn pfmerge(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         }
     }
     invalidate_cache(&mut s);
-    ctx.ks.set_str(dst, &s, Expiry::Keep);
+    put(ctx, dst, &s);
     // Redis sends `pfadd` for PFMERGE too.
     ctx.changed(dst, STRING, "pfadd");
     Ok(Reply::Ok)
