@@ -1420,6 +1420,49 @@ fn slowlog_records_commands_with_client_details() {
     d.check(&["SLOWLOG", "HELP"]);
 }
 
+/// Which commands the slow log holds, and in which order, as Redis: each
+/// command EXEC runs (not EXEC), a command rewritten for replication under
+/// its own name, and a blocked command once, when it is served (after the
+/// command that served it).
+#[test]
+fn slowlog_holds_transactions_and_served_blocked_commands_as_redis() {
+    let d = Diff::new();
+    same_on_both(&d, "slow log arguments", |addr| {
+        let mut c = RawClient::connect(addr);
+        c.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+        c.cmd(&["SADD", "set", "a", "b", "c"]);
+        c.cmd(&["SLOWLOG", "RESET"]);
+        c.cmd(&["MULTI"]);
+        c.cmd(&["SET", "a", "1"]);
+        c.cmd(&["INCR", "a"]);
+        c.cmd(&["EXEC"]);
+        c.cmd(&["SPOP", "set", "10"]);
+        c.cmd(&["GEOADD", "cities", "-122.33207", "47.60621", "Seattle"]);
+        let mut blocked = RawClient::connect(addr);
+        blocked.send(&["BLPOP", "l", "0"]);
+        wait_for("the client to block", Duration::from_secs(10), || {
+            let info = text(c.cmd(&["INFO", "clients"]));
+            info.contains("blocked_clients:1").then_some(())
+        });
+        c.cmd(&["RPUSH", "l", "x"]);
+        assert!(matches!(blocked.read(), Frame::Array(_)));
+        let Frame::Array(entries) = c.cmd(&["SLOWLOG", "GET", "-1"]) else {
+            panic!("SLOWLOG GET is an array")
+        };
+        // Arguments only, oldest first, without the INFO polls.
+        let mut args: Vec<Frame> = entries
+            .into_iter()
+            .filter_map(|e| match e {
+                Frame::Array(mut e) if e.len() == 6 => Some(e.swap_remove(3)),
+                _ => None,
+            })
+            .filter(|a| !matches!(a, Frame::Array(v) if v.first() == Some(&Frame::bulk("INFO"))))
+            .collect();
+        args.reverse();
+        args
+    });
+}
+
 #[test]
 fn time_a_connection_spends_waiting_is_no_commands_time() {
     // Commands of one batch are timed back to back (one clock read per

@@ -903,7 +903,8 @@ fn run_with(
         drop(ks);
         count_error(state, &reply);
         let elapsed = lap(session, start);
-        record(state, session, spec, id, args, elapsed, &reply);
+        record(state, session, id, elapsed, &reply);
+        log_slow(state, session, spec, args, elapsed.as_micros() as u64);
         return Outcome::Reply(reply);
     }
     let (result, block, expired, events, ready) = {
@@ -937,17 +938,28 @@ fn run_with(
         drop(ks);
         (result, block, expired, events, ready)
     };
-    // Locks are released here: notifications and unblocking run without them.
-    after_command(state, expired, events, ready);
+    // Locks are released here: notifications and unblocking run without
+    // them. Blocked clients are served once this command is accounted for
+    // (Redis serves them after `call()`), so its slow log entry and its
+    // MONITOR line come before theirs.
+    after_command(state, expired, events, SmallVec::new());
     let reply = match result {
         Ok(r) | Err(r) => r,
     };
     let elapsed = lap(session, start);
-    record(state, session, spec, id, args, elapsed, &reply);
+    record(state, session, id, elapsed, &reply);
+    // A command that blocked goes to the slow log when it is served (as
+    // Redis' `updateStatsOnUnblock`), by whoever serves it.
+    if block.is_none() {
+        log_slow(state, session, spec, args, elapsed.as_micros() as u64);
+    }
     // A blocked command's re-run is not shown again (Redis shows a command
     // once, when it is first called).
     if !retry && state.pubsub.is_monitored() {
         feed_monitors(state, session, spec, args);
+    }
+    if !ready.is_empty() {
+        serve_blocked(state, ready.into_vec());
     }
     match block {
         Some(spec) => Outcome::Block {
@@ -1022,9 +1034,11 @@ pub fn serve_blocked(state: &State, ready: Vec<Bytes>) {
             let (tx, _rx) = tokio::sync::mpsc::channel(1);
             let mut session = Session::new(handle.clone(), tx, true);
             session.proto = handle.proto.load(Ordering::Relaxed);
+            let start = std::time::Instant::now();
             let (reply, more) = run_for_waiter(state, &mut session, spec, &args, key.clone());
             match reply {
                 Some(reply) => {
+                    log_slow(state, &session, spec, &args, start.elapsed().as_micros() as u64);
                     if let Some(tx) = slot.take() {
                         let _ = tx.send(reply);
                     }
@@ -1109,15 +1123,7 @@ fn lap(session: &mut Session, start: quanta::Instant) -> Duration {
     end.saturating_duration_since(start)
 }
 
-fn record(
-    state: &State,
-    session: &Session,
-    spec: &'static CommandSpec,
-    id: usize,
-    args: &[&[u8]],
-    elapsed: Duration,
-    reply: &Reply,
-) {
+fn record(state: &State, session: &Session, id: usize, elapsed: Duration, reply: &Reply) {
     let micros = elapsed.as_micros() as u64;
     // A command that blocks is counted once, when it is first run.
     let failed = reply.is_error();
@@ -1127,6 +1133,12 @@ fn record(
         count_error(state, reply);
     }
     state.metrics.observe_command(id, elapsed);
+    session.handle.last_cmd.store(id + 1, Ordering::Relaxed);
+}
+
+/// The slow log and the latency monitor's `command` events: for each
+/// command run, each command EXEC runs, and a blocked command when served.
+pub(crate) fn log_slow(state: &State, session: &Session, spec: &CommandSpec, args: &[&[u8]], micros: u64) {
     let threshold = state.config.slowlog_log_slower_than.load(Ordering::Relaxed);
     if threshold >= 0 && micros >= threshold as u64 && spec.flags & flags::SKIP_SLOWLOG == 0 {
         crate::cmd::server::slowlog_push(state, session, args, micros);
@@ -1140,5 +1152,4 @@ fn record(
         };
         state.latency.add(event, micros / 1000);
     }
-    session.handle.last_cmd.store(id + 1, Ordering::Relaxed);
 }

@@ -149,6 +149,8 @@ fn exec(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
             .commands
             .local(super::table().id(spec))
             .call(start.elapsed().as_micros() as u64, r.is_error());
+        // Each command EXEC runs is in the slow log (EXEC itself is not).
+        super::log_slow(ctx.state, ctx.session, spec, &args, start.elapsed().as_micros() as u64);
         if ctx.state.pubsub.is_monitored() {
             super::feed_monitors(ctx.state, ctx.session, spec, &args);
         }
