@@ -6,61 +6,22 @@
 //! Iterations: `FERROKV_CRASH_ITERATIONS` (default 3, what CI runs);
 //! `bench/crash.sh` runs 100. Prints `acked writes lost: L of N`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use support::Binary;
 
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
+mod support;
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_node(dir: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrokv-node"))
-        .args([
-            "--port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ferrokv-node");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("ferrokv-node listening on ") {
-                let _ = tx.send(a.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("node did not start (log damaged?)")
-        .parse()
-        .expect("address");
-    Node { child, addr }
+/// The binary with `appendfsync always` on the data directory `dir`.
+fn spawn_node(dir: &Path) -> Binary {
+    let dir = dir.to_str().expect("utf-8 path");
+    Binary::start(&["--appendonly", "yes", "--appendfsync", "always", "--dir", dir])
 }
 
 /// The smallest RESP client: one command, one single-line reply.
