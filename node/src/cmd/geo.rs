@@ -21,7 +21,7 @@ use super::flags::*;
 use super::parse::{self, is};
 use super::string::longdouble::LongDouble;
 use super::zset::{parse_score, store, zadd};
-use super::{CmdResult, CommandSpec, Ctx, KeySpec};
+use super::{CmdResult, CommandSpec, Ctx, KeySpec, one_key};
 use crate::db::WRONGTYPE;
 use crate::db::value::Value;
 use crate::db::zset::{ScoreRange, ZSet};
@@ -57,11 +57,7 @@ macro_rules! spec {
     };
 }
 
-const KEY1: KeySpec = KeySpec::Range {
-    first: 1,
-    last: 1,
-    step: 1,
-};
+const KEY1: KeySpec = one_key();
 
 pub static COMMANDS: &[CommandSpec] = &[
     spec!(

@@ -17,7 +17,7 @@
 //! its primary's.
 
 use super::flags::*;
-use super::{CmdResult, CommandSpec, Ctx, KeySpec};
+use super::{CmdResult, CommandSpec, Ctx, all_keys_from, one_key};
 use crate::db::entry::{FLAG_EMBSTR, FLAG_RAW, FLAG_UNSHARED};
 use crate::db::{Expiry, WRONGTYPE};
 use crate::notify::STRING;
@@ -45,11 +45,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "pfadd",
         arity: -2,
         flags: WRITE | DENYOOM | FAST,
-        keys: KeySpec::Range {
-            first: 1,
-            last: 1,
-            step: 1,
-        },
+        keys: one_key(),
         group: "hyperloglog",
         summary: "Adds the specified elements to the specified HyperLogLog.",
         since: "2.8.9",
@@ -61,11 +57,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "pfcount",
         arity: -2,
         flags: READONLY,
-        keys: KeySpec::Range {
-            first: 1,
-            last: -1,
-            step: 1,
-        },
+        keys: all_keys_from(1),
         group: "hyperloglog",
         summary: "Return the approximated cardinality of the set(s) observed by the HyperLogLog at key(s).",
         since: "2.8.9",
@@ -78,11 +70,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "pfmerge",
         arity: -2,
         flags: WRITE | DENYOOM,
-        keys: KeySpec::Range {
-            first: 1,
-            last: -1,
-            step: 1,
-        },
+        keys: all_keys_from(1),
         group: "hyperloglog",
         summary: "Merge N different HyperLogLogs into a single one.",
         since: "2.8.9",
