@@ -20,10 +20,8 @@ use bytes::Bytes;
 use super::flags::*;
 use super::parse::{self, is};
 use super::string::longdouble::LongDouble;
-use super::zset::{parse_score, store, zadd};
+use super::zset::{parse_score, read, store, zadd};
 use super::{CmdResult, CommandSpec, Ctx, KeySpec, one_key};
-use crate::db::WRONGTYPE;
-use crate::db::value::Value;
 use crate::db::zset::{ScoreRange, ZSet};
 use crate::resp::Reply;
 
@@ -634,20 +632,6 @@ fn radius(args: &[&[u8]]) -> Result<(f64, f64), Reply> {
     Ok((r, unit(args[1])?))
 }
 
-/// The sorted set at `key` for reading (a keyspace hit or miss), or WRONGTYPE.
-fn index<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c ZSet>, Reply> {
-    let state = ctx.state;
-    let found = match ctx.ks.get(key) {
-        None => None,
-        Some(e) => match e.obj() {
-            Some(Value::ZSet(z)) => Some(z),
-            _ => return Err(Reply::err(WRONGTYPE)),
-        },
-    };
-    super::looked_up(state, &mut ctx.events, key, found.is_some());
-    Ok(found)
-}
-
 // ---- commands ----------------------------------------------------------------
 
 /// GEOADD: ZADD with each longitude/latitude pair turned into its score.
@@ -692,7 +676,7 @@ fn geodist(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         5 => unit(args[4])?,
         _ => return Err(parse::syntax()),
     };
-    let Some(z) = index(ctx, args[1])? else {
+    let Some(z) = read(ctx, args[1])? else {
         return Ok(Reply::Null);
     };
     let (Some(s1), Some(s2)) = (z.score(args[2]), z.score(args[3])) else {
@@ -704,7 +688,7 @@ fn geodist(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 
 fn geohash(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     const ALPHABET: &[u8; 32] = b"0123456789bcdefghjkmnpqrstuvwxyz";
-    let z = index(ctx, args[1])?;
+    let z = read(ctx, args[1])?;
     let out = args[2..]
         .iter()
         .map(|m| match z.and_then(|z| z.score(m)) {
@@ -738,7 +722,7 @@ fn geohash(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 }
 
 fn geopos(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
-    let z = index(ctx, args[1])?;
+    let z = read(ctx, args[1])?;
     let out = args[2..]
         .iter()
         .map(|m| match z.and_then(|z| z.score(m)) {
@@ -797,12 +781,12 @@ enum Order {
 /// `georadiusGeneric`, in Redis' order of checks and replies.
 fn radius_generic(ctx: &mut Ctx, args: &[&[u8]], src: usize, form: Form) -> CmdResult {
     let name = String::from_utf8_lossy(args[0]).into_owned();
-    let exists = index(ctx, args[src])?.is_some();
+    let exists = read(ctx, args[src])?.is_some();
     let member_lon_lat = |ctx: &mut Ctx, m: &[u8]| -> Result<(f64, f64), Reply> {
-        match ctx.ks.get(args[src]).and_then(|e| e.obj()) {
-            Some(Value::ZSet(z)) => z.score(m).map(decode_score).ok_or_else(|| Reply::err(ERR_MEMBER)),
-            _ => Err(Reply::err(ERR_MEMBER)),
-        }
+        let z = ctx.ks.get_obj::<ZSet>(args[src]).ok().flatten();
+        z.and_then(|z| z.score(m))
+            .map(decode_score)
+            .ok_or_else(|| Reply::err(ERR_MEMBER))
     };
     let mut center = (0.0, 0.0);
     let mut kind = Kind::Circle { radius: 0.0 };
@@ -933,8 +917,8 @@ fn radius_generic(ctx: &mut Ctx, args: &[&[u8]], src: usize, form: Form) -> CmdR
         conversion,
     };
     let limit = if any { count as usize } else { 0 };
-    let mut points = match ctx.ks.get(args[src]).and_then(|e| e.obj()) {
-        Some(Value::ZSet(z)) => points_within(z, &shape, limit),
+    let mut points = match ctx.ks.get_obj::<ZSet>(args[src]) {
+        Ok(Some(z)) => points_within(z, &shape, limit),
         _ => Vec::new(),
     };
     let returned = if count == 0 {

@@ -639,7 +639,7 @@ fn lex_range(min: &[u8], max: &[u8]) -> Result<LexRange, Reply> {
 // --- keyspace access ---------------------------------------------------------
 
 /// A sorted set for reading, counting the lookup as a keyspace hit or miss.
-fn read<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c ZSet>, Reply> {
+pub(super) fn read<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c ZSet>, Reply> {
     let state = ctx.state;
     let z = ctx.ks.get_obj::<ZSet>(key).map_err(Reply::err)?;
     super::looked_up(state, &mut ctx.events, key, z.is_some());
