@@ -104,6 +104,12 @@ impl ClientHandle {
     }
 
     /// Ask the connection to close (CLIENT KILL, pub/sub overflow, shutdown).
+    /// A connection a client opened on a listener that is not a replica's
+    /// feed (what a stop closes first, what the thread balancer moves).
+    pub fn is_client_connection(&self) -> bool {
+        self.stop_on_shutdown && self.repl_role.load(Ordering::Relaxed) == crate::repl::client_role::NORMAL
+    }
+
     pub fn request_kill(&self) {
         self.killed.store(true, Ordering::Relaxed);
         self.kill.notify_one();
@@ -269,7 +275,7 @@ impl Clients {
     pub fn close_normal(&self) {
         self.closing.store(true, Ordering::Release);
         for h in self.map.lock().values() {
-            if h.stop_on_shutdown && h.repl_role.load(Ordering::Relaxed) == crate::repl::client_role::NORMAL {
+            if h.is_client_connection() {
                 h.kill.notify_one();
             }
         }
@@ -277,11 +283,7 @@ impl Clients {
 
     /// Client connections still open that are not replica feeds.
     pub fn normal_count(&self) -> usize {
-        self.map
-            .lock()
-            .values()
-            .filter(|h| h.stop_on_shutdown && h.repl_role.load(Ordering::Relaxed) == crate::repl::client_role::NORMAL)
-            .count()
+        self.map.lock().values().filter(|h| h.is_client_connection()).count()
     }
 
     /// [`Clients::close_all`] has run: a wake of a connection's `kill`

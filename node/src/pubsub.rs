@@ -220,10 +220,6 @@ impl PubSub {
         self.monitoring.load(Ordering::Relaxed)
     }
 
-    pub fn monitor_count(&self) -> usize {
-        self.monitors.read().len()
-    }
-
     /// Send `line` to every monitor; returns the monitors whose queue
     /// overflowed (the caller disconnects them, as for subscribers).
     pub fn feed_monitors(&self, line: Bytes) -> Vec<u64> {

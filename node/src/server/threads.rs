@@ -350,7 +350,7 @@ impl ConnThreads {
             .clients
             .all()
             .into_iter()
-            .filter(|c| c.stop_on_shutdown && c.repl_role.load(Ordering::Relaxed) == crate::repl::client_role::NORMAL)
+            .filter(|c| c.is_client_connection())
             .collect();
         let mut load = vec![0usize; self.threads.len()];
         let mut at: Vec<(usize, &crate::client::ClientHandle)> = Vec::with_capacity(clients.len());
