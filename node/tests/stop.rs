@@ -128,6 +128,9 @@ fn a_stopping_primary_waits_for_a_lagging_replica_unless_now() {
             replica.signal("CONT");
             continue;
         }
+        // The sleep is what is tested: the primary must still be up after
+        // it, waiting for the stopped replica (it exits at once without the
+        // wait, as the NOW case shows).
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
             primary.child.try_wait().unwrap().is_none(),

@@ -486,14 +486,9 @@ impl Binary {
 
     /// Wait up to `limit` for the process to exit; its exit status.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "ferrokv-node did not exit within {limit:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for("ferrokv-node to exit", limit, || {
+            self.child.try_wait().expect("try_wait")
+        })
     }
 }
 
