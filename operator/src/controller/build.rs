@@ -449,6 +449,35 @@ mod tests {
         }
     }
 
+    /// Every key the CRD lets a user set is one the node's config file
+    /// takes: the rendered file, with each allowed key at the node's
+    /// default value, is loaded by the node's own parser.
+    #[test]
+    fn every_allowed_config_key_is_accepted_by_the_node() {
+        use ferrokv_node::config::{Config, ServeArgs, find_param};
+        use ferrokv_node::db::evict::EvictionConfig;
+        let defaults = (Config::default(), EvictionConfig::default());
+        let mut kv = cluster(1, 0);
+        for key in crate::crd::CONFIG_KEYS {
+            let p = find_param(key).unwrap_or_else(|| panic!("{key} is not a node parameter"));
+            assert!(p.set.is_some(), "{key} cannot be set");
+            kv.spec
+                .config
+                .insert(key.to_string(), (p.get)(&defaults.0, &defaults.1));
+        }
+        let path = std::env::temp_dir().join(format!("ferrokv-operator-conf-{}.conf", std::process::id()));
+        std::fs::write(&path, node_config(&kv)).unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let loaded = Config::from_args(&args, &EvictionConfig::default());
+        let _ = std::fs::remove_file(&path);
+        if let Err(e) = loaded {
+            panic!("the node refuses the rendered config: {e}");
+        }
+    }
+
     #[test]
     fn required_anti_affinity_and_no_anti_affinity() {
         let mut kv = cluster(1, 1);
