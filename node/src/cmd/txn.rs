@@ -144,13 +144,14 @@ fn exec(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
             Ok(r) | Err(r) => r,
         };
         ctx.collect_log(&args);
+        let micros = start.elapsed().as_micros() as u64;
         ctx.state
             .stats
             .commands
             .local(super::table().id(spec))
-            .call(start.elapsed().as_micros() as u64, r.is_error());
+            .call(micros, r.is_error());
         // Each command EXEC runs is in the slow log (EXEC itself is not).
-        super::log_slow(ctx.state, ctx.session, spec, &args, start.elapsed().as_micros() as u64);
+        super::log_slow(ctx.state, ctx.session, spec, &args, micros);
         if ctx.state.pubsub.is_monitored() {
             super::feed_monitors(ctx.state, ctx.session, spec, &args);
         }
