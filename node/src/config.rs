@@ -279,6 +279,10 @@ pub struct Config {
     pub lazyfree_lazy_user_flush: AtomicBool,
     /// Largest sparse HyperLogLog before it turns dense.
     pub hll_sparse_max_bytes: AtomicU64,
+    /// `busy-reply-threshold` (`lua-time-limit`), ms: after this long a
+    /// running script makes other clients' commands answer `-BUSY` and
+    /// becomes killable with SCRIPT KILL (0: never).
+    pub busy_reply_threshold: AtomicU64,
 }
 
 /// Parse Redis' `save` value: pairs of seconds and changes, or "" for none.
@@ -343,6 +347,7 @@ impl Default for Config {
             lazyfree_lazy_user_del: AtomicBool::new(false),
             lazyfree_lazy_user_flush: AtomicBool::new(false),
             hll_sparse_max_bytes: AtomicU64::new(3000),
+            busy_reply_threshold: AtomicU64::new(5000),
         }
     }
 }
@@ -687,6 +692,14 @@ pub static PARAMS: &[Param] = &[
         }),
     },
     Param {
+        name: "busy-reply-threshold",
+        get: |c, _| c.busy_reply_threshold.load(Ordering::Relaxed).to_string(),
+        set: Some(|c, _, v| {
+            c.busy_reply_threshold.store(int(v)?, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
         name: "hll-sparse-max-bytes",
         get: |c, _| c.hll_sparse_max_bytes.load(Ordering::Relaxed).to_string(),
         set: Some(|c, _, v| {
@@ -736,6 +749,7 @@ pub static ALIASES: &[(&str, &str)] = &[
     ("zset-max-ziplist-entries", "zset-max-listpack-entries"),
     ("zset-max-ziplist-value", "zset-max-listpack-value"),
     ("list-max-ziplist-size", "list-max-listpack-size"),
+    ("lua-time-limit", "busy-reply-threshold"),
 ];
 
 fn yes_no(b: bool) -> String {

@@ -78,6 +78,11 @@ pub struct Session {
     /// The cluster view this connection last routed with, and its
     /// generation (see `Cluster::with_view`).
     pub cluster_view: Option<(u64, std::sync::Arc<crate::cluster::View>)>,
+    /// A client connection, which can wait for another client's script
+    /// asynchronously and lend itself to a script thread
+    /// (`Outcome::AwaitScript`, `Outcome::Script`). Internal sessions run
+    /// scripts in place and block on the locks like any command.
+    pub client_connection: bool,
     /// A connection the node itself drives (role changes, and the
     /// replication stream from a primary): never redirected.
     pub cluster_internal: bool,
@@ -114,6 +119,7 @@ impl Session {
             routed_migrating: false,
             routed_slot: None,
             cluster_view: None,
+            client_connection: false,
             cluster_internal: false,
             repl: crate::repl::SessionRepl::default(),
         }

@@ -194,6 +194,8 @@ pub struct State {
     pub io_threads: crate::server::threads::Counts,
     /// `SHUTDOWN` asks here; the process that runs the server stops it.
     pub stop: crate::server::shutdown::StopRequest,
+    /// Lua scripting: the interpreter, the script cache, the running script.
+    pub scripts: crate::script::Scripts,
 }
 
 impl AsRef<Db> for State {
@@ -260,6 +262,7 @@ impl State {
             cluster: crate::cluster::Cluster::default(),
             io_threads: Default::default(),
             stop: Default::default(),
+            scripts: Default::default(),
         })
     }
 

@@ -854,6 +854,7 @@ mod tests {
         match execute(state, session, &args) {
             Outcome::Reply(r) => r,
             Outcome::Block { .. } => panic!("key commands never block"),
+            Outcome::Script { .. } | Outcome::AwaitScript => unreachable!("internal sessions run scripts in place"),
         }
     }
 

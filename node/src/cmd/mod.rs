@@ -28,6 +28,7 @@ pub mod parse;
 pub mod persist;
 pub mod pubsub;
 pub mod repl;
+pub mod script;
 pub mod server;
 pub mod set;
 pub mod sort;
@@ -94,6 +95,12 @@ pub mod flags {
     /// BY/GET patterns read keys found only while it runs); cluster routing
     /// still follows the named keys.
     pub const LOCK_ALL: u32 = 1 << 18;
+    /// A command that may be given no keys although it names where they
+    /// are (EVAL with `numkeys` 0).
+    pub const NO_MANDATORY_KEYS: u32 = 1 << 19;
+    /// A client's script command (EVAL...): run on a blocking thread, not
+    /// on the connection thread (see [`crate::script`]).
+    pub const SCRIPT: u32 = 1 << 20;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),
@@ -110,6 +117,7 @@ pub mod flags {
         (FAST, "fast"),
         (NO_AUTH, "no_auth"),
         (MAY_REPLICATE, "may_replicate"),
+        (NO_MANDATORY_KEYS, "no_mandatory_keys"),
         (NO_MULTI, "no_multi"),
         (ALLOW_BUSY, "allow_busy"),
     ];
@@ -206,7 +214,7 @@ impl Table {
     }
 }
 
-fn families() -> [&'static [CommandSpec]; 18] {
+fn families() -> [&'static [CommandSpec]; 19] {
     [
         connection::COMMANDS,
         keys::COMMANDS,
@@ -226,6 +234,7 @@ fn families() -> [&'static [CommandSpec]; 18] {
         sort::COMMANDS,
         geo::COMMANDS,
         hll::COMMANDS,
+        script::COMMANDS,
     ]
 }
 
@@ -585,6 +594,20 @@ pub enum Outcome {
         spec: BlockSpec,
         args: Vec<Bytes>,
     },
+    /// A script command to run on a blocking thread ([`run_script`]): it
+    /// holds every partition for as long as the script runs, and the
+    /// connection thread must stay free to serve `-BUSY` and SCRIPT KILL.
+    /// The caller holds [`crate::script::Scripts::try_schedule`].
+    Script {
+        spec: &'static CommandSpec,
+        id: usize,
+        args: Vec<Bytes>,
+        routed_slot: Option<u16>,
+    },
+    /// Another client's script is running: wait for
+    /// [`crate::script::Scripts::settled`] and execute the request again,
+    /// instead of blocking this connection thread on the partition locks.
+    AwaitScript,
 }
 
 fn unknown_command(args: &[&[u8]]) -> Reply {
@@ -662,7 +685,7 @@ fn resolve_cached(session: &mut Session, args: &[&[u8]]) -> Result<(&'static Com
     Ok((spec, id))
 }
 
-fn is_over_maxmemory(state: &State) -> bool {
+pub(crate) fn is_over_maxmemory(state: &State) -> bool {
     let max = state.config.maxmemory.load(Ordering::Relaxed);
     max > 0 && state.db.used_memory() as u64 > max
 }
@@ -715,6 +738,21 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
                 table().full_name(spec)
             )),
         );
+    }
+    // A client's script holds every partition while it runs: wait for it
+    // (or, once it is past busy-reply-threshold, answer -BUSY) without
+    // blocking this connection thread on its locks. A replica applies its
+    // primary's stream whatever runs.
+    if session.client_connection && state.scripts.is_scheduled() && !session.repl.master {
+        if !state.scripts.is_busy() {
+            return Outcome::AwaitScript;
+        }
+        if spec.flags & flags::ALLOW_BUSY == 0 {
+            if let Some(m) = session.multi.as_mut() {
+                m.aborted = true;
+            }
+            return reject(state, id, Reply::err(crate::script::BUSY));
+        }
     }
     if state.cluster.is_enabled()
         && let Some(e) = crate::cluster::route(state, session, spec, args)
@@ -797,7 +835,81 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
         session.handle.multi.store(m.queue.len() as i64, Ordering::Relaxed);
         return Outcome::Reply(Reply::status("QUEUED"));
     }
+    if spec.flags & flags::SCRIPT != 0 && session.client_connection {
+        // Redis evicts before every command; a script's own writes cannot
+        // (its partitions are locked), so make room before it starts.
+        if !state.repl.is_replica() {
+            enforce_maxmemory(state);
+        }
+        if !state.scripts.try_schedule() {
+            return Outcome::AwaitScript;
+        }
+        return Outcome::Script {
+            spec,
+            id,
+            args: owned(args),
+            routed_slot,
+        };
+    }
     run_with(state, session, spec, id, args, false, frame, routed_slot)
+}
+
+/// Run a script command handed out as [`Outcome::Script`] (on a blocking
+/// thread), then release the schedule however it ends.
+pub fn run_script(
+    state: &State,
+    session: &mut Session,
+    spec: &'static CommandSpec,
+    id: usize,
+    args: &[Bytes],
+    routed_slot: Option<u16>,
+) -> Outcome {
+    struct Unschedule<'a>(&'a State);
+    impl Drop for Unschedule<'_> {
+        fn drop(&mut self) {
+            self.0.scripts.unschedule();
+        }
+    }
+    let _unschedule = Unschedule(state);
+    run_with(state, session, spec, id, &view(args), false, None, routed_slot)
+}
+
+/// Resolve a command called from a script, with the errors Redis' scripts
+/// get (`scriptVerifyCommandArity`).
+pub fn resolve_for_script(args: &[&[u8]]) -> Result<&'static CommandSpec, &'static str> {
+    const UNKNOWN: &str = "ERR Unknown Redis command called from script";
+    let spec = lookup(args[0]).ok_or(UNKNOWN)?;
+    let spec = if !spec.subcommands.is_empty() && args.len() >= 2 {
+        find_sub(spec, args[1]).ok_or(UNKNOWN)?
+    } else {
+        spec
+    };
+    check_arity(spec, args.len()).map_err(|_| "ERR Wrong number of args calling Redis command from script")?;
+    Ok(spec)
+}
+
+/// Run one command of a transaction or a script under the locks its
+/// caller holds: the handler, its write-log entries, its statistics, the
+/// slow log and MONITOR (shown as coming from `monitor_as` when given:
+/// Redis shows a script's commands as the `lua` client's).
+pub fn run_queued(ctx: &mut Ctx, spec: &'static CommandSpec, args: &[&[u8]], monitor_as: Option<&str>) -> Reply {
+    ctx.block = None;
+    let start = std::time::Instant::now();
+    let r = match (spec.handler)(ctx, args) {
+        Ok(r) | Err(r) => r,
+    };
+    ctx.collect_log(args);
+    let micros = start.elapsed().as_micros() as u64;
+    ctx.state
+        .stats
+        .commands
+        .local(table().id(spec))
+        .call(micros, r.is_error());
+    log_slow(ctx.state, ctx.session, spec, args, micros);
+    if ctx.state.pubsub.is_monitored() {
+        feed_monitors_as(ctx.state, ctx.session, spec, args, monitor_as);
+    }
+    r
 }
 
 /// Drop the session's transaction and its WATCHes (a refused EXEC).
@@ -976,13 +1088,21 @@ fn run_with(
 /// redacted. Commands refused before they ran (NOAUTH, OOM, queued in
 /// MULTI) are not shown; EXEC shows the commands it runs, then itself.
 pub(crate) fn feed_monitors(state: &State, session: &Session, spec: &CommandSpec, args: &[&[u8]]) {
+    feed_monitors_as(state, session, spec, args, None)
+}
+
+fn feed_monitors_as(state: &State, session: &Session, spec: &CommandSpec, args: &[&[u8]], client: Option<&str>) {
     if spec.flags & (flags::ADMIN | flags::SKIP_MONITOR) != 0 {
         return;
     }
     let unix_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
-    let line = crate::pubsub::monitor_line(unix_us, &session.handle.addr.to_string(), args);
+    let client = match client {
+        Some(c) => c.to_string(),
+        None => session.handle.addr.to_string(),
+    };
+    let line = crate::pubsub::monitor_line(unix_us, &client, args);
     state.kill_overflowed(state.pubsub.feed_monitors(line));
 }
 

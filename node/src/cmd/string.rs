@@ -1546,6 +1546,7 @@ mod tests {
         match execute(state, session, &args) {
             Outcome::Reply(r) => r,
             Outcome::Block { .. } => panic!("string commands never block"),
+            Outcome::Script { .. } | Outcome::AwaitScript => unreachable!("internal sessions run scripts in place"),
         }
     }
 

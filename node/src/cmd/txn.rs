@@ -137,25 +137,7 @@ fn exec(ctx: &mut Ctx, _args: &[&[u8]]) -> CmdResult {
     ctx.in_exec = true;
     let mut replies = Vec::with_capacity(multi.queue.len());
     for (spec, args) in multi.queue {
-        ctx.block = None;
-        let start = std::time::Instant::now();
-        let args = super::view(&args);
-        let r = match (spec.handler)(ctx, &args) {
-            Ok(r) | Err(r) => r,
-        };
-        ctx.collect_log(&args);
-        let micros = start.elapsed().as_micros() as u64;
-        ctx.state
-            .stats
-            .commands
-            .local(super::table().id(spec))
-            .call(micros, r.is_error());
-        // Each command EXEC runs is in the slow log (EXEC itself is not).
-        super::log_slow(ctx.state, ctx.session, spec, &args, micros);
-        if ctx.state.pubsub.is_monitored() {
-            super::feed_monitors(ctx.state, ctx.session, spec, &args);
-        }
-        replies.push(r);
+        replies.push(super::run_queued(ctx, spec, &super::view(&args), None));
     }
     ctx.block = None;
     ctx.in_exec = false;

@@ -1754,6 +1754,7 @@ mod tests {
         match execute(state, session, &args) {
             Outcome::Reply(r) => r,
             Outcome::Block { .. } => panic!("unexpected block"),
+            Outcome::Script { .. } | Outcome::AwaitScript => unreachable!("internal sessions run scripts in place"),
         }
     }
 

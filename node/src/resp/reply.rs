@@ -36,6 +36,11 @@ pub enum Reply {
     Bool(bool),
     /// A RESP3 verbatim string (`=len\r\ntxt:...`), a bulk string in RESP2.
     Verbatim(Bytes),
+    /// A RESP3 verbatim string of another format than `txt` (a script's
+    /// `{verbatim_string = {format = ..., string = ...}}`).
+    VerbatimAs([u8; 3], Bytes),
+    /// A RESP3 big number (`(...`), a bulk string in RESP2.
+    BigNum(String),
     /// A RESP3 push (out-of-band pub/sub message); an array in RESP2.
     Push(Vec<Reply>),
     /// Already-encoded bytes, appended verbatim (used for replies that do not
@@ -169,6 +174,24 @@ impl Reply {
                     out.put_slice(b"\r\n");
                 } else {
                     bulk(out, b);
+                }
+            }
+            Reply::VerbatimAs(format, b) => {
+                if resp3 {
+                    int_line(out, b'=', b.len() as i64 + 4);
+                    out.put_slice(format);
+                    out.put_slice(b":");
+                    out.put_slice(b);
+                    out.put_slice(b"\r\n");
+                } else {
+                    bulk(out, b);
+                }
+            }
+            Reply::BigNum(n) => {
+                if resp3 {
+                    line(out, b'(', n.as_bytes());
+                } else {
+                    bulk(out, n.as_bytes());
                 }
             }
             Reply::Raw(b) => out.put_slice(b),

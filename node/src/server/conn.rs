@@ -167,6 +167,7 @@ pub async fn serve(
     let (push_tx, push_rx) = mpsc::channel(QUEUE_LEN);
     let authenticated = state.config.requirepass.read().is_none();
     let mut session = Session::new(handle.clone(), push_tx, authenticated);
+    session.client_connection = true;
     session.chain_clock = true;
     session.pushes_through = true;
     let conn = Conn {
@@ -500,9 +501,35 @@ impl Conn {
             // The arguments are borrowed from the input buffer for the
             // command's run only (see `parse::view`); the request leaves the
             // buffer once it is done.
-            let outcome = {
-                let (args, frame) = parse::view(&self.inbuf, &req);
-                cmd::execute_framed(&self.state, &mut self.session, &args, frame)
+            let outcome = loop {
+                let outcome = {
+                    let (args, frame) = parse::view(&self.inbuf, &req);
+                    cmd::execute_framed(&self.state, &mut self.session, &args, frame)
+                };
+                match outcome {
+                    // Another client's script holds the keyspace: wait for it
+                    // without blocking this thread, then try again.
+                    Outcome::AwaitScript => {
+                        since_clock = 0;
+                        self.flush(io).await?;
+                        start = 0;
+                        self.session.clock_mark = None;
+                        let state = self.state.clone();
+                        state.scripts.settled().await;
+                    }
+                    Outcome::Script {
+                        spec,
+                        id,
+                        args,
+                        routed_slot,
+                    } => {
+                        since_clock = 0;
+                        self.flush(io).await?;
+                        start = 0;
+                        break self.run_script(spec, id, args, routed_slot).await;
+                    }
+                    outcome => break outcome,
+                }
             };
             self.inbuf.advance(req.len);
             match outcome {
@@ -534,6 +561,7 @@ impl Conn {
                     let skip = std::mem::take(&mut self.session.reply_skipping);
                     self.write_reply(r, skip)
                 }
+                Outcome::Script { .. } | Outcome::AwaitScript => unreachable!("handled above"),
                 Outcome::Block { spec, args } => {
                     since_clock = 0;
                     self.flush(io).await?;
@@ -556,6 +584,40 @@ impl Conn {
             }
             if self.out.len() > OUT_FLUSH {
                 self.flush(io).await?;
+            }
+        }
+    }
+
+    /// Run a script command on a blocking thread, with this connection's
+    /// session lent to it: the script holds every partition while it runs,
+    /// and this thread keeps serving its other connections (their commands
+    /// wait for it, or get `-BUSY`, instead of blocking the thread).
+    async fn run_script(
+        &mut self,
+        spec: &'static cmd::CommandSpec,
+        id: usize,
+        args: Vec<Bytes>,
+        routed_slot: Option<u16>,
+    ) -> Outcome {
+        let lent = Session::new(self.handle.clone(), self.session.push_tx.clone(), false);
+        let session = std::mem::replace(&mut self.session, lent);
+        let state = self.state.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let mut session = session;
+            let outcome = cmd::run_script(&state, &mut session, spec, id, &args, routed_slot);
+            (session, outcome)
+        });
+        match job.await {
+            Ok((session, outcome)) => {
+                self.session = session;
+                outcome
+            }
+            Err(e) => {
+                // The script thread panicked: the schedule was released by
+                // its guard; this connection's state went with the thread.
+                tracing::error!(client = self.handle.id, error = %e, "script thread failed");
+                self.session.close = true;
+                Outcome::Reply(Reply::err("ERR internal error running the script"))
             }
         }
     }

@@ -377,6 +377,13 @@ async fn expiry_job(state: Arc<State>, mut shutdown: Shutdown) {
         if state.db.no_expire.load(Ordering::Relaxed) {
             continue;
         }
+        // A client's script holds every partition: a cycle now would block
+        // this runtime (and the accept loop on it, through which SCRIPT KILL
+        // may have to come) until the script ends. Redis does not expire
+        // keys during a script either.
+        if state.scripts.is_scheduled() {
+            continue;
+        }
         let expired = crate::db::expire::active_expire_cycle(&state.db, Duration::from_millis(25));
         if !expired.is_empty() {
             crate::cmd::after_command(&state, expired, Vec::new(), Default::default());

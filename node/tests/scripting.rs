@@ -1,0 +1,452 @@
+//! Lua scripting against Redis 7.0.15: the same EVAL/EVALSHA/SCRIPT
+//! commands sent to both servers must get byte-identical replies — values
+//! converted both ways (RESP2 and RESP3), errors with their script position,
+//! the sandbox, shebang flags, `math.random`'s sequence, `bit`.
+
+// Test code: an unexpected value should fail the test right where it appears.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Diff, Frame, RawClient};
+
+/// Every case is compared, and all differences are reported together.
+fn check_all(d: &mut Diff, cases: &[&[&str]]) {
+    let mut diffs = Vec::new();
+    for args in cases {
+        let (a, b) = d.both(args);
+        if a != b {
+            diffs.push(format!("{args:?}\n  ferrokv: {a:?}\n  redis:   {b:?}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} replies differ:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+#[test]
+fn values_convert_as_in_redis() {
+    let mut d = Diff::new();
+    check_all(
+        &mut d,
+        &[
+            &["SET", "s", "hello"],
+            &["RPUSH", "l", "a", "b", "c"],
+            &["HSET", "h", "f", "v"],
+            &["ZADD", "z", "1.5", "m"],
+            &["EVAL", "return 1", "0"],
+            &["EVAL", "return 3.99", "0"],
+            &["EVAL", "return -3.99", "0"],
+            &["EVAL", "return 'x'", "0"],
+            &["EVAL", "return true", "0"],
+            &["EVAL", "return false", "0"],
+            &["EVAL", "return nil", "0"],
+            &["EVAL", "return {1, 2, 3, 'x', {4, 5}}", "0"],
+            &["EVAL", "return {1, 2, nil, 4}", "0"],
+            &["EVAL", "return {1, false, 3}", "0"],
+            &["EVAL", "return {1, true, 3}", "0"],
+            &["EVAL", "return {ok = 'fine'}", "0"],
+            &["EVAL", "return {err = 'My Error'}", "0"],
+            &["EVAL", "return redis.status_reply('PONG')", "0"],
+            &["EVAL", "return redis.error_reply('My Error')", "0"],
+            &["EVAL", "return redis.error_reply('-Oops')", "0"],
+            &["EVAL", "return redis.error_reply(1)", "0"],
+            &[
+                "EVAL",
+                "return {KEYS[1], KEYS[2], ARGV[1], ARGV[2]}",
+                "2",
+                "k1",
+                "k2",
+                "a1",
+                "a2",
+            ],
+            &["EVAL", "return #KEYS + #ARGV * 10", "1", "k", "a", "b"],
+            &["EVAL", "return redis.call('get', KEYS[1])", "1", "s"],
+            &["EVAL", "return redis.call('get', 'missing')", "0"],
+            &["EVAL", "return type(redis.call('get', 'missing'))", "0"],
+            &["EVAL", "return redis.call('lrange', 'l', 0, -1)", "0"],
+            &["EVAL", "return redis.call('hgetall', 'h')", "0"],
+            &["EVAL", "return redis.call('zscore', 'z', 'm')", "0"],
+            &["EVAL", "return redis.call('zrange', 'z', 0, -1, 'withscores')", "0"],
+            &["EVAL", "return redis.call('set', 'x', 1)", "0"],
+            &["EVAL", "return redis.call('set', 'y', 1.5)", "0"],
+            &["EVAL", "return redis.call('get', 'y')", "0"],
+            &["EVAL", "return redis.call('set', 'y', 0.1)", "0"],
+            &["EVAL", "return redis.call('get', 'y')", "0"],
+            &["EVAL", "return redis.call('incr', 'x')", "0"],
+            &["EVAL", "return redis.call('ping')", "0"],
+            &["EVAL", "return type(redis.call('ping'))", "0"],
+            &["EVAL", "return redis.call('ping').ok", "0"],
+            &["EVAL", "return redis.pcall('incr', 's')", "0"],
+            &["EVAL", "return type(redis.pcall('incr', 's'))", "0"],
+            &["EVAL", "return redis.pcall('incr', 's').err", "0"],
+            &["EVAL", "return redis.call('exists', 's', 'nope')", "0"],
+            &["EVAL", "return redis.sha1hex('')", "0"],
+            &["EVAL", "return redis.sha1hex('Pizza & Mandolino')", "0"],
+            &["EVAL", "return tostring(1/3)", "0"],
+            &["EVAL", "return tostring(1e100)", "0"],
+            &["EVAL", "return 1e100", "0"],
+            &["EVAL", "return redis.REDIS_VERSION", "0"],
+            &["EVAL", "return redis.REDIS_VERSION_NUM", "0"],
+        ],
+    );
+}
+
+#[test]
+fn resp3_conversions_match_redis() {
+    let mut d = Diff::new();
+    // (HELLO's reply carries each server's own client id.)
+    d.both(&["HELLO", "3"]);
+    check_all(
+        &mut d,
+        &[
+            &["HSET", "h", "f", "v", "g", "w"],
+            &["ZADD", "z", "1.5", "m"],
+            &["SADD", "s", "x"],
+            &["EVAL", "return true", "0"],
+            &["EVAL", "return false", "0"],
+            &["EVAL", "return nil", "0"],
+            &["EVAL", "redis.setresp(3); return true", "0"],
+            &["EVAL", "redis.setresp(3); return false", "0"],
+            &["EVAL", "redis.setresp(3); return redis.call('hgetall', 'h')", "0"],
+            &["EVAL", "redis.setresp(3); return redis.call('smembers', 's')", "0"],
+            &["EVAL", "redis.setresp(3); return redis.call('zscore', 'z', 'm')", "0"],
+            &["EVAL", "redis.setresp(3); return redis.call('get', 'nope')", "0"],
+            &["EVAL", "redis.setresp(3); return type(redis.call('get', 'nope'))", "0"],
+            &[
+                "EVAL",
+                "redis.setresp(3); return redis.call('zscore', 'z', 'm').double",
+                "0",
+            ],
+            &["EVAL", "return redis.call('hgetall', 'h')", "0"],
+            &["EVAL", "return {double = 3.5}", "0"],
+            &["EVAL", "return {big_number = '123456789012345678901234567890'}", "0"],
+            &["EVAL", "return {map = {a = 1}}", "0"],
+            &["EVAL", "return {set = {a = true}}", "0"],
+            &[
+                "EVAL",
+                "return {verbatim_string = {format = 'txt', string = 'hi'}}",
+                "0",
+            ],
+            &["EVAL", "redis.setresp(4)", "0"],
+            &["EVAL", "redis.setresp()", "0"],
+        ],
+    );
+    d.both(&["HELLO", "2"]);
+    check_all(
+        &mut d,
+        &[
+            &["EVAL", "return {double = 3.5}", "0"],
+            &["EVAL", "return {map = {a = 1}}", "0"],
+            &["EVAL", "redis.setresp(3); return redis.call('hgetall', 'h')", "0"],
+            &["EVAL", "redis.setresp(3); return true", "0"],
+            &["EVAL", "redis.setresp(3); return false", "0"],
+        ],
+    );
+}
+
+#[test]
+fn errors_match_redis() {
+    let mut d = Diff::new();
+    check_all(
+        &mut d,
+        &[
+            &["SET", "s", "hello"],
+            &["EVAL", "return redis.call('incr', 's')", "0"],
+            &["EVAL", "\n\nreturn redis.call('incr', 's')", "0"],
+            &["EVAL", "return redis.call('nosuchcommand')", "0"],
+            &["EVAL", "return redis.call('get')", "0"],
+            &["EVAL", "return redis.call('get', 'a', 'b')", "0"],
+            &["EVAL", "return redis.call()", "0"],
+            &["EVAL", "return redis.pcall()", "0"],
+            &["EVAL", "return redis.call('get', {})", "0"],
+            &["EVAL", "return redis.call('eval', 'return 1', 0)", "0"],
+            &["EVAL", "return redis.call('multi')", "0"],
+            &["EVAL", "return redis.call('config', 'nosuch')", "0"],
+            &["EVAL", "error('boom')", "0"],
+            &["EVAL", "local x = 1\nerror('boom')", "0"],
+            &["EVAL", "error({err = 'MYERR custom'})", "0"],
+            &["EVAL", "error()", "0"],
+            &["EVAL", "error(42)", "0"],
+            &["EVAL", "return nosuchglobal", "0"],
+            &["EVAL", "a = 5", "0"],
+            &["EVAL", "local t = nil; return t.x", "0"],
+            &["EVAL", "return 1 +", "0"],
+            &["EVAL", "return pcall(function() redis.call('incr', 's') end)", "0"],
+            &[
+                "EVAL",
+                "local ok, e = pcall(function() redis.call('incr', 's') end); return e",
+                "0",
+            ],
+            &["EVAL", "local ok, e = pcall(error, 'x'); return {tostring(ok), e}", "0"],
+            &["EVAL", "return 1", "-1"],
+            &["EVAL", "return 1", "2", "a"],
+            &["EVAL", "return 1", "x"],
+            &["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "0"],
+            &["EVALSHA", "short", "0"],
+            &["EVAL_RO", "return redis.call('set', 'k', 'v')", "0"],
+            &["EVAL_RO", "return redis.call('get', 's')", "0"],
+            &["EVAL", "return redis.setresp(3, 3)", "0"],
+            &["EVAL", "redis.set_repl(99)", "0"],
+            &["EVAL", "return redis.log()", "0"],
+            &["EVAL", "return redis.log('x', 'y')", "0"],
+            &["EVAL", "return redis.log(99, 'y')", "0"],
+            &["EVAL", "return redis.log(redis.LOG_WARNING, 'from a script')", "0"],
+        ],
+    );
+}
+
+#[test]
+fn sandbox_matches_redis() {
+    let mut d = Diff::new();
+    check_all(
+        &mut d,
+        &[
+            &["EVAL", "print('x')", "0"],
+            &["EVAL", "return loadfile", "0"],
+            &["EVAL", "dofile('/etc/passwd')", "0"],
+            &["EVAL", "return os", "0"],
+            &["EVAL", "return io", "0"],
+            &["EVAL", "return debug", "0"],
+            &["EVAL", "return package", "0"],
+            &["EVAL", "redis.call = function() return 1 end", "0"],
+            &["EVAL", "string.upper = nil", "0"],
+            &["EVAL", "math.x = 1", "0"],
+            &["EVAL", "bit.band = nil", "0"],
+            &["EVAL", "_G.x = 1", "0"],
+            &["EVAL", "rawset(_G, 'x', 1)", "0"],
+            &["EVAL", "setmetatable(_G, {})", "0"],
+            &["EVAL", "local f = loadstring('x = 1'); f()", "0"],
+            &[
+                "EVAL",
+                "local f = loadstring('return string.upper(\"a\")'); return f()",
+                "0",
+            ],
+            &["EVAL", "return ('abc'):upper()", "0"],
+            &["EVAL", "local t = {} t.x = 1 return t.x", "0"],
+            &["EVAL", "return type(_G)", "0"],
+            &["EVAL", "return tostring(_G == getfenv(0))", "0"],
+            &["EVAL", "return table.concat({'a', 'b'}, '-')", "0"],
+            &["EVAL", "return string.format('%d-%s', 5, 'x')", "0"],
+            &["EVAL", "return math.floor(3.7)", "0"],
+            &[
+                "EVAL",
+                "return coroutine.wrap(function() coroutine.yield(7) end)()",
+                "0",
+            ],
+        ],
+    );
+}
+
+#[test]
+fn random_bit_and_shebang_match_redis() {
+    let mut d = Diff::new();
+    check_all(
+        &mut d,
+        &[
+            // A fresh server's first draws, then a seeded sequence.
+            &[
+                "EVAL",
+                "return {math.random(1000), math.random(1000), math.random(10, 20)}",
+                "0",
+            ],
+            &["EVAL", "return tostring(math.random())", "0"],
+            &[
+                "EVAL",
+                "math.randomseed(42); return {math.random(100), math.random(100)}",
+                "0",
+            ],
+            &["EVAL", "return math.random(0)", "0"],
+            &[
+                "EVAL",
+                "return {bit.band(0xff, 0x0f), bit.bor(1, 2, 4), bit.bxor(5, 3)}",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "return {bit.lshift(1, 31), bit.rshift(-1, 28), bit.arshift(-256, 4)}",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "return {bit.tohex(255), bit.tohex(-1, -4), bit.bnot(0), bit.tobit(4294967297)}",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "return {bit.rol(0x12345678, 8), bit.ror(0x12345678, 8), bit.bswap(0x12345678)}",
+                "0",
+            ],
+            &["EVAL", "#!lua\nreturn 1", "0"],
+            &["EVAL", "#!lua flags=no-writes\nreturn redis.call('set', 'k', 'v')", "0"],
+            &["EVAL", "#!lua flags=no-writes\nreturn redis.call('get', 'k')", "0"],
+            &["EVAL_RO", "#!lua\nreturn 1", "0"],
+            &["EVAL_RO", "#!lua flags=no-writes\nreturn 1", "0"],
+            &["EVAL", "#!lua flags=bogus\nreturn 1", "0"],
+            &["EVAL", "#!lua", "0"],
+            &["EVAL", "#!perl\nreturn 1", "0"],
+            &["EVAL", "#!lua name=x\nreturn 1", "0"],
+            &["EVAL", "#!lua\nerror('line two')", "0"],
+        ],
+    );
+}
+
+#[test]
+fn script_cache_matches_redis() {
+    let mut d = Diff::new();
+    let body = "return {KEYS[1], ARGV[1]}";
+    let sha = d.check(&["SCRIPT", "LOAD", body]);
+    let Frame::Bulk(sha) = sha else { panic!("{sha:?}") };
+    let sha = String::from_utf8(sha).unwrap();
+    check_all(
+        &mut d,
+        &[
+            &["EVALSHA", &sha, "1", "k", "a"],
+            &["EVALSHA", &sha.to_uppercase(), "1", "k", "a"],
+            &["EVALSHA_RO", &sha, "1", "k", "a"],
+            &["SCRIPT", "EXISTS", &sha, "ffffffffffffffffffffffffffffffffffffffff"],
+            &["SCRIPT", "LOAD", "return +"],
+            &["SCRIPT", "FLUSH", "bogus"],
+            &["SCRIPT", "KILL"],
+            &["SCRIPT", "NOSUCH"],
+            &["SCRIPT", "FLUSH"],
+            &["SCRIPT", "EXISTS", &sha],
+            &["EVALSHA", &sha, "1", "k", "a"],
+            &["EVAL", body, "1", "k", "a"],
+            &["EVALSHA", &sha, "1", "k", "a"],
+            &["SCRIPT", "FLUSH", "ASYNC"],
+            &["SCRIPT", "EXISTS", &sha],
+        ],
+    );
+}
+
+#[test]
+fn blocking_commands_and_transactions_match_redis() {
+    let mut d = Diff::new();
+    check_all(
+        &mut d,
+        &[
+            // Blocking commands answer at once inside a script.
+            &["EVAL", "return redis.call('blpop', 'empty', 0)", "0"],
+            &["EVAL", "return redis.call('brpop', 'empty', 1)", "0"],
+            &["RPUSH", "l", "x"],
+            &["EVAL", "return redis.call('blpop', 'l', 0)", "0"],
+            // EVAL inside MULTI runs at EXEC.
+            &["MULTI"],
+            &["EVAL", "return redis.call('incr', 'c')", "0"],
+            &["EVAL", "return redis.call('incrby', 'c', 10)", "0"],
+            &["EXEC"],
+            &["GET", "c"],
+        ],
+    );
+}
+
+/// A script's writes reach a replica as the commands it ran, inside
+/// MULTI/EXEC, and the replica's dataset ends up equal.
+#[test]
+fn script_effects_replicate() {
+    let primary = support::server();
+    let replica = support::server();
+    let mut p = RawClient::connect(primary.addr);
+    let mut r = RawClient::connect(replica.addr);
+    let port = primary.addr.port().to_string();
+    assert_eq!(r.cmd(&["REPLICAOF", "127.0.0.1", &port]), Frame::Simple("OK".into()));
+    p.cmd(&["SET", "n", "10"]);
+    // The replica is in sync before the script runs (a full sync after it
+    // would copy the unreplicated key too).
+    assert_eq!(p.cmd(&["WAIT", "1", "5000"]), Frame::Int(1));
+    let reply = p.cmd(&[
+        "EVAL",
+        "redis.call('incrby', KEYS[1], ARGV[1]); redis.call('rpush', KEYS[2], math.random(1000)); \
+         redis.set_repl(redis.REPL_NONE); redis.call('set', 'unreplicated', 1); \
+         redis.set_repl(redis.REPL_ALL); return redis.call('get', KEYS[1])",
+        "2",
+        "n",
+        "l",
+        "5",
+    ]);
+    assert_eq!(reply, Frame::bulk("15"));
+    assert_eq!(p.cmd(&["WAIT", "1", "5000"]), Frame::Int(1));
+    support::wait_for("the replica applies the script", Duration::from_secs(10), || {
+        (r.cmd(&["GET", "n"]) == Frame::bulk("15")).then_some(())
+    });
+    assert_eq!(r.cmd(&["LRANGE", "l", "0", "-1"]), p.cmd(&["LRANGE", "l", "0", "-1"]));
+    assert_eq!(r.cmd(&["EXISTS", "unreplicated"]), Frame::Int(0));
+    assert_eq!(p.cmd(&["EXISTS", "unreplicated"]), Frame::Int(1));
+    // A read-only replica refuses a script's write, runs its reads.
+    let body = "return redis.call('set', 'x', 1)";
+    let Frame::Bulk(sha) = r.cmd(&["SCRIPT", "LOAD", body]) else {
+        panic!()
+    };
+    let sha = String::from_utf8(sha).unwrap();
+    assert_eq!(
+        r.cmd(&["EVAL", body, "0"]),
+        Frame::Error(format!(
+            "READONLY You can't write against a read only replica. script: {sha}, on @user_script:1."
+        ))
+    );
+    assert_eq!(
+        r.cmd(&["EVAL_RO", "return redis.call('get', 'n')", "0"]),
+        Frame::bulk("15")
+    );
+}
+
+/// A long script makes other clients wait, then (after busy-reply-threshold)
+/// answer -BUSY; SCRIPT KILL stops it unless it wrote; the node then works.
+#[test]
+fn busy_script_is_killable() {
+    let server = support::server();
+    let mut admin = RawClient::connect(server.addr);
+    assert_eq!(
+        admin.cmd(&["CONFIG", "SET", "busy-reply-threshold", "100"]),
+        Frame::Simple("OK".into())
+    );
+    admin.cmd(&["SET", "k", "v"]);
+    let mut runner = RawClient::connect(server.addr);
+    runner.set_timeout(Duration::from_secs(20));
+    runner.send(&["EVAL", "while true do end", "0"]);
+    let mut other = RawClient::connect(server.addr);
+    other.set_timeout(Duration::from_secs(20));
+    support::wait_for("the script to be busy", Duration::from_secs(10), || {
+        match other.cmd(&["GET", "k"]) {
+            Frame::Error(e) if e.starts_with("BUSY ") => Some(()),
+            _ => None,
+        }
+    });
+    assert_eq!(other.cmd(&["SCRIPT", "KILL"]), Frame::Simple("OK".into()));
+    match runner.read() {
+        Frame::Error(e) => assert!(e.starts_with("ERR Script killed by user with SCRIPT KILL..."), "{e}"),
+        f => panic!("{f:?}"),
+    }
+    assert_eq!(other.cmd(&["GET", "k"]), Frame::bulk("v"));
+    assert_eq!(
+        other.cmd(&["SCRIPT", "KILL"]),
+        Frame::Error("NOTBUSY No scripts in execution right now.".into())
+    );
+    // A script that wrote cannot be killed; it runs to its end.
+    runner.send(&[
+        "EVAL",
+        "redis.call('set', 'w', 1); local t = redis.call('time'); \
+         while tonumber(redis.call('time')[1]) < tonumber(t[1]) + 2 do end; return 'done'",
+        "0",
+    ]);
+    support::wait_for(
+        "the writing script to be busy",
+        Duration::from_secs(10),
+        || match other.cmd(&["PING"]) {
+            Frame::Error(e) if e.starts_with("BUSY ") => Some(()),
+            _ => None,
+        },
+    );
+    match other.cmd(&["SCRIPT", "KILL"]) {
+        Frame::Error(e) => assert!(e.starts_with("UNKILLABLE "), "{e}"),
+        f => panic!("{f:?}"),
+    }
+    assert_eq!(runner.read(), Frame::bulk("done"));
+    assert_eq!(other.cmd(&["GET", "w"]), Frame::bulk("1"));
+}
