@@ -23,6 +23,9 @@
 //!   partitions, compact entries, lazy and active expiry, eviction, the
 //!   encoding thresholds ([`db::limits`]), and the background freer of big
 //!   deleted values ([`db::lazyfree`]).
+//! - [`script`]: Lua scripting (EVAL & co.) on Lua 5.1: the interpreter and
+//!   its sandbox, `redis.call`, reply conversions, and the running script's
+//!   state that `-BUSY` and SCRIPT KILL read.
 //! - [`state`]: what all connections share (keyspace, config, clients,
 //!   pub/sub, blocked clients, WATCH registry, statistics, metrics).
 //! - [`session`]: per-connection state (protocol, auth, MULTI, subscriptions).
