@@ -331,6 +331,7 @@ fn script_cache_matches_redis() {
     let sha = d.check(&["SCRIPT", "LOAD", body]);
     let Frame::Bulk(sha) = sha else { panic!("{sha:?}") };
     let sha = String::from_utf8(sha).unwrap();
+    assert_eq!(cached_scripts(&mut d.ours), 1);
     check_all(
         &mut d,
         &[
@@ -351,6 +352,20 @@ fn script_cache_matches_redis() {
             &["SCRIPT", "EXISTS", &sha],
         ],
     );
+    assert_eq!(cached_scripts(&mut d.ours), 0);
+}
+
+/// INFO memory's `number_of_cached_scripts`.
+fn cached_scripts(c: &mut RawClient) -> u64 {
+    let Frame::Bulk(info) = c.cmd(&["INFO", "memory"]) else {
+        panic!()
+    };
+    let info = String::from_utf8(info).unwrap();
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("number_of_cached_scripts:"))
+        .unwrap();
+    line.trim().parse().unwrap()
 }
 
 #[test]
@@ -430,9 +445,14 @@ fn script_effects_replicate() {
 fn busy_script_is_killable() {
     let server = support::server();
     let mut admin = RawClient::connect(server.addr);
+    // Set through Redis' old name, read through the new one.
     assert_eq!(
-        admin.cmd(&["CONFIG", "SET", "busy-reply-threshold", "100"]),
+        admin.cmd(&["CONFIG", "SET", "lua-time-limit", "100"]),
         Frame::Simple("OK".into())
+    );
+    assert_eq!(
+        admin.cmd(&["CONFIG", "GET", "busy-reply-threshold"]),
+        Frame::Array(vec![Frame::bulk("busy-reply-threshold"), Frame::bulk("100")])
     );
     admin.cmd(&["SET", "k", "v"]);
     let mut runner = RawClient::connect(server.addr);

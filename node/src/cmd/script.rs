@@ -37,7 +37,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "eval",
         -3,
         EVAL,
-        KeySpec::Custom(numkeys_keys),
+        KeySpec::Custom(super::zset::numkeys_at_2),
         eval,
         "2.6.0",
         "Depends on the script that is executed.",
@@ -47,7 +47,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "evalsha",
         -3,
         EVAL,
-        KeySpec::Custom(numkeys_keys),
+        KeySpec::Custom(super::zset::numkeys_at_2),
         evalsha,
         "2.6.0",
         "Depends on the script that is executed.",
@@ -57,7 +57,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "eval_ro",
         -3,
         EVAL_RO,
-        KeySpec::Custom(numkeys_keys),
+        KeySpec::Custom(super::zset::numkeys_at_2),
         eval_ro,
         "7.0.0",
         "Depends on the script that is executed.",
@@ -67,7 +67,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "evalsha_ro",
         -3,
         EVAL_RO,
-        KeySpec::Custom(numkeys_keys),
+        KeySpec::Custom(super::zset::numkeys_at_2),
         evalsha_ro,
         "7.0.0",
         "Depends on the script that is executed.",
@@ -137,16 +137,6 @@ pub static COMMANDS: &[CommandSpec] = &[
         ],
     },
 ];
-
-/// The declared keys: `numkeys` at 2, then that many (no more than there are).
-fn numkeys_keys(args: &[&[u8]]) -> Vec<usize> {
-    let n = args.get(2).and_then(|a| parse::parse_i64(a)).unwrap_or(0);
-    if n <= 0 {
-        return Vec::new();
-    }
-    let end = 3usize.saturating_add(n as usize).min(args.len());
-    (3..end).collect()
-}
 
 fn eval(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     crate::script::eval(

@@ -453,7 +453,8 @@ fn numkeys_at_1(args: &[&[u8]]) -> Vec<usize> {
     numkeys_keys(args, 1)
 }
 
-fn numkeys_at_2(args: &[&[u8]]) -> Vec<usize> {
+/// Keys after `numkeys` at index 2 (ZINTERCARD, ZMPOP; EVAL uses it too).
+pub(super) fn numkeys_at_2(args: &[&[u8]]) -> Vec<usize> {
     numkeys_keys(args, 2)
 }
 

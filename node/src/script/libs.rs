@@ -210,21 +210,27 @@ impl Parser<'_> {
         format!("Expected {what} but found {found} at character {}", self.pos + 1)
     }
 
+    /// Enter the object or array at `pos`: the table it fills.
+    fn open(&mut self, depth: usize) -> Result<Table, String> {
+        if depth >= MAX_DEPTH {
+            return Err(format!(
+                "Found too many nested data structures ({}) at character {}",
+                depth + 1,
+                self.pos + 1
+            ));
+        }
+        self.pos += 1;
+        let t = self.lua.create_table().map_err(|e| e.to_string())?;
+        self.skip_ws();
+        Ok(t)
+    }
+
     fn value(&mut self, depth: usize) -> Result<Value, String> {
         self.skip_ws();
         let lua_err = |e: mlua::Error| e.to_string();
         match self.s.get(self.pos) {
             Some(b'{') => {
-                if depth >= MAX_DEPTH {
-                    return Err(format!(
-                        "Found too many nested data structures ({}) at character {}",
-                        depth + 1,
-                        self.pos + 1
-                    ));
-                }
-                self.pos += 1;
-                let t = self.lua.create_table().map_err(lua_err)?;
-                self.skip_ws();
+                let t = self.open(depth)?;
                 if self.s.get(self.pos) == Some(&b'}') {
                     self.pos += 1;
                     return Ok(Value::Table(t));
@@ -255,16 +261,7 @@ impl Parser<'_> {
                 }
             }
             Some(b'[') => {
-                if depth >= MAX_DEPTH {
-                    return Err(format!(
-                        "Found too many nested data structures ({}) at character {}",
-                        depth + 1,
-                        self.pos + 1
-                    ));
-                }
-                self.pos += 1;
-                let t = self.lua.create_table().map_err(lua_err)?;
-                self.skip_ws();
+                let t = self.open(depth)?;
                 if self.s.get(self.pos) == Some(&b']') {
                     self.pos += 1;
                     return Ok(Value::Table(t));

@@ -723,10 +723,9 @@ pub fn eval(ctx: &mut Ctx, args: &[&[u8]], mode: Mode) -> CmdResult {
         .raw_set("ARGV", to_table(&args[3 + numkeys..]).map_err(lua_err)?)
         .map_err(lua_err)?;
 
+    // busy, kill and wrote are false here: RunningGuard clears them when
+    // a script ends, and SCRIPT KILL sets kill only while one runs.
     let run = &scripts.run;
-    run.kill.store(false, Ordering::Relaxed);
-    run.wrote.store(false, Ordering::Relaxed);
-    run.busy.store(false, Ordering::Relaxed);
     run.started_ms.store(crate::db::now_ms(), Ordering::Relaxed);
     run.threshold_ms.store(
         state.config.busy_reply_threshold.load(Ordering::Relaxed),
@@ -754,6 +753,7 @@ impl Drop for RunningGuard<'_> {
         run.running.store(false, Ordering::Release);
         run.busy.store(false, Ordering::Release);
         run.kill.store(false, Ordering::Release);
+        run.wrote.store(false, Ordering::Release);
         self.0.run.settled.notify_waiters();
     }
 }
