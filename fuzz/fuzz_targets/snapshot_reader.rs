@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             [a, b, rest @ ..] => (u16::from_le_bytes([*a, *b]) % 16384, rest),
             _ => return,
         };
-        let Ok(mut w) = SnapshotWriter::new(Vec::new(), "fuzz", 0, 0) else {
+        let Ok(mut w) = SnapshotWriter::new(Vec::new(), "fuzz", 0, 0, &[]) else {
             return;
         };
         let block = Block {

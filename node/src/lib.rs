@@ -23,9 +23,12 @@
 //!   partitions, compact entries, lazy and active expiry, eviction, the
 //!   encoding thresholds ([`db::limits`]), and the background freer of big
 //!   deleted values ([`db::lazyfree`]).
-//! - [`script`]: Lua scripting (EVAL & co.) on Lua 5.1: the interpreter and
-//!   its sandbox, `redis.call`, reply conversions, and the running script's
-//!   state that `-BUSY` and SCRIPT KILL read.
+//! - [`script`]: Lua scripting (EVAL & co.) and Redis 7 functions (FUNCTION,
+//!   FCALL; [`script::function`]) on Lua 5.1: the interpreters and their
+//!   sandbox, `redis.call`, reply conversions, and the running script's
+//!   state that `-BUSY`, SCRIPT KILL and FUNCTION KILL read.
+//! - [`rdb`]: the parts of Redis' RDB format that servers exchange (the
+//!   FUNCTION DUMP payload: encodings, RDB version, CRC-64).
 //! - [`state`]: what all connections share (keyspace, config, clients,
 //!   pub/sub, blocked clients, WATCH registry, statistics, metrics).
 //! - [`session`]: per-connection state (protocol, auth, MULTI, subscriptions).
@@ -82,6 +85,7 @@ pub mod metrics;
 pub mod notify;
 pub mod persist;
 pub mod pubsub;
+pub mod rdb;
 pub mod repl;
 pub mod resp;
 pub mod script;

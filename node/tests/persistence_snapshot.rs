@@ -278,10 +278,11 @@ fn truncated_foreign_and_future_files_are_refused_clearly() {
     assert!(err.contains("not a ferrokv snapshot"), "{err}");
 
     let mut future = good.clone();
-    future[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let next = snapshot::VERSION + 1;
+    future[8..12].copy_from_slice(&next.to_le_bytes());
     std::fs::write(&path, &future).expect("write");
     let err = start_error(&dir.0);
-    assert!(err.contains("version 2 is newer"), "{err}");
+    assert!(err.contains(&format!("version {next} is newer")), "{err}");
 
     std::fs::write(&path, &good).expect("write");
     let server = server_with(args_in(&dir.0));

@@ -751,7 +751,7 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
             if let Some(m) = session.multi.as_mut() {
                 m.aborted = true;
             }
-            return reject(state, id, Reply::err(crate::script::BUSY));
+            return reject(state, id, Reply::err(state.scripts.busy_error()));
         }
     }
     if state.cluster.is_enabled()
@@ -769,8 +769,10 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
     // The slot routing hashed the keys to, for this command only: taken here, so that a
     // command refused below (or queued in MULTI) leaves nothing behind for the next one.
     let routed_slot = session.routed_slot.take();
+    // A script command is checked with the flags its script declares.
+    let cmd_flags = effective_flags(state, spec, args);
     if !session.repl.master
-        && let Some(e) = refuse_by_replication(state, spec)
+        && let Some(e) = refuse_by_replication(state, cmd_flags)
     {
         if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
@@ -782,12 +784,14 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
     if spec.name == "exec"
         && state.aof.is_poisoned()
         && let Some(m) = session.multi.as_mut()
-        && m.queue.iter().any(|(s, _)| s.is_write())
+        && m.queue
+            .iter()
+            .any(|(s, a)| effective_flags(state, s, &view(a)) & flags::WRITE != 0)
     {
         // Writes queued before the log failed: EXEC answers EXECABORT.
         m.aborted = true;
     }
-    if spec.is_write()
+    if cmd_flags & flags::WRITE != 0
         && let Some(msg) = state.aof.write_error()
     {
         if let Some(m) = session.multi.as_mut() {
@@ -802,9 +806,12 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
     // evicts on its own (Redis' replica-ignore-maxmemory), or the two would
     // diverge.
     let oom_check = match &session.multi {
-        None => spec.flags & flags::DENYOOM != 0,
+        None => cmd_flags & flags::DENYOOM != 0,
         Some(m) => match spec.name {
-            "exec" => m.queue.iter().any(|(s, _)| s.flags & flags::DENYOOM != 0),
+            "exec" => m
+                .queue
+                .iter()
+                .any(|(s, a)| effective_flags(state, s, &view(a)) & flags::DENYOOM != 0),
             "discard" | "quit" | "reset" => false,
             _ => true,
         },
@@ -874,6 +881,16 @@ pub fn run_script(
     run_with(state, session, spec, id, &view(args), false, None, routed_slot)
 }
 
+/// Redis' `addReplySubcommandSyntaxError`.
+pub(crate) fn subcommand_syntax(args: &[&[u8]]) -> Reply {
+    let sub = String::from_utf8_lossy(args[1]);
+    let sub: String = sub.chars().take(128).collect();
+    Reply::err(format!(
+        "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try {} HELP.",
+        String::from_utf8_lossy(args[0]).to_ascii_uppercase()
+    ))
+}
+
 /// Resolve a command called from a script, with the errors Redis' scripts
 /// get (`scriptVerifyCommandArity`).
 pub fn resolve_for_script(args: &[&[u8]]) -> Result<&'static CommandSpec, &'static str> {
@@ -923,14 +940,40 @@ fn discard_multi(state: &State, session: &mut Session) {
 
 /// `-LOADING` while a full sync replaces the dataset, `-READONLY` /
 /// `-NOREPLICAS` for writes (see [`crate::repl::Repl::refuse_write`]).
-fn refuse_by_replication(state: &State, spec: &'static CommandSpec) -> Option<Reply> {
-    if spec.flags & flags::LOADING == 0 && state.repl.loading.load(Ordering::Relaxed) {
+fn refuse_by_replication(state: &State, cmd_flags: u32) -> Option<Reply> {
+    if cmd_flags & flags::LOADING == 0 && state.repl.loading.load(Ordering::Relaxed) {
         return Some(Reply::err("LOADING Redis is loading the dataset in memory"));
     }
-    if spec.is_write() {
+    if cmd_flags & flags::WRITE != 0 {
         return state.repl.refuse_write(state).map(Reply::err);
     }
     None
+}
+
+/// A command's flags for the checks before it runs. A script command (EVAL,
+/// FCALL and their variants) whose script declares flags (a shebang, a
+/// registered function) is a write, or may use memory, only if its script
+/// says so (Redis' `scriptFlagsToCmdFlags`): a `no-writes` function runs on
+/// a read-only replica, a writing one is refused there as any write is.
+fn effective_flags(state: &State, spec: &CommandSpec, args: &[&[u8]]) -> u32 {
+    if spec.flags & flags::SCRIPT == 0 {
+        return spec.flags;
+    }
+    let Some(declared) = state.scripts.declared_flags(&state.db, spec.name, args) else {
+        return spec.flags;
+    };
+    use crate::script::flag;
+    let mut f = spec.flags & !(flags::STALE | flags::DENYOOM | flags::WRITE | flags::MAY_REPLICATE);
+    if declared & (flag::ALLOW_OOM | flag::NO_WRITES) == 0 {
+        f |= flags::DENYOOM;
+    }
+    if declared & flag::NO_WRITES == 0 {
+        f |= flags::WRITE;
+    }
+    if declared & flag::ALLOW_STALE != 0 {
+        f |= flags::STALE;
+    }
+    f
 }
 
 /// Refuse a command before it runs: counted as a rejected call and an error reply.
@@ -1095,6 +1138,19 @@ fn feed_monitors_as(state: &State, session: &Session, spec: &CommandSpec, args: 
     if spec.flags & (flags::ADMIN | flags::SKIP_MONITOR) != 0 {
         return;
     }
+    feed_monitor_line(state, session, args, client);
+}
+
+/// Show a script command (EVAL, FCALL) to monitoring clients before the
+/// commands it runs, as Redis' `evalCommand`/`fcallCommand` do (their
+/// `skip_monitor` flag keeps them out of the feed after they ran).
+pub(crate) fn feed_monitors_script(state: &State, session: &Session, args: &[&[u8]]) {
+    if state.pubsub.is_monitored() {
+        feed_monitor_line(state, session, args, None);
+    }
+}
+
+fn feed_monitor_line(state: &State, session: &Session, args: &[&[u8]], client: Option<&str>) {
     let unix_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);

@@ -373,15 +373,6 @@ fn end_bound(arg: &[u8]) -> Result<StreamId, Reply> {
     }
 }
 
-fn subcommand_syntax(args: &[&[u8]]) -> Reply {
-    let sub = String::from_utf8_lossy(args[1]);
-    let sub: String = sub.chars().take(128).collect();
-    Reply::err(format!(
-        "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try {} HELP.",
-        String::from_utf8_lossy(args[0]).to_ascii_uppercase()
-    ))
-}
-
 fn wrong_args(name: &str) -> Reply {
     Reply::err(format!("ERR wrong number of arguments for '{name}' command"))
 }
@@ -1189,7 +1180,7 @@ fn group_options(args: &[&[u8]], allow_mkstream: bool) -> Result<(bool, i64), Re
             }
             i += 2;
         } else {
-            return Err(subcommand_syntax(args));
+            return Err(super::subcommand_syntax(args));
         }
     }
     Ok((mkstream, entries_read))
@@ -1216,7 +1207,7 @@ fn xgroup_create(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (mkstream, entries_read) = group_options(args, true)?;
     let exists = group_preamble(ctx, args, mkstream, false)?;
     if args.len() > 8 {
-        return Err(subcommand_syntax(args));
+        return Err(super::subcommand_syntax(args));
     }
     let key = &args[2];
     let id = if args[4] == b"$" {
@@ -1247,7 +1238,7 @@ fn xgroup_setid(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let (_, entries_read) = group_options(args, false)?;
     group_preamble(ctx, args, false, true)?;
     if args.len() != 5 && args.len() != 7 {
-        return Err(subcommand_syntax(args));
+        return Err(super::subcommand_syntax(args));
     }
     let key = &args[2];
     let Some(s) = ctx.ks.get_obj_mut::<Stream>(key).map_err(Reply::err)? else {
@@ -1663,19 +1654,19 @@ fn xinfo_stream(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let mut count: i64 = 10;
     if !opts.is_empty() {
         if !is(opts[0], "full") {
-            return Err(subcommand_syntax(args));
+            return Err(super::subcommand_syntax(args));
         }
         full = true;
         if opts.len() == 3 {
             if !is(opts[1], "count") {
-                return Err(subcommand_syntax(args));
+                return Err(super::subcommand_syntax(args));
             }
             count = int(opts[2])?;
             if count < 0 {
                 count = 10;
             }
         } else if opts.len() != 1 {
-            return Err(subcommand_syntax(args));
+            return Err(super::subcommand_syntax(args));
         }
     }
     let mut m = vec![

@@ -142,6 +142,10 @@ pub struct Db {
     pub cut: crate::persist::cut::CutState,
     /// Frees big deleted values in the background ([`lazyfree`]).
     pub lazyfree: lazyfree::LazyFree,
+    /// The function libraries (FUNCTION LOAD): data, as in Redis 7 —
+    /// snapshot cuts take them at the same instant as the keys, loads
+    /// replace them (see [`crate::script::function`]).
+    pub functions: crate::script::function::Libraries,
 }
 
 impl Default for Db {
@@ -192,6 +196,7 @@ impl Db {
             record_new: std::sync::atomic::AtomicBool::new(false),
             cut: crate::persist::cut::CutState::default(),
             lazyfree: Default::default(),
+            functions: Default::default(),
         }
     }
 

@@ -210,6 +210,8 @@ pub struct CutStream {
     /// Write-log offset the cut corresponds to: the cut plus the log from
     /// this offset on is the current dataset.
     pub offset: u64,
+    /// The function libraries at the cut (name, code).
+    pub functions: Vec<(String, Bytes)>,
     rx: UnboundedReceiver<Block>,
     queue: Arc<Queue>,
 }
@@ -266,7 +268,9 @@ pub fn start_bounded<T: AsRef<Db> + Send + Sync + 'static>(
     if cut.busy.swap(true, Ordering::AcqRel) {
         return Err(CutBusy);
     }
-    let offset = db.freeze(|| {
+    // The commands that change the libraries hold every partition, as
+    // this freeze does: the libraries read here are those at `offset`.
+    let (offset, functions) = db.freeze(|| {
         for w in cut.pending.iter() {
             w.store(u64::MAX, Ordering::Relaxed);
         }
@@ -275,8 +279,9 @@ pub fn start_bounded<T: AsRef<Db> + Send + Sync + 'static>(
             queue: queue.clone(),
         });
         cut.active.store(true, Ordering::Relaxed);
-        db.wlog.offset()
+        (db.wlog.offset(), db.functions.get().codes)
     });
+    let functions = functions.iter().map(|(n, c)| (n.clone(), c.clone())).collect();
     let owner2 = owner.clone();
     let q = queue.clone();
     let tx2 = tx.clone();
@@ -295,7 +300,12 @@ pub fn start_bounded<T: AsRef<Db> + Send + Sync + 'static>(
             dump(db, sender, queue.clone());
         }
     }
-    Ok(CutStream { offset, rx, queue })
+    Ok(CutStream {
+        offset,
+        functions,
+        rx,
+        queue,
+    })
 }
 
 /// Wait until no cut is running (at most `timeout`); true if idle.

@@ -1,9 +1,11 @@
 //! The snapshot file: a cut of the keyspace, checksummed block by block.
 //!
 //! ```text
-//! file    := header block* trailer
+//! file    := header functions block* trailer
 //! header  := magic "FKVSNAP\0" | version:u32 | replid_len:u8 replid | offset:u64
 //!            | created_ms:u64 | crc32c(header so far):u32
+//! functions := 0xF1 | libs:u32 | len:u32 | lib*[len bytes] | crc32c(libs..lib*):u32
+//!            (version 2 on; a library is name_len:u32 name code_len:u32 code)
 //! block   := 0xB1 | slot:u16 | keys:u32 | len:u32 | data[len] | crc32c(slot..data):u32
 //! trailer := 0xE0 | keys:u64 | blocks:u64 | crc32c(every byte before this field):u32
 //! data    := entry*            (see [`crate::persist::codec`])
@@ -25,6 +27,8 @@
 //!   reader needs only `Read`.
 //! - **Versioned**: a reader refuses a newer `version` with a message saying
 //!   so, and keeps reading every older one (a test loads a committed v1 file).
+//!   Version 2 added the function libraries (Redis 7 functions are part of
+//!   the dataset); a version 1 file has none.
 //!
 //! Files are written to a temporary name in the target directory, fsynced,
 //! renamed over the old snapshot and the directory fsynced: a crash at any
@@ -43,7 +47,8 @@ use crate::persist::cut::{self, Block, CutBusy, CutStream};
 use crate::slot::{SLOTS, key_slot};
 
 pub const MAGIC: &[u8; 8] = b"FKVSNAP\0";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+const TAG_FUNCTIONS: u8 = 0xF1;
 const TAG_BLOCK: u8 = 0xB1;
 const TAG_TRAILER: u8 = 0xE0;
 /// Largest block a reader accepts. Writers close blocks at about 1 MiB,
@@ -85,6 +90,8 @@ pub enum SnapshotError {
         at: u64,
         msg: String,
     },
+    #[error("function libraries at byte {at}: {msg}")]
+    BadFunctions { at: u64, msg: String },
     #[error("snapshot trailer at byte {at}: {msg}")]
     BadTrailer { at: u64, msg: String },
     #[error("data after the snapshot trailer at byte {0}")]
@@ -125,7 +132,8 @@ pub struct SnapshotWriter<W: Write> {
 }
 
 impl<W: Write> SnapshotWriter<W> {
-    pub fn new(w: W, replid: &str, offset: u64, created_ms: u64) -> Result<Self> {
+    /// Start a snapshot: the header, then the function libraries.
+    pub fn new(w: W, replid: &str, offset: u64, created_ms: u64, functions: &[(String, Bytes)]) -> Result<Self> {
         if replid.len() > 255 {
             return Err(SnapshotError::ReplIdTooLong);
         }
@@ -144,6 +152,25 @@ impl<W: Write> SnapshotWriter<W> {
             sum: Summary::default(),
         };
         sw.put(&h)?;
+        let mut data = Vec::new();
+        for (name, code) in functions {
+            for part in [name.as_bytes(), &code[..]] {
+                let len = u32::try_from(part.len())
+                    .map_err(|_| SnapshotError::Write(io::Error::other("function library larger than 4 GiB")))?;
+                data.extend_from_slice(&len.to_le_bytes());
+                data.extend_from_slice(part);
+            }
+        }
+        let len = u32::try_from(data.len())
+            .map_err(|_| SnapshotError::Write(io::Error::other("function libraries larger than 4 GiB")))?;
+        let mut head = [0u8; 9];
+        head[0] = TAG_FUNCTIONS;
+        head[1..5].copy_from_slice(&(functions.len() as u32).to_le_bytes());
+        head[5..9].copy_from_slice(&len.to_le_bytes());
+        let fc = crc32c::crc32c_append(crc32c::crc32c(&head[1..]), &data);
+        sw.put(&head)?;
+        sw.put(&data)?;
+        sw.put(&fc.to_le_bytes())?;
         Ok(sw)
     }
 
@@ -194,7 +221,7 @@ impl<W: Write> SnapshotWriter<W> {
 /// Write a whole cut. Blocks the thread until the cut completes: call it
 /// from a plain thread, not an async task.
 pub fn write_cut<W: Write>(w: W, mut cut: CutStream, replid: &str) -> Result<(W, Summary)> {
-    let mut sw = SnapshotWriter::new(w, replid, cut.offset, now_ms())?;
+    let mut sw = SnapshotWriter::new(w, replid, cut.offset, now_ms(), &cut.functions)?;
     while let Some(b) = cut.blocking_next() {
         sw.write_block(&b)?;
     }
@@ -314,6 +341,7 @@ impl RawBlock {
 pub struct SnapshotReader<R: Read> {
     r: Tracked<R>,
     header: Header,
+    functions: Vec<(String, Bytes)>,
     sum: Summary,
     done: bool,
 }
@@ -343,8 +371,14 @@ impl<R: Read> SnapshotReader<R> {
         if got != want {
             return Err(SnapshotError::HeaderChecksum);
         }
+        let functions = if version >= 2 {
+            read_functions(&mut r)?
+        } else {
+            Vec::new()
+        };
         Ok(SnapshotReader {
             r,
+            functions,
             header: Header {
                 version,
                 replid: String::from_utf8_lossy(&id).into_owned(),
@@ -358,6 +392,11 @@ impl<R: Read> SnapshotReader<R> {
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The function libraries (name, code); none before version 2.
+    pub fn functions(&self) -> &[(String, Bytes)] {
+        &self.functions
     }
 
     /// The next verified block, or `None` after a verified trailer.
@@ -437,6 +476,49 @@ impl<R: Read> SnapshotReader<R> {
     }
 }
 
+/// The function libraries record, verified before it is parsed.
+fn read_functions<R: Read>(r: &mut Tracked<R>) -> Result<Vec<(String, Bytes)>> {
+    let at = r.pos;
+    let [tag] = r.array::<1>("function libraries")?;
+    if tag != TAG_FUNCTIONS {
+        return Err(SnapshotError::BadTag { at, tag });
+    }
+    let head: [u8; 8] = r.array("function libraries header")?;
+    let libs = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let data = r.vec(len as usize, "function libraries")?;
+    let want = crc32c::crc32c_append(crc32c::crc32c(&head), &data);
+    let got = u32::from_le_bytes(r.array("function libraries checksum")?);
+    let bad = |msg: &str| SnapshotError::BadFunctions { at, msg: msg.into() };
+    if got != want {
+        return Err(bad("checksum mismatch"));
+    }
+    let data = Bytes::from(data);
+    let mut pos = 0usize;
+    let mut part = || -> Result<Bytes> {
+        let len = data
+            .get(pos..pos + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| bad("truncated length"))?;
+        let end = pos + 4 + len;
+        let bytes = data.get(pos + 4..end).ok_or_else(|| bad("truncated library"))?;
+        let bytes = data.slice_ref(bytes);
+        pos = end;
+        Ok(bytes)
+    };
+    let mut out = Vec::new();
+    for _ in 0..libs {
+        let name = part()?;
+        let code = part()?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| bad("library name is not UTF-8"))?;
+        out.push((name, code));
+    }
+    if pos != data.len() {
+        return Err(bad(&format!("{} bytes after {libs} libraries", data.len() - pos)));
+    }
+    Ok(out)
+}
+
 // ---- loading ----
 
 /// What a load found.
@@ -457,6 +539,7 @@ pub struct LoadInfo {
 /// keyspace holds the blocks read so far; callers refuse to serve it.
 pub fn load_into<R: Read>(db: &Db, r: R) -> Result<LoadInfo> {
     let mut reader = SnapshotReader::new(r)?;
+    db.functions.replace(reader.functions().iter().cloned().collect());
     let now = now_ms();
     let mut expired = 0u64;
     while let Some(block) = reader.next_block()? {
@@ -545,6 +628,8 @@ pub struct CheckReport {
     /// Keys per value type, in the order string, list, hash, set, zset, stream.
     pub types: [u64; 6],
     pub slots: usize,
+    /// Function library names.
+    pub functions: Vec<String>,
 }
 
 impl std::fmt::Display for CheckReport {
@@ -567,6 +652,14 @@ impl std::fmt::Display for CheckReport {
             .map(|(t, n)| format!("{t}={n}"))
             .collect();
         writeln!(f, "types: {}", types.join(" "))?;
+        if !self.functions.is_empty() {
+            writeln!(
+                f,
+                "function libraries: {} ({})",
+                self.functions.len(),
+                self.functions.join(" ")
+            )?;
+        }
         write!(f, "checksums OK (file crc32c {:08x})", self.summary.checksum)
     }
 }
@@ -601,6 +694,7 @@ pub fn check_reader<R: Read>(r: R) -> Result<CheckReport> {
         summary: reader.summary(),
         types,
         slots: slots.iter().filter(|s| **s).count(),
+        functions: reader.functions().iter().map(|(n, _)| n.clone()).collect(),
     })
 }
 
@@ -653,6 +747,35 @@ mod tests {
         let report = check_reader(&bytes[..]).expect("checks");
         assert_eq!(report.summary.keys, 3002);
         assert_eq!(report.types[0], 3002);
+    }
+
+    #[test]
+    fn function_libraries_travel_with_the_keys() {
+        let db = sample_db(10);
+        let mut libs = std::collections::BTreeMap::new();
+        libs.insert("a".to_string(), Bytes::from_static(b"#!lua name=a\nreturn 1"));
+        libs.insert("b".to_string(), Bytes::from_static(b"#!lua name=b\n"));
+        db.functions.replace(libs.clone());
+        let bytes = snapshot_bytes(&db);
+        let fresh = Db::new();
+        fresh.functions.replace(std::collections::BTreeMap::from([(
+            "stale".to_string(),
+            Bytes::from_static(b"x"),
+        )]));
+        load_into(&fresh, &bytes[..]).expect("loads");
+        assert_eq!(*fresh.functions.get().codes, libs);
+        assert_eq!(check_reader(&bytes[..]).expect("checks").functions, ["a", "b"]);
+        // The record sits right after the header; a flipped byte in it is
+        // named, not loaded.
+        let header = 8 + 4 + 1 + 3 + 8 + 8 + 4;
+        let mut bad = bytes.clone();
+        bad[header + 12] ^= 0x01;
+        let e = load_into(&Db::new(), &bad[..]).expect_err("corrupt libraries");
+        assert!(matches!(e, SnapshotError::BadFunctions { .. }), "{e}");
+        // A version 1 file has none: loading it leaves none.
+        let v1 = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/snapshot-v1.fkv")).expect("v1 file");
+        load_into(&fresh, &v1[..]).expect("v1 loads");
+        assert!(fresh.functions.get().codes.is_empty());
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub async fn start_cut(state: &Arc<State>) -> Result<Cut, PayloadError> {
                     buf: Vec::with_capacity(CHUNK),
                     tx,
                 };
-                let mut sw = SnapshotWriter::new(w, &replid, stream.offset, crate::db::now_ms())?;
+                let mut sw = SnapshotWriter::new(w, &replid, stream.offset, crate::db::now_ms(), &stream.functions)?;
                 while let Some(b) = stream.blocking_next() {
                     sw.write_block(&b)?;
                 }
@@ -144,6 +144,8 @@ pub fn load(state: &State, payload: &[u8]) -> Result<u64, PayloadError> {
     let now = crate::db::now_ms();
     db.lock_all(now).clear(false);
     let mut reader = SnapshotReader::new(payload)?;
+    // The primary's function libraries replace the replica's, as its keys do.
+    db.functions.replace(reader.functions().iter().cloned().collect());
     let mut n = 0;
     while let Some(block) = reader.next_block()? {
         let keys = block.decode()?;

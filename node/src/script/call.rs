@@ -67,15 +67,19 @@ struct Run {
     slot: Option<u16>,
 }
 
-/// Run the compiled script `func` with `redis.call` bound to `ctx`.
+/// Run the compiled script `func` with `redis.call` bound to `ctx`. `name`
+/// (the script's SHA1 or the function's name) is what errors cite; a
+/// function gets `fn_args` (its keys and arguments).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     ctx: &mut Ctx,
     engine: &Engine,
     func: &Function,
-    sha: &str,
+    name: &str,
     script_flags: u32,
     read_only: bool,
     declared_slot: Option<u16>,
+    fn_args: Option<(mlua::Table, mlua::Table)>,
 ) -> CmdResult {
     let compat = script_flags & flag::COMPAT != 0;
     let run = RefCell::new(Run {
@@ -129,11 +133,14 @@ pub fn run(
         engine.rt.raw_set("set_repl", set_repl)?;
         engine.rt.raw_set("raised", Value::Nil)?;
         let runner: Function = engine.rt.raw_get("run")?;
-        let (ok, value): (bool, Value) = runner.call(func.clone())?;
+        let (ok, value): (bool, Value) = match fn_args {
+            None => runner.call(func.clone())?,
+            Some((keys, args)) => runner.call((func.clone(), keys, args))?,
+        };
         Ok(if ok {
             convert::to_reply(&value, run.borrow().resp3)
         } else {
-            error_reply(&value, sha)
+            error_reply(&value, name)
         })
     });
     for name in ["call", "setresp", "set_repl", "raised"] {
@@ -147,7 +154,7 @@ pub fn run(
         Ok(Reply::Error(e)) => Err(Reply::Error(e)),
         Ok(r) => Ok(r),
         Err(e) => Err(Reply::err(format!(
-            "ERR Error running script {sha}, {}",
+            "ERR Error running script {name}, {}",
             super::lua_message(&e)
         ))),
     }

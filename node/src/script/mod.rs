@@ -31,6 +31,7 @@
 
 mod call;
 mod convert;
+pub mod function;
 mod libs;
 
 use std::collections::HashMap;
@@ -45,7 +46,10 @@ use crate::cmd::{CmdResult, Ctx};
 use crate::resp::Reply;
 
 const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
-pub const BUSY: &str = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+/// `-BUSY` while an EVAL script runs past `busy-reply-threshold`...
+const BUSY_EVAL: &str = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+/// ... and while a function does.
+const BUSY_FUNCTION: &str = "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
 
 /// Shebang flags (`#!lua flags=...`), as Redis' `SCRIPT_FLAG_*`.
 pub mod flag {
@@ -79,6 +83,19 @@ pub struct Scripts {
     cached: AtomicU64,
     cached_bytes: AtomicU64,
     lua_bytes: AtomicU64,
+    /// Shebang flags of cached scripts that have a shebang, by SHA1, and
+    /// functions' flags by lowercased name with the library generation
+    /// they belong to: read by the checks before a command runs, which must
+    /// not wait for the interpreter a running script holds.
+    sha_flags: Mutex<HashMap<String, u32>>,
+    fn_flags: Mutex<(u64, HashMap<String, u32>)>,
+    /// Redis 7 functions: their own interpreter and compiled libraries
+    /// (see [`function`]), and counts readable while one runs.
+    functions: Mutex<function::FnState>,
+    fn_libraries: AtomicU64,
+    fn_functions: AtomicU64,
+    fn_code_bytes: AtomicU64,
+    fn_lua_bytes: AtomicU64,
 }
 
 /// The running script, shared with the count hook.
@@ -91,6 +108,12 @@ struct RunState {
     kill: AtomicBool,
     /// It ran a write: SCRIPT KILL can no longer stop it.
     wrote: AtomicBool,
+    /// The running function's name and command (FUNCTION STATS); `None`
+    /// while an EVAL script runs.
+    function: Mutex<Option<(String, Vec<Bytes>)>>,
+    /// FUNCTION LOAD's deadline (ms since the epoch; 0: none), which the
+    /// count hook enforces while a library's code runs.
+    load_deadline_ms: AtomicU64,
     /// Signalled when a script ends or becomes busy ([`Scripts::settled`]).
     settled: tokio::sync::Notify,
 }
@@ -152,8 +175,18 @@ impl Scripts {
         }
     }
 
-    /// SCRIPT KILL.
-    pub fn kill(&self, from_master: bool) -> Reply {
+    /// The `-BUSY` error for other clients: it names the command that can
+    /// stop what runs.
+    pub fn busy_error(&self) -> &'static str {
+        if self.run.function.lock().is_some() {
+            BUSY_FUNCTION
+        } else {
+            BUSY_EVAL
+        }
+    }
+
+    /// SCRIPT KILL (`eval`) or FUNCTION KILL: each stops only its own kind.
+    pub fn kill(&self, from_master: bool, eval: bool) -> Reply {
         let run = &self.run;
         if !run.running.load(Ordering::Acquire) {
             return Reply::err("NOTBUSY No scripts in execution right now.");
@@ -168,8 +201,53 @@ impl Scripts {
                 "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
             );
         }
+        let running_eval = run.function.lock().is_none();
+        if eval && !running_eval {
+            return Reply::err(BUSY_FUNCTION);
+        }
+        if !eval && running_eval {
+            return Reply::err(BUSY_EVAL);
+        }
         run.kill.store(true, Ordering::Release);
         Reply::Ok
+    }
+
+    /// Mark a script as running from now on (BUSY's clock, SCRIPT KILL's
+    /// target) until the returned guard drops.
+    fn start_run(&self, state: &crate::state::State) -> RunningGuard<'_> {
+        // busy, kill and wrote are false here: RunningGuard clears them when
+        // a script ends, and SCRIPT KILL sets kill only while one runs.
+        let run = &self.run;
+        run.started_ms.store(crate::db::now_ms(), Ordering::Relaxed);
+        run.threshold_ms.store(
+            state.config.busy_reply_threshold.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        run.running.store(true, Ordering::Release);
+        RunningGuard(self)
+    }
+
+    /// The flags the script of EVAL/FCALL `args` declares; `None` for a
+    /// script without a shebang, or one not known (yet).
+    pub fn declared_flags(&self, db: &crate::db::Db, command: &str, args: &[&[u8]]) -> Option<u32> {
+        let declared = match command {
+            "eval" | "eval_ro" => shebang(args.get(1)?).ok()?.0,
+            "evalsha" | "evalsha_ro" => {
+                let sha = String::from_utf8_lossy(args.get(1)?).to_ascii_lowercase();
+                *self.sha_flags.lock().get(&sha)?
+            }
+            "fcall" | "fcall_ro" => {
+                let name = String::from_utf8_lossy(args.get(1)?).to_ascii_lowercase();
+                let generation = db.functions.get().generation;
+                let known = self.fn_flags.lock();
+                if known.0 != generation {
+                    return None;
+                }
+                *known.1.get(&name)?
+            }
+            _ => return None,
+        };
+        (declared & flag::COMPAT == 0).then_some(declared)
     }
 
     /// SCRIPT EXISTS: one flag per SHA1.
@@ -195,6 +273,7 @@ impl Scripts {
     /// SCRIPT FLUSH: forget every script and start a fresh interpreter.
     pub fn flush(&self) {
         let old = self.engine.lock().take();
+        self.sha_flags.lock().clear();
         self.cached.store(0, Ordering::Relaxed);
         self.cached_bytes.store(0, Ordering::Relaxed);
         self.lua_bytes.store(0, Ordering::Relaxed);
@@ -241,6 +320,9 @@ impl Scripts {
             })?;
         func.set_environment(engine.env.clone())
             .map_err(|e| Reply::err(format!("ERR {e}")))?;
+        if flags & flag::COMPAT == 0 {
+            self.sha_flags.lock().insert(sha.to_string(), flags);
+        }
         engine.scripts.insert(sha.to_string(), Script { flags, func });
         self.cached.fetch_add(1, Ordering::Relaxed);
         self.cached_bytes.fetch_add(body.len() as u64 + 40, Ordering::Relaxed);
@@ -386,9 +468,17 @@ impl Engine {
             .set_name("=[redis]")
             .call((globals.clone(), rt.clone()))?;
 
-        // The count hook: the clock for BUSY, the flag for SCRIPT KILL.
+        // The count hook: the clock for BUSY, the flag for SCRIPT KILL,
+        // FUNCTION LOAD's time limit.
         let hook_run = run;
-        lua.set_hook(HookTriggers::new().every_nth_instruction(100_000), move |_, _| {
+        lua.set_hook(HookTriggers::new().every_nth_instruction(100_000), move |lua, _| {
+            let deadline = hook_run.load_deadline_ms.load(Ordering::Relaxed);
+            if deadline > 0 && crate::db::now_ms() > deadline {
+                return Err(raise(lua, error_table(lua, "ERR FUNCTION LOAD timeout")?));
+            }
+            if !hook_run.running.load(Ordering::Relaxed) {
+                return Ok(VmState::Continue);
+            }
             let threshold = hook_run.threshold_ms.load(Ordering::Relaxed);
             if threshold > 0
                 && !hook_run.busy.load(Ordering::Relaxed)
@@ -673,6 +763,7 @@ pub struct Mode {
 /// Run EVAL/EVALSHA(_RO) `args` inside the command's context (every
 /// partition is locked).
 pub fn eval(ctx: &mut Ctx, args: &[&[u8]], mode: Mode) -> CmdResult {
+    crate::cmd::feed_monitors_script(ctx.state, ctx.session, args);
     let numkeys = crate::cmd::parse::int(args[2])?;
     if numkeys > (args.len() - 3) as i64 {
         return Err(Reply::err("ERR Number of keys can't be greater than number of args"));
@@ -706,35 +797,27 @@ pub fn eval(ctx: &mut Ctx, args: &[&[u8]], mode: Mode) -> CmdResult {
     let declared_slot = (ctx.state.cluster.is_enabled() && numkeys > 0).then(|| crate::slot::key_slot(args[3]));
     let func = script.func.clone();
 
-    let to_table = |items: &[&[u8]]| -> mlua::Result<Table> {
-        let t = engine.lua.create_table_with_capacity(items.len(), 0)?;
-        for (i, a) in items.iter().enumerate() {
-            t.raw_set(i + 1, engine.lua.create_string(a)?)?;
-        }
-        Ok(t)
-    };
     let lua_err = |e: mlua::Error| Reply::err(format!("ERR {e}"));
     engine
         .globals
-        .raw_set("KEYS", to_table(&args[3..3 + numkeys]).map_err(lua_err)?)
+        .raw_set("KEYS", array(&engine.lua, &args[3..3 + numkeys]).map_err(lua_err)?)
         .map_err(lua_err)?;
     engine
         .globals
-        .raw_set("ARGV", to_table(&args[3 + numkeys..]).map_err(lua_err)?)
+        .raw_set("ARGV", array(&engine.lua, &args[3 + numkeys..]).map_err(lua_err)?)
         .map_err(lua_err)?;
 
-    // busy, kill and wrote are false here: RunningGuard clears them when
-    // a script ends, and SCRIPT KILL sets kill only while one runs.
-    let run = &scripts.run;
-    run.started_ms.store(crate::db::now_ms(), Ordering::Relaxed);
-    run.threshold_ms.store(
-        state.config.busy_reply_threshold.load(Ordering::Relaxed),
-        Ordering::Relaxed,
+    let _running = scripts.start_run(state);
+    let outcome = call::run(
+        ctx,
+        engine,
+        &func,
+        &sha,
+        script_flags,
+        mode.read_only,
+        declared_slot,
+        None,
     );
-    run.running.store(true, Ordering::Release);
-    let _running = RunningGuard(scripts);
-
-    let outcome = call::run(ctx, engine, &func, &sha, script_flags, mode.read_only, declared_slot);
     scripts
         .lua_bytes
         .store(engine.lua.used_memory() as u64, Ordering::Relaxed);
@@ -744,7 +827,17 @@ pub fn eval(ctx: &mut Ctx, args: &[&[u8]], mode: Mode) -> CmdResult {
     outcome
 }
 
-/// Clears the running script's state however [`eval`] ends.
+/// A Lua array of strings (KEYS, ARGV, a function's two arguments).
+fn array(lua: &Lua, items: &[&[u8]]) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(items.len(), 0)?;
+    for (i, a) in items.iter().enumerate() {
+        t.raw_set(i + 1, lua.create_string(a)?)?;
+    }
+    Ok(t)
+}
+
+/// Clears the running script's state however [`eval`] or
+/// [`function::fcall`] ends.
 struct RunningGuard<'a>(&'a Scripts);
 
 impl Drop for RunningGuard<'_> {
@@ -754,6 +847,7 @@ impl Drop for RunningGuard<'_> {
         run.busy.store(false, Ordering::Release);
         run.kill.store(false, Ordering::Release);
         run.wrote.store(false, Ordering::Release);
+        *run.function.lock() = None;
         self.0.run.settled.notify_waiters();
     }
 }

@@ -114,8 +114,14 @@ rt.handler = function(err)
   end
   return err
 end
-rt.run = function(f)
-  return raw_xpcall(f, rt.handler)
+-- A script runs with no arguments (EVAL: KEYS and ARGV are globals); a
+-- function (FCALL) gets its keys and arguments as two tables.
+rt.run = function(f, ...)
+  if raw_select('#', ...) == 0 then
+    return raw_xpcall(f, rt.handler)
+  end
+  local keys, args = ...
+  return raw_xpcall(function() return f(keys, args) end, rt.handler)
 end
 
 -- pcall returns a Redis error's message, not its table (Redis' own pcall,
@@ -142,11 +148,58 @@ xpcall = function(f, h)
   return raw_unpack(r, 1, r.n)
 end
 
--- The environment scripts run in.
-local env = protect(G, function(k)
+local function missing(k)
   -- At the script's line: level 1 is this function, 2 the __index one.
   raw_error("Script attempted to access nonexistent global variable '" .. raw_tostring(k) .. "'", 3)
-end)
+end
+
+-- The environment scripts run in.
+local env = protect(G, missing)
+
+-- Functions (FUNCTION LOAD, FCALL). A library's code runs once, at load,
+-- and sees only the library API: `redis.register_function`, `redis.log`
+-- and the version. The functions it registers keep its environment, which
+-- from then on reads through to everything scripts see. Redis does the same
+-- by swapping the `__index` of its functions' globals around a load.
+local lib_redis = {
+  register_function = function(...)
+    local register = rt.register
+    if register == nil then
+      raw_error({ err = 'ERR redis.register_function can only be called on FUNCTION LOAD command' }, 0)
+    end
+    return register(...)
+  end,
+  log = redis.log,
+  REDIS_VERSION = redis.REDIS_VERSION,
+  REDIS_VERSION_NUM = redis.REDIS_VERSION_NUM,
+  LOG_DEBUG = redis.LOG_DEBUG,
+  LOG_VERBOSE = redis.LOG_VERBOSE,
+  LOG_NOTICE = redis.LOG_NOTICE,
+  LOG_WARNING = redis.LOG_WARNING,
+}
+local lib_api = { redis = protect(lib_redis, missing) }
+local loading = false
+local fenv = raw_setmetatable({}, {
+  __index = function(_, k)
+    local v
+    if loading then v = lib_api[k] else v = G[k] end
+    if v == nil then missing(k) end
+    return v
+  end,
+  __newindex = refuse,
+  __metatable = false,
+})
+readonly[fenv] = true
+rt.fenv = fenv
+-- Run a library's code (compiled with `fenv`); its error as Redis reports a
+-- load error: the raised value itself, with no position added.
+rt.load_library = function(f)
+  loading = true
+  local r = pack(raw_pcall(f))
+  loading = false
+  if r[1] then return true end
+  return false, raised(r[2])
+end
 
 rawset = function(t, k, v)
   if readonly[t] then refuse_raw() end

@@ -212,18 +212,23 @@ fn memory(state: &State, s: &mut Section) {
         "used_memory_dataset_perc",
         format!("{:.2}%", dataset as f64 * 100.0 / used.max(1) as f64),
     );
-    // Scripting, with Redis 7.0's names (there are no functions: the `vm`
-    // and `scripts` totals are the EVAL interpreter's and cache's).
+    // Scripting, with Redis 7.0's names: the EVAL interpreter and script
+    // cache, the functions' interpreter and libraries, and their totals.
     let (lua, scripts, cached) = state.scripts.memory();
+    let (fn_lua, fn_code, functions, libraries) = state.scripts.functions_memory();
     s.field("used_memory_lua", lua);
     s.field("used_memory_vm_eval", lua);
     s.field("used_memory_lua_human", metrics::bytes_to_human(lua));
     s.field("used_memory_scripts_eval", scripts);
     s.field("number_of_cached_scripts", cached);
-    s.field("used_memory_vm_total", lua);
-    s.field("used_memory_vm_total_human", metrics::bytes_to_human(lua));
-    s.field("used_memory_scripts", scripts);
-    s.field("used_memory_scripts_human", metrics::bytes_to_human(scripts));
+    s.field("number_of_functions", functions);
+    s.field("number_of_libraries", libraries);
+    s.field("used_memory_vm_functions", fn_lua);
+    s.field("used_memory_vm_total", lua + fn_lua);
+    s.field("used_memory_vm_total_human", metrics::bytes_to_human(lua + fn_lua));
+    s.field("used_memory_functions", fn_code);
+    s.field("used_memory_scripts", scripts + fn_code);
+    s.field("used_memory_scripts_human", metrics::bytes_to_human(scripts + fn_code));
     s.field("total_system_memory", total);
     s.field("total_system_memory_human", metrics::bytes_to_human(total));
     s.field("maxmemory", max);
