@@ -535,3 +535,73 @@ fn long_functions_are_killable_and_loads_time_out() {
         Frame::Error("ERR Bad number of keys provided".into())
     );
 }
+
+/// More cached scripts and libraries than mlua's reference stack is deep
+/// (8000), and a `redis.call` with thousands of arguments: the interpreters
+/// keep working (once, 8,000 cached scripts made SCRIPT LOAD panic a
+/// connection thread).
+#[test]
+fn thousands_of_scripts_libraries_and_arguments() {
+    let server = support::server();
+    let mut c = RawClient::connect(server.addr);
+    c.set_timeout(Duration::from_secs(120));
+    const N: usize = 9000;
+    for i in 0..N {
+        c.send(&["SCRIPT", "LOAD", &format!("return {i}")]);
+        c.send(&[
+            "FUNCTION",
+            "LOAD",
+            &format!("#!lua name=lib{i}\nredis.register_function('f{i}', function() return {i} end)"),
+        ]);
+    }
+    for i in 0..N {
+        assert!(matches!(c.read(), Frame::Bulk(_)), "SCRIPT LOAD {i}");
+        assert_eq!(c.read(), Frame::bulk(&format!("lib{i}")));
+    }
+    let first = ferrokv_node::script::sha1_hex(b"return 0");
+    assert_eq!(c.cmd(&["EVALSHA", &first, "0"]), Frame::Int(0));
+    assert_eq!(c.cmd(&["EVAL", "return 'still here'", "0"]), Frame::bulk("still here"));
+    assert_eq!(c.cmd(&["FCALL", "f0", "0"]), Frame::Int(0));
+    assert_eq!(c.cmd(&["FCALL", &format!("f{}", N - 1), "0"]), Frame::Int(N as i64 - 1));
+    assert_eq!(c.cmd(&["FUNCTION", "DELETE", "lib5"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["FCALL", "f5", "0"]),
+        Frame::Error("ERR Function not found".into())
+    );
+    let Frame::Bulk(info) = c.cmd(&["INFO", "memory"]) else {
+        panic!()
+    };
+    let info = String::from_utf8(info).unwrap();
+    assert!(
+        info.contains(&format!("number_of_cached_scripts:{}\r\n", N + 1)),
+        "{info}"
+    );
+    assert!(info.contains(&format!("number_of_libraries:{}\r\n", N - 1)), "{info}");
+    // Thousands of arguments, numbers and strings.
+    assert_eq!(
+        c.cmd(&[
+            "EVAL",
+            "local a = {} for i = 1, 7900 do a[i] = i end return redis.call('rpush', 'n', unpack(a))",
+            "0"
+        ]),
+        Frame::Int(7900)
+    );
+    assert_eq!(
+        c.cmd(&[
+            "EVAL",
+            "local a = {} for i = 1, 7900 do a[i] = 'x' .. i end return redis.call('rpush', 's', unpack(a))",
+            "0"
+        ]),
+        Frame::Int(7900)
+    );
+    // Past what `unpack` (and a C function's stack) allows: an error, and
+    // the interpreter goes on.
+    let e = c.cmd(&[
+        "EVAL",
+        "local a = {} for i = 1, 8100 do a[i] = 'x' end return redis.call('rpush', 's', unpack(a))",
+        "0",
+    ]);
+    assert!(e.is_error(), "{e:?}");
+    assert_eq!(c.cmd(&["EVALSHA", &first, "0"]), Frame::Int(0));
+    assert_eq!(c.cmd(&["LLEN", "s"]), Frame::Int(7900));
+}

@@ -97,10 +97,14 @@ pub fn run(
     let proto = ctx.session.proto;
     let ctx_cell = RefCell::new(&mut *ctx);
     let result = engine.lua.scope(|scope| {
-        let call = scope.create_function_mut(|lua, args: MultiValue| {
+        let call = scope.create_function_mut(|lua, ()| {
             let mut ctx = ctx_cell.borrow_mut();
             let mut run = run.borrow_mut();
-            call_command(lua, &mut ctx, &mut run, scripts, args)
+            let argv = lua
+                .remove_app_data::<super::CallArgs>()
+                .map(|a| a.0)
+                .unwrap_or_default();
+            call_command(lua, &mut ctx, &mut run, scripts, argv)
         })?;
         engine.rt.raw_set("call", call)?;
         let setresp = scope.create_function(|lua, args: MultiValue| {
@@ -191,21 +195,11 @@ fn call_command(
     ctx: &mut Ctx,
     run: &mut Run,
     scripts: &super::Scripts,
-    args: MultiValue,
+    argv: Vec<Vec<u8>>,
 ) -> mlua::Result<(Value, bool)> {
     let failed = |msg: &str| -> mlua::Result<(Value, bool)> { Ok((super::error_table(lua, msg)?, true)) };
-    if args.is_empty() {
+    if argv.is_empty() {
         return failed("ERR Please specify at least one argument for this redis lib call");
-    }
-    let mut argv: Vec<Vec<u8>> = Vec::with_capacity(args.len());
-    for v in args.iter() {
-        argv.push(match v {
-            Value::String(s) => s.as_bytes().to_vec(),
-            // Not Lua's %.14g, which would lose precision.
-            Value::Number(n) => crate::resp::reply::format_double(*n).into_bytes(),
-            Value::Integer(n) => n.to_string().into_bytes(),
-            _ => return failed("ERR Lua redis lib command arguments must be strings or integers"),
-        });
     }
     let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
     let reply = match execute(ctx, run, scripts, &argv) {

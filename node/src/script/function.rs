@@ -69,9 +69,15 @@ impl Libraries {
 
     /// Replace the whole set; returns its generation.
     pub fn replace(&self, codes: BTreeMap<String, Bytes>) -> u64 {
+        self.update(|c| *c = codes)
+    }
+
+    /// Change the set in place; returns its generation. The map is copied
+    /// only while a snapshot cut still holds the previous version.
+    pub fn update(&self, change: impl FnOnce(&mut BTreeMap<String, Bytes>)) -> u64 {
         let mut set = self.inner.lock();
         set.generation += 1;
-        set.codes = Arc::new(codes);
+        change(Arc::make_mut(&mut set.codes));
         set.generation
     }
 }
@@ -91,12 +97,14 @@ pub(super) struct FnState {
 struct Library {
     code: Bytes,
     functions: BTreeMap<String, Func>,
+    /// The registered callbacks by function name, until the library is
+    /// linked into the interpreter's cache table (see [`Scripts::link`]).
+    callbacks: Option<Table>,
 }
 
 struct Func {
     desc: Option<Bytes>,
     flags: u32,
-    func: Function,
 }
 
 /// A library's shebang (`#!lua name=mylib`): Redis' `functionExtractLibMetaData`.
@@ -163,42 +171,6 @@ pub enum RestorePolicy {
 }
 
 impl FnState {
-    /// Follow the dataset's library set: rebuild from its code when it was
-    /// replaced (a snapshot load, a full sync) since this cache last saw it.
-    fn sync(&mut self, run: &Arc<RunState>, set: &LibrarySet) {
-        if self.generation == set.generation {
-            return;
-        }
-        self.engine = None;
-        self.libs.clear();
-        self.by_name.clear();
-        for (name, code) in set.codes.iter() {
-            match self.compile(run, code, None) {
-                Ok((n, lib)) if n == *name => {
-                    self.libs.insert(n, lib);
-                }
-                Ok((n, _)) => tracing::error!(library = %name, "stored library code names itself {n}; not loaded"),
-                // Code is stored only after it compiled once; this is a
-                // build whose Lua differs. Keep the code (it is saved
-                // again) and say why its functions are missing.
-                Err(e) => tracing::error!(library = %name, error = %e, "stored function library failed to load"),
-            }
-        }
-        self.relink();
-        self.generation = set.generation;
-    }
-
-    fn relink(&mut self) {
-        self.by_name.clear();
-        for (lib, l) in &self.libs {
-            for f in l.functions.keys() {
-                self.by_name
-                    .entry(f.to_ascii_lowercase())
-                    .or_insert_with(|| (lib.clone(), f.clone()));
-            }
-        }
-    }
-
     fn engine(&mut self, run: &Arc<RunState>) -> Result<&Engine, String> {
         if self.engine.is_none() {
             self.engine = Some(Engine::new(run.clone()).map_err(|e| format!("Lua interpreter could not start: {e}"))?);
@@ -236,10 +208,15 @@ impl FnState {
         func.set_environment(fenv)
             .map_err(|e| format!("Error compiling function: {e}"))?;
         let registered = RefCell::new(BTreeMap::new());
+        let callbacks = engine
+            .lua
+            .create_table()
+            .map_err(|e| format!("Error registering functions: ERR {e}"))?;
         run.load_deadline_ms
             .store(timeout_ms.map_or(0, |t| crate::db::now_ms() + t), Ordering::Relaxed);
         let outcome = engine.lua.scope(|scope| {
-            let register = scope.create_function(|lua, args: MultiValue| register_function(lua, args, &registered))?;
+            let register =
+                scope.create_function(|lua, args: MultiValue| register_function(lua, args, &registered, &callbacks))?;
             engine.rt.raw_set("register", register)?;
             let loader: Function = engine.rt.raw_get("load_library")?;
             loader.call::<(bool, Value)>(func)
@@ -261,6 +238,7 @@ impl FnState {
             Library {
                 code: code.clone(),
                 functions,
+                callbacks: Some(callbacks),
             },
         ))
     }
@@ -292,7 +270,12 @@ fn load_error(e: &Value) -> String {
 
 /// `redis.register_function(name, callback)` or
 /// `redis.register_function{function_name=, callback=, flags=, description=}`.
-fn register_function(lua: &Lua, args: MultiValue, registered: &RefCell<BTreeMap<String, Func>>) -> mlua::Result<()> {
+fn register_function(
+    lua: &Lua,
+    args: MultiValue,
+    registered: &RefCell<BTreeMap<String, Func>>,
+    callbacks: &Table,
+) -> mlua::Result<()> {
     let fail = |msg: &str| -> mlua::Result<()> { Err(raise(lua, error_table(lua, &format!("ERR {msg}"))?)) };
     let string = |v: &Value| -> Option<Bytes> {
         match v {
@@ -373,14 +356,8 @@ fn register_function(lua: &Lua, args: MultiValue, registered: &RefCell<BTreeMap<
         drop(registered);
         return fail("Function already exists in the library");
     }
-    registered.insert(
-        name,
-        Func {
-            desc,
-            flags,
-            func: callback,
-        },
-    );
+    callbacks.raw_set(name.as_str(), callback)?;
+    registered.insert(name, Func { desc, flags });
     Ok(())
 }
 
@@ -418,12 +395,17 @@ impl Scripts {
             return Err(err(format_args!("Library '{}' already exists", md.name)));
         }
         let timeout = (!from_master).then_some(LOAD_TIMEOUT_MS);
-        let (name, lib) = st.compile(&self.run, &code, timeout).map_err(err)?;
+        let (name, lib) = self.compile_library(&mut st, &code, timeout)?;
         if let Some(f) = st.collision(&lib, Some(&name)) {
             return Err(err(format_args!("Function {f} already exists")));
         }
-        st.libs.insert(name.clone(), lib);
-        self.commit(&mut st, db);
+        self.unlink(&mut st, &name);
+        let code = lib.code.clone();
+        self.link(&mut st, name.clone(), lib);
+        let generation = db.functions.update(|c| {
+            c.insert(name.clone(), code);
+        });
+        self.commit(&mut st, generation);
         Ok(Reply::bulk(name))
     }
 
@@ -432,20 +414,23 @@ impl Scripts {
         let mut st = self.functions.lock();
         self.synced(&mut st, db);
         let name = String::from_utf8_lossy(name);
-        if st.libs.remove(name.as_ref()).is_none() {
+        if self.unlink(&mut st, &name).is_none() {
             return Err(err("Library not found"));
         }
-        self.commit(&mut st, db);
+        let generation = db.functions.update(|c| {
+            c.remove(name.as_ref());
+        });
+        self.commit(&mut st, generation);
         Ok(Reply::Ok)
     }
 
     /// FUNCTION FLUSH: every library, and the interpreter with them.
     pub fn function_flush(&self, db: &crate::db::Db) {
         let mut st = self.functions.lock();
-        self.synced(&mut st, db);
-        st.libs.clear();
+        self.unlink_all(&mut st);
         st.engine = None;
-        self.commit(&mut st, db);
+        let generation = db.functions.replace(BTreeMap::new());
+        self.commit(&mut st, generation);
     }
 
     /// FUNCTION RESTORE payload [policy].
@@ -472,7 +457,7 @@ impl Scripts {
             if restored.contains_key(&md.name) {
                 return Err(err(format_args!("Library '{}' already exists", md.name)));
             }
-            let (name, lib) = st.compile(&self.run, &code, None).map_err(err)?;
+            let (name, lib) = self.compile_library(&mut st, &code, None)?;
             for f in lib.functions.keys() {
                 if owners.insert(f.to_ascii_lowercase(), name.clone()).is_some() {
                     return Err(err(format_args!("Function {f} already exists")));
@@ -481,7 +466,7 @@ impl Scripts {
             restored.insert(name, lib);
         }
         match policy {
-            RestorePolicy::Flush => st.libs = restored,
+            RestorePolicy::Flush => self.unlink_all(&mut st),
             RestorePolicy::Append | RestorePolicy::Replace => {
                 let replace = policy == RestorePolicy::Replace;
                 if !replace && let Some(name) = restored.keys().find(|n| st.libs.contains_key(*n)) {
@@ -499,10 +484,22 @@ impl Scripts {
                         return Err(err(format_args!("Function {f} already exists")));
                     }
                 }
-                st.libs.extend(restored);
+                for name in restored.keys() {
+                    self.unlink(&mut st, name);
+                }
             }
         }
-        self.commit(&mut st, db);
+        let codes: Vec<(String, Bytes)> = restored.iter().map(|(n, l)| (n.clone(), l.code.clone())).collect();
+        for (name, lib) in restored {
+            self.link(&mut st, name, lib);
+        }
+        let generation = db.functions.update(|c| {
+            if policy == RestorePolicy::Flush {
+                c.clear();
+            }
+            c.extend(codes);
+        });
+        self.commit(&mut st, generation);
         Ok(Reply::Ok)
     }
 
@@ -613,38 +610,118 @@ impl Scripts {
         )
     }
 
-    /// Publish the compiled set as the dataset's, and refresh the counters.
-    fn commit(&self, st: &mut FnState, db: &crate::db::Db) {
-        st.relink();
-        let codes = st.libs.iter().map(|(n, l)| (n.clone(), l.code.clone())).collect();
-        st.generation = db.functions.replace(codes);
-        self.count(st);
+    /// Record that the compiled set is now the dataset's `generation`.
+    fn commit(&self, st: &mut FnState, generation: u64) {
+        st.generation = generation;
+        self.fn_flags.lock().0 = generation;
+        let lua = st.engine.as_ref().map_or(0, |e| e.lua.used_memory());
+        self.fn_lua_bytes.store(lua as u64, Ordering::Relaxed);
     }
 
-    /// Bring the compiled set up to the dataset's, and publish its flags.
+    /// Bring the compiled set up to the dataset's: when the set was replaced
+    /// underneath (a snapshot load, a full sync), compile it again from its
+    /// code in a fresh interpreter.
     fn synced<'a>(&self, st: &'a mut FnState, db: &crate::db::Db) -> &'a mut FnState {
         let set = db.functions.get();
-        if st.generation != set.generation {
-            st.sync(&self.run, &set);
-            self.count(st);
+        if st.generation == set.generation {
+            return st;
+        }
+        self.unlink_all(st);
+        st.engine = None;
+        let rebuilt = super::guarded(|| {
+            for (name, code) in set.codes.iter() {
+                match st.compile(&self.run, code, None) {
+                    Ok((n, lib)) if n == *name => self.link(st, n, lib),
+                    Ok((n, _)) => tracing::error!(library = %name, "stored library code names itself {n}; not loaded"),
+                    // Code is stored only after it compiled once: this is a
+                    // build whose Lua differs. The code is kept (and saved
+                    // again); the log says why its functions are missing.
+                    Err(e) => tracing::error!(library = %name, error = %e, "stored function library failed to load"),
+                }
+            }
+        });
+        if rebuilt.is_none() {
+            self.reset(st);
+        } else {
+            self.commit(st, set.generation);
         }
         st
     }
 
-    fn count(&self, st: &FnState) {
-        let flags = st
-            .by_name
-            .iter()
-            .map(|(lower, (lib, name))| (lower.clone(), st.libs[lib].functions[name].flags))
-            .collect();
-        *self.fn_flags.lock() = (st.generation, flags);
-        let functions: usize = st.libs.values().map(|l| l.functions.len()).sum();
-        let code: usize = st.libs.values().map(|l| l.code.len()).sum();
-        self.fn_libraries.store(st.libs.len() as u64, Ordering::Relaxed);
-        self.fn_functions.store(functions as u64, Ordering::Relaxed);
-        self.fn_code_bytes.store(code as u64, Ordering::Relaxed);
-        let lua = st.engine.as_ref().map_or(0, |e| e.lua.used_memory());
-        self.fn_lua_bytes.store(lua as u64, Ordering::Relaxed);
+    /// [`FnState::compile`], with the interpreter reset if it fails inside.
+    fn compile_library(
+        &self,
+        st: &mut FnState,
+        code: &Bytes,
+        timeout_ms: Option<u64>,
+    ) -> Result<(String, Library), Reply> {
+        match super::guarded(|| st.compile(&self.run, code, timeout_ms)) {
+            Some(compiled) => compiled.map_err(err),
+            None => {
+                self.reset(st);
+                Err(Reply::err(super::INTERPRETER_RESET))
+            }
+        }
+    }
+
+    /// Add a compiled library: its callbacks into the interpreter's cache
+    /// table, its functions into the name index, the flag map and the
+    /// counters. Every change is per library, never a pass over all.
+    fn link(&self, st: &mut FnState, name: String, mut lib: Library) {
+        if let (Some(engine), Some(callbacks)) = (st.engine.as_ref(), lib.callbacks.take()) {
+            let _ = engine.cache.raw_set(name.as_str(), callbacks);
+        }
+        let mut flags = self.fn_flags.lock();
+        for (f, meta) in &lib.functions {
+            // A name two functions of one library share in different case
+            // is found as the first (as Redis' case-insensitive dictionary).
+            if let std::collections::hash_map::Entry::Vacant(slot) = st.by_name.entry(f.to_ascii_lowercase()) {
+                flags.1.insert(slot.key().clone(), meta.flags);
+                slot.insert((name.clone(), f.clone()));
+            }
+        }
+        self.fn_libraries.fetch_add(1, Ordering::Relaxed);
+        self.fn_functions
+            .fetch_add(lib.functions.len() as u64, Ordering::Relaxed);
+        self.fn_code_bytes.fetch_add(lib.code.len() as u64, Ordering::Relaxed);
+        st.libs.insert(name, lib);
+    }
+
+    /// Remove a library (its code goes with its entry in the cache table).
+    fn unlink(&self, st: &mut FnState, name: &str) -> Option<Library> {
+        let lib = st.libs.remove(name)?;
+        if let Some(engine) = st.engine.as_ref() {
+            let _ = engine.cache.raw_set(name, Value::Nil);
+        }
+        let mut flags = self.fn_flags.lock();
+        for f in lib.functions.keys() {
+            let lower = f.to_ascii_lowercase();
+            if st.by_name.get(&lower).is_some_and(|(owner, _)| owner == name) {
+                st.by_name.remove(&lower);
+                flags.1.remove(&lower);
+            }
+        }
+        self.fn_libraries.fetch_sub(1, Ordering::Relaxed);
+        self.fn_functions
+            .fetch_sub(lib.functions.len() as u64, Ordering::Relaxed);
+        self.fn_code_bytes.fetch_sub(lib.code.len() as u64, Ordering::Relaxed);
+        Some(lib)
+    }
+
+    fn unlink_all(&self, st: &mut FnState) {
+        let names: Vec<String> = st.libs.keys().cloned().collect();
+        for name in names {
+            self.unlink(st, &name);
+        }
+    }
+
+    /// Drop the interpreter after it failed inside (see [`super::guarded`]);
+    /// the libraries are compiled again from the dataset's code on next use.
+    fn reset(&self, st: &mut FnState) {
+        self.unlink_all(st);
+        st.engine = None;
+        st.generation = u64::MAX;
+        self.fn_flags.lock().0 = u64::MAX;
     }
 }
 
@@ -679,8 +756,7 @@ pub fn fcall(ctx: &mut Ctx, args: &[&[u8]], read_only: bool) -> CmdResult {
     let Some((lib, name)) = st.by_name.get(&wanted).cloned() else {
         return Err(err("Function not found"));
     };
-    let f = &st.libs[&lib].functions[&name];
-    let (script_flags, func) = (f.flags, f.func.clone());
+    let script_flags = st.libs[&lib].functions[&name].flags;
     let numkeys = std::str::from_utf8(args[2])
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
@@ -696,20 +772,32 @@ pub fn fcall(ctx: &mut Ctx, args: &[&[u8]], read_only: bool) -> CmdResult {
     let declared_slot = (state.cluster.is_enabled() && numkeys > 0).then(|| crate::slot::key_slot(args[3]));
     let engine = st.engine(&scripts.run).map_err(err)?;
     let lua_err = |e: mlua::Error| err(e);
+    let func: Function = engine
+        .cache
+        .raw_get::<Table>(lib.as_str())
+        .and_then(|t| t.raw_get(name.as_str()))
+        .map_err(lua_err)?;
     let keys = super::array(&engine.lua, &args[3..3 + numkeys]).map_err(lua_err)?;
     let argv = super::array(&engine.lua, &args[3 + numkeys..]).map_err(lua_err)?;
     *scripts.run.function.lock() = Some((name.clone(), args.iter().map(|a| Bytes::copy_from_slice(a)).collect()));
     let _running = scripts.start_run(state);
-    let outcome = call::run(
-        ctx,
-        engine,
-        &func,
-        &name,
-        script_flags,
-        read_only,
-        declared_slot,
-        Some((keys, argv)),
-    );
+    let outcome = super::guarded(|| {
+        call::run(
+            ctx,
+            engine,
+            &func,
+            &name,
+            script_flags,
+            read_only,
+            declared_slot,
+            Some((keys, argv)),
+        )
+    });
+    drop(func);
+    let Some(outcome) = outcome else {
+        scripts.reset(&mut st);
+        return Err(Reply::err(super::INTERPRETER_RESET));
+    };
     let _ = engine.lua.gc_step_kbytes(50);
     scripts
         .fn_lua_bytes

@@ -127,12 +127,13 @@ struct Engine {
     /// The runtime table the prelude's functions read: `call`, `setresp`
     /// and `set_repl` exist only while a script runs.
     rt: Table,
-    scripts: HashMap<String, Script>,
-}
-
-struct Script {
-    flags: u32,
-    func: Function,
+    /// Compiled code, in a Lua table: scripts by SHA1, function libraries
+    /// by name. Not one Rust handle each: every handle holds a slot of
+    /// mlua's reference stack, which is as deep as a C function's Lua stack
+    /// (8000), and running out of it panics.
+    cache: Table,
+    /// Cached scripts' flags by SHA1.
+    scripts: HashMap<String, u32>,
 }
 
 impl Scripts {
@@ -263,21 +264,33 @@ impl Scripts {
 
     /// SCRIPT LOAD: compile and cache, reply the SHA1.
     pub fn load(&self, body: &[u8]) -> CmdResult {
-        let mut engine = self.engine.lock();
-        let engine = self.engine_mut(&mut engine)?;
+        let mut slot = self.engine.lock();
+        let engine = self.engine_mut(&mut slot)?;
         let sha = sha1_hex(body);
-        self.compile(engine, &sha, body)?;
+        match guarded(|| self.compile(engine, &sha, body)) {
+            Some(compiled) => compiled?,
+            None => {
+                *slot = None;
+                self.forget_all();
+                return Err(Reply::err(INTERPRETER_RESET));
+            }
+        }
         Ok(Reply::Bulk(Bytes::from(sha)))
     }
 
     /// SCRIPT FLUSH: forget every script and start a fresh interpreter.
     pub fn flush(&self) {
         let old = self.engine.lock().take();
+        self.forget_all();
+        drop(old);
+    }
+
+    /// The counters and flags of a script cache that was dropped.
+    fn forget_all(&self) {
         self.sha_flags.lock().clear();
         self.cached.store(0, Ordering::Relaxed);
         self.cached_bytes.store(0, Ordering::Relaxed);
         self.lua_bytes.store(0, Ordering::Relaxed);
-        drop(old);
     }
 
     /// INFO memory: `used_memory_lua`, `used_memory_scripts`, `number_of_cached_scripts`.
@@ -323,7 +336,11 @@ impl Scripts {
         if flags & flag::COMPAT == 0 {
             self.sha_flags.lock().insert(sha.to_string(), flags);
         }
-        engine.scripts.insert(sha.to_string(), Script { flags, func });
+        engine
+            .cache
+            .raw_set(sha, func)
+            .map_err(|e| Reply::err(format!("ERR {e}")))?;
+        engine.scripts.insert(sha.to_string(), flags);
         self.cached.fetch_add(1, Ordering::Relaxed);
         self.cached_bytes.fetch_add(body.len() as u64 + 40, Ordering::Relaxed);
         Ok(())
@@ -495,11 +512,13 @@ impl Engine {
             }
             Ok(VmState::Continue)
         })?;
+        let cache = lua.create_table()?;
         Ok(Engine {
             lua,
             globals,
             env,
             rt,
+            cache,
             scripts: HashMap::new(),
         })
     }
@@ -590,11 +609,43 @@ fn redis_call(lua: &Lua, args: MultiValue, raise_errors: bool) -> mlua::Result<V
         )?;
         return Err(raise(lua, e));
     };
-    let (reply, failed): (Value, bool) = call.call(args)?;
+    // The arguments travel to the command as bytes, not as Lua values: the
+    // call then holds one reference per argument only while they are read
+    // here (a script may pass thousands, as `unpack` allows).
+    let argv = match command_args(&args) {
+        Ok(argv) => argv,
+        Err(msg) => {
+            let e = error_table(lua, msg)?;
+            return if raise_errors { Err(raise(lua, e)) } else { Ok(e) };
+        }
+    };
+    drop(args);
+    lua.set_app_data(CallArgs(argv));
+    let (reply, failed): (Value, bool) = call.call(())?;
     if failed && raise_errors {
         return Err(raise(lua, reply));
     }
     Ok(reply)
+}
+
+/// The arguments of the `redis.call` being run, handed from [`redis_call`]
+/// to the running script's `rt.call`.
+struct CallArgs(Vec<Vec<u8>>);
+
+/// `redis.call`'s arguments as a command line (Redis' `luaArgsToRedisArgv`).
+fn command_args(args: &MultiValue) -> Result<Vec<Vec<u8>>, &'static str> {
+    if args.is_empty() {
+        return Err("ERR Please specify at least one argument for this redis lib call");
+    }
+    args.iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            // Not Lua's %.14g, which would lose precision.
+            Value::Number(n) => Ok(crate::resp::reply::format_double(*n).into_bytes()),
+            Value::Integer(n) => Ok(n.to_string().into_bytes()),
+            _ => Err("ERR Lua redis lib command arguments must be strings or integers"),
+        })
+        .collect()
 }
 
 /// A Lua value as a number the way `lua_tonumber` sees it (numeric strings too).
@@ -790,14 +841,12 @@ pub fn eval(ctx: &mut Ctx, args: &[&[u8]], mode: Mode) -> CmdResult {
         scripts.compile(engine, &sha, args[1])?;
         sha
     };
-    let script = &engine.scripts[&sha];
-    let script_flags = script.flags;
+    let script_flags = engine.scripts[&sha];
     call::prepare(ctx, script_flags, mode.read_only)?;
     // In cluster mode routing checked that the declared keys share a slot.
     let declared_slot = (ctx.state.cluster.is_enabled() && numkeys > 0).then(|| crate::slot::key_slot(args[3]));
-    let func = script.func.clone();
-
     let lua_err = |e: mlua::Error| Reply::err(format!("ERR {e}"));
+    let func: Function = engine.cache.raw_get(sha.as_str()).map_err(lua_err)?;
     engine
         .globals
         .raw_set("KEYS", array(&engine.lua, &args[3..3 + numkeys]).map_err(lua_err)?)
@@ -808,16 +857,24 @@ pub fn eval(ctx: &mut Ctx, args: &[&[u8]], mode: Mode) -> CmdResult {
         .map_err(lua_err)?;
 
     let _running = scripts.start_run(state);
-    let outcome = call::run(
-        ctx,
-        engine,
-        &func,
-        &sha,
-        script_flags,
-        mode.read_only,
-        declared_slot,
-        None,
-    );
+    let outcome = guarded(|| {
+        call::run(
+            ctx,
+            engine,
+            &func,
+            &sha,
+            script_flags,
+            mode.read_only,
+            declared_slot,
+            None,
+        )
+    });
+    drop(func);
+    let Some(outcome) = outcome else {
+        *slot = None;
+        scripts.forget_all();
+        return Err(Reply::err(INTERPRETER_RESET));
+    };
     scripts
         .lua_bytes
         .store(engine.lua.used_memory() as u64, Ordering::Relaxed);
@@ -825,6 +882,28 @@ pub fn eval(ctx: &mut Ctx, args: &[&[u8]], mode: Mode) -> CmdResult {
     // cost the next script its latency.
     let _ = engine.lua.gc_step_kbytes(50);
     outcome
+}
+
+const INTERPRETER_RESET: &str =
+    "ERR internal error in the Lua interpreter; it was reset (cached scripts are gone, function libraries reload)";
+
+/// Run `f`, turning a panic inside it (mlua's own, such as its reference
+/// stack running out) into `None`: nothing a client's script does may take
+/// a node thread down. The caller then drops the interpreter, whose state
+/// the panic may have left half-changed.
+fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %msg, "the Lua interpreter failed; it is reset");
+            None
+        }
+    }
 }
 
 /// A Lua array of strings (KEYS, ARGV, a function's two arguments).
