@@ -498,3 +498,104 @@ fn busy_script_is_killable() {
     assert_eq!(runner.read(), Frame::bulk("done"));
     assert_eq!(other.cmd(&["GET", "w"]), Frame::bulk("1"));
 }
+
+/// lua-cjson's configuration functions (settings that outlive the script
+/// that makes them, as in Redis), its lenient number reading, and tricks
+/// Redis' own suite tries against the sandbox.
+#[test]
+fn cjson_settings_and_sandbox_tricks_match_redis() {
+    let mut d = Diff::new();
+    check_all(
+        &mut d,
+        &[
+            &[
+                "EVAL",
+                "return {cjson.encode_max_depth(), cjson.decode_max_depth(), cjson.encode_keep_buffer(), \
+                 cjson.encode_invalid_numbers(), cjson.decode_invalid_numbers(), cjson.encode_number_precision(), \
+                 cjson.encode_sparse_array()}",
+                "0",
+            ],
+            &["EVAL", "return {cjson.encode_sparse_array(nil, 3, 4)}", "0"],
+            &["EVAL", "return cjson.encode({[1] = 1, [9] = 2})", "0"],
+            &[
+                "EVAL",
+                "cjson.encode_sparse_array(true); return cjson.encode({[1] = 1, [20] = 3})",
+                "0",
+            ],
+            &["EVAL", "return {cjson.encode_sparse_array(false, 2, 10)}", "0"],
+            &[
+                "EVAL",
+                "cjson.encode_invalid_numbers(true); return cjson.encode({0/0, 1/0, -1/0})",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "cjson.encode_invalid_numbers('null'); return cjson.encode({0/0, 1/0})",
+                "0",
+            ],
+            &["EVAL", "return cjson.encode_invalid_numbers('off')", "0"],
+            &["EVAL", "return cjson.encode(0/0)", "0"],
+            &[
+                "EVAL",
+                "cjson.encode_number_precision(3); return cjson.encode(3.14159)",
+                "0",
+            ],
+            &["EVAL", "return cjson.encode_number_precision(14)", "0"],
+            &["EVAL", "cjson.encode_max_depth(2); return cjson.encode({{{1}}})", "0"],
+            &["EVAL", "cjson.decode_max_depth(2); return cjson.decode('[[[1]]]')", "0"],
+            &[
+                "EVAL",
+                "return {cjson.encode_max_depth(1000), cjson.decode_max_depth(1000)}",
+                "0",
+            ],
+            &["EVAL", "return cjson.encode_keep_buffer(false)", "0"],
+            &["EVAL", "return cjson.encode_keep_buffer('on')", "0"],
+            &["EVAL", "return cjson.encode_max_depth(0)", "0"],
+            &["EVAL", "return cjson.encode_max_depth('x')", "0"],
+            &["EVAL", "return cjson.encode_max_depth(1, 2)", "0"],
+            &["EVAL", "return cjson.encode_invalid_numbers('maybe')", "0"],
+            &["EVAL", "return cjson.encode_number_precision(15)", "0"],
+            &[
+                "EVAL",
+                "return {tostring(cjson.decode('0x10')), tostring(cjson.decode('[NaN]')[1]), \
+                 tostring(cjson.decode('-Infinity')), tostring(cjson.decode('007')), cjson.decode('+1'), \
+                 tostring(cjson.decode('1.5e2')), tostring(cjson.decode('0x1p4'))}",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "cjson.decode_invalid_numbers(false); return cjson.decode('0x10')",
+                "0",
+            ],
+            &["EVAL", "return cjson.decode('nan')", "0"],
+            &["EVAL", "return cjson.decode_invalid_numbers(true)", "0"],
+            &["EVAL", "return cjson.decode('[1, tru]')", "0"],
+            &["EVAL", "return cjson.decode('-')", "0"],
+            // The sandbox: what getmetatable shows is read-only too, and
+            // precompiled chunks do not load.
+            &["EVAL", "local g = getmetatable(_G); g.__index = {}", "0"],
+            &["EVAL", "return type(getmetatable(_G))", "0"],
+            &["EVAL", "return loadstring(string.dump(function() return 1 end))()", "0"],
+            &["EVAL", "return {loadstring(string.dump(function() return 1 end))}", "0"],
+            &["EVAL", "return loadstring('return 7')()", "0"],
+            // XREAD/XREADGROUP may not block from a script; SORT BY a
+            // constant orders a set for a script.
+            &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"],
+            &["EVAL", "return redis.pcall('xread', 'STREAMS', 's', '$')", "0"],
+            &[
+                "EVAL",
+                "return redis.pcall('xread', 'BLOCK', 0, 'STREAMS', 's', '$')",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "return redis.pcall('XREADGROUP', 'group', 'g', 'c', 'BLOCK', 0, 'STREAMS', 's', '>')",
+                "0",
+            ],
+            &["SADD", "set", "c", "a", "b", "aa", "10", "9"],
+            &["EVAL", "return redis.call('sort', 'set', 'by', 'nosort')", "0"],
+            &["RPUSH", "list", "c", "a", "b"],
+            &["EVAL", "return redis.call('sort', 'list', 'by', 'nosort')", "0"],
+        ],
+    );
+}

@@ -370,6 +370,9 @@ pub struct Ctx<'a> {
     pub woken_by: Option<Bytes>,
     /// Running inside EXEC: blocking commands behave as non-blocking.
     pub in_exec: bool,
+    /// Called from a Lua script (`redis.call`): a few commands answer as
+    /// Redis answers its scripts (XREAD BLOCK refused, SORT of a set ordered).
+    pub in_script: bool,
     /// What this command writes to the write log instead of its own
     /// arguments (Redis' `alsoPropagate`): set through [`Ctx::propagate`] by
     /// commands whose effect is not reproduced by replaying them verbatim
@@ -1074,6 +1077,7 @@ fn run_with(
             retry,
             woken_by: None,
             in_exec: false,
+            in_script: false,
             propagate: None,
             log: Vec::new(),
             log_mark: (0, 0),
@@ -1261,6 +1265,7 @@ fn run_for_waiter(
         retry: true,
         woken_by: Some(woken_by),
         in_exec: false,
+        in_script: false,
         propagate: None,
         log: Vec::new(),
         log_mark: (0, 0),

@@ -180,8 +180,9 @@ fn sort_generic(ctx: &mut Ctx, args: &[&[u8]], readonly: bool) -> CmdResult {
         }
     };
     // A set has no order of its own: sorted ALPHA when stored, so every
-    // replica stores the same list (Redis does the same for scripts).
-    if dontsort && kind == Some(Kind::Set) && store.is_some() {
+    // replica stores the same list, and for a script, so that what it
+    // computes from the reply is the same everywhere (as Redis).
+    if dontsort && kind == Some(Kind::Set) && (store.is_some() || ctx.in_script) {
         dontsort = false;
         alpha = true;
         sortby = None;

@@ -726,6 +726,12 @@ fn read_generic(ctx: &mut Ctx, args: &[&[u8]], grouped: bool) -> CmdResult {
         let more = args.len() - i - 1;
         let o = &args[i];
         if is(o, "block") && more > 0 {
+            if ctx.in_script {
+                return Err(Reply::err(format!(
+                    "ERR {} command is not allowed with BLOCK option from scripts",
+                    String::from_utf8_lossy(args[0])
+                )));
+            }
             i += 1;
             let t =
                 parse::parse_i64(args[i]).ok_or_else(|| Reply::err("ERR timeout is not an integer or out of range"))?;

@@ -94,6 +94,7 @@ pub fn run(
     let scripts = &ctx.state.scripts;
     // Blocking commands answer at once inside a script, as inside EXEC.
     let was_in_exec = std::mem::replace(&mut ctx.in_exec, true);
+    ctx.in_script = true;
     let proto = ctx.session.proto;
     let ctx_cell = RefCell::new(&mut *ctx);
     let result = engine.lua.scope(|scope| {
@@ -152,6 +153,7 @@ pub fn run(
     }
     let ctx = ctx_cell.into_inner();
     ctx.in_exec = was_in_exec;
+    ctx.in_script = false;
     ctx.session.proto = proto;
     ctx.block = None;
     match result {

@@ -1,9 +1,15 @@
 //! Libraries Redis loads into its interpreter besides Lua's own: `bit`
 //! (LuaBitOp 1.0: 32-bit operations on Lua numbers) and `cjson` (lua-cjson
-//! 2.1's `encode`, `decode` and `null`, with its defaults: 14 significant
-//! digits, `/` escaped, sparse arrays refused, 1000 levels deep).
+//! 2.1: `encode`, `decode`, `null` and the configuration functions, with
+//! its defaults: 14 significant digits, `/` escaped, sparse arrays refused,
+//! 1000 levels deep, NaN/Infinity/hexadecimal accepted when decoding). The
+//! configuration belongs to the interpreter, as in Redis: what one script
+//! sets, the next one sees.
+
+use std::sync::Arc;
 
 use mlua::{LightUserData, Lua, MultiValue, Table, Value};
+use parking_lot::Mutex;
 
 pub fn install(lua: &Lua, globals: &Table) -> mlua::Result<()> {
     globals.set("bit", bit(lua)?)?;
@@ -16,52 +22,221 @@ fn json_null() -> Value {
     Value::LightUserData(LightUserData(std::ptr::null_mut()))
 }
 
-const MAX_DEPTH: usize = 1000;
+/// lua-cjson's `json_config_t` (less the buffer it keeps, which changes
+/// nothing a script sees).
+#[derive(Clone, Copy)]
+struct Config {
+    sparse_convert: bool,
+    sparse_ratio: i64,
+    sparse_safe: i64,
+    encode_max_depth: i64,
+    decode_max_depth: i64,
+    precision: i64,
+    keep_buffer: bool,
+    /// 0: refuse NaN and Infinity, 1: write them (`nan`, `inf`), 2: write `null`.
+    encode_invalid: usize,
+    decode_invalid: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sparse_convert: false,
+            sparse_ratio: 2,
+            sparse_safe: 10,
+            encode_max_depth: 1000,
+            decode_max_depth: 1000,
+            precision: 14,
+            keep_buffer: true,
+            encode_invalid: 0,
+            decode_invalid: true,
+        }
+    }
+}
 
 fn cjson(lua: &Lua) -> mlua::Result<Table> {
+    let config = Arc::new(Mutex::new(Config::default()));
     let t = lua.create_table()?;
     t.set("null", json_null())?;
     t.set("_NAME", "cjson")?;
     t.set("_VERSION", "2.1.0")?;
+    let cfg = config.clone();
     t.set(
         "encode",
-        lua.create_function(|lua, args: MultiValue| {
+        lua.create_function(move |lua, args: MultiValue| {
             if args.len() != 1 {
                 return Err(mlua::Error::runtime(
                     "bad argument #1 to 'encode' (expected 1 argument)",
                 ));
             }
+            let cfg = *cfg.lock();
             let mut out = Vec::new();
-            encode(&args[0], 0, &mut out).map_err(|msg| super::raise_here(lua, &msg))?;
+            encode(&cfg, &args[0], 0, &mut out).map_err(|msg| super::raise_here(lua, &msg))?;
             lua.create_string(out)
         })?,
     )?;
+    let cfg = config.clone();
     t.set(
         "decode",
-        lua.create_function(|lua, args: MultiValue| {
+        lua.create_function(move |lua, args: MultiValue| {
             let Some(Value::String(s)) = args.front() else {
                 return Err(mlua::Error::runtime("bad argument #1 to 'decode' (string expected)"));
             };
             let bytes = s.as_bytes().to_vec();
-            let mut p = Parser { s: &bytes, pos: 0, lua };
+            let cfg = *cfg.lock();
+            let mut p = Parser {
+                s: &bytes,
+                pos: 0,
+                lua,
+                cfg,
+            };
             let v = p.document().map_err(|msg| super::raise_here(lua, &msg))?;
             Ok(v)
         })?,
     )?;
+    // The configuration functions: each sets what it is given (nil keeps
+    // the setting) and returns the settings, with lua-cjson's argument errors.
+    type Setter = fn(&Lua, &mut Config, &MultiValue, &str) -> Result<MultiValue, String>;
+    let setters: [(&str, usize, Setter); 7] = [
+        ("encode_sparse_array", 3, |lua, c, a, f| {
+            enum_option(a, 0, f, &mut c.sparse_convert)?;
+            int_option(a, 1, f, 0, &mut c.sparse_ratio)?;
+            int_option(a, 2, f, 0, &mut c.sparse_safe)?;
+            values(
+                lua,
+                [
+                    Value::Boolean(c.sparse_convert),
+                    num(c.sparse_ratio),
+                    num(c.sparse_safe),
+                ],
+            )
+        }),
+        ("encode_max_depth", 1, |lua, c, a, f| {
+            int_option(a, 0, f, 1, &mut c.encode_max_depth)?;
+            values(lua, [num(c.encode_max_depth)])
+        }),
+        ("decode_max_depth", 1, |lua, c, a, f| {
+            int_option(a, 0, f, 1, &mut c.decode_max_depth)?;
+            values(lua, [num(c.decode_max_depth)])
+        }),
+        ("encode_number_precision", 1, |lua, c, a, f| {
+            int_option_max(a, 0, f, 1, 14, &mut c.precision)?;
+            values(lua, [num(c.precision)])
+        }),
+        ("encode_keep_buffer", 1, |lua, c, a, f| {
+            enum_option(a, 0, f, &mut c.keep_buffer)?;
+            values(lua, [Value::Boolean(c.keep_buffer)])
+        }),
+        ("encode_invalid_numbers", 1, |lua, c, a, f| {
+            if let Some(v) = a.front().filter(|v| !v.is_nil()) {
+                c.encode_invalid = match v {
+                    Value::Boolean(b) => *b as usize,
+                    v => option(v, f, &["off", "on", "null"])?,
+                };
+            }
+            let shown = match c.encode_invalid {
+                0 => Value::Boolean(false),
+                1 => Value::Boolean(true),
+                _ => Value::String(lua.create_string("null").map_err(|e| e.to_string())?),
+            };
+            values(lua, [shown])
+        }),
+        ("decode_invalid_numbers", 1, |lua, c, a, f| {
+            enum_option(a, 0, f, &mut c.decode_invalid)?;
+            values(lua, [Value::Boolean(c.decode_invalid)])
+        }),
+    ];
+    for (name, max_args, set) in setters {
+        let cfg = config.clone();
+        t.set(
+            name,
+            lua.create_function(move |lua, args: MultiValue| {
+                if args.len() > max_args {
+                    let msg = format!("bad argument #{} to '{name}' (found too many arguments)", max_args + 1);
+                    return Err(super::raise_here(lua, &msg));
+                }
+                let mut c = cfg.lock();
+                set(lua, &mut c, &args, name).map_err(|msg| super::raise_here(lua, &msg))
+            })?,
+        )?;
+    }
     Ok(t)
 }
 
-fn encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> Result<(), String> {
+fn num(n: i64) -> Value {
+    Value::Number(n as f64)
+}
+
+fn values<const N: usize>(_lua: &Lua, v: [Value; N]) -> Result<MultiValue, String> {
+    Ok(MultiValue::from_iter(v))
+}
+
+/// lua-cjson's `json_integer_option`: an integer in `min..=INT_MAX`.
+fn int_option(args: &MultiValue, i: usize, f: &str, min: i64, setting: &mut i64) -> Result<(), String> {
+    int_option_max(args, i, f, min, i32::MAX as i64, setting)
+}
+
+fn int_option_max(args: &MultiValue, i: usize, f: &str, min: i64, max: i64, setting: &mut i64) -> Result<(), String> {
+    let Some(v) = args.get(i).filter(|v| !v.is_nil()) else {
+        return Ok(());
+    };
+    let Some(n) = super::number(v) else {
+        return Err(format!(
+            "bad argument #{} to '{f}' (number expected, got {})",
+            i + 1,
+            v.type_name()
+        ));
+    };
+    let n = n as i64;
+    if n < min || n > max {
+        // lua-cjson names argument #1 whichever it checks.
+        return Err(format!(
+            "bad argument #1 to '{f}' (expected integer between {min} and {max})"
+        ));
+    }
+    *setting = n;
+    Ok(())
+}
+
+/// lua-cjson's `json_enum_option` for on/off settings: a boolean, "on" or "off".
+fn enum_option(args: &MultiValue, i: usize, f: &str, setting: &mut bool) -> Result<(), String> {
+    match args.get(i) {
+        None | Some(Value::Nil) => {}
+        Some(Value::Boolean(b)) => *setting = *b,
+        Some(v) => *setting = option(v, f, &["off", "on"])? == 1,
+    }
+    Ok(())
+}
+
+/// `luaL_checkoption` (argument #1, as lua-cjson only checks that one).
+fn option(v: &Value, f: &str, options: &[&str]) -> Result<usize, String> {
+    let text = match v {
+        Value::String(s) => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
+        Value::Number(n) => super::format_lua_number(*n),
+        other => {
+            return Err(format!(
+                "bad argument #1 to '{f}' (string expected, got {})",
+                other.type_name()
+            ));
+        }
+    };
+    options
+        .iter()
+        .position(|o| *o == text)
+        .ok_or_else(|| format!("bad argument #1 to '{f}' (invalid option '{text}')"))
+}
+
+fn encode(cfg: &Config, v: &Value, depth: i64, out: &mut Vec<u8>) -> Result<(), String> {
     match v {
         Value::String(s) => encode_string(&s.as_bytes(), out),
-        Value::Number(n) => encode_number(*n, out)?,
-        Value::Integer(i) => encode_number(*i as f64, out)?,
+        Value::Number(n) => encode_number(cfg, *n, out)?,
+        Value::Integer(i) => encode_number(cfg, *i as f64, out)?,
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Nil => out.extend_from_slice(b"null"),
         Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
         Value::Table(t) => {
             let depth = depth + 1;
-            if depth > MAX_DEPTH {
+            if depth > cfg.encode_max_depth {
                 return Err(format!("Cannot serialise, excessive nesting ({depth})"));
             }
             // lua-cjson's lua_array_length: only positive integer keys make
@@ -87,8 +262,15 @@ fn encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> Result<(), String> {
                     break;
                 }
             }
-            if is_array && max > (items * 2) as f64 && max > 10.0 {
-                return Err("Cannot serialise table: excessively sparse array".into());
+            if is_array
+                && cfg.sparse_ratio > 0
+                && max > (items as i64 * cfg.sparse_ratio) as f64
+                && max > cfg.sparse_safe as f64
+            {
+                if !cfg.sparse_convert {
+                    return Err("Cannot serialise table: excessively sparse array".into());
+                }
+                is_array = false;
             }
             if is_array && max > 0.0 {
                 out.push(b'[');
@@ -97,7 +279,7 @@ fn encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> Result<(), String> {
                         out.push(b',');
                     }
                     let item: Value = t.raw_get(i).map_err(|e| e.to_string())?;
-                    encode(&item, depth, out)?;
+                    encode(cfg, &item, depth, out)?;
                 }
                 out.push(b']');
             } else {
@@ -118,7 +300,7 @@ fn encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> Result<(), String> {
                                 _ => 0.0,
                             };
                             out.push(b'"');
-                            encode_number(n, out)?;
+                            encode_number(cfg, n, out)?;
                             out.push(b'"');
                         }
                         other => {
@@ -129,7 +311,7 @@ fn encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> Result<(), String> {
                         }
                     }
                     out.push(b':');
-                    encode(&item, depth, out)?;
+                    encode(cfg, &item, depth, out)?;
                 }
                 out.push(b'}');
             }
@@ -139,11 +321,25 @@ fn encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-fn encode_number(n: f64, out: &mut Vec<u8>) -> Result<(), String> {
+fn encode_number(cfg: &Config, n: f64, out: &mut Vec<u8>) -> Result<(), String> {
     if !n.is_finite() {
-        return Err("Cannot serialise number: must not be NaN or Inf".into());
+        match cfg.encode_invalid {
+            0 => return Err("Cannot serialise number: must not be NaN or Inf".into()),
+            1 if n.is_nan() => {
+                out.extend_from_slice(b"nan");
+                return Ok(());
+            }
+            1 => {
+                out.extend_from_slice(if n < 0.0 { b"-inf" } else { b"inf" });
+                return Ok(());
+            }
+            _ => {
+                out.extend_from_slice(b"null");
+                return Ok(());
+            }
+        }
     }
-    out.extend_from_slice(crate::resp::reply::format_g(n, 14).as_bytes());
+    out.extend_from_slice(crate::resp::reply::format_g(n, cfg.precision as usize).as_bytes());
     Ok(())
 }
 
@@ -172,6 +368,7 @@ struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
     lua: &'a Lua,
+    cfg: Config,
 }
 
 impl Parser<'_> {
@@ -188,6 +385,10 @@ impl Parser<'_> {
         while self.pos < self.s.len() && matches!(self.s[self.pos], b' ' | b'\t' | b'\n' | b'\r') {
             self.pos += 1;
         }
+    }
+
+    fn expected_found(&self, what: &str, found: &str) -> String {
+        format!("Expected {what} but found {found} at character {}", self.pos + 1)
     }
 
     fn expected(&self, what: &str) -> String {
@@ -212,7 +413,7 @@ impl Parser<'_> {
 
     /// Enter the object or array at `pos`: the table it fills.
     fn open(&mut self, depth: usize) -> Result<Table, String> {
-        if depth >= MAX_DEPTH {
+        if depth as i64 >= self.cfg.decode_max_depth {
             return Err(format!(
                 "Found too many nested data structures ({}) at character {}",
                 depth + 1,
@@ -297,20 +498,26 @@ impl Parser<'_> {
                         return Ok(v);
                     }
                 }
-                // A number: what strtod takes of JSON's number characters
-                // (hexadecimal, inf and nan are refused, as lua-cjson does).
-                let start = self.pos;
-                let mut end = start;
-                while end < self.s.len() && matches!(self.s[end], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                    end += 1;
+                // A number, as lua-cjson reads one: what strtod takes, and
+                // (unless decode_invalid_numbers is off) also JSON's invalid
+                // numbers: a leading +, leading zeros, hexadecimal, inf, nan.
+                let rest = &self.s[self.pos..];
+                let numeric = matches!(rest[0], b'-' | b'0'..=b'9');
+                let invalid = invalid_number(rest);
+                let accepted = if numeric {
+                    self.cfg.decode_invalid || !invalid
+                } else {
+                    self.cfg.decode_invalid && invalid
+                };
+                if !accepted {
+                    return Err(self.expected_found("value", if numeric { "invalid number" } else { "invalid token" }));
                 }
-                let text = std::str::from_utf8(&self.s[start..end]).unwrap_or("");
-                match text.parse::<f64>() {
-                    Ok(n) if !text.is_empty() => {
-                        self.pos = end;
+                match strtod(rest) {
+                    Some((n, used)) => {
+                        self.pos += used;
                         Ok(Value::Number(n))
                     }
-                    _ => Err(self.expected("value")),
+                    None => Err(self.expected_found("value", "invalid number")),
                 }
             }
             None => Err(self.expected("value")),
@@ -473,9 +680,144 @@ fn bit(lua: &Lua) -> mlua::Result<Table> {
     Ok(t)
 }
 
+/// lua-cjson's `json_is_invalid_number`: what strtod reads but strict JSON
+/// does not allow.
+fn invalid_number(s: &[u8]) -> bool {
+    let mut p = s;
+    if p.first() == Some(&b'+') {
+        return true;
+    }
+    if p.first() == Some(&b'-') {
+        p = &p[1..];
+    }
+    match p.first() {
+        Some(b'0') => matches!(p.get(1), Some(b'x' | b'X' | b'0'..=b'9')),
+        Some(c) if *c <= b'9' => false,
+        _ => {
+            let word = |w: &[u8]| p.len() >= 3 && p[..3].eq_ignore_ascii_case(w);
+            word(b"inf") || word(b"nan")
+        }
+    }
+}
+
+/// C's `strtod` on a prefix of `s`: the value and how many bytes it took,
+/// or `None` when no number starts there. Decimal, hexadecimal (`0x1.8p3`),
+/// `inf`/`infinity` and `nan`/`nan(...)`, with an optional sign.
+fn strtod(s: &[u8]) -> Option<(f64, usize)> {
+    let mut i = 0;
+    let negative = match s.first() {
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        Some(b'+') => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let sign = |v: f64| if negative { -v } else { v };
+    let rest = &s[i..];
+    let starts = |w: &[u8]| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w);
+    if starts(b"infinity") {
+        return Some((sign(f64::INFINITY), i + 8));
+    }
+    if starts(b"inf") {
+        return Some((sign(f64::INFINITY), i + 3));
+    }
+    if starts(b"nan") {
+        let mut end = i + 3;
+        if s.get(end) == Some(&b'(')
+            && let Some(close) = s[end..].iter().position(|&c| c == b')')
+            && s[end + 1..end + close]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        {
+            end += close + 1;
+        }
+        return Some((sign(f64::NAN), end));
+    }
+    if starts(b"0x") {
+        let digits = |from: usize| s[from..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+        let mut j = i + 2;
+        let mut value = 0f64;
+        let int_digits = digits(j);
+        for &c in &s[j..j + int_digits] {
+            value = value * 16.0 + (c as char).to_digit(16).unwrap_or(0) as f64;
+        }
+        j += int_digits;
+        let mut frac_digits = 0;
+        if s.get(j) == Some(&b'.') {
+            frac_digits = digits(j + 1);
+            let mut scale = 1.0 / 16.0;
+            for &c in &s[j + 1..j + 1 + frac_digits] {
+                value += (c as char).to_digit(16).unwrap_or(0) as f64 * scale;
+                scale /= 16.0;
+            }
+            if int_digits + frac_digits > 0 {
+                j += 1 + frac_digits;
+            }
+        }
+        if int_digits + frac_digits == 0 {
+            // "0x" with no digits: strtod reads the 0.
+            return Some((sign(0.0), i + 1));
+        }
+        if matches!(s.get(j), Some(b'p' | b'P')) {
+            let mut k = j + 1;
+            let exp_negative = match s.get(k) {
+                Some(b'-') => {
+                    k += 1;
+                    true
+                }
+                Some(b'+') => {
+                    k += 1;
+                    false
+                }
+                _ => false,
+            };
+            let exp_digits = s[k..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if exp_digits > 0 {
+                let e: i32 = std::str::from_utf8(&s[k..k + exp_digits])
+                    .ok()?
+                    .parse()
+                    .unwrap_or(i32::MAX);
+                value *= 2f64.powi(if exp_negative { -e } else { e });
+                j = k + exp_digits;
+            }
+        }
+        return Some((sign(value), j));
+    }
+    // Decimal: digits [. digits] [e [sign] digits], at least one digit.
+    let mut j = i;
+    let int_digits = s[j..].iter().take_while(|c| c.is_ascii_digit()).count();
+    j += int_digits;
+    let mut frac_digits = 0;
+    if s.get(j) == Some(&b'.') {
+        frac_digits = s[j + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if int_digits + frac_digits > 0 {
+            j += 1 + frac_digits;
+        }
+    }
+    if int_digits + frac_digits == 0 {
+        return None;
+    }
+    if matches!(s.get(j), Some(b'e' | b'E')) {
+        let mut k = j + 1;
+        if matches!(s.get(k), Some(b'+' | b'-')) {
+            k += 1;
+        }
+        let exp_digits = s[k..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if exp_digits > 0 {
+            j = k + exp_digits;
+        }
+    }
+    let text = std::str::from_utf8(&s[i..j]).ok()?;
+    text.parse::<f64>().ok().map(|v| (sign(v), j))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::tobit;
+    use super::*;
 
     #[test]
     fn tobit_wraps_modulo_2_32() {
@@ -485,5 +827,35 @@ mod tests {
         assert_eq!(tobit(2_147_483_648.0), i32::MIN);
         assert_eq!(tobit(0.5), 0);
         assert_eq!(tobit(1.5), 2);
+    }
+
+    #[test]
+    fn strtod_reads_what_c_reads() {
+        let cases: &[(&str, Option<(f64, usize)>)] = &[
+            ("12", Some((12.0, 2))),
+            ("-1.5e3x", Some((-1500.0, 6))),
+            ("1.2.3", Some((1.2, 3))),
+            ("1e", Some((1.0, 1))),
+            (".5", Some((0.5, 2))),
+            ("5.", Some((5.0, 2))),
+            ("0x10", Some((16.0, 4))),
+            ("0x1.8p1", Some((3.0, 7))),
+            ("0x", Some((0.0, 1))),
+            ("+7", Some((7.0, 2))),
+            ("007", Some((7.0, 3))),
+            ("-Infinity", Some((f64::NEG_INFINITY, 9))),
+            ("inf,", Some((f64::INFINITY, 3))),
+            ("-", None),
+            ("e5", None),
+            (".", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(strtod(text.as_bytes()), *want, "{text}");
+        }
+        let (n, used) = strtod(b"NaN]").unwrap();
+        assert!(n.is_nan());
+        assert_eq!(used, 3);
+        assert!(invalid_number(b"+1") && invalid_number(b"0x1") && invalid_number(b"-007") && invalid_number(b"nan"));
+        assert!(!invalid_number(b"0.5") && !invalid_number(b"-12") && !invalid_number(b"true"));
     }
 }

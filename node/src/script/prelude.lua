@@ -34,7 +34,13 @@ local function protect(t, on_missing)
       return v
     end
   end
-  local p = raw_setmetatable({}, { __index = index, __newindex = refuse, __metatable = false })
+  local mt = { __index = index, __newindex = refuse }
+  -- getmetatable shows the metatable, itself read-only (Redis' protected
+  -- tables answer getmetatable too; assigning to what it returns fails).
+  local shown = raw_setmetatable({}, { __index = mt, __newindex = refuse, __metatable = false })
+  readonly[shown] = true
+  mt.__metatable = shown
+  local p = raw_setmetatable({}, mt)
   readonly[p] = true
   return p
 end
@@ -209,13 +215,30 @@ setmetatable = function(t, mt)
   if readonly[t] then refuse_raw() end
   return raw_setmetatable(t, mt)
 end
-loadstring = function(...)
-  local f, e = raw_loadstring(...)
+-- Precompiled (binary) chunks are refused: Redis' Lua parses every chunk as
+-- text (bytecode can break the VM's invariants), so for it they are a
+-- syntax error.
+local function binary(s)
+  return raw_type(s) == 'string' and s:byte(1) == 27
+end
+local BINARY = 'binary chunks are not accepted'
+loadstring = function(s, ...)
+  if binary(s) then return nil, BINARY end
+  local f, e = raw_loadstring(s, ...)
   if f then raw_setfenv(f, env) end
   return f, e
 end
-load = function(...)
-  local f, e = raw_load(...)
+load = function(reader, ...)
+  local first = true
+  local guarded = function()
+    local piece = reader()
+    if first then
+      first = false
+      if binary(piece) then raw_error(BINARY, 0) end
+    end
+    return piece
+  end
+  local f, e = raw_load(raw_type(reader) == 'function' and guarded or reader, ...)
   if f then raw_setfenv(f, env) end
   return f, e
 end
