@@ -599,3 +599,94 @@ fn cjson_settings_and_sandbox_tricks_match_redis() {
         ],
     );
 }
+
+/// lua-cmsgpack 0.4.0, byte for byte: every encoding `pack` chooses, what
+/// `unpack`, `unpack_one` and `unpack_limit` read (offsets, limits,
+/// truncated and malformed input), and their argument errors.
+#[test]
+fn cmsgpack_matches_redis() {
+    let mut d = Diff::new();
+    let hex = "local function hex(s) return (s:gsub('.', function(c) return string.format('%02x', c:byte()) end)) end ";
+    let packs = [
+        "nil",
+        "1, -1, 0, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296",
+        "-32, -33, -128, -129, -32768, -32769, -2147483648, -2147483649, -9007199254740993",
+        "0.1, 0.5, -2.25, 1e300, 1/0, -1/0, 2^63, -2^63, 2^53 + 0.5",
+        "true, false, 'str', ''",
+        "string.rep('x', 31), string.rep('x', 32), string.rep('y', 255), string.rep('y', 256)",
+        "string.rep('z', 65535), string.rep('z', 65536)",
+        "{1, 2, 3}, {}, {a = 1}, {[1] = 1, [3] = 3}, {[0] = 1}, {[1.5] = 1}, {[-1] = 1}",
+        "{1, {2, {3, {4}}}}, {x = {y = {z = 'deep'}}}",
+        "(function() local t = {} for i = 1, 20 do t[i] = i end return t end)()",
+        "(function() local t = {} for i = 1, 70000 do t[i] = i % 7 end return t end)()",
+        "(function() local a = {} a[1] = a return a end)()",
+        "(function() local t = {} for i = 1, 20 do t = {t} end return t end)()",
+        "print or function() end",
+    ];
+    let mut cases: Vec<Vec<String>> = packs
+        .iter()
+        .map(|p| {
+            vec![
+                "EVAL".into(),
+                format!("{hex}return hex(cmsgpack.pack({p}))"),
+                "0".into(),
+            ]
+        })
+        .collect();
+    let unpacks = [
+        // Round trips, as strings so floats survive the reply.
+        "local t = {cmsgpack.unpack(cmsgpack.pack(1, -1, 300, -300, 70000, -70000, 5000000000, -5000000000, 0.1, 1/0, 'hi', true, false))} \
+         for i = 1, #t do t[i] = tostring(t[i]) end return t",
+        "local t = cmsgpack.unpack(cmsgpack.pack({1, {2, 3}, 'x'})) return {t[1], t[2][1], t[2][2], t[3]}",
+        "local t = cmsgpack.unpack(cmsgpack.pack({a = 1, b = {c = 'd'}})) return {t.a, t.b.c}",
+        "return #cmsgpack.unpack(cmsgpack.pack(string.rep('q', 70000)))",
+        // Hand-made input: every tag, big and signed integers.
+        "return tostring(cmsgpack.unpack('\\202\\63\\128\\0\\0'))",
+        "return tostring(cmsgpack.unpack('\\203\\64\\9\\33\\251\\84\\68\\45\\24'))",
+        "return tostring(cmsgpack.unpack('\\207\\255\\255\\255\\255\\255\\255\\255\\255'))",
+        "return tostring(cmsgpack.unpack('\\207\\0\\0\\0\\1\\0\\0\\0\\0'))",
+        "return tostring(cmsgpack.unpack('\\211\\255\\255\\255\\255\\255\\255\\255\\254'))",
+        "return {cmsgpack.unpack('\\204\\200\\205\\1\\0\\206\\0\\1\\0\\0\\208\\128\\209\\255\\0\\210\\255\\255\\255\\0')}",
+        "return {cmsgpack.unpack('\\255\\224\\127\\0')}",
+        "return {cmsgpack.unpack('\\217\\3abc\\218\\0\\2de\\219\\0\\0\\0\\1f\\163ghi')}",
+        "local t = cmsgpack.unpack('\\220\\0\\2\\1\\2') return t",
+        "local t = cmsgpack.unpack('\\222\\0\\1\\161k\\161v') return t.k",
+        "local t = cmsgpack.unpack('\\147\\1\\192\\3') return {t[1], t[2], t[3]}",
+        "return cmsgpack.unpack('\\129\\192\\1')",
+        "return cmsgpack.unpack('\\196\\1a')",
+        "return cmsgpack.unpack('\\193')",
+        "return cmsgpack.unpack('\\147\\1')",
+        "return cmsgpack.unpack('\\217\\10abc')",
+        "return cmsgpack.unpack('\\205\\1')",
+        "return cmsgpack.unpack('\\219\\0\\0\\0\\9abc')",
+        "return cmsgpack.unpack('')",
+        "return cmsgpack.unpack(12)",
+        "return cmsgpack.unpack()",
+        "return cmsgpack.unpack({})",
+        // Streams of values: one at a time, or a few.
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, 1)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, 2)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, 3)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, 4)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, -1)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, 'x')}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, 2)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, 5, 1)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, 0)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, -1)}",
+        "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s)}",
+        "return cmsgpack.pack()",
+        "local p = cmsgpack.pack return p()",
+        "cmsgpack.pack = nil",
+        "return {cmsgpack._NAME, cmsgpack._VERSION, cmsgpack._COPYRIGHT, cmsgpack._DESCRIPTION}",
+    ];
+    cases.extend(
+        unpacks
+            .iter()
+            .map(|u| vec!["EVAL".to_string(), u.to_string(), "0".to_string()]),
+    );
+    let cases: Vec<Vec<&str>> = cases.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
+    let cases: Vec<&[&str]> = cases.iter().map(Vec::as_slice).collect();
+    check_all(&mut d, &cases);
+}

@@ -4,7 +4,8 @@
 //! its defaults: 14 significant digits, `/` escaped, sparse arrays refused,
 //! 1000 levels deep, NaN/Infinity/hexadecimal accepted when decoding). The
 //! configuration belongs to the interpreter, as in Redis: what one script
-//! sets, the next one sees.
+//! sets, the next one sees. And `cmsgpack` (lua-cmsgpack 0.4.0: `pack`,
+//! `unpack`, `unpack_one`, `unpack_limit`), byte for byte as Redis packs.
 
 use std::sync::Arc;
 
@@ -14,7 +15,388 @@ use parking_lot::Mutex;
 pub fn install(lua: &Lua, globals: &Table) -> mlua::Result<()> {
     globals.set("bit", bit(lua)?)?;
     globals.set("cjson", cjson(lua)?)?;
+    globals.set("cmsgpack", cmsgpack(lua)?)?;
     Ok(())
+}
+
+/// The name the running Rust function was called by (`luaL_argerror`'s
+/// `ar.name`: `pack` for `cmsgpack.pack(...)`, `p` after `local p = ...`).
+fn called_as(lua: &Lua, default: &str) -> String {
+    lua.inspect_stack(0, |d| d.names().name.map(|n| n.into_owned()))
+        .flatten()
+        .unwrap_or_else(|| default.to_string())
+}
+
+// ---- cmsgpack ----
+
+/// lua-cmsgpack's `LUACMSGPACK_MAX_NESTING`: deeper tables pack as nil
+/// (so a table that contains itself packs).
+const MSGPACK_MAX_NESTING: usize = 16;
+/// How deep `unpack` follows nested arrays and maps. lua-cmsgpack recurses
+/// until the Lua stack is full (about 4000 levels); this stops earlier, with
+/// the same error, so a hostile payload cannot exhaust the thread's stack.
+const MSGPACK_MAX_DECODE_DEPTH: usize = 1000;
+
+fn cmsgpack(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "pack",
+        lua.create_function(|lua, args: MultiValue| {
+            if args.is_empty() {
+                let msg = format!(
+                    "bad argument #0 to '{}' (MessagePack pack needs input.)",
+                    called_as(lua, "pack")
+                );
+                return Err(super::raise_here(lua, &msg));
+            }
+            let mut out = Vec::new();
+            for v in args.iter() {
+                msgpack_encode(v, 0, &mut out).map_err(|e| super::raise_here(lua, &e))?;
+            }
+            lua.create_string(out)
+        })?,
+    )?;
+    t.set(
+        "unpack",
+        lua.create_function(|lua, args: MultiValue| {
+            let s = msgpack_input(lua, &args, "unpack")?;
+            msgpack_unpack(lua, &s, 0, 0)
+        })?,
+    )?;
+    t.set(
+        "unpack_one",
+        lua.create_function(|lua, args: MultiValue| {
+            let s = msgpack_input(lua, &args, "unpack_one")?;
+            let offset = integer_arg(lua, &args, 1, "unpack_one", Some(0))?;
+            msgpack_unpack(lua, &s, 1, offset)
+        })?,
+    )?;
+    t.set(
+        "unpack_limit",
+        lua.create_function(|lua, args: MultiValue| {
+            let s = msgpack_input(lua, &args, "unpack_limit")?;
+            let limit = integer_arg(lua, &args, 1, "unpack_limit", None)?;
+            let offset = integer_arg(lua, &args, 2, "unpack_limit", Some(0))?;
+            msgpack_unpack(lua, &s, limit, offset)
+        })?,
+    )?;
+    t.set("_NAME", "cmsgpack")?;
+    t.set("_VERSION", "lua-cmsgpack 0.4.0")?;
+    t.set("_COPYRIGHT", "Copyright (C) 2012, Salvatore Sanfilippo")?;
+    t.set("_DESCRIPTION", "MessagePack C implementation for Lua")?;
+    Ok(t)
+}
+
+/// `luaL_checklstring(L, 1)`: a string, or a number as Lua prints it.
+fn msgpack_input(lua: &Lua, args: &MultiValue, f: &str) -> mlua::Result<Vec<u8>> {
+    match args.front() {
+        Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
+        Some(Value::Number(n)) => Ok(super::format_lua_number(*n).into_bytes()),
+        Some(Value::Integer(n)) => Ok(n.to_string().into_bytes()),
+        other => {
+            let got = other.map_or("no value", |v| v.type_name());
+            let msg = format!(
+                "bad argument #1 to '{}' (string expected, got {got})",
+                called_as(lua, f)
+            );
+            Err(super::raise_here(lua, &msg))
+        }
+    }
+}
+
+/// `luaL_checkinteger` / `luaL_optinteger` (with `default`) for argument `i` (0-based).
+fn integer_arg(lua: &Lua, args: &MultiValue, i: usize, f: &str, default: Option<i64>) -> mlua::Result<i64> {
+    match (args.get(i), default) {
+        (None | Some(Value::Nil), Some(d)) => Ok(d),
+        (Some(v), _) if super::number(v).is_some() => Ok(super::number(v).unwrap_or(0.0) as i64),
+        (v, _) => {
+            let got = v.map_or("no value", |v| v.type_name());
+            let msg = format!(
+                "bad argument #{} to '{}' (number expected, got {got})",
+                i + 1,
+                called_as(lua, f)
+            );
+            Err(super::raise_here(lua, &msg))
+        }
+    }
+}
+
+fn msgpack_encode(v: &Value, level: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    match v {
+        Value::String(s) => {
+            let b = s.as_bytes();
+            let len = b.len();
+            if len < 32 {
+                out.push(0xa0 | len as u8);
+            } else if len <= 0xff {
+                out.extend_from_slice(&[0xd9, len as u8]);
+            } else if len <= 0xffff {
+                out.push(0xda);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            } else {
+                out.push(0xdb);
+                out.extend_from_slice(&(len as u32).to_be_bytes());
+            }
+            out.extend_from_slice(&b);
+        }
+        Value::Boolean(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
+        Value::Number(n) => msgpack_number(*n, out),
+        Value::Integer(n) => msgpack_int(*n, out),
+        Value::Table(t) if level < MSGPACK_MAX_NESTING => {
+            // An array when its keys are exactly 1..n (integers that fit
+            // an `int`), a map otherwise.
+            let (mut count, mut max, mut array) = (0u64, 0f64, true);
+            for pair in t.pairs::<Value, Value>() {
+                let (k, _) = pair.map_err(|e| e.to_string())?;
+                count += 1;
+                match k {
+                    Value::Number(n) if n > 0.0 && n.fract() == 0.0 && n <= i32::MAX as f64 => max = max.max(n),
+                    Value::Integer(n) if n > 0 && n <= i32::MAX as i64 => max = max.max(n as f64),
+                    _ => array = false,
+                }
+            }
+            if array && max == count as f64 {
+                msgpack_header(out, count, 0x90, 0xdc);
+                for i in 1..=count {
+                    let item: Value = t.raw_get(i).map_err(|e| e.to_string())?;
+                    msgpack_encode(&item, level + 1, out)?;
+                }
+            } else {
+                msgpack_header(out, count, 0x80, 0xde);
+                for pair in t.pairs::<Value, Value>() {
+                    let (k, item) = pair.map_err(|e| e.to_string())?;
+                    msgpack_encode(&k, level + 1, out)?;
+                    msgpack_encode(&item, level + 1, out)?;
+                }
+            }
+        }
+        _ => out.push(0xc0),
+    }
+    Ok(())
+}
+
+/// An array or map header: fix form up to 15, then 16 and 32 bits.
+fn msgpack_header(out: &mut Vec<u8>, n: u64, fix: u8, wide: u8) {
+    if n <= 15 {
+        out.push(fix | n as u8);
+    } else if n <= 0xffff {
+        out.push(wide);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(wide + 1);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+/// A Lua number: as an integer when it is one (within int64), else as a
+/// float when a float holds it exactly, else as a double.
+fn msgpack_number(n: f64, out: &mut Vec<u8>) {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if n.fract() == 0.0 && (-TWO_63..TWO_63).contains(&n) {
+        msgpack_int(n as i64, out);
+    } else if (n as f32) as f64 == n || n.is_infinite() {
+        out.push(0xca);
+        out.extend_from_slice(&(n as f32).to_be_bytes());
+    } else {
+        out.push(0xcb);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+fn msgpack_int(n: i64, out: &mut Vec<u8>) {
+    if n >= 0 {
+        if n <= 127 {
+            out.push(n as u8);
+        } else if n <= 0xff {
+            out.extend_from_slice(&[0xcc, n as u8]);
+        } else if n <= 0xffff {
+            out.push(0xcd);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        } else if n <= 0xffff_ffff {
+            out.push(0xce);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        } else {
+            out.push(0xcf);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    } else if n >= -32 {
+        out.push(n as i8 as u8);
+    } else if n >= -128 {
+        out.extend_from_slice(&[0xd0, n as i8 as u8]);
+    } else if n >= -32768 {
+        out.push(0xd1);
+        out.extend_from_slice(&(n as i16).to_be_bytes());
+    } else if n >= i32::MIN as i64 {
+        out.push(0xd2);
+        out.extend_from_slice(&(n as i32).to_be_bytes());
+    } else {
+        out.push(0xd3);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// Why decoding stopped (lua-cmsgpack's cursor errors).
+enum MsgpackError {
+    Eof,
+    BadFormat,
+    TooDeep,
+    Lua(mlua::Error),
+}
+
+/// `mp_unpack_full`: up to `limit` values from `offset` (both 0: every
+/// value, without the next offset in front).
+fn msgpack_unpack(lua: &Lua, s: &[u8], limit: i64, offset: i64) -> mlua::Result<MultiValue> {
+    let decode_all = limit == 0 && offset == 0;
+    if offset < 0 || limit < 0 {
+        let msg = format!(
+            "Invalid request to unpack with offset of {offset} and limit of {}.",
+            s.len()
+        );
+        return Err(super::raise_here(lua, &msg));
+    }
+    if offset as u64 > s.len() as u64 {
+        let msg = format!("Start offset {offset} greater than input length {}.", s.len());
+        return Err(super::raise_here(lua, &msg));
+    }
+    let limit = if decode_all { i64::MAX } else { limit };
+    let mut pos = offset as usize;
+    let mut out = MultiValue::new();
+    let mut count = 0;
+    while pos < s.len() && count < limit {
+        match msgpack_decode(lua, s, &mut pos, 0) {
+            Ok(v) => out.push_back(v),
+            Err(MsgpackError::Eof) => return Err(super::raise_here(lua, "Missing bytes in input.")),
+            Err(MsgpackError::BadFormat) => return Err(super::raise_here(lua, "Bad data format in input.")),
+            Err(MsgpackError::TooDeep) => {
+                return Err(super::raise_here(
+                    lua,
+                    "too many return values at once; use unpack_one or unpack_limit instead.",
+                ));
+            }
+            Err(MsgpackError::Lua(e)) => return Err(e),
+        }
+        count += 1;
+    }
+    if !decode_all {
+        let next = if pos >= s.len() { -1.0 } else { pos as f64 };
+        out.push_front(Value::Number(next));
+    }
+    Ok(out)
+}
+
+fn msgpack_decode(lua: &Lua, s: &[u8], pos: &mut usize, depth: usize) -> Result<Value, MsgpackError> {
+    let lua_err = MsgpackError::Lua;
+    let take = |pos: &mut usize, n: usize| -> Result<&[u8], MsgpackError> {
+        let end = pos.checked_add(n).filter(|&e| e <= s.len()).ok_or(MsgpackError::Eof)?;
+        let b = &s[*pos..end];
+        *pos = end;
+        Ok(b)
+    };
+    let be = |b: &[u8]| b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64);
+    let tag = *s.get(*pos).ok_or(MsgpackError::Eof)?;
+    let string = |pos: &mut usize, header: usize, len: usize| -> Result<Value, MsgpackError> {
+        // The whole string must be there before anything is consumed.
+        if s.len() - *pos < header + len {
+            return Err(MsgpackError::Eof);
+        }
+        *pos += header;
+        let b = take(pos, len)?;
+        lua.create_string(b).map(Value::String).map_err(lua_err)
+    };
+    let number = |pos: &mut usize, n: usize, f: &dyn Fn(&[u8]) -> f64| -> Result<Value, MsgpackError> {
+        let b = take(pos, 1 + n)?;
+        Ok(Value::Number(f(&b[1..])))
+    };
+    match tag {
+        0xc0 => {
+            *pos += 1;
+            Ok(Value::Nil)
+        }
+        0xc2 | 0xc3 => {
+            *pos += 1;
+            Ok(Value::Boolean(tag == 0xc3))
+        }
+        0xcc => number(pos, 1, &|b| b[0] as f64),
+        0xcd => number(pos, 2, &|b| be(b) as f64),
+        0xce => number(pos, 4, &|b| be(b) as f64),
+        // Pushed as a signed integer in Redis, so the top half wraps.
+        0xcf => number(pos, 8, &|b| be(b) as i64 as f64),
+        0xd0 => number(pos, 1, &|b| b[0] as i8 as f64),
+        0xd1 => number(pos, 2, &|b| be(b) as u16 as i16 as f64),
+        0xd2 => number(pos, 4, &|b| be(b) as u32 as i32 as f64),
+        0xd3 => number(pos, 8, &|b| be(b) as i64 as f64),
+        0xca => number(pos, 4, &|b| f32::from_bits(be(b) as u32) as f64),
+        0xcb => number(pos, 8, &|b| f64::from_bits(be(b))),
+        0xd9 => {
+            let len = *s.get(*pos + 1).ok_or(MsgpackError::Eof)? as usize;
+            string(pos, 2, len)
+        }
+        0xda => {
+            let len = be(s.get(*pos + 1..*pos + 3).ok_or(MsgpackError::Eof)?) as usize;
+            string(pos, 3, len)
+        }
+        0xdb => {
+            let len = be(s.get(*pos + 1..*pos + 5).ok_or(MsgpackError::Eof)?) as usize;
+            *pos += 5;
+            string(pos, 0, len)
+        }
+        0xdc..=0xdf => {
+            let n = if tag & 1 == 0 { 2 } else { 4 };
+            let len = be(&take(pos, 1 + n)?[1..]);
+            msgpack_collection(lua, s, pos, depth, len, tag >= 0xde)
+        }
+        t if t & 0x80 == 0 => {
+            *pos += 1;
+            Ok(Value::Number(t as f64))
+        }
+        t if t & 0xe0 == 0xe0 => {
+            *pos += 1;
+            Ok(Value::Number(t as i8 as f64))
+        }
+        t if t & 0xe0 == 0xa0 => string(pos, 1, (t & 0x1f) as usize),
+        t if t & 0xf0 == 0x90 || t & 0xf0 == 0x80 => {
+            *pos += 1;
+            msgpack_collection(lua, s, pos, depth, (t & 0x0f) as u64, t & 0xf0 == 0x80)
+        }
+        _ => Err(MsgpackError::BadFormat),
+    }
+}
+
+/// An array (keys 1..n) or map of `len` entries, decoded into a table.
+fn msgpack_collection(
+    lua: &Lua,
+    s: &[u8],
+    pos: &mut usize,
+    depth: usize,
+    len: u64,
+    map: bool,
+) -> Result<Value, MsgpackError> {
+    if depth >= MSGPACK_MAX_DECODE_DEPTH {
+        return Err(MsgpackError::TooDeep);
+    }
+    let t = lua.create_table().map_err(MsgpackError::Lua)?;
+    for i in 1..=len {
+        // Every entry takes at least one byte: a length the input cannot
+        // hold ends here, before building anything that large.
+        if *pos >= s.len() {
+            return Err(MsgpackError::Eof);
+        }
+        if map {
+            let k = msgpack_decode(lua, s, pos, depth + 1)?;
+            let v = msgpack_decode(lua, s, pos, depth + 1)?;
+            match &k {
+                Value::Nil => return Err(MsgpackError::Lua(mlua::Error::runtime("table index is nil"))),
+                Value::Number(n) if n.is_nan() => {
+                    return Err(MsgpackError::Lua(mlua::Error::runtime("table index is NaN")));
+                }
+                _ => t.raw_set(k, v).map_err(MsgpackError::Lua)?,
+            }
+        } else {
+            let v = msgpack_decode(lua, s, pos, depth + 1)?;
+            t.raw_set(i, v).map_err(MsgpackError::Lua)?;
+        }
+    }
+    Ok(Value::Table(t))
 }
 
 /// `cjson.null`: a NULL light userdata, as lua-cjson's.
