@@ -690,3 +690,69 @@ fn cmsgpack_matches_redis() {
     let cases: Vec<&[&str]> = cases.iter().map(Vec::as_slice).collect();
     check_all(&mut d, &cases);
 }
+
+/// lua-struct: packing with every option, byte order and alignment, what
+/// unpack reads back (offsets, `c0`, zero-terminated strings), sizes, and
+/// the errors, byte for byte against Redis.
+#[test]
+fn struct_matches_redis() {
+    let mut d = Diff::new();
+    let hex = "local function hex(s) return (s:gsub('.', function(c) return string.format('%02x', c:byte()) end)) end ";
+    let packs = [
+        "'bBhHlLTiI', -1, 255, -2, 65535, -3, 2^40, 7, -4, 4000000000",
+        "'>i2<i2>I8<I8', 258, 258, 2^33 + 5, 2^33 + 5",
+        "'i3i16I1', -2, -2, 300",
+        "'!4bi!8bd', 1, 2, 3, 1.5",
+        "'!bh!2bi', 1, 2, 3, 4",
+        "'>fd<fd', 1.5, -0.1, 1.5, -0.1",
+        "'c5c0sx', 'abcdefg', 'xy', 'zz'",
+        "' b b ', 1, 2",
+        "'c3', 'ab'",
+        "'b', 'x'",
+        "'z'",
+        "'!3'",
+        "'i33'",
+        "'i99999999999'",
+        "'s', {}",
+    ];
+    let mut cases: Vec<Vec<String>> = packs
+        .iter()
+        .map(|p| vec!["EVAL".into(), format!("{hex}return hex(struct.pack({p}))"), "0".into()])
+        .collect();
+    let others = [
+        "local t = {struct.unpack('bBhHlLiI', struct.pack('bBhHlLiI', -1, 255, -2, 65535, -3, 2^40, -4, 4000000000))} \
+         for i = 1, #t do t[i] = tostring(t[i]) end return t",
+        "local t = {struct.unpack('>i2<i2>I8', struct.pack('>i2<i2>I8', -258, 258, 2^33 + 5))} \
+         for i = 1, #t do t[i] = tostring(t[i]) end return t",
+        "local t = {struct.unpack('!4bi!8bd', struct.pack('!4bi!8bd', 1, 2, 3, 1.5))} \
+         for i = 1, #t do t[i] = tostring(t[i]) end return t",
+        "local t = {struct.unpack('fd', struct.pack('fd', 1.5, -0.1))} for i = 1, #t do t[i] = tostring(t[i]) end return t",
+        "return {struct.unpack('bc0s', struct.pack('bc0s', 3, 'abc', 'zero'))}",
+        "return {struct.unpack('c2c0', '03abcde')}",
+        "return {struct.unpack('c0', 'abc')}",
+        "return {struct.unpack('s', 'abc')}",
+        "return {struct.unpack('b', 'ab', 2)}",
+        "return {struct.unpack('b', 'ab', 3)}",
+        "return {struct.unpack('b', 'ab', 0)}",
+        "return {struct.unpack('b', 'ab', -1)}",
+        "return {struct.unpack('i4', 'abc')}",
+        "return {struct.unpack('i', 'abcdefgh', 'x')}",
+        "return {struct.unpack('i16', string.rep('\\255', 16))}",
+        "return {struct.unpack('I3', '\\1\\2\\3')}",
+        "return {struct.unpack('q', 'abc')}",
+        "return {struct.unpack()}",
+        "return {struct.size('bhilTfdc3x'), struct.size('!8bd'), struct.size('!2bi'), struct.size('z'), struct.size('')}",
+        "return struct.size('s')",
+        "return struct.size('c0')",
+        "return struct.size('<>!4#')",
+        "struct.pack = nil",
+    ];
+    cases.extend(
+        others
+            .iter()
+            .map(|u| vec!["EVAL".to_string(), u.to_string(), "0".to_string()]),
+    );
+    let cases: Vec<Vec<&str>> = cases.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
+    let cases: Vec<&[&str]> = cases.iter().map(Vec::as_slice).collect();
+    check_all(&mut d, &cases);
+}

@@ -5,7 +5,9 @@
 //! 1000 levels deep, NaN/Infinity/hexadecimal accepted when decoding). The
 //! configuration belongs to the interpreter, as in Redis: what one script
 //! sets, the next one sees. And `cmsgpack` (lua-cmsgpack 0.4.0: `pack`,
-//! `unpack`, `unpack_one`, `unpack_limit`), byte for byte as Redis packs.
+//! `unpack`, `unpack_one`, `unpack_limit`), byte for byte as Redis packs,
+//! and `struct` (Roberto Ierusalimschy's lua-struct: `pack`, `unpack`,
+//! `size`, with the sizes and alignment of x86-64 Linux, where Redis runs).
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ pub fn install(lua: &Lua, globals: &Table) -> mlua::Result<()> {
     globals.set("bit", bit(lua)?)?;
     globals.set("cjson", cjson(lua)?)?;
     globals.set("cmsgpack", cmsgpack(lua)?)?;
+    globals.set("struct", lua_struct(lua)?)?;
     Ok(())
 }
 
@@ -1240,4 +1243,348 @@ mod tests {
         assert!(invalid_number(b"+1") && invalid_number(b"0x1") && invalid_number(b"-007") && invalid_number(b"nan"));
         assert!(!invalid_number(b"0.5") && !invalid_number(b"-12") && !invalid_number(b"true"));
     }
+}
+
+// ---- struct ----
+
+/// lua-struct's `MAXINTSIZE`: the widest integer option (`i32`).
+const STRUCT_MAX_INT: usize = 32;
+/// `MAXALIGN` on x86-64: a double's alignment (8).
+const STRUCT_MAX_ALIGN: usize = 8;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endian {
+    Big,
+    Little,
+}
+
+/// lua-struct's `Header`: byte order and the largest alignment.
+struct StructHeader {
+    endian: Endian,
+    align: usize,
+}
+
+impl Default for StructHeader {
+    fn default() -> Self {
+        StructHeader {
+            endian: Endian::Little,
+            align: 1,
+        }
+    }
+}
+
+/// A format string being read (`const char **fmt`).
+struct Format<'a> {
+    fmt: &'a [u8],
+    pos: usize,
+}
+
+impl Format<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.fmt.get(self.pos)?;
+        self.pos += 1;
+        Some(c)
+    }
+
+    /// `getnum`: the digits that follow, or `default`.
+    fn num(&mut self, default: usize) -> Result<usize, String> {
+        if !self.fmt.get(self.pos).is_some_and(u8::is_ascii_digit) {
+            return Ok(default);
+        }
+        let mut a: usize = 0;
+        while let Some(&c) = self.fmt.get(self.pos).filter(|c| c.is_ascii_digit()) {
+            let d = (c - b'0') as usize;
+            if a > i32::MAX as usize / 10 || a * 10 > i32::MAX as usize - d {
+                return Err("integral size overflow".into());
+            }
+            a = a * 10 + d;
+            self.pos += 1;
+        }
+        Ok(a)
+    }
+
+    /// `optsize`: the size of option `opt`, reading its count if it has one.
+    fn size(&mut self, opt: u8) -> Result<usize, String> {
+        Ok(match opt {
+            b'B' | b'b' => 1,
+            b'H' | b'h' => 2,
+            b'L' | b'l' | b'T' | b'd' => 8,
+            b'f' => 4,
+            b'x' => 1,
+            b'c' => self.num(1)?,
+            b'i' | b'I' => {
+                let size = self.num(4)?;
+                if size > STRUCT_MAX_INT {
+                    return Err(format!("integral size {size} is larger than limit of {STRUCT_MAX_INT}"));
+                }
+                size
+            }
+            _ => 0,
+        })
+    }
+
+    /// `controloptions`: byte order, alignment, spaces; anything else is
+    /// not an option.
+    fn control(&mut self, opt: u8, h: &mut StructHeader, f: &str) -> Result<(), String> {
+        match opt {
+            b' ' => {}
+            b'>' => h.endian = Endian::Big,
+            b'<' => h.endian = Endian::Little,
+            b'!' => {
+                let a = self.num(STRUCT_MAX_ALIGN)?;
+                if !a.is_power_of_two() {
+                    return Err(format!("alignment {a} is not a power of 2"));
+                }
+                h.align = a;
+            }
+            other => {
+                return Err(format!(
+                    "bad argument #1 to '{f}' (invalid format option '{}')",
+                    other as char
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `gettoalign`: padding before an item of `size` at `len`.
+fn struct_align(len: usize, h: &StructHeader, opt: u8, size: usize) -> usize {
+    if size == 0 || opt == b'c' {
+        return 0;
+    }
+    let size = size.min(h.align);
+    (size.wrapping_sub(len & (size - 1))) & (size - 1)
+}
+
+fn lua_struct(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "pack",
+        lua.create_function(|lua, args: MultiValue| {
+            let f = called_as(lua, "pack");
+            struct_pack(lua, &args, &f)
+                .map_err(|msg| super::raise_here(lua, &msg))
+                .and_then(|b| lua.create_string(b))
+        })?,
+    )?;
+    t.set(
+        "unpack",
+        lua.create_function(|lua, args: MultiValue| {
+            let f = called_as(lua, "unpack");
+            struct_unpack(lua, &args, &f).map_err(|msg| super::raise_here(lua, &msg))
+        })?,
+    )?;
+    t.set(
+        "size",
+        lua.create_function(|lua, args: MultiValue| {
+            let f = called_as(lua, "size");
+            struct_size(&args, &f)
+                .map(|n| n as f64)
+                .map_err(|msg| super::raise_here(lua, &msg))
+        })?,
+    )?;
+    Ok(t)
+}
+
+/// `luaL_checklstring` for argument `i` (0-based).
+fn struct_string(args: &MultiValue, i: usize, f: &str) -> Result<Vec<u8>, String> {
+    match args.get(i) {
+        Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
+        Some(Value::Number(n)) => Ok(super::format_lua_number(*n).into_bytes()),
+        Some(Value::Integer(n)) => Ok(n.to_string().into_bytes()),
+        other => Err(format!(
+            "bad argument #{} to '{f}' (string expected, got {})",
+            i + 1,
+            other.map_or("no value", |v| v.type_name())
+        )),
+    }
+}
+
+/// `luaL_checknumber` for argument `i` (0-based).
+fn struct_number(args: &MultiValue, i: usize, f: &str) -> Result<f64, String> {
+    let v = args.get(i);
+    v.and_then(super::number).ok_or_else(|| {
+        format!(
+            "bad argument #{} to '{f}' (number expected, got {})",
+            i + 1,
+            v.map_or("no value", |v| v.type_name())
+        )
+    })
+}
+
+fn struct_bytes(mut b: Vec<u8>, endian: Endian) -> Vec<u8> {
+    if endian == Endian::Big {
+        b.reverse();
+    }
+    b
+}
+
+fn struct_pack(_lua: &Lua, args: &MultiValue, f: &str) -> Result<Vec<u8>, String> {
+    let fmt = struct_string(args, 0, f)?;
+    let mut fmt = Format { fmt: &fmt, pos: 0 };
+    let mut h = StructHeader::default();
+    let mut arg = 1;
+    let mut out = Vec::new();
+    while let Some(opt) = fmt.next() {
+        let mut size = fmt.size(opt)?;
+        let pad = struct_align(out.len(), &h, opt, size);
+        out.resize(out.len() + pad, 0);
+        match opt {
+            b'b' | b'B' | b'h' | b'H' | b'l' | b'L' | b'T' | b'i' | b'I' => {
+                let n = struct_number(args, arg, f)?;
+                arg += 1;
+                let value = if n < 0.0 { n as i64 as u64 } else { n as u64 };
+                let le: Vec<u8> = (0..size)
+                    .map(|i| if i < 8 { (value >> (8 * i)) as u8 } else { 0 })
+                    .collect();
+                out.extend(struct_bytes(le, h.endian));
+            }
+            b'x' => out.push(0),
+            b'f' => {
+                let n = struct_number(args, arg, f)? as f32;
+                arg += 1;
+                out.extend(struct_bytes(n.to_le_bytes().to_vec(), h.endian));
+            }
+            b'd' => {
+                let n = struct_number(args, arg, f)?;
+                arg += 1;
+                out.extend(struct_bytes(n.to_le_bytes().to_vec(), h.endian));
+            }
+            b'c' | b's' => {
+                let s = struct_string(args, arg, f)?;
+                arg += 1;
+                if size == 0 {
+                    size = s.len();
+                }
+                if s.len() < size {
+                    // lua-struct names the argument after the string.
+                    return Err(format!("bad argument #{} to '{f}' (string too short)", arg + 1));
+                }
+                out.extend_from_slice(&s[..size]);
+                if opt == b's' {
+                    out.push(0);
+                }
+            }
+            _ => fmt.control(opt, &mut h, f)?,
+        }
+    }
+    Ok(out)
+}
+
+fn struct_unpack(lua: &Lua, args: &MultiValue, f: &str) -> Result<MultiValue, String> {
+    let fmt = struct_string(args, 0, f)?;
+    let data = struct_string(args, 1, f)?;
+    let start = match args.get(2) {
+        None | Some(Value::Nil) => 1,
+        Some(_) => struct_number(args, 2, f)? as i64,
+    };
+    if start == 0 {
+        return Err(format!("bad argument #3 to '{f}' (offset must be 1 or greater)"));
+    }
+    // A negative offset is a huge size_t in lua-struct: past the data.
+    let mut pos = if start < 0 { usize::MAX / 2 } else { start as usize - 1 };
+    let too_short = || format!("bad argument #2 to '{f}' (data string too short)");
+    let lua_err = |e: mlua::Error| e.to_string();
+    let mut fmt = Format { fmt: &fmt, pos: 0 };
+    let mut h = StructHeader::default();
+    let mut out = MultiValue::new();
+    while let Some(opt) = fmt.next() {
+        let mut size = fmt.size(opt)?;
+        pos = pos.saturating_add(struct_align(pos, &h, opt, size));
+        if size > data.len() || pos > data.len() - size {
+            return Err(too_short());
+        }
+        match opt {
+            b'b' | b'B' | b'h' | b'H' | b'l' | b'L' | b'T' | b'i' | b'I' => {
+                let bytes = &data[pos..pos + size];
+                let ordered: Vec<u8> = match h.endian {
+                    Endian::Big => bytes.to_vec(),
+                    Endian::Little => bytes.iter().rev().copied().collect(),
+                };
+                let mut l: u64 = 0;
+                for b in ordered {
+                    l = (l << 8) | b as u64;
+                }
+                let n = if opt.is_ascii_lowercase() {
+                    // Sign extension (the shift wraps at 64 as on x86).
+                    let mask = u64::MAX << ((size * 8).wrapping_sub(1) & 63);
+                    if l & mask != 0 {
+                        l |= mask;
+                    }
+                    l as i64 as f64
+                } else {
+                    l as f64
+                };
+                out.push_back(Value::Number(n));
+            }
+            b'x' => {}
+            b'f' => {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&data[pos..pos + 4]);
+                let n = match h.endian {
+                    Endian::Little => f32::from_le_bytes(b),
+                    Endian::Big => f32::from_be_bytes(b),
+                };
+                out.push_back(Value::Number(n as f64));
+            }
+            b'd' => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&data[pos..pos + 8]);
+                let n = match h.endian {
+                    Endian::Little => f64::from_le_bytes(b),
+                    Endian::Big => f64::from_be_bytes(b),
+                };
+                out.push_back(Value::Number(n));
+            }
+            b'c' => {
+                if size == 0 {
+                    let Some(n) = out.back().and_then(super::number) else {
+                        return Err("format 'c0' needs a previous size".into());
+                    };
+                    out.pop_back();
+                    size = if n < 0.0 { usize::MAX } else { n as usize };
+                    if size > data.len() || pos > data.len() - size {
+                        return Err(too_short());
+                    }
+                }
+                let s = lua.create_string(&data[pos..pos + size]).map_err(lua_err)?;
+                out.push_back(Value::String(s));
+            }
+            b's' => {
+                let Some(end) = data[pos..].iter().position(|&c| c == 0) else {
+                    return Err("unfinished string in data".into());
+                };
+                let s = lua.create_string(&data[pos..pos + end]).map_err(lua_err)?;
+                out.push_back(Value::String(s));
+                size = end + 1;
+            }
+            _ => fmt.control(opt, &mut h, f)?,
+        }
+        pos += size;
+    }
+    out.push_back(Value::Number((pos + 1) as f64));
+    Ok(out)
+}
+
+fn struct_size(args: &MultiValue, f: &str) -> Result<usize, String> {
+    let fmt = struct_string(args, 0, f)?;
+    let mut fmt = Format { fmt: &fmt, pos: 0 };
+    let mut h = StructHeader::default();
+    let mut pos: usize = 0;
+    while let Some(opt) = fmt.next() {
+        let size = fmt.size(opt)?;
+        pos += struct_align(pos, &h, opt, size);
+        if opt == b's' {
+            return Err(format!("bad argument #1 to '{f}' (option 's' has no fixed size)"));
+        }
+        if opt == b'c' && size == 0 {
+            return Err(format!("bad argument #1 to '{f}' (option 'c0' has no fixed size)"));
+        }
+        if !opt.is_ascii_alphanumeric() {
+            fmt.control(opt, &mut h, f)?;
+        }
+        pos += size;
+    }
+    Ok(pos)
 }
