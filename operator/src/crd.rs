@@ -47,6 +47,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "stream-node-max-entries",
     "lazyfree-lazy-user-del",
     "lazyfree-lazy-user-flush",
+    "busy-reply-threshold",
+    "hll-sparse-max-bytes",
 ];
 
 /// A ferrokv cluster: `shards` slot ranges, each served by a primary and
@@ -123,7 +125,7 @@ pub struct KvClusterSpec {
     /// Node configuration overrides (`directive: value`, as in a Redis config file),
     /// limited to tuning directives; see the schema's allowed keys.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 24, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[schemars(extend("maxProperties" = 26, "additionalProperties" = {"type": "string", "maxLength": 256}))]
     #[x_kube(validation = Rule::new(config_keys_rule())
         .message(config_keys_message().as_str())
         .reason(Reason::FieldValueInvalid))]
@@ -397,6 +399,9 @@ mod tests {
         assert!(crd.contains("shards cannot be changed"), "{crd}");
         assert!(crd.contains("'maxmemory-policy'"), "{crd}");
         assert!(crd.contains("\"maximum\":16384"), "{crd}");
+        // Every allowed directive fits at once, and no more.
+        let max = format!("\"maxProperties\":{}", CONFIG_KEYS.len());
+        assert!(crd.contains(&max), "{max} in {crd}");
     }
 
     #[test]

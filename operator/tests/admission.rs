@@ -156,7 +156,7 @@ const BAD: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// A config with one key more than the 24 allowed.
+/// A config with one key more than the 26 allowed (`CONFIG_KEYS`, `maxProperties`).
 fn too_many_config_keys() -> String {
     let mut spec = String::from("  shards: 3\n  config:\n");
     for key in ferrokv_operator::crd::CONFIG_KEYS {
