@@ -11,9 +11,8 @@
 # The suite comes from Debian's source archive (the `orig` tarball of the
 # redis-server package this project installs as the reference), checked
 # against its SHA-256 and cached under ~/.cache/ferrokv/. It runs in its
-# "external server" mode, against a fresh node per unit, with three changes to the
-# harness, all in a throwaway copy:
-#   - `FUNCTION FLUSH` before each unit may fail (no scripting here);
+# "external server" mode, against a fresh node per unit, with two changes to the
+# harness, both in a throwaway copy:
 #   - a unit's `start_server` config overrides (and restoring them) may
 #     fail (a parameter the node lacks fails the tests that need it, not
 #     the whole file);
@@ -47,7 +46,7 @@ if [ ${#UNITS[@]} -eq 0 ]; then
         unit/protocol unit/info unit/auth unit/bitops unit/other unit/quit
         unit/introspection unit/introspection-2 unit/limits unit/querybuf unit/maxmemory
         unit/latency-monitor unit/slowlog unit/info-command unit/lazyfree unit/networking
-        unit/geo unit/sort unit/bitfield unit/hyperloglog
+        unit/geo unit/sort unit/bitfield unit/hyperloglog unit/scripting unit/functions
     )
 fi
 
@@ -71,7 +70,6 @@ src = pathlib.Path(sys.argv[1]) / "tests"
 server = src / "support" / "server.tcl"
 s = server.read_text()
 for old, new in [
-    ("    r function flush\n", "    catch {r function flush}\n"),
     ("        dict set saved_config $param [lindex [r config get $param] 1]\n        r config set $param $val\n",
      "        catch {dict set saved_config $param [lindex [r config get $param] 1]}\n        catch {r config set $param $val}\n"),
     ("    dict for {param val} $saved_config {\n        r config set $param $val\n",

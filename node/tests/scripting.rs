@@ -756,3 +756,52 @@ fn struct_matches_redis() {
     let cases: Vec<&[&str]> = cases.iter().map(Vec::as_slice).collect();
     check_all(&mut d, &cases);
 }
+
+/// A plain HTTP GET on the admin port; the whole response.
+fn http(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// While a long script holds every partition, what waits for the keyspace
+/// on the server's own runtime (here a /metrics scrape) must not keep new
+/// clients out: a new connection is accepted and answered -BUSY, can
+/// SCRIPT KILL, and /healthz answers. The real binary, whose runtime is one
+/// thread.
+#[test]
+fn a_long_script_leaves_the_door_open() {
+    let admin_port = support::free_port();
+    let node = support::Binary::start(&["--admin-port", &admin_port.to_string()]);
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let mut c = RawClient::connect(node.addr);
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "busy-reply-threshold", "100"]),
+        Frame::Simple("OK".into())
+    );
+    c.cmd(&["SET", "k", "v"]);
+    let mut runner = RawClient::connect(node.addr);
+    runner.set_timeout(Duration::from_secs(30));
+    runner.send(&["EVAL", "while true do end", "0"]);
+    support::wait_for("the script to be busy", Duration::from_secs(10), || {
+        matches!(c.cmd(&["PING"]), Frame::Error(e) if e.starts_with("BUSY ")).then_some(())
+    });
+    let scrape = std::thread::spawn(move || http(admin, "/metrics", Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fresh = support::RawClient::try_connect(node.addr).unwrap();
+    fresh.set_timeout(Duration::from_secs(5));
+    assert!(
+        matches!(fresh.cmd(&["GET", "k"]), Frame::Error(e) if e.starts_with("BUSY ")),
+        "a new connection is served during the script"
+    );
+    assert!(http(admin, "/healthz", Duration::from_secs(5)).contains("200 OK"));
+    assert_eq!(fresh.cmd(&["SCRIPT", "KILL"]), Frame::Simple("OK".into()));
+    assert!(runner.read().is_error());
+    let metrics = scrape.join().unwrap();
+    assert!(metrics.contains("ferrokv_keys 1"), "{metrics}");
+    assert_eq!(fresh.cmd(&["GET", "k"]), Frame::bulk("v"));
+}

@@ -38,6 +38,12 @@ async fn readyz(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
 }
 
 async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
-    let body = state.metrics.render(&state);
+    // Rendering counts keys under each partition's lock: while a script
+    // holds them all, a scrape waits on a blocking thread, not on the
+    // server's runtime (where probes, replication links and the save
+    // schedule must keep running).
+    let body = tokio::task::spawn_blocking(move || state.metrics.render(&state))
+        .await
+        .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -165,9 +165,9 @@ async fn wait_for_replicas(state: &State) {
     }
 }
 
-/// The runtime `main` runs the server's own tasks on: the accept loops, the
-/// admin port, active expiry, replication links, the save schedule and the
-/// thread balancer. One thread is enough for them; client connections run
+/// The runtime `main` runs the server's own tasks on: the admin port,
+/// active expiry, replication links, the save schedule and the thread
+/// balancer (each accept loop gets a thread and a runtime of its own). One thread is enough for them; client connections run
 /// on the connection threads [`start`] creates ([`threads`]).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -243,14 +243,14 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         port = local.port();
         addrs.push(local);
         let shutdown = Shutdown::new(notify_shutdown.subscribe(), done_tx.clone());
-        tokio::spawn(accept_loop(
+        spawn_accept_thread(
             state.clone(),
             conn_threads.clone(),
             listener,
             shutdown,
             notify_shutdown.clone(),
             done_tx.clone(),
-        ));
+        )?;
     }
     state.port.store(port as u64, Ordering::Relaxed);
 
@@ -309,6 +309,41 @@ pub async fn start(args: &ServeArgs) -> Result<Running, ServerError> {
         done_tx: Some(done_tx),
         threads: conn_threads,
     })
+}
+
+/// Run a listener's accept loop on a thread of its own. Accepting touches
+/// no keyspace lock, so new connections (a `SCRIPT KILL`, a `SHUTDOWN
+/// NOSAVE`, a probe's PING) are taken even while something on the server's
+/// runtime waits for locks a long script holds (a replica applying its
+/// primary's stream, say).
+fn spawn_accept_thread(
+    state: Arc<State>,
+    threads: Arc<threads::ConnThreads>,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    notify: broadcast::Sender<()>,
+    done: mpsc::Sender<()>,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let bind_err = |source: std::io::Error| ServerError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    // The listener moves to the thread's own reactor.
+    let std_listener = listener.into_std().map_err(bind_err)?;
+    let rt = runtime().map_err(bind_err)?;
+    std::thread::Builder::new()
+        .name("ferrokv-accept".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match TcpListener::from_std(std_listener) {
+                    Ok(listener) => accept_loop(state, threads, listener, shutdown, notify, done).await,
+                    Err(e) => tracing::error!(error = %e, "cannot serve the listener"),
+                }
+            })
+        })
+        .map_err(bind_err)?;
+    Ok(())
 }
 
 async fn accept_loop(
@@ -378,9 +413,8 @@ async fn expiry_job(state: Arc<State>, mut shutdown: Shutdown) {
             continue;
         }
         // A client's script holds every partition: a cycle now would block
-        // this runtime (and the accept loop on it, through which SCRIPT KILL
-        // may have to come) until the script ends. Redis does not expire
-        // keys during a script either.
+        // this runtime (replication links, probes, the save schedule) until
+        // the script ends. Redis does not expire keys during a script either.
         if state.scripts.is_scheduled() {
             continue;
         }
