@@ -17,23 +17,6 @@ use std::time::Duration;
 use ferrokv_node::config::ServeArgs;
 use support::{Diff, Frame, RawClient, TempDir, server_with, wait_for};
 
-/// Every case is compared, and all differences are reported together.
-fn check_all(d: &mut Diff, cases: &[&[&str]]) {
-    let mut diffs = Vec::new();
-    for args in cases {
-        let (a, b) = d.both(args);
-        if a != b {
-            diffs.push(format!("{args:?}\n  ferrokv: {a:?}\n  redis:   {b:?}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "{} replies differ:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
-}
-
 const LIB: &str = "#!lua name=mylib
 local function set(keys, args)
   return redis.call('set', keys[1], args[1])
@@ -62,9 +45,7 @@ redis.register_function{function_name = 'oom', callback = function() return 1 en
 #[test]
 fn loading_and_calling_match_redis() {
     let mut d = Diff::new();
-    check_all(
-        &mut d,
-        &[
+    d.check_all(&[
             &["FUNCTION", "LOAD", LIB],
             &["FUNCTION", "LOAD", LIB],
             &["FUNCTION", "LOAD", "REPLACE", LIB],

@@ -12,89 +12,69 @@ use std::time::Duration;
 
 use support::{Diff, Frame, RawClient};
 
-/// Every case is compared, and all differences are reported together.
-fn check_all(d: &mut Diff, cases: &[&[&str]]) {
-    let mut diffs = Vec::new();
-    for args in cases {
-        let (a, b) = d.both(args);
-        if a != b {
-            diffs.push(format!("{args:?}\n  ferrokv: {a:?}\n  redis:   {b:?}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "{} replies differ:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
-}
-
 #[test]
 fn values_convert_as_in_redis() {
     let mut d = Diff::new();
-    check_all(
-        &mut d,
+    d.check_all(&[
+        &["SET", "s", "hello"],
+        &["RPUSH", "l", "a", "b", "c"],
+        &["HSET", "h", "f", "v"],
+        &["ZADD", "z", "1.5", "m"],
+        &["EVAL", "return 1", "0"],
+        &["EVAL", "return 3.99", "0"],
+        &["EVAL", "return -3.99", "0"],
+        &["EVAL", "return 'x'", "0"],
+        &["EVAL", "return true", "0"],
+        &["EVAL", "return false", "0"],
+        &["EVAL", "return nil", "0"],
+        &["EVAL", "return {1, 2, 3, 'x', {4, 5}}", "0"],
+        &["EVAL", "return {1, 2, nil, 4}", "0"],
+        &["EVAL", "return {1, false, 3}", "0"],
+        &["EVAL", "return {1, true, 3}", "0"],
+        &["EVAL", "return {ok = 'fine'}", "0"],
+        &["EVAL", "return {err = 'My Error'}", "0"],
+        &["EVAL", "return redis.status_reply('PONG')", "0"],
+        &["EVAL", "return redis.error_reply('My Error')", "0"],
+        &["EVAL", "return redis.error_reply('-Oops')", "0"],
+        &["EVAL", "return redis.error_reply(1)", "0"],
         &[
-            &["SET", "s", "hello"],
-            &["RPUSH", "l", "a", "b", "c"],
-            &["HSET", "h", "f", "v"],
-            &["ZADD", "z", "1.5", "m"],
-            &["EVAL", "return 1", "0"],
-            &["EVAL", "return 3.99", "0"],
-            &["EVAL", "return -3.99", "0"],
-            &["EVAL", "return 'x'", "0"],
-            &["EVAL", "return true", "0"],
-            &["EVAL", "return false", "0"],
-            &["EVAL", "return nil", "0"],
-            &["EVAL", "return {1, 2, 3, 'x', {4, 5}}", "0"],
-            &["EVAL", "return {1, 2, nil, 4}", "0"],
-            &["EVAL", "return {1, false, 3}", "0"],
-            &["EVAL", "return {1, true, 3}", "0"],
-            &["EVAL", "return {ok = 'fine'}", "0"],
-            &["EVAL", "return {err = 'My Error'}", "0"],
-            &["EVAL", "return redis.status_reply('PONG')", "0"],
-            &["EVAL", "return redis.error_reply('My Error')", "0"],
-            &["EVAL", "return redis.error_reply('-Oops')", "0"],
-            &["EVAL", "return redis.error_reply(1)", "0"],
-            &[
-                "EVAL",
-                "return {KEYS[1], KEYS[2], ARGV[1], ARGV[2]}",
-                "2",
-                "k1",
-                "k2",
-                "a1",
-                "a2",
-            ],
-            &["EVAL", "return #KEYS + #ARGV * 10", "1", "k", "a", "b"],
-            &["EVAL", "return redis.call('get', KEYS[1])", "1", "s"],
-            &["EVAL", "return redis.call('get', 'missing')", "0"],
-            &["EVAL", "return type(redis.call('get', 'missing'))", "0"],
-            &["EVAL", "return redis.call('lrange', 'l', 0, -1)", "0"],
-            &["EVAL", "return redis.call('hgetall', 'h')", "0"],
-            &["EVAL", "return redis.call('zscore', 'z', 'm')", "0"],
-            &["EVAL", "return redis.call('zrange', 'z', 0, -1, 'withscores')", "0"],
-            &["EVAL", "return redis.call('set', 'x', 1)", "0"],
-            &["EVAL", "return redis.call('set', 'y', 1.5)", "0"],
-            &["EVAL", "return redis.call('get', 'y')", "0"],
-            &["EVAL", "return redis.call('set', 'y', 0.1)", "0"],
-            &["EVAL", "return redis.call('get', 'y')", "0"],
-            &["EVAL", "return redis.call('incr', 'x')", "0"],
-            &["EVAL", "return redis.call('ping')", "0"],
-            &["EVAL", "return type(redis.call('ping'))", "0"],
-            &["EVAL", "return redis.call('ping').ok", "0"],
-            &["EVAL", "return redis.pcall('incr', 's')", "0"],
-            &["EVAL", "return type(redis.pcall('incr', 's'))", "0"],
-            &["EVAL", "return redis.pcall('incr', 's').err", "0"],
-            &["EVAL", "return redis.call('exists', 's', 'nope')", "0"],
-            &["EVAL", "return redis.sha1hex('')", "0"],
-            &["EVAL", "return redis.sha1hex('Pizza & Mandolino')", "0"],
-            &["EVAL", "return tostring(1/3)", "0"],
-            &["EVAL", "return tostring(1e100)", "0"],
-            &["EVAL", "return 1e100", "0"],
-            &["EVAL", "return redis.REDIS_VERSION", "0"],
-            &["EVAL", "return redis.REDIS_VERSION_NUM", "0"],
+            "EVAL",
+            "return {KEYS[1], KEYS[2], ARGV[1], ARGV[2]}",
+            "2",
+            "k1",
+            "k2",
+            "a1",
+            "a2",
         ],
-    );
+        &["EVAL", "return #KEYS + #ARGV * 10", "1", "k", "a", "b"],
+        &["EVAL", "return redis.call('get', KEYS[1])", "1", "s"],
+        &["EVAL", "return redis.call('get', 'missing')", "0"],
+        &["EVAL", "return type(redis.call('get', 'missing'))", "0"],
+        &["EVAL", "return redis.call('lrange', 'l', 0, -1)", "0"],
+        &["EVAL", "return redis.call('hgetall', 'h')", "0"],
+        &["EVAL", "return redis.call('zscore', 'z', 'm')", "0"],
+        &["EVAL", "return redis.call('zrange', 'z', 0, -1, 'withscores')", "0"],
+        &["EVAL", "return redis.call('set', 'x', 1)", "0"],
+        &["EVAL", "return redis.call('set', 'y', 1.5)", "0"],
+        &["EVAL", "return redis.call('get', 'y')", "0"],
+        &["EVAL", "return redis.call('set', 'y', 0.1)", "0"],
+        &["EVAL", "return redis.call('get', 'y')", "0"],
+        &["EVAL", "return redis.call('incr', 'x')", "0"],
+        &["EVAL", "return redis.call('ping')", "0"],
+        &["EVAL", "return type(redis.call('ping'))", "0"],
+        &["EVAL", "return redis.call('ping').ok", "0"],
+        &["EVAL", "return redis.pcall('incr', 's')", "0"],
+        &["EVAL", "return type(redis.pcall('incr', 's'))", "0"],
+        &["EVAL", "return redis.pcall('incr', 's').err", "0"],
+        &["EVAL", "return redis.call('exists', 's', 'nope')", "0"],
+        &["EVAL", "return redis.sha1hex('')", "0"],
+        &["EVAL", "return redis.sha1hex('Pizza & Mandolino')", "0"],
+        &["EVAL", "return tostring(1/3)", "0"],
+        &["EVAL", "return tostring(1e100)", "0"],
+        &["EVAL", "return 1e100", "0"],
+        &["EVAL", "return redis.REDIS_VERSION", "0"],
+        &["EVAL", "return redis.REDIS_VERSION_NUM", "0"],
+    ]);
 }
 
 #[test]
@@ -102,153 +82,139 @@ fn resp3_conversions_match_redis() {
     let mut d = Diff::new();
     // (HELLO's reply carries each server's own client id.)
     d.both(&["HELLO", "3"]);
-    check_all(
-        &mut d,
+    d.check_all(&[
+        &["HSET", "h", "f", "v", "g", "w"],
+        &["ZADD", "z", "1.5", "m"],
+        &["SADD", "s", "x"],
+        &["EVAL", "return true", "0"],
+        &["EVAL", "return false", "0"],
+        &["EVAL", "return nil", "0"],
+        &["EVAL", "redis.setresp(3); return true", "0"],
+        &["EVAL", "redis.setresp(3); return false", "0"],
+        &["EVAL", "redis.setresp(3); return redis.call('hgetall', 'h')", "0"],
+        &["EVAL", "redis.setresp(3); return redis.call('smembers', 's')", "0"],
+        &["EVAL", "redis.setresp(3); return redis.call('zscore', 'z', 'm')", "0"],
+        &["EVAL", "redis.setresp(3); return redis.call('get', 'nope')", "0"],
+        &["EVAL", "redis.setresp(3); return type(redis.call('get', 'nope'))", "0"],
         &[
-            &["HSET", "h", "f", "v", "g", "w"],
-            &["ZADD", "z", "1.5", "m"],
-            &["SADD", "s", "x"],
-            &["EVAL", "return true", "0"],
-            &["EVAL", "return false", "0"],
-            &["EVAL", "return nil", "0"],
-            &["EVAL", "redis.setresp(3); return true", "0"],
-            &["EVAL", "redis.setresp(3); return false", "0"],
-            &["EVAL", "redis.setresp(3); return redis.call('hgetall', 'h')", "0"],
-            &["EVAL", "redis.setresp(3); return redis.call('smembers', 's')", "0"],
-            &["EVAL", "redis.setresp(3); return redis.call('zscore', 'z', 'm')", "0"],
-            &["EVAL", "redis.setresp(3); return redis.call('get', 'nope')", "0"],
-            &["EVAL", "redis.setresp(3); return type(redis.call('get', 'nope'))", "0"],
-            &[
-                "EVAL",
-                "redis.setresp(3); return redis.call('zscore', 'z', 'm').double",
-                "0",
-            ],
-            &["EVAL", "return redis.call('hgetall', 'h')", "0"],
-            &["EVAL", "return {double = 3.5}", "0"],
-            &["EVAL", "return {big_number = '123456789012345678901234567890'}", "0"],
-            &["EVAL", "return {map = {a = 1}}", "0"],
-            &["EVAL", "return {set = {a = true}}", "0"],
-            &[
-                "EVAL",
-                "return {verbatim_string = {format = 'txt', string = 'hi'}}",
-                "0",
-            ],
-            &["EVAL", "redis.setresp(4)", "0"],
-            &["EVAL", "redis.setresp()", "0"],
+            "EVAL",
+            "redis.setresp(3); return redis.call('zscore', 'z', 'm').double",
+            "0",
         ],
-    );
+        &["EVAL", "return redis.call('hgetall', 'h')", "0"],
+        &["EVAL", "return {double = 3.5}", "0"],
+        &["EVAL", "return {big_number = '123456789012345678901234567890'}", "0"],
+        &["EVAL", "return {map = {a = 1}}", "0"],
+        &["EVAL", "return {set = {a = true}}", "0"],
+        &[
+            "EVAL",
+            "return {verbatim_string = {format = 'txt', string = 'hi'}}",
+            "0",
+        ],
+        &["EVAL", "redis.setresp(4)", "0"],
+        &["EVAL", "redis.setresp()", "0"],
+    ]);
     d.both(&["HELLO", "2"]);
-    check_all(
-        &mut d,
-        &[
-            &["EVAL", "return {double = 3.5}", "0"],
-            &["EVAL", "return {map = {a = 1}}", "0"],
-            &["EVAL", "redis.setresp(3); return redis.call('hgetall', 'h')", "0"],
-            &["EVAL", "redis.setresp(3); return true", "0"],
-            &["EVAL", "redis.setresp(3); return false", "0"],
-        ],
-    );
+    d.check_all(&[
+        &["EVAL", "return {double = 3.5}", "0"],
+        &["EVAL", "return {map = {a = 1}}", "0"],
+        &["EVAL", "redis.setresp(3); return redis.call('hgetall', 'h')", "0"],
+        &["EVAL", "redis.setresp(3); return true", "0"],
+        &["EVAL", "redis.setresp(3); return false", "0"],
+    ]);
 }
 
 #[test]
 fn errors_match_redis() {
     let mut d = Diff::new();
-    check_all(
-        &mut d,
+    d.check_all(&[
+        &["SET", "s", "hello"],
+        &["EVAL", "return redis.call('incr', 's')", "0"],
+        &["EVAL", "\n\nreturn redis.call('incr', 's')", "0"],
+        &["EVAL", "return redis.call('nosuchcommand')", "0"],
+        &["EVAL", "return redis.call('get')", "0"],
+        &["EVAL", "return redis.call('get', 'a', 'b')", "0"],
+        &["EVAL", "return redis.call()", "0"],
+        &["EVAL", "return redis.pcall()", "0"],
+        &["EVAL", "return redis.call('get', {})", "0"],
+        &["EVAL", "return redis.call('eval', 'return 1', 0)", "0"],
+        &["EVAL", "return redis.call('multi')", "0"],
+        &["EVAL", "return redis.call('config', 'nosuch')", "0"],
+        &["EVAL", "error('boom')", "0"],
+        &["EVAL", "local x = 1\nerror('boom')", "0"],
+        &["EVAL", "error({err = 'MYERR custom'})", "0"],
+        &["EVAL", "error()", "0"],
+        &["EVAL", "error(42)", "0"],
+        &["EVAL", "return nosuchglobal", "0"],
+        &["EVAL", "a = 5", "0"],
+        &["EVAL", "local t = nil; return t.x", "0"],
+        &["EVAL", "return 1 +", "0"],
+        &["EVAL", "return pcall(function() redis.call('incr', 's') end)", "0"],
         &[
-            &["SET", "s", "hello"],
-            &["EVAL", "return redis.call('incr', 's')", "0"],
-            &["EVAL", "\n\nreturn redis.call('incr', 's')", "0"],
-            &["EVAL", "return redis.call('nosuchcommand')", "0"],
-            &["EVAL", "return redis.call('get')", "0"],
-            &["EVAL", "return redis.call('get', 'a', 'b')", "0"],
-            &["EVAL", "return redis.call()", "0"],
-            &["EVAL", "return redis.pcall()", "0"],
-            &["EVAL", "return redis.call('get', {})", "0"],
-            &["EVAL", "return redis.call('eval', 'return 1', 0)", "0"],
-            &["EVAL", "return redis.call('multi')", "0"],
-            &["EVAL", "return redis.call('config', 'nosuch')", "0"],
-            &["EVAL", "error('boom')", "0"],
-            &["EVAL", "local x = 1\nerror('boom')", "0"],
-            &["EVAL", "error({err = 'MYERR custom'})", "0"],
-            &["EVAL", "error()", "0"],
-            &["EVAL", "error(42)", "0"],
-            &["EVAL", "return nosuchglobal", "0"],
-            &["EVAL", "a = 5", "0"],
-            &["EVAL", "local t = nil; return t.x", "0"],
-            &["EVAL", "return 1 +", "0"],
-            &["EVAL", "return pcall(function() redis.call('incr', 's') end)", "0"],
-            &[
-                "EVAL",
-                "local ok, e = pcall(function() redis.call('incr', 's') end); return e",
-                "0",
-            ],
-            &["EVAL", "local ok, e = pcall(error, 'x'); return {tostring(ok), e}", "0"],
-            &["EVAL", "return 1", "-1"],
-            &["EVAL", "return 1", "2", "a"],
-            &["EVAL", "return 1", "x"],
-            &["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "0"],
-            &["EVALSHA", "short", "0"],
-            &["EVAL_RO", "return redis.call('set', 'k', 'v')", "0"],
-            &["EVAL_RO", "return redis.call('get', 's')", "0"],
-            &["EVAL", "return redis.setresp(3, 3)", "0"],
-            &["EVAL", "redis.set_repl(99)", "0"],
-            &["EVAL", "return redis.log()", "0"],
-            &["EVAL", "return redis.log('x', 'y')", "0"],
-            &["EVAL", "return redis.log(99, 'y')", "0"],
-            &["EVAL", "return redis.log(redis.LOG_WARNING, 'from a script')", "0"],
+            "EVAL",
+            "local ok, e = pcall(function() redis.call('incr', 's') end); return e",
+            "0",
         ],
-    );
+        &["EVAL", "local ok, e = pcall(error, 'x'); return {tostring(ok), e}", "0"],
+        &["EVAL", "return 1", "-1"],
+        &["EVAL", "return 1", "2", "a"],
+        &["EVAL", "return 1", "x"],
+        &["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "0"],
+        &["EVALSHA", "short", "0"],
+        &["EVAL_RO", "return redis.call('set', 'k', 'v')", "0"],
+        &["EVAL_RO", "return redis.call('get', 's')", "0"],
+        &["EVAL", "return redis.setresp(3, 3)", "0"],
+        &["EVAL", "redis.set_repl(99)", "0"],
+        &["EVAL", "return redis.log()", "0"],
+        &["EVAL", "return redis.log('x', 'y')", "0"],
+        &["EVAL", "return redis.log(99, 'y')", "0"],
+        &["EVAL", "return redis.log(redis.LOG_WARNING, 'from a script')", "0"],
+    ]);
 }
 
 #[test]
 fn sandbox_matches_redis() {
     let mut d = Diff::new();
-    check_all(
-        &mut d,
+    d.check_all(&[
+        &["EVAL", "print('x')", "0"],
+        &["EVAL", "return loadfile", "0"],
+        &["EVAL", "dofile('/etc/passwd')", "0"],
+        &["EVAL", "return os", "0"],
+        &["EVAL", "return io", "0"],
+        &["EVAL", "return debug", "0"],
+        &["EVAL", "return package", "0"],
+        &["EVAL", "redis.call = function() return 1 end", "0"],
+        &["EVAL", "string.upper = nil", "0"],
+        &["EVAL", "math.x = 1", "0"],
+        &["EVAL", "bit.band = nil", "0"],
+        &["EVAL", "_G.x = 1", "0"],
+        &["EVAL", "rawset(_G, 'x', 1)", "0"],
+        &["EVAL", "setmetatable(_G, {})", "0"],
+        &["EVAL", "local f = loadstring('x = 1'); f()", "0"],
         &[
-            &["EVAL", "print('x')", "0"],
-            &["EVAL", "return loadfile", "0"],
-            &["EVAL", "dofile('/etc/passwd')", "0"],
-            &["EVAL", "return os", "0"],
-            &["EVAL", "return io", "0"],
-            &["EVAL", "return debug", "0"],
-            &["EVAL", "return package", "0"],
-            &["EVAL", "redis.call = function() return 1 end", "0"],
-            &["EVAL", "string.upper = nil", "0"],
-            &["EVAL", "math.x = 1", "0"],
-            &["EVAL", "bit.band = nil", "0"],
-            &["EVAL", "_G.x = 1", "0"],
-            &["EVAL", "rawset(_G, 'x', 1)", "0"],
-            &["EVAL", "setmetatable(_G, {})", "0"],
-            &["EVAL", "local f = loadstring('x = 1'); f()", "0"],
-            &[
-                "EVAL",
-                "local f = loadstring('return string.upper(\"a\")'); return f()",
-                "0",
-            ],
-            &["EVAL", "return ('abc'):upper()", "0"],
-            &["EVAL", "local t = {} t.x = 1 return t.x", "0"],
-            &["EVAL", "return type(_G)", "0"],
-            &["EVAL", "return tostring(_G == getfenv(0))", "0"],
-            &["EVAL", "return table.concat({'a', 'b'}, '-')", "0"],
-            &["EVAL", "return string.format('%d-%s', 5, 'x')", "0"],
-            &["EVAL", "return math.floor(3.7)", "0"],
-            &[
-                "EVAL",
-                "return coroutine.wrap(function() coroutine.yield(7) end)()",
-                "0",
-            ],
+            "EVAL",
+            "local f = loadstring('return string.upper(\"a\")'); return f()",
+            "0",
         ],
-    );
+        &["EVAL", "return ('abc'):upper()", "0"],
+        &["EVAL", "local t = {} t.x = 1 return t.x", "0"],
+        &["EVAL", "return type(_G)", "0"],
+        &["EVAL", "return tostring(_G == getfenv(0))", "0"],
+        &["EVAL", "return table.concat({'a', 'b'}, '-')", "0"],
+        &["EVAL", "return string.format('%d-%s', 5, 'x')", "0"],
+        &["EVAL", "return math.floor(3.7)", "0"],
+        &[
+            "EVAL",
+            "return coroutine.wrap(function() coroutine.yield(7) end)()",
+            "0",
+        ],
+    ]);
 }
 
 #[test]
 fn random_bit_and_shebang_match_redis() {
     let mut d = Diff::new();
-    check_all(
-        &mut d,
-        &[
+    d.check_all(&[
             // A fresh server's first draws, then a seeded sequence.
             &[
                 "EVAL",
@@ -332,26 +298,23 @@ fn script_cache_matches_redis() {
     let Frame::Bulk(sha) = sha else { panic!("{sha:?}") };
     let sha = String::from_utf8(sha).unwrap();
     assert_eq!(cached_scripts(&mut d.ours), 1);
-    check_all(
-        &mut d,
-        &[
-            &["EVALSHA", &sha, "1", "k", "a"],
-            &["EVALSHA", &sha.to_uppercase(), "1", "k", "a"],
-            &["EVALSHA_RO", &sha, "1", "k", "a"],
-            &["SCRIPT", "EXISTS", &sha, "ffffffffffffffffffffffffffffffffffffffff"],
-            &["SCRIPT", "LOAD", "return +"],
-            &["SCRIPT", "FLUSH", "bogus"],
-            &["SCRIPT", "KILL"],
-            &["SCRIPT", "NOSUCH"],
-            &["SCRIPT", "FLUSH"],
-            &["SCRIPT", "EXISTS", &sha],
-            &["EVALSHA", &sha, "1", "k", "a"],
-            &["EVAL", body, "1", "k", "a"],
-            &["EVALSHA", &sha, "1", "k", "a"],
-            &["SCRIPT", "FLUSH", "ASYNC"],
-            &["SCRIPT", "EXISTS", &sha],
-        ],
-    );
+    d.check_all(&[
+        &["EVALSHA", &sha, "1", "k", "a"],
+        &["EVALSHA", &sha.to_uppercase(), "1", "k", "a"],
+        &["EVALSHA_RO", &sha, "1", "k", "a"],
+        &["SCRIPT", "EXISTS", &sha, "ffffffffffffffffffffffffffffffffffffffff"],
+        &["SCRIPT", "LOAD", "return +"],
+        &["SCRIPT", "FLUSH", "bogus"],
+        &["SCRIPT", "KILL"],
+        &["SCRIPT", "NOSUCH"],
+        &["SCRIPT", "FLUSH"],
+        &["SCRIPT", "EXISTS", &sha],
+        &["EVALSHA", &sha, "1", "k", "a"],
+        &["EVAL", body, "1", "k", "a"],
+        &["EVALSHA", &sha, "1", "k", "a"],
+        &["SCRIPT", "FLUSH", "ASYNC"],
+        &["SCRIPT", "EXISTS", &sha],
+    ]);
     assert_eq!(cached_scripts(&mut d.ours), 0);
 }
 
@@ -371,22 +334,19 @@ fn cached_scripts(c: &mut RawClient) -> u64 {
 #[test]
 fn blocking_commands_and_transactions_match_redis() {
     let mut d = Diff::new();
-    check_all(
-        &mut d,
-        &[
-            // Blocking commands answer at once inside a script.
-            &["EVAL", "return redis.call('blpop', 'empty', 0)", "0"],
-            &["EVAL", "return redis.call('brpop', 'empty', 1)", "0"],
-            &["RPUSH", "l", "x"],
-            &["EVAL", "return redis.call('blpop', 'l', 0)", "0"],
-            // EVAL inside MULTI runs at EXEC.
-            &["MULTI"],
-            &["EVAL", "return redis.call('incr', 'c')", "0"],
-            &["EVAL", "return redis.call('incrby', 'c', 10)", "0"],
-            &["EXEC"],
-            &["GET", "c"],
-        ],
-    );
+    d.check_all(&[
+        // Blocking commands answer at once inside a script.
+        &["EVAL", "return redis.call('blpop', 'empty', 0)", "0"],
+        &["EVAL", "return redis.call('brpop', 'empty', 1)", "0"],
+        &["RPUSH", "l", "x"],
+        &["EVAL", "return redis.call('blpop', 'l', 0)", "0"],
+        // EVAL inside MULTI runs at EXEC.
+        &["MULTI"],
+        &["EVAL", "return redis.call('incr', 'c')", "0"],
+        &["EVAL", "return redis.call('incrby', 'c', 10)", "0"],
+        &["EXEC"],
+        &["GET", "c"],
+    ]);
 }
 
 /// A script's writes reach a replica as the commands it ran, inside
@@ -505,99 +465,96 @@ fn busy_script_is_killable() {
 #[test]
 fn cjson_settings_and_sandbox_tricks_match_redis() {
     let mut d = Diff::new();
-    check_all(
-        &mut d,
+    d.check_all(&[
         &[
-            &[
-                "EVAL",
-                "return {cjson.encode_max_depth(), cjson.decode_max_depth(), cjson.encode_keep_buffer(), \
+            "EVAL",
+            "return {cjson.encode_max_depth(), cjson.decode_max_depth(), cjson.encode_keep_buffer(), \
                  cjson.encode_invalid_numbers(), cjson.decode_invalid_numbers(), cjson.encode_number_precision(), \
                  cjson.encode_sparse_array()}",
-                "0",
-            ],
-            &["EVAL", "return {cjson.encode_sparse_array(nil, 3, 4)}", "0"],
-            &["EVAL", "return cjson.encode({[1] = 1, [9] = 2})", "0"],
-            &[
-                "EVAL",
-                "cjson.encode_sparse_array(true); return cjson.encode({[1] = 1, [20] = 3})",
-                "0",
-            ],
-            &["EVAL", "return {cjson.encode_sparse_array(false, 2, 10)}", "0"],
-            &[
-                "EVAL",
-                "cjson.encode_invalid_numbers(true); return cjson.encode({0/0, 1/0, -1/0})",
-                "0",
-            ],
-            &[
-                "EVAL",
-                "cjson.encode_invalid_numbers('null'); return cjson.encode({0/0, 1/0})",
-                "0",
-            ],
-            &["EVAL", "return cjson.encode_invalid_numbers('off')", "0"],
-            &["EVAL", "return cjson.encode(0/0)", "0"],
-            &[
-                "EVAL",
-                "cjson.encode_number_precision(3); return cjson.encode(3.14159)",
-                "0",
-            ],
-            &["EVAL", "return cjson.encode_number_precision(14)", "0"],
-            &["EVAL", "cjson.encode_max_depth(2); return cjson.encode({{{1}}})", "0"],
-            &["EVAL", "cjson.decode_max_depth(2); return cjson.decode('[[[1]]]')", "0"],
-            &[
-                "EVAL",
-                "return {cjson.encode_max_depth(1000), cjson.decode_max_depth(1000)}",
-                "0",
-            ],
-            &["EVAL", "return cjson.encode_keep_buffer(false)", "0"],
-            &["EVAL", "return cjson.encode_keep_buffer('on')", "0"],
-            &["EVAL", "return cjson.encode_max_depth(0)", "0"],
-            &["EVAL", "return cjson.encode_max_depth('x')", "0"],
-            &["EVAL", "return cjson.encode_max_depth(1, 2)", "0"],
-            &["EVAL", "return cjson.encode_invalid_numbers('maybe')", "0"],
-            &["EVAL", "return cjson.encode_number_precision(15)", "0"],
-            &[
-                "EVAL",
-                "return {tostring(cjson.decode('0x10')), tostring(cjson.decode('[NaN]')[1]), \
+            "0",
+        ],
+        &["EVAL", "return {cjson.encode_sparse_array(nil, 3, 4)}", "0"],
+        &["EVAL", "return cjson.encode({[1] = 1, [9] = 2})", "0"],
+        &[
+            "EVAL",
+            "cjson.encode_sparse_array(true); return cjson.encode({[1] = 1, [20] = 3})",
+            "0",
+        ],
+        &["EVAL", "return {cjson.encode_sparse_array(false, 2, 10)}", "0"],
+        &[
+            "EVAL",
+            "cjson.encode_invalid_numbers(true); return cjson.encode({0/0, 1/0, -1/0})",
+            "0",
+        ],
+        &[
+            "EVAL",
+            "cjson.encode_invalid_numbers('null'); return cjson.encode({0/0, 1/0})",
+            "0",
+        ],
+        &["EVAL", "return cjson.encode_invalid_numbers('off')", "0"],
+        &["EVAL", "return cjson.encode(0/0)", "0"],
+        &[
+            "EVAL",
+            "cjson.encode_number_precision(3); return cjson.encode(3.14159)",
+            "0",
+        ],
+        &["EVAL", "return cjson.encode_number_precision(14)", "0"],
+        &["EVAL", "cjson.encode_max_depth(2); return cjson.encode({{{1}}})", "0"],
+        &["EVAL", "cjson.decode_max_depth(2); return cjson.decode('[[[1]]]')", "0"],
+        &[
+            "EVAL",
+            "return {cjson.encode_max_depth(1000), cjson.decode_max_depth(1000)}",
+            "0",
+        ],
+        &["EVAL", "return cjson.encode_keep_buffer(false)", "0"],
+        &["EVAL", "return cjson.encode_keep_buffer('on')", "0"],
+        &["EVAL", "return cjson.encode_max_depth(0)", "0"],
+        &["EVAL", "return cjson.encode_max_depth('x')", "0"],
+        &["EVAL", "return cjson.encode_max_depth(1, 2)", "0"],
+        &["EVAL", "return cjson.encode_invalid_numbers('maybe')", "0"],
+        &["EVAL", "return cjson.encode_number_precision(15)", "0"],
+        &[
+            "EVAL",
+            "return {tostring(cjson.decode('0x10')), tostring(cjson.decode('[NaN]')[1]), \
                  tostring(cjson.decode('-Infinity')), tostring(cjson.decode('007')), cjson.decode('+1'), \
                  tostring(cjson.decode('1.5e2')), tostring(cjson.decode('0x1p4'))}",
-                "0",
-            ],
-            &[
-                "EVAL",
-                "cjson.decode_invalid_numbers(false); return cjson.decode('0x10')",
-                "0",
-            ],
-            &["EVAL", "return cjson.decode('nan')", "0"],
-            &["EVAL", "return cjson.decode_invalid_numbers(true)", "0"],
-            &["EVAL", "return cjson.decode('[1, tru]')", "0"],
-            &["EVAL", "return cjson.decode('-')", "0"],
-            // The sandbox: what getmetatable shows is read-only too, and
-            // precompiled chunks do not load.
-            &["EVAL", "local g = getmetatable(_G); g.__index = {}", "0"],
-            &["EVAL", "return type(getmetatable(_G))", "0"],
-            &["EVAL", "return loadstring(string.dump(function() return 1 end))()", "0"],
-            &["EVAL", "return {loadstring(string.dump(function() return 1 end))}", "0"],
-            &["EVAL", "return loadstring('return 7')()", "0"],
-            // XREAD/XREADGROUP may not block from a script; SORT BY a
-            // constant orders a set for a script.
-            &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"],
-            &["EVAL", "return redis.pcall('xread', 'STREAMS', 's', '$')", "0"],
-            &[
-                "EVAL",
-                "return redis.pcall('xread', 'BLOCK', 0, 'STREAMS', 's', '$')",
-                "0",
-            ],
-            &[
-                "EVAL",
-                "return redis.pcall('XREADGROUP', 'group', 'g', 'c', 'BLOCK', 0, 'STREAMS', 's', '>')",
-                "0",
-            ],
-            &["SADD", "set", "c", "a", "b", "aa", "10", "9"],
-            &["EVAL", "return redis.call('sort', 'set', 'by', 'nosort')", "0"],
-            &["RPUSH", "list", "c", "a", "b"],
-            &["EVAL", "return redis.call('sort', 'list', 'by', 'nosort')", "0"],
+            "0",
         ],
-    );
+        &[
+            "EVAL",
+            "cjson.decode_invalid_numbers(false); return cjson.decode('0x10')",
+            "0",
+        ],
+        &["EVAL", "return cjson.decode('nan')", "0"],
+        &["EVAL", "return cjson.decode_invalid_numbers(true)", "0"],
+        &["EVAL", "return cjson.decode('[1, tru]')", "0"],
+        &["EVAL", "return cjson.decode('-')", "0"],
+        // The sandbox: what getmetatable shows is read-only too, and
+        // precompiled chunks do not load.
+        &["EVAL", "local g = getmetatable(_G); g.__index = {}", "0"],
+        &["EVAL", "return type(getmetatable(_G))", "0"],
+        &["EVAL", "return loadstring(string.dump(function() return 1 end))()", "0"],
+        &["EVAL", "return {loadstring(string.dump(function() return 1 end))}", "0"],
+        &["EVAL", "return loadstring('return 7')()", "0"],
+        // XREAD/XREADGROUP may not block from a script; SORT BY a
+        // constant orders a set for a script.
+        &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"],
+        &["EVAL", "return redis.pcall('xread', 'STREAMS', 's', '$')", "0"],
+        &[
+            "EVAL",
+            "return redis.pcall('xread', 'BLOCK', 0, 'STREAMS', 's', '$')",
+            "0",
+        ],
+        &[
+            "EVAL",
+            "return redis.pcall('XREADGROUP', 'group', 'g', 'c', 'BLOCK', 0, 'STREAMS', 's', '>')",
+            "0",
+        ],
+        &["SADD", "set", "c", "a", "b", "aa", "10", "9"],
+        &["EVAL", "return redis.call('sort', 'set', 'by', 'nosort')", "0"],
+        &["RPUSH", "list", "c", "a", "b"],
+        &["EVAL", "return redis.call('sort', 'list', 'by', 'nosort')", "0"],
+    ]);
 }
 
 /// lua-cmsgpack 0.4.0, byte for byte: every encoding `pack` chooses, what
@@ -688,7 +645,7 @@ fn cmsgpack_matches_redis() {
     );
     let cases: Vec<Vec<&str>> = cases.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
     let cases: Vec<&[&str]> = cases.iter().map(Vec::as_slice).collect();
-    check_all(&mut d, &cases);
+    d.check_all(&cases);
 }
 
 /// lua-struct: packing with every option, byte order and alignment, what
@@ -754,7 +711,7 @@ fn struct_matches_redis() {
     );
     let cases: Vec<Vec<&str>> = cases.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
     let cases: Vec<&[&str]> = cases.iter().map(Vec::as_slice).collect();
-    check_all(&mut d, &cases);
+    d.check_all(&cases);
 }
 
 /// A plain HTTP GET on the admin port; the whole response.

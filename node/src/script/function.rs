@@ -28,7 +28,7 @@ use bytes::Bytes;
 use mlua::{Function, Lua, MultiValue, Table, Value};
 use parking_lot::Mutex;
 
-use super::{Engine, RunState, Scripts, call, error_table, flag, raise};
+use super::{Engine, RunState, Scripts, call, error_table, raise};
 use crate::cmd::{CmdResult, Ctx};
 use crate::resp::Reply;
 
@@ -37,16 +37,6 @@ const LOAD_TIMEOUT_MS: u64 = 500;
 
 const BAD_NAME: &str =
     "Library names can only contain letters, numbers, or underscores(_) and must be at least one character long";
-
-/// The flags a function may declare, in the order FUNCTION LIST shows them
-/// (Redis' `scripts_flags_def`).
-const FLAG_NAMES: &[(&str, u32)] = &[
-    ("no-writes", flag::NO_WRITES),
-    ("allow-oom", flag::ALLOW_OOM),
-    ("allow-stale", flag::ALLOW_STALE),
-    ("no-cluster", flag::NO_CLUSTER),
-    ("allow-cross-slot-keys", flag::ALLOW_CROSS_SLOT),
-];
 
 /// The function libraries of the dataset: each library's code by name.
 #[derive(Default)]
@@ -369,7 +359,7 @@ fn read_flags(list: &Table) -> Option<u32> {
             Value::Nil => break,
             Value::String(s) => {
                 let s = s.to_str().ok()?;
-                let (_, f) = FLAG_NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(&s))?;
+                let (_, f) = super::SCRIPT_FLAGS.iter().find(|(n, _)| n.eq_ignore_ascii_case(&s))?;
                 flags |= f;
             }
             _ => return None,
@@ -536,7 +526,7 @@ impl Scripts {
                         (
                             Reply::bulk_static("flags"),
                             Reply::Set(
-                                FLAG_NAMES
+                                super::SCRIPT_FLAGS
                                     .iter()
                                     .filter(|(_, bit)| f.flags & bit != 0)
                                     .map(|(n, _)| Reply::status(*n))

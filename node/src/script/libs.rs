@@ -1085,22 +1085,27 @@ fn invalid_number(s: &[u8]) -> bool {
     }
 }
 
+/// An optional sign at `s[*i]`, consumed: whether it was `-`.
+fn take_sign(s: &[u8], i: &mut usize) -> bool {
+    match s.get(*i) {
+        Some(b'-') => {
+            *i += 1;
+            true
+        }
+        Some(b'+') => {
+            *i += 1;
+            false
+        }
+        _ => false,
+    }
+}
+
 /// C's `strtod` on a prefix of `s`: the value and how many bytes it took,
 /// or `None` when no number starts there. Decimal, hexadecimal (`0x1.8p3`),
 /// `inf`/`infinity` and `nan`/`nan(...)`, with an optional sign.
 fn strtod(s: &[u8]) -> Option<(f64, usize)> {
     let mut i = 0;
-    let negative = match s.first() {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
+    let negative = take_sign(s, &mut i);
     let sign = |v: f64| if negative { -v } else { v };
     let rest = &s[i..];
     let starts = |w: &[u8]| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w);
@@ -1149,17 +1154,7 @@ fn strtod(s: &[u8]) -> Option<(f64, usize)> {
         }
         if matches!(s.get(j), Some(b'p' | b'P')) {
             let mut k = j + 1;
-            let exp_negative = match s.get(k) {
-                Some(b'-') => {
-                    k += 1;
-                    true
-                }
-                Some(b'+') => {
-                    k += 1;
-                    false
-                }
-                _ => false,
-            };
+            let exp_negative = take_sign(s, &mut k);
             let exp_digits = s[k..].iter().take_while(|c| c.is_ascii_digit()).count();
             if exp_digits > 0 {
                 let e: i32 = std::str::from_utf8(&s[k..k + exp_digits])

@@ -62,7 +62,9 @@ pub mod flag {
     pub const ALLOW_CROSS_SLOT: u32 = 1 << 5;
 }
 
-const SHEBANG_FLAGS: &[(&str, u32)] = &[
+/// The flags a script's shebang or a function may declare, in the order
+/// FUNCTION LIST shows them (Redis' `scripts_flags_def`).
+const SCRIPT_FLAGS: &[(&str, u32)] = &[
     ("no-writes", flag::NO_WRITES),
     ("allow-oom", flag::ALLOW_OOM),
     ("allow-stale", flag::ALLOW_STALE),
@@ -736,7 +738,7 @@ fn shebang(body: &[u8]) -> Result<(u32, usize), String> {
             if name.is_empty() {
                 continue;
             }
-            match SHEBANG_FLAGS.iter().find(|(n, _)| *n == name) {
+            match SCRIPT_FLAGS.iter().find(|(n, _)| *n == name) {
                 Some((_, f)) => flags |= f,
                 None => return Err(format!("ERR Unexpected flag in script shebang: {name}")),
             }

@@ -426,6 +426,24 @@ impl Diff {
         a
     }
 
+    /// Every case is compared, and all differences are reported together.
+    #[track_caller]
+    pub fn check_all(&mut self, cases: &[&[&str]]) {
+        let mut diffs = Vec::new();
+        for args in cases {
+            let (a, b) = self.both(args);
+            if a != b {
+                diffs.push(format!("{args:?}\n  ferrokv: {a:?}\n  redis:   {b:?}"));
+            }
+        }
+        assert!(
+            diffs.is_empty(),
+            "{} replies differ:\n{}",
+            diffs.len(),
+            diffs.join("\n")
+        );
+    }
+
     /// Both must reply with an error; messages must match too.
     #[track_caller]
     pub fn check_error(&mut self, args: &[&str]) {
