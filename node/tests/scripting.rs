@@ -762,3 +762,63 @@ fn a_long_script_leaves_the_door_open() {
     assert!(metrics.contains("ferrokv_keys 1"), "{metrics}");
     assert_eq!(fresh.cmd(&["GET", "k"]), Frame::bulk("v"));
 }
+
+/// MULTI/EXEC meeting a busy script, as Redis' own unit/multi checks it,
+/// compared with Redis: MULTI, DISCARD and UNWATCH are allowed while a
+/// script is busy, a command refused inside the transaction aborts it, a
+/// refused EXEC discards it (EXECABORT ... BUSY), and no transaction runs
+/// half.
+#[test]
+fn transactions_meet_busy_scripts_as_in_redis() {
+    let server = support::server();
+    let redis = support::redis_server(&[]);
+    let mut transcripts = Vec::new();
+    for addr in [server.addr, redis.addr] {
+        let mut c = RawClient::connect(addr);
+        let mut out = Vec::new();
+        c.cmd(&["CONFIG", "SET", "busy-reply-threshold", "10"]);
+        for order in [
+            "multi during busy",
+            "exec during busy",
+            "body during busy",
+            "discard during busy",
+        ] {
+            c.cmd(&["SET", "xx", "1"]);
+            let mut runner = RawClient::connect(addr);
+            runner.set_timeout(Duration::from_secs(20));
+            let mut t = RawClient::connect(addr);
+            t.set_timeout(Duration::from_secs(20));
+            let busy = |c: &mut RawClient| {
+                support::wait_for("a busy script", Duration::from_secs(10), || {
+                    matches!(c.cmd(&["PING"]), Frame::Error(e) if e.starts_with("BUSY ")).then_some(())
+                })
+            };
+            if order != "multi during busy" {
+                out.push(t.cmd(&["MULTI"]));
+                out.push(t.cmd(&["INCR", "xx"]));
+            }
+            runner.send(&["EVAL", "while true do end", "0"]);
+            busy(&mut c);
+            match order {
+                "multi during busy" => {
+                    out.push(t.cmd(&["MULTI"]));
+                    out.push(t.cmd(&["INCR", "xx"]));
+                    out.push(t.cmd(&["UNWATCH"]));
+                }
+                "exec during busy" => out.push(t.cmd(&["EXEC"])),
+                "body during busy" => out.push(t.cmd(&["INCR", "xx"])),
+                _ => out.push(t.cmd(&["DISCARD"])),
+            }
+            out.push(c.cmd(&["SCRIPT", "KILL"]));
+            out.push(runner.read());
+            if order != "exec during busy" && order != "discard during busy" {
+                out.push(t.cmd(&["INCR", "xx"]));
+                out.push(t.cmd(&["EXEC"]));
+            }
+            out.push(c.cmd(&["GET", "xx"]));
+            out.push(t.cmd(&["PING", "asdf"]));
+        }
+        transcripts.push(out);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "left: ferrokv, right: redis");
+}

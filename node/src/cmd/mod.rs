@@ -751,10 +751,22 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
             return Outcome::AwaitScript;
         }
         if spec.flags & flags::ALLOW_BUSY == 0 {
+            // MULTI, DISCARD and UNWATCH are allowed (as in Redis); a command
+            // refused inside a transaction aborts it, and a refused EXEC
+            // discards it.
+            let busy = state.scripts.busy_error();
+            if spec.name == "exec" && session.multi.is_some() {
+                discard_multi(state, session);
+                return reject(
+                    state,
+                    id,
+                    Reply::err(format!("EXECABORT Transaction discarded because of: {busy}")),
+                );
+            }
             if let Some(m) = session.multi.as_mut() {
                 m.aborted = true;
             }
-            return reject(state, id, Reply::err(state.scripts.busy_error()));
+            return reject(state, id, Reply::err(busy));
         }
     }
     if state.cluster.is_enabled()

@@ -35,7 +35,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!(
         "multi",
         1,
-        NOSCRIPT | LOADING | STALE | FAST | TXN_CONTROL,
+        NOSCRIPT | LOADING | STALE | FAST | TXN_CONTROL | ALLOW_BUSY,
         KeySpec::None,
         multi,
         "Starts a transaction."
@@ -51,7 +51,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!(
         "discard",
         1,
-        NOSCRIPT | LOADING | STALE | FAST | TXN_CONTROL,
+        NOSCRIPT | LOADING | STALE | FAST | TXN_CONTROL | ALLOW_BUSY,
         KeySpec::None,
         discard,
         "Discards a transaction."
@@ -67,7 +67,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!(
         "unwatch",
         1,
-        NOSCRIPT | LOADING | STALE | FAST,
+        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
         KeySpec::None,
         unwatch,
         "Forgets about watched keys of a transaction."
