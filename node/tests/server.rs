@@ -916,6 +916,13 @@ fn command_count_list_docs_getkeys() {
     d.check_error(&["COMMAND", "GETKEYS", "nope", "x"]);
     d.check_error(&["COMMAND", "GETKEYS", "memory", "usage"]);
     d.check_error(&["COMMAND", "GETKEYS", "ping"]);
+    // Keys that may be none (numkeys 0) list as none, and so does a
+    // numkeys larger than the arguments (Redis' extractor gives up).
+    d.check(&["COMMAND", "GETKEYS", "eval", "return 1", "0"]);
+    d.check(&["COMMAND", "GETKEYS", "fcall", "f", "2", "a", "b", "c"]);
+    d.check(&["COMMAND", "GETKEYS", "eval_ro", "return 1", "1", "k"]);
+    d.check(&["COMMAND", "GETKEYS", "eval", "return 1", "3", "k"]);
+    d.check_error(&["COMMAND", "GETKEYS", "zunionstore", "d", "3", "k"]);
     // DOCS: summary, since, group, complexity.
     let Frame::Array(docs) = d.ours.cmd(&["COMMAND", "DOCS", "ping", "nope"]) else {
         panic!()

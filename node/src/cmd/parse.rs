@@ -91,6 +91,127 @@ pub fn float(b: &[u8]) -> Result<f64, Reply> {
     parse_f64(b).ok_or_else(|| Reply::err(ERR_NOT_FLOAT))
 }
 
+/// glibc's `strtod` on a byte string: the value and how many bytes it used
+/// (0 when nothing converts). Redis parses scores with it, so we accept what
+/// it accepts: leading spaces (in ranges), hex, `inf`, `infinity`, `nan`.
+pub fn strtod(s: &[u8]) -> (f64, usize, bool) {
+    let mut i = 0;
+    while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
+        i += 1;
+    }
+    let start = i;
+    let neg = matches!(s.get(i), Some(b'-'));
+    if matches!(s.get(i), Some(b'-' | b'+')) {
+        i += 1;
+    }
+    let rest = &s[i..];
+    let lower = |n: usize| -> Vec<u8> { rest.iter().take(n).map(|c| c.to_ascii_lowercase()).collect() };
+    let sign = if neg { -1.0 } else { 1.0 };
+    if lower(8) == b"infinity" {
+        return (sign * f64::INFINITY, i + 8, false);
+    }
+    if lower(3) == b"inf" {
+        return (sign * f64::INFINITY, i + 3, false);
+    }
+    if lower(3) == b"nan" {
+        // `nan(chars)` is one token too; the sign is kept, as glibc's.
+        let mut end = i + 3;
+        if s.get(end) == Some(&b'(')
+            && let Some(close) = s[end..].iter().position(|&c| c == b')')
+            && s[end + 1..end + close]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        {
+            end += close + 1;
+        }
+        return (if neg { -f64::NAN } else { f64::NAN }, end, false);
+    }
+    if lower(2) == b"0x" && rest.get(2).is_some_and(|c| c.is_ascii_hexdigit() || *c == b'.') {
+        let (v, used) = hex_float(&rest[2..]);
+        if used > 0 {
+            return (sign * v, i + 2 + used, false);
+        }
+    }
+    let mut j = i;
+    let mut digits = 0;
+    let mut nonzero = false;
+    while j < s.len() && s[j].is_ascii_digit() {
+        nonzero |= s[j] != b'0';
+        j += 1;
+        digits += 1;
+    }
+    if j < s.len() && s[j] == b'.' {
+        j += 1;
+        while j < s.len() && s[j].is_ascii_digit() {
+            nonzero |= s[j] != b'0';
+            j += 1;
+            digits += 1;
+        }
+    }
+    if digits == 0 {
+        return (0.0, 0, false);
+    }
+    if j < s.len() && (s[j] == b'e' || s[j] == b'E') {
+        let mut k = j + 1;
+        if k < s.len() && (s[k] == b'-' || s[k] == b'+') {
+            k += 1;
+        }
+        if k < s.len() && s[k].is_ascii_digit() {
+            while k < s.len() && s[k].is_ascii_digit() {
+                k += 1;
+            }
+            j = k;
+        }
+    }
+    let text = std::str::from_utf8(&s[start..j]).unwrap_or("0");
+    let v: f64 = text.parse().unwrap_or(0.0);
+    // ERANGE: overflow to infinity, or underflow of a non-zero number to zero.
+    let erange = v.is_infinite() || (v == 0.0 && nonzero);
+    (v, j, erange)
+}
+
+/// Hex mantissa `[digits][.digits]` with an optional binary exponent `p[+-]n`.
+fn hex_float(s: &[u8]) -> (f64, usize) {
+    let mut v = 0.0f64;
+    let mut i = 0;
+    let mut digits = 0;
+    let mut scale = 0i32;
+    while i < s.len() && s[i].is_ascii_hexdigit() {
+        v = v * 16.0 + (s[i] as char).to_digit(16).unwrap_or(0) as f64;
+        i += 1;
+        digits += 1;
+    }
+    if i < s.len() && s[i] == b'.' {
+        i += 1;
+        while i < s.len() && s[i].is_ascii_hexdigit() {
+            v = v * 16.0 + (s[i] as char).to_digit(16).unwrap_or(0) as f64;
+            scale -= 4;
+            i += 1;
+            digits += 1;
+        }
+    }
+    if digits == 0 {
+        return (0.0, 0);
+    }
+    if i < s.len() && (s[i] == b'p' || s[i] == b'P') {
+        let mut k = i + 1;
+        let neg = k < s.len() && s[k] == b'-';
+        if k < s.len() && (s[k] == b'-' || s[k] == b'+') {
+            k += 1;
+        }
+        if k < s.len() && s[k].is_ascii_digit() {
+            let mut e = 0i32;
+            while k < s.len() && s[k].is_ascii_digit() {
+                e = e.saturating_mul(10).saturating_add((s[k] - b'0') as i32);
+                k += 1;
+            }
+            scale = scale.saturating_add(if neg { -e } else { e });
+            i = k;
+        }
+    }
+    (v * 2f64.powi(scale), i)
+}
+
 /// Blocking-command timeout in seconds (float), Redis 7.0 rules. `None` = forever.
 ///
 /// Redis 7.0 computes `(long long) ceill(seconds * 1000)`: a timeout that

@@ -21,8 +21,8 @@
 use bytes::Bytes;
 
 use super::flags::*;
+use super::parse::strtod;
 use super::parse::{self, is};
-use super::zset::strtod;
 use super::{CmdResult, CommandSpec, Ctx, KeySpec};
 use crate::db::WRONGTYPE;
 use crate::db::list::List;

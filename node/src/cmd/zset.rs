@@ -439,14 +439,16 @@ fn owned_item((m, s): (&[u8], f64)) -> (Bytes, f64) {
 
 // --- key positions of numkeys-style commands ---------------------------------
 
-/// Keys `first..first+numkeys` where numkeys is at `at` (nothing if it does not parse).
+/// Keys `first..first+numkeys` where numkeys is at `at`: none when it does
+/// not parse or claims more keys than there are arguments (Redis' key
+/// extractors give up the same way, and the command then reports the error).
 fn numkeys_keys(args: &[&[u8]], at: usize) -> Vec<usize> {
     let n = args.get(at).and_then(|a| parse::parse_i64(a)).unwrap_or(0);
-    if n <= 0 {
+    let available = args.len().saturating_sub(at + 1);
+    if n <= 0 || n as u64 > available as u64 {
         return Vec::new();
     }
-    let end = (at + 1).saturating_add(n as usize).min(args.len());
-    (at + 1..end).collect()
+    (at + 1..at + 1 + n as usize).collect()
 }
 
 fn numkeys_at_1(args: &[&[u8]]) -> Vec<usize> {
@@ -458,124 +460,19 @@ pub(super) fn numkeys_at_2(args: &[&[u8]]) -> Vec<usize> {
     numkeys_keys(args, 2)
 }
 
+/// The destination and the sources, or nothing at all when the sources'
+/// count is unusable (as Redis' `zunionInterDiffStoreGetKeys`).
 fn store_keys(args: &[&[u8]]) -> Vec<usize> {
+    let sources = numkeys_keys(args, 2);
+    if sources.is_empty() {
+        return sources;
+    }
     let mut v = vec![1];
-    v.extend(numkeys_keys(args, 2));
+    v.extend(sources);
     v
 }
 
 // --- argument parsing ------------------------------------------------------
-
-/// glibc's `strtod` on a byte string: the value and how many bytes it used
-/// (0 when nothing converts). Redis parses scores with it, so we accept what
-/// it accepts: leading spaces (in ranges), hex, `inf`, `infinity`, `nan`.
-pub(super) fn strtod(s: &[u8]) -> (f64, usize, bool) {
-    let mut i = 0;
-    while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
-        i += 1;
-    }
-    let start = i;
-    let neg = matches!(s.get(i), Some(b'-'));
-    if matches!(s.get(i), Some(b'-' | b'+')) {
-        i += 1;
-    }
-    let rest = &s[i..];
-    let lower = |n: usize| -> Vec<u8> { rest.iter().take(n).map(|c| c.to_ascii_lowercase()).collect() };
-    let sign = if neg { -1.0 } else { 1.0 };
-    if lower(8) == b"infinity" {
-        return (sign * f64::INFINITY, i + 8, false);
-    }
-    if lower(3) == b"inf" {
-        return (sign * f64::INFINITY, i + 3, false);
-    }
-    if lower(3) == b"nan" {
-        return (f64::NAN, i + 3, false);
-    }
-    if lower(2) == b"0x" && rest.get(2).is_some_and(|c| c.is_ascii_hexdigit() || *c == b'.') {
-        let (v, used) = hex_float(&rest[2..]);
-        if used > 0 {
-            return (sign * v, i + 2 + used, false);
-        }
-    }
-    let mut j = i;
-    let mut digits = 0;
-    let mut nonzero = false;
-    while j < s.len() && s[j].is_ascii_digit() {
-        nonzero |= s[j] != b'0';
-        j += 1;
-        digits += 1;
-    }
-    if j < s.len() && s[j] == b'.' {
-        j += 1;
-        while j < s.len() && s[j].is_ascii_digit() {
-            nonzero |= s[j] != b'0';
-            j += 1;
-            digits += 1;
-        }
-    }
-    if digits == 0 {
-        return (0.0, 0, false);
-    }
-    if j < s.len() && (s[j] == b'e' || s[j] == b'E') {
-        let mut k = j + 1;
-        if k < s.len() && (s[k] == b'-' || s[k] == b'+') {
-            k += 1;
-        }
-        if k < s.len() && s[k].is_ascii_digit() {
-            while k < s.len() && s[k].is_ascii_digit() {
-                k += 1;
-            }
-            j = k;
-        }
-    }
-    let text = std::str::from_utf8(&s[start..j]).unwrap_or("0");
-    let v: f64 = text.parse().unwrap_or(0.0);
-    // ERANGE: overflow to infinity, or underflow of a non-zero number to zero.
-    let erange = v.is_infinite() || (v == 0.0 && nonzero);
-    (v, j, erange)
-}
-
-/// Hex mantissa `[digits][.digits]` with an optional binary exponent `p[+-]n`.
-fn hex_float(s: &[u8]) -> (f64, usize) {
-    let mut v = 0.0f64;
-    let mut i = 0;
-    let mut digits = 0;
-    let mut scale = 0i32;
-    while i < s.len() && s[i].is_ascii_hexdigit() {
-        v = v * 16.0 + (s[i] as char).to_digit(16).unwrap_or(0) as f64;
-        i += 1;
-        digits += 1;
-    }
-    if i < s.len() && s[i] == b'.' {
-        i += 1;
-        while i < s.len() && s[i].is_ascii_hexdigit() {
-            v = v * 16.0 + (s[i] as char).to_digit(16).unwrap_or(0) as f64;
-            scale -= 4;
-            i += 1;
-            digits += 1;
-        }
-    }
-    if digits == 0 {
-        return (0.0, 0);
-    }
-    if i < s.len() && (s[i] == b'p' || s[i] == b'P') {
-        let mut k = i + 1;
-        let neg = k < s.len() && s[k] == b'-';
-        if k < s.len() && (s[k] == b'-' || s[k] == b'+') {
-            k += 1;
-        }
-        if k < s.len() && s[k].is_ascii_digit() {
-            let mut e = 0i32;
-            while k < s.len() && s[k].is_ascii_digit() {
-                e = e.saturating_mul(10).saturating_add((s[k] - b'0') as i32);
-                k += 1;
-            }
-            scale = scale.saturating_add(if neg { -e } else { e });
-            i = k;
-        }
-    }
-    (v * 2f64.powi(scale), i)
-}
 
 /// Redis' `getDoubleFromObject`: the whole argument, no leading space, no
 /// NaN, no overflow or underflow to zero.
@@ -583,7 +480,7 @@ pub(super) fn parse_score(b: &[u8]) -> Option<f64> {
     if b.is_empty() || b[0].is_ascii_whitespace() || b[0] == b'\x0b' {
         return None;
     }
-    let (v, used, erange) = strtod(b);
+    let (v, used, erange) = parse::strtod(b);
     if used != b.len() || v.is_nan() || (erange && (v.is_infinite() || v == 0.0)) {
         return None;
     }
@@ -601,7 +498,7 @@ fn range_item(b: &[u8]) -> Option<(f64, bool)> {
         Some(b'(') => (true, &b[1..]),
         _ => (false, b),
     };
-    let (v, used, _) = strtod(num);
+    let (v, used, _) = parse::strtod(num);
     if used != num.len() || v.is_nan() {
         return None;
     }

@@ -897,12 +897,12 @@ impl Parser<'_> {
                 if !accepted {
                     return Err(self.expected_found("value", if numeric { "invalid number" } else { "invalid token" }));
                 }
-                match strtod(rest) {
-                    Some((n, used)) => {
+                match crate::cmd::parse::strtod(rest) {
+                    (_, 0, _) => Err(self.expected_found("value", "invalid number")),
+                    (n, used, _) => {
                         self.pos += used;
                         Ok(Value::Number(n))
                     }
-                    None => Err(self.expected_found("value", "invalid number")),
                 }
             }
             None => Err(self.expected("value")),
@@ -1082,161 +1082,6 @@ fn invalid_number(s: &[u8]) -> bool {
             let word = |w: &[u8]| p.len() >= 3 && p[..3].eq_ignore_ascii_case(w);
             word(b"inf") || word(b"nan")
         }
-    }
-}
-
-/// An optional sign at `s[*i]`, consumed: whether it was `-`.
-fn take_sign(s: &[u8], i: &mut usize) -> bool {
-    match s.get(*i) {
-        Some(b'-') => {
-            *i += 1;
-            true
-        }
-        Some(b'+') => {
-            *i += 1;
-            false
-        }
-        _ => false,
-    }
-}
-
-/// C's `strtod` on a prefix of `s`: the value and how many bytes it took,
-/// or `None` when no number starts there. Decimal, hexadecimal (`0x1.8p3`),
-/// `inf`/`infinity` and `nan`/`nan(...)`, with an optional sign.
-fn strtod(s: &[u8]) -> Option<(f64, usize)> {
-    let mut i = 0;
-    let negative = take_sign(s, &mut i);
-    let sign = |v: f64| if negative { -v } else { v };
-    let rest = &s[i..];
-    let starts = |w: &[u8]| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w);
-    if starts(b"infinity") {
-        return Some((sign(f64::INFINITY), i + 8));
-    }
-    if starts(b"inf") {
-        return Some((sign(f64::INFINITY), i + 3));
-    }
-    if starts(b"nan") {
-        let mut end = i + 3;
-        if s.get(end) == Some(&b'(')
-            && let Some(close) = s[end..].iter().position(|&c| c == b')')
-            && s[end + 1..end + close]
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-        {
-            end += close + 1;
-        }
-        return Some((sign(f64::NAN), end));
-    }
-    if starts(b"0x") {
-        let digits = |from: usize| s[from..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
-        let mut j = i + 2;
-        let mut value = 0f64;
-        let int_digits = digits(j);
-        for &c in &s[j..j + int_digits] {
-            value = value * 16.0 + (c as char).to_digit(16).unwrap_or(0) as f64;
-        }
-        j += int_digits;
-        let mut frac_digits = 0;
-        if s.get(j) == Some(&b'.') {
-            frac_digits = digits(j + 1);
-            let mut scale = 1.0 / 16.0;
-            for &c in &s[j + 1..j + 1 + frac_digits] {
-                value += (c as char).to_digit(16).unwrap_or(0) as f64 * scale;
-                scale /= 16.0;
-            }
-            if int_digits + frac_digits > 0 {
-                j += 1 + frac_digits;
-            }
-        }
-        if int_digits + frac_digits == 0 {
-            // "0x" with no digits: strtod reads the 0.
-            return Some((sign(0.0), i + 1));
-        }
-        if matches!(s.get(j), Some(b'p' | b'P')) {
-            let mut k = j + 1;
-            let exp_negative = take_sign(s, &mut k);
-            let exp_digits = s[k..].iter().take_while(|c| c.is_ascii_digit()).count();
-            if exp_digits > 0 {
-                let e: i32 = std::str::from_utf8(&s[k..k + exp_digits])
-                    .ok()?
-                    .parse()
-                    .unwrap_or(i32::MAX);
-                value *= 2f64.powi(if exp_negative { -e } else { e });
-                j = k + exp_digits;
-            }
-        }
-        return Some((sign(value), j));
-    }
-    // Decimal: digits [. digits] [e [sign] digits], at least one digit.
-    let mut j = i;
-    let int_digits = s[j..].iter().take_while(|c| c.is_ascii_digit()).count();
-    j += int_digits;
-    let mut frac_digits = 0;
-    if s.get(j) == Some(&b'.') {
-        frac_digits = s[j + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if int_digits + frac_digits > 0 {
-            j += 1 + frac_digits;
-        }
-    }
-    if int_digits + frac_digits == 0 {
-        return None;
-    }
-    if matches!(s.get(j), Some(b'e' | b'E')) {
-        let mut k = j + 1;
-        if matches!(s.get(k), Some(b'+' | b'-')) {
-            k += 1;
-        }
-        let exp_digits = s[k..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if exp_digits > 0 {
-            j = k + exp_digits;
-        }
-    }
-    let text = std::str::from_utf8(&s[i..j]).ok()?;
-    text.parse::<f64>().ok().map(|v| (sign(v), j))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tobit_wraps_modulo_2_32() {
-        assert_eq!(tobit(1.0), 1);
-        assert_eq!(tobit(-1.0), -1);
-        assert_eq!(tobit(4_294_967_297.0), 1);
-        assert_eq!(tobit(2_147_483_648.0), i32::MIN);
-        assert_eq!(tobit(0.5), 0);
-        assert_eq!(tobit(1.5), 2);
-    }
-
-    #[test]
-    fn strtod_reads_what_c_reads() {
-        let cases: &[(&str, Option<(f64, usize)>)] = &[
-            ("12", Some((12.0, 2))),
-            ("-1.5e3x", Some((-1500.0, 6))),
-            ("1.2.3", Some((1.2, 3))),
-            ("1e", Some((1.0, 1))),
-            (".5", Some((0.5, 2))),
-            ("5.", Some((5.0, 2))),
-            ("0x10", Some((16.0, 4))),
-            ("0x1.8p1", Some((3.0, 7))),
-            ("0x", Some((0.0, 1))),
-            ("+7", Some((7.0, 2))),
-            ("007", Some((7.0, 3))),
-            ("-Infinity", Some((f64::NEG_INFINITY, 9))),
-            ("inf,", Some((f64::INFINITY, 3))),
-            ("-", None),
-            ("e5", None),
-            (".", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(strtod(text.as_bytes()), *want, "{text}");
-        }
-        let (n, used) = strtod(b"NaN]").unwrap();
-        assert!(n.is_nan());
-        assert_eq!(used, 3);
-        assert!(invalid_number(b"+1") && invalid_number(b"0x1") && invalid_number(b"-007") && invalid_number(b"nan"));
-        assert!(!invalid_number(b"0.5") && !invalid_number(b"-12") && !invalid_number(b"true"));
     }
 }
 
@@ -1582,4 +1427,50 @@ fn struct_size(args: &MultiValue, f: &str) -> Result<usize, String> {
         pos += size;
     }
     Ok(pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tobit_wraps_modulo_2_32() {
+        assert_eq!(tobit(1.0), 1);
+        assert_eq!(tobit(-1.0), -1);
+        assert_eq!(tobit(4_294_967_297.0), 1);
+        assert_eq!(tobit(2_147_483_648.0), i32::MIN);
+        assert_eq!(tobit(0.5), 0);
+        assert_eq!(tobit(1.5), 2);
+    }
+
+    #[test]
+    fn json_numbers_are_read_as_strtod_reads_them() {
+        let read = |s: &str| {
+            let (n, used, _) = crate::cmd::parse::strtod(s.as_bytes());
+            (used > 0).then_some((n, used))
+        };
+        let cases: &[(&str, Option<(f64, usize)>)] = &[
+            ("12", Some((12.0, 2))),
+            ("-1.5e3x", Some((-1500.0, 6))),
+            ("1.2.3", Some((1.2, 3))),
+            ("1e", Some((1.0, 1))),
+            ("0x10", Some((16.0, 4))),
+            ("0x1.8p1", Some((3.0, 7))),
+            ("0x", Some((0.0, 1))),
+            ("+7", Some((7.0, 2))),
+            ("007", Some((7.0, 3))),
+            ("-Infinity", Some((f64::NEG_INFINITY, 9))),
+            ("inf,", Some((f64::INFINITY, 3))),
+            ("-", None),
+            ("e5", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(read(text), *want, "{text}");
+        }
+        let (n, used) = read("-nan(x1)]").unwrap();
+        assert!(n.is_nan() && n.is_sign_negative());
+        assert_eq!(used, 8);
+        assert!(invalid_number(b"+1") && invalid_number(b"0x1") && invalid_number(b"-007") && invalid_number(b"nan"));
+        assert!(!invalid_number(b"0.5") && !invalid_number(b"-12") && !invalid_number(b"true"));
+    }
 }

@@ -300,6 +300,11 @@ pub fn getkeys(_ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         return Err(Reply::err("ERR The command has no key arguments"));
     }
     let keys = key_positions(spec, cmd);
+    // A command whose keys may be none (EVAL, FCALL with numkeys 0) has
+    // none to list; for any other, no keys means bad arguments.
+    if keys.is_empty() && spec.flags & flags::NO_MANDATORY_KEYS != 0 {
+        return Ok(Reply::Array(Vec::new()));
+    }
     if keys.is_empty() {
         return Err(Reply::err("ERR Invalid arguments specified for command"));
     }
