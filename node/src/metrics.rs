@@ -354,25 +354,34 @@ impl Metrics {
 /// or scrape when a monitoring loop polls in a tight cycle.
 const ALLOCATOR_REFRESH: Duration = Duration::from_millis(100);
 
-static ALLOCATOR_CACHE: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+/// The last refresh: when, jemalloc's `stats.allocated` then, and the
+/// dataset's accounted size then (when the refresh knew it).
+static ALLOCATOR_CACHE: Mutex<Option<(Instant, u64, Option<u64>)>> = Mutex::new(None);
 
-/// Bytes allocated through jemalloc (`stats.allocated`), or `None` when
-/// jemalloc is not the process' allocator (in-process tests use the system
-/// allocator: jemalloc is linked but sees no allocations).
-pub fn allocator_allocated() -> Option<u64> {
+/// Bytes allocated through jemalloc (`stats.allocated`) at the last refresh
+/// (at most [`ALLOCATOR_REFRESH`] ago), and the dataset size then; `None`
+/// when jemalloc is not the process' allocator (in-process tests use the
+/// system allocator: jemalloc is linked but sees no allocations). Given the
+/// dataset size now, a refresh that did not record one is not reused.
+fn allocator_sample(dataset: Option<u64>) -> Option<(u64, Option<u64>)> {
     let mut cache = ALLOCATOR_CACHE.lock();
-    let fresh = match *cache {
-        Some((at, v)) if at.elapsed() < ALLOCATOR_REFRESH => v,
+    let (allocated, dataset_then) = match *cache {
+        Some((at, v, d)) if at.elapsed() < ALLOCATOR_REFRESH && (dataset.is_none() || d.is_some()) => (v, d),
         _ => {
             let _ = tikv_jemalloc_ctl::epoch::advance();
             let v = tikv_jemalloc_ctl::stats::allocated::read().unwrap_or(0) as u64;
-            *cache = Some((Instant::now(), v));
-            v
+            *cache = Some((Instant::now(), v, dataset));
+            (v, dataset)
         }
     };
     // A process that really runs on jemalloc has allocated at least its own
     // runtime, connection buffers and command table: far more than 1 MiB.
-    (fresh >= 1 << 20).then_some(fresh)
+    (allocated >= 1 << 20).then_some((allocated, dataset_then))
+}
+
+/// Bytes allocated through jemalloc at the last refresh (see [`allocator_sample`]).
+pub fn allocator_allocated() -> Option<u64> {
+    allocator_sample(None).map(|(a, _)| a)
 }
 
 /// `mem_allocator` as INFO reports it.
@@ -390,7 +399,12 @@ pub fn allocator_name() -> String {
 /// the dataset accounting. Also raises the recorded peak.
 pub fn used_memory(state: &State) -> u64 {
     let dataset = state.db.used_memory() as u64;
-    let used = allocator_allocated().map_or(dataset, |a| a.max(dataset));
+    // Between refreshes the allocator's figure moves with the dataset's, so
+    // a big write shows at once (an INFO right after it is not 100 ms stale).
+    let used = allocator_sample(Some(dataset)).map_or(dataset, |(allocated, then)| {
+        let then = then.unwrap_or(dataset);
+        allocated.saturating_add(dataset).saturating_sub(then).max(dataset)
+    });
     state.mem_peak.fetch_max(used, Ordering::Relaxed);
     used
 }
