@@ -1758,7 +1758,13 @@ mod tests {
             .map(|s| s.as_bytes())
             .collect();
         assert_eq!(store_keys(&a), vec![1, 3, 4]);
+        // More keys claimed than there are arguments: none (as Redis'
+        // extractor; the command itself then reports the error).
         let a: Vec<&[u8]> = ["zunion", "99", "a"].iter().map(|s| s.as_bytes()).collect();
+        assert!(numkeys_at_1(&a).is_empty());
+        let a: Vec<&[u8]> = ["zunionstore", "d", "3", "a"].iter().map(|s| s.as_bytes()).collect();
+        assert!(store_keys(&a).is_empty());
+        let a: Vec<&[u8]> = ["zunion", "1", "a", "b"].iter().map(|s| s.as_bytes()).collect();
         assert_eq!(numkeys_at_1(&a), vec![2]);
         let a: Vec<&[u8]> = ["zunion", "x", "a"].iter().map(|s| s.as_bytes()).collect();
         assert!(numkeys_at_1(&a).is_empty());
