@@ -197,10 +197,11 @@ async fn bad_manifests_are_refused_with_a_message_naming_the_field() -> anyhow::
         .enumerate()
         .map(|(i, (what, spec, expect))| (what.to_string(), manifest(&format!("bad-{i}"), spec), expect.to_vec()))
         .collect();
+    let at_most = format!("must have at most {} items", ferrokv_operator::crd::CONFIG_KEYS.len());
     cases.push((
         "too many config keys".into(),
         manifest("bad-config-keys", &too_many),
-        vec!["spec.config: Too many", "must have at most 24 items"],
+        vec!["spec.config: Too many", at_most.as_str()],
     ));
     cases.push((
         "name too long".into(),
