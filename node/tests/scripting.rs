@@ -822,3 +822,50 @@ fn transactions_meet_busy_scripts_as_in_redis() {
     }
     assert_eq!(transcripts[0], transcripts[1], "left: ferrokv, right: redis");
 }
+
+/// SHUTDOWN while a script is busy: refused without NOSAVE (a snapshot
+/// would hold half the script), and SHUTDOWN NOSAVE stops the script and
+/// the node at once; what the script wrote is not in the append-only log,
+/// so the restarted node has none of it. The real binary.
+#[test]
+fn shutdown_nosave_stops_a_busy_script_and_keeps_none_of_it() {
+    let dir = support::TempDir::new("shutdown-busy");
+    let dir_arg = dir.0.to_string_lossy().into_owned();
+    let args = [
+        "--dir",
+        dir_arg.as_str(),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ];
+    let mut node = support::Binary::start(&args);
+    let mut c = RawClient::connect(node.addr);
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "busy-reply-threshold", "100"]),
+        Frame::Simple("OK".into())
+    );
+    let mut runner = RawClient::connect(node.addr);
+    runner.set_timeout(Duration::from_secs(30));
+    runner.send(&["EVAL", "redis.call('set', 'half', 1) while true do end", "0"]);
+    support::wait_for("the script to be busy", Duration::from_secs(10), || {
+        matches!(c.cmd(&["PING"]), Frame::Error(e) if e.starts_with("BUSY ")).then_some(())
+    });
+    assert_eq!(
+        c.cmd(&["SHUTDOWN"]),
+        Frame::Error("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.".into())
+    );
+    assert_eq!(
+        c.cmd(&["SCRIPT", "KILL"]),
+        Frame::Error(
+            "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.".into()
+        )
+    );
+    c.send(&["SHUTDOWN", "NOSAVE"]);
+    assert!(node.wait_exit(Duration::from_secs(20)).success());
+    let node = support::Binary::start(&args);
+    let mut c = RawClient::connect(node.addr);
+    assert_eq!(c.cmd(&["GET", "before"]), Frame::bulk("1"));
+    assert_eq!(c.cmd(&["EXISTS", "half"]), Frame::Int(0));
+}

@@ -166,6 +166,15 @@ fn shutdown(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     if abort {
         return Err(Reply::err("ERR No shutdown in progress."));
     }
+    // A busy script: only SHUTDOWN NOSAVE may stop the node (Redis' rule; a
+    // snapshot now would hold half the script), and it stops the script.
+    let scripts = &ctx.state.scripts;
+    if scripts.is_busy() {
+        if !nosave {
+            return Err(Reply::err(scripts.busy_error()));
+        }
+        scripts.abort_for_shutdown();
+    }
     tracing::info!(client = ctx.session.handle.id, "SHUTDOWN requested");
     ctx.state.stop.request(StopOptions {
         save: (save || nosave).then_some(save),

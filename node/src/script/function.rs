@@ -771,6 +771,7 @@ pub fn fcall(ctx: &mut Ctx, args: &[&[u8]], read_only: bool) -> CmdResult {
     let argv = super::array(&engine.lua, &args[3 + numkeys..]).map_err(lua_err)?;
     *scripts.run.function.lock() = Some((name.clone(), args.iter().map(|a| Bytes::copy_from_slice(a)).collect()));
     let _running = scripts.start_run(state);
+    let log_mark = ctx.log.len();
     let outcome = super::guarded(|| {
         call::run(
             ctx,
@@ -784,6 +785,9 @@ pub fn fcall(ctx: &mut Ctx, args: &[&[u8]], read_only: bool) -> CmdResult {
         )
     });
     drop(func);
+    if scripts.take_shutdown() {
+        ctx.log.truncate(log_mark);
+    }
     let Some(outcome) = outcome else {
         scripts.reset(&mut st);
         return Err(Reply::err(super::INTERPRETER_RESET));

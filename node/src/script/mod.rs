@@ -108,6 +108,9 @@ struct RunState {
     threshold_ms: AtomicU64,
     busy: AtomicBool,
     kill: AtomicBool,
+    /// SHUTDOWN NOSAVE stopped it (with `kill`, whatever it wrote): what
+    /// it wrote is not logged, so no log or replica keeps half a script.
+    shutdown: AtomicBool,
     /// It ran a write: SCRIPT KILL can no longer stop it.
     wrote: AtomicBool,
     /// The running function's name and command (FUNCTION STATS); `None`
@@ -213,6 +216,23 @@ impl Scripts {
         }
         run.kill.store(true, Ordering::Release);
         Reply::Ok
+    }
+
+    /// SHUTDOWN NOSAVE while a script is busy: stop it even if it wrote
+    /// (Redis exits there and then; here the node stops once the script has
+    /// unwound, and what the script wrote never reaches the log).
+    pub fn abort_for_shutdown(&self) {
+        let run = &self.run;
+        if run.running.load(Ordering::Acquire) {
+            run.shutdown.store(true, Ordering::Release);
+            run.kill.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the script that just ended was stopped by SHUTDOWN NOSAVE
+    /// (and clear that).
+    fn take_shutdown(&self) -> bool {
+        self.run.shutdown.swap(false, Ordering::AcqRel)
     }
 
     /// Mark a script as running from now on (BUSY's clock, SCRIPT KILL's
@@ -859,6 +879,7 @@ pub fn eval(ctx: &mut Ctx, args: &[&[u8]], mode: Mode) -> CmdResult {
         .map_err(lua_err)?;
 
     let _running = scripts.start_run(state);
+    let log_mark = ctx.log.len();
     let outcome = guarded(|| {
         call::run(
             ctx,
@@ -872,6 +893,9 @@ pub fn eval(ctx: &mut Ctx, args: &[&[u8]], mode: Mode) -> CmdResult {
         )
     });
     drop(func);
+    if scripts.take_shutdown() {
+        ctx.log.truncate(log_mark);
+    }
     let Some(outcome) = outcome else {
         *slot = None;
         scripts.forget_all();
