@@ -423,52 +423,12 @@ fn block_on(ctx: &mut Ctx, keys: &[&[u8]], timeout: Option<std::time::Duration>,
     Ok(Reply::Null)
 }
 
-/// Key positions of LMPOP/BLMPOP, as Redis' `genericGetKeys`: `numkeys` read
-/// with `atoi`, no keys at all when it is out of range.
-fn numkeys_positions(args: &[&[u8]], numkeys_idx: usize) -> Vec<usize> {
-    let first = numkeys_idx + 1;
-    let Some(arg) = args.get(numkeys_idx) else {
-        return Vec::new();
-    };
-    let n = atoi(arg);
-    let avail = args.len().saturating_sub(first) as i64;
-    if n < 1 || n > avail {
-        return Vec::new();
-    }
-    (first..first + n as usize).collect()
-}
-
-/// C's `atoi` (leading blanks, optional sign, digits; saturating here).
-fn atoi(b: &[u8]) -> i64 {
-    let mut i = 0;
-    while i < b.len() && b[i].is_ascii_whitespace() {
-        i += 1;
-    }
-    let neg = match b.get(i) {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
-    let mut v: i64 = 0;
-    while let Some(d) = b.get(i).filter(|d| d.is_ascii_digit()) {
-        v = v.saturating_mul(10).saturating_add((d - b'0') as i64);
-        i += 1;
-    }
-    if neg { -v } else { v }
-}
-
 fn lmpop_keys(args: &[&[u8]]) -> Vec<usize> {
-    numkeys_positions(args, 1)
+    super::numkeys_keys(args, 1)
 }
 
 fn blmpop_keys(args: &[&[u8]]) -> Vec<usize> {
-    numkeys_positions(args, 2)
+    super::numkeys_keys(args, 2)
 }
 
 /// Clamp a Redis `start..=end` range (negative = from the tail) to a list of

@@ -151,6 +151,28 @@ pub const fn all_keys_from(first: i32) -> KeySpec {
     }
 }
 
+/// Key positions of a `numkeys key...` command (LMPOP, ZUNION, EVAL, ...)
+/// with the count at `numkeys_idx`, as Redis' key extractors: `numkeys` read
+/// with `atoi`, no keys at all when it is out of range (the command itself
+/// then reports the error).
+pub fn numkeys_keys(args: &[&[u8]], numkeys_idx: usize) -> Vec<usize> {
+    let first = numkeys_idx + 1;
+    let Some(arg) = args.get(numkeys_idx) else {
+        return Vec::new();
+    };
+    let n = parse::atoi(arg);
+    let avail = args.len().saturating_sub(first) as i64;
+    if n < 1 || n > avail {
+        return Vec::new();
+    }
+    (first..first + n as usize).collect()
+}
+
+/// [`numkeys_keys`] with the count at index 2 (EVAL, FCALL, ZINTERCARD, ZMPOP).
+pub fn numkeys_at_2(args: &[&[u8]]) -> Vec<usize> {
+    numkeys_keys(args, 2)
+}
+
 pub struct CommandSpec {
     /// Lower case. Subcommands are named by their own word (`get` under `config`).
     pub name: &'static str,
@@ -801,7 +823,7 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
         && let Some(m) = session.multi.as_mut()
         && m.queue
             .iter()
-            .any(|(s, a)| effective_flags(state, s, &view(a)) & flags::WRITE != 0)
+            .any(|(s, a)| queued_flags(state, s, a) & flags::WRITE != 0)
     {
         // Writes queued before the log failed: EXEC answers EXECABORT.
         m.aborted = true;
@@ -826,7 +848,7 @@ pub fn execute_framed(state: &State, session: &mut Session, args: &[&[u8]], fram
             "exec" => m
                 .queue
                 .iter()
-                .any(|(s, a)| effective_flags(state, s, &view(a)) & flags::DENYOOM != 0),
+                .any(|(s, a)| queued_flags(state, s, a) & flags::DENYOOM != 0),
             "discard" | "quit" | "reset" => false,
             _ => true,
         },
@@ -989,6 +1011,15 @@ fn effective_flags(state: &State, spec: &CommandSpec, args: &[&[u8]]) -> u32 {
         f |= flags::STALE;
     }
     f
+}
+
+/// [`effective_flags`] of a queued command: its arguments are viewed only
+/// for a script command, so EXEC of ordinary commands allocates nothing.
+fn queued_flags(state: &State, spec: &CommandSpec, args: &[Bytes]) -> u32 {
+    if spec.flags & flags::SCRIPT == 0 {
+        return spec.flags;
+    }
+    effective_flags(state, spec, &view(args))
 }
 
 /// Refuse a command before it runs: counted as a rejected call and an error reply.

@@ -270,6 +270,31 @@ pub fn f64_human(v: f64) -> String {
     }
 }
 
+/// C's `atoi` (leading blanks, optional sign, digits; saturating here).
+pub fn atoi(b: &[u8]) -> i64 {
+    let mut i = 0;
+    while i < b.len() && b[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    let neg = match b.get(i) {
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        Some(b'+') => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let mut v: i64 = 0;
+    while let Some(d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+        v = v.saturating_mul(10).saturating_add((d - b'0') as i64);
+        i += 1;
+    }
+    if neg { -v } else { v }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

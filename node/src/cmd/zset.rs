@@ -333,7 +333,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "bzmpop",
         -5,
         WRITE | BLOCKING,
-        KeySpec::Custom(numkeys_at_2),
+        KeySpec::Custom(super::numkeys_at_2),
         bzmpop,
         "7.0.0",
         "O(K) + O(M*log(N))",
@@ -439,31 +439,14 @@ fn owned_item((m, s): (&[u8], f64)) -> (Bytes, f64) {
 
 // --- key positions of numkeys-style commands ---------------------------------
 
-/// Keys `first..first+numkeys` where numkeys is at `at`: none when it does
-/// not parse or claims more keys than there are arguments (Redis' key
-/// extractors give up the same way, and the command then reports the error).
-fn numkeys_keys(args: &[&[u8]], at: usize) -> Vec<usize> {
-    let n = args.get(at).and_then(|a| parse::parse_i64(a)).unwrap_or(0);
-    let available = args.len().saturating_sub(at + 1);
-    if n <= 0 || n as u64 > available as u64 {
-        return Vec::new();
-    }
-    (at + 1..at + 1 + n as usize).collect()
-}
-
 fn numkeys_at_1(args: &[&[u8]]) -> Vec<usize> {
-    numkeys_keys(args, 1)
-}
-
-/// Keys after `numkeys` at index 2 (ZINTERCARD, ZMPOP; EVAL uses it too).
-pub(super) fn numkeys_at_2(args: &[&[u8]]) -> Vec<usize> {
-    numkeys_keys(args, 2)
+    super::numkeys_keys(args, 1)
 }
 
 /// The destination and the sources, or nothing at all when the sources'
 /// count is unusable (as Redis' `zunionInterDiffStoreGetKeys`).
 fn store_keys(args: &[&[u8]]) -> Vec<usize> {
-    let sources = numkeys_keys(args, 2);
+    let sources = super::numkeys_keys(args, 2);
     if sources.is_empty() {
         return sources;
     }
