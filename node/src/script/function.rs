@@ -143,6 +143,19 @@ fn metadata(code: &[u8]) -> Result<Metadata, String> {
     })
 }
 
+/// [`metadata`], then the checks Redis makes right after it (in its order):
+/// a valid library name, a known engine.
+fn checked_metadata(code: &[u8]) -> Result<Metadata, String> {
+    let md = metadata(code)?;
+    if !valid_name(md.name.as_bytes()) {
+        return Err(BAD_NAME.into());
+    }
+    if !md.engine.eq_ignore_ascii_case("lua") {
+        return Err(format!("Engine '{}' not found", md.engine));
+    }
+    Ok(md)
+}
+
 /// Redis' `functionsVerifyName`: `[A-Za-z0-9_]+`.
 fn valid_name(name: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
@@ -177,13 +190,7 @@ impl FnState {
         code: &Bytes,
         timeout_ms: Option<u64>,
     ) -> Result<(String, Library), String> {
-        let md = metadata(code)?;
-        if !valid_name(md.name.as_bytes()) {
-            return Err(BAD_NAME.into());
-        }
-        if !md.engine.eq_ignore_ascii_case("lua") {
-            return Err(format!("Engine '{}' not found", md.engine));
-        }
+        let md = checked_metadata(code)?;
         let engine = self.engine(run)?;
         let func = engine
             .lua
@@ -374,13 +381,7 @@ impl Scripts {
         let mut st = self.functions.lock();
         self.synced(&mut st, db);
         let code = Bytes::copy_from_slice(code);
-        let md = metadata(&code).map_err(err)?;
-        if !valid_name(md.name.as_bytes()) {
-            return Err(err(BAD_NAME));
-        }
-        if !md.engine.eq_ignore_ascii_case("lua") {
-            return Err(err(format_args!("Engine '{}' not found", md.engine)));
-        }
+        let md = checked_metadata(&code).map_err(err)?;
         if !replace && st.libs.contains_key(&md.name) {
             return Err(err(format_args!("Library '{}' already exists", md.name)));
         }
@@ -443,7 +444,7 @@ impl Scripts {
                 Ok(_) => return Err(err("given type is not a function")),
             };
             let code = Bytes::from(code);
-            let md = metadata(&code).map_err(err)?;
+            let md = checked_metadata(&code).map_err(err)?;
             if restored.contains_key(&md.name) {
                 return Err(err(format_args!("Library '{}' already exists", md.name)));
             }

@@ -483,34 +483,31 @@ fn cjson(lua: &Lua) -> mlua::Result<Table> {
     // the setting) and returns the settings, with lua-cjson's argument errors.
     type Setter = fn(&Lua, &mut Config, &MultiValue, &str) -> Result<MultiValue, String>;
     let setters: [(&str, usize, Setter); 7] = [
-        ("encode_sparse_array", 3, |lua, c, a, f| {
+        ("encode_sparse_array", 3, |_, c, a, f| {
             enum_option(a, 0, f, &mut c.sparse_convert)?;
             int_option(a, 1, f, 0, &mut c.sparse_ratio)?;
             int_option(a, 2, f, 0, &mut c.sparse_safe)?;
-            values(
-                lua,
-                [
-                    Value::Boolean(c.sparse_convert),
-                    num(c.sparse_ratio),
-                    num(c.sparse_safe),
-                ],
-            )
+            values([
+                Value::Boolean(c.sparse_convert),
+                num(c.sparse_ratio),
+                num(c.sparse_safe),
+            ])
         }),
-        ("encode_max_depth", 1, |lua, c, a, f| {
+        ("encode_max_depth", 1, |_, c, a, f| {
             int_option(a, 0, f, 1, &mut c.encode_max_depth)?;
-            values(lua, [num(c.encode_max_depth)])
+            values([num(c.encode_max_depth)])
         }),
-        ("decode_max_depth", 1, |lua, c, a, f| {
+        ("decode_max_depth", 1, |_, c, a, f| {
             int_option(a, 0, f, 1, &mut c.decode_max_depth)?;
-            values(lua, [num(c.decode_max_depth)])
+            values([num(c.decode_max_depth)])
         }),
-        ("encode_number_precision", 1, |lua, c, a, f| {
+        ("encode_number_precision", 1, |_, c, a, f| {
             int_option_max(a, 0, f, 1, 14, &mut c.precision)?;
-            values(lua, [num(c.precision)])
+            values([num(c.precision)])
         }),
-        ("encode_keep_buffer", 1, |lua, c, a, f| {
+        ("encode_keep_buffer", 1, |_, c, a, f| {
             enum_option(a, 0, f, &mut c.keep_buffer)?;
-            values(lua, [Value::Boolean(c.keep_buffer)])
+            values([Value::Boolean(c.keep_buffer)])
         }),
         ("encode_invalid_numbers", 1, |lua, c, a, f| {
             if let Some(v) = a.front().filter(|v| !v.is_nil()) {
@@ -524,11 +521,11 @@ fn cjson(lua: &Lua) -> mlua::Result<Table> {
                 1 => Value::Boolean(true),
                 _ => Value::String(lua.create_string("null").map_err(|e| e.to_string())?),
             };
-            values(lua, [shown])
+            values([shown])
         }),
-        ("decode_invalid_numbers", 1, |lua, c, a, f| {
+        ("decode_invalid_numbers", 1, |_, c, a, f| {
             enum_option(a, 0, f, &mut c.decode_invalid)?;
-            values(lua, [Value::Boolean(c.decode_invalid)])
+            values([Value::Boolean(c.decode_invalid)])
         }),
     ];
     for (name, max_args, set) in setters {
@@ -552,7 +549,7 @@ fn num(n: i64) -> Value {
     Value::Number(n as f64)
 }
 
-fn values<const N: usize>(_lua: &Lua, v: [Value; N]) -> Result<MultiValue, String> {
+fn values<const N: usize>(v: [Value; N]) -> Result<MultiValue, String> {
     Ok(MultiValue::from_iter(v))
 }
 
