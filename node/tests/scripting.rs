@@ -714,12 +714,21 @@ fn struct_matches_redis() {
     d.check_all(&cases);
 }
 
-/// A plain HTTP GET on the admin port; the whole response.
-fn http(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> String {
+/// A plain HTTP GET on the admin port; the whole response. `sent` hears
+/// when the request is on the wire.
+fn http(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+    sent: Option<std::sync::mpsc::Sender<()>>,
+) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(timeout)).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    if let Some(sent) = sent {
+        let _ = sent.send(());
+    }
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -747,7 +756,13 @@ fn a_long_script_leaves_the_door_open() {
     support::wait_for("the script to be busy", Duration::from_secs(10), || {
         matches!(c.cmd(&["PING"]), Frame::Error(e) if e.starts_with("BUSY ")).then_some(())
     });
-    let scrape = std::thread::spawn(move || http(admin, "/metrics", Duration::from_secs(30)));
+    let (sent_tx, sent) = std::sync::mpsc::channel();
+    let scrape = std::thread::spawn(move || http(admin, "/metrics", Duration::from_secs(30), Some(sent_tx)));
+    sent.recv_timeout(Duration::from_secs(10)).unwrap();
+    // The scrape must reach its handler (and wait there for the keyspace)
+    // before the new client connects, and nothing outside the process shows
+    // that it has: this pause is the ordering under test. Were it too short,
+    // the test would pass without exercising the wait, never fail wrongly.
     std::thread::sleep(Duration::from_millis(300));
     let mut fresh = support::RawClient::try_connect(node.addr).unwrap();
     fresh.set_timeout(Duration::from_secs(5));
@@ -755,7 +770,7 @@ fn a_long_script_leaves_the_door_open() {
         matches!(fresh.cmd(&["GET", "k"]), Frame::Error(e) if e.starts_with("BUSY ")),
         "a new connection is served during the script"
     );
-    assert!(http(admin, "/healthz", Duration::from_secs(5)).contains("200 OK"));
+    assert!(http(admin, "/healthz", Duration::from_secs(5), None).contains("200 OK"));
     assert_eq!(fresh.cmd(&["SCRIPT", "KILL"]), Frame::Simple("OK".into()));
     assert!(runner.read().is_error());
     let metrics = scrape.join().unwrap();
