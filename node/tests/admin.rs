@@ -307,4 +307,23 @@ fn binary_reports_jemalloc_memory() {
     promtool_check(&m);
     let metric_used = sample(&m, "ferrokv_memory_used_bytes").unwrap();
     assert!(metric_used > (1 << 20) as f64, "{metric_used}");
+    // A large write shows at once, not after the allocator's next refresh
+    // (INFO right before and right after, well within 100 ms of each other).
+    let used_now = |c: &mut RawClient| -> u64 {
+        let Frame::Bulk(info) = c.cmd(&["INFO", "memory"]) else {
+            panic!()
+        };
+        let info = String::from_utf8(info).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let before = used_now(&mut c);
+    let members: Vec<String> = (0..50_000).map(|i| format!("member-{i:08}")).collect();
+    let mut sadd = vec!["SADD", "big"];
+    sadd.extend(members.iter().map(String::as_str));
+    assert_eq!(c.cmd(&sadd), Frame::Int(50_000));
+    let after = used_now(&mut c);
+    assert!(after > before + 2_000_000, "used_memory {before} -> {after}");
 }
